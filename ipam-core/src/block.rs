@@ -1,0 +1,714 @@
+//! Allocation blocks: a block's addresses, who holds each, in which order
+//! free ones are handed out, and the sequence numbers that let a stale
+//! release be told from a current one.
+//!
+//! Semantics follow libcalico-go/lib/ipam/ipam_block.go: allocation takes
+//! ordinals from the head of `unallocated` (skipping reserved ones without
+//! moving them), release appends to the tail; all addresses of one request
+//! share one attribute entry; an attribute entry is removed when its last
+//! address is released and later indexes shift down; each allocation
+//! records the block's `sequenceNumber` at the time, and every write of the
+//! block raises it by one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::cidr::BlockCidr;
+use crate::error::Error;
+use crate::reservation::Reserved;
+use crate::unknown::UnknownFields;
+
+/// Addresses held by this handle stay allocated when Calico judges a block
+/// empty: Windows nodes reserve them (ipam_block.go, WindowsReservedHandle).
+pub const WINDOWS_RESERVED_HANDLE: &str = "windows-reserved-ipam-handle";
+
+/// Who a block is affine to: Calico's `affinity` string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BlockOwner {
+    /// `host:<node>`
+    Host(String),
+    /// `virtual:<name>` (newer Calico, for LoadBalancer addresses)
+    Virtual(String),
+    /// Anything else a datastore holds, kept verbatim.
+    Other(String),
+}
+
+impl BlockOwner {
+    /// Reads Calico's affinity string.
+    pub fn parse(text: &str) -> Self {
+        if let Some(node) = text.strip_prefix("host:") {
+            BlockOwner::Host(node.to_string())
+        } else if let Some(name) = text.strip_prefix("virtual:") {
+            BlockOwner::Virtual(name.to_string())
+        } else {
+            BlockOwner::Other(text.to_string())
+        }
+    }
+
+    /// The node or virtual name without its prefix (for `ipam show`).
+    pub fn name(&self) -> &str {
+        match self {
+            BlockOwner::Host(n) | BlockOwner::Virtual(n) | BlockOwner::Other(n) => n,
+        }
+    }
+
+    /// Whether this is `host:<node>`.
+    pub fn is_host(&self, node: &str) -> bool {
+        matches!(self, BlockOwner::Host(n) if n == node)
+    }
+}
+
+impl fmt::Display for BlockOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlockOwner::Host(n) => write!(f, "host:{n}"),
+            BlockOwner::Virtual(n) => write!(f, "virtual:{n}"),
+            BlockOwner::Other(raw) => f.write_str(raw),
+        }
+    }
+}
+
+/// Who holds an allocation: one entry of a block's `attributes`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Attribute {
+    /// The handle that owns the addresses.
+    #[serde(rename = "handle_id", default, skip_serializing_if = "Option::is_none")]
+    pub handle_id: Option<String>,
+    /// Owner details (node, namespace, pod, timestamp, type ...).
+    #[serde(
+        rename = "secondary",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub secondary: BTreeMap<String, String>,
+    /// Details of a previous or next owner during a live migration (Calico 3.32).
+    #[serde(
+        rename = "alternateOwnerAttrs",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub alternate_owner: BTreeMap<String, String>,
+    /// Fields of a newer Calico (such as `releasedAt`), kept verbatim.
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+impl Attribute {
+    /// The handle with Calico's sanitising applied: old host-local migrations
+    /// wrote handles with a trailing `\r...` (ipam_block.go, sanitizeHandle).
+    pub fn handle(&self) -> Option<&str> {
+        self.handle_id.as_deref().map(sanitize_handle)
+    }
+
+    fn is_for(&self, handle: &str, secondary: &BTreeMap<String, String>) -> bool {
+        self.handle_id.as_deref() == Some(handle)
+            && &self.secondary == secondary
+            && self.alternate_owner.is_empty()
+            && self.unknown.is_empty()
+    }
+}
+
+/// Cuts a handle at its first `\r`, as Calico does before comparing handles.
+pub fn sanitize_handle(handle: &str) -> &str {
+    handle.split('\r').next().unwrap_or(handle)
+}
+
+/// An IPAMBlock spec as Calico stores it in Kubernetes (field names are
+/// Calico's). Converted to a [`Block`] to be used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockSpec {
+    /// The block's CIDR.
+    pub cidr: String,
+    /// `host:<node>` or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<String>,
+    /// When the affinity was claimed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_claim_time: Option<String>,
+    /// One entry per ordinal: null when free, else an index into `attributes`.
+    pub allocations: Vec<Option<u32>>,
+    /// Free ordinals in the order they will be handed out.
+    pub unallocated: Vec<u32>,
+    /// Who holds the allocations.
+    #[serde(default)]
+    pub attributes: Vec<Attribute>,
+    /// Raised on every write of the block.
+    #[serde(default)]
+    pub sequence_number: u64,
+    /// Ordinal (as a string) to the block's sequence number when it was allocated.
+    #[serde(default)]
+    pub sequence_number_for_allocation: BTreeMap<String, u64>,
+    /// Set before a Kubernetes delete, so that a racing update conflicts.
+    #[serde(default)]
+    pub deleted: bool,
+    /// Copied from the IPAM config when the block was written.
+    #[serde(default)]
+    pub strict_affinity: bool,
+    /// Deprecated spelling of the affinity (`hostAffinity: <node>`), kept verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_affinity: Option<String>,
+    /// Fields of a newer Calico, kept verbatim.
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+/// One address to release from a block, with the caller's expectations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseItem {
+    /// The ordinal within the block.
+    pub ordinal: u32,
+    /// When set, the allocation must belong to this handle.
+    pub handle: Option<String>,
+    /// When set, the allocation must carry this sequence number.
+    pub sequence_number: Option<u64>,
+}
+
+/// What a release did to a block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Released {
+    /// Ordinals freed, in the order they went to the back of `unallocated`.
+    pub ordinals: Vec<u32>,
+    /// Ordinals that were already free.
+    pub already_free: Vec<u32>,
+    /// How many freed addresses each handle held, for the handle update.
+    pub by_handle: BTreeMap<String, u32>,
+}
+
+/// A way a block disagrees with itself, as `ipam check` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockProblem {
+    /// The ordinal is allocated and also listed as free.
+    AllocatedButListedFree(u32),
+    /// The ordinal is neither allocated nor listed as free: it can never be used.
+    Lost(u32),
+    /// The ordinal appears more than once in `unallocated`.
+    ListedFreeTwice(u32),
+    /// The attribute entry is used by no allocation.
+    UnusedAttribute(u32),
+}
+
+/// An allocation block, validated and ready for allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    cidr: BlockCidr,
+    owner: Option<BlockOwner>,
+    claim_time: Option<String>,
+    // One bit per ordinal: the authoritative "is allocated".
+    in_use: Vec<u64>,
+    // Attribute index per ordinal; meaningful only where the bit is set.
+    attribute_of: Vec<u32>,
+    unallocated: VecDeque<u32>,
+    // Shared so that copying a block for a plan does not copy every string.
+    attributes: Vec<Arc<Attribute>>,
+    sequence_number: u64,
+    sequence_for: Vec<Option<u64>>,
+    deleted: bool,
+    strict_affinity: bool,
+    host_affinity: Option<String>,
+    unknown: UnknownFields,
+}
+
+impl Block {
+    /// A fresh block: every ordinal free, in order, so ordinal 0 (the base
+    /// address) goes first. `sequence_number` should be the current time in
+    /// nanoseconds, as Calico does, so a recreated block never repeats one.
+    pub fn new(
+        cidr: BlockCidr,
+        owner: Option<BlockOwner>,
+        claim_time: Option<String>,
+        sequence_number: u64,
+    ) -> Block {
+        let size = cidr.size();
+        Block {
+            cidr,
+            owner,
+            claim_time,
+            in_use: vec![0; size.div_ceil(64) as usize],
+            attribute_of: vec![0; size as usize],
+            unallocated: (0..size).collect(),
+            attributes: Vec::new(),
+            sequence_number,
+            sequence_for: vec![None; size as usize],
+            deleted: false,
+            strict_affinity: false,
+            host_affinity: None,
+            unknown: UnknownFields::new(),
+        }
+    }
+
+    /// Validates a stored block. Tolerates what Calico tolerates (stale
+    /// sequence numbers of free ordinals, unknown fields) and refuses what
+    /// would make allocation unsafe, naming the field.
+    pub fn from_spec(spec: BlockSpec) -> Result<Block, Error> {
+        let cidr: BlockCidr = spec
+            .cidr
+            .parse()
+            .map_err(|e: Error| Error::MalformedBlock {
+                block: spec.cidr.clone(),
+                field: "cidr",
+                problem: e.to_string(),
+            })?;
+        let malformed = |field, problem: String| Error::MalformedBlock {
+            block: spec.cidr.clone(),
+            field,
+            problem,
+        };
+        let size = cidr.size();
+        if spec.allocations.len() != size as usize {
+            return Err(malformed(
+                "allocations",
+                format!(
+                    "has {} entries but the block has {size} addresses",
+                    spec.allocations.len()
+                ),
+            ));
+        }
+        let mut block = Block::new(
+            cidr,
+            spec.affinity.as_deref().map(BlockOwner::parse),
+            spec.affinity_claim_time,
+            spec.sequence_number,
+        );
+        for (ordinal, entry) in spec.allocations.iter().enumerate() {
+            if let Some(index) = *entry {
+                if index as usize >= spec.attributes.len() {
+                    return Err(malformed(
+                        "allocations",
+                        format!(
+                            "ordinal {ordinal} points at attribute {index} but there are {}",
+                            spec.attributes.len()
+                        ),
+                    ));
+                }
+                block.set_in_use(ordinal as u32, index);
+            }
+        }
+        if let Some(bad) = spec.unallocated.iter().find(|&&o| o >= size) {
+            return Err(malformed(
+                "unallocated",
+                format!("ordinal {bad} is outside the block's {size} addresses"),
+            ));
+        }
+        block.unallocated = spec.unallocated.into_iter().collect();
+        for (key, value) in spec.sequence_number_for_allocation {
+            match key.parse::<u32>() {
+                Ok(ordinal) if ordinal < size => block.sequence_for[ordinal as usize] = Some(value),
+                _ => {
+                    return Err(malformed(
+                        "sequenceNumberForAllocation",
+                        format!("key {key:?} is not an ordinal below {size}"),
+                    ))
+                }
+            }
+        }
+        block.attributes = spec.attributes.into_iter().map(Arc::new).collect();
+        block.deleted = spec.deleted;
+        block.strict_affinity = spec.strict_affinity;
+        block.host_affinity = spec.host_affinity;
+        block.unknown = spec.unknown;
+        Ok(block)
+    }
+
+    /// The stored form; `Block::from_spec(b.to_spec())` gives `b` back.
+    pub fn to_spec(&self) -> BlockSpec {
+        let allocations = (0..self.cidr.size())
+            .map(|o| self.is_allocated(o).then(|| self.attribute_of[o as usize]))
+            .collect();
+        let sequence_number_for_allocation = self
+            .sequence_for
+            .iter()
+            .enumerate()
+            .filter_map(|(o, s)| s.map(|s| (o.to_string(), s)))
+            .collect();
+        BlockSpec {
+            cidr: self.cidr.to_string(),
+            affinity: self.owner.as_ref().map(ToString::to_string),
+            affinity_claim_time: self.claim_time.clone(),
+            allocations,
+            unallocated: self.unallocated.iter().copied().collect(),
+            attributes: self.attributes.iter().map(|a| (**a).clone()).collect(),
+            sequence_number: self.sequence_number,
+            sequence_number_for_allocation,
+            deleted: self.deleted,
+            strict_affinity: self.strict_affinity,
+            host_affinity: self.host_affinity.clone(),
+            unknown: self.unknown.clone(),
+        }
+    }
+
+    /// The block's CIDR.
+    pub fn cidr(&self) -> BlockCidr {
+        self.cidr
+    }
+
+    /// Who the block is affine to.
+    pub fn owner(&self) -> Option<&BlockOwner> {
+        self.owner.as_ref()
+    }
+
+    /// When the affinity was claimed (RFC 3339), if recorded.
+    pub fn claim_time(&self) -> Option<&str> {
+        self.claim_time.as_deref()
+    }
+
+    /// The block's sequence number.
+    pub fn sequence_number(&self) -> u64 {
+        self.sequence_number
+    }
+
+    /// The sequence number recorded for an ordinal (0 when none, as Calico reads it).
+    pub fn sequence_number_of(&self, ordinal: u32) -> u64 {
+        self.sequence_for
+            .get(ordinal as usize)
+            .copied()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Whether the block is marked for deletion.
+    pub fn deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// Records that the block is about to be written: Calico raises the
+    /// sequence number on every block write (ipam_block_reader_writer.go,
+    /// updateBlock).
+    pub fn bump_sequence_number(&mut self) {
+        self.sequence_number += 1;
+    }
+
+    /// Sets or clears the affinity and its claim time.
+    pub fn set_owner(&mut self, owner: Option<BlockOwner>, claim_time: Option<String>) {
+        self.owner = owner;
+        self.claim_time = claim_time;
+    }
+
+    /// Records the IPAM config's strictAffinity on the block, as Calico does.
+    pub fn set_strict_affinity(&mut self, strict: bool) {
+        self.strict_affinity = strict;
+    }
+
+    /// Whether an ordinal is allocated.
+    pub fn is_allocated(&self, ordinal: u32) -> bool {
+        self.in_use
+            .get(ordinal as usize / 64)
+            .is_some_and(|word| word & (1 << (ordinal % 64)) != 0)
+    }
+
+    /// Number of allocated addresses.
+    pub fn allocated_count(&self) -> u32 {
+        self.in_use.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// Length of `unallocated`; Calico's `ipam show` counts in-use addresses
+    /// as the block size minus this.
+    pub fn unallocated_len(&self) -> u32 {
+        self.unallocated.len() as u32
+    }
+
+    /// Free addresses that automatic assignment may hand out (Calico's
+    /// NumFreeAddresses: reserved ones do not count).
+    pub fn free_count(&self, reserved: &Reserved) -> u32 {
+        if reserved.is_empty() || !reserved.touches(&self.cidr) {
+            return self.unallocated.len() as u32;
+        }
+        if reserved.covers(&self.cidr) {
+            return 0;
+        }
+        self.unallocated
+            .iter()
+            .filter(|&&o| !reserved.contains(self.cidr.address(o)))
+            .count() as u32
+    }
+
+    /// True when nothing but Windows-reserved addresses is allocated
+    /// (ipam_block.go, containsOnlyReservedIPs).
+    pub fn is_empty(&self) -> bool {
+        self.allocations().all(|(_, attribute)| {
+            attribute.handle().map(str::to_lowercase).as_deref() == Some(WINDOWS_RESERVED_HANDLE)
+        })
+    }
+
+    /// Allocated ordinals with their attribute, in ordinal order.
+    pub fn allocations(&self) -> impl Iterator<Item = (u32, &Attribute)> + '_ {
+        self.in_use
+            .iter()
+            .enumerate()
+            .flat_map(move |(word_index, &word)| {
+                BitIter(word).map(move |bit| {
+                    let ordinal = word_index as u32 * 64 + bit;
+                    (
+                        ordinal,
+                        &*self.attributes[self.attribute_of[ordinal as usize] as usize],
+                    )
+                })
+            })
+    }
+
+    /// The attribute of an allocated ordinal.
+    pub fn attribute_of(&self, ordinal: u32) -> Option<&Attribute> {
+        self.is_allocated(ordinal)
+            .then(|| &*self.attributes[self.attribute_of[ordinal as usize] as usize])
+    }
+
+    /// The attribute of an allocated address.
+    pub fn attribute_of_address(&self, address: IpAddr) -> Option<&Attribute> {
+        self.cidr
+            .ordinal_of(address)
+            .and_then(|o| self.attribute_of(o))
+    }
+
+    /// Ordinals held by a handle, in ordinal order.
+    pub fn ordinals_of_handle<'a>(&'a self, handle: &'a str) -> impl Iterator<Item = u32> + 'a {
+        self.allocations()
+            .filter(move |(_, attribute)| attribute.handle() == Some(handle))
+            .map(|(ordinal, _)| ordinal)
+    }
+
+    /// Hands out up to `count` free ordinals to `handle`, from the head of
+    /// `unallocated`, skipping reserved addresses (which keep their place).
+    /// Returns the ordinals taken; fewer than asked when the block runs out.
+    pub fn auto_assign(
+        &mut self,
+        count: u32,
+        handle: &str,
+        secondary: &BTreeMap<String, String>,
+        reserved: &Reserved,
+    ) -> Vec<u32> {
+        let mut taken = Vec::with_capacity(count.min(self.unallocated.len() as u32) as usize);
+        let mut skipped = Vec::new();
+        let check_reserved = !reserved.is_empty() && reserved.touches(&self.cidr);
+        while (taken.len() as u32) < count {
+            let Some(ordinal) = self.unallocated.pop_front() else {
+                break;
+            };
+            if check_reserved && reserved.contains(self.cidr.address(ordinal)) {
+                skipped.push(ordinal);
+                continue;
+            }
+            taken.push(ordinal);
+        }
+        // Reserved ordinals go back to the head in their original order.
+        for &ordinal in skipped.iter().rev() {
+            self.unallocated.push_front(ordinal);
+        }
+        if !taken.is_empty() {
+            let index = self.find_or_add_attribute(handle, secondary);
+            for &ordinal in &taken {
+                self.set_in_use(ordinal, index);
+                self.sequence_for[ordinal as usize] = Some(self.sequence_number);
+            }
+        }
+        taken
+    }
+
+    /// Assigns one chosen ordinal (Calico's `assign`, for `IP=` requests).
+    pub fn assign(
+        &mut self,
+        ordinal: u32,
+        handle: &str,
+        secondary: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        if let Some(existing) = self.attribute_of(ordinal) {
+            return Err(Error::AddressInUse {
+                address: self.cidr.address(ordinal),
+                handle: existing.handle().unwrap_or_default().to_string(),
+            });
+        }
+        let index = self.find_or_add_attribute(handle, secondary);
+        self.set_in_use(ordinal, index);
+        self.sequence_for[ordinal as usize] = Some(self.sequence_number);
+        if let Some(position) = self.unallocated.iter().position(|&o| o == ordinal) {
+            self.unallocated.remove(position);
+        }
+        Ok(())
+    }
+
+    /// Releases addresses. Every handle and sequence-number expectation is
+    /// checked before anything changes, so a stale request changes nothing
+    /// (ipam_block.go, release). Freed ordinals go to the back of
+    /// `unallocated` in request order; free ones are reported, not refused.
+    pub fn release(&mut self, items: &[ReleaseItem]) -> Result<Released, Error> {
+        // A repeated ordinal counts once; the last request for it wins, as in
+        // Calico's map of addresses.
+        let mut unique: Vec<&ReleaseItem> = Vec::with_capacity(items.len());
+        for item in items {
+            match unique.iter_mut().find(|u| u.ordinal == item.ordinal) {
+                Some(slot) => *slot = item,
+                None => unique.push(item),
+            }
+        }
+        let mut released = Released::default();
+        for item in &unique {
+            let address = self.cidr.address(item.ordinal);
+            let current = self.sequence_number_of(item.ordinal);
+            if let Some(requested) = item.sequence_number.filter(|&s| s != current) {
+                return Err(Error::SequenceNumberMismatch {
+                    address,
+                    requested,
+                    current,
+                });
+            }
+            let Some(attribute) = self.attribute_of(item.ordinal) else {
+                released.already_free.push(item.ordinal);
+                continue;
+            };
+            let holder = attribute.handle().unwrap_or_default();
+            if let Some(requested) = item
+                .handle
+                .as_deref()
+                .filter(|&h| sanitize_handle(h) != holder)
+            {
+                return Err(Error::HandleMismatch {
+                    address,
+                    requested: requested.to_string(),
+                    current: holder.to_string(),
+                });
+            }
+            released.ordinals.push(item.ordinal);
+        }
+        self.free_ordinals(&released.ordinals, &mut released.by_handle);
+        Ok(released)
+    }
+
+    /// Releases every address of a handle (optionally only those carrying
+    /// `sequence_number`), in ordinal order.
+    pub fn release_by_handle(&mut self, handle: &str, sequence_number: Option<u64>) -> Released {
+        let ordinals: Vec<u32> = self
+            .ordinals_of_handle(handle)
+            .filter(|&o| sequence_number.is_none_or(|s| s == self.sequence_number_of(o)))
+            .collect();
+        let mut released = Released {
+            ordinals,
+            ..Released::default()
+        };
+        self.free_ordinals(&released.ordinals, &mut released.by_handle);
+        released
+    }
+
+    /// Ways the block disagrees with itself.
+    pub fn problems(&self) -> Vec<BlockProblem> {
+        let size = self.cidr.size();
+        let mut listed = vec![0u8; size as usize];
+        let mut problems = Vec::new();
+        for &ordinal in &self.unallocated {
+            let seen = &mut listed[ordinal as usize];
+            *seen = seen.saturating_add(1);
+            if *seen == 2 {
+                problems.push(BlockProblem::ListedFreeTwice(ordinal));
+            }
+        }
+        for ordinal in 0..size {
+            match (self.is_allocated(ordinal), listed[ordinal as usize] > 0) {
+                (true, true) => problems.push(BlockProblem::AllocatedButListedFree(ordinal)),
+                (false, false) => problems.push(BlockProblem::Lost(ordinal)),
+                _ => {}
+            }
+        }
+        let mut used = vec![false; self.attributes.len()];
+        for (ordinal, _) in self.allocations() {
+            used[self.attribute_of[ordinal as usize] as usize] = true;
+        }
+        problems.extend(
+            used.iter()
+                .enumerate()
+                .filter(|(_, &u)| !u)
+                .map(|(i, _)| BlockProblem::UnusedAttribute(i as u32)),
+        );
+        problems
+    }
+
+    fn set_in_use(&mut self, ordinal: u32, attribute: u32) {
+        self.in_use[ordinal as usize / 64] |= 1 << (ordinal % 64);
+        self.attribute_of[ordinal as usize] = attribute;
+    }
+
+    fn find_or_add_attribute(&mut self, handle: &str, secondary: &BTreeMap<String, String>) -> u32 {
+        if let Some(index) = self
+            .attributes
+            .iter()
+            .position(|a| a.is_for(handle, secondary))
+        {
+            return index as u32;
+        }
+        self.attributes.push(Arc::new(Attribute {
+            handle_id: Some(handle.to_string()),
+            secondary: secondary.clone(),
+            ..Attribute::default()
+        }));
+        self.attributes.len() as u32 - 1
+    }
+
+    // Frees allocated ordinals: drops attribute entries no longer used,
+    // shifting later indexes down (ipam_block.go, deleteAttributes), and
+    // appends the ordinals to `unallocated`.
+    fn free_ordinals(&mut self, ordinals: &[u32], by_handle: &mut BTreeMap<String, u32>) {
+        if ordinals.is_empty() {
+            return;
+        }
+        let mut remaining = vec![0u32; self.attributes.len()];
+        for (ordinal, _) in self.allocations() {
+            remaining[self.attribute_of[ordinal as usize] as usize] += 1;
+        }
+        for &ordinal in ordinals {
+            let index = self.attribute_of[ordinal as usize] as usize;
+            remaining[index] -= 1;
+            if let Some(handle) = self.attributes[index].handle() {
+                *by_handle.entry(handle.to_string()).or_default() += 1;
+            }
+            self.in_use[ordinal as usize / 64] &= !(1 << (ordinal % 64));
+            self.sequence_for[ordinal as usize] = None;
+            self.unallocated.push_back(ordinal);
+        }
+        if remaining.iter().all(|&r| r > 0) {
+            return;
+        }
+        let mut new_index = vec![0u32; remaining.len()];
+        let mut next = 0;
+        for (old, &count) in remaining.iter().enumerate() {
+            new_index[old] = next;
+            next += u32::from(count > 0);
+        }
+        let mut old = 0;
+        self.attributes.retain(|_| {
+            let keep = remaining[old] > 0;
+            old += 1;
+            keep
+        });
+        for word_index in 0..self.in_use.len() {
+            for bit in BitIter(self.in_use[word_index]) {
+                let slot = &mut self.attribute_of[word_index * 64 + bit as usize];
+                *slot = new_index[*slot as usize];
+            }
+        }
+    }
+}
+
+/// The set bits of a word, lowest first.
+struct BitIter(u64);
+
+impl Iterator for BitIter {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0.trailing_zeros();
+        self.0 &= self.0 - 1;
+        Some(bit)
+    }
+}
+
+/// The block CIDR of `address` for a block prefix length (Calico's
+/// getBlockCIDRForAddress).
+pub fn block_cidr_of(address: IpAddr, block_size: u8) -> Option<BlockCidr> {
+    IpNet::new(address, block_size)
+        .ok()
+        .and_then(|net| BlockCidr::new(net.trunc()).ok())
+}

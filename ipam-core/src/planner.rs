@@ -1,0 +1,634 @@
+//! The planner: turns a request and a [`Snapshot`] into the writes that
+//! fulfil it, choosing as Calico's libcalico-go/lib/ipam/ipam.go does:
+//!
+//! 1. pools: the requested ones (which must exist and be enabled), else every
+//!    enabled, automatic pool of the family whose nodeSelector and
+//!    namespaceSelector match, restricted to those allowing the intended use;
+//! 2. the node's confirmed blocks in those pools, in address order;
+//! 3. a new block, claimed for the node, while the node holds fewer than the
+//!    block limit (`ErrBlockLimit` otherwise) and autoAllocateBlocks is on;
+//!    an unclaimed slot first, else another node's empty block claimed over
+//!    a minute ago;
+//! 4. with strictAffinity off, free addresses in any other block of the pools.
+//!
+//! Running short is not an error (Calico returns fewer addresses and a
+//! message); refusals are. Planning never mutates the snapshot: it works on
+//! copies and returns them as writes.
+
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+
+use crate::affinity::{Affinity, AffinityKey, AffinityState};
+use crate::block::{sanitize_handle, Block, BlockOwner, ReleaseItem};
+use crate::cidr::{node_spread, BlockCidr, IpVersion};
+use crate::error::Error;
+use crate::handle::Handle;
+use crate::plan::{
+    AssignIpRequest, Assignments, AutoAssignPlan, AutoAssignRequest, Now, Plan, ReleasePlan,
+    ReleaseRequest, Shortfall, Write,
+};
+use crate::pool::Pool;
+use crate::snapshot::Snapshot;
+use crate::timestamp::{format_rfc3339, parse_rfc3339};
+
+/// Another node's empty block is not reclaimed until it has been claimed
+/// this long, so two nodes do not free a block from under each other
+/// (ipam_block_reader_writer.go, EmptyBlockMinReclaimAge).
+pub const EMPTY_BLOCK_MIN_RECLAIM_AGE_SECONDS: i64 = 60;
+
+impl Snapshot {
+    /// Plans an automatic assignment of IPv4 and IPv6 addresses. A failure
+    /// of either family fails the whole plan, so a dual-stack request never
+    /// half-succeeds.
+    pub fn plan_auto_assign(
+        &self,
+        request: &AutoAssignRequest,
+        now: Now,
+    ) -> Result<AutoAssignPlan, Error> {
+        let mut draft = Draft::new(self, now);
+        let ipv4 =
+            draft.assign_family(request, IpVersion::V4, request.ipv4, &request.ipv4_pools)?;
+        let ipv6 =
+            draft.assign_family(request, IpVersion::V6, request.ipv6, &request.ipv6_pools)?;
+        Ok(AutoAssignPlan {
+            plan: draft.finish(true),
+            ipv4,
+            ipv6,
+        })
+    }
+
+    /// Plans the assignment of one chosen address, claiming its block for
+    /// the node when the block does not exist yet (ipam.go, AssignIP).
+    pub fn plan_assign_ip(&self, request: &AssignIpRequest, now: Now) -> Result<Plan, Error> {
+        let address = request.address;
+        let pool = self
+            .pool_of(address)
+            .ok_or(Error::AddressNotInPool { address })?;
+        if !pool.enabled() {
+            return Err(Error::RequestedPoolUnavailable { pool: pool.cidr() });
+        }
+        let cidr = pool
+            .block_of(address)
+            .ok_or(Error::AddressNotInPool { address })?;
+        let mut draft = Draft::new(self, now);
+        match self.block(&cidr) {
+            Some(block) => {
+                let owned = block.owner().is_some_and(|o| o.is_host(&request.node));
+                if self.config().strict_affinity && !owned {
+                    return Err(Error::StrictAffinityViolation {
+                        address,
+                        block: cidr,
+                        owner: block
+                            .owner()
+                            .map_or_else(|| "none".to_string(), ToString::to_string),
+                        node: request.node.clone(),
+                    });
+                }
+            }
+            None => draft.claim(cidr, &request.node),
+        }
+        let ordinal = cidr
+            .ordinal_of(address)
+            .ok_or(Error::AddressNotInPool { address })?;
+        draft
+            .block_mut(cidr)
+            .assign(ordinal, &request.handle, &request.attributes)?;
+        draft.count_for_handle(&request.handle, cidr, 1);
+        Ok(draft.finish(true))
+    }
+
+    /// Plans the release of addresses. Stale expectations (handle or
+    /// sequence number) fail the whole plan; free addresses are reported.
+    pub fn plan_release(&self, requests: &[ReleaseRequest]) -> Result<ReleasePlan, Error> {
+        let mut by_block: BTreeMap<BlockCidr, Vec<ReleaseItem>> = BTreeMap::new();
+        let mut outcome = ReleasePlan::default();
+        for request in requests {
+            let Some(block) = self.block_containing(request.address) else {
+                outcome.already_free.push(request.address);
+                continue;
+            };
+            let cidr = block.cidr();
+            let ordinal = cidr
+                .ordinal_of(request.address)
+                .ok_or(Error::AddressNotInPool {
+                    address: request.address,
+                })?;
+            by_block.entry(cidr).or_default().push(ReleaseItem {
+                ordinal,
+                handle: request.handle.clone(),
+                sequence_number: request.sequence_number,
+            });
+        }
+        let mut draft = Draft::new(self, Now { unix_nanos: 0 });
+        for (cidr, items) in by_block {
+            let released = draft.block_mut(cidr).release(&items)?;
+            outcome
+                .already_free
+                .extend(released.already_free.iter().map(|&o| cidr.address(o)));
+            outcome
+                .released
+                .extend(released.ordinals.iter().map(|&o| cidr.address(o)));
+            for (handle, count) in released.by_handle {
+                draft.uncount_for_handle(&handle, cidr, count);
+            }
+        }
+        outcome.plan = draft.finish(false);
+        Ok(outcome)
+    }
+
+    /// Plans the release of every address of a handle and the handle itself.
+    pub fn plan_release_by_handle(&self, handle_id: &str) -> Result<ReleasePlan, Error> {
+        let handle_id = sanitize_handle(handle_id);
+        let handle = self
+            .handle(handle_id)
+            .ok_or_else(|| Error::HandleNotFound {
+                handle: handle_id.to_string(),
+            })?;
+        let mut draft = Draft::new(self, Now { unix_nanos: 0 });
+        let mut outcome = ReleasePlan::default();
+        for cidr in handle.blocks().keys() {
+            // A block the handle names but that does not exist holds nothing.
+            if self.block(cidr).is_none() {
+                continue;
+            }
+            let released = draft.block_mut(*cidr).release_by_handle(handle_id, None);
+            outcome
+                .released
+                .extend(released.ordinals.iter().map(|&o| cidr.address(o)));
+        }
+        // Entries naming blocks that held none of its addresses were stale;
+        // the handle goes as a whole rather than lingering as a leak.
+        draft.handles.insert(handle_id.to_string(), None);
+        outcome.plan = draft.finish(false);
+        Ok(outcome)
+    }
+
+    /// Plans releasing a node's affinity for one block: the affinity is
+    /// marked pendingDeletion, the block deleted if empty or else left
+    /// without affinity, then the affinity deleted
+    /// (ipam_block_reader_writer.go, releaseBlockAffinity).
+    pub fn plan_release_affinity(
+        &self,
+        node: &str,
+        cidr: BlockCidr,
+        require_empty: bool,
+    ) -> Result<Plan, Error> {
+        let key = AffinityKey {
+            node: node.to_string(),
+            cidr,
+        };
+        let affinity = self.affinity(&key).ok_or(Error::AffinityNotFound {
+            node: node.to_string(),
+            block: cidr,
+        })?;
+        let mut writes = Vec::new();
+        let block = self
+            .block(&cidr)
+            .filter(|b| b.owner().is_some_and(|o| o.is_host(node)));
+        if let Some(block) = block {
+            if require_empty && !block.is_empty() {
+                return Err(Error::BlockNotEmpty {
+                    block: cidr,
+                    in_use: block.allocated_count(),
+                });
+            }
+            let mut pending = affinity.clone();
+            pending.state = AffinityState::PendingDeletion;
+            writes.push(Write::UpdateAffinity(pending));
+            if block.is_empty() {
+                writes.push(Write::DeleteBlock(cidr));
+            } else {
+                let mut orphaned = block.clone();
+                orphaned.set_owner(None, None);
+                orphaned.bump_sequence_number();
+                writes.push(Write::UpdateBlock(orphaned));
+            }
+        }
+        // Without a matching block the affinity is stale and simply goes.
+        writes.push(Write::DeleteAffinity(key));
+        Ok(Plan { writes })
+    }
+
+    /// Plans releasing every affinity of a node (a node that was deleted):
+    /// its empty blocks are deleted, the others keep their addresses but
+    /// lose their affinity.
+    pub fn plan_release_node(&self, node: &str) -> Plan {
+        let mut plan = Plan::default();
+        let cidrs: Vec<BlockCidr> = self.affinities_of(node).map(|a| a.cidr).collect();
+        for cidr in cidrs {
+            // The affinity was just listed, so it exists.
+            if let Ok(part) = self.plan_release_affinity(node, cidr, false) {
+                plan.writes.extend(part.writes);
+            }
+        }
+        plan
+    }
+}
+
+// Working copies of the objects a plan touches.
+struct Draft<'s> {
+    snapshot: &'s Snapshot,
+    now: Now,
+    blocks: BTreeMap<BlockCidr, DraftBlock>,
+    // Handle id -> new version (None: delete).
+    handles: BTreeMap<String, Option<Handle>>,
+    // Writes that must come first: freeing other nodes' empty blocks.
+    reclaims: Vec<Write>,
+    // Blocks being claimed for a node, in claim order.
+    claims: Vec<AffinityKey>,
+}
+
+struct DraftBlock {
+    block: Block,
+    created: bool,
+}
+
+impl<'s> Draft<'s> {
+    fn new(snapshot: &'s Snapshot, now: Now) -> Self {
+        Draft {
+            snapshot,
+            now,
+            blocks: BTreeMap::new(),
+            handles: BTreeMap::new(),
+            reclaims: Vec::new(),
+            claims: Vec::new(),
+        }
+    }
+
+    fn current_block(&self, cidr: &BlockCidr) -> Option<&Block> {
+        match self.blocks.get(cidr) {
+            Some(draft) => Some(&draft.block),
+            None => self.snapshot.block(cidr),
+        }
+    }
+
+    // Callers only ask for blocks that exist in the draft or the snapshot.
+    fn block_mut(&mut self, cidr: BlockCidr) -> &mut Block {
+        let snapshot = self.snapshot;
+        &mut self
+            .blocks
+            .entry(cidr)
+            .or_insert_with(|| DraftBlock {
+                block: snapshot
+                    .block(&cidr)
+                    .expect("block exists in snapshot")
+                    .clone(),
+                created: false,
+            })
+            .block
+    }
+
+    fn claim(&mut self, cidr: BlockCidr, node: &str) {
+        let mut block = Block::new(
+            cidr,
+            Some(BlockOwner::Host(node.to_string())),
+            Some(format_rfc3339(self.now.unix_seconds())),
+            self.now.unix_nanos,
+        );
+        block.set_strict_affinity(self.snapshot.config().strict_affinity);
+        self.blocks.insert(
+            cidr,
+            DraftBlock {
+                block,
+                created: true,
+            },
+        );
+        self.claims.push(AffinityKey {
+            node: node.to_string(),
+            cidr,
+        });
+    }
+
+    fn handle_mut(&mut self, id: &str) -> Option<&mut Handle> {
+        let snapshot = self.snapshot;
+        self.handles
+            .entry(id.to_string())
+            .or_insert_with(|| snapshot.handle(id).cloned())
+            .as_mut()
+    }
+
+    fn count_for_handle(&mut self, id: &str, cidr: BlockCidr, count: u32) {
+        let snapshot = self.snapshot;
+        self.handles
+            .entry(id.to_string())
+            .or_insert_with(|| snapshot.handle(id).cloned())
+            .get_or_insert_with(|| Handle::new(id))
+            .increment(cidr, count);
+    }
+
+    fn uncount_for_handle(&mut self, id: &str, cidr: BlockCidr, count: u32) {
+        // A handle missing from the datastore has nothing to decrement.
+        if let Some(handle) = self.handle_mut(id) {
+            let held = handle.blocks().get(&cidr).copied().unwrap_or(0);
+            // Never below zero: the block, not the handle, is the truth.
+            let _ = handle.decrement(cidr, count.min(held));
+        }
+    }
+
+    fn assign_family(
+        &mut self,
+        request: &AutoAssignRequest,
+        version: IpVersion,
+        count: u32,
+        requested_pools: &[IpNet],
+    ) -> Result<Assignments, Error> {
+        let mut out = Assignments {
+            requested: count,
+            ..Assignments::default()
+        };
+        if count == 0 {
+            return Ok(out);
+        }
+        let snapshot = self.snapshot;
+        let config = snapshot.config();
+        let reserved = snapshot.reserved();
+        let pools = select_pools(snapshot, request, version, requested_pools)?;
+        let node = request.node.as_str();
+        let mut remaining = count;
+        let take =
+            |draft: &mut Draft<'_>, cidr: BlockCidr, remaining: &mut u32, out: &mut Assignments| {
+                let ordinals = draft.block_mut(cidr).auto_assign(
+                    *remaining,
+                    &request.handle,
+                    &request.attributes,
+                    reserved,
+                );
+                if !ordinals.is_empty() {
+                    *remaining -= ordinals.len() as u32;
+                    out.addresses
+                        .extend(ordinals.iter().map(|&o| cidr.address_net(o)));
+                    draft.count_for_handle(&request.handle, cidr, ordinals.len() as u32);
+                }
+            };
+
+        // 2. The node's own blocks in the selected pools.
+        let affine: Vec<BlockCidr> = snapshot
+            .confirmed_blocks_of(node, version)
+            .filter(|c| pools.iter().any(|p| p.contains(c.net().network())))
+            .collect();
+        let mut owned = affine.len() as u32;
+        for cidr in affine {
+            if remaining == 0 {
+                break;
+            }
+            if reserved.covers(&cidr) {
+                continue;
+            }
+            match self.current_block(&cidr) {
+                // An affinity whose block is gone: Calico recreates the block.
+                None => self.claim(cidr, node),
+                // A stale affinity: the block belongs to someone else now.
+                Some(block) if !block.owner().is_some_and(|o| o.is_host(node)) => continue,
+                Some(block) if block.free_count(reserved) == 0 => continue,
+                Some(_) => {}
+            }
+            take(self, cidr, &mut remaining, &mut out);
+        }
+
+        // 3. New blocks, within the limit.
+        let limit = config.block_limit(request.max_blocks_per_host);
+        while remaining > 0 {
+            if owned >= limit {
+                return Err(Error::BlockLimitReached {
+                    node: node.to_string(),
+                    version,
+                    limit,
+                });
+            }
+            if !config.auto_allocate_blocks {
+                return Err(Error::AutoAllocateDisabled {
+                    node: node.to_string(),
+                    version,
+                });
+            }
+            let Some(cidr) = self.find_block_to_claim(&pools, node) else {
+                break;
+            };
+            self.claim(cidr, node);
+            owned += 1;
+            take(self, cidr, &mut remaining, &mut out);
+        }
+
+        // 4. Borrow from other blocks unless strict affinity forbids it.
+        if remaining > 0 {
+            if config.strict_affinity {
+                out.shortfall.push(Shortfall::StrictAffinityNoFreeBlocks);
+                return Ok(out);
+            }
+            let spread = u128::from(node_spread(node));
+            for pool in &pools {
+                let start = pool.block_at(spread % pool.block_count());
+                let candidates: Vec<BlockCidr> = snapshot.blocks_with_room(pool, start).collect();
+                for cidr in candidates {
+                    if remaining == 0 {
+                        break;
+                    }
+                    if self
+                        .current_block(&cidr)
+                        .is_some_and(|b| b.free_count(reserved) > 0)
+                    {
+                        take(self, cidr, &mut remaining, &mut out);
+                    }
+                }
+            }
+            if remaining > 0 {
+                out.shortfall.push(Shortfall::PoolsExhausted(
+                    pools.iter().map(|p| p.cidr()).collect(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    // An unclaimed slot of the pools, starting where the node's name points
+    // so that nodes spread out; else another node's empty, old-enough block.
+    fn find_block_to_claim(&mut self, pools: &[&Pool], node: &str) -> Option<BlockCidr> {
+        let snapshot = self.snapshot;
+        let reserved = snapshot.reserved();
+        let spread = u128::from(node_spread(node));
+        for pool in pools {
+            let index = snapshot
+                .pools()
+                .iter()
+                .position(|p| p.name() == pool.name())?;
+            let free = snapshot
+                .free_slots(index)
+                .iter_from(spread % pool.block_count());
+            for slot in free {
+                let cidr = pool.block_at(slot);
+                if !self.blocks.contains_key(&cidr) && !reserved.covers(&cidr) {
+                    return Some(cidr);
+                }
+            }
+        }
+        let now = self.now.unix_seconds();
+        for pool in pools {
+            let reclaimable = snapshot.blocks().find(|b| {
+                pool.contains(b.cidr().net().network())
+                    && !self.blocks.contains_key(&b.cidr())
+                    && matches!(b.owner(), Some(BlockOwner::Host(other)) if other != node)
+                    && b.is_empty()
+                    && b.free_count(reserved) > 0
+                    && now - b.claim_time().and_then(parse_rfc3339).unwrap_or(0)
+                        >= EMPTY_BLOCK_MIN_RECLAIM_AGE_SECONDS
+            });
+            if let Some(block) = reclaimable {
+                let cidr = block.cidr();
+                let other = block
+                    .owner()
+                    .map(|o| o.name().to_string())
+                    .unwrap_or_default();
+                let key = AffinityKey { node: other, cidr };
+                match snapshot.affinity(&key) {
+                    Some(affinity) => {
+                        let mut pending = affinity.clone();
+                        pending.state = AffinityState::PendingDeletion;
+                        self.reclaims.push(Write::UpdateAffinity(pending));
+                        self.reclaims.push(Write::DeleteBlock(cidr));
+                        self.reclaims.push(Write::DeleteAffinity(key));
+                    }
+                    None => self.reclaims.push(Write::DeleteBlock(cidr)),
+                }
+                return Some(cidr);
+            }
+        }
+        None
+    }
+
+    // `assigning` orders handles before blocks; otherwise blocks go first.
+    fn finish(self, assigning: bool) -> Plan {
+        let snapshot = self.snapshot;
+        let mut writes = self.reclaims;
+        let affinity_of = |key: &AffinityKey, state: AffinityState| {
+            let mut affinity = snapshot
+                .affinity(key)
+                .cloned()
+                .unwrap_or_else(|| Affinity::new(key.node.clone(), key.cidr, state));
+            affinity.state = state;
+            affinity
+        };
+        for key in &self.claims {
+            let pending = affinity_of(key, AffinityState::Pending);
+            // An affinity of ours left pending by an interrupted claim is
+            // reused, as Calico's getPendingAffinity does.
+            writes.push(if snapshot.affinity(key).is_some() {
+                Write::UpdateAffinity(pending)
+            } else {
+                Write::CreateAffinity(pending)
+            });
+        }
+        let handle_writes = self.handles.into_iter().filter_map(|(id, handle)| {
+            let existed = snapshot.handle(&id).is_some();
+            match handle {
+                Some(h) if h.is_empty() && existed => Some(Write::DeleteHandle(id)),
+                Some(h) if h.is_empty() => None,
+                Some(h) if existed => Some(Write::UpdateHandle(h)),
+                Some(h) => Some(Write::CreateHandle(h)),
+                None if existed => Some(Write::DeleteHandle(id)),
+                None => None,
+            }
+        });
+        let mut block_writes = Vec::with_capacity(self.blocks.len());
+        for (cidr, mut draft) in self.blocks {
+            if draft.created {
+                draft.block.bump_sequence_number();
+                block_writes.push(Write::CreateBlock(draft.block));
+            } else if Some(&draft.block) == snapshot.block(&cidr) {
+                continue;
+            } else if draft.block.is_empty() && draft.block.owner().is_none() {
+                // Calico deletes a block left empty with no affinity.
+                block_writes.push(Write::DeleteBlock(cidr));
+            } else {
+                draft.block.bump_sequence_number();
+                block_writes.push(Write::UpdateBlock(draft.block));
+            }
+        }
+        // Handles before blocks when assigning; blocks before handles when
+        // releasing (see the plan module).
+        if assigning {
+            writes.extend(handle_writes);
+            writes.extend(block_writes);
+        } else {
+            writes.extend(block_writes);
+            writes.extend(handle_writes);
+        }
+        for key in &self.claims {
+            writes.push(Write::UpdateAffinity(affinity_of(
+                key,
+                AffinityState::Confirmed,
+            )));
+        }
+        Plan { writes }
+    }
+}
+
+// Calico's determinePools plus filterPoolsByUse.
+fn select_pools<'s>(
+    snapshot: &'s Snapshot,
+    request: &AutoAssignRequest,
+    version: IpVersion,
+    requested: &[IpNet],
+) -> Result<Vec<&'s Pool>, Error> {
+    let enabled: Vec<&Pool> = snapshot
+        .pools()
+        .iter()
+        .filter(|p| p.version() == version && p.enabled())
+        .collect();
+    let no_pool = || Error::NoPoolForNode {
+        node: request.node.clone(),
+        version,
+        intended_use: request.intended_use.as_str(),
+    };
+    let mut chosen = Vec::new();
+    for cidr in requested {
+        if IpVersion::of(cidr.addr()) != version {
+            return Err(Error::PoolFamilyMismatch {
+                pool: *cidr,
+                expected: version,
+            });
+        }
+        let pool = enabled
+            .iter()
+            .find(|p| p.cidr() == cidr.trunc())
+            .ok_or(Error::RequestedPoolUnavailable { pool: *cidr })?;
+        chosen.push(*pool);
+    }
+    if chosen.is_empty() {
+        chosen = enabled
+            .into_iter()
+            .filter(|p| p.automatic())
+            .filter(|p| {
+                p.selects_node(&request.node_labels)
+                    && p.selects_namespace(&request.namespace_labels)
+            })
+            .collect();
+    }
+    if chosen.is_empty() {
+        return Err(no_pool());
+    }
+    chosen.retain(|p| p.allows(request.intended_use));
+    if chosen.is_empty() {
+        return Err(no_pool());
+    }
+    Ok(chosen)
+}
+
+/// The addresses a handle holds, with their blocks' prefix lengths, in block
+/// then ordinal order: what a retried request for the handle should get back.
+pub fn addresses_of_handle(snapshot: &Snapshot, handle_id: &str) -> Vec<IpNet> {
+    let handle_id = sanitize_handle(handle_id);
+    let Some(handle) = snapshot.handle(handle_id) else {
+        return Vec::new();
+    };
+    handle
+        .blocks()
+        .keys()
+        .filter_map(|cidr| snapshot.block(cidr))
+        .flat_map(|block| {
+            let cidr = block.cidr();
+            block
+                .ordinals_of_handle(handle_id)
+                .map(move |o| cidr.address_net(o))
+        })
+        .collect()
+}

@@ -1,0 +1,265 @@
+//! A snapshot: the IPAM objects a plan reads, held in memory with the
+//! indexes that keep planning cost independent of pool size (which node owns
+//! which blocks, which block slots of each pool are unclaimed, which blocks
+//! have room for borrowing). Plans are applied back to it, so a caller can
+//! keep one as a cache and validate it by compare-and-swap.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::affinity::{Affinity, AffinityKey};
+use crate::block::Block;
+use crate::cidr::{BlockCidr, IpVersion};
+use crate::config::IpamConfig;
+use crate::handle::Handle;
+use crate::plan::{Plan, Write};
+use crate::pool::Pool;
+use crate::reservation::{ReservationSpec, Reserved};
+use crate::space::FreeSlots;
+
+/// The objects a plan reads, and the indexes over them.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    config: IpamConfig,
+    pools: Vec<Pool>,
+    pool_space: Vec<FreeSlots>,
+    reserved: Reserved,
+    blocks: BTreeMap<BlockCidr, Block>,
+    affinities: BTreeMap<AffinityKey, Affinity>,
+    handles: HashMap<String, Handle>,
+    confirmed_by_node: HashMap<String, BTreeSet<BlockCidr>>,
+    with_room: BTreeSet<BlockCidr>,
+}
+
+impl Snapshot {
+    /// An empty snapshot over a configuration, pools (ordered by name, as
+    /// Calico lists them) and reservations.
+    pub fn new(
+        config: IpamConfig,
+        mut pools: Vec<Pool>,
+        reservations: &[ReservationSpec],
+    ) -> Snapshot {
+        pools.sort_by(|a, b| a.name().cmp(b.name()));
+        let pool_space = pools
+            .iter()
+            .map(|p| FreeSlots::new(p.block_count()))
+            .collect();
+        Snapshot {
+            config,
+            pools,
+            pool_space,
+            reserved: Reserved::new(reservations),
+            blocks: BTreeMap::new(),
+            affinities: BTreeMap::new(),
+            handles: HashMap::new(),
+            confirmed_by_node: HashMap::new(),
+            with_room: BTreeSet::new(),
+        }
+    }
+
+    /// The IPAM configuration.
+    pub fn config(&self) -> &IpamConfig {
+        &self.config
+    }
+
+    /// Replaces the IPAM configuration.
+    pub fn set_config(&mut self, config: IpamConfig) {
+        self.config = config;
+    }
+
+    /// Pools, ordered by name.
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    /// The pool holding an address, enabled or not.
+    pub fn pool_of(&self, address: IpAddr) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.contains(address))
+    }
+
+    /// Reserved addresses.
+    pub fn reserved(&self) -> &Reserved {
+        &self.reserved
+    }
+
+    /// A block by CIDR.
+    pub fn block(&self, cidr: &BlockCidr) -> Option<&Block> {
+        self.blocks.get(cidr)
+    }
+
+    /// Every block, in address order.
+    pub fn blocks(&self) -> impl Iterator<Item = &Block> {
+        self.blocks.values()
+    }
+
+    /// The block that holds an address, whatever pool it is in.
+    pub fn block_containing(&self, address: IpAddr) -> Option<&Block> {
+        let probe = BlockCidr::new(IpNet::from(address).trunc()).ok();
+        // Blocks never overlap, so the containing block is the last one
+        // starting at or before the address.
+        let (_, block) = match probe {
+            Some(probe) => self.blocks.range(..=probe).next_back()?,
+            None => return None,
+        };
+        block.cidr().net().contains(&address).then_some(block)
+    }
+
+    /// An affinity by key.
+    pub fn affinity(&self, key: &AffinityKey) -> Option<&Affinity> {
+        self.affinities.get(key)
+    }
+
+    /// Every affinity, ordered by node then block.
+    pub fn affinities(&self) -> impl Iterator<Item = &Affinity> {
+        self.affinities.values()
+    }
+
+    /// Affinities of one node, in any state, ordered by block.
+    pub fn affinities_of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Affinity> + 'a {
+        let start = AffinityKey {
+            node: node.to_string(),
+            cidr: lowest_block(),
+        };
+        self.affinities
+            .range(start..)
+            .take_while(move |(k, _)| k.node == node)
+            .map(|(_, a)| a)
+    }
+
+    /// Blocks a node holds by confirmed affinity, in address order.
+    pub fn confirmed_blocks_of(
+        &self,
+        node: &str,
+        version: IpVersion,
+    ) -> impl Iterator<Item = BlockCidr> + '_ {
+        self.confirmed_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |c| c.version() == version)
+    }
+
+    /// A handle by id.
+    pub fn handle(&self, id: &str) -> Option<&Handle> {
+        self.handles.get(id)
+    }
+
+    /// Every handle, in no particular order.
+    pub fn handles(&self) -> impl Iterator<Item = &Handle> {
+        self.handles.values()
+    }
+
+    /// Adds or replaces a block read from a datastore.
+    pub fn insert_block(&mut self, block: Block) {
+        let cidr = block.cidr();
+        if block.unallocated_len() > 0 {
+            self.with_room.insert(cidr);
+        } else {
+            self.with_room.remove(&cidr);
+        }
+        if self.blocks.insert(cidr, block).is_none() {
+            self.mark_slots(cidr, true);
+        }
+    }
+
+    /// Forgets a block.
+    pub fn remove_block(&mut self, cidr: &BlockCidr) {
+        if self.blocks.remove(cidr).is_some() {
+            self.with_room.remove(cidr);
+            self.mark_slots(*cidr, false);
+        }
+    }
+
+    /// Adds or replaces an affinity read from a datastore.
+    pub fn insert_affinity(&mut self, affinity: Affinity) {
+        let key = affinity.key();
+        let owned = self.confirmed_by_node.entry(key.node.clone()).or_default();
+        if affinity.state.is_confirmed() && !affinity.deleted {
+            owned.insert(key.cidr);
+        } else {
+            owned.remove(&key.cidr);
+        }
+        self.affinities.insert(key, affinity);
+    }
+
+    /// Forgets an affinity.
+    pub fn remove_affinity(&mut self, key: &AffinityKey) {
+        if self.affinities.remove(key).is_some() {
+            if let Some(owned) = self.confirmed_by_node.get_mut(&key.node) {
+                owned.remove(&key.cidr);
+            }
+        }
+    }
+
+    /// Adds or replaces a handle read from a datastore.
+    pub fn insert_handle(&mut self, handle: Handle) {
+        self.handles.insert(handle.id().to_string(), handle);
+    }
+
+    /// Forgets a handle.
+    pub fn remove_handle(&mut self, id: &str) {
+        self.handles.remove(id);
+    }
+
+    /// Applies the writes of a plan, as a datastore that accepted them all
+    /// would now hold them.
+    pub fn apply(&mut self, plan: Plan) {
+        for write in plan.writes {
+            match write {
+                Write::CreateAffinity(a) | Write::UpdateAffinity(a) => self.insert_affinity(a),
+                Write::DeleteAffinity(key) => self.remove_affinity(&key),
+                Write::CreateBlock(b) | Write::UpdateBlock(b) => self.insert_block(b),
+                Write::DeleteBlock(cidr) => self.remove_block(&cidr),
+                Write::CreateHandle(h) | Write::UpdateHandle(h) => self.insert_handle(h),
+                Write::DeleteHandle(id) => self.remove_handle(&id),
+            }
+        }
+    }
+
+    /// Unclaimed block slots of the pool at `pool_index` (in [`Self::pools`]).
+    pub(crate) fn free_slots(&self, pool_index: usize) -> &FreeSlots {
+        &self.pool_space[pool_index]
+    }
+
+    /// Blocks of `pool` with at least one unallocated ordinal, from `start`
+    /// onwards and then wrapping around to the pool's first block.
+    pub(crate) fn blocks_with_room<'a>(
+        &'a self,
+        pool: &'a Pool,
+        start: BlockCidr,
+    ) -> impl Iterator<Item = BlockCidr> + 'a {
+        let first = pool.block_at(0);
+        let in_pool = move |c: &&BlockCidr| pool.contains(c.net().network());
+        let tail = self.with_room.range(start..).take_while(in_pool);
+        let head = self.with_room.range(first..start).filter(in_pool);
+        tail.chain(head).copied()
+    }
+
+    // Keeps each pool's unclaimed-slot index in step with the blocks that
+    // exist, including blocks whose size differs from the pool's.
+    fn mark_slots(&mut self, cidr: BlockCidr, occupied: bool) {
+        let first = cidr.net().network();
+        let last = cidr.address(cidr.size() - 1);
+        for (pool, space) in self.pools.iter().zip(self.pool_space.iter_mut()) {
+            let (Some(lo), Some(hi)) = (pool.block_index_of(first), pool.block_index_of(last))
+            else {
+                continue;
+            };
+            for index in lo..=hi {
+                if occupied {
+                    space.take(index);
+                } else {
+                    space.give_back(index);
+                }
+            }
+        }
+    }
+}
+
+fn lowest_block() -> BlockCidr {
+    BlockCidr::new(IpNet::new(IpAddr::from([0u8, 0, 0, 0]), 32).expect("/32"))
+        .expect("single address")
+}

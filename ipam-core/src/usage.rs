@@ -1,0 +1,217 @@
+//! Usage summaries: what `calicoctl ipam show` and its flags print, computed
+//! from a snapshot (calicoctl/commands/ipam/show.go and ipam.go,
+//! GetUtilization).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::block::{Attribute, Block};
+use crate::cidr::BlockCidr;
+use crate::snapshot::Snapshot;
+
+/// Figures for one block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockUsage {
+    /// The block.
+    pub cidr: BlockCidr,
+    /// Its addresses.
+    pub capacity: u32,
+    /// Addresses not free: Calico counts the block size minus the length of
+    /// `unallocated`, so Windows-reserved addresses count as used.
+    pub in_use: u32,
+    /// The node (or virtual owner) the block is affine to.
+    pub owner: Option<String>,
+    /// Allocated addresses whose `node` attribute names another node.
+    pub borrowed: u32,
+}
+
+/// Figures for one pool and its blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// The pool's name.
+    pub name: String,
+    /// Its range.
+    pub cidr: IpNet,
+    /// Addresses in the range.
+    pub capacity: u128,
+    /// Addresses in use in its blocks.
+    pub in_use: u128,
+    /// Its blocks, ordered as Calico lists them (by object name).
+    pub blocks: Vec<BlockUsage>,
+}
+
+/// Usage of every pool, plus blocks that no pool covers any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// Pools ordered by name, as Calico lists them.
+    pub pools: Vec<PoolUsage>,
+    /// Blocks outside every pool (Calico's "orphaned allocation blocks").
+    pub orphaned_blocks: Vec<BlockUsage>,
+}
+
+/// Per-pool and per-block usage. A block counts under the first pool (by
+/// name) that overlaps it, as in Calico's GetUtilization.
+pub fn usage(snapshot: &Snapshot) -> Usage {
+    let mut pools: Vec<PoolUsage> = snapshot
+        .pools()
+        .iter()
+        .map(|p| PoolUsage {
+            name: p.name().to_string(),
+            cidr: p.cidr(),
+            capacity: 1u128 << (p.cidr().max_prefix_len() - p.cidr().prefix_len()),
+            in_use: 0,
+            blocks: Vec::new(),
+        })
+        .collect();
+    let mut orphaned_blocks = Vec::new();
+    let mut blocks: Vec<&Block> = snapshot.blocks().collect();
+    blocks.sort_by_cached_key(|b| b.cidr().object_name());
+    for block in blocks {
+        let figures = block_usage(block);
+        let net = block.cidr().net();
+        match pools
+            .iter_mut()
+            .find(|p| p.cidr.contains(&net.network()) || net.contains(&p.cidr.network()))
+        {
+            Some(pool) => {
+                pool.in_use += u128::from(figures.in_use);
+                pool.blocks.push(figures);
+            }
+            None => orphaned_blocks.push(figures),
+        }
+    }
+    Usage {
+        pools,
+        orphaned_blocks,
+    }
+}
+
+/// Figures for one block.
+pub fn block_usage(block: &Block) -> BlockUsage {
+    let owner = block.owner().map(|o| o.name().to_string());
+    let borrowed = block
+        .allocations()
+        .filter(|(_, a)| borrowing_node(a, owner.as_deref()).is_some())
+        .count() as u32;
+    BlockUsage {
+        cidr: block.cidr(),
+        capacity: block.cidr().size(),
+        in_use: block.cidr().size() - block.unallocated_len(),
+        owner,
+        borrowed,
+    }
+}
+
+/// An address used by a node other than its block's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BorrowedAddress {
+    /// The address.
+    pub address: IpAddr,
+    /// The node that uses it.
+    pub borrowing_node: String,
+    /// Its block.
+    pub block: BlockCidr,
+    /// The block's owner (empty when the block has no affinity).
+    pub block_owner: String,
+    /// `pod`, `vmi`, or the allocation's `type` attribute.
+    pub kind: String,
+    /// `<namespace>/<pod>` or `<namespace>/<vmi>`; empty otherwise.
+    pub allocated_to: String,
+}
+
+/// Borrowed addresses across all blocks, and how many allocations carry no
+/// `node` attribute and so cannot be classified (calicoctl show.go,
+/// getBorrowedIPs).
+pub fn borrowed(snapshot: &Snapshot) -> (Vec<BorrowedAddress>, u32) {
+    let mut found = Vec::new();
+    let mut unclassified = 0;
+    for block in snapshot.blocks() {
+        let owner = block
+            .owner()
+            .map(|o| o.name().to_string())
+            .unwrap_or_default();
+        for (ordinal, attribute) in block.allocations() {
+            let Some(node) = attribute.secondary.get("node") else {
+                unclassified += 1;
+                continue;
+            };
+            if *node == owner {
+                continue;
+            }
+            let namespace = attribute
+                .secondary
+                .get("namespace")
+                .cloned()
+                .unwrap_or_default();
+            let (kind, allocated_to) = if let Some(vmi) = attribute.secondary.get("vmi-name") {
+                ("vmi".to_string(), format!("{namespace}/{vmi}"))
+            } else if let Some(pod) = attribute.secondary.get("pod") {
+                ("pod".to_string(), format!("{namespace}/{pod}"))
+            } else {
+                (
+                    attribute.secondary.get("type").cloned().unwrap_or_default(),
+                    String::new(),
+                )
+            };
+            found.push(BorrowedAddress {
+                address: block.cidr().address(ordinal),
+                borrowing_node: node.clone(),
+                block: block.cidr(),
+                block_owner: owner.clone(),
+                kind,
+                allocated_to,
+            });
+        }
+    }
+    (found, unclassified)
+}
+
+fn borrowing_node<'a>(attribute: &'a Attribute, owner: Option<&str>) -> Option<&'a str> {
+    attribute
+        .secondary
+        .get("node")
+        .map(String::as_str)
+        .filter(|node| Some(*node) != owner)
+}
+
+/// What is known of one address (`ipam show --ip`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AddressStatus {
+    /// Allocated.
+    InUse {
+        /// Its block.
+        block: BlockCidr,
+        /// Its handle, if the allocation has one.
+        handle: Option<String>,
+        /// Owner details (pod, namespace, node ...).
+        attributes: BTreeMap<String, String>,
+    },
+    /// In a pool, not allocated.
+    Free {
+        /// The pool's name.
+        pool: String,
+    },
+    /// Outside every pool and every block.
+    NotInPool,
+}
+
+/// Whether an address is in use and by whom.
+pub fn address_status(snapshot: &Snapshot, address: IpAddr) -> AddressStatus {
+    if let Some(block) = snapshot.block_containing(address) {
+        if let Some(attribute) = block.attribute_of_address(address) {
+            return AddressStatus::InUse {
+                block: block.cidr(),
+                handle: attribute.handle().map(str::to_string),
+                attributes: attribute.secondary.clone(),
+            };
+        }
+    }
+    match snapshot.pool_of(address) {
+        Some(pool) => AddressStatus::Free {
+            pool: pool.name().to_string(),
+        },
+        None => AddressStatus::NotInPool,
+    }
+}
