@@ -93,6 +93,7 @@ impl Snapshot {
         draft
             .block_mut(cidr)
             .assign(ordinal, &request.handle, &request.attributes)?;
+        draft.mark_changed(cidr);
         draft.count_for_handle(&request.handle, cidr, 1);
         Ok(draft.finish(true))
     }
@@ -122,6 +123,9 @@ impl Snapshot {
         let mut draft = Draft::new(self, Now { unix_nanos: 0 });
         for (cidr, items) in by_block {
             let released = draft.block_mut(cidr).release(&items)?;
+            if !released.ordinals.is_empty() {
+                draft.mark_changed(cidr);
+            }
             outcome
                 .already_free
                 .extend(released.already_free.iter().map(|&o| cidr.address(o)));
@@ -152,6 +156,9 @@ impl Snapshot {
                 continue;
             }
             let released = draft.block_mut(*cidr).release_by_handle(handle_id, None);
+            if !released.ordinals.is_empty() {
+                draft.mark_changed(*cidr);
+            }
             outcome
                 .released
                 .extend(released.ordinals.iter().map(|&o| cidr.address(o)));
@@ -241,6 +248,9 @@ struct Draft<'s> {
 struct DraftBlock {
     block: Block,
     created: bool,
+    // Set by whoever changes the block, so that finishing never has to
+    // compare whole blocks to find out.
+    changed: bool,
 }
 
 impl<'s> Draft<'s> {
@@ -274,8 +284,15 @@ impl<'s> Draft<'s> {
                     .expect("block exists in snapshot")
                     .clone(),
                 created: false,
+                changed: false,
             })
             .block
+    }
+
+    fn mark_changed(&mut self, cidr: BlockCidr) {
+        if let Some(draft) = self.blocks.get_mut(&cidr) {
+            draft.changed = true;
+        }
     }
 
     fn claim(&mut self, cidr: BlockCidr, node: &str) {
@@ -291,6 +308,7 @@ impl<'s> Draft<'s> {
             DraftBlock {
                 block,
                 created: true,
+                changed: true,
             },
         );
         self.claims.push(AffinityKey {
@@ -354,6 +372,7 @@ impl<'s> Draft<'s> {
                     reserved,
                 );
                 if !ordinals.is_empty() {
+                    draft.mark_changed(cidr);
                     *remaining -= ordinals.len() as u32;
                     out.addresses
                         .extend(ordinals.iter().map(|&o| cidr.address_net(o)));
@@ -361,52 +380,58 @@ impl<'s> Draft<'s> {
                 }
             };
 
-        // 2. The node's own blocks in the selected pools.
-        let affine: Vec<BlockCidr> = snapshot
-            .confirmed_blocks_of(node, version)
-            .filter(|c| pools.iter().any(|p| p.contains(c.net().network())))
-            .collect();
-        let mut owned = affine.len() as u32;
-        for cidr in affine {
+        // 2. The node's own blocks with room, in address order. Calico walks
+        // every affine block; full ones are skipped either way, and keeping
+        // to those with room keeps this cost independent of pool size.
+        let in_pools = |c: &BlockCidr| pools.iter().any(|p| p.contains(c.net().network()));
+        for cidr in snapshot.affine_blocks_with_room(node, version) {
             if remaining == 0 {
                 break;
             }
-            if reserved.covers(&cidr) {
-                continue;
+            let usable = in_pools(&cidr)
+                && self.current_block(&cidr).is_some_and(|b| b.free_count(reserved) > 0);
+            if usable {
+                take(self, cidr, &mut remaining, &mut out);
             }
-            match self.current_block(&cidr) {
-                // An affinity whose block is gone: Calico recreates the block.
-                None => self.claim(cidr, node),
-                // A stale affinity: the block belongs to someone else now.
-                Some(block) if !block.owner().is_some_and(|o| o.is_host(node)) => continue,
-                Some(block) if block.free_count(reserved) == 0 => continue,
-                Some(_) => {}
-            }
-            take(self, cidr, &mut remaining, &mut out);
         }
 
-        // 3. New blocks, within the limit.
-        let limit = config.block_limit(request.max_blocks_per_host);
-        while remaining > 0 {
-            if owned >= limit {
-                return Err(Error::BlockLimitReached {
-                    node: node.to_string(),
-                    version,
-                    limit,
-                });
+        // 3. New blocks, within the limit. What the node holds is counted
+        // only here, since claiming is rare. An affinity whose block is gone
+        // is reused first: Calico recreates the block.
+        if remaining > 0 {
+            let held: Vec<BlockCidr> = snapshot.confirmed_blocks_of(node, version).filter(in_pools).collect();
+            let mut owned = held.len() as u32;
+            let mut recreate = held
+                .into_iter()
+                .filter(|c| snapshot.block(c).is_none() && !reserved.covers(c))
+                .collect::<Vec<_>>()
+                .into_iter();
+            let limit = config.block_limit(request.max_blocks_per_host);
+            while remaining > 0 {
+                let cidr = match recreate.next() {
+                    Some(cidr) => cidr,
+                    None => {
+                        if owned >= limit {
+                            return Err(Error::BlockLimitReached {
+                                node: node.to_string(),
+                                version,
+                                limit,
+                            });
+                        }
+                        if !config.auto_allocate_blocks {
+                            return Err(Error::AutoAllocateDisabled {
+                                node: node.to_string(),
+                                version,
+                            });
+                        }
+                        let Some(cidr) = self.find_block_to_claim(&pools, node) else { break };
+                        owned += 1;
+                        cidr
+                    }
+                };
+                self.claim(cidr, node);
+                take(self, cidr, &mut remaining, &mut out);
             }
-            if !config.auto_allocate_blocks {
-                return Err(Error::AutoAllocateDisabled {
-                    node: node.to_string(),
-                    version,
-                });
-            }
-            let Some(cidr) = self.find_block_to_claim(&pools, node) else {
-                break;
-            };
-            self.claim(cidr, node);
-            owned += 1;
-            take(self, cidr, &mut remaining, &mut out);
         }
 
         // 4. Borrow from other blocks unless strict affinity forbids it.
@@ -418,8 +443,7 @@ impl<'s> Draft<'s> {
             let spread = u128::from(node_spread(node));
             for pool in &pools {
                 let start = pool.block_at(spread % pool.block_count());
-                let candidates: Vec<BlockCidr> = snapshot.blocks_with_room(pool, start).collect();
-                for cidr in candidates {
+                for cidr in snapshot.blocks_with_room(pool, start) {
                     if remaining == 0 {
                         break;
                     }
@@ -533,7 +557,7 @@ impl<'s> Draft<'s> {
             if draft.created {
                 draft.block.bump_sequence_number();
                 block_writes.push(Write::CreateBlock(draft.block));
-            } else if Some(&draft.block) == snapshot.block(&cidr) {
+            } else if !draft.changed {
                 continue;
             } else if draft.block.is_empty() && draft.block.owner().is_none() {
                 // Calico deletes a block left empty with no affinity.

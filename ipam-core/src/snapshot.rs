@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::affinity::{Affinity, AffinityKey};
-use crate::block::Block;
+use crate::block::{Block, BlockOwner};
 use crate::cidr::{BlockCidr, IpVersion};
 use crate::config::IpamConfig;
 use crate::handle::Handle;
@@ -31,6 +31,9 @@ pub struct Snapshot {
     handles: HashMap<String, Handle>,
     confirmed_by_node: HashMap<String, BTreeSet<BlockCidr>>,
     with_room: BTreeSet<BlockCidr>,
+    // Blocks with room by the host in their affinity: a node's next
+    // address is found without walking its full blocks.
+    room_by_host: HashMap<String, BTreeSet<BlockCidr>>,
 }
 
 impl Snapshot {
@@ -56,6 +59,7 @@ impl Snapshot {
             handles: HashMap::new(),
             confirmed_by_node: HashMap::new(),
             with_room: BTreeSet::new(),
+            room_by_host: HashMap::new(),
         }
     }
 
@@ -142,6 +146,18 @@ impl Snapshot {
             .filter(move |c| c.version() == version)
     }
 
+    /// The node's confirmed blocks that have an unallocated ordinal, in
+    /// address order: where its next addresses come from.
+    pub(crate) fn affine_blocks_with_room<'a>(&'a self, node: &'a str, version: IpVersion) -> impl Iterator<Item = BlockCidr> + 'a {
+        let confirmed = self.confirmed_by_node.get(node);
+        self.room_by_host
+            .get(node)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |c| c.version() == version && confirmed.is_some_and(|set| set.contains(c)))
+    }
+
     /// A handle by id.
     pub fn handle(&self, id: &str) -> Option<&Handle> {
         self.handles.get(id)
@@ -157,21 +173,27 @@ impl Snapshot {
         let cidr = block.cidr();
         if block.unallocated_len() > 0 {
             self.with_room.insert(cidr);
+            if let Some(BlockOwner::Host(node)) = block.owner() {
+                self.room_by_host.entry(node.clone()).or_default().insert(cidr);
+            }
         } else {
             self.with_room.remove(&cidr);
         }
-        if self.blocks.insert(cidr, block).is_none() {
-            self.mark_slots(cidr, true);
+        match self.blocks.insert(cidr, block) {
+            None => self.mark_slots(cidr, true),
+            Some(old) => forget_room(&mut self.room_by_host, &old, self.blocks.get(&cidr)),
         }
     }
 
     /// Forgets a block.
     pub fn remove_block(&mut self, cidr: &BlockCidr) {
-        if self.blocks.remove(cidr).is_some() {
+        if let Some(old) = self.blocks.remove(cidr) {
             self.with_room.remove(cidr);
+            forget_room(&mut self.room_by_host, &old, None);
             self.mark_slots(*cidr, false);
         }
     }
+
 
     /// Adds or replaces an affinity read from a datastore.
     pub fn insert_affinity(&mut self, affinity: Affinity) {
@@ -255,6 +277,17 @@ impl Snapshot {
                     space.give_back(index);
                 }
             }
+        }
+    }
+}
+
+// Drops `old` from its host's blocks-with-room unless `new` keeps it there.
+fn forget_room(room_by_host: &mut HashMap<String, BTreeSet<BlockCidr>>, old: &Block, new: Option<&Block>) {
+    let Some(BlockOwner::Host(node)) = old.owner() else { return };
+    let still = new.is_some_and(|b| b.unallocated_len() > 0 && b.owner() == old.owner());
+    if !still {
+        if let Some(set) = room_by_host.get_mut(node) {
+            set.remove(&old.cidr());
         }
     }
 }
