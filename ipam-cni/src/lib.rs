@@ -1,1 +1,1 @@
-//! x
+//! The calico-ipam CNI plugin (issue 6). Empty until then.

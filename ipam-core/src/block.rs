@@ -197,8 +197,9 @@ pub enum BlockProblem {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Block {
     cidr: BlockCidr,
-    owner: Option<BlockOwner>,
-    claim_time: Option<String>,
+    // Shared: copying a block for a plan should not copy these strings.
+    owner: Option<Arc<BlockOwner>>,
+    claim_time: Option<Arc<str>>,
     // One bit per ordinal: the authoritative "is allocated".
     in_use: Vec<u64>,
     // Attribute index per ordinal; meaningful only where the bit is set.
@@ -227,8 +228,8 @@ impl Block {
         let size = cidr.size();
         Block {
             cidr,
-            owner,
-            claim_time,
+            owner: owner.map(Arc::new),
+            claim_time: claim_time.map(Arc::from),
             in_use: vec![0; size.div_ceil(64) as usize],
             attribute_of: vec![0; size as usize],
             unallocated: (0..size).collect(),
@@ -329,7 +330,7 @@ impl Block {
         BlockSpec {
             cidr: self.cidr.to_string(),
             affinity: self.owner.as_ref().map(ToString::to_string),
-            affinity_claim_time: self.claim_time.clone(),
+            affinity_claim_time: self.claim_time.as_deref().map(str::to_string),
             allocations,
             unallocated: self.unallocated.iter().copied().collect(),
             attributes: self.attributes.iter().map(|a| (**a).clone()).collect(),
@@ -349,7 +350,7 @@ impl Block {
 
     /// Who the block is affine to.
     pub fn owner(&self) -> Option<&BlockOwner> {
-        self.owner.as_ref()
+        self.owner.as_deref()
     }
 
     /// When the affinity was claimed (RFC 3339), if recorded.
@@ -385,8 +386,8 @@ impl Block {
 
     /// Sets or clears the affinity and its claim time.
     pub fn set_owner(&mut self, owner: Option<BlockOwner>, claim_time: Option<String>) {
-        self.owner = owner;
-        self.claim_time = claim_time;
+        self.owner = owner.map(Arc::new);
+        self.claim_time = claim_time.map(Arc::from);
     }
 
     /// Records the IPAM config's strictAffinity on the block, as Calico does.
@@ -719,7 +720,12 @@ mod tests {
     use crate::reservation::ReservationSpec;
 
     fn block(cidr: &str) -> Block {
-        Block::new(cidr.parse().unwrap(), Some(BlockOwner::Host("n1".into())), None, 100)
+        Block::new(
+            cidr.parse().unwrap(),
+            Some(BlockOwner::Host("n1".into())),
+            None,
+            100,
+        )
     }
 
     fn attrs(pod: &str) -> BTreeMap<String, String> {
@@ -741,7 +747,10 @@ mod tests {
     #[test]
     fn fresh_block_hands_out_the_base_address_first_and_in_order() {
         let mut b = block("10.0.0.0/26");
-        assert_eq!(b.auto_assign(3, "h", &attrs("a"), &Reserved::default()), vec![0, 1, 2]);
+        assert_eq!(
+            b.auto_assign(3, "h", &attrs("a"), &Reserved::default()),
+            vec![0, 1, 2]
+        );
         assert_eq!(b.allocated_count(), 3);
         assert_eq!(b.unallocated_len(), 61);
     }
@@ -755,7 +764,10 @@ mod tests {
         assert_eq!(spec.unallocated.first(), Some(&2));
         assert_eq!(spec.unallocated.last(), Some(&0));
         // The next allocation still takes the head, not the released one.
-        assert_eq!(b.auto_assign(1, "h2", &attrs("b"), &Reserved::default()), vec![2]);
+        assert_eq!(
+            b.auto_assign(1, "h2", &attrs("b"), &Reserved::default()),
+            vec![2]
+        );
     }
 
     #[test]
@@ -765,7 +777,10 @@ mod tests {
         b.auto_assign(1, "other", &attrs("b"), &Reserved::default());
         let spec = b.to_spec();
         assert_eq!(spec.attributes.len(), 2);
-        assert_eq!(&spec.allocations[..4], &[Some(0), Some(0), Some(0), Some(1)]);
+        assert_eq!(
+            &spec.allocations[..4],
+            &[Some(0), Some(0), Some(0), Some(1)]
+        );
         // The same handle and attributes again reuse the entry (findOrAddAttribute).
         b.auto_assign(1, "h", &attrs("a"), &Reserved::default());
         assert_eq!(b.to_spec().attributes.len(), 2);
@@ -792,7 +807,10 @@ mod tests {
         b.auto_assign(1, "h", &attrs("a"), &Reserved::default());
         b.bump_sequence_number();
         b.auto_assign(1, "h2", &attrs("b"), &Reserved::default());
-        assert_eq!((b.sequence_number_of(0), b.sequence_number_of(1)), (100, 101));
+        assert_eq!(
+            (b.sequence_number_of(0), b.sequence_number_of(1)),
+            (100, 101)
+        );
         release(&mut b, &[0]).unwrap();
         assert_eq!(b.sequence_number_of(0), 0);
         assert!(!b.to_spec().sequence_number_for_allocation.contains_key("0"));
@@ -815,7 +833,11 @@ mod tests {
         };
         assert!(matches!(
             b.release(&[fresh.clone(), stale]),
-            Err(Error::SequenceNumberMismatch { requested: 99, current: 100, .. })
+            Err(Error::SequenceNumberMismatch {
+                requested: 99,
+                current: 100,
+                ..
+            })
         ));
         let wrong_handle = ReleaseItem {
             ordinal: 1,
@@ -880,7 +902,12 @@ mod tests {
     #[test]
     fn windows_reserved_addresses_do_not_make_a_block_non_empty() {
         let mut b = block("10.0.0.0/26");
-        b.auto_assign(1, WINDOWS_RESERVED_HANDLE, &BTreeMap::new(), &Reserved::default());
+        b.auto_assign(
+            1,
+            WINDOWS_RESERVED_HANDLE,
+            &BTreeMap::new(),
+            &Reserved::default(),
+        );
         assert!(b.is_empty());
         b.auto_assign(1, "pod", &attrs("a"), &Reserved::default());
         assert!(!b.is_empty());
@@ -888,7 +915,10 @@ mod tests {
 
     #[test]
     fn handles_with_a_carriage_return_tail_are_sanitised() {
-        assert_eq!(sanitize_handle("k8s-pod-network.abc\r\neth0"), "k8s-pod-network.abc");
+        assert_eq!(
+            sanitize_handle("k8s-pod-network.abc\r\neth0"),
+            "k8s-pod-network.abc"
+        );
         let mut b = block("10.0.0.0/26");
         b.auto_assign(1, "h\reth0", &attrs("a"), &Reserved::default());
         assert_eq!(b.ordinals_of_handle("h").count(), 1);
@@ -917,10 +947,34 @@ mod tests {
     fn malformed_stored_blocks_are_refused_naming_the_field() {
         let good = block("10.0.0.0/30").to_spec();
         let cases: Vec<(BlockSpec, &str)> = vec![
-            (BlockSpec { cidr: "10.0.0.1/30".into(), ..good.clone() }, "cidr"),
-            (BlockSpec { allocations: vec![None; 3], ..good.clone() }, "allocations"),
-            (BlockSpec { allocations: vec![Some(0), None, None, None], ..good.clone() }, "allocations"),
-            (BlockSpec { unallocated: vec![4], ..good.clone() }, "unallocated"),
+            (
+                BlockSpec {
+                    cidr: "10.0.0.1/30".into(),
+                    ..good.clone()
+                },
+                "cidr",
+            ),
+            (
+                BlockSpec {
+                    allocations: vec![None; 3],
+                    ..good.clone()
+                },
+                "allocations",
+            ),
+            (
+                BlockSpec {
+                    allocations: vec![Some(0), None, None, None],
+                    ..good.clone()
+                },
+                "allocations",
+            ),
+            (
+                BlockSpec {
+                    unallocated: vec![4],
+                    ..good.clone()
+                },
+                "unallocated",
+            ),
             (
                 BlockSpec {
                     sequence_number_for_allocation: [("x".to_string(), 1)].into(),
@@ -931,7 +985,10 @@ mod tests {
         ];
         for (spec, field) in cases {
             let err = Block::from_spec(spec).unwrap_err();
-            assert!(matches!(&err, Error::MalformedBlock { field: f, .. } if *f == field), "{err}");
+            assert!(
+                matches!(&err, Error::MalformedBlock { field: f, .. } if *f == field),
+                "{err}"
+            );
         }
     }
 
@@ -954,9 +1011,15 @@ mod tests {
     #[test]
     fn ipv6_blocks_work_like_ipv4_blocks() {
         let mut b = block("fd00::40/122");
-        assert_eq!(b.auto_assign(2, "h", &attrs("a"), &Reserved::default()), vec![0, 1]);
+        assert_eq!(
+            b.auto_assign(2, "h", &attrs("a"), &Reserved::default()),
+            vec![0, 1]
+        );
         assert_eq!(b.cidr().address_net(1).to_string(), "fd00::41/122");
-        assert_eq!(block_cidr_of("fd00::7f".parse().unwrap(), 122), Some(b.cidr()));
+        assert_eq!(
+            block_cidr_of("fd00::7f".parse().unwrap(), 122),
+            Some(b.cidr())
+        );
     }
 
     #[test]

@@ -389,7 +389,9 @@ impl<'s> Draft<'s> {
                 break;
             }
             let usable = in_pools(&cidr)
-                && self.current_block(&cidr).is_some_and(|b| b.free_count(reserved) > 0);
+                && self
+                    .current_block(&cidr)
+                    .is_some_and(|b| b.free_count(reserved) > 0);
             if usable {
                 take(self, cidr, &mut remaining, &mut out);
             }
@@ -399,7 +401,10 @@ impl<'s> Draft<'s> {
         // only here, since claiming is rare. An affinity whose block is gone
         // is reused first: Calico recreates the block.
         if remaining > 0 {
-            let held: Vec<BlockCidr> = snapshot.confirmed_blocks_of(node, version).filter(in_pools).collect();
+            let held: Vec<BlockCidr> = snapshot
+                .confirmed_blocks_of(node, version)
+                .filter(in_pools)
+                .collect();
             let mut owned = held.len() as u32;
             let mut recreate = held
                 .into_iter()
@@ -424,7 +429,9 @@ impl<'s> Draft<'s> {
                                 version,
                             });
                         }
-                        let Some(cidr) = self.find_block_to_claim(&pools, node) else { break };
+                        let Some(cidr) = self.find_block_to_claim(&pools, node) else {
+                            break;
+                        };
                         owned += 1;
                         cidr
                     }
@@ -552,30 +559,30 @@ impl<'s> Draft<'s> {
                 None => None,
             }
         });
-        let mut block_writes = Vec::with_capacity(self.blocks.len());
+        // Handles before blocks when assigning; blocks before handles when
+        // releasing (see the plan module).
+        let handle_writes: Vec<Write> = handle_writes.collect();
+        let (handles_first, handles_last) = if assigning {
+            (handle_writes, Vec::new())
+        } else {
+            (Vec::new(), handle_writes)
+        };
+        writes.extend(handles_first);
         for (cidr, mut draft) in self.blocks {
             if draft.created {
                 draft.block.bump_sequence_number();
-                block_writes.push(Write::CreateBlock(draft.block));
+                writes.push(Write::CreateBlock(draft.block));
             } else if !draft.changed {
                 continue;
             } else if draft.block.is_empty() && draft.block.owner().is_none() {
                 // Calico deletes a block left empty with no affinity.
-                block_writes.push(Write::DeleteBlock(cidr));
+                writes.push(Write::DeleteBlock(cidr));
             } else {
                 draft.block.bump_sequence_number();
-                block_writes.push(Write::UpdateBlock(draft.block));
+                writes.push(Write::UpdateBlock(draft.block));
             }
         }
-        // Handles before blocks when assigning; blocks before handles when
-        // releasing (see the plan module).
-        if assigning {
-            writes.extend(handle_writes);
-            writes.extend(block_writes);
-        } else {
-            writes.extend(block_writes);
-            writes.extend(handle_writes);
-        }
+        writes.extend(handles_last);
         for key in &self.claims {
             writes.push(Write::UpdateAffinity(affinity_of(
                 key,
@@ -593,17 +600,18 @@ fn select_pools<'s>(
     version: IpVersion,
     requested: &[IpNet],
 ) -> Result<Vec<&'s Pool>, Error> {
-    let enabled: Vec<&Pool> = snapshot
-        .pools()
-        .iter()
-        .filter(|p| p.version() == version && p.enabled())
-        .collect();
+    let enabled = || {
+        snapshot
+            .pools()
+            .iter()
+            .filter(move |p| p.version() == version && p.enabled())
+    };
     let no_pool = || Error::NoPoolForNode {
         node: request.node.clone(),
         version,
         intended_use: request.intended_use.as_str(),
     };
-    let mut chosen = Vec::new();
+    let mut chosen = Vec::with_capacity(snapshot.pools().len());
     for cidr in requested {
         if IpVersion::of(cidr.addr()) != version {
             return Err(Error::PoolFamilyMismatch {
@@ -611,21 +619,17 @@ fn select_pools<'s>(
                 expected: version,
             });
         }
-        let pool = enabled
-            .iter()
+        let pool = enabled()
             .find(|p| p.cidr() == cidr.trunc())
             .ok_or(Error::RequestedPoolUnavailable { pool: *cidr })?;
-        chosen.push(*pool);
+        chosen.push(pool);
     }
     if chosen.is_empty() {
-        chosen = enabled
-            .into_iter()
-            .filter(|p| p.automatic())
-            .filter(|p| {
-                p.selects_node(&request.node_labels)
-                    && p.selects_namespace(&request.namespace_labels)
-            })
-            .collect();
+        chosen.extend(enabled().filter(|p| {
+            p.automatic()
+                && p.selects_node(&request.node_labels)
+                && p.selects_namespace(&request.namespace_labels)
+        }));
     }
     if chosen.is_empty() {
         return Err(no_pool());

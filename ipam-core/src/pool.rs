@@ -416,12 +416,12 @@ mod tests {
         let b = Pool::new("b", spec("10.0.128.0/17", None)).unwrap();
         let c = Pool::new("c", spec("10.1.0.0/16", None)).unwrap();
         assert!(matches!(
-            check_no_overlap(&b, &[a.clone()]),
+            check_no_overlap(&b, std::slice::from_ref(&a)),
             Err(Error::PoolsOverlap { .. })
         ));
-        assert!(check_no_overlap(&c, &[a.clone()]).is_ok());
+        assert!(check_no_overlap(&c, std::slice::from_ref(&a)).is_ok());
         // Updating a pool does not conflict with its own old version.
-        assert!(check_no_overlap(&a, &[a.clone()]).is_ok());
+        assert!(check_no_overlap(&a, std::slice::from_ref(&a)).is_ok());
     }
 
     #[test]

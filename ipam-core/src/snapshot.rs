@@ -148,7 +148,11 @@ impl Snapshot {
 
     /// The node's confirmed blocks that have an unallocated ordinal, in
     /// address order: where its next addresses come from.
-    pub(crate) fn affine_blocks_with_room<'a>(&'a self, node: &'a str, version: IpVersion) -> impl Iterator<Item = BlockCidr> + 'a {
+    pub(crate) fn affine_blocks_with_room<'a>(
+        &'a self,
+        node: &'a str,
+        version: IpVersion,
+    ) -> impl Iterator<Item = BlockCidr> + 'a {
         let confirmed = self.confirmed_by_node.get(node);
         self.room_by_host
             .get(node)
@@ -174,7 +178,15 @@ impl Snapshot {
         if block.unallocated_len() > 0 {
             self.with_room.insert(cidr);
             if let Some(BlockOwner::Host(node)) = block.owner() {
-                self.room_by_host.entry(node.clone()).or_default().insert(cidr);
+                match self.room_by_host.get_mut(node) {
+                    Some(set) => {
+                        set.insert(cidr);
+                    }
+                    None => {
+                        self.room_by_host
+                            .insert(node.clone(), BTreeSet::from([cidr]));
+                    }
+                }
             }
         } else {
             self.with_room.remove(&cidr);
@@ -193,7 +205,6 @@ impl Snapshot {
             self.mark_slots(*cidr, false);
         }
     }
-
 
     /// Adds or replaces an affinity read from a datastore.
     pub fn insert_affinity(&mut self, affinity: Affinity) {
@@ -282,8 +293,14 @@ impl Snapshot {
 }
 
 // Drops `old` from its host's blocks-with-room unless `new` keeps it there.
-fn forget_room(room_by_host: &mut HashMap<String, BTreeSet<BlockCidr>>, old: &Block, new: Option<&Block>) {
-    let Some(BlockOwner::Host(node)) = old.owner() else { return };
+fn forget_room(
+    room_by_host: &mut HashMap<String, BTreeSet<BlockCidr>>,
+    old: &Block,
+    new: Option<&Block>,
+) {
+    let Some(BlockOwner::Host(node)) = old.owner() else {
+        return;
+    };
     let still = new.is_some_and(|b| b.unallocated_len() > 0 && b.owner() == old.owner());
     if !still {
         if let Some(set) = room_by_host.get_mut(node) {

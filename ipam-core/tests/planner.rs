@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ipam_core::planner::addresses_of_handle;
 use ipam_core::plan::Shortfall;
+use ipam_core::planner::addresses_of_handle;
 use ipam_core::usage::{address_status, borrowed, usage, AddressStatus};
 use ipam_core::{
-    AffinityKey, AffinityState, AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr,
-    Error, IpamConfig, Now, Pool, PoolSpec, ReleaseRequest, ReservationSpec, Snapshot, Write,
+    AffinityKey, AffinityState, AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, Error,
+    IpamConfig, Now, Pool, PoolSpec, ReleaseRequest, ReservationSpec, Snapshot, Write,
 };
 
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -42,8 +42,15 @@ fn at(seconds: u64) -> Now {
 
 /// Plans and applies an auto-assign of `v4` addresses; returns them.
 fn assign(s: &mut Snapshot, handle: &str, node: &str, v4: u32) -> Vec<String> {
-    let plan = s.plan_auto_assign(&AutoAssignRequest::new(handle, node, v4, 0), at(0)).unwrap();
-    let got = plan.ipv4.addresses.iter().map(ToString::to_string).collect();
+    let plan = s
+        .plan_auto_assign(&AutoAssignRequest::new(handle, node, v4, 0), at(0))
+        .unwrap();
+    let got = plan
+        .ipv4
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     s.apply(plan.plan);
     got
 }
@@ -84,15 +91,32 @@ fn kinds(writes: &[Write]) -> Vec<&'static str> {
 #[test]
 fn first_assignment_claims_a_block_in_two_phases_with_the_handle_before_the_block() {
     let s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
-    let plan = s.plan_auto_assign(&AutoAssignRequest::new("h1", "n1", 1, 0), at(0)).unwrap();
+    let plan = s
+        .plan_auto_assign(&AutoAssignRequest::new("h1", "n1", 1, 0), at(0))
+        .unwrap();
     assert_eq!(
         kinds(&plan.plan.writes),
-        ["create-affinity-pending", "create-handle", "create-block", "affinity-confirmed"]
+        [
+            "create-affinity-pending",
+            "create-handle",
+            "create-block",
+            "affinity-confirmed"
+        ]
     );
     let address = plan.ipv4.addresses[0];
-    assert_eq!(address.prefix_len(), 26, "auto-assigned addresses keep the block mask");
-    assert_eq!(address.addr(), address.network(), "a fresh block hands out its base address");
-    let Write::CreateBlock(b) = &plan.plan.writes[2] else { panic!() };
+    assert_eq!(
+        address.prefix_len(),
+        26,
+        "auto-assigned addresses keep the block mask"
+    );
+    assert_eq!(
+        address.addr(),
+        address.network(),
+        "a fresh block hands out its base address"
+    );
+    let Write::CreateBlock(b) = &plan.plan.writes[2] else {
+        panic!()
+    };
     assert_eq!(b.owner().unwrap().to_string(), "host:n1");
     assert_eq!(b.claim_time(), Some("2023-11-14T22:13:20Z"));
     // Created at `now` in nanoseconds, then raised once by the write.
@@ -104,7 +128,9 @@ fn first_assignment_claims_a_block_in_two_phases_with_the_handle_before_the_bloc
 fn steady_state_costs_one_handle_write_and_one_block_write() {
     let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
     assign(&mut s, "h1", "n1", 1);
-    let plan = s.plan_auto_assign(&AutoAssignRequest::new("h2", "n1", 1, 0), at(1)).unwrap();
+    let plan = s
+        .plan_auto_assign(&AutoAssignRequest::new("h2", "n1", 1, 0), at(1))
+        .unwrap();
     assert_eq!(kinds(&plan.plan.writes), ["create-handle", "update-block"]);
 }
 
@@ -112,21 +138,52 @@ fn steady_state_costs_one_handle_write_and_one_block_write() {
 fn a_node_fills_its_own_block_before_claiming_another() {
     let mut s = world(vec![pool("p", "10.0.0.0/24", 29)], IpamConfig::default());
     let first = assign(&mut s, "h1", "n1", 8);
-    let blocks: std::collections::BTreeSet<_> = first.iter().map(|a| a.split('/').next().unwrap().rsplit_once('.').unwrap().1.parse::<u32>().unwrap() / 8).collect();
+    let blocks: std::collections::BTreeSet<_> = first
+        .iter()
+        .map(|a| {
+            a.split('/')
+                .next()
+                .unwrap()
+                .rsplit_once('.')
+                .unwrap()
+                .1
+                .parse::<u32>()
+                .unwrap()
+                / 8
+        })
+        .collect();
     assert_eq!(blocks.len(), 1, "8 addresses fit one /29: {first:?}");
     let more = assign(&mut s, "h2", "n1", 1);
     assert!(!first.contains(&more[0]));
-    assert_eq!(s.confirmed_blocks_of("n1", ipam_core::IpVersion::V4).count(), 2);
+    assert_eq!(
+        s.confirmed_blocks_of("n1", ipam_core::IpVersion::V4)
+            .count(),
+        2
+    );
 }
 
 #[test]
 fn a_request_larger_than_a_block_spans_blocks_with_one_handle_write() {
     let s = world(vec![pool("p", "10.0.0.0/24", 29)], IpamConfig::default());
-    let plan = s.plan_auto_assign(&AutoAssignRequest::new("big", "n1", 10, 0), at(0)).unwrap();
+    let plan = s
+        .plan_auto_assign(&AutoAssignRequest::new("big", "n1", 10, 0), at(0))
+        .unwrap();
     assert_eq!(plan.ipv4.addresses.len(), 10);
-    let handle_writes = plan.plan.writes.iter().filter(|w| matches!(w, Write::CreateHandle(_))).count();
+    let handle_writes = plan
+        .plan
+        .writes
+        .iter()
+        .filter(|w| matches!(w, Write::CreateHandle(_)))
+        .count();
     assert_eq!(handle_writes, 1);
-    let Some(Write::CreateHandle(h)) = plan.plan.writes.iter().find(|w| matches!(w, Write::CreateHandle(_))) else { panic!() };
+    let Some(Write::CreateHandle(h)) = plan
+        .plan
+        .writes
+        .iter()
+        .find(|w| matches!(w, Write::CreateHandle(_)))
+    else {
+        panic!()
+    };
     assert_eq!(h.total(), 10);
     assert_eq!(h.blocks().len(), 2);
 }
@@ -136,7 +193,9 @@ fn block_limit_is_enforced_even_with_strict_affinity_off() {
     // Calico 3.32 caps a host at 20 blocks when maxBlocksPerHost is 0.
     let mut s = world(vec![pool("p", "10.0.0.0/16", 32)], IpamConfig::default());
     assign(&mut s, "h", "n1", 20);
-    let err = s.plan_auto_assign(&AutoAssignRequest::new("h2", "n1", 1, 0), at(0)).unwrap_err();
+    let err = s
+        .plan_auto_assign(&AutoAssignRequest::new("h2", "n1", 1, 0), at(0))
+        .unwrap_err();
     assert_eq!(
         err,
         Error::BlockLimitReached {
@@ -151,8 +210,13 @@ fn block_limit_is_enforced_even_with_strict_affinity_off() {
 fn configured_block_limit_refuses_a_new_block() {
     let mut s = world(vec![pool("p", "10.0.0.0/24", 30)], strict(1));
     assign(&mut s, "h", "n1", 4);
-    let err = s.plan_auto_assign(&AutoAssignRequest::new("h2", "n1", 1, 0), at(0)).unwrap_err();
-    assert!(matches!(err, Error::BlockLimitReached { limit: 1, .. }), "{err}");
+    let err = s
+        .plan_auto_assign(&AutoAssignRequest::new("h2", "n1", 1, 0), at(0))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::BlockLimitReached { limit: 1, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("n1"));
 }
 
@@ -164,7 +228,9 @@ fn auto_allocate_off_refuses_when_no_affine_block_has_room() {
         ..IpamConfig::default()
     };
     let s = world(vec![pool("p", "10.0.0.0/24", 30)], config);
-    let err = s.plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0)).unwrap_err();
+    let err = s
+        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0))
+        .unwrap_err();
     assert!(matches!(err, Error::AutoAllocateDisabled { .. }), "{err}");
 }
 
@@ -176,7 +242,10 @@ fn with_strict_affinity_off_a_node_borrows_when_no_block_is_free() {
     assign(&mut s, "b", "n2", 1);
     let got = assign(&mut s, "c", "n1", 2);
     assert_eq!(got.len(), 2, "n1 borrows from n2's block");
-    let n2_block = s.confirmed_blocks_of("n2", ipam_core::IpVersion::V4).next().unwrap();
+    let n2_block = s
+        .confirmed_blocks_of("n2", ipam_core::IpVersion::V4)
+        .next()
+        .unwrap();
     assert_eq!(s.block(&n2_block).unwrap().allocated_count(), 3);
     // Without `node` attributes, borrowing cannot be told apart (as in calicoctl).
     assert_eq!(borrowed(&s), (Vec::new(), 7));
@@ -185,7 +254,7 @@ fn with_strict_affinity_off_a_node_borrows_when_no_block_is_free() {
 #[test]
 fn borrowed_addresses_are_listed_with_the_borrowing_node() {
     let mut s = world(vec![pool("p", "10.0.0.0/29", 30)], IpamConfig::default());
-    let mut request = |handle: &str, node: &str, n: u32| {
+    let request = |handle: &str, node: &str, n: u32| {
         let mut r = AutoAssignRequest::new(handle, node, n, 0);
         r.attributes = [("node", node), ("namespace", "ns"), ("pod", handle)]
             .into_iter()
@@ -200,10 +269,26 @@ fn borrowed_addresses_are_listed_with_the_borrowing_node() {
     let (list, unclassified) = borrowed(&s);
     assert_eq!(unclassified, 0);
     assert_eq!(list.len(), 1);
-    assert_eq!((list[0].borrowing_node.as_str(), list[0].block_owner.as_str()), ("n1", "n2"));
-    assert_eq!((list[0].kind.as_str(), list[0].allocated_to.as_str()), ("pod", "ns/c"));
+    assert_eq!(
+        (
+            list[0].borrowing_node.as_str(),
+            list[0].block_owner.as_str()
+        ),
+        ("n1", "n2")
+    );
+    assert_eq!(
+        (list[0].kind.as_str(), list[0].allocated_to.as_str()),
+        ("pod", "ns/c")
+    );
     let figures = usage(&s);
-    assert_eq!(figures.pools[0].blocks.iter().map(|b| b.borrowed).sum::<u32>(), 1);
+    assert_eq!(
+        figures.pools[0]
+            .blocks
+            .iter()
+            .map(|b| b.borrowed)
+            .sum::<u32>(),
+        1
+    );
 }
 
 #[test]
@@ -211,18 +296,28 @@ fn with_strict_affinity_on_a_node_never_borrows() {
     let mut s = world(vec![pool("p", "10.0.0.0/29", 30)], strict(0));
     assign(&mut s, "a", "n1", 4);
     assign(&mut s, "b", "n2", 1);
-    let plan = s.plan_auto_assign(&AutoAssignRequest::new("c", "n1", 2, 0), at(0)).unwrap();
+    let plan = s
+        .plan_auto_assign(&AutoAssignRequest::new("c", "n1", 2, 0), at(0))
+        .unwrap();
     assert!(plan.ipv4.addresses.is_empty());
-    assert_eq!(plan.ipv4.shortfall, vec![Shortfall::StrictAffinityNoFreeBlocks]);
+    assert_eq!(
+        plan.ipv4.shortfall,
+        vec![Shortfall::StrictAffinityNoFreeBlocks]
+    );
     assert!(plan.plan.is_empty());
 }
 
 #[test]
 fn an_exhausted_pool_gives_fewer_addresses_and_says_why() {
     let mut s = world(vec![pool("p", "10.0.0.0/30", 30)], IpamConfig::default());
-    let plan = s.plan_auto_assign(&AutoAssignRequest::new("a", "n1", 6, 0), at(0)).unwrap();
+    let plan = s
+        .plan_auto_assign(&AutoAssignRequest::new("a", "n1", 6, 0), at(0))
+        .unwrap();
     assert_eq!(plan.ipv4.addresses.len(), 4);
-    assert_eq!(plan.ipv4.shortfall[0].to_string(), "No IPs available in pools: [10.0.0.0/30]");
+    assert_eq!(
+        plan.ipv4.shortfall[0].to_string(),
+        "No IPs available in pools: [10.0.0.0/30]"
+    );
     s.apply(plan.plan);
     assert_eq!(usage(&s).pools[0].in_use, 4);
 }
@@ -234,20 +329,40 @@ fn pools_whose_node_selector_does_not_match_are_not_used() {
         ..PoolSpec::new("10.1.0.0/16".parse().unwrap())
     };
     zoned.node_selector = "zone == 'a'".into();
-    let s = world(vec![Pool::new("zoned", zoned).unwrap()], IpamConfig::default());
-    let err = s.plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0)).unwrap_err();
+    let s = world(
+        vec![Pool::new("zoned", zoned).unwrap()],
+        IpamConfig::default(),
+    );
+    let err = s
+        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0))
+        .unwrap_err();
     assert!(matches!(err, Error::NoPoolForNode { .. }), "{err}");
     let mut in_zone = AutoAssignRequest::new("h", "n1", 1, 0);
     in_zone.node_labels = [("zone".to_string(), "a".to_string())].into();
-    assert_eq!(s.plan_auto_assign(&in_zone, at(0)).unwrap().ipv4.addresses.len(), 1);
+    assert_eq!(
+        s.plan_auto_assign(&in_zone, at(0))
+            .unwrap()
+            .ipv4
+            .addresses
+            .len(),
+        1
+    );
 }
 
 #[test]
 fn disabled_pools_are_skipped_and_refused_when_requested() {
     let mut off = PoolSpec::new("10.2.0.0/16".parse().unwrap());
     off.disabled = true;
-    let s = world(vec![Pool::new("off", off).unwrap(), pool("on", "10.3.0.0/16", 26)], IpamConfig::default());
-    let plan = s.plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0)).unwrap();
+    let s = world(
+        vec![
+            Pool::new("off", off).unwrap(),
+            pool("on", "10.3.0.0/16", 26),
+        ],
+        IpamConfig::default(),
+    );
+    let plan = s
+        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0))
+        .unwrap();
     assert!(plan.ipv4.addresses[0].to_string().starts_with("10.3."));
     let mut asks_disabled = AutoAssignRequest::new("h", "n1", 1, 0);
     asks_disabled.ipv4_pools = vec!["10.2.0.0/16".parse().unwrap()];
@@ -263,21 +378,35 @@ fn disabled_pools_are_skipped_and_refused_when_requested() {
 fn requested_pools_override_selectors_and_must_be_of_the_right_family() {
     let mut manual = PoolSpec::new("10.5.0.0/16".parse().unwrap());
     manual.node_selector = "!all()".into();
-    let s = world(vec![Pool::new("manual", manual).unwrap(), pool("auto", "10.6.0.0/16", 26)], IpamConfig::default());
+    let s = world(
+        vec![
+            Pool::new("manual", manual).unwrap(),
+            pool("auto", "10.6.0.0/16", 26),
+        ],
+        IpamConfig::default(),
+    );
     let mut request = AutoAssignRequest::new("h", "n1", 1, 0);
     request.ipv4_pools = vec!["10.5.0.0/16".parse().unwrap()];
     let plan = s.plan_auto_assign(&request, at(0)).unwrap();
     assert!(plan.ipv4.addresses[0].to_string().starts_with("10.5."));
     request.ipv4_pools = vec!["fd00::/48".parse().unwrap()];
-    assert!(matches!(s.plan_auto_assign(&request, at(0)), Err(Error::PoolFamilyMismatch { .. })));
+    assert!(matches!(
+        s.plan_auto_assign(&request, at(0)),
+        Err(Error::PoolFamilyMismatch { .. })
+    ));
 }
 
 #[test]
 fn pools_not_allowing_the_use_are_not_used() {
     let mut tunnel_only = PoolSpec::new("10.7.0.0/16".parse().unwrap());
     tunnel_only.allowed_uses = vec![AllowedUse::Tunnel];
-    let s = world(vec![Pool::new("t", tunnel_only).unwrap()], IpamConfig::default());
-    let err = s.plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0)).unwrap_err();
+    let s = world(
+        vec![Pool::new("t", tunnel_only).unwrap()],
+        IpamConfig::default(),
+    );
+    let err = s
+        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0))
+        .unwrap_err();
     assert!(err.to_string().contains("Workload"), "{err}");
     let mut tunnel = AutoAssignRequest::new("vxlan-tunnel-addr-n1", "n1", 1, 0);
     tunnel.intended_use = AllowedUse::Tunnel;
@@ -287,10 +416,17 @@ fn pools_not_allowing_the_use_are_not_used() {
 #[test]
 fn reserved_addresses_are_never_auto_assigned() {
     let reservation = ReservationSpec {
-        reserved_cidrs: vec!["10.0.0.0/30".parse().unwrap(), "10.0.0.5/32".parse().unwrap()],
+        reserved_cidrs: vec![
+            "10.0.0.0/30".parse().unwrap(),
+            "10.0.0.5/32".parse().unwrap(),
+        ],
         unknown: Default::default(),
     };
-    let mut s = Snapshot::new(IpamConfig::default(), vec![pool("p", "10.0.0.0/29", 29)], &[reservation]);
+    let mut s = Snapshot::new(
+        IpamConfig::default(),
+        vec![pool("p", "10.0.0.0/29", 29)],
+        &[reservation],
+    );
     let got = assign(&mut s, "h", "n1", 8);
     assert_eq!(got, ["10.0.0.4/29", "10.0.0.6/29", "10.0.0.7/29"]);
 }
@@ -298,16 +434,34 @@ fn reserved_addresses_are_never_auto_assigned() {
 #[test]
 fn dual_stack_fails_whole_when_one_family_has_no_pool() {
     let s = world(vec![pool("v4", "10.0.0.0/16", 26)], IpamConfig::default());
-    let err = s.plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 1), at(0)).unwrap_err();
-    assert!(matches!(err, Error::NoPoolForNode { version: ipam_core::IpVersion::V6, .. }));
+    let err = s
+        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 1), at(0))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::NoPoolForNode {
+            version: ipam_core::IpVersion::V6,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn dual_stack_assigns_both_families_in_one_plan() {
-    let mut s = world(vec![pool("v4", "10.0.0.0/16", 26), pool("v6", "fd00::/48", 122)], IpamConfig::default());
-    let plan = s.plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 1), at(0)).unwrap();
+    let mut s = world(
+        vec![pool("v4", "10.0.0.0/16", 26), pool("v6", "fd00::/48", 122)],
+        IpamConfig::default(),
+    );
+    let plan = s
+        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 1), at(0))
+        .unwrap();
     assert_eq!(plan.ipv6.addresses[0].prefix_len(), 122);
-    let handle_writes = plan.plan.writes.iter().filter(|w| matches!(w, Write::CreateHandle(_))).count();
+    let handle_writes = plan
+        .plan
+        .writes
+        .iter()
+        .filter(|w| matches!(w, Write::CreateHandle(_)))
+        .count();
     assert_eq!(handle_writes, 1);
     s.apply(plan.plan);
     assert_eq!(addresses_of_handle(&s, "h").len(), 2);
@@ -323,9 +477,20 @@ fn assign_ip_claims_the_block_and_refuses_an_address_in_use() {
         attributes: BTreeMap::new(),
     };
     let plan = s.plan_assign_ip(&request, at(0)).unwrap();
-    assert_eq!(kinds(&plan.writes), ["create-affinity-pending", "create-handle", "create-block", "affinity-confirmed"]);
+    assert_eq!(
+        kinds(&plan.writes),
+        [
+            "create-affinity-pending",
+            "create-handle",
+            "create-block",
+            "affinity-confirmed"
+        ]
+    );
     s.apply(plan);
-    let again = AssignIpRequest { handle: "other".into(), ..request.clone() };
+    let again = AssignIpRequest {
+        handle: "other".into(),
+        ..request.clone()
+    };
     assert_eq!(
         s.plan_assign_ip(&again, at(0)).unwrap_err(),
         Error::AddressInUse {
@@ -333,8 +498,16 @@ fn assign_ip_claims_the_block_and_refuses_an_address_in_use() {
             handle: "h".into()
         }
     );
-    let outside = AssignIpRequest { address: ip("192.168.0.1"), ..request };
-    assert_eq!(s.plan_assign_ip(&outside, at(0)).unwrap_err(), Error::AddressNotInPool { address: ip("192.168.0.1") });
+    let outside = AssignIpRequest {
+        address: ip("192.168.0.1"),
+        ..request
+    };
+    assert_eq!(
+        s.plan_assign_ip(&outside, at(0)).unwrap_err(),
+        Error::AddressNotInPool {
+            address: ip("192.168.0.1")
+        }
+    );
 }
 
 #[test]
@@ -348,7 +521,10 @@ fn assign_ip_in_another_nodes_block_is_refused_under_strict_affinity() {
         address: taken.hosts().nth(3).unwrap(),
         attributes: BTreeMap::new(),
     };
-    assert!(matches!(s.plan_assign_ip(&request, at(0)), Err(Error::StrictAffinityViolation { .. })));
+    assert!(matches!(
+        s.plan_assign_ip(&request, at(0)),
+        Err(Error::StrictAffinityViolation { .. })
+    ));
     let mut relaxed = s.clone();
     relaxed.set_config(IpamConfig::default());
     assert!(relaxed.plan_assign_ip(&request, at(0)).is_ok());
@@ -359,12 +535,19 @@ fn release_frees_the_address_and_deletes_the_emptied_handle_after_the_block() {
     let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
     let got = assign(&mut s, "h", "n1", 2);
     let first: ipnet::IpNet = got[0].parse().unwrap();
-    let plan = s.plan_release(&[ReleaseRequest::address(first.addr())]).unwrap();
+    let plan = s
+        .plan_release(&[ReleaseRequest::address(first.addr())])
+        .unwrap();
     assert_eq!(kinds(&plan.plan.writes), ["update-block", "update-handle"]);
     assert_eq!(plan.released, vec![first.addr()]);
     s.apply(plan.plan);
     let second: ipnet::IpNet = got[1].parse().unwrap();
-    let plan = s.plan_release(&[ReleaseRequest::address(second.addr()), ReleaseRequest::address(ip("172.16.0.1"))]).unwrap();
+    let plan = s
+        .plan_release(&[
+            ReleaseRequest::address(second.addr()),
+            ReleaseRequest::address(ip("172.16.0.1")),
+        ])
+        .unwrap();
     assert_eq!(kinds(&plan.plan.writes), ["update-block", "delete-handle"]);
     assert_eq!(plan.already_free, vec![ip("172.16.0.1")]);
     s.apply(plan.plan);
@@ -383,13 +566,19 @@ fn a_stale_release_fails_and_writes_nothing() {
         handle: None,
         sequence_number: Some(1),
     };
-    assert!(matches!(s.plan_release(&[stale]), Err(Error::SequenceNumberMismatch { .. })));
+    assert!(matches!(
+        s.plan_release(&[stale]),
+        Err(Error::SequenceNumberMismatch { .. })
+    ));
     let wrong = ReleaseRequest {
         address,
         handle: Some("not-h".into()),
         sequence_number: None,
     };
-    assert!(matches!(s.plan_release(&[wrong]), Err(Error::HandleMismatch { .. })));
+    assert!(matches!(
+        s.plan_release(&[wrong]),
+        Err(Error::HandleMismatch { .. })
+    ));
 }
 
 #[test]
@@ -399,10 +588,18 @@ fn release_by_handle_frees_every_block_and_deletes_the_handle() {
     assign(&mut s, "small", "n1", 1);
     let plan = s.plan_release_by_handle("big").unwrap();
     assert_eq!(plan.released.len(), 10);
-    assert_eq!(kinds(&plan.plan.writes), ["update-block", "update-block", "delete-handle"]);
+    assert_eq!(
+        kinds(&plan.plan.writes),
+        ["update-block", "update-block", "delete-handle"]
+    );
     s.apply(plan.plan);
     assert_eq!(addresses_of_handle(&s, "small").len(), 1);
-    assert_eq!(s.plan_release_by_handle("big").unwrap_err(), Error::HandleNotFound { handle: "big".into() });
+    assert_eq!(
+        s.plan_release_by_handle("big").unwrap_err(),
+        Error::HandleNotFound {
+            handle: "big".into()
+        }
+    );
 }
 
 #[test]
@@ -410,16 +607,34 @@ fn releasing_an_empty_blocks_affinity_deletes_the_block() {
     let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
     let got = assign(&mut s, "h", "n1", 1);
     let cidr = s.blocks().next().unwrap().cidr();
-    assert!(matches!(s.plan_release_affinity("n1", cidr, true), Err(Error::BlockNotEmpty { in_use: 1, .. })));
+    assert!(matches!(
+        s.plan_release_affinity("n1", cidr, true),
+        Err(Error::BlockNotEmpty { in_use: 1, .. })
+    ));
     let address = got[0].parse::<ipnet::IpNet>().unwrap().addr();
     let plan = s.plan_release(&[ReleaseRequest::address(address)]).unwrap();
     s.apply(plan.plan);
     let plan = s.plan_release_affinity("n1", cidr, true).unwrap();
-    assert_eq!(kinds(&plan.writes), ["affinity-pending-deletion", "delete-block", "delete-affinity"]);
+    assert_eq!(
+        kinds(&plan.writes),
+        [
+            "affinity-pending-deletion",
+            "delete-block",
+            "delete-affinity"
+        ]
+    );
     s.apply(plan);
     assert_eq!(s.blocks().count(), 0);
-    assert!(s.affinity(&AffinityKey { node: "n1".into(), cidr }).is_none());
-    assert!(matches!(s.plan_release_affinity("n1", cidr, false), Err(Error::AffinityNotFound { .. })));
+    assert!(s
+        .affinity(&AffinityKey {
+            node: "n1".into(),
+            cidr
+        })
+        .is_none());
+    assert!(matches!(
+        s.plan_release_affinity("n1", cidr, false),
+        Err(Error::AffinityNotFound { .. })
+    ));
 }
 
 #[test]
@@ -433,7 +648,11 @@ fn releasing_a_deleted_node_orphans_its_used_blocks_and_deletes_its_empty_ones()
     s.apply(plan);
     assert_eq!(s.affinities().count(), 0);
     let remaining: Vec<_> = s.blocks().collect();
-    assert_eq!(remaining.len(), 1, "the used block stays, the empty one goes");
+    assert_eq!(
+        remaining.len(),
+        1,
+        "the used block stays, the empty one goes"
+    );
     assert!(remaining[0].owner().is_none());
     // Releasing its last address now deletes the unowned block (Calico does).
     let address = addresses_of_handle(&s, "h2")[0].addr();
@@ -444,14 +663,20 @@ fn releasing_a_deleted_node_orphans_its_used_blocks_and_deletes_its_empty_ones()
 #[test]
 fn another_nodes_empty_block_is_reclaimed_only_after_a_minute() {
     let mut s = world(vec![pool("p", "10.0.0.0/30", 30)], IpamConfig::default());
-    let plan = s.plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0)).unwrap();
+    let plan = s
+        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0))
+        .unwrap();
     s.apply(plan.plan);
     let plan = s.plan_release_by_handle("h").unwrap();
     s.apply(plan.plan);
     // n1's block is empty but claimed just now: n2 borrows from it instead.
-    let early = s.plan_auto_assign(&AutoAssignRequest::new("x", "n2", 1, 0), at(30)).unwrap();
+    let early = s
+        .plan_auto_assign(&AutoAssignRequest::new("x", "n2", 1, 0), at(30))
+        .unwrap();
     assert!(!kinds(&early.plan.writes).contains(&"delete-block"));
-    let late = s.plan_auto_assign(&AutoAssignRequest::new("x", "n2", 1, 0), at(61)).unwrap();
+    let late = s
+        .plan_auto_assign(&AutoAssignRequest::new("x", "n2", 1, 0), at(61))
+        .unwrap();
     assert_eq!(
         kinds(&late.plan.writes),
         [
@@ -465,16 +690,34 @@ fn another_nodes_empty_block_is_reclaimed_only_after_a_minute() {
         ]
     );
     s.apply(late.plan);
-    assert_eq!(s.confirmed_blocks_of("n2", ipam_core::IpVersion::V4).collect::<Vec<_>>(), vec![block("10.0.0.0/30")]);
-    assert_eq!(s.confirmed_blocks_of("n1", ipam_core::IpVersion::V4).count(), 0);
+    assert_eq!(
+        s.confirmed_blocks_of("n2", ipam_core::IpVersion::V4)
+            .collect::<Vec<_>>(),
+        vec![block("10.0.0.0/30")]
+    );
+    assert_eq!(
+        s.confirmed_blocks_of("n1", ipam_core::IpVersion::V4)
+            .count(),
+        0
+    );
 }
 
 #[test]
 fn usage_counts_per_pool_and_lists_orphaned_blocks() {
-    let mut s = world(vec![pool("a", "10.0.0.0/24", 26), pool("b", "10.1.0.0/24", 26)], IpamConfig::default());
+    let mut s = world(
+        vec![pool("a", "10.0.0.0/24", 26), pool("b", "10.1.0.0/24", 26)],
+        IpamConfig::default(),
+    );
     assign(&mut s, "h", "n1", 3);
     let figures = usage(&s);
-    assert_eq!(figures.pools.iter().map(|p| (p.name.as_str(), p.capacity, p.in_use)).collect::<Vec<_>>(), [("a", 256, 3), ("b", 256, 0)]);
+    assert_eq!(
+        figures
+            .pools
+            .iter()
+            .map(|p| (p.name.as_str(), p.capacity, p.in_use))
+            .collect::<Vec<_>>(),
+        [("a", 256, 3), ("b", 256, 0)]
+    );
     assert_eq!(figures.pools[0].blocks[0].owner.as_deref(), Some("n1"));
     // Drop pool "a": its block becomes orphaned.
     let mut orphaned = world(vec![pool("b", "10.1.0.0/24", 26)], IpamConfig::default());
@@ -489,8 +732,13 @@ fn address_status_tells_in_use_free_and_outside() {
     let mut s = world(vec![pool("p", "10.0.0.0/24", 26)], IpamConfig::default());
     let got = assign(&mut s, "h", "n1", 1);
     let used = got[0].parse::<ipnet::IpNet>().unwrap().addr();
-    assert!(matches!(address_status(&s, used), AddressStatus::InUse { handle: Some(ref h), .. } if h == "h"));
-    assert_eq!(address_status(&s, ip("10.0.0.200")), AddressStatus::Free { pool: "p".into() });
+    assert!(
+        matches!(address_status(&s, used), AddressStatus::InUse { handle: Some(ref h), .. } if h == "h")
+    );
+    assert_eq!(
+        address_status(&s, ip("10.0.0.200")),
+        AddressStatus::Free { pool: "p".into() }
+    );
     assert_eq!(address_status(&s, ip("10.9.0.1")), AddressStatus::NotInPool);
 }
 
@@ -499,5 +747,8 @@ fn nodes_start_their_search_in_different_places() {
     let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
     let a = assign(&mut s, "a", "node-a", 1);
     let b = assign(&mut s, "b", "node-b", 1);
-    assert_ne!(a[0].rsplit_once('.').unwrap().0, b[0].rsplit_once('.').unwrap().0);
+    assert_ne!(
+        a[0].rsplit_once('.').unwrap().0,
+        b[0].rsplit_once('.').unwrap().0
+    );
 }
