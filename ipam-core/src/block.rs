@@ -202,13 +202,13 @@ pub struct Block {
     claim_time: Option<Arc<str>>,
     // One bit per ordinal: the authoritative "is allocated".
     in_use: Vec<u64>,
-    // Attribute index per ordinal; meaningful only where the bit is set.
-    attribute_of: Vec<u32>,
+    // Per ordinal: attribute index and recorded sequence number, together
+    // so that copying a block costs one allocation for both.
+    slots: Vec<Slot>,
     unallocated: VecDeque<u32>,
     // Shared so that copying a block for a plan does not copy every string.
     attributes: Vec<Arc<Attribute>>,
     sequence_number: u64,
-    sequence_for: Vec<Option<u64>>,
     deleted: bool,
     strict_affinity: bool,
     host_affinity: Option<String>,
@@ -231,11 +231,10 @@ impl Block {
             owner: owner.map(Arc::new),
             claim_time: claim_time.map(Arc::from),
             in_use: vec![0; size.div_ceil(64) as usize],
-            attribute_of: vec![0; size as usize],
+            slots: vec![Slot::default(); size as usize],
             unallocated: (0..size).collect(),
             attributes: Vec::new(),
             sequence_number,
-            sequence_for: vec![None; size as usize],
             deleted: false,
             strict_affinity: false,
             host_affinity: None,
@@ -299,7 +298,9 @@ impl Block {
         block.unallocated = spec.unallocated.into_iter().collect();
         for (key, value) in spec.sequence_number_for_allocation {
             match key.parse::<u32>() {
-                Ok(ordinal) if ordinal < size => block.sequence_for[ordinal as usize] = Some(value),
+                Ok(ordinal) if ordinal < size => {
+                    block.slots[ordinal as usize].set_sequence(Some(value))
+                }
                 _ => {
                     return Err(malformed(
                         "sequenceNumberForAllocation",
@@ -319,13 +320,16 @@ impl Block {
     /// The stored form; `Block::from_spec(b.to_spec())` gives `b` back.
     pub fn to_spec(&self) -> BlockSpec {
         let allocations = (0..self.cidr.size())
-            .map(|o| self.is_allocated(o).then(|| self.attribute_of[o as usize]))
+            .map(|o| {
+                self.is_allocated(o)
+                    .then(|| self.slots[o as usize].attribute)
+            })
             .collect();
         let sequence_number_for_allocation = self
-            .sequence_for
+            .slots
             .iter()
             .enumerate()
-            .filter_map(|(o, s)| s.map(|s| (o.to_string(), s)))
+            .filter_map(|(o, s)| s.sequence().map(|s| (o.to_string(), s)))
             .collect();
         BlockSpec {
             cidr: self.cidr.to_string(),
@@ -365,10 +369,9 @@ impl Block {
 
     /// The sequence number recorded for an ordinal (0 when none, as Calico reads it).
     pub fn sequence_number_of(&self, ordinal: u32) -> u64 {
-        self.sequence_for
+        self.slots
             .get(ordinal as usize)
-            .copied()
-            .flatten()
+            .and_then(Slot::sequence)
             .unwrap_or(0)
     }
 
@@ -446,7 +449,7 @@ impl Block {
                     let ordinal = word_index as u32 * 64 + bit;
                     (
                         ordinal,
-                        &*self.attributes[self.attribute_of[ordinal as usize] as usize],
+                        &*self.attributes[self.slots[ordinal as usize].attribute as usize],
                     )
                 })
             })
@@ -455,7 +458,7 @@ impl Block {
     /// The attribute of an allocated ordinal.
     pub fn attribute_of(&self, ordinal: u32) -> Option<&Attribute> {
         self.is_allocated(ordinal)
-            .then(|| &*self.attributes[self.attribute_of[ordinal as usize] as usize])
+            .then(|| &*self.attributes[self.slots[ordinal as usize].attribute as usize])
     }
 
     /// The attribute of an allocated address.
@@ -503,7 +506,7 @@ impl Block {
             let index = self.find_or_add_attribute(handle, secondary);
             for &ordinal in &taken {
                 self.set_in_use(ordinal, index);
-                self.sequence_for[ordinal as usize] = Some(self.sequence_number);
+                self.slots[ordinal as usize].set_sequence(Some(self.sequence_number));
             }
         }
         taken
@@ -524,7 +527,7 @@ impl Block {
         }
         let index = self.find_or_add_attribute(handle, secondary);
         self.set_in_use(ordinal, index);
-        self.sequence_for[ordinal as usize] = Some(self.sequence_number);
+        self.slots[ordinal as usize].set_sequence(Some(self.sequence_number));
         if let Some(position) = self.unallocated.iter().position(|&o| o == ordinal) {
             self.unallocated.remove(position);
         }
@@ -614,7 +617,7 @@ impl Block {
         }
         let mut used = vec![false; self.attributes.len()];
         for (ordinal, _) in self.allocations() {
-            used[self.attribute_of[ordinal as usize] as usize] = true;
+            used[self.slots[ordinal as usize].attribute as usize] = true;
         }
         problems.extend(
             used.iter()
@@ -627,7 +630,7 @@ impl Block {
 
     fn set_in_use(&mut self, ordinal: u32, attribute: u32) {
         self.in_use[ordinal as usize / 64] |= 1 << (ordinal % 64);
-        self.attribute_of[ordinal as usize] = attribute;
+        self.slots[ordinal as usize].attribute = attribute;
     }
 
     fn find_or_add_attribute(&mut self, handle: &str, secondary: &BTreeMap<String, String>) -> u32 {
@@ -655,16 +658,17 @@ impl Block {
         }
         let mut remaining = vec![0u32; self.attributes.len()];
         for (ordinal, _) in self.allocations() {
-            remaining[self.attribute_of[ordinal as usize] as usize] += 1;
+            remaining[self.slots[ordinal as usize].attribute as usize] += 1;
         }
         for &ordinal in ordinals {
-            let index = self.attribute_of[ordinal as usize] as usize;
+            let index = self.slots[ordinal as usize].attribute as usize;
             remaining[index] -= 1;
             if let Some(handle) = self.attributes[index].handle() {
                 *by_handle.entry(handle.to_string()).or_default() += 1;
             }
             self.in_use[ordinal as usize / 64] &= !(1 << (ordinal % 64));
-            self.sequence_for[ordinal as usize] = None;
+            // A free ordinal keeps no trace, so equal blocks compare equal.
+            self.slots[ordinal as usize] = Slot::default();
             self.unallocated.push_back(ordinal);
         }
         if remaining.iter().all(|&r| r > 0) {
@@ -684,10 +688,31 @@ impl Block {
         });
         for word_index in 0..self.in_use.len() {
             for bit in BitIter(self.in_use[word_index]) {
-                let slot = &mut self.attribute_of[word_index * 64 + bit as usize];
+                let slot = &mut self.slots[word_index * 64 + bit as usize].attribute;
                 *slot = new_index[*slot as usize];
             }
         }
+    }
+}
+
+/// What a block records per ordinal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Slot {
+    // Index into `attributes`; meaningful only while the ordinal is allocated.
+    attribute: u32,
+    // A sequence number is recorded (possibly a stale one of a free ordinal).
+    has_sequence: bool,
+    sequence: u64,
+}
+
+impl Slot {
+    fn sequence(&self) -> Option<u64> {
+        self.has_sequence.then_some(self.sequence)
+    }
+
+    fn set_sequence(&mut self, sequence: Option<u64>) {
+        self.has_sequence = sequence.is_some();
+        self.sequence = sequence.unwrap_or(0);
     }
 }
 
@@ -847,6 +872,16 @@ mod tests {
         let err = b.release(&[fresh, wrong_handle]).unwrap_err();
         assert!(err.to_string().contains("someone-else"), "{err}");
         assert_eq!(b, before);
+    }
+
+    #[test]
+    fn a_block_equals_its_own_round_trip_after_releases() {
+        let mut b = block("10.0.0.0/26");
+        for pod in ["a", "b", "c"] {
+            b.auto_assign(1, pod, &attrs(pod), &Reserved::default());
+        }
+        release(&mut b, &[0, 2]).unwrap();
+        assert_eq!(Block::from_spec(b.to_spec()).unwrap(), b);
     }
 
     #[test]

@@ -236,13 +236,82 @@ impl Snapshot {
 struct Draft<'s> {
     snapshot: &'s Snapshot,
     now: Now,
-    blocks: BTreeMap<BlockCidr, DraftBlock>,
+    blocks: Touched<BlockCidr, DraftBlock>,
     // Handle id -> new version (None: delete).
-    handles: BTreeMap<String, Option<Handle>>,
+    handles: Touched<String, Option<Handle>>,
     // Writes that must come first: freeing other nodes' empty blocks.
     reclaims: Vec<Write>,
     // Blocks being claimed for a node, in claim order.
     claims: Vec<AffinityKey>,
+}
+
+/// The few objects one plan touches, by key. A plan touches a handful, so a
+/// vector searched linearly beats a tree: no node allocation, no moves of
+/// large values into nodes.
+struct Touched<K, V>(Vec<(K, V)>);
+
+impl<K, V> Default for Touched<K, V> {
+    fn default() -> Self {
+        Touched(Vec::new())
+    }
+}
+
+impl<K: Ord, V> Touched<K, V> {
+    fn get<Q: ?Sized + PartialEq>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.0
+            .iter()
+            .find(|(k, _)| k.borrow() == key)
+            .map(|(_, v)| v)
+    }
+
+    fn get_mut<Q: ?Sized + PartialEq>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.0
+            .iter_mut()
+            .find(|(k, _)| k.borrow() == key)
+            .map(|(_, v)| v)
+    }
+
+    fn contains<Q: ?Sized + PartialEq>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.get(key).is_some()
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, slot)) => *slot = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    fn get_or_insert_with<Q>(&mut self, key: &Q, make: impl FnOnce() -> V) -> &mut V
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: ?Sized + PartialEq + ToOwned<Owned = K>,
+    {
+        let index = match self.0.iter().position(|(k, _)| k.borrow() == key) {
+            Some(index) => index,
+            None => {
+                self.0.push((key.to_owned(), make()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[index].1
+    }
+
+    // Sorted by key, so that concurrent plans write shared objects in the
+    // same order.
+    fn into_sorted(mut self) -> Vec<(K, V)> {
+        self.0.sort_by(|a, b| a.0.cmp(&b.0));
+        self.0
+    }
 }
 
 struct DraftBlock {
@@ -258,8 +327,8 @@ impl<'s> Draft<'s> {
         Draft {
             snapshot,
             now,
-            blocks: BTreeMap::new(),
-            handles: BTreeMap::new(),
+            blocks: Touched::default(),
+            handles: Touched::default(),
             reclaims: Vec::new(),
             claims: Vec::new(),
         }
@@ -277,8 +346,7 @@ impl<'s> Draft<'s> {
         let snapshot = self.snapshot;
         &mut self
             .blocks
-            .entry(cidr)
-            .or_insert_with(|| DraftBlock {
+            .get_or_insert_with(&cidr, || DraftBlock {
                 block: snapshot
                     .block(&cidr)
                     .expect("block exists in snapshot")
@@ -320,16 +388,14 @@ impl<'s> Draft<'s> {
     fn handle_mut(&mut self, id: &str) -> Option<&mut Handle> {
         let snapshot = self.snapshot;
         self.handles
-            .entry(id.to_string())
-            .or_insert_with(|| snapshot.handle(id).cloned())
+            .get_or_insert_with(id, || snapshot.handle(id).cloned())
             .as_mut()
     }
 
     fn count_for_handle(&mut self, id: &str, cidr: BlockCidr, count: u32) {
         let snapshot = self.snapshot;
         self.handles
-            .entry(id.to_string())
-            .or_insert_with(|| snapshot.handle(id).cloned())
+            .get_or_insert_with(id, || snapshot.handle(id).cloned())
             .get_or_insert_with(|| Handle::new(id))
             .increment(cidr, count);
     }
@@ -487,7 +553,7 @@ impl<'s> Draft<'s> {
                 .iter_from(spread % pool.block_count());
             for slot in free {
                 let cidr = pool.block_at(slot);
-                if !self.blocks.contains_key(&cidr) && !reserved.covers(&cidr) {
+                if !self.blocks.contains(&cidr) && !reserved.covers(&cidr) {
                     return Some(cidr);
                 }
             }
@@ -496,7 +562,7 @@ impl<'s> Draft<'s> {
         for pool in pools {
             let reclaimable = snapshot.blocks().find(|b| {
                 pool.contains(b.cidr().net().network())
-                    && !self.blocks.contains_key(&b.cidr())
+                    && !self.blocks.contains(&b.cidr())
                     && matches!(b.owner(), Some(BlockOwner::Host(other)) if other != node)
                     && b.is_empty()
                     && b.free_count(reserved) > 0
@@ -530,6 +596,7 @@ impl<'s> Draft<'s> {
     fn finish(self, assigning: bool) -> Plan {
         let snapshot = self.snapshot;
         let mut writes = self.reclaims;
+        writes.reserve(2 * self.claims.len() + self.handles.0.len() + self.blocks.0.len());
         let affinity_of = |key: &AffinityKey, state: AffinityState| {
             let mut affinity = snapshot
                 .affinity(key)
@@ -548,17 +615,21 @@ impl<'s> Draft<'s> {
                 Write::CreateAffinity(pending)
             });
         }
-        let handle_writes = self.handles.into_iter().filter_map(|(id, handle)| {
-            let existed = snapshot.handle(&id).is_some();
-            match handle {
-                Some(h) if h.is_empty() && existed => Some(Write::DeleteHandle(id)),
-                Some(h) if h.is_empty() => None,
-                Some(h) if existed => Some(Write::UpdateHandle(h)),
-                Some(h) => Some(Write::CreateHandle(h)),
-                None if existed => Some(Write::DeleteHandle(id)),
-                None => None,
-            }
-        });
+        let handle_writes = self
+            .handles
+            .into_sorted()
+            .into_iter()
+            .filter_map(|(id, handle)| {
+                let existed = snapshot.handle(&id).is_some();
+                match handle {
+                    Some(h) if h.is_empty() && existed => Some(Write::DeleteHandle(id)),
+                    Some(h) if h.is_empty() => None,
+                    Some(h) if existed => Some(Write::UpdateHandle(h)),
+                    Some(h) => Some(Write::CreateHandle(h)),
+                    None if existed => Some(Write::DeleteHandle(id)),
+                    None => None,
+                }
+            });
         // Handles before blocks when assigning; blocks before handles when
         // releasing (see the plan module).
         let handle_writes: Vec<Write> = handle_writes.collect();
@@ -568,7 +639,7 @@ impl<'s> Draft<'s> {
             (Vec::new(), handle_writes)
         };
         writes.extend(handles_first);
-        for (cidr, mut draft) in self.blocks {
+        for (cidr, mut draft) in self.blocks.into_sorted() {
             if draft.created {
                 draft.block.bump_sequence_number();
                 writes.push(Write::CreateBlock(draft.block));
