@@ -32,7 +32,9 @@ pub struct HandleSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Handle {
     id: String,
-    blocks: BTreeMap<BlockCidr, u32>,
+    // Sorted by block. A handle names one or two blocks, so a vector costs
+    // a fraction of a tree node's memory.
+    blocks: Vec<(BlockCidr, u32)>,
     deleted: bool,
     unknown: UnknownFields,
 }
@@ -42,7 +44,7 @@ impl Handle {
     pub fn new(id: impl Into<String>) -> Handle {
         Handle {
             id: id.into(),
-            blocks: BTreeMap::new(),
+            blocks: Vec::new(),
             deleted: false,
             unknown: UnknownFields::new(),
         }
@@ -50,7 +52,7 @@ impl Handle {
 
     /// Validates a stored handle: every key must be a block CIDR.
     pub fn from_spec(spec: HandleSpec) -> Result<Handle, Error> {
-        let mut blocks = BTreeMap::new();
+        let mut blocks = Vec::with_capacity(spec.block.len());
         for (cidr, count) in spec.block {
             let block = cidr
                 .parse::<BlockCidr>()
@@ -58,8 +60,18 @@ impl Handle {
                     handle: spec.handle_id.clone(),
                     problem: format!("block key {cidr:?}: {e}"),
                 })?;
-            blocks.insert(block, count);
+            blocks.push((block, count));
         }
+        // Keys sort as strings in the spec; the vector sorts by address.
+        // Two spellings of one IPv6 block count as one.
+        blocks.sort_unstable();
+        blocks.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 += later.1;
+            }
+            same
+        });
         Ok(Handle {
             id: spec.handle_id,
             blocks,
@@ -87,14 +99,19 @@ impl Handle {
         &self.id
     }
 
-    /// Block to count of addresses held there.
-    pub fn blocks(&self) -> &BTreeMap<BlockCidr, u32> {
+    /// Blocks and the count of addresses held in each, by block.
+    pub fn blocks(&self) -> &[(BlockCidr, u32)] {
         &self.blocks
+    }
+
+    /// Addresses held in one block.
+    pub fn count_in(&self, block: &BlockCidr) -> u32 {
+        self.position(block).map_or(0, |i| self.blocks[i].1)
     }
 
     /// Total addresses held.
     pub fn total(&self) -> u32 {
-        self.blocks.values().sum()
+        self.blocks.iter().map(|(_, n)| n).sum()
     }
 
     /// Addresses held in blocks of one family.
@@ -113,14 +130,18 @@ impl Handle {
 
     /// Records `count` more addresses in `block`.
     pub fn increment(&mut self, block: BlockCidr, count: u32) {
-        *self.blocks.entry(block).or_default() += count;
+        match self.blocks.binary_search_by(|(b, _)| b.cmp(&block)) {
+            Ok(i) => self.blocks[i].1 += count,
+            Err(i) => self.blocks.insert(i, (block, count)),
+        }
     }
 
     /// Records `count` fewer addresses in `block`, dropping the entry at 0.
     /// A handle that claims fewer than are released is inconsistent data:
     /// Calico refuses it (ipam_handle.go, decrementBlock), and so do we.
     pub fn decrement(&mut self, block: BlockCidr, count: u32) -> Result<(), Error> {
-        let current = self.blocks.get(&block).copied().unwrap_or(0);
+        let position = self.position(&block);
+        let current = position.map_or(0, |i| self.blocks[i].1);
         if current < count {
             return Err(Error::MalformedHandle {
                 handle: self.id.clone(),
@@ -129,12 +150,18 @@ impl Handle {
                 ),
             });
         }
-        if current == count {
-            self.blocks.remove(&block);
-        } else {
-            self.blocks.insert(block, current - count);
+        if let Some(i) = position {
+            if current == count {
+                self.blocks.remove(i);
+            } else {
+                self.blocks[i].1 = current - count;
+            }
         }
         Ok(())
+    }
+
+    fn position(&self, block: &BlockCidr) -> Option<usize> {
+        self.blocks.binary_search_by(|(b, _)| b.cmp(block)).ok()
     }
 }
 
@@ -182,8 +209,24 @@ mod tests {
             "block:\n  192.168.185.0/26: 1\ndeleted: false\nhandleID: k8s-pod-network.cb07c78e\n";
         let spec: HandleSpec = serde_yaml::from_str(yaml).unwrap();
         let handle = Handle::from_spec(spec.clone()).unwrap();
-        assert_eq!(handle.blocks()[&block("192.168.185.0/26")], 1);
+        assert_eq!(handle.count_in(&block("192.168.185.0/26")), 1);
         assert_eq!(handle.to_spec(), spec);
+    }
+
+    #[test]
+    fn two_spellings_of_one_block_are_counted_together() {
+        let spec = HandleSpec {
+            handle_id: "h".into(),
+            block: [
+                ("fd00::40/122".to_string(), 1),
+                ("fd00:0::40/122".to_string(), 2),
+            ]
+            .into(),
+            deleted: false,
+            unknown: UnknownFields::new(),
+        };
+        let handle = Handle::from_spec(spec).unwrap();
+        assert_eq!(handle.blocks(), &[(block("fd00::40/122"), 3)]);
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl Snapshot {
             })?;
         let mut draft = Draft::new(self, Now { unix_nanos: 0 });
         let mut outcome = ReleasePlan::default();
-        for cidr in handle.blocks().keys() {
+        for (cidr, _) in handle.blocks() {
             // A block the handle names but that does not exist holds nothing.
             if self.block(cidr).is_none() {
                 continue;
@@ -403,7 +403,7 @@ impl<'s> Draft<'s> {
     fn uncount_for_handle(&mut self, id: &str, cidr: BlockCidr, count: u32) {
         // A handle missing from the datastore has nothing to decrement.
         if let Some(handle) = self.handle_mut(id) {
-            let held = handle.blocks().get(&cidr).copied().unwrap_or(0);
+            let held = handle.count_in(&cidr);
             // Never below zero: the block, not the handle, is the truth.
             let _ = handle.decrement(cidr, count.min(held));
         }
@@ -721,8 +721,8 @@ pub fn addresses_of_handle(snapshot: &Snapshot, handle_id: &str) -> Vec<IpNet> {
     };
     handle
         .blocks()
-        .keys()
-        .filter_map(|cidr| snapshot.block(cidr))
+        .iter()
+        .filter_map(|(cidr, _)| snapshot.block(cidr))
         .flat_map(|block| {
             let cidr = block.cidr();
             block
