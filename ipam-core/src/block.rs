@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cidr::BlockCidr;
 use crate::error::Error;
+use crate::labels::Labels;
 use crate::reservation::Reserved;
 use crate::unknown::UnknownFields;
 
@@ -83,16 +84,16 @@ pub struct Attribute {
     #[serde(
         rename = "secondary",
         default,
-        skip_serializing_if = "BTreeMap::is_empty"
+        skip_serializing_if = "Labels::is_empty"
     )]
-    pub secondary: BTreeMap<String, String>,
+    pub secondary: Labels,
     /// Details of a previous or next owner during a live migration (Calico 3.32).
     #[serde(
         rename = "alternateOwnerAttrs",
         default,
-        skip_serializing_if = "BTreeMap::is_empty"
+        skip_serializing_if = "Labels::is_empty"
     )]
-    pub alternate_owner: BTreeMap<String, String>,
+    pub alternate_owner: Labels,
     /// Fields of a newer Calico (such as `releasedAt`), kept verbatim.
     #[serde(flatten)]
     pub unknown: UnknownFields,
@@ -107,7 +108,7 @@ impl Attribute {
 
     fn is_for(&self, handle: &str, secondary: &BTreeMap<String, String>) -> bool {
         self.handle_id.as_deref() == Some(handle)
-            && &self.secondary == secondary
+            && self.secondary.equals_map(secondary)
             && self.alternate_owner.is_empty()
             && self.unknown.is_empty()
     }
@@ -643,7 +644,7 @@ impl Block {
         }
         self.attributes.push(Arc::new(Attribute {
             handle_id: Some(handle.to_string()),
-            secondary: secondary.clone(),
+            secondary: Labels::from(secondary),
             ..Attribute::default()
         }));
         self.attributes.len() as u32 - 1

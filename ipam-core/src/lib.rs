@@ -17,6 +17,7 @@ pub mod cidr;
 pub mod config;
 pub mod error;
 pub mod handle;
+pub mod labels;
 pub mod plan;
 pub mod planner;
 pub mod pool;

@@ -137,27 +137,27 @@ pub fn borrowed(snapshot: &Snapshot) -> (Vec<BorrowedAddress>, u32) {
                 unclassified += 1;
                 continue;
             };
-            if *node == owner {
+            if node == owner {
                 continue;
             }
-            let namespace = attribute
-                .secondary
-                .get("namespace")
-                .cloned()
-                .unwrap_or_default();
+            let namespace = attribute.secondary.get("namespace").unwrap_or_default();
             let (kind, allocated_to) = if let Some(vmi) = attribute.secondary.get("vmi-name") {
                 ("vmi".to_string(), format!("{namespace}/{vmi}"))
             } else if let Some(pod) = attribute.secondary.get("pod") {
                 ("pod".to_string(), format!("{namespace}/{pod}"))
             } else {
                 (
-                    attribute.secondary.get("type").cloned().unwrap_or_default(),
+                    attribute
+                        .secondary
+                        .get("type")
+                        .unwrap_or_default()
+                        .to_string(),
                     String::new(),
                 )
             };
             found.push(BorrowedAddress {
                 address: block.cidr().address(ordinal),
-                borrowing_node: node.clone(),
+                borrowing_node: node.to_string(),
                 block: block.cidr(),
                 block_owner: owner.clone(),
                 kind,
@@ -172,7 +172,6 @@ fn borrowing_node<'a>(attribute: &'a Attribute, owner: Option<&str>) -> Option<&
     attribute
         .secondary
         .get("node")
-        .map(String::as_str)
         .filter(|node| Some(*node) != owner)
 }
 
@@ -204,7 +203,7 @@ pub fn address_status(snapshot: &Snapshot, address: IpAddr) -> AddressStatus {
             return AddressStatus::InUse {
                 block: block.cidr(),
                 handle: attribute.handle().map(str::to_string),
-                attributes: attribute.secondary.clone(),
+                attributes: attribute.secondary.to_map(),
             };
         }
     }
