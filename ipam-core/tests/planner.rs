@@ -63,6 +63,15 @@ fn block(text: &str) -> BlockCidr {
     text.parse().unwrap()
 }
 
+/// The writes of a first assignment in a new block: the affinity is
+/// pending, then the handle, then the block, then the affinity confirmed.
+const CLAIM_NEW_BLOCK: [&str; 4] = [
+    "create-affinity-pending",
+    "create-handle",
+    "create-block",
+    "affinity-confirmed",
+];
+
 fn kinds(writes: &[Write]) -> Vec<&'static str> {
     writes
         .iter()
@@ -96,12 +105,7 @@ fn first_assignment_claims_a_block_in_two_phases_with_the_handle_before_the_bloc
         .unwrap();
     assert_eq!(
         kinds(&plan.plan.writes),
-        [
-            "create-affinity-pending",
-            "create-handle",
-            "create-block",
-            "affinity-confirmed"
-        ]
+        CLAIM_NEW_BLOCK
     );
     let address = plan.ipv4.addresses[0];
     assert_eq!(
@@ -479,12 +483,7 @@ fn assign_ip_claims_the_block_and_refuses_an_address_in_use() {
     let plan = s.plan_assign_ip(&request, at(0)).unwrap();
     assert_eq!(
         kinds(&plan.writes),
-        [
-            "create-affinity-pending",
-            "create-handle",
-            "create-block",
-            "affinity-confirmed"
-        ]
+        CLAIM_NEW_BLOCK
     );
     s.apply(plan);
     let again = AssignIpRequest {
@@ -680,14 +679,10 @@ fn another_nodes_empty_block_is_reclaimed_only_after_a_minute() {
     assert_eq!(
         kinds(&late.plan.writes),
         [
-            "affinity-pending-deletion",
-            "delete-block",
-            "delete-affinity",
-            "create-affinity-pending",
-            "create-handle",
-            "create-block",
-            "affinity-confirmed"
+            &["affinity-pending-deletion", "delete-block", "delete-affinity"][..],
+            &CLAIM_NEW_BLOCK[..]
         ]
+        .concat()
     );
     s.apply(late.plan);
     assert_eq!(
