@@ -103,10 +103,7 @@ fn first_assignment_claims_a_block_in_two_phases_with_the_handle_before_the_bloc
     let plan = s
         .plan_auto_assign(&AutoAssignRequest::new("h1", "n1", 1, 0), at(0))
         .unwrap();
-    assert_eq!(
-        kinds(&plan.plan.writes),
-        CLAIM_NEW_BLOCK
-    );
+    assert_eq!(kinds(&plan.plan.writes), CLAIM_NEW_BLOCK);
     let address = plan.ipv4.addresses[0];
     assert_eq!(
         address.prefix_len(),
@@ -481,10 +478,7 @@ fn assign_ip_claims_the_block_and_refuses_an_address_in_use() {
         attributes: BTreeMap::new(),
     };
     let plan = s.plan_assign_ip(&request, at(0)).unwrap();
-    assert_eq!(
-        kinds(&plan.writes),
-        CLAIM_NEW_BLOCK
-    );
+    assert_eq!(kinds(&plan.writes), CLAIM_NEW_BLOCK);
     s.apply(plan);
     let again = AssignIpRequest {
         handle: "other".into(),
@@ -679,7 +673,11 @@ fn another_nodes_empty_block_is_reclaimed_only_after_a_minute() {
     assert_eq!(
         kinds(&late.plan.writes),
         [
-            &["affinity-pending-deletion", "delete-block", "delete-affinity"][..],
+            &[
+                "affinity-pending-deletion",
+                "delete-block",
+                "delete-affinity"
+            ][..],
             &CLAIM_NEW_BLOCK[..]
         ]
         .concat()
