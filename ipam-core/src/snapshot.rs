@@ -309,7 +309,52 @@ fn forget_room(
     }
 }
 
+// The first block in key order: blocks sort by address, then prefix, and
+// no block is larger than a /20.
 fn lowest_block() -> BlockCidr {
-    BlockCidr::new(IpNet::new(IpAddr::from([0u8, 0, 0, 0]), 32).expect("/32"))
-        .expect("single address")
+    BlockCidr::new(IpNet::new(IpAddr::from([0u8, 0, 0, 0]), 20).expect("/20"))
+        .expect("a /20 at address zero is a valid block")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::affinity::AffinityState;
+    use crate::pool::PoolSpec;
+
+    #[test]
+    fn affinities_of_a_node_include_a_block_at_address_zero() {
+        let pool = Pool::new("p", PoolSpec::new("0.0.0.0/16".parse().unwrap())).unwrap();
+        let mut s = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
+        for cidr in ["0.0.0.0/26", "0.0.0.64/26"] {
+            s.insert_affinity(Affinity::new(
+                "n",
+                cidr.parse().unwrap(),
+                AffinityState::Confirmed,
+            ));
+        }
+        s.insert_affinity(Affinity::new(
+            "m",
+            "0.0.1.0/26".parse().unwrap(),
+            AffinityState::Confirmed,
+        ));
+        let listed: Vec<String> = s.affinities_of("n").map(|a| a.cidr.to_string()).collect();
+        assert_eq!(listed, ["0.0.0.0/26", "0.0.0.64/26"]);
+    }
+
+    #[test]
+    fn the_containing_block_is_found_whatever_its_size() {
+        let pool = Pool::new("p", PoolSpec::new("10.0.0.0/16".parse().unwrap())).unwrap();
+        let mut s = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
+        s.insert_block(Block::new("10.0.0.0/26".parse().unwrap(), None, None, 1));
+        s.insert_block(Block::new("10.0.0.64/28".parse().unwrap(), None, None, 1));
+        let found = |a: &str| {
+            s.block_containing(a.parse().unwrap())
+                .map(|b| b.cidr().to_string())
+        };
+        assert_eq!(found("10.0.0.0").as_deref(), Some("10.0.0.0/26"));
+        assert_eq!(found("10.0.0.63").as_deref(), Some("10.0.0.0/26"));
+        assert_eq!(found("10.0.0.79").as_deref(), Some("10.0.0.64/28"));
+        assert_eq!(found("10.0.0.80"), None);
+    }
 }
