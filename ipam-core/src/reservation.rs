@@ -11,9 +11,10 @@ use crate::unknown::UnknownFields;
 
 /// An IPReservation spec, with Calico's field names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ReservationSpec {
     /// CIDRs (or single addresses as /32, /128) that are reserved.
+    // Calico spells it with capitals (crd.projectcalico.org_ipreservations.yaml).
+    #[serde(rename = "reservedCIDRs")]
     pub reserved_cidrs: Vec<IpNet>,
     /// Fields of a newer Calico, kept verbatim.
     #[serde(flatten)]
@@ -127,6 +128,15 @@ mod tests {
         assert!(reserved(&["10.0.0.33/32"]).touches(&block));
         assert!(!reserved(&["10.0.1.0/24"]).touches(&block));
         assert!(!Reserved::default().covers(&block));
+    }
+
+    #[test]
+    fn reservation_spec_uses_calicos_field_name() {
+        let spec: ReservationSpec =
+            serde_json::from_str(r#"{"reservedCIDRs":["10.0.0.0/30","fd00::1/128"]}"#).unwrap();
+        assert_eq!(spec.reserved_cidrs.len(), 2);
+        let back = serde_json::to_string(&spec).unwrap();
+        assert_eq!(back, r#"{"reservedCIDRs":["10.0.0.0/30","fd00::1/128"]}"#);
     }
 
     #[test]
