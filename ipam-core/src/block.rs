@@ -15,7 +15,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::cidr::BlockCidr;
@@ -376,11 +375,6 @@ impl Block {
             .unwrap_or(0)
     }
 
-    /// Whether the block is marked for deletion.
-    pub fn deleted(&self) -> bool {
-        self.deleted
-    }
-
     /// Records that the block is about to be written: Calico raises the
     /// sequence number on every block write (ipam_block_reader_writer.go,
     /// updateBlock).
@@ -732,14 +726,6 @@ impl Iterator for BitIter {
     }
 }
 
-/// The block CIDR of `address` for a block prefix length (Calico's
-/// getBlockCIDRForAddress).
-pub fn block_cidr_of(address: IpAddr, block_size: u8) -> Option<BlockCidr> {
-    IpNet::new(address, block_size)
-        .ok()
-        .and_then(|net| BlockCidr::new(net.trunc()).ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1052,10 +1038,7 @@ mod tests {
             vec![0, 1]
         );
         assert_eq!(b.cidr().address_net(1).to_string(), "fd00::41/122");
-        assert_eq!(
-            block_cidr_of("fd00::7f".parse().unwrap(), 122),
-            Some(b.cidr())
-        );
+        assert_eq!(b.cidr().ordinal_of("fd00::7f".parse().unwrap()), Some(63));
     }
 
     #[test]

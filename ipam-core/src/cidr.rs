@@ -28,14 +28,6 @@ impl IpVersion {
         }
     }
 
-    /// Number of bits in an address of this family.
-    pub fn bits(self) -> u8 {
-        match self {
-            IpVersion::V4 => 32,
-            IpVersion::V6 => 128,
-        }
-    }
-
     /// 4 or 6, as Calico spells versions in messages and keys.
     pub fn number(self) -> u8 {
         match self {

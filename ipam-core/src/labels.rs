@@ -43,11 +43,6 @@ impl Labels {
         self.0.is_empty()
     }
 
-    /// Number of labels.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// Whether these are exactly the pairs of `map`.
     pub fn equals_map(&self, map: &BTreeMap<String, String>) -> bool {
         self.0.len() == map.len()
@@ -126,7 +121,6 @@ mod tests {
         );
         assert_eq!(labels.get("pod"), Some("b"));
         assert_eq!(labels.get("namespace"), None);
-        assert_eq!(labels.len(), 2);
     }
 
     #[test]
