@@ -228,7 +228,9 @@ fn value_fits(node: &JSONSchemaProps, value: &Value) -> bool {
             .is_none_or(|values| values.iter().any(|v| &v.0 == value))
 }
 
-fn matches_type(node: &JSONSchemaProps, value: &Value) -> bool {
+/// Whether a JSON value has the type a schema node declares (null only
+/// where the node is nullable), as the API server judges it.
+pub fn matches_type(node: &JSONSchemaProps, value: &Value) -> bool {
     if value.is_null() {
         return node.nullable == Some(true);
     }

@@ -58,16 +58,7 @@ fn check(schema: &JSONSchemaProps, value: &Value, path: &str, problems: &mut Vec
         }
         return;
     }
-    let type_ok = match schema.type_.as_deref() {
-        Some("string") => value.is_string(),
-        Some("integer") => value.is_i64() || value.is_u64(),
-        Some("number") => value.is_number(),
-        Some("boolean") => value.is_boolean(),
-        Some("object") => value.is_object(),
-        Some("array") => value.is_array(),
-        _ => true,
-    };
-    if !type_ok {
+    if !crds::structural::matches_type(schema, value) {
         problem(format!("{value} is not of type {:?}", schema.type_));
         return;
     }
