@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ipam_core::plan::Shortfall;
+use ipam_core::plan::{AutoAssignPlan, Shortfall};
 use ipam_core::planner::addresses_of_handle;
 use ipam_core::usage::{address_status, borrowed, usage, AddressStatus};
 use ipam_core::{
@@ -40,11 +40,22 @@ fn at(seconds: u64) -> Now {
     }
 }
 
+/// Plans a workload auto-assign of `v4` IPv4 and `v6` IPv6 addresses at
+/// `seconds` after the test's epoch.
+fn plan(
+    s: &Snapshot,
+    handle: &str,
+    node: &str,
+    v4: u32,
+    v6: u32,
+    seconds: u64,
+) -> Result<AutoAssignPlan, Error> {
+    s.plan_auto_assign(&AutoAssignRequest::new(handle, node, v4, v6), at(seconds))
+}
+
 /// Plans and applies an auto-assign of `v4` addresses; returns them.
 fn assign(s: &mut Snapshot, handle: &str, node: &str, v4: u32) -> Vec<String> {
-    let plan = s
-        .plan_auto_assign(&AutoAssignRequest::new(handle, node, v4, 0), at(0))
-        .unwrap();
+    let plan = plan(s, handle, node, v4, 0, 0).unwrap();
     let got = plan
         .ipv4
         .addresses
@@ -100,9 +111,7 @@ fn kinds(writes: &[Write]) -> Vec<&'static str> {
 #[test]
 fn first_assignment_claims_a_block_in_two_phases_with_the_handle_before_the_block() {
     let s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
-    let plan = s
-        .plan_auto_assign(&AutoAssignRequest::new("h1", "n1", 1, 0), at(0))
-        .unwrap();
+    let plan = plan(&s, "h1", "n1", 1, 0, 0).unwrap();
     assert_eq!(kinds(&plan.plan.writes), CLAIM_NEW_BLOCK);
     let address = plan.ipv4.addresses[0];
     assert_eq!(
@@ -129,9 +138,7 @@ fn first_assignment_claims_a_block_in_two_phases_with_the_handle_before_the_bloc
 fn steady_state_costs_one_handle_write_and_one_block_write() {
     let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
     assign(&mut s, "h1", "n1", 1);
-    let plan = s
-        .plan_auto_assign(&AutoAssignRequest::new("h2", "n1", 1, 0), at(1))
-        .unwrap();
+    let plan = plan(&s, "h2", "n1", 1, 0, 1).unwrap();
     assert_eq!(kinds(&plan.plan.writes), ["create-handle", "update-block"]);
 }
 
@@ -166,9 +173,7 @@ fn a_node_fills_its_own_block_before_claiming_another() {
 #[test]
 fn a_request_larger_than_a_block_spans_blocks_with_one_handle_write() {
     let s = world(vec![pool("p", "10.0.0.0/24", 29)], IpamConfig::default());
-    let plan = s
-        .plan_auto_assign(&AutoAssignRequest::new("big", "n1", 10, 0), at(0))
-        .unwrap();
+    let plan = plan(&s, "big", "n1", 10, 0, 0).unwrap();
     assert_eq!(plan.ipv4.addresses.len(), 10);
     let handle_writes = plan
         .plan
@@ -194,9 +199,7 @@ fn block_limit_is_enforced_even_with_strict_affinity_off() {
     // Calico 3.32 caps a host at 20 blocks when maxBlocksPerHost is 0.
     let mut s = world(vec![pool("p", "10.0.0.0/16", 32)], IpamConfig::default());
     assign(&mut s, "h", "n1", 20);
-    let err = s
-        .plan_auto_assign(&AutoAssignRequest::new("h2", "n1", 1, 0), at(0))
-        .unwrap_err();
+    let err = plan(&s, "h2", "n1", 1, 0, 0).unwrap_err();
     assert_eq!(
         err,
         Error::BlockLimitReached {
@@ -211,9 +214,7 @@ fn block_limit_is_enforced_even_with_strict_affinity_off() {
 fn configured_block_limit_refuses_a_new_block() {
     let mut s = world(vec![pool("p", "10.0.0.0/24", 30)], strict(1));
     assign(&mut s, "h", "n1", 4);
-    let err = s
-        .plan_auto_assign(&AutoAssignRequest::new("h2", "n1", 1, 0), at(0))
-        .unwrap_err();
+    let err = plan(&s, "h2", "n1", 1, 0, 0).unwrap_err();
     assert!(
         matches!(err, Error::BlockLimitReached { limit: 1, .. }),
         "{err}"
@@ -229,9 +230,7 @@ fn auto_allocate_off_refuses_when_no_affine_block_has_room() {
         ..IpamConfig::default()
     };
     let s = world(vec![pool("p", "10.0.0.0/24", 30)], config);
-    let err = s
-        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0))
-        .unwrap_err();
+    let err = plan(&s, "h", "n1", 1, 0, 0).unwrap_err();
     assert!(matches!(err, Error::AutoAllocateDisabled { .. }), "{err}");
 }
 
@@ -297,9 +296,7 @@ fn with_strict_affinity_on_a_node_never_borrows() {
     let mut s = world(vec![pool("p", "10.0.0.0/29", 30)], strict(0));
     assign(&mut s, "a", "n1", 4);
     assign(&mut s, "b", "n2", 1);
-    let plan = s
-        .plan_auto_assign(&AutoAssignRequest::new("c", "n1", 2, 0), at(0))
-        .unwrap();
+    let plan = plan(&s, "c", "n1", 2, 0, 0).unwrap();
     assert!(plan.ipv4.addresses.is_empty());
     assert_eq!(
         plan.ipv4.shortfall,
@@ -311,9 +308,7 @@ fn with_strict_affinity_on_a_node_never_borrows() {
 #[test]
 fn an_exhausted_pool_gives_fewer_addresses_and_says_why() {
     let mut s = world(vec![pool("p", "10.0.0.0/30", 30)], IpamConfig::default());
-    let plan = s
-        .plan_auto_assign(&AutoAssignRequest::new("a", "n1", 6, 0), at(0))
-        .unwrap();
+    let plan = plan(&s, "a", "n1", 6, 0, 0).unwrap();
     assert_eq!(plan.ipv4.addresses.len(), 4);
     assert_eq!(
         plan.ipv4.shortfall[0].to_string(),
@@ -334,9 +329,7 @@ fn pools_whose_node_selector_does_not_match_are_not_used() {
         vec![Pool::new("zoned", zoned).unwrap()],
         IpamConfig::default(),
     );
-    let err = s
-        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0))
-        .unwrap_err();
+    let err = plan(&s, "h", "n1", 1, 0, 0).unwrap_err();
     assert!(matches!(err, Error::NoPoolForNode { .. }), "{err}");
     let mut in_zone = AutoAssignRequest::new("h", "n1", 1, 0);
     in_zone.node_labels = [("zone".to_string(), "a".to_string())].into();
@@ -361,9 +354,7 @@ fn disabled_pools_are_skipped_and_refused_when_requested() {
         ],
         IpamConfig::default(),
     );
-    let plan = s
-        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0))
-        .unwrap();
+    let plan = plan(&s, "h", "n1", 1, 0, 0).unwrap();
     assert!(plan.ipv4.addresses[0].to_string().starts_with("10.3."));
     let mut asks_disabled = AutoAssignRequest::new("h", "n1", 1, 0);
     asks_disabled.ipv4_pools = vec!["10.2.0.0/16".parse().unwrap()];
@@ -405,9 +396,7 @@ fn pools_not_allowing_the_use_are_not_used() {
         vec![Pool::new("t", tunnel_only).unwrap()],
         IpamConfig::default(),
     );
-    let err = s
-        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0))
-        .unwrap_err();
+    let err = plan(&s, "h", "n1", 1, 0, 0).unwrap_err();
     assert!(err.to_string().contains("Workload"), "{err}");
     let mut tunnel = AutoAssignRequest::new("vxlan-tunnel-addr-n1", "n1", 1, 0);
     tunnel.intended_use = AllowedUse::Tunnel;
@@ -435,9 +424,7 @@ fn reserved_addresses_are_never_auto_assigned() {
 #[test]
 fn dual_stack_fails_whole_when_one_family_has_no_pool() {
     let s = world(vec![pool("v4", "10.0.0.0/16", 26)], IpamConfig::default());
-    let err = s
-        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 1), at(0))
-        .unwrap_err();
+    let err = plan(&s, "h", "n1", 1, 1, 0).unwrap_err();
     assert!(matches!(
         err,
         Error::NoPoolForNode {
@@ -453,9 +440,7 @@ fn dual_stack_assigns_both_families_in_one_plan() {
         vec![pool("v4", "10.0.0.0/16", 26), pool("v6", "fd00::/48", 122)],
         IpamConfig::default(),
     );
-    let plan = s
-        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 1), at(0))
-        .unwrap();
+    let plan = plan(&s, "h", "n1", 1, 1, 0).unwrap();
     assert_eq!(plan.ipv6.addresses[0].prefix_len(), 122);
     let handle_writes = plan
         .plan
@@ -656,20 +641,12 @@ fn releasing_a_deleted_node_orphans_its_used_blocks_and_deletes_its_empty_ones()
 #[test]
 fn another_nodes_empty_block_is_reclaimed_only_after_a_minute() {
     let mut s = world(vec![pool("p", "10.0.0.0/30", 30)], IpamConfig::default());
-    let plan = s
-        .plan_auto_assign(&AutoAssignRequest::new("h", "n1", 1, 0), at(0))
-        .unwrap();
-    s.apply(plan.plan);
-    let plan = s.plan_release_by_handle("h").unwrap();
-    s.apply(plan.plan);
+    s.apply(plan(&s, "h", "n1", 1, 0, 0).unwrap().plan);
+    s.apply(s.plan_release_by_handle("h").unwrap().plan);
     // n1's block is empty but claimed just now: n2 borrows from it instead.
-    let early = s
-        .plan_auto_assign(&AutoAssignRequest::new("x", "n2", 1, 0), at(30))
-        .unwrap();
+    let early = plan(&s, "x", "n2", 1, 0, 30).unwrap();
     assert!(!kinds(&early.plan.writes).contains(&"delete-block"));
-    let late = s
-        .plan_auto_assign(&AutoAssignRequest::new("x", "n2", 1, 0), at(61))
-        .unwrap();
+    let late = plan(&s, "x", "n2", 1, 0, 61).unwrap();
     assert_eq!(
         kinds(&late.plan.writes),
         [
