@@ -125,6 +125,13 @@ pub struct Pool {
     namespace_selector: Selector,
 }
 
+// Everything else is derived from the name and spec.
+impl PartialEq for Pool {
+    fn eq(&self, other: &Pool) -> bool {
+        self.name == other.name && self.spec == other.spec
+    }
+}
+
 impl Pool {
     /// Validates a spec as Calico's IPPool validation does (blockSize 20–32
     /// for IPv4 and 116–128 for IPv6, CIDR aligned and at least one block).

@@ -1,0 +1,3 @@
+use ipam_store::memory::MemoryStore;
+
+conformance_tests!(async { (MemoryStore::new(), ()) });

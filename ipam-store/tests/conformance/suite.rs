@@ -1,0 +1,441 @@
+//! The cases every backend must pass. Each takes a fresh, empty store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ipam_core::block::BlockOwner;
+use ipam_core::{
+    Affinity, AffinityState, Block, BlockCidr, Handle, IpamConfig, Pool, PoolSpec, ReservationSpec,
+};
+use ipam_store::{
+    Datastore, Key, Kind, ListQuery, Reservation, Revision, RoundTrips, StoreError, Value,
+};
+
+/// Generates one `#[tokio::test]` per case. `$make` is an async block
+/// that yields `(store, guard)`; the guard (a temp dir, a server process)
+/// lives until the test ends.
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        conformance_tests!(@cases $make;
+            every_kind_round_trips_exactly,
+            create_refuses_an_existing_key,
+            get_of_a_missing_key_is_not_found,
+            update_needs_the_current_revision,
+            update_of_a_missing_key_is_not_found,
+            delete_needs_the_current_revision,
+            list_returns_one_kind_only,
+            affinities_are_listed_by_node,
+            a_deleted_key_can_be_created_again,
+            round_trips_are_counted,
+            concurrent_creates_have_one_winner,
+            concurrent_updates_have_one_winner,
+            many_blocks_list_in_one_read,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make.await;
+                $crate::suite::$case(std::sync::Arc::new(store)).await;
+            }
+        )*
+    };
+}
+
+fn cidr(text: &str) -> BlockCidr {
+    text.parse().expect("test CIDR")
+}
+
+fn pool(name: &str, net: &str) -> Pool {
+    let mut spec = PoolSpec::new(net.parse().expect("test pool CIDR"));
+    if spec.cidr.addr().is_ipv6() {
+        spec.block_size = Some(122);
+    }
+    spec.node_selector = "all()".to_string();
+    Pool::new(name, spec).expect("test pool")
+}
+
+/// A block with two allocations (one with pod attributes) and one release,
+/// so that attributes, `unallocated` order and sequence numbers all matter.
+fn busy_block(net: &str, node: &str) -> Block {
+    let mut block = Block::new(
+        cidr(net),
+        Some(BlockOwner::Host(node.to_string())),
+        Some("2026-11-23T00:00:00Z".to_string()),
+        1_763_856_000_000_000_000,
+    );
+    let none = Default::default();
+    let attrs: BTreeMap<String, String> = [
+        ("namespace", "default"),
+        ("node", node),
+        ("pod", "nginx-5f"),
+        ("timestamp", "2026-11-23 00:00:00.000000001 +0000 UTC"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    block.auto_assign(1, "k8s-pod-network.aaaa", &attrs, &none);
+    block.bump_sequence_number();
+    block.auto_assign(2, "ipip-tunnel-addr-node-1", &BTreeMap::new(), &none);
+    block.bump_sequence_number();
+    block.release_by_handle("ipip-tunnel-addr-node-1", None);
+    block.bump_sequence_number();
+    block
+}
+
+fn handle(id: &str, blocks: &[(&str, u32)]) -> Handle {
+    let mut handle = Handle::new(id);
+    for (net, count) in blocks {
+        handle.increment(cidr(net), *count);
+    }
+    handle
+}
+
+/// One object of every kind, IPv4 and IPv6.
+fn one_of_each() -> Vec<Value> {
+    let config = IpamConfig {
+        strict_affinity: true,
+        max_blocks_per_host: 7,
+        ..IpamConfig::default()
+    };
+    vec![
+        Value::Pool(pool("default-ipv4-ippool", "10.0.0.0/16")),
+        Value::Pool(pool("default-ipv6-ippool", "fd00:10::/112")),
+        Value::Block(busy_block("10.0.0.64/26", "node-1")),
+        Value::Block(busy_block("fd00:10::40/122", "node-1")),
+        Value::Handle(handle(
+            "k8s-pod-network.aaaa",
+            &[("10.0.0.64/26", 1), ("fd00:10::40/122", 1)],
+        )),
+        Value::Handle(handle("ipip-tunnel-addr-node-1", &[("10.0.0.64/26", 1)])),
+        Value::Affinity(Affinity::new(
+            "node-1",
+            cidr("10.0.0.64/26"),
+            AffinityState::Confirmed,
+        )),
+        Value::Affinity(Affinity::new(
+            "node-1",
+            cidr("fd00:10::40/122"),
+            AffinityState::Pending,
+        )),
+        Value::Config(config),
+        Value::Reservation(Reservation {
+            name: "gateways".to_string(),
+            spec: ReservationSpec {
+                reserved_cidrs: vec![
+                    "10.0.0.1/32".parse().unwrap(),
+                    "10.0.8.0/24".parse().unwrap(),
+                ],
+                unknown: Default::default(),
+            },
+        }),
+    ]
+}
+
+fn affinity(node: &str, net: &str) -> Value {
+    Value::Affinity(Affinity::new(node, cidr(net), AffinityState::Confirmed))
+}
+
+async fn create(store: &dyn Datastore, value: &Value) -> Revision {
+    store
+        .create(value)
+        .await
+        .unwrap_or_else(|e| panic!("create {}: {e}", value.key()))
+}
+
+pub async fn every_kind_round_trips_exactly<S: Datastore>(store: Arc<S>) {
+    for value in one_of_each() {
+        let revision = create(&*store, &value).await;
+        let read = store.get(&value.key()).await.expect("get after create");
+        assert_eq!(
+            read.value,
+            value,
+            "{} changed on its way through the store",
+            value.key()
+        );
+        assert_eq!(
+            read.revision,
+            revision,
+            "{}: get must report the revision create returned",
+            value.key()
+        );
+    }
+}
+
+pub async fn create_refuses_an_existing_key<S: Datastore>(store: Arc<S>) {
+    for value in one_of_each() {
+        create(&*store, &value).await;
+        let err = store.create(&value).await.expect_err("second create");
+        assert_eq!(err, StoreError::AlreadyExists { key: value.key() });
+    }
+}
+
+pub async fn get_of_a_missing_key_is_not_found<S: Datastore>(store: Arc<S>) {
+    for value in one_of_each() {
+        let key = value.key();
+        let err = store.get(&key).await.expect_err("get of nothing");
+        assert_eq!(err, StoreError::NotFound { key });
+    }
+}
+
+pub async fn update_needs_the_current_revision<S: Datastore>(store: Arc<S>) {
+    let original = busy_block("10.0.0.0/26", "node-1");
+    let first = create(&*store, &Value::Block(original.clone())).await;
+
+    let mut changed = original.clone();
+    changed.auto_assign(
+        3,
+        "k8s-pod-network.bbbb",
+        &BTreeMap::new(),
+        &Default::default(),
+    );
+    changed.bump_sequence_number();
+    let second = store
+        .update(&Value::Block(changed.clone()), &first)
+        .await
+        .expect("update at the current revision");
+    assert_ne!(first, second, "an update must give a new revision");
+
+    // Writing again from the first read must fail and change nothing.
+    let mut stale = original.clone();
+    stale.auto_assign(
+        1,
+        "k8s-pod-network.cccc",
+        &BTreeMap::new(),
+        &Default::default(),
+    );
+    let err = store
+        .update(&Value::Block(stale), &first)
+        .await
+        .expect_err("update at a stale revision");
+    assert_eq!(
+        err,
+        StoreError::Conflict {
+            key: Key::Block(original.cidr())
+        }
+    );
+    let read = store.get(&Key::Block(original.cidr())).await.unwrap();
+    assert_eq!(read.value, Value::Block(changed));
+    assert_eq!(read.revision, second);
+
+    // Every kind takes an update at its current revision.
+    for value in one_of_each() {
+        if value.key() == Key::Block(original.cidr()) {
+            continue;
+        }
+        let revision = create(&*store, &value).await;
+        store
+            .update(&value, &revision)
+            .await
+            .unwrap_or_else(|e| panic!("update {}: {e}", value.key()));
+    }
+}
+
+pub async fn update_of_a_missing_key_is_not_found<S: Datastore>(store: Arc<S>) {
+    for value in one_of_each() {
+        let other = create(&*store, &affinity("elsewhere", "10.9.0.0/26")).await;
+        let err = store
+            .update(&value, &other)
+            .await
+            .expect_err("update of nothing");
+        assert_eq!(err, StoreError::NotFound { key: value.key() });
+        store
+            .delete(&affinity("elsewhere", "10.9.0.0/26").key(), &other)
+            .await
+            .unwrap();
+    }
+}
+
+pub async fn delete_needs_the_current_revision<S: Datastore>(store: Arc<S>) {
+    for value in one_of_each() {
+        let key = value.key();
+        let first = create(&*store, &value).await;
+        let second = store.update(&value, &first).await.unwrap();
+        let err = store
+            .delete(&key, &first)
+            .await
+            .expect_err("delete at a stale revision");
+        assert_eq!(err, StoreError::Conflict { key: key.clone() });
+        assert_eq!(
+            store.get(&key).await.unwrap().value,
+            value,
+            "a refused delete removed {key}"
+        );
+
+        store
+            .delete(&key, &second)
+            .await
+            .unwrap_or_else(|e| panic!("delete {key}: {e}"));
+        assert_eq!(
+            store.get(&key).await.unwrap_err(),
+            StoreError::NotFound { key: key.clone() }
+        );
+        let err = store.delete(&key, &second).await.expect_err("delete twice");
+        assert_eq!(err, StoreError::NotFound { key });
+    }
+}
+
+pub async fn list_returns_one_kind_only<S: Datastore>(store: Arc<S>) {
+    let values = one_of_each();
+    for value in &values {
+        create(&*store, value).await;
+    }
+    for kind in Kind::ALL {
+        let mut listed: Vec<Value> = store
+            .list(&ListQuery::All(kind))
+            .await
+            .unwrap_or_else(|e| panic!("list {kind}: {e}"))
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        let mut expected: Vec<Value> = values
+            .iter()
+            .filter(|v| v.kind() == kind)
+            .cloned()
+            .collect();
+        listed.sort_by_key(|v| v.key());
+        expected.sort_by_key(|v| v.key());
+        assert_eq!(listed, expected, "list of {kind}");
+    }
+}
+
+pub async fn affinities_are_listed_by_node<S: Datastore>(store: Arc<S>) {
+    // node-1 is a prefix of node-10: a prefix scan must not confuse them.
+    let mut pending = Affinity::new("node-1", cidr("10.0.1.0/26"), AffinityState::Pending);
+    pending.deleted = false;
+    let values = [
+        affinity("node-1", "10.0.0.0/26"),
+        Value::Affinity(pending),
+        affinity("node-1", "fd00:10::/122"),
+        affinity("node-10", "10.0.2.0/26"),
+        affinity("node-2", "10.0.3.0/26"),
+    ];
+    for value in &values {
+        create(&*store, value).await;
+    }
+    let read = |node: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut keys: Vec<Key> = store
+                .list(&ListQuery::AffinitiesOf(node.to_string()))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|v| v.value.key())
+                .collect();
+            keys.sort();
+            keys
+        }
+    };
+    let mut expected: Vec<Key> = values[..3].iter().map(Value::key).collect();
+    expected.sort();
+    assert_eq!(read("node-1").await, expected);
+    assert_eq!(read("node-10").await, vec![values[3].key()]);
+    assert_eq!(read("node-3").await, Vec::<Key>::new());
+}
+
+pub async fn a_deleted_key_can_be_created_again<S: Datastore>(store: Arc<S>) {
+    for value in one_of_each() {
+        let first = create(&*store, &value).await;
+        store.delete(&value.key(), &first).await.unwrap();
+        let again = create(&*store, &value).await;
+        assert_eq!(store.get(&value.key()).await.unwrap().revision, again);
+    }
+}
+
+pub async fn round_trips_are_counted<S: Datastore>(store: Arc<S>) {
+    let value = Value::Handle(handle("k8s-pod-network.dddd", &[("10.0.0.0/26", 1)]));
+    let start = store.round_trips();
+    let rev = create(&*store, &value).await;
+    let rev = store.update(&value, &rev).await.unwrap();
+    store.get(&value.key()).await.unwrap();
+    store.list(&ListQuery::All(Kind::Handle)).await.unwrap();
+    let _ = store.get(&Key::Handle("nobody".to_string())).await;
+    store.delete(&value.key(), &rev).await.unwrap();
+    assert_eq!(
+        store.round_trips().since(start),
+        RoundTrips {
+            reads: 3,
+            writes: 3
+        }
+    );
+}
+
+pub async fn concurrent_creates_have_one_winner<S: Datastore + 'static>(store: Arc<S>) {
+    let value = Value::Block(busy_block("10.0.0.0/26", "node-1"));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let value = value.clone();
+            tokio::spawn(async move { store.create(&value).await })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::AlreadyExists { .. }) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one create of one key may succeed");
+}
+
+pub async fn concurrent_updates_have_one_winner<S: Datastore + 'static>(store: Arc<S>) {
+    let block = busy_block("10.0.0.0/26", "node-1");
+    let revision = create(&*store, &Value::Block(block.clone())).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let mut mine = block.clone();
+            let revision = revision.clone();
+            tokio::spawn(async move {
+                let handle = format!("k8s-pod-network.{i}");
+                mine.auto_assign(1, &handle, &BTreeMap::new(), &Default::default());
+                store
+                    .update(&Value::Block(mine), &revision)
+                    .await
+                    .map(|_| handle)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(handle) => winners.push(handle),
+            Err(StoreError::Conflict { .. }) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one update from one revision may succeed"
+    );
+    let Value::Block(stored) = store.get(&Key::Block(block.cidr())).await.unwrap().value else {
+        panic!("not a block");
+    };
+    assert_eq!(
+        stored.ordinals_of_handle(&winners[0]).count(),
+        1,
+        "the winner's write is the one stored"
+    );
+}
+
+pub async fn many_blocks_list_in_one_read<S: Datastore>(store: Arc<S>) {
+    for i in 0..300u32 {
+        let net = format!("10.{}.{}.0/26", i / 256, i % 256);
+        create(
+            &*store,
+            &Value::Block(busy_block(&net, &format!("node-{}", i % 7))),
+        )
+        .await;
+    }
+    let before = store.round_trips();
+    let listed = store.list(&ListQuery::All(Kind::Block)).await.unwrap();
+    assert_eq!(listed.len(), 300);
+    assert_eq!(store.round_trips().since(before).reads, 1);
+    let keys: std::collections::BTreeSet<Key> = listed.iter().map(|v| v.value.key()).collect();
+    assert_eq!(keys.len(), 300, "every block once");
+}
