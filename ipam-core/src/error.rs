@@ -195,6 +195,14 @@ pub enum Error {
         /// The block.
         block: BlockCidr,
     },
+    /// A CIDR to claim for a node is not a whole number of blocks of one pool.
+    #[error("cannot claim {cidr}: {reason}")]
+    ClaimOutsidePool {
+        /// The CIDR given.
+        cidr: IpNet,
+        /// Why it cannot be claimed.
+        reason: String,
+    },
     /// An affinity release that requires an empty block found addresses in it.
     #[error("block {block} still has {in_use} addresses in use")]
     BlockNotEmpty {

@@ -208,3 +208,14 @@ pub struct ReleasePlan {
     /// Addresses that were not allocated (not an error, as in Calico).
     pub already_free: Vec<IpAddr>,
 }
+
+/// The outcome of planning a claim of every block in a CIDR for a node.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClaimPlan {
+    /// The writes that make it so.
+    pub plan: Plan,
+    /// Blocks that are, or will be, affine to the node.
+    pub claimed: Vec<BlockCidr>,
+    /// Blocks another owner holds, left alone.
+    pub failed: Vec<BlockCidr>,
+}

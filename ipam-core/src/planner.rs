@@ -24,8 +24,8 @@ use crate::cidr::{node_spread, BlockCidr, IpVersion};
 use crate::error::Error;
 use crate::handle::Handle;
 use crate::plan::{
-    AssignIpRequest, Assignments, AutoAssignPlan, AutoAssignRequest, Now, Plan, ReleasePlan,
-    ReleaseRequest, Shortfall, Write,
+    AssignIpRequest, Assignments, AutoAssignPlan, AutoAssignRequest, ClaimPlan, Now, Plan,
+    ReleasePlan, ReleaseRequest, Shortfall, Write,
 };
 use crate::pool::Pool;
 use crate::snapshot::Snapshot;
@@ -214,6 +214,54 @@ impl Snapshot {
         // Without a matching block the affinity is stale and simply goes.
         writes.push(Write::DeleteAffinity(key));
         Ok(Plan { writes })
+    }
+
+    /// Plans claiming every block of `cidr` for `node` (Calico's
+    /// ClaimAffinity, ipam.go): blocks nobody holds are created affine to
+    /// the node in two phases; blocks already the node's count as claimed;
+    /// blocks another owner holds are reported as failed and left alone.
+    pub fn plan_claim_affinity(
+        &self,
+        node: &str,
+        cidr: IpNet,
+        now: Now,
+    ) -> Result<ClaimPlan, Error> {
+        let refuse = |reason: String| Error::ClaimOutsidePool { cidr, reason };
+        if cidr.trunc() != cidr {
+            return Err(Error::CidrNotAligned { cidr });
+        }
+        let pool = self
+            .pools()
+            .iter()
+            .find(|p| p.cidr().contains(&cidr))
+            .ok_or_else(|| refuse("it is not within any pool".to_string()))?;
+        if cidr.prefix_len() > pool.block_size() {
+            return Err(refuse(format!(
+                "it is smaller than pool {}'s blocks (/{})",
+                pool.name(),
+                pool.block_size()
+            )));
+        }
+        let first = pool
+            .block_index_of(cidr.network())
+            .expect("the pool contains the CIDR");
+        let count = 1u128 << (cidr.max_prefix_len() - cidr.prefix_len())
+            >> (cidr.max_prefix_len() - pool.block_size());
+        let mut draft = Draft::new(self, now);
+        let mut outcome = ClaimPlan::default();
+        for index in first..first + count {
+            let block = pool.block_at(index);
+            match self.block(&block).map(|b| b.owner()) {
+                None => {
+                    draft.claim(block, node);
+                    outcome.claimed.push(block);
+                }
+                Some(Some(owner)) if owner.is_host(node) => outcome.claimed.push(block),
+                Some(_) => outcome.failed.push(block),
+            }
+        }
+        outcome.plan = draft.finish(true);
+        Ok(outcome)
     }
 
     /// Plans releasing every affinity of a node (a node that was deleted):

@@ -722,3 +722,55 @@ fn nodes_start_their_search_in_different_places() {
         b[0].rsplit_once('.').unwrap().0
     );
 }
+
+#[test]
+fn claiming_a_cidr_creates_free_blocks_keeps_our_own_and_reports_others() {
+    let mut s = world(vec![pool("p", "10.0.0.0/24", 26)], IpamConfig::default());
+    assign(&mut s, "h-b", "node-b", 1);
+    let taken_by_b = s.blocks().next().unwrap().cidr();
+    let claim = s
+        .plan_claim_affinity("node-a", "10.0.0.0/24".parse().unwrap(), at(0))
+        .unwrap();
+    assert_eq!(claim.failed, vec![taken_by_b]);
+    assert_eq!(claim.claimed.len(), 3);
+    assert!(!claim.claimed.contains(&taken_by_b));
+    // Three blocks, each claimed in two phases, no handle touched.
+    assert_eq!(
+        kinds(&claim.plan.writes),
+        [
+            ["create-affinity-pending"; 3].as_slice(),
+            &["create-block"; 3],
+            &["affinity-confirmed"; 3]
+        ]
+        .concat()
+    );
+    s.apply(claim.plan);
+    let again = s
+        .plan_claim_affinity("node-a", "10.0.0.0/24".parse().unwrap(), at(1))
+        .unwrap();
+    assert!(
+        again.plan.is_empty(),
+        "claiming what the node holds writes nothing"
+    );
+    assert_eq!(again.claimed.len(), 3);
+    for cidr in &again.claimed {
+        let key = AffinityKey {
+            node: "node-a".into(),
+            cidr: *cidr,
+        };
+        assert_eq!(s.affinity(&key).unwrap().state, AffinityState::Confirmed);
+    }
+}
+
+#[test]
+fn claiming_outside_a_pool_or_below_block_size_is_refused() {
+    let s = world(vec![pool("p", "10.0.0.0/24", 26)], IpamConfig::default());
+    let refuse = |cidr: &str| {
+        s.plan_claim_affinity("n", cidr.parse().unwrap(), at(0))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(refuse("10.1.0.0/26").contains("not within any pool"));
+    assert!(refuse("10.0.0.0/27").contains("smaller than pool p's blocks (/26)"));
+    assert!(refuse("10.0.0.64/25").contains("not aligned"));
+}

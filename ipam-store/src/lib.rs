@@ -12,17 +12,23 @@
 //! - [`etcd`]: etcd v3 in Calico's own key layout and value format;
 //! - [`kubernetes`]: Calico's `crd.projectcalico.org/v1` custom resources.
 //!
+//! [`Ipam`] is the engine: Calico's IPAM operations planned by ipam-core
+//! and written with compare-and-swap, retried on conflicts.
+//!
 //! Every backend counts its round trips ([`RoundTrips`]) so that tests and
 //! benchmarks can report what an allocation costs.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cache;
 pub mod datastore;
+pub mod engine;
 pub mod error;
 pub mod memory;
 pub mod model;
 
 pub use datastore::{Datastore, RoundTripCounter, RoundTrips};
+pub use engine::{AutoAssigned, EngineStats, Ipam, IpamError, IpamOptions, Released};
 pub use error::StoreError;
 pub use model::{Key, Kind, ListQuery, Reservation, Revision, Value, Versioned};

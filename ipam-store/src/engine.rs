@@ -1,0 +1,1238 @@
+//! The allocation engine: Calico's IPAM operations, planned by ipam-core
+//! and written to any [`Datastore`] with compare-and-swap.
+//!
+//! Safety comes from the order of writes and from compare-and-swap, never
+//! from the cache:
+//!
+//! - assigning writes the handle before the block, so a crash in between
+//!   leaves a handle that over-counts, never an address without an owner;
+//!   a block write that fails takes its count back out of the handle;
+//! - releasing writes the block before the handle, for the same reason;
+//! - every update names the revision it read; a conflict re-reads the
+//!   object and plans again, a bounded number of times with jitter, as
+//!   Calico retries up to 100 times (ipam.go, `datastoreRetries`).
+//!
+//! Requests for one node are serialised (Calico does it with a file lock per
+//! host); requests for different nodes never wait on each other.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ipam_core::block::Attribute;
+use ipam_core::plan::{Assignments, ClaimPlan};
+use ipam_core::planner::addresses_of_handle;
+use ipam_core::pool::check_no_overlap;
+use ipam_core::{
+    AffinityKey, AffinityState, AssignIpRequest, AutoAssignRequest, Block, BlockCidr, Handle,
+    IpamConfig, Now, Plan, Pool, ReleaseRequest, Snapshot, Write,
+};
+use ipnet::IpNet;
+
+use crate::cache::Cache;
+use crate::datastore::Datastore;
+use crate::error::StoreError;
+use crate::model::{Key, Kind, ListQuery, Value, Versioned};
+
+/// How hard the engine tries and how long it trusts what it read.
+#[derive(Debug, Clone)]
+pub struct IpamOptions {
+    /// Attempts per operation before giving up on conflicts (Calico: 100).
+    pub max_attempts: u32,
+    /// How long listed pools, config, reservations, blocks and affinities
+    /// are used before they are listed again. Writes are checked by
+    /// compare-and-swap whatever this is; it bounds how long a change made
+    /// by another process (a new pool, a disabled pool) goes unseen.
+    pub cache_ttl: Duration,
+}
+
+impl Default for IpamOptions {
+    fn default() -> Self {
+        IpamOptions {
+            max_attempts: 100,
+            cache_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why an engine operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    /// The request cannot be satisfied as asked (bad pool, address in use,
+    /// block limit, ...): ipam-core's refusal, unchanged.
+    #[error(transparent)]
+    Refused(#[from] ipam_core::Error),
+    /// The datastore failed in a way retrying does not fix, or is down.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Conflicts kept coming until the attempts ran out.
+    #[error("{operation}: gave up after {attempts} attempts; last datastore error: {last}")]
+    RetriesExhausted {
+        /// What was being done.
+        operation: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: StoreError,
+    },
+    /// A pool update tried to change what Calico never lets change.
+    #[error(
+        "pool {pool}: {field} cannot be changed (from {from} to {to}); create a new pool instead"
+    )]
+    PoolFieldImmutable {
+        /// The pool.
+        pool: String,
+        /// `cidr` or `blockSize`.
+        field: &'static str,
+        /// The stored value.
+        from: String,
+        /// The requested value.
+        to: String,
+    },
+}
+
+/// What an auto-assign got.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AutoAssigned {
+    /// IPv4 addresses, each with its block's prefix length.
+    pub ipv4: Assignments,
+    /// IPv6 addresses.
+    pub ipv6: Assignments,
+    /// True when the handle already held addresses and nothing new was
+    /// allocated (a retried request).
+    pub existing: bool,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Released {
+    /// Addresses freed.
+    pub released: Vec<IpAddr>,
+    /// Addresses that were already free (not an error, as in Calico).
+    pub already_free: Vec<IpAddr>,
+}
+
+/// Conflicts met and retries made, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineStats {
+    /// Compare-and-swap failures (conflict, already exists, vanished).
+    pub conflicts: u64,
+    /// Attempts after the first, of any operation.
+    pub retries: u64,
+}
+
+/// The IPAM engine over one datastore. Share it (it is `Sync`): concurrent
+/// requests for different nodes proceed in parallel.
+pub struct Ipam<S: Datastore + ?Sized> {
+    store: Arc<S>,
+    options: IpamOptions,
+    cache: Mutex<Cache>,
+    node_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    conflicts: AtomicU64,
+    retries: AtomicU64,
+}
+
+// An assignment plan stopped part way: the blocks already written hold
+// their addresses; everything after was undone.
+struct Interrupted {
+    written_blocks: Vec<BlockCidr>,
+    cause: StoreError,
+}
+
+enum AssignFailure {
+    Interrupted(Interrupted),
+    // The handle already holds addresses: a repeated request.
+    HandleHeld,
+    Fatal(IpamError),
+}
+
+impl From<IpamError> for AssignFailure {
+    fn from(e: IpamError) -> Self {
+        AssignFailure::Fatal(e)
+    }
+}
+
+fn now() -> Now {
+    let unix_nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    Now { unix_nanos }
+}
+
+// A failure that re-reading and planning again can get past.
+fn is_cas_failure(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Conflict { .. }
+            | StoreError::NotFound { .. }
+            | StoreError::AlreadyExists { .. }
+    )
+}
+
+fn write_key(write: &Write) -> Key {
+    match write {
+        Write::CreateAffinity(a) | Write::UpdateAffinity(a) => Key::Affinity(a.key()),
+        Write::DeleteAffinity(key) => Key::Affinity(key.clone()),
+        Write::CreateBlock(b) | Write::UpdateBlock(b) => Key::Block(b.cidr()),
+        Write::DeleteBlock(cidr) => Key::Block(*cidr),
+        Write::CreateHandle(h) | Write::UpdateHandle(h) => Key::Handle(h.id().to_string()),
+        Write::DeleteHandle(id) => Key::Handle(id.clone()),
+    }
+}
+
+fn is_handle_write(write: &Write) -> bool {
+    matches!(
+        write,
+        Write::CreateHandle(_) | Write::UpdateHandle(_) | Write::DeleteHandle(_)
+    )
+}
+
+fn block_of_write(write: &Write) -> Option<BlockCidr> {
+    match write {
+        Write::CreateBlock(b) | Write::UpdateBlock(b) => Some(b.cidr()),
+        Write::DeleteBlock(cidr) => Some(*cidr),
+        _ => None,
+    }
+}
+
+// How many ordinals each handle holds in a block.
+fn handle_counts(block: Option<&Block>) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for (_, attribute) in block.into_iter().flat_map(Block::allocations) {
+        if let Some(handle) = attribute.handle() {
+            *counts.entry(handle.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+// Per handle, how its count in a block changes from `before` to `after`.
+fn handle_deltas(before: Option<&Block>, after: Option<&Block>) -> BTreeMap<String, i64> {
+    let mut deltas = handle_counts(after);
+    for (handle, count) in handle_counts(before) {
+        *deltas.entry(handle).or_insert(0) -= count;
+    }
+    deltas.retain(|_, d| *d != 0);
+    deltas
+}
+
+fn in_blocks(addresses: &[IpNet], blocks: &[BlockCidr]) -> Vec<IpNet> {
+    addresses
+        .iter()
+        .filter(|a| blocks.iter().any(|b| b.net().contains(&a.addr())))
+        .copied()
+        .collect()
+}
+
+impl<S: Datastore + ?Sized> Ipam<S> {
+    /// An engine with Calico's retry budget and a 10 s cache.
+    pub fn new(store: Arc<S>) -> Ipam<S> {
+        Ipam::with_options(store, IpamOptions::default())
+    }
+
+    /// An engine with explicit options.
+    pub fn with_options(store: Arc<S>, options: IpamOptions) -> Ipam<S> {
+        Ipam {
+            store,
+            options,
+            cache: Mutex::new(Cache::empty()),
+            node_locks: Mutex::new(HashMap::new()),
+            conflicts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        }
+    }
+
+    /// The datastore underneath.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// Conflicts and retries so far.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            conflicts: self.conflicts.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        // Cache updates are single inserts or removes; a panic elsewhere
+        // cannot leave it half-changed, and CAS catches any staleness.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn lock_node(&self, node: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.node_locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(node.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    // Sleeps before attempt `attempt` (from 1): nothing at first, then a
+    // random pause growing to 100 ms, so that racing writers spread out.
+    async fn back_off(&self, attempt: u32) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        if attempt < 2 {
+            return;
+        }
+        let ceiling_ms = (1u64 << attempt.min(7)).min(100);
+        let pause = fastrand::u64(0..=ceiling_ms * 1000);
+        tokio::time::sleep(Duration::from_micros(pause)).await;
+    }
+
+    fn exhausted(&self, operation: &'static str, last: StoreError) -> IpamError {
+        IpamError::RetriesExhausted {
+            operation,
+            attempts: self.options.max_attempts,
+            last,
+        }
+    }
+
+    // ----- reading -------------------------------------------------------
+
+    /// Lists pools, config, reservations, blocks and affinities again.
+    async fn refresh(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let config = match self.store.get(&Key::Config).await {
+            Ok(config) => Some(config),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let mut lists = Vec::new();
+        for kind in [Kind::Pool, Kind::Reservation, Kind::Block, Kind::Affinity] {
+            lists.push(self.store.list(&ListQuery::All(kind)).await?);
+        }
+        let mut cache = self.cache();
+        let fresh = Cache::rebuild(&cache, config, lists, started);
+        *cache = fresh;
+        Ok(())
+    }
+
+    async fn ensure_fresh(&self) -> Result<(), StoreError> {
+        let stale = match self.cache().loaded_at {
+            None => true,
+            Some(at) => at.elapsed() >= self.options.cache_ttl,
+        };
+        if stale {
+            self.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads one object again, after a compare-and-swap failure on it.
+    async fn reload(&self, key: &Key) -> Result<(), StoreError> {
+        if matches!(key, Key::Pool(_) | Key::Reservation(_) | Key::Config) {
+            return self.refresh().await;
+        }
+        match self.store.get(key).await {
+            Ok(Versioned { value, revision }) => self.cache().put(value, revision),
+            Err(StoreError::NotFound { .. }) => self.cache().remove(key),
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    // Re-reads what a failure points at; an unreachable store gets nothing
+    // re-read (the next attempt will find out whether it is back).
+    async fn recover(&self, cause: &StoreError) -> Result<(), IpamError> {
+        let key = match cause {
+            StoreError::Conflict { key }
+            | StoreError::NotFound { key }
+            | StoreError::AlreadyExists { key } => key,
+            StoreError::Unavailable { .. } => return Ok(()),
+            StoreError::Invalid { .. } => return Err(IpamError::Store(cause.clone())),
+        };
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+        match self.reload(key).await {
+            Ok(()) | Err(StoreError::Unavailable { .. }) => Ok(()),
+            Err(e) => Err(IpamError::Store(e)),
+        }
+    }
+
+    // ----- writing -------------------------------------------------------
+
+    /// Performs one write with the cached revision and records the result.
+    async fn apply(&self, write: Write) -> Result<(), StoreError> {
+        let key = write_key(&write);
+        let revision = match &write {
+            Write::CreateAffinity(_) | Write::CreateBlock(_) | Write::CreateHandle(_) => None,
+            _ => Some(
+                self.cache()
+                    .revision(&key)
+                    .cloned()
+                    // Never read, so never checked: treat as changed.
+                    .ok_or_else(|| StoreError::Conflict { key: key.clone() })?,
+            ),
+        };
+        let value = match write {
+            Write::CreateAffinity(a) | Write::UpdateAffinity(a) => Value::Affinity(a),
+            Write::CreateBlock(b) | Write::UpdateBlock(b) => Value::Block(b),
+            Write::CreateHandle(h) | Write::UpdateHandle(h) => Value::Handle(h),
+            Write::DeleteAffinity(_) | Write::DeleteBlock(_) | Write::DeleteHandle(_) => {
+                let revision = revision.expect("deletes carry a revision");
+                self.store.delete(&key, &revision).await?;
+                self.cache().remove(&key);
+                return Ok(());
+            }
+        };
+        let new_revision = match revision {
+            None => self.store.create(&value).await?,
+            Some(revision) => self.store.update(&value, &revision).await?,
+        };
+        self.cache().put(value, new_revision);
+        Ok(())
+    }
+
+    /// Changes a handle's per-block counts, creating it when it gains its
+    /// first addresses and deleting it when it holds none, retrying on
+    /// conflicts with a fresh read. With `fresh`, a handle created meanwhile
+    /// by someone else and holding addresses is reported, not added to:
+    /// that is a repeated request.
+    async fn adjust_handle(
+        &self,
+        id: &str,
+        changes: &[(BlockCidr, i64)],
+        fresh: bool,
+    ) -> Result<(), AssignFailure> {
+        let mut last = None;
+        for attempt in 0..self.options.max_attempts {
+            if attempt > 0 {
+                self.back_off(attempt).await;
+            }
+            let current = self.cache().handle(id).cloned();
+            let existed = current.is_some();
+            let mut handle = current.unwrap_or_else(|| Handle::new(id));
+            for &(cidr, delta) in changes {
+                if delta > 0 {
+                    handle.increment(cidr, delta as u32);
+                } else {
+                    // Never below zero: the blocks, not the handle, are the
+                    // truth, and a handle that over-counts is what a crash
+                    // between the two writes leaves behind.
+                    let take = (delta.unsigned_abs() as u32).min(handle.count_in(&cidr));
+                    handle
+                        .decrement(cidr, take)
+                        .map_err(|e| AssignFailure::Fatal(e.into()))?;
+                }
+            }
+            let write = match (existed, handle.is_empty()) {
+                (true, true) => Write::DeleteHandle(id.to_string()),
+                (true, false) => Write::UpdateHandle(handle),
+                (false, false) => Write::CreateHandle(handle),
+                (false, true) => return Ok(()),
+            };
+            match self.apply(write).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() || is_cas_failure(&e) => {
+                    self.recover(&e).await?;
+                    let held = self.cache().handle(id).is_some_and(|h| !h.is_empty());
+                    if fresh && !existed && held {
+                        return Err(AssignFailure::HandleHeld);
+                    }
+                    last = Some(e);
+                }
+                Err(e) => return Err(AssignFailure::Fatal(e.into())),
+            }
+        }
+        Err(AssignFailure::Fatal(self.exhausted(
+            "update handle",
+            last.expect("at least one attempt"),
+        )))
+    }
+
+    /// Writes an assignment plan: pending affinities, then the handle, then
+    /// the blocks, then the confirmed affinities. Stops at the first failed
+    /// write and undoes what would otherwise be left dangling.
+    async fn run_assignment(
+        &self,
+        handle_id: &str,
+        plan: Plan,
+        fresh_handle: bool,
+    ) -> Result<(), AssignFailure> {
+        let mut before_blocks = Vec::new();
+        let mut block_writes = Vec::new();
+        let mut confirms = Vec::new();
+        {
+            let cache = self.cache();
+            for write in plan.writes {
+                if is_handle_write(&write) {
+                    continue;
+                }
+                match block_of_write(&write) {
+                    // A block deleted before the handle is written is a
+                    // reclaim of another node's empty block: it goes first.
+                    Some(cidr) if !matches!(write, Write::DeleteBlock(_)) => {
+                        let before = cache.snapshot.block(&cidr);
+                        let after = match &write {
+                            Write::CreateBlock(b) | Write::UpdateBlock(b) => Some(b),
+                            _ => None,
+                        };
+                        let delta = handle_deltas(before, after)
+                            .get(handle_id)
+                            .copied()
+                            .unwrap_or(0);
+                        before_blocks.push((cidr, delta));
+                        block_writes.push(write);
+                    }
+                    _ if block_writes.is_empty() => confirms.push((false, write)),
+                    _ => confirms.push((true, write)),
+                }
+            }
+        }
+        let (after, first): (Vec<_>, Vec<_>) = confirms.into_iter().partition(|(late, _)| *late);
+
+        // Reclaims and pending affinities.
+        let mut created_affinities = Vec::new();
+        for (_, write) in first {
+            let created = match &write {
+                Write::CreateAffinity(a) => Some(a.key()),
+                _ => None,
+            };
+            if let Err(cause) = self.apply(write).await {
+                self.forget_claims(&created_affinities).await;
+                return Err(AssignFailure::Interrupted(Interrupted {
+                    written_blocks: Vec::new(),
+                    cause,
+                }));
+            }
+            created_affinities.extend(created);
+        }
+
+        // The handle, before any block names it.
+        let gains: Vec<(BlockCidr, i64)> = before_blocks
+            .iter()
+            .filter(|(_, d)| *d != 0)
+            .copied()
+            .collect();
+        if let Err(failure) = self.adjust_handle(handle_id, &gains, fresh_handle).await {
+            self.forget_claims(&created_affinities).await;
+            return Err(failure);
+        }
+
+        // The blocks.
+        for (index, write) in block_writes.into_iter().enumerate() {
+            if let Err(cause) = self.apply(write).await {
+                let unwritten = &before_blocks[index..];
+                let undo: Vec<(BlockCidr, i64)> =
+                    unwritten.iter().map(|&(cidr, d)| (cidr, -d)).collect();
+                let undone = self.adjust_handle(handle_id, &undo, false).await;
+                let orphaned: Vec<AffinityKey> = created_affinities
+                    .iter()
+                    .filter(|k| unwritten.iter().any(|(cidr, _)| *cidr == k.cidr))
+                    .cloned()
+                    .collect();
+                self.forget_claims(&orphaned).await;
+                undone?;
+                return Err(AssignFailure::Interrupted(Interrupted {
+                    written_blocks: before_blocks[..index].iter().map(|(c, _)| *c).collect(),
+                    cause,
+                }));
+            }
+        }
+
+        // Confirmations: the addresses are already safely held, so a failed
+        // confirmation is retried on its own and never undoes them.
+        for (_, write) in after {
+            if let Write::UpdateAffinity(affinity) = write {
+                self.confirm_affinity(affinity.key()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a node's affinity to confirmed, re-reading on conflicts.
+    async fn confirm_affinity(&self, key: AffinityKey) -> Result<(), AssignFailure> {
+        let mut last = None;
+        for attempt in 0..self.options.max_attempts {
+            if attempt > 0 {
+                self.back_off(attempt).await;
+            }
+            let Some(mut affinity) = self.cache().snapshot.affinity(&key).cloned() else {
+                // Deleted under us (the node is being removed): nothing to
+                // confirm, and the block keeps its addresses.
+                return Ok(());
+            };
+            if affinity.state == AffinityState::Confirmed {
+                return Ok(());
+            }
+            affinity.state = AffinityState::Confirmed;
+            match self.apply(Write::UpdateAffinity(affinity)).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() || is_cas_failure(&e) => {
+                    self.recover(&e).await?;
+                    last = Some(e);
+                }
+                Err(e) => return Err(AssignFailure::Fatal(e.into())),
+            }
+        }
+        Err(AssignFailure::Fatal(self.exhausted(
+            "confirm affinity",
+            last.expect("at least one attempt"),
+        )))
+    }
+
+    /// Deletes pending affinities this attempt created but never used.
+    /// Best effort: a pending affinity counts as absent, and the node's
+    /// next claim of that block reuses it.
+    async fn forget_claims(&self, keys: &[AffinityKey]) {
+        for key in keys {
+            let key = Key::Affinity(key.clone());
+            let revision = self.cache().revision(&key).cloned();
+            if let Some(revision) = revision {
+                match self.store.delete(&key, &revision).await {
+                    Ok(()) | Err(StoreError::NotFound { .. }) => self.cache().remove(&key),
+                    Err(e) => tracing::warn!(%key, error = %e, "left a pending affinity behind"),
+                }
+            }
+        }
+    }
+
+    // ----- assignment ----------------------------------------------------
+
+    /// Assigns addresses to a handle on a node (Calico's AutoAssign).
+    /// Idempotent: when the handle already holds addresses, those are
+    /// returned and nothing new is allocated. Running short is not an
+    /// error; see [`Assignments::shortfall`].
+    pub async fn auto_assign(
+        &self,
+        request: &AutoAssignRequest,
+    ) -> Result<AutoAssigned, IpamError> {
+        let _node = self.lock_node(&request.node).await;
+        self.ensure_fresh().await?;
+        let handle_id = request.handle.as_str();
+        let cached_holds = self
+            .cache()
+            .handle(handle_id)
+            .is_some_and(|h| !h.is_empty());
+        if cached_holds {
+            if let Some(existing) = self.existing_assignment(request).await? {
+                return Ok(existing);
+            }
+        }
+        let mut got = AutoAssigned {
+            ipv4: Assignments {
+                requested: request.ipv4,
+                ..Assignments::default()
+            },
+            ipv6: Assignments {
+                requested: request.ipv6,
+                ..Assignments::default()
+            },
+            existing: false,
+        };
+        let mut remaining = request.clone();
+        let mut last = None;
+        for attempt in 0..self.options.max_attempts {
+            if attempt > 0 {
+                self.back_off(attempt).await;
+            }
+            let planned = self.cache().snapshot.plan_auto_assign(&remaining, now());
+            let planned = match planned {
+                Ok(planned) => planned,
+                Err(refused) => {
+                    self.give_back(handle_id, &got).await;
+                    return Err(refused.into());
+                }
+            };
+            let fresh = got.ipv4.addresses.is_empty() && got.ipv6.addresses.is_empty();
+            match self.run_assignment(handle_id, planned.plan, fresh).await {
+                Ok(()) => {
+                    got.ipv4.addresses.extend(planned.ipv4.addresses);
+                    got.ipv6.addresses.extend(planned.ipv6.addresses);
+                    got.ipv4.shortfall = planned.ipv4.shortfall;
+                    got.ipv6.shortfall = planned.ipv6.shortfall;
+                    return Ok(got);
+                }
+                Err(AssignFailure::HandleHeld) => {
+                    if let Some(existing) = self.existing_assignment(request).await? {
+                        return Ok(existing);
+                    }
+                    // The handle exists but holds nothing: plan again with it.
+                }
+                Err(AssignFailure::Interrupted(Interrupted {
+                    written_blocks,
+                    cause,
+                })) => {
+                    let v4 = in_blocks(&planned.ipv4.addresses, &written_blocks);
+                    let v6 = in_blocks(&planned.ipv6.addresses, &written_blocks);
+                    remaining.ipv4 -= v4.len() as u32;
+                    remaining.ipv6 -= v6.len() as u32;
+                    got.ipv4.addresses.extend(v4);
+                    got.ipv6.addresses.extend(v6);
+                    if let Err(e) = self.recover(&cause).await {
+                        self.give_back(handle_id, &got).await;
+                        return Err(e);
+                    }
+                    last = Some(cause);
+                }
+                Err(AssignFailure::Fatal(e)) => {
+                    self.give_back(handle_id, &got).await;
+                    return Err(e);
+                }
+            }
+        }
+        self.give_back(handle_id, &got).await;
+        Err(self.exhausted(
+            "auto-assign",
+            last.unwrap_or(StoreError::Unavailable {
+                backend: self.store.backend(),
+                message: "no attempt was made".to_string(),
+            }),
+        ))
+    }
+
+    /// What a handle already holds, read fresh, as an auto-assign answer;
+    /// `None` when it holds nothing.
+    async fn existing_assignment(
+        &self,
+        request: &AutoAssignRequest,
+    ) -> Result<Option<AutoAssigned>, IpamError> {
+        let addresses = self.addresses_of_handle(&request.handle).await?;
+        if addresses.is_empty() {
+            return Ok(None);
+        }
+        let (ipv4, ipv6): (Vec<IpNet>, Vec<IpNet>) =
+            addresses.into_iter().partition(|a| a.addr().is_ipv4());
+        Ok(Some(AutoAssigned {
+            ipv4: Assignments {
+                requested: request.ipv4,
+                addresses: ipv4,
+                shortfall: Vec::new(),
+            },
+            ipv6: Assignments {
+                requested: request.ipv6,
+                addresses: ipv6,
+                shortfall: Vec::new(),
+            },
+            existing: true,
+        }))
+    }
+
+    /// Releases what a failed request had already been given.
+    async fn give_back(&self, handle_id: &str, got: &AutoAssigned) {
+        let requests: Vec<ReleaseRequest> = got
+            .ipv4
+            .addresses
+            .iter()
+            .chain(&got.ipv6.addresses)
+            .map(|a| ReleaseRequest {
+                address: a.addr(),
+                handle: Some(handle_id.to_string()),
+                sequence_number: None,
+            })
+            .collect();
+        if requests.is_empty() {
+            return;
+        }
+        if let Err(e) = self.release_unlocked(&requests).await {
+            tracing::warn!(handle = handle_id, error = %e, "could not give back a failed request's addresses");
+        }
+    }
+
+    /// Assigns one chosen address (Calico's AssignIP). Assigning an address
+    /// the same handle already holds succeeds without a write.
+    pub async fn assign_ip(&self, request: &AssignIpRequest) -> Result<(), IpamError> {
+        let _node = self.lock_node(&request.node).await;
+        self.ensure_fresh().await?;
+        let mut last = None;
+        for attempt in 0..self.options.max_attempts {
+            if attempt > 0 {
+                self.back_off(attempt).await;
+            }
+            let planned = self.cache().snapshot.plan_assign_ip(request, now());
+            let plan = match planned {
+                Ok(plan) => plan,
+                Err(ipam_core::Error::AddressInUse { handle, .. }) if handle == request.handle => {
+                    return Ok(())
+                }
+                Err(refused) => return Err(refused.into()),
+            };
+            match self.run_assignment(&request.handle, plan, false).await {
+                Ok(()) => return Ok(()),
+                Err(AssignFailure::Interrupted(Interrupted { cause, .. })) => {
+                    self.recover(&cause).await?;
+                    last = Some(cause);
+                }
+                Err(AssignFailure::HandleHeld) => unreachable!("only fresh handles are held"),
+                Err(AssignFailure::Fatal(e)) => return Err(e),
+            }
+        }
+        Err(self.exhausted("assign address", last.expect("at least one attempt")))
+    }
+
+    // ----- release -------------------------------------------------------
+
+    /// Releases addresses (Calico's ReleaseIPs). Free addresses are
+    /// reported, not refused; an expectation that no longer holds (another
+    /// handle, another sequence number) refuses the whole request.
+    pub async fn release(&self, requests: &[ReleaseRequest]) -> Result<Released, IpamError> {
+        self.ensure_fresh().await?;
+        self.release_unlocked(requests).await
+    }
+
+    async fn release_unlocked(&self, requests: &[ReleaseRequest]) -> Result<Released, IpamError> {
+        self.load_blocks_of(requests.iter().map(|r| r.address))
+            .await?;
+        let mut remaining = requests.to_vec();
+        let mut out = Released::default();
+        let mut last = None;
+        for attempt in 0..self.options.max_attempts {
+            if attempt > 0 {
+                self.back_off(attempt).await;
+            }
+            let planned = self.cache().snapshot.plan_release(&remaining)?;
+            let (deltas, written, failure) = self.write_release_blocks(planned.plan).await;
+            out.released.extend(
+                planned
+                    .released
+                    .iter()
+                    .filter(|a| written.iter().any(|b| b.net().contains(*a))),
+            );
+            self.apply_handle_deltas(deltas).await?;
+            match failure {
+                None => {
+                    out.already_free.extend(planned.already_free);
+                    return Ok(out);
+                }
+                Some(cause) => {
+                    remaining.retain(|r| !written.iter().any(|b| b.net().contains(&r.address)));
+                    self.recover(&cause).await?;
+                    last = Some(cause);
+                }
+            }
+        }
+        Err(self.exhausted("release", last.expect("at least one attempt")))
+    }
+
+    /// Makes sure the cache has the current block of every address whose
+    /// block it does not know: another process may have created it since
+    /// the last listing, and a release must not call its addresses free.
+    async fn load_blocks_of(
+        &self,
+        addresses: impl Iterator<Item = IpAddr>,
+    ) -> Result<(), StoreError> {
+        let unknown: Vec<BlockCidr> = {
+            let cache = self.cache();
+            let mut unknown: Vec<BlockCidr> = addresses
+                .filter(|a| cache.snapshot.block_containing(*a).is_none())
+                .filter_map(|a| cache.snapshot.pool_of(a).and_then(|p| p.block_of(a)))
+                .collect();
+            unknown.sort();
+            unknown.dedup();
+            unknown
+        };
+        for cidr in unknown {
+            self.reload(&Key::Block(cidr)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the block part of a release plan, block by block, and says how
+    /// each handle's counts changed in the blocks written. Stops at the
+    /// first failure.
+    async fn write_release_blocks(
+        &self,
+        plan: Plan,
+    ) -> (
+        BTreeMap<String, Vec<(BlockCidr, i64)>>,
+        Vec<BlockCidr>,
+        Option<StoreError>,
+    ) {
+        let mut deltas: BTreeMap<String, Vec<(BlockCidr, i64)>> = BTreeMap::new();
+        let mut written = Vec::new();
+        for write in plan.writes {
+            let Some(cidr) = block_of_write(&write) else {
+                continue;
+            };
+            let change = {
+                let cache = self.cache();
+                let after = match &write {
+                    Write::UpdateBlock(b) => Some(b),
+                    _ => None,
+                };
+                handle_deltas(cache.snapshot.block(&cidr), after)
+            };
+            if let Err(cause) = self.apply(write).await {
+                return (deltas, written, Some(cause));
+            }
+            written.push(cidr);
+            for (handle, delta) in change {
+                deltas.entry(handle).or_default().push((cidr, delta));
+            }
+        }
+        (deltas, written, None)
+    }
+
+    async fn apply_handle_deltas(
+        &self,
+        deltas: BTreeMap<String, Vec<(BlockCidr, i64)>>,
+    ) -> Result<(), IpamError> {
+        for (handle, changes) in deltas {
+            match self.adjust_handle(&handle, &changes, false).await {
+                Ok(()) | Err(AssignFailure::HandleHeld) | Err(AssignFailure::Interrupted(_)) => {}
+                Err(AssignFailure::Fatal(e)) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases every address of a handle and deletes the handle (Calico's
+    /// ReleaseByHandle). An unknown handle is not an error: nothing is
+    /// released.
+    pub async fn release_by_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>, IpamError> {
+        let handle_id = ipam_core::block::sanitize_handle(handle_id);
+        self.ensure_fresh().await?;
+        let mut released = Vec::new();
+        let mut last = None;
+        for attempt in 0..self.options.max_attempts {
+            if attempt > 0 {
+                self.back_off(attempt).await;
+            }
+            if !self.load_handle_and_blocks(handle_id).await? {
+                return Ok(released);
+            }
+            let planned = self.cache().snapshot.plan_release_by_handle(handle_id)?;
+            let (_, written, failure) = self.write_release_blocks(planned.plan).await;
+            released.extend(
+                planned
+                    .released
+                    .iter()
+                    .filter(|a| written.iter().any(|b| b.net().contains(*a))),
+            );
+            let cause = match failure {
+                Some(cause) => cause,
+                None => match self.apply(Write::DeleteHandle(handle_id.to_string())).await {
+                    Ok(()) | Err(StoreError::NotFound { .. }) => {
+                        self.cache().remove(&Key::Handle(handle_id.to_string()));
+                        return Ok(released);
+                    }
+                    // The handle changed while its blocks were released
+                    // (a concurrent assignment to it): release again.
+                    Err(cause) => cause,
+                },
+            };
+            self.recover(&cause).await?;
+            last = Some(cause);
+        }
+        Err(self.exhausted("release by handle", last.expect("at least one attempt")))
+    }
+
+    /// Reads a handle and every block it names into the cache; false when
+    /// the handle does not exist.
+    async fn load_handle_and_blocks(&self, handle_id: &str) -> Result<bool, StoreError> {
+        let key = Key::Handle(handle_id.to_string());
+        self.reload(&key).await?;
+        let blocks: Vec<BlockCidr> = match self.cache().handle(handle_id) {
+            Some(handle) => handle.blocks().iter().map(|(cidr, _)| *cidr).collect(),
+            None => return Ok(false),
+        };
+        for cidr in blocks {
+            self.reload(&Key::Block(cidr)).await?;
+        }
+        Ok(true)
+    }
+
+    // ----- queries -------------------------------------------------------
+
+    /// The addresses a handle holds, read fresh from the datastore, each
+    /// with its block's prefix length (Calico's IPsByHandle).
+    pub async fn addresses_of_handle(&self, handle_id: &str) -> Result<Vec<IpNet>, IpamError> {
+        let handle_id = ipam_core::block::sanitize_handle(handle_id);
+        if !self.load_handle_and_blocks(handle_id).await? {
+            return Ok(Vec::new());
+        }
+        Ok(addresses_of_handle(&self.cache().snapshot, handle_id))
+    }
+
+    /// Who holds an address, read fresh (Calico's GetAssignmentAttributes):
+    /// `None` when it is free or in no pool's block.
+    pub async fn attributes_of(&self, address: IpAddr) -> Result<Option<Attribute>, IpamError> {
+        self.ensure_fresh().await?;
+        let cidr = {
+            let cache = self.cache();
+            let pool_block = cache
+                .snapshot
+                .pool_of(address)
+                .and_then(|p| p.block_of(address));
+            cache
+                .snapshot
+                .block_containing(address)
+                .map(|b| b.cidr())
+                .or(pool_block)
+        };
+        let Some(cidr) = cidr else {
+            return Ok(None);
+        };
+        self.reload(&Key::Block(cidr)).await?;
+        let cache = self.cache();
+        Ok(cache
+            .snapshot
+            .block(&cidr)
+            .and_then(|b| b.attribute_of_address(address))
+            .cloned())
+    }
+
+    /// Everything in the datastore, read fresh, handles included: for
+    /// usage reports and consistency checks.
+    pub async fn snapshot(&self) -> Result<Snapshot, IpamError> {
+        self.refresh().await?;
+        let handles = self.store.list(&ListQuery::All(Kind::Handle)).await?;
+        let mut cache = self.cache();
+        for Versioned { value, revision } in handles {
+            cache.put(value, revision);
+        }
+        Ok(cache.snapshot.clone())
+    }
+
+    // ----- affinities ----------------------------------------------------
+
+    /// Claims every block of `cidr` for a node (Calico's ClaimAffinity):
+    /// returns the blocks now affine to it and those another owner holds.
+    pub async fn claim_affinity(&self, node: &str, cidr: IpNet) -> Result<ClaimPlan, IpamError> {
+        let _node = self.lock_node(node).await;
+        self.ensure_fresh().await?;
+        self.run_affinity_plan("claim affinity", |s| {
+            s.plan_claim_affinity(node, cidr, now())
+        })
+        .await
+    }
+
+    /// Releases a node's affinity for one block: the block is deleted when
+    /// empty, else left without affinity (Calico's ReleaseAffinity). With
+    /// `require_empty`, a block in use is refused instead.
+    pub async fn release_affinity(
+        &self,
+        node: &str,
+        cidr: BlockCidr,
+        require_empty: bool,
+    ) -> Result<(), IpamError> {
+        let _node = self.lock_node(node).await;
+        self.ensure_fresh().await?;
+        self.run_affinity_plan("release affinity", |s| {
+            s.plan_release_affinity(node, cidr, require_empty)
+                .map(|plan| ClaimPlan {
+                    plan,
+                    ..ClaimPlan::default()
+                })
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Releases every affinity of a node that is gone (Calico's
+    /// ReleaseHostAffinities): its empty blocks are deleted, the others keep
+    /// their addresses without affinity. Returns the blocks it held.
+    pub async fn release_node(&self, node: &str) -> Result<Vec<BlockCidr>, IpamError> {
+        let _node = self.lock_node(node).await;
+        // A fresh listing of the node's affinities, whatever the cache says.
+        for item in self
+            .store
+            .list(&ListQuery::AffinitiesOf(node.to_string()))
+            .await?
+        {
+            if let Value::Affinity(a) = &item.value {
+                self.reload(&Key::Block(a.cidr)).await?;
+            }
+            self.cache().put(item.value, item.revision);
+        }
+        let held: Vec<BlockCidr> = self
+            .cache()
+            .snapshot
+            .affinities_of(node)
+            .map(|a| a.cidr)
+            .collect();
+        self.run_affinity_plan("release node", |s| {
+            Ok(ClaimPlan {
+                plan: s.plan_release_node(node),
+                ..ClaimPlan::default()
+            })
+        })
+        .await?;
+        Ok(held)
+    }
+
+    /// Writes a plan that touches no handle, planning again after each
+    /// conflict.
+    async fn run_affinity_plan(
+        &self,
+        operation: &'static str,
+        make: impl Fn(&Snapshot) -> Result<ClaimPlan, ipam_core::Error>,
+    ) -> Result<ClaimPlan, IpamError> {
+        let mut last = None;
+        for attempt in 0..self.options.max_attempts {
+            if attempt > 0 {
+                self.back_off(attempt).await;
+            }
+            let planned = make(&self.cache().snapshot)?;
+            let mut failure = None;
+            for write in planned.plan.writes.iter().cloned() {
+                if let Err(cause) = self.apply(write).await {
+                    failure = Some(cause);
+                    break;
+                }
+            }
+            match failure {
+                None => return Ok(planned),
+                Some(cause) => {
+                    self.recover(&cause).await?;
+                    last = Some(cause);
+                }
+            }
+        }
+        Err(self.exhausted(operation, last.expect("at least one attempt")))
+    }
+
+    // ----- config and pools ----------------------------------------------
+
+    /// The IPAM configuration, read fresh; Calico's defaults when none is
+    /// stored.
+    pub async fn config(&self) -> Result<IpamConfig, IpamError> {
+        match self.store.get(&Key::Config).await {
+            Ok(Versioned {
+                value: Value::Config(config),
+                revision,
+            }) => {
+                self.cache().put(Value::Config(config.clone()), revision);
+                Ok(config)
+            }
+            Ok(other) => Err(StoreError::Invalid {
+                what: Key::Config.to_string(),
+                message: format!("holds a {} instead", other.value.kind()),
+            }
+            .into()),
+            Err(StoreError::NotFound { .. }) => Ok(IpamConfig::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores the IPAM configuration after validating it.
+    pub async fn set_config(&self, config: IpamConfig) -> Result<(), IpamError> {
+        config.validate()?;
+        let value = Value::Config(config);
+        let mut last = None;
+        for attempt in 0..self.options.max_attempts {
+            if attempt > 0 {
+                self.back_off(attempt).await;
+            }
+            let result = match self.store.get(&Key::Config).await {
+                Ok(current) => self.store.update(&value, &current.revision).await,
+                Err(StoreError::NotFound { .. }) => self.store.create(&value).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(revision) => {
+                    self.cache().put(value, revision);
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() || is_cas_failure(&e) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(self.exhausted("set IPAM config", last.expect("at least one attempt")))
+    }
+
+    /// Every pool, read fresh, by name.
+    pub async fn pools(&self) -> Result<Vec<Pool>, IpamError> {
+        let mut pools: Vec<Pool> = self
+            .store
+            .list(&ListQuery::All(Kind::Pool))
+            .await?
+            .into_iter()
+            .filter_map(|item| match item.value {
+                Value::Pool(pool) => Some(pool),
+                _ => None,
+            })
+            .collect();
+        pools.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(pools)
+    }
+
+    /// Creates a pool, refusing one that overlaps another.
+    pub async fn create_pool(&self, pool: Pool) -> Result<(), IpamError> {
+        let others = self.pools().await?;
+        check_no_overlap(&pool, &others)?;
+        self.store.create(&Value::Pool(pool)).await?;
+        self.cache().loaded_at = None;
+        Ok(())
+    }
+
+    /// Replaces a pool's spec. Its CIDR and block size cannot change, as in
+    /// Calico (an in-use pool cannot be resized; create another instead).
+    pub async fn update_pool(&self, pool: Pool) -> Result<(), IpamError> {
+        let key = Key::Pool(pool.name().to_string());
+        let current = self.store.get(&key).await?;
+        let Value::Pool(stored) = &current.value else {
+            return Err(StoreError::Invalid {
+                what: key.to_string(),
+                message: format!("holds a {} instead", current.value.kind()),
+            }
+            .into());
+        };
+        let immutable = |field: &'static str, from: String, to: String| {
+            Err(IpamError::PoolFieldImmutable {
+                pool: pool.name().to_string(),
+                field,
+                from,
+                to,
+            })
+        };
+        if stored.cidr() != pool.cidr() {
+            return immutable("cidr", stored.cidr().to_string(), pool.cidr().to_string());
+        }
+        if stored.block_size() != pool.block_size() {
+            return immutable(
+                "blockSize",
+                stored.block_size().to_string(),
+                pool.block_size().to_string(),
+            );
+        }
+        self.store
+            .update(&Value::Pool(pool), &current.revision)
+            .await?;
+        self.cache().loaded_at = None;
+        Ok(())
+    }
+
+    /// Deletes a pool as Calico does (clientv3/ippool.go, Delete): disable
+    /// it so nothing new is assigned from it, release every affinity of its
+    /// blocks (empty blocks go, others keep their addresses), then delete
+    /// it. Addresses still in use stay allocated until released.
+    pub async fn delete_pool(&self, name: &str) -> Result<(), IpamError> {
+        let key = Key::Pool(name.to_string());
+        let current = self.store.get(&key).await?;
+        let Value::Pool(pool) = current.value else {
+            return Err(StoreError::Invalid {
+                what: key.to_string(),
+                message: "not a pool".to_string(),
+            }
+            .into());
+        };
+        let mut spec = pool.spec().clone();
+        spec.disabled = true;
+        let disabled = Pool::new(name, spec)?;
+        let revision = self
+            .store
+            .update(&Value::Pool(disabled.clone()), &current.revision)
+            .await?;
+        self.refresh().await?;
+        let affinities: Vec<AffinityKey> = self
+            .cache()
+            .snapshot
+            .affinities()
+            .filter(|a| disabled.contains(a.cidr.net().network()))
+            .map(|a| a.key())
+            .collect();
+        for key in affinities {
+            match self.release_affinity(&key.node, key.cidr, false).await {
+                Ok(()) | Err(IpamError::Refused(ipam_core::Error::AffinityNotFound { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.store.delete(&key, &revision).await?;
+        self.cache().loaded_at = None;
+        Ok(())
+    }
+}
