@@ -34,7 +34,7 @@ use ipnet::IpNet;
 use crate::cache::Cache;
 use crate::datastore::Datastore;
 use crate::error::StoreError;
-use crate::model::{Key, Kind, ListQuery, Value, Versioned};
+use crate::model::{Key, Kind, ListQuery, Revision, Value, Versioned};
 
 /// How hard the engine tries and how long it trusts what it read.
 #[derive(Debug, Clone)]
@@ -132,6 +132,50 @@ pub struct Ipam<S: Datastore + ?Sized> {
     node_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     conflicts: AtomicU64,
     retries: AtomicU64,
+}
+
+// The writes of one plan with what they were planned against: the
+// revision each update or delete must find, and how each block write
+// changes each handle's count. Captured under the same lock as the
+// planning, so that no write carries a newer revision than the content it
+// was computed from (which would let it overwrite a change it never saw).
+struct Prepared {
+    steps: Vec<Step>,
+    expected: HashMap<Key, Revision>,
+}
+
+struct Step {
+    write: Write,
+    handle_deltas: BTreeMap<String, i64>,
+}
+
+// Handle writes are left out: the engine derives them from the block
+// writes' deltas, so that a plan interrupted half way can be finished or
+// undone exactly. Their revisions are kept, for the handle's deletion.
+fn prepare(cache: &Cache, plan: Plan) -> Prepared {
+    let mut expected = HashMap::new();
+    let mut steps = Vec::with_capacity(plan.writes.len());
+    for write in plan.writes {
+        let key = write_key(&write);
+        if let Some(revision) = cache.revision(&key) {
+            expected.entry(key).or_insert_with(|| revision.clone());
+        }
+        if is_handle_write(&write) {
+            continue;
+        }
+        let handle_deltas = match &write {
+            Write::CreateBlock(b) | Write::UpdateBlock(b) => {
+                handle_deltas(cache.snapshot.block(&b.cidr()), Some(b))
+            }
+            Write::DeleteBlock(cidr) => handle_deltas(cache.snapshot.block(cidr), None),
+            _ => BTreeMap::new(),
+        };
+        steps.push(Step {
+            write,
+            handle_deltas,
+        });
+    }
+    Prepared { steps, expected }
 }
 
 // An assignment plan stopped part way: the blocks already written hold
@@ -354,34 +398,43 @@ impl<S: Datastore + ?Sized> Ipam<S> {
 
     // ----- writing -------------------------------------------------------
 
-    /// Performs one write with the cached revision and records the result.
-    async fn apply(&self, write: Write) -> Result<(), StoreError> {
+    /// Performs one write, expecting the revision recorded in `expected`
+    /// (captured when the write was planned), and records the result there
+    /// and in the cache.
+    async fn apply(
+        &self,
+        write: Write,
+        expected: &mut HashMap<Key, Revision>,
+    ) -> Result<(), StoreError> {
         let key = write_key(&write);
-        let revision = match &write {
-            Write::CreateAffinity(_) | Write::CreateBlock(_) | Write::CreateHandle(_) => None,
-            _ => Some(
-                self.cache()
-                    .revision(&key)
-                    .cloned()
-                    // Never read, so never checked: treat as changed.
-                    .ok_or_else(|| StoreError::Conflict { key: key.clone() })?,
-            ),
+        let creating = matches!(
+            write,
+            Write::CreateAffinity(_) | Write::CreateBlock(_) | Write::CreateHandle(_)
+        );
+        // Never read, so never checked: treat as changed.
+        let revision = || {
+            expected
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| StoreError::Conflict { key: key.clone() })
         };
         let value = match write {
             Write::CreateAffinity(a) | Write::UpdateAffinity(a) => Value::Affinity(a),
             Write::CreateBlock(b) | Write::UpdateBlock(b) => Value::Block(b),
             Write::CreateHandle(h) | Write::UpdateHandle(h) => Value::Handle(h),
             Write::DeleteAffinity(_) | Write::DeleteBlock(_) | Write::DeleteHandle(_) => {
-                let revision = revision.expect("deletes carry a revision");
-                self.store.delete(&key, &revision).await?;
+                self.store.delete(&key, &revision()?).await?;
+                expected.remove(&key);
                 self.cache().remove(&key);
                 return Ok(());
             }
         };
-        let new_revision = match revision {
-            None => self.store.create(&value).await?,
-            Some(revision) => self.store.update(&value, &revision).await?,
+        let new_revision = if creating {
+            self.store.create(&value).await?
+        } else {
+            self.store.update(&value, &revision()?).await?
         };
+        expected.insert(key, new_revision.clone());
         self.cache().put(value, new_revision);
         Ok(())
     }
@@ -402,7 +455,8 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             if attempt > 0 {
                 self.back_off(attempt).await;
             }
-            let current = self.cache().handle(id).cloned();
+            let (current, mut expected) =
+                self.cached_with_revision(Key::Handle(id.to_string()), |c| c.handle(id).cloned());
             let existed = current.is_some();
             let mut handle = current.unwrap_or_else(|| Handle::new(id));
             for &(cidr, delta) in changes {
@@ -424,7 +478,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 (false, false) => Write::CreateHandle(handle),
                 (false, true) => return Ok(()),
             };
-            match self.apply(write).await {
+            match self.apply(write, &mut expected).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retryable() || is_cas_failure(&e) => {
                     self.recover(&e).await?;
@@ -443,56 +497,69 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         )))
     }
 
+    /// An object from the cache with its revision, read under one lock so
+    /// that the two belong together.
+    fn cached_with_revision<T>(
+        &self,
+        key: Key,
+        read: impl FnOnce(&Cache) -> Option<T>,
+    ) -> (Option<T>, HashMap<Key, Revision>) {
+        let cache = self.cache();
+        let mut expected = HashMap::new();
+        let value = read(&cache);
+        if value.is_some() {
+            if let Some(revision) = cache.revision(&key) {
+                expected.insert(key, revision.clone());
+            }
+        }
+        (value, expected)
+    }
+
     /// Writes an assignment plan: pending affinities, then the handle, then
     /// the blocks, then the confirmed affinities. Stops at the first failed
     /// write and undoes what would otherwise be left dangling.
     async fn run_assignment(
         &self,
         handle_id: &str,
-        plan: Plan,
+        prepared: Prepared,
         fresh_handle: bool,
     ) -> Result<(), AssignFailure> {
-        let mut before_blocks = Vec::new();
-        let mut block_writes = Vec::new();
+        let Prepared {
+            steps,
+            mut expected,
+        } = prepared;
+        let mut first = Vec::new();
+        let mut blocks = Vec::new();
         let mut confirms = Vec::new();
-        {
-            let cache = self.cache();
-            for write in plan.writes {
-                if is_handle_write(&write) {
-                    continue;
-                }
-                match block_of_write(&write) {
-                    // A block deleted before the handle is written is a
-                    // reclaim of another node's empty block: it goes first.
-                    Some(cidr) if !matches!(write, Write::DeleteBlock(_)) => {
-                        let before = cache.snapshot.block(&cidr);
-                        let after = match &write {
-                            Write::CreateBlock(b) | Write::UpdateBlock(b) => Some(b),
-                            _ => None,
-                        };
-                        let delta = handle_deltas(before, after)
-                            .get(handle_id)
-                            .copied()
-                            .unwrap_or(0);
-                        before_blocks.push((cidr, delta));
-                        block_writes.push(write);
-                    }
-                    _ if block_writes.is_empty() => confirms.push((false, write)),
-                    _ => confirms.push((true, write)),
-                }
+        for step in steps {
+            if matches!(step.write, Write::CreateBlock(_) | Write::UpdateBlock(_)) {
+                blocks.push(step);
+            } else if blocks.is_empty() {
+                // Reclaims of other nodes' empty blocks, pending affinities.
+                first.push(step.write);
+            } else {
+                confirms.push(step.write);
             }
         }
-        let (after, first): (Vec<_>, Vec<_>) = confirms.into_iter().partition(|(late, _)| *late);
+        let gains: Vec<(BlockCidr, i64)> = blocks
+            .iter()
+            .map(|step| {
+                let cidr = block_of_write(&step.write).expect("a block write");
+                (
+                    cidr,
+                    step.handle_deltas.get(handle_id).copied().unwrap_or(0),
+                )
+            })
+            .collect();
 
-        // Reclaims and pending affinities.
         let mut created_affinities = Vec::new();
-        for (_, write) in first {
+        for write in first {
             let created = match &write {
                 Write::CreateAffinity(a) => Some(a.key()),
                 _ => None,
             };
-            if let Err(cause) = self.apply(write).await {
-                self.forget_claims(&created_affinities).await;
+            if let Err(cause) = self.apply(write, &mut expected).await {
+                self.forget_claims(&created_affinities, &expected).await;
                 return Err(AssignFailure::Interrupted(Interrupted {
                     written_blocks: Vec::new(),
                     cause,
@@ -502,32 +569,31 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         }
 
         // The handle, before any block names it.
-        let gains: Vec<(BlockCidr, i64)> = before_blocks
-            .iter()
-            .filter(|(_, d)| *d != 0)
-            .copied()
-            .collect();
-        if let Err(failure) = self.adjust_handle(handle_id, &gains, fresh_handle).await {
-            self.forget_claims(&created_affinities).await;
+        let nonzero: Vec<(BlockCidr, i64)> =
+            gains.iter().filter(|(_, d)| *d != 0).copied().collect();
+        if let Err(failure) = self.adjust_handle(handle_id, &nonzero, fresh_handle).await {
+            self.forget_claims(&created_affinities, &expected).await;
             return Err(failure);
         }
 
-        // The blocks.
-        for (index, write) in block_writes.into_iter().enumerate() {
-            if let Err(cause) = self.apply(write).await {
-                let unwritten = &before_blocks[index..];
-                let undo: Vec<(BlockCidr, i64)> =
-                    unwritten.iter().map(|&(cidr, d)| (cidr, -d)).collect();
+        for (index, step) in blocks.into_iter().enumerate() {
+            if let Err(cause) = self.apply(step.write, &mut expected).await {
+                let unwritten = &gains[index..];
+                let undo: Vec<(BlockCidr, i64)> = unwritten
+                    .iter()
+                    .filter(|(_, d)| *d != 0)
+                    .map(|&(cidr, d)| (cidr, -d))
+                    .collect();
                 let undone = self.adjust_handle(handle_id, &undo, false).await;
                 let orphaned: Vec<AffinityKey> = created_affinities
                     .iter()
                     .filter(|k| unwritten.iter().any(|(cidr, _)| *cidr == k.cidr))
                     .cloned()
                     .collect();
-                self.forget_claims(&orphaned).await;
+                self.forget_claims(&orphaned, &expected).await;
                 undone?;
                 return Err(AssignFailure::Interrupted(Interrupted {
-                    written_blocks: before_blocks[..index].iter().map(|(c, _)| *c).collect(),
+                    written_blocks: gains[..index].iter().map(|(c, _)| *c).collect(),
                     cause,
                 }));
             }
@@ -535,9 +601,14 @@ impl<S: Datastore + ?Sized> Ipam<S> {
 
         // Confirmations: the addresses are already safely held, so a failed
         // confirmation is retried on its own and never undoes them.
-        for (_, write) in after {
-            if let Write::UpdateAffinity(affinity) = write {
-                self.confirm_affinity(affinity.key()).await?;
+        for write in confirms {
+            let key = match &write {
+                Write::UpdateAffinity(affinity) => affinity.key(),
+                other => unreachable!("assignment plans end with confirmations, not {other:?}"),
+            };
+            if let Err(cause) = self.apply(write, &mut expected).await {
+                self.recover(&cause).await?;
+                self.confirm_affinity(key).await?;
             }
         }
         Ok(())
@@ -550,7 +621,11 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             if attempt > 0 {
                 self.back_off(attempt).await;
             }
-            let Some(mut affinity) = self.cache().snapshot.affinity(&key).cloned() else {
+            let (affinity, mut expected) = self
+                .cached_with_revision(Key::Affinity(key.clone()), |c| {
+                    c.snapshot.affinity(&key).cloned()
+                });
+            let Some(mut affinity) = affinity else {
                 // Deleted under us (the node is being removed): nothing to
                 // confirm, and the block keeps its addresses.
                 return Ok(());
@@ -559,7 +634,10 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 return Ok(());
             }
             affinity.state = AffinityState::Confirmed;
-            match self.apply(Write::UpdateAffinity(affinity)).await {
+            match self
+                .apply(Write::UpdateAffinity(affinity), &mut expected)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retryable() || is_cas_failure(&e) => {
                     self.recover(&e).await?;
@@ -577,12 +655,11 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// Deletes pending affinities this attempt created but never used.
     /// Best effort: a pending affinity counts as absent, and the node's
     /// next claim of that block reuses it.
-    async fn forget_claims(&self, keys: &[AffinityKey]) {
+    async fn forget_claims(&self, keys: &[AffinityKey], expected: &HashMap<Key, Revision>) {
         for key in keys {
             let key = Key::Affinity(key.clone());
-            let revision = self.cache().revision(&key).cloned();
-            if let Some(revision) = revision {
-                match self.store.delete(&key, &revision).await {
+            if let Some(revision) = expected.get(&key) {
+                match self.store.delete(&key, revision).await {
                     Ok(()) | Err(StoreError::NotFound { .. }) => self.cache().remove(&key),
                     Err(e) => tracing::warn!(%key, error = %e, "left a pending affinity behind"),
                 }
@@ -629,8 +706,14 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             if attempt > 0 {
                 self.back_off(attempt).await;
             }
-            let planned = self.cache().snapshot.plan_auto_assign(&remaining, now());
-            let planned = match planned {
+            let planned = {
+                let cache = self.cache();
+                cache
+                    .snapshot
+                    .plan_auto_assign(&remaining, now())
+                    .map(|p| (prepare(&cache, p.plan), p.ipv4, p.ipv6))
+            };
+            let (prepared, planned_v4, planned_v6) = match planned {
                 Ok(planned) => planned,
                 Err(refused) => {
                     self.give_back(handle_id, &got).await;
@@ -638,12 +721,12 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 }
             };
             let fresh = got.ipv4.addresses.is_empty() && got.ipv6.addresses.is_empty();
-            match self.run_assignment(handle_id, planned.plan, fresh).await {
+            match self.run_assignment(handle_id, prepared, fresh).await {
                 Ok(()) => {
-                    got.ipv4.addresses.extend(planned.ipv4.addresses);
-                    got.ipv6.addresses.extend(planned.ipv6.addresses);
-                    got.ipv4.shortfall = planned.ipv4.shortfall;
-                    got.ipv6.shortfall = planned.ipv6.shortfall;
+                    got.ipv4.addresses.extend(planned_v4.addresses);
+                    got.ipv6.addresses.extend(planned_v6.addresses);
+                    got.ipv4.shortfall = planned_v4.shortfall;
+                    got.ipv6.shortfall = planned_v6.shortfall;
                     return Ok(got);
                 }
                 Err(AssignFailure::HandleHeld) => {
@@ -656,8 +739,8 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     written_blocks,
                     cause,
                 })) => {
-                    let v4 = in_blocks(&planned.ipv4.addresses, &written_blocks);
-                    let v6 = in_blocks(&planned.ipv6.addresses, &written_blocks);
+                    let v4 = in_blocks(&planned_v4.addresses, &written_blocks);
+                    let v6 = in_blocks(&planned_v6.addresses, &written_blocks);
                     remaining.ipv4 -= v4.len() as u32;
                     remaining.ipv6 -= v6.len() as u32;
                     got.ipv4.addresses.extend(v4);
@@ -742,15 +825,21 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             if attempt > 0 {
                 self.back_off(attempt).await;
             }
-            let planned = self.cache().snapshot.plan_assign_ip(request, now());
-            let plan = match planned {
-                Ok(plan) => plan,
+            let planned = {
+                let cache = self.cache();
+                cache
+                    .snapshot
+                    .plan_assign_ip(request, now())
+                    .map(|plan| prepare(&cache, plan))
+            };
+            let prepared = match planned {
+                Ok(prepared) => prepared,
                 Err(ipam_core::Error::AddressInUse { handle, .. }) if handle == request.handle => {
                     return Ok(())
                 }
                 Err(refused) => return Err(refused.into()),
             };
-            match self.run_assignment(&request.handle, plan, false).await {
+            match self.run_assignment(&request.handle, prepared, false).await {
                 Ok(()) => return Ok(()),
                 Err(AssignFailure::Interrupted(Interrupted { cause, .. })) => {
                     self.recover(&cause).await?;
@@ -783,8 +872,13 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             if attempt > 0 {
                 self.back_off(attempt).await;
             }
-            let planned = self.cache().snapshot.plan_release(&remaining)?;
-            let (deltas, written, failure) = self.write_release_blocks(planned.plan).await;
+            let (planned, prepared) = {
+                let cache = self.cache();
+                let mut planned = cache.snapshot.plan_release(&remaining)?;
+                let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
+                (planned, prepared)
+            };
+            let (deltas, written, failure) = self.write_release_blocks(prepared).await;
             out.released.extend(
                 planned
                     .released
@@ -835,32 +929,29 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// first failure.
     async fn write_release_blocks(
         &self,
-        plan: Plan,
+        prepared: Prepared,
     ) -> (
         BTreeMap<String, Vec<(BlockCidr, i64)>>,
         Vec<BlockCidr>,
         Option<StoreError>,
     ) {
+        let Prepared {
+            steps,
+            mut expected,
+        } = prepared;
         let mut deltas: BTreeMap<String, Vec<(BlockCidr, i64)>> = BTreeMap::new();
         let mut written = Vec::new();
-        for write in plan.writes {
-            let Some(cidr) = block_of_write(&write) else {
-                continue;
-            };
-            let change = {
-                let cache = self.cache();
-                let after = match &write {
-                    Write::UpdateBlock(b) => Some(b),
-                    _ => None,
-                };
-                handle_deltas(cache.snapshot.block(&cidr), after)
-            };
-            if let Err(cause) = self.apply(write).await {
+        for step in steps {
+            let cidr = block_of_write(&step.write);
+            if let Err(cause) = self.apply(step.write, &mut expected).await {
                 return (deltas, written, Some(cause));
             }
-            written.push(cidr);
-            for (handle, delta) in change {
-                deltas.entry(handle).or_default().push((cidr, delta));
+            written.extend(cidr);
+            for (handle, delta) in step.handle_deltas {
+                deltas
+                    .entry(handle)
+                    .or_default()
+                    .push((cidr.expect("only block writes change handles"), delta));
             }
         }
         (deltas, written, None)
@@ -894,8 +985,20 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             if !self.load_handle_and_blocks(handle_id).await? {
                 return Ok(released);
             }
-            let planned = self.cache().snapshot.plan_release_by_handle(handle_id)?;
-            let (_, written, failure) = self.write_release_blocks(planned.plan).await;
+            let (planned, prepared) = {
+                let cache = self.cache();
+                let mut planned = cache.snapshot.plan_release_by_handle(handle_id)?;
+                let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
+                (planned, prepared)
+            };
+            let handle_key = Key::Handle(handle_id.to_string());
+            let mut handle_revision: HashMap<Key, Revision> = prepared
+                .expected
+                .get(&handle_key)
+                .map(|r| (handle_key.clone(), r.clone()))
+                .into_iter()
+                .collect();
+            let (_, written, failure) = self.write_release_blocks(prepared).await;
             released.extend(
                 planned
                     .released
@@ -904,9 +1007,15 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             );
             let cause = match failure {
                 Some(cause) => cause,
-                None => match self.apply(Write::DeleteHandle(handle_id.to_string())).await {
+                None => match self
+                    .apply(
+                        Write::DeleteHandle(handle_id.to_string()),
+                        &mut handle_revision,
+                    )
+                    .await
+                {
                     Ok(()) | Err(StoreError::NotFound { .. }) => {
-                        self.cache().remove(&Key::Handle(handle_id.to_string()));
+                        self.cache().remove(&handle_key);
                         return Ok(released);
                     }
                     // The handle changed while its blocks were released
@@ -1066,10 +1175,19 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             if attempt > 0 {
                 self.back_off(attempt).await;
             }
-            let planned = make(&self.cache().snapshot)?;
+            let (planned, prepared) = {
+                let cache = self.cache();
+                let planned = make(&cache.snapshot)?;
+                let prepared = prepare(&cache, planned.plan.clone());
+                (planned, prepared)
+            };
+            let Prepared {
+                steps,
+                mut expected,
+            } = prepared;
             let mut failure = None;
-            for write in planned.plan.writes.iter().cloned() {
-                if let Err(cause) = self.apply(write).await {
+            for step in steps {
+                if let Err(cause) = self.apply(step.write, &mut expected).await {
                     failure = Some(cause);
                     break;
                 }

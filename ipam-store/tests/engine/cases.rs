@@ -1,0 +1,1014 @@
+//! Engine cases every backend must pass. Each takes a fresh, empty store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::faults::{conflict_on, Faulty};
+
+use ipam_core::usage::{address_status, usage, AddressStatus};
+use ipam_core::{
+    AffinityState, AssignIpRequest, AutoAssignRequest, BlockCidr, Error, IpamConfig, Pool,
+    PoolSpec, ReleaseRequest, ReservationSpec,
+};
+use ipam_store::{
+    AutoAssigned, Datastore, Ipam, IpamError, Key, Kind, ListQuery, Reservation, Value,
+};
+use ipnet::IpNet;
+
+/// Generates one `#[tokio::test]` per case. `$make` is an async block that
+/// yields `(Arc<dyn Datastore>, guard)`.
+macro_rules! engine_tests {
+    ($make:expr) => {
+        engine_tests!(@cases $make;
+            first_assignment_claims_a_block_and_hands_out_its_base_address,
+            repeated_auto_assign_returns_the_same_addresses,
+            release_by_handle_frees_everything_and_is_idempotent,
+            releasing_free_or_unknown_addresses_is_not_an_error,
+            release_with_a_stale_expectation_changes_nothing,
+            assign_ip_takes_the_chosen_address_and_refuses_a_taken_one,
+            attributes_of_an_address_name_its_owner,
+            borrowing_happens_only_with_strict_affinity_off,
+            max_blocks_per_host_caps_claims,
+            auto_allocate_blocks_off_uses_only_existing_blocks,
+            pools_with_node_selectors_and_disabled_pools,
+            reservations_are_never_auto_assigned,
+            dual_stack_gets_both_families,
+            ipv6_only,
+            claim_and_release_affinities,
+            release_node_frees_empty_blocks_and_orphans_used_ones,
+            config_round_trips_and_is_validated,
+            pools_are_validated_and_cannot_overlap,
+            deleting_a_pool_releases_its_empty_blocks,
+            steady_state_costs_two_writes_and_no_reads,
+            two_engines_on_one_store_never_double_allocate,
+            handle_goes_before_block_on_assign_and_after_on_release,
+            a_block_write_that_keeps_failing_leaves_nothing_behind,
+            a_conflict_is_retried_and_counted,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make.await;
+                $crate::cases::$case(store).await;
+            }
+        )*
+    };
+}
+
+pub type Engine = Ipam<dyn Datastore>;
+
+pub fn pool(name: &str, cidr: &str, block_size: u8) -> Pool {
+    pool_with(name, cidr, block_size, |_| {})
+}
+
+pub fn pool_with(name: &str, cidr: &str, block_size: u8, edit: impl FnOnce(&mut PoolSpec)) -> Pool {
+    let mut spec = PoolSpec {
+        block_size: Some(block_size),
+        ..PoolSpec::new(cidr.parse().unwrap())
+    };
+    spec.node_selector = "all()".to_string();
+    edit(&mut spec);
+    Pool::new(name, spec).unwrap()
+}
+
+pub async fn engine_with(
+    store: Arc<dyn Datastore>,
+    pools: Vec<Pool>,
+    config: IpamConfig,
+) -> Engine {
+    let engine = Ipam::new(store);
+    engine.set_config(config).await.unwrap();
+    for pool in pools {
+        engine.create_pool(pool).await.unwrap();
+    }
+    engine
+}
+
+pub fn request(handle: &str, node: &str, v4: u32, v6: u32) -> AutoAssignRequest {
+    let mut request = AutoAssignRequest::new(handle, node, v4, v6);
+    request.attributes = [("node", node), ("namespace", "default"), ("pod", handle)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    request
+}
+
+pub fn addrs(got: &AutoAssigned) -> Vec<IpAddr> {
+    got.ipv4
+        .addresses
+        .iter()
+        .chain(&got.ipv6.addresses)
+        .map(|a| a.addr())
+        .collect()
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn block(text: &str) -> BlockCidr {
+    text.parse().unwrap()
+}
+
+/// Every allocation in the store, by address, read straight from the store.
+pub async fn allocations(store: &dyn Datastore) -> BTreeMap<IpAddr, String> {
+    let mut out = BTreeMap::new();
+    for item in store.list(&ListQuery::All(Kind::Block)).await.unwrap() {
+        let Value::Block(b) = item.value else {
+            panic!()
+        };
+        for (ordinal, attribute) in b.allocations() {
+            let previous = out.insert(
+                b.cidr().address(ordinal),
+                attribute.handle().unwrap_or_default().to_string(),
+            );
+            assert!(previous.is_none(), "address in two blocks");
+        }
+    }
+    out
+}
+
+/// Handles and blocks agree: every handle's per-block count is what the
+/// block holds for it, and no allocation lacks its handle.
+pub async fn assert_consistent(store: &dyn Datastore) {
+    let mut held: BTreeMap<(String, BlockCidr), u32> = BTreeMap::new();
+    for item in store.list(&ListQuery::All(Kind::Block)).await.unwrap() {
+        let Value::Block(b) = item.value else {
+            panic!()
+        };
+        for (_, attribute) in b.allocations() {
+            *held
+                .entry((attribute.handle().unwrap().to_string(), b.cidr()))
+                .or_default() += 1;
+        }
+    }
+    let mut recorded: BTreeMap<(String, BlockCidr), u32> = BTreeMap::new();
+    for item in store.list(&ListQuery::All(Kind::Handle)).await.unwrap() {
+        let Value::Handle(h) = item.value else {
+            panic!()
+        };
+        assert!(!h.is_empty(), "empty handle {} left behind", h.id());
+        for (cidr, count) in h.blocks() {
+            recorded.insert((h.id().to_string(), *cidr), *count);
+        }
+    }
+    assert_eq!(held, recorded, "handles and blocks disagree");
+}
+
+pub async fn first_assignment_claims_a_block_and_hands_out_its_base_address(
+    store: Arc<dyn Datastore>,
+) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p", "10.0.0.0/16", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    let got = engine
+        .auto_assign(&request("h1", "node-1", 1, 0))
+        .await
+        .unwrap();
+    assert_eq!(got.ipv4.addresses.len(), 1);
+    let address = got.ipv4.addresses[0];
+    assert_eq!(address.prefix_len(), 26);
+    assert_eq!(
+        address.addr(),
+        address.network(),
+        "a fresh block starts at its base"
+    );
+    assert!(!got.existing);
+    let cidr = BlockCidr::new(address.trunc()).unwrap();
+    let affinities = store
+        .list(&ListQuery::AffinitiesOf("node-1".into()))
+        .await
+        .unwrap();
+    assert_eq!(affinities.len(), 1);
+    let Value::Affinity(a) = &affinities[0].value else {
+        panic!()
+    };
+    assert_eq!((a.cidr, a.state), (cidr, AffinityState::Confirmed));
+    let more = engine
+        .auto_assign(&request("h2", "node-1", 3, 0))
+        .await
+        .unwrap();
+    for a in &more.ipv4.addresses {
+        assert!(
+            cidr.net().contains(&a.addr()),
+            "the node's own block is used first"
+        );
+    }
+    assert_consistent(&*store).await;
+}
+
+pub async fn repeated_auto_assign_returns_the_same_addresses(store: Arc<dyn Datastore>) {
+    let pools = vec![pool("p4", "10.0.0.0/16", 26), pool("p6", "fd00::/112", 122)];
+    let engine = engine_with(store.clone(), pools, IpamConfig::default()).await;
+    let first = engine.auto_assign(&request("h", "n", 2, 1)).await.unwrap();
+    let before = allocations(&*store).await;
+    let again = engine.auto_assign(&request("h", "n", 2, 1)).await.unwrap();
+    assert!(again.existing);
+    assert_eq!(addrs(&again), addrs(&first));
+    assert_eq!(
+        again.ipv4.addresses, first.ipv4.addresses,
+        "prefix lengths too"
+    );
+    // A second engine (another process) sees it the same way.
+    let other = Ipam::new(store.clone());
+    let third = other.auto_assign(&request("h", "n", 2, 1)).await.unwrap();
+    assert!(third.existing);
+    assert_eq!(addrs(&third), addrs(&first));
+    assert_eq!(allocations(&*store).await, before, "nothing new allocated");
+}
+
+pub async fn release_by_handle_frees_everything_and_is_idempotent(store: Arc<dyn Datastore>) {
+    let pools = vec![pool("p4", "10.0.0.0/16", 26), pool("p6", "fd00::/112", 122)];
+    let engine = engine_with(store.clone(), pools, IpamConfig::default()).await;
+    let got = engine.auto_assign(&request("h", "n", 3, 2)).await.unwrap();
+    engine
+        .auto_assign(&request("other", "n", 1, 0))
+        .await
+        .unwrap();
+    let mut released = engine.release_by_handle("h").await.unwrap();
+    released.sort();
+    let mut expected = addrs(&got);
+    expected.sort();
+    assert_eq!(released, expected);
+    assert_eq!(
+        allocations(&*store).await.values().collect::<Vec<_>>(),
+        vec!["other"]
+    );
+    assert_eq!(
+        store.get(&Key::Handle("h".into())).await.unwrap_err(),
+        ipam_store::StoreError::NotFound {
+            key: Key::Handle("h".into())
+        }
+    );
+    assert!(engine.release_by_handle("h").await.unwrap().is_empty());
+    assert!(engine
+        .release_by_handle("never-existed")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(engine.addresses_of_handle("h").await.unwrap().is_empty());
+    assert_consistent(&*store).await;
+}
+
+pub async fn releasing_free_or_unknown_addresses_is_not_an_error(store: Arc<dyn Datastore>) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p", "10.0.0.0/24", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    let got = engine.auto_assign(&request("h", "n", 2, 0)).await.unwrap();
+    let a = got.ipv4.addresses[0].addr();
+    let outside = ip("192.168.1.1");
+    let never = ip("10.0.0.200");
+    let out = engine
+        .release(&[a, outside, never].map(ReleaseRequest::address))
+        .await
+        .unwrap();
+    assert_eq!(out.released, vec![a]);
+    assert_eq!(out.already_free, vec![outside, never]);
+    let again = engine.release(&[ReleaseRequest::address(a)]).await.unwrap();
+    assert_eq!((again.released.len(), again.already_free), (0, vec![a]));
+    // The handle still holds the other address, and says so.
+    assert_eq!(
+        engine.addresses_of_handle("h").await.unwrap(),
+        vec![got.ipv4.addresses[1]]
+    );
+    assert_consistent(&*store).await;
+}
+
+pub async fn release_with_a_stale_expectation_changes_nothing(store: Arc<dyn Datastore>) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p", "10.0.0.0/24", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    let got = engine.auto_assign(&request("h", "n", 1, 0)).await.unwrap();
+    let a = got.ipv4.addresses[0].addr();
+    let before = allocations(&*store).await;
+    let wrong_handle = ReleaseRequest {
+        address: a,
+        handle: Some("someone-else".into()),
+        sequence_number: None,
+    };
+    let err = engine.release(&[wrong_handle]).await.unwrap_err();
+    assert!(matches!(err, IpamError::Refused(_)), "{err}");
+    let wrong_sequence = ReleaseRequest {
+        address: a,
+        handle: None,
+        sequence_number: Some(1),
+    };
+    assert!(engine.release(&[wrong_sequence]).await.is_err());
+    assert_eq!(allocations(&*store).await, before);
+}
+
+pub async fn assign_ip_takes_the_chosen_address_and_refuses_a_taken_one(store: Arc<dyn Datastore>) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p", "10.0.0.0/24", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    let chosen = AssignIpRequest {
+        handle: "h".into(),
+        node: "n".into(),
+        address: ip("10.0.0.77"),
+        attributes: BTreeMap::new(),
+    };
+    engine.assign_ip(&chosen).await.unwrap();
+    engine
+        .assign_ip(&chosen)
+        .await
+        .expect("the same handle again is fine");
+    let taken = AssignIpRequest {
+        handle: "other".into(),
+        ..chosen.clone()
+    };
+    let err = engine.assign_ip(&taken).await.unwrap_err();
+    assert!(
+        matches!(err, IpamError::Refused(Error::AddressInUse { .. })),
+        "{err}"
+    );
+    let outside = AssignIpRequest {
+        address: ip("10.9.9.9"),
+        ..chosen.clone()
+    };
+    let err = engine.assign_ip(&outside).await.unwrap_err();
+    assert!(err.to_string().contains("10.9.9.9"), "{err}");
+    assert_eq!(
+        allocations(&*store)
+            .await
+            .get(&ip("10.0.0.77"))
+            .map(String::as_str),
+        Some("h")
+    );
+    assert_eq!(engine.addresses_of_handle("h").await.unwrap().len(), 1);
+    assert_consistent(&*store).await;
+}
+
+pub async fn attributes_of_an_address_name_its_owner(store: Arc<dyn Datastore>) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p", "10.0.0.0/24", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    let got = engine
+        .auto_assign(&request("h", "node-7", 1, 0))
+        .await
+        .unwrap();
+    let a = got.ipv4.addresses[0].addr();
+    let attribute = engine.attributes_of(a).await.unwrap().expect("allocated");
+    assert_eq!(attribute.handle(), Some("h"));
+    assert_eq!(attribute.secondary.get("node"), Some("node-7"));
+    assert_eq!(attribute.secondary.get("pod"), Some("h"));
+    assert!(engine
+        .attributes_of(ip("10.0.0.250"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(engine
+        .attributes_of(ip("172.16.0.1"))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+pub async fn borrowing_happens_only_with_strict_affinity_off(store: Arc<dyn Datastore>) {
+    // One /26 block in the whole pool: node-b can only borrow from node-a.
+    let one_block = || vec![pool("p", "10.0.0.0/26", 26)];
+    let engine = engine_with(store.clone(), one_block(), IpamConfig::default()).await;
+    engine
+        .auto_assign(&request("a", "node-a", 1, 0))
+        .await
+        .unwrap();
+    let borrowed = engine
+        .auto_assign(&request("b", "node-b", 1, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        borrowed.ipv4.addresses.len(),
+        1,
+        "strict off: node-b borrows"
+    );
+
+    engine
+        .set_config(IpamConfig {
+            strict_affinity: true,
+            ..IpamConfig::default()
+        })
+        .await
+        .unwrap();
+    let refused = engine
+        .auto_assign(&request("c", "node-c", 1, 0))
+        .await
+        .unwrap();
+    assert!(refused.ipv4.addresses.is_empty(), "strict on: no borrowing");
+    assert_eq!(
+        refused
+            .ipv4
+            .shortfall
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        vec!["No more free affine blocks and strict affinity enabled"]
+    );
+    assert!(engine.addresses_of_handle("c").await.unwrap().is_empty());
+    assert_consistent(&*store).await;
+}
+
+pub async fn max_blocks_per_host_caps_claims(store: Arc<dyn Datastore>) {
+    let config = IpamConfig {
+        max_blocks_per_host: 2,
+        strict_affinity: true,
+        ..IpamConfig::default()
+    };
+    let engine = engine_with(store.clone(), vec![pool("p", "10.0.0.0/24", 28)], config).await;
+    let got = engine
+        .auto_assign(&request("h1", "n", 32, 0))
+        .await
+        .unwrap();
+    assert_eq!(got.ipv4.addresses.len(), 32, "two /28 blocks");
+    let err = engine
+        .auto_assign(&request("h2", "n", 1, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, IpamError::Refused(Error::BlockLimitReached { .. })),
+        "{err}"
+    );
+    assert!(engine.addresses_of_handle("h2").await.unwrap().is_empty());
+    let blocks = store
+        .list(&ListQuery::AffinitiesOf("n".into()))
+        .await
+        .unwrap();
+    assert_eq!(blocks.len(), 2);
+    assert_consistent(&*store).await;
+}
+
+pub async fn auto_allocate_blocks_off_uses_only_existing_blocks(store: Arc<dyn Datastore>) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p", "10.0.0.0/24", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    let claimed = engine
+        .claim_affinity("n", "10.0.0.64/26".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(claimed.claimed, vec![block("10.0.0.64/26")]);
+    engine
+        .set_config(IpamConfig {
+            auto_allocate_blocks: false,
+            strict_affinity: true,
+            ..IpamConfig::default()
+        })
+        .await
+        .unwrap();
+    let got = engine.auto_assign(&request("h", "n", 64, 0)).await.unwrap();
+    assert_eq!(got.ipv4.addresses.len(), 64);
+    assert!(got
+        .ipv4
+        .addresses
+        .iter()
+        .all(|a| block("10.0.0.64/26").net().contains(&a.addr())));
+    let err = engine
+        .auto_assign(&request("h2", "n", 1, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, IpamError::Refused(Error::AutoAllocateDisabled { .. })),
+        "no new block may be claimed: {err}"
+    );
+    assert_eq!(
+        store
+            .list(&ListQuery::All(Kind::Block))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+pub async fn pools_with_node_selectors_and_disabled_pools(store: Arc<dyn Datastore>) {
+    let pools = vec![
+        pool_with("a-rack1", "10.1.0.0/24", 26, |s| {
+            s.node_selector = "rack == 'one'".into()
+        }),
+        pool_with("b-rack2", "10.2.0.0/24", 26, |s| {
+            s.node_selector = "rack == 'two'".into()
+        }),
+        pool_with("c-off", "10.3.0.0/24", 26, |s| s.disabled = true),
+    ];
+    let engine = engine_with(store.clone(), pools, IpamConfig::default()).await;
+    let mut r = request("h1", "n1", 1, 0);
+    r.node_labels.insert("rack".into(), "two".into());
+    let got = engine.auto_assign(&r).await.unwrap();
+    assert!("10.2.0.0/24"
+        .parse::<IpNet>()
+        .unwrap()
+        .contains(&got.ipv4.addresses[0].addr()));
+    let nobody = engine
+        .auto_assign(&request("h2", "n2", 1, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(nobody, IpamError::Refused(Error::NoPoolForNode { .. })),
+        "{nobody}"
+    );
+    let mut explicit = request("h3", "n2", 1, 0);
+    explicit.ipv4_pools = vec!["10.3.0.0/24".parse().unwrap()];
+    let err = engine.auto_assign(&explicit).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IpamError::Refused(Error::RequestedPoolUnavailable { .. })
+        ),
+        "{err}"
+    );
+    explicit.ipv4_pools = vec!["10.1.0.0/24".parse().unwrap()];
+    let got = engine.auto_assign(&explicit).await.unwrap();
+    assert!("10.1.0.0/24"
+        .parse::<IpNet>()
+        .unwrap()
+        .contains(&got.ipv4.addresses[0].addr()));
+}
+
+pub async fn reservations_are_never_auto_assigned(store: Arc<dyn Datastore>) {
+    let reserved: Vec<IpNet> = vec![
+        "10.0.0.0/30".parse().unwrap(),
+        "10.0.0.9/32".parse().unwrap(),
+    ];
+    store
+        .create(&Value::Reservation(Reservation {
+            name: "gateways".into(),
+            spec: ReservationSpec {
+                reserved_cidrs: reserved.clone(),
+                unknown: Default::default(),
+            },
+        }))
+        .await
+        .unwrap();
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p", "10.0.0.0/28", 28)],
+        IpamConfig::default(),
+    )
+    .await;
+    let got = engine.auto_assign(&request("h", "n", 16, 0)).await.unwrap();
+    assert_eq!(got.ipv4.addresses.len(), 11, "16 minus 5 reserved");
+    for a in &got.ipv4.addresses {
+        assert!(
+            !reserved.iter().any(|r| r.contains(&a.addr())),
+            "{a} is reserved"
+        );
+    }
+}
+
+pub async fn dual_stack_gets_both_families(store: Arc<dyn Datastore>) {
+    let pools = vec![
+        pool("p4", "10.0.0.0/24", 26),
+        pool("p6", "fd00:1::/120", 122),
+    ];
+    let engine = engine_with(store.clone(), pools, IpamConfig::default()).await;
+    let got = engine.auto_assign(&request("h", "n", 1, 1)).await.unwrap();
+    assert_eq!(got.ipv4.addresses.len(), 1);
+    assert_eq!(got.ipv6.addresses.len(), 1);
+    assert_eq!(got.ipv6.addresses[0].prefix_len(), 122);
+    assert_eq!(engine.addresses_of_handle("h").await.unwrap().len(), 2);
+    assert_consistent(&*store).await;
+}
+
+pub async fn ipv6_only(store: Arc<dyn Datastore>) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p6", "fd00:2::/120", 122)],
+        IpamConfig::default(),
+    )
+    .await;
+    let got = engine.auto_assign(&request("h", "n", 0, 70)).await.unwrap();
+    assert_eq!(got.ipv6.addresses.len(), 70, "spills into a second block");
+    let v4 = engine
+        .auto_assign(&request("h4", "n", 1, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(v4, IpamError::Refused(Error::NoPoolForNode { .. })),
+        "{v4}"
+    );
+    assert_eq!(engine.release_by_handle("h").await.unwrap().len(), 70);
+    assert!(allocations(&*store).await.is_empty());
+}
+
+pub async fn claim_and_release_affinities(store: Arc<dyn Datastore>) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p", "10.0.0.0/24", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    engine
+        .auto_assign(&request("h", "other", 1, 0))
+        .await
+        .unwrap();
+    let claim = engine
+        .claim_affinity("n", "10.0.0.0/24".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!((claim.claimed.len(), claim.failed.len()), (3, 1));
+    let mine = store
+        .list(&ListQuery::AffinitiesOf("n".into()))
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 3);
+    engine
+        .auto_assign(&request("in-use", "n", 1, 0))
+        .await
+        .unwrap();
+    let used =
+        BlockCidr::new(engine.addresses_of_handle("in-use").await.unwrap()[0].trunc()).unwrap();
+    let err = engine.release_affinity("n", used, true).await.unwrap_err();
+    assert!(
+        matches!(err, IpamError::Refused(Error::BlockNotEmpty { .. })),
+        "{err}"
+    );
+    let empty = claim.claimed.iter().copied().find(|c| *c != used).unwrap();
+    engine.release_affinity("n", empty, true).await.unwrap();
+    assert!(
+        store.get(&Key::Block(empty)).await.is_err(),
+        "an empty released block is deleted"
+    );
+    let err = engine.release_affinity("n", empty, true).await.unwrap_err();
+    assert!(
+        matches!(err, IpamError::Refused(Error::AffinityNotFound { .. })),
+        "{err}"
+    );
+}
+
+pub async fn release_node_frees_empty_blocks_and_orphans_used_ones(store: Arc<dyn Datastore>) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p", "10.0.0.0/24", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    engine
+        .claim_affinity("gone", "10.0.0.0/25".parse().unwrap())
+        .await
+        .unwrap();
+    let got = engine
+        .auto_assign(&request("h", "gone", 1, 0))
+        .await
+        .unwrap();
+    let held = engine.release_node("gone").await.unwrap();
+    assert_eq!(held.len(), 2);
+    assert!(store
+        .list(&ListQuery::AffinitiesOf("gone".into()))
+        .await
+        .unwrap()
+        .is_empty());
+    let blocks = store.list(&ListQuery::All(Kind::Block)).await.unwrap();
+    assert_eq!(
+        blocks.len(),
+        1,
+        "the empty block is deleted, the used one kept"
+    );
+    let Value::Block(kept) = &blocks[0].value else {
+        panic!()
+    };
+    assert!(kept.owner().is_none(), "and left without affinity");
+    assert_eq!(
+        allocations(&*store)
+            .await
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![got.ipv4.addresses[0].addr()]
+    );
+    assert!(
+        engine.release_node("gone").await.unwrap().is_empty(),
+        "twice is fine"
+    );
+}
+
+pub async fn config_round_trips_and_is_validated(store: Arc<dyn Datastore>) {
+    let engine: Engine = Ipam::new(store.clone());
+    assert_eq!(engine.config().await.unwrap(), IpamConfig::default());
+    let config = IpamConfig {
+        strict_affinity: true,
+        max_blocks_per_host: 3,
+        ..IpamConfig::default()
+    };
+    engine.set_config(config.clone()).await.unwrap();
+    assert_eq!(engine.config().await.unwrap(), config);
+    assert_eq!(
+        Ipam::new(store.clone()).config().await.unwrap(),
+        config,
+        "stored, not cached"
+    );
+    let bad = IpamConfig {
+        strict_affinity: false,
+        ..config.clone()
+    };
+    let err = engine.set_config(bad).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("maxBlocksPerHost requires strictAffinity"),
+        "{err}"
+    );
+    assert_eq!(
+        engine.config().await.unwrap(),
+        config,
+        "a refused config changes nothing"
+    );
+}
+
+pub async fn pools_are_validated_and_cannot_overlap(store: Arc<dyn Datastore>) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("a", "10.0.0.0/16", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    let err = engine
+        .create_pool(pool("b", "10.0.128.0/24", 26))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("overlaps pool a (10.0.0.0/16)"),
+        "{err}"
+    );
+    let err = engine
+        .create_pool(pool("a", "10.9.0.0/16", 26))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IpamError::Store(ipam_store::StoreError::AlreadyExists { .. })
+        ),
+        "{err}"
+    );
+    let bad_size = PoolSpec {
+        block_size: Some(33),
+        ..PoolSpec::new("10.5.0.0/16".parse().unwrap())
+    };
+    assert!(Pool::new("c", bad_size)
+        .unwrap_err()
+        .to_string()
+        .contains("blockSize 33"));
+    let resized = pool("a", "10.0.0.0/16", 28);
+    let err = engine.update_pool(resized).await.unwrap_err();
+    assert!(
+        err.to_string().contains("blockSize cannot be changed"),
+        "{err}"
+    );
+    let moved = pool("a", "10.7.0.0/16", 26);
+    assert!(engine
+        .update_pool(moved)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("cidr cannot be changed"));
+    let disabled = pool_with("a", "10.0.0.0/16", 26, |s| s.disabled = true);
+    engine.update_pool(disabled).await.unwrap();
+    assert!(!engine.pools().await.unwrap()[0].enabled());
+    let err = engine
+        .auto_assign(&request("h", "n", 1, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, IpamError::Refused(Error::NoPoolForNode { .. })),
+        "a disabled pool is not used: {err}"
+    );
+}
+
+pub async fn deleting_a_pool_releases_its_empty_blocks(store: Arc<dyn Datastore>) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("a", "10.0.0.0/24", 26), pool("b", "10.1.0.0/24", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    let mut in_a = request("h", "n", 1, 0);
+    in_a.ipv4_pools = vec!["10.0.0.0/24".parse().unwrap()];
+    let held = engine.auto_assign(&in_a).await.unwrap();
+    engine
+        .claim_affinity("n", "10.0.0.128/26".parse().unwrap())
+        .await
+        .unwrap();
+    engine.delete_pool("a").await.unwrap();
+    let names: Vec<String> = engine
+        .pools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect();
+    assert_eq!(names, vec!["b"]);
+    let blocks: BTreeSet<Key> = store
+        .list(&ListQuery::All(Kind::Block))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.value.key())
+        .collect();
+    let used = BlockCidr::new(held.ipv4.addresses[0].trunc()).unwrap();
+    assert_eq!(
+        blocks,
+        BTreeSet::from([Key::Block(used)]),
+        "only the block in use survives"
+    );
+    assert!(
+        engine.delete_pool("a").await.is_err(),
+        "a missing pool is not found"
+    );
+    let next = engine.auto_assign(&request("h2", "n", 1, 0)).await.unwrap();
+    assert!("10.1.0.0/24"
+        .parse::<IpNet>()
+        .unwrap()
+        .contains(&next.ipv4.addresses[0].addr()));
+}
+
+pub async fn steady_state_costs_two_writes_and_no_reads(store: Arc<dyn Datastore>) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p", "10.0.0.0/16", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    let warm = engine
+        .auto_assign(&request("warm", "n", 1, 0))
+        .await
+        .unwrap();
+    let before = store.round_trips();
+    for i in 0..20 {
+        engine
+            .auto_assign(&request(&format!("pod-{i}"), "n", 1, 0))
+            .await
+            .unwrap();
+    }
+    let spent = store.round_trips().since(before);
+    assert_eq!(
+        (spent.reads, spent.writes),
+        (0, 40),
+        "one handle and one block write each"
+    );
+    let before = store.round_trips();
+    let out = engine
+        .release(&[ReleaseRequest::address(warm.ipv4.addresses[0].addr())])
+        .await
+        .unwrap();
+    assert_eq!(out.released.len(), 1);
+    let spent = store.round_trips().since(before);
+    assert_eq!(
+        (spent.reads, spent.writes),
+        (0, 2),
+        "release: one block and one handle write"
+    );
+}
+
+pub async fn two_engines_on_one_store_never_double_allocate(store: Arc<dyn Datastore>) {
+    // Two processes' engines on one store, one small pool, strict off: they
+    // claim, borrow and collide on the same blocks.
+    let a = Arc::new(
+        engine_with(
+            store.clone(),
+            vec![pool("p", "10.0.0.0/26", 28)],
+            IpamConfig::default(),
+        )
+        .await,
+    );
+    let b: Arc<Engine> = Arc::new(Ipam::new(store.clone()));
+    let mut tasks = Vec::new();
+    for i in 0..48 {
+        let engine = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let got = engine
+                .auto_assign(&request(&format!("h{i}"), &format!("node-{}", i % 4), 1, 0))
+                .await
+                .unwrap();
+            (format!("h{i}"), addrs(&got))
+        }));
+    }
+    let mut seen = BTreeMap::new();
+    for task in tasks {
+        let (handle, got) = task.await.unwrap();
+        assert_eq!(got.len(), 1, "{handle}: 48 addresses fit in 64");
+        if let Some(other) = seen.insert(got[0], handle.clone()) {
+            panic!("{} given to {other} and {handle}", got[0]);
+        }
+    }
+    let stored = allocations(&*store).await;
+    assert_eq!(stored.len(), 48);
+    for (address, handle) in &seen {
+        assert_eq!(stored.get(address), Some(handle));
+    }
+    assert_consistent(&*store).await;
+    let snapshot = a.snapshot().await.unwrap();
+    assert_eq!(
+        usage(&snapshot).pools[0].in_use,
+        48,
+        "a fresh snapshot sees every allocation"
+    );
+    for address in seen.keys() {
+        assert!(matches!(
+            address_status(&snapshot, *address),
+            AddressStatus::InUse { .. }
+        ));
+    }
+}
+
+pub async fn handle_goes_before_block_on_assign_and_after_on_release(store: Arc<dyn Datastore>) {
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let seen = order.clone();
+    let faulty: Arc<dyn Datastore> = Arc::new(Faulty::new(store.clone(), move |key, _| {
+        seen.lock().unwrap().push(key.kind());
+        None
+    }));
+    let engine = engine_with(
+        faulty,
+        vec![pool("p", "10.0.0.0/24", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    order.lock().unwrap().clear();
+    engine.auto_assign(&request("h", "n", 1, 0)).await.unwrap();
+    assert_eq!(
+        std::mem::take(&mut *order.lock().unwrap()),
+        [Kind::Affinity, Kind::Handle, Kind::Block, Kind::Affinity],
+        "pending affinity, handle, block, confirmed affinity"
+    );
+    engine.release_by_handle("h").await.unwrap();
+    assert_eq!(
+        std::mem::take(&mut *order.lock().unwrap()),
+        [Kind::Block, Kind::Handle]
+    );
+}
+
+pub async fn a_block_write_that_keeps_failing_leaves_nothing_behind(store: Arc<dyn Datastore>) {
+    let faulty: Arc<dyn Datastore> = Arc::new(Faulty::new(store.clone(), conflict_on(Kind::Block)));
+    let options = ipam_store::IpamOptions {
+        max_attempts: 5,
+        ..Default::default()
+    };
+    let engine: Engine = Ipam::with_options(faulty, options);
+    store
+        .create(&Value::Pool(pool("p", "10.0.0.0/24", 26)))
+        .await
+        .unwrap();
+    let err = engine
+        .auto_assign(&request("h", "n", 1, 0))
+        .await
+        .unwrap_err();
+    match &err {
+        IpamError::RetriesExhausted {
+            operation,
+            attempts,
+            ..
+        } => assert_eq!((*operation, *attempts), ("auto-assign", 5)),
+        other => panic!("expected RetriesExhausted, got {other}"),
+    }
+    assert!(
+        err.to_string().contains("gave up after 5 attempts"),
+        "{err}"
+    );
+    for kind in [Kind::Block, Kind::Handle, Kind::Affinity] {
+        let left = store.list(&ListQuery::All(kind)).await.unwrap();
+        assert!(left.is_empty(), "{kind} left behind: {left:?}");
+    }
+}
+
+pub async fn a_conflict_is_retried_and_counted(store: Arc<dyn Datastore>) {
+    // The second block write (the first assignment's block is the first)
+    // fails once, as if another writer got there first.
+    let mut block_writes = 0;
+    let faulty: Arc<dyn Datastore> = Arc::new(Faulty::new(store.clone(), move |key, _| {
+        if key.kind() != Kind::Block {
+            return None;
+        }
+        block_writes += 1;
+        (block_writes == 2).then(|| ipam_store::StoreError::Conflict { key: key.clone() })
+    }));
+    let engine = engine_with(
+        faulty,
+        vec![pool("p", "10.0.0.0/24", 26)],
+        IpamConfig::default(),
+    )
+    .await;
+    engine.auto_assign(&request("h1", "n", 1, 0)).await.unwrap();
+    let got = engine.auto_assign(&request("h2", "n", 2, 0)).await.unwrap();
+    assert_eq!(got.ipv4.addresses.len(), 2);
+    let stats = engine.stats();
+    assert_eq!((stats.conflicts, stats.retries), (1, 1));
+    assert_eq!(allocations(&*store).await.len(), 3);
+    assert_consistent(&*store).await;
+}

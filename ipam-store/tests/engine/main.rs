@@ -1,0 +1,9 @@
+//! The engine's behaviour, run over every backend: each backend module
+//! calls [`engine_tests!`] with an expression that starts a fresh store.
+
+#[macro_use]
+mod cases;
+mod concurrency;
+mod faults;
+
+mod memory;
