@@ -40,7 +40,7 @@ async fn thirty_two_tasks_on_eight_nodes_never_hold_an_address_twice() {
     let mut tasks = Vec::new();
     for task in 0..TASKS {
         // Every node is served by both engines, so they race on its blocks.
-        let engine = if (task / NODES) % 2 == 0 {
+        let engine = if (task / NODES).is_multiple_of(2) {
             first.clone()
         } else {
             second.clone()

@@ -9,10 +9,13 @@ use ipam_store::{
     Datastore, Key, Kind, ListQuery, Revision, RoundTrips, StoreError, Value, Versioned,
 };
 
+/// Picks the writes to fail: sees the key and the write's number.
+type Rule = Box<dyn FnMut(&Key, u32) -> Option<StoreError> + Send>;
+
 /// Fails the writes a rule picks, before they reach the inner store.
 pub struct Faulty {
-    pub inner: Arc<dyn Datastore>,
-    rule: Mutex<Box<dyn FnMut(&Key, u32) -> Option<StoreError> + Send>>,
+    inner: Arc<dyn Datastore>,
+    rule: Mutex<Rule>,
     writes: AtomicU32,
 }
 
