@@ -23,8 +23,10 @@
 
 mod cache;
 pub mod datastore;
+pub mod embedded;
 pub mod engine;
 pub mod error;
+pub mod kubernetes;
 pub mod memory;
 pub mod model;
 

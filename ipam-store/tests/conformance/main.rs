@@ -4,4 +4,6 @@
 #[macro_use]
 mod suite;
 
+mod embedded;
+mod kubernetes;
 mod memory;

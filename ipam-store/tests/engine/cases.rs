@@ -845,8 +845,10 @@ pub async fn steady_state_costs_two_writes_and_no_reads(store: Arc<dyn Datastore
         IpamConfig::default(),
     )
     .await;
+    // Two addresses, so that releasing one updates the handle rather than
+    // deleting it (a Kubernetes delete takes two writes).
     let warm = engine
-        .auto_assign(&request("warm", "n", 1, 0))
+        .auto_assign(&request("warm", "n", 2, 0))
         .await
         .unwrap();
     let before = store.round_trips();

@@ -4,6 +4,8 @@
 #[macro_use]
 mod cases;
 mod concurrency;
+mod embedded;
 mod faults;
+mod kubernetes;
 
 mod memory;
