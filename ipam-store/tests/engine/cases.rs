@@ -87,6 +87,16 @@ pub async fn engine_with(
     engine
 }
 
+/// An engine over one pool `p` and the default config.
+pub async fn engine_on(store: &Arc<dyn Datastore>, cidr: &str, block_size: u8) -> Engine {
+    engine_with(
+        store.clone(),
+        vec![pool("p", cidr, block_size)],
+        IpamConfig::default(),
+    )
+    .await
+}
+
 pub fn request(handle: &str, node: &str, v4: u32, v6: u32) -> AutoAssignRequest {
     let mut request = AutoAssignRequest::new(handle, node, v4, v6);
     request.attributes = [("node", node), ("namespace", "default"), ("pod", handle)]
@@ -161,12 +171,7 @@ pub async fn assert_consistent(store: &dyn Datastore) {
 pub async fn first_assignment_claims_a_block_and_hands_out_its_base_address(
     store: Arc<dyn Datastore>,
 ) {
-    let engine = engine_with(
-        store.clone(),
-        vec![pool("p", "10.0.0.0/16", 26)],
-        IpamConfig::default(),
-    )
-    .await;
+    let engine = engine_on(&store, "10.0.0.0/16", 26).await;
     let got = engine
         .auto_assign(&request("h1", "node-1", 1, 0))
         .await
@@ -257,12 +262,7 @@ pub async fn release_by_handle_frees_everything_and_is_idempotent(store: Arc<dyn
 }
 
 pub async fn releasing_free_or_unknown_addresses_is_not_an_error(store: Arc<dyn Datastore>) {
-    let engine = engine_with(
-        store.clone(),
-        vec![pool("p", "10.0.0.0/24", 26)],
-        IpamConfig::default(),
-    )
-    .await;
+    let engine = engine_on(&store, "10.0.0.0/24", 26).await;
     let got = engine.auto_assign(&request("h", "n", 2, 0)).await.unwrap();
     let a = got.ipv4.addresses[0].addr();
     let outside = ip("192.168.1.1");
@@ -284,12 +284,7 @@ pub async fn releasing_free_or_unknown_addresses_is_not_an_error(store: Arc<dyn 
 }
 
 pub async fn release_with_a_stale_expectation_changes_nothing(store: Arc<dyn Datastore>) {
-    let engine = engine_with(
-        store.clone(),
-        vec![pool("p", "10.0.0.0/24", 26)],
-        IpamConfig::default(),
-    )
-    .await;
+    let engine = engine_on(&store, "10.0.0.0/24", 26).await;
     let got = engine.auto_assign(&request("h", "n", 1, 0)).await.unwrap();
     let a = got.ipv4.addresses[0].addr();
     let before = allocations(&*store).await;
@@ -310,12 +305,7 @@ pub async fn release_with_a_stale_expectation_changes_nothing(store: Arc<dyn Dat
 }
 
 pub async fn assign_ip_takes_the_chosen_address_and_refuses_a_taken_one(store: Arc<dyn Datastore>) {
-    let engine = engine_with(
-        store.clone(),
-        vec![pool("p", "10.0.0.0/24", 26)],
-        IpamConfig::default(),
-    )
-    .await;
+    let engine = engine_on(&store, "10.0.0.0/24", 26).await;
     let chosen = AssignIpRequest {
         handle: "h".into(),
         node: "n".into(),
@@ -354,12 +344,7 @@ pub async fn assign_ip_takes_the_chosen_address_and_refuses_a_taken_one(store: A
 }
 
 pub async fn attributes_of_an_address_name_its_owner(store: Arc<dyn Datastore>) {
-    let engine = engine_with(
-        store.clone(),
-        vec![pool("p", "10.0.0.0/24", 26)],
-        IpamConfig::default(),
-    )
-    .await;
+    let engine = engine_on(&store, "10.0.0.0/24", 26).await;
     let got = engine
         .auto_assign(&request("h", "node-7", 1, 0))
         .await
@@ -454,12 +439,7 @@ pub async fn max_blocks_per_host_caps_claims(store: Arc<dyn Datastore>) {
 }
 
 pub async fn auto_allocate_blocks_off_uses_only_existing_blocks(store: Arc<dyn Datastore>) {
-    let engine = engine_with(
-        store.clone(),
-        vec![pool("p", "10.0.0.0/24", 26)],
-        IpamConfig::default(),
-    )
-    .await;
+    let engine = engine_on(&store, "10.0.0.0/24", 26).await;
     let claimed = engine
         .claim_affinity("n", "10.0.0.64/26".parse().unwrap())
         .await
@@ -557,12 +537,7 @@ pub async fn reservations_are_never_auto_assigned(store: Arc<dyn Datastore>) {
         }))
         .await
         .unwrap();
-    let engine = engine_with(
-        store.clone(),
-        vec![pool("p", "10.0.0.0/28", 28)],
-        IpamConfig::default(),
-    )
-    .await;
+    let engine = engine_on(&store, "10.0.0.0/28", 28).await;
     let got = engine.auto_assign(&request("h", "n", 16, 0)).await.unwrap();
     assert_eq!(got.ipv4.addresses.len(), 11, "16 minus 5 reserved");
     for a in &got.ipv4.addresses {
@@ -609,12 +584,7 @@ pub async fn ipv6_only(store: Arc<dyn Datastore>) {
 }
 
 pub async fn claim_and_release_affinities(store: Arc<dyn Datastore>) {
-    let engine = engine_with(
-        store.clone(),
-        vec![pool("p", "10.0.0.0/24", 26)],
-        IpamConfig::default(),
-    )
-    .await;
+    let engine = engine_on(&store, "10.0.0.0/24", 26).await;
     engine
         .auto_assign(&request("h", "other", 1, 0))
         .await
@@ -654,12 +624,7 @@ pub async fn claim_and_release_affinities(store: Arc<dyn Datastore>) {
 }
 
 pub async fn release_node_frees_empty_blocks_and_orphans_used_ones(store: Arc<dyn Datastore>) {
-    let engine = engine_with(
-        store.clone(),
-        vec![pool("p", "10.0.0.0/24", 26)],
-        IpamConfig::default(),
-    )
-    .await;
+    let engine = engine_on(&store, "10.0.0.0/24", 26).await;
     engine
         .claim_affinity("gone", "10.0.0.0/25".parse().unwrap())
         .await
@@ -839,12 +804,7 @@ pub async fn deleting_a_pool_releases_its_empty_blocks(store: Arc<dyn Datastore>
 }
 
 pub async fn steady_state_costs_two_writes_and_no_reads(store: Arc<dyn Datastore>) {
-    let engine = engine_with(
-        store.clone(),
-        vec![pool("p", "10.0.0.0/16", 26)],
-        IpamConfig::default(),
-    )
-    .await;
+    let engine = engine_on(&store, "10.0.0.0/16", 26).await;
     // Two addresses, so that releasing one updates the handle rather than
     // deleting it (a Kubernetes delete takes two writes).
     let warm = engine
@@ -881,14 +841,7 @@ pub async fn steady_state_costs_two_writes_and_no_reads(store: Arc<dyn Datastore
 pub async fn two_engines_on_one_store_never_double_allocate(store: Arc<dyn Datastore>) {
     // Two processes' engines on one store, one small pool, strict off: they
     // claim, borrow and collide on the same blocks.
-    let a = Arc::new(
-        engine_with(
-            store.clone(),
-            vec![pool("p", "10.0.0.0/26", 28)],
-            IpamConfig::default(),
-        )
-        .await,
-    );
+    let a = Arc::new(engine_on(&store, "10.0.0.0/26", 28).await);
     let b: Arc<Engine> = Arc::new(Ipam::new(store.clone()));
     let mut tasks = Vec::new();
     for i in 0..48 {
