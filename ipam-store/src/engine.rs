@@ -379,21 +379,23 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         Ok(())
     }
 
-    // Re-reads what a failure points at; an unreachable store gets nothing
-    // re-read (the next attempt will find out whether it is back).
+    // Re-reads what a compare-and-swap failure points at, so that the next
+    // attempt plans on current data. Anything else ends the operation: an
+    // unreachable store is not retried here, because every call to it
+    // already waited its full timeout; the caller gets the retryable error
+    // (the CNI plugin's "try again later") at once instead of after a
+    // hundred timeouts.
     async fn recover(&self, cause: &StoreError) -> Result<(), IpamError> {
         let key = match cause {
             StoreError::Conflict { key }
             | StoreError::NotFound { key }
             | StoreError::AlreadyExists { key } => key,
-            StoreError::Unavailable { .. } => return Ok(()),
-            StoreError::Invalid { .. } => return Err(IpamError::Store(cause.clone())),
+            StoreError::Unavailable { .. } | StoreError::Invalid { .. } => {
+                return Err(IpamError::Store(cause.clone()))
+            }
         };
         self.conflicts.fetch_add(1, Ordering::Relaxed);
-        match self.reload(key).await {
-            Ok(()) | Err(StoreError::Unavailable { .. }) => Ok(()),
-            Err(e) => Err(IpamError::Store(e)),
-        }
+        self.reload(key).await.map_err(IpamError::Store)
     }
 
     // ----- writing -------------------------------------------------------
@@ -480,7 +482,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             };
             match self.apply(write, &mut expected).await {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() || is_cas_failure(&e) => {
+                Err(e) if is_cas_failure(&e) => {
                     self.recover(&e).await?;
                     let held = self.cache().handle(id).is_some_and(|h| !h.is_empty());
                     if fresh && !existed && held {
@@ -639,7 +641,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 .await
             {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() || is_cas_failure(&e) => {
+                Err(e) if is_cas_failure(&e) => {
                     self.recover(&e).await?;
                     last = Some(e);
                 }
@@ -1245,7 +1247,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     self.cache().put(value, revision);
                     return Ok(());
                 }
-                Err(e) if e.is_retryable() || is_cas_failure(&e) => last = Some(e),
+                Err(e) if is_cas_failure(&e) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
         }

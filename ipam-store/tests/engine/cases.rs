@@ -45,6 +45,7 @@ macro_rules! engine_tests {
             handle_goes_before_block_on_assign_and_after_on_release,
             a_block_write_that_keeps_failing_leaves_nothing_behind,
             a_conflict_is_retried_and_counted,
+            an_unreachable_store_fails_at_once_and_undoes_the_handle,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -966,4 +967,35 @@ pub async fn a_conflict_is_retried_and_counted(store: Arc<dyn Datastore>) {
     assert_eq!((stats.conflicts, stats.retries), (1, 1));
     assert_eq!(allocations(&*store).await.len(), 3);
     assert_consistent(&*store).await;
+}
+
+pub async fn an_unreachable_store_fails_at_once_and_undoes_the_handle(store: Arc<dyn Datastore>) {
+    let faulty: Arc<dyn Datastore> = Arc::new(Faulty::new(store.clone(), |key, _| {
+        (key.kind() == Kind::Block).then(|| ipam_store::StoreError::Unavailable {
+            backend: "test",
+            message: "connection refused".into(),
+        })
+    }));
+    let engine: Engine = Ipam::new(faulty);
+    store
+        .create(&Value::Pool(pool("p", "10.0.0.0/24", 26)))
+        .await
+        .unwrap();
+    let err = engine
+        .auto_assign(&request("h", "n", 1, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, IpamError::Store(e) if e.is_retryable()),
+        "the caller is told to try again later: {err}"
+    );
+    assert_eq!(
+        engine.stats().retries,
+        0,
+        "no retry against a store that is down"
+    );
+    for kind in [Kind::Block, Kind::Handle, Kind::Affinity] {
+        let left = store.list(&ListQuery::All(kind)).await.unwrap();
+        assert!(left.is_empty(), "{kind} left behind: {left:?}");
+    }
 }
