@@ -452,13 +452,21 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         changes: &[(BlockCidr, i64)],
         fresh: bool,
     ) -> Result<(), AssignFailure> {
+        let handle_key = Key::Handle(id.to_string());
+        let losing = changes.iter().any(|&(_, delta)| delta < 0);
+        if losing && self.cache().handle(id).is_none() {
+            // Someone else created it: read it, or its count would stay.
+            self.reload(&handle_key)
+                .await
+                .map_err(|e| AssignFailure::Fatal(e.into()))?;
+        }
         let mut last = None;
         for attempt in 0..self.options.max_attempts {
             if attempt > 0 {
                 self.back_off(attempt).await;
             }
             let (current, mut expected) =
-                self.cached_with_revision(Key::Handle(id.to_string()), |c| c.handle(id).cloned());
+                self.cached_with_revision(handle_key.clone(), |c| c.handle(id).cloned());
             let existed = current.is_some();
             let mut handle = current.unwrap_or_else(|| Handle::new(id));
             for &(cidr, delta) in changes {

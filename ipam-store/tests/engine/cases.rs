@@ -46,6 +46,7 @@ macro_rules! engine_tests {
             a_block_write_that_keeps_failing_leaves_nothing_behind,
             a_conflict_is_retried_and_counted,
             an_unreachable_store_fails_at_once_and_undoes_the_handle,
+            a_release_by_another_engine_updates_the_handle,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -998,4 +999,31 @@ pub async fn an_unreachable_store_fails_at_once_and_undoes_the_handle(store: Arc
         let left = store.list(&ListQuery::All(kind)).await.unwrap();
         assert!(left.is_empty(), "{kind} left behind: {left:?}");
     }
+}
+
+pub async fn a_release_by_another_engine_updates_the_handle(store: Arc<dyn Datastore>) {
+    let first = engine_on(&store, "10.0.0.0/24", 26).await;
+    let got = first.auto_assign(&request("h", "n", 2, 0)).await.unwrap();
+    let second: Engine = Ipam::new(store.clone());
+    let a = got.ipv4.addresses[0].addr();
+    assert_eq!(
+        second
+            .release(&[ReleaseRequest::address(a)])
+            .await
+            .unwrap()
+            .released,
+        vec![a]
+    );
+    assert_consistent(&*store).await;
+    assert_eq!(
+        first.addresses_of_handle("h").await.unwrap(),
+        vec![got.ipv4.addresses[1]]
+    );
+    let b = got.ipv4.addresses[1].addr();
+    second.release(&[ReleaseRequest::address(b)]).await.unwrap();
+    assert_consistent(&*store).await;
+    assert!(
+        store.get(&Key::Handle("h".into())).await.is_err(),
+        "an emptied handle is deleted"
+    );
 }
