@@ -711,18 +711,26 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             existing: false,
         };
         let mut remaining = request.clone();
+        let mut verified = false;
         let mut last = None;
         for attempt in 0..self.options.max_attempts {
             if attempt > 0 {
                 self.back_off(attempt).await;
             }
-            let planned = {
-                let cache = self.cache();
-                cache
-                    .snapshot
-                    .plan_auto_assign(&remaining, now())
-                    .map(|p| (prepare(&cache, p.plan), p.ipv4, p.ipv6))
+            let mut planned = self.plan_auto_assign(&remaining);
+            // A refusal or a shortfall writes nothing, so no
+            // compare-and-swap would catch a stale cache (a block freed or
+            // a pool added by another process): it is given only after
+            // planning again on everything read just now.
+            let unwritten = match &planned {
+                Ok((_, v4, v6)) => !v4.shortfall.is_empty() || !v6.shortfall.is_empty(),
+                Err(_) => true,
             };
+            if unwritten && !verified {
+                verified = true;
+                self.refresh().await?;
+                planned = self.plan_auto_assign(&remaining);
+            }
             let (prepared, planned_v4, planned_v6) = match planned {
                 Ok(planned) => planned,
                 Err(refused) => {
@@ -775,6 +783,15 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 message: "no attempt was made".to_string(),
             }),
         ))
+    }
+
+    fn plan_auto_assign(
+        &self,
+        request: &AutoAssignRequest,
+    ) -> Result<(Prepared, Assignments, Assignments), ipam_core::Error> {
+        let cache = self.cache();
+        let planned = cache.snapshot.plan_auto_assign(request, now())?;
+        Ok((prepare(&cache, planned.plan), planned.ipv4, planned.ipv6))
     }
 
     /// What a handle already holds, read fresh, as an auto-assign answer;
@@ -830,18 +847,28 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     pub async fn assign_ip(&self, request: &AssignIpRequest) -> Result<(), IpamError> {
         let _node = self.lock_node(&request.node).await;
         self.ensure_fresh().await?;
+        let mut verified = false;
         let mut last = None;
         for attempt in 0..self.options.max_attempts {
             if attempt > 0 {
                 self.back_off(attempt).await;
             }
-            let planned = {
+            let plan_it = || {
                 let cache = self.cache();
                 cache
                     .snapshot
                     .plan_assign_ip(request, now())
                     .map(|plan| prepare(&cache, plan))
             };
+            let mut planned = plan_it();
+            // A refusal writes nothing: give it only from fresh data.
+            if planned.is_err() && !verified {
+                verified = true;
+                self.refresh().await?;
+                self.load_blocks_of(std::iter::once(request.address), true)
+                    .await?;
+                planned = plan_it();
+            }
             let prepared = match planned {
                 Ok(prepared) => prepared,
                 Err(ipam_core::Error::AddressInUse { handle, .. }) if handle == request.handle => {
@@ -873,21 +900,31 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     }
 
     async fn release_unlocked(&self, requests: &[ReleaseRequest]) -> Result<Released, IpamError> {
-        self.load_blocks_of(requests.iter().map(|r| r.address))
+        self.load_blocks_of(requests.iter().map(|r| r.address), false)
             .await?;
         let mut remaining = requests.to_vec();
         let mut out = Released::default();
+        let mut verified = false;
         let mut last = None;
         for attempt in 0..self.options.max_attempts {
             if attempt > 0 {
                 self.back_off(attempt).await;
             }
-            let (planned, prepared) = {
-                let cache = self.cache();
-                let mut planned = cache.snapshot.plan_release(&remaining)?;
-                let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
-                (planned, prepared)
+            let mut planned = self.plan_release(&remaining);
+            // Calling an address free, or refusing a release, writes
+            // nothing, so no compare-and-swap would catch a stale cache:
+            // such an answer is given only from blocks read just now.
+            let unwritten = match &planned {
+                Ok((plan, _)) => !plan.already_free.is_empty(),
+                Err(_) => true,
             };
+            if unwritten && !verified {
+                verified = true;
+                self.load_blocks_of(remaining.iter().map(|r| r.address), true)
+                    .await?;
+                planned = self.plan_release(&remaining);
+            }
+            let (planned, prepared) = planned?;
             let (deltas, written, failure) = self.write_release_blocks(prepared).await;
             out.released.extend(
                 planned
@@ -911,24 +948,38 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         Err(self.exhausted("release", last.expect("at least one attempt")))
     }
 
-    /// Makes sure the cache has the current block of every address whose
-    /// block it does not know: another process may have created it since
-    /// the last listing, and a release must not call its addresses free.
+    fn plan_release(
+        &self,
+        requests: &[ReleaseRequest],
+    ) -> Result<(ipam_core::ReleasePlan, Prepared), ipam_core::Error> {
+        let cache = self.cache();
+        let mut planned = cache.snapshot.plan_release(requests)?;
+        let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
+        Ok((planned, prepared))
+    }
+
+    /// Reads the blocks of addresses into the cache: with `all`, every one
+    /// of them; else only those the cache does not know (another process
+    /// may have created them since the last listing).
     async fn load_blocks_of(
         &self,
         addresses: impl Iterator<Item = IpAddr>,
+        all: bool,
     ) -> Result<(), StoreError> {
-        let unknown: Vec<BlockCidr> = {
+        let cidrs: Vec<BlockCidr> = {
             let cache = self.cache();
-            let mut unknown: Vec<BlockCidr> = addresses
-                .filter(|a| cache.snapshot.block_containing(*a).is_none())
-                .filter_map(|a| cache.snapshot.pool_of(a).and_then(|p| p.block_of(a)))
+            let mut cidrs: Vec<BlockCidr> = addresses
+                .filter_map(|a| match cache.snapshot.block_containing(a) {
+                    Some(block) if all => Some(block.cidr()),
+                    Some(_) => None,
+                    None => cache.snapshot.pool_of(a).and_then(|p| p.block_of(a)),
+                })
                 .collect();
-            unknown.sort();
-            unknown.dedup();
-            unknown
+            cidrs.sort();
+            cidrs.dedup();
+            cidrs
         };
-        for cidr in unknown {
+        for cidr in cidrs {
             self.reload(&Key::Block(cidr)).await?;
         }
         Ok(())
@@ -1112,7 +1163,9 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// returns the blocks now affine to it and those another owner holds.
     pub async fn claim_affinity(&self, node: &str, cidr: IpNet) -> Result<ClaimPlan, IpamError> {
         let _node = self.lock_node(node).await;
-        self.ensure_fresh().await?;
+        // Blocks reported as already ours or as someone else's are not
+        // written, so they are judged on a fresh listing.
+        self.refresh().await?;
         self.run_affinity_plan("claim affinity", |s| {
             s.plan_claim_affinity(node, cidr, now())
         })
@@ -1129,7 +1182,14 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         require_empty: bool,
     ) -> Result<(), IpamError> {
         let _node = self.lock_node(node).await;
-        self.ensure_fresh().await?;
+        // A refusal (block in use, no such affinity) writes nothing, so it
+        // is judged on the current affinity and block.
+        self.reload(&Key::Affinity(AffinityKey {
+            node: node.to_string(),
+            cidr,
+        }))
+        .await?;
+        self.reload(&Key::Block(cidr)).await?;
         self.run_affinity_plan("release affinity", |s| {
             s.plan_release_affinity(node, cidr, require_empty)
                 .map(|plan| ClaimPlan {
