@@ -681,8 +681,11 @@ impl<S: Datastore + ?Sized> Ipam<S> {
 
     /// Assigns addresses to a handle on a node (Calico's AutoAssign).
     /// Idempotent: when the handle already holds addresses, those are
-    /// returned and nothing new is allocated. Running short is not an
-    /// error; see [`Assignments::shortfall`].
+    /// returned and nothing new is allocated. Calico 3.32 does that only
+    /// for KubeVirt handles (ipam.go, `MaxAllocToHandlePerIPVersion`); a
+    /// retried CNI ADD there gets a second address, which leaks until the
+    /// pod goes. Running short is not an error; see
+    /// [`Assignments::shortfall`].
     pub async fn auto_assign(
         &self,
         request: &AutoAssignRequest,
