@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use ipam_core::{AutoAssignRequest, IpamConfig, Pool, PoolSpec};
 use ipam_store::embedded::EmbeddedStore;
+use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::memory::MemoryStore;
 use ipam_store::{Datastore, Ipam, RoundTrips};
+use testkit::etcd::EtcdServer;
 
 /// A started backend and whatever must outlive it (temp dir, etcd process).
 type Started = (Arc<dyn Datastore>, Box<dyn std::any::Any>);
@@ -145,6 +147,15 @@ async fn start(backend: &str) -> Started {
             let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
             (Arc::new(store), Box::new(dir))
         }
+        "etcd" => {
+            let etcd = EtcdServer::start()
+                .await
+                .unwrap_or_else(|e| panic!("starting etcd: {e}"));
+            let store = EtcdStore::connect(&[etcd.endpoint()], EtcdOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("connecting to {}: {e}", etcd.endpoint()));
+            (Arc::new(store), Box::new(etcd))
+        }
         other => panic!("unknown backend {other:?}: use memory, embedded or etcd"),
     }
 }
@@ -164,7 +175,7 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     if backends.is_empty() {
-        backends = vec!["memory".into(), "embedded".into()];
+        backends = vec!["memory".into(), "embedded".into(), "etcd".into()];
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

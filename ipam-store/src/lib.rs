@@ -26,6 +26,7 @@ pub mod datastore;
 pub mod embedded;
 pub mod engine;
 pub mod error;
+pub mod etcd;
 pub mod kubernetes;
 pub mod memory;
 pub mod model;

@@ -5,5 +5,6 @@
 mod suite;
 
 mod embedded;
+mod etcd;
 mod kubernetes;
 mod memory;

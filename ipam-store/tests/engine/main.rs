@@ -5,6 +5,7 @@
 mod cases;
 mod concurrency;
 mod embedded;
+mod etcd;
 mod faults;
 mod kubernetes;
 
