@@ -1,0 +1,149 @@
+//! Command-line flags, each also read from an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Parser, ValueEnum};
+
+/// ipam-server: Calico-compatible IP address management over HTTP.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ipam-server", version, about)]
+pub struct Args {
+    /// Where to listen: `HOST:PORT`, or `unix:PATH` for a unix socket.
+    #[arg(long, env = "IPAM_LISTEN", default_value = "127.0.0.1:9310")]
+    pub listen: Listen,
+
+    /// Where IPAM state lives.
+    #[arg(long, env = "IPAM_DATASTORE", value_enum, default_value_t = DatastoreKind::Embedded)]
+    pub datastore: DatastoreKind,
+
+    /// Directory of the embedded datastore.
+    #[arg(long, env = "IPAM_DATA_DIR", default_value = "ipam-data")]
+    pub data_dir: PathBuf,
+
+    /// etcd endpoints, comma separated (http://127.0.0.1:2379).
+    #[arg(long, env = "IPAM_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Kubeconfig for the Kubernetes datastore; without it, the pod's
+    /// service account when in a cluster, else ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// File holding the bearer token clients must send; required when
+    /// listening on anything but loopback or a unix socket.
+    #[arg(long, env = "IPAM_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Log filter (error, warn, info, debug, trace, or tracing directives).
+    #[arg(long, env = "IPAM_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Most addresses one request may ask for (IPv4 and IPv6 together).
+    #[arg(long, env = "IPAM_MAX_ADDRESSES_PER_REQUEST", default_value_t = 128)]
+    pub max_addresses_per_request: u32,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "IPAM_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Longest a request may take, in seconds, before it is answered 503.
+    #[arg(long, env = "IPAM_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub request_timeout_seconds: u64,
+}
+
+/// The datastores the server can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatastoreKind {
+    /// One redb file in `--data-dir`, durable on every write.
+    Embedded,
+    /// In memory, lost on exit: for tests and trials.
+    Memory,
+    /// etcd v3 in Calico's key layout.
+    Etcd,
+    /// Calico's custom resources in a Kubernetes cluster.
+    Kubernetes,
+}
+
+/// An address to listen on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// TCP.
+    Tcp(SocketAddr),
+    /// A unix socket at a path.
+    Unix(PathBuf),
+}
+
+impl Listen {
+    /// Whether only this machine can reach it: loopback TCP or a unix
+    /// socket (file permissions guard those).
+    pub fn is_local(&self) -> bool {
+        match self {
+            Listen::Tcp(address) => address.ip().is_loopback(),
+            Listen::Unix(_) => true,
+        }
+    }
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Listen, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path, as in unix:/run/ipam.sock".to_string());
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        text.parse::<SocketAddr>().map(Listen::Tcp).map_err(|_| {
+            format!("{text:?} is neither HOST:PORT (127.0.0.1:9310, [::1]:9310) nor unix:PATH")
+        })
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(address) => write!(f, "{address}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_parses_tcp_and_unix_and_says_what_it_wanted() {
+        assert_eq!(
+            "127.0.0.1:9310".parse::<Listen>().unwrap(),
+            Listen::Tcp("127.0.0.1:9310".parse().unwrap())
+        );
+        assert_eq!(
+            "unix:/run/ipam.sock".parse::<Listen>().unwrap(),
+            Listen::Unix("/run/ipam.sock".into())
+        );
+        let err = "localhost".parse::<Listen>().unwrap_err();
+        assert!(err.contains("\"localhost\" is neither HOST:PORT"), "{err}");
+        assert!("unix:".parse::<Listen>().is_err());
+    }
+
+    #[test]
+    fn only_loopback_and_unix_sockets_are_local() {
+        assert!("127.0.0.1:1".parse::<Listen>().unwrap().is_local());
+        assert!("[::1]:1".parse::<Listen>().unwrap().is_local());
+        assert!("unix:/x".parse::<Listen>().unwrap().is_local());
+        assert!(!"0.0.0.0:9310".parse::<Listen>().unwrap().is_local());
+        assert!(!"10.1.2.3:9310".parse::<Listen>().unwrap().is_local());
+    }
+
+    #[test]
+    fn no_arguments_mean_loopback_and_the_embedded_store() {
+        let args = Args::try_parse_from(["ipam-server"]).unwrap();
+        assert_eq!(args.listen.to_string(), "127.0.0.1:9310");
+        assert_eq!(args.datastore, DatastoreKind::Embedded);
+        assert_eq!(args.data_dir, PathBuf::from("ipam-data"));
+    }
+}

@@ -1,0 +1,151 @@
+//! Every failure the API reports: a stable machine-readable `code`, a
+//! message for people, and the HTTP status that fits.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ipam_core::Error as Refusal;
+use ipam_store::{IpamError, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable: what kind of failure.
+    pub code: String,
+    /// What went wrong, naming the field or value.
+    pub message: String,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// See [`ErrorBody::code`].
+    pub code: &'static str,
+    /// See [`ErrorBody::message`].
+    pub message: String,
+}
+
+impl ApiError {
+    /// A 400 for a request that is malformed or asks for something invalid.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn new(status: StatusCode, code: &'static str, message: impl ToString) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code.to_string(),
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        let status = match rejection {
+            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            JsonRejection::BytesRejection(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let code = match status {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            _ => "invalid_body",
+        };
+        ApiError::new(status, code, rejection.body_text())
+    }
+}
+
+impl From<IpamError> for ApiError {
+    fn from(error: IpamError) -> ApiError {
+        use StatusCode as S;
+        let (status, code) = match &error {
+            IpamError::Refused(refusal) => refusal_status(refusal),
+            IpamError::Store(store) => store_status(store),
+            IpamError::RetriesExhausted { .. } => (S::CONFLICT, "conflict_retries_exhausted"),
+            IpamError::PoolFieldImmutable { .. } => (S::BAD_REQUEST, "pool_field_immutable"),
+        };
+        ApiError::new(status, code, error)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        let (status, code) = store_status(&error);
+        ApiError::new(status, code, error)
+    }
+}
+
+fn store_status(error: &StoreError) -> (StatusCode, &'static str) {
+    match error {
+        StoreError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+        StoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        StoreError::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
+        StoreError::Unavailable { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "datastore_unavailable")
+        }
+        // A stored object that does not parse, or one the datastore refused.
+        StoreError::Invalid { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "datastore_invalid"),
+    }
+}
+
+fn refusal_status(refusal: &Refusal) -> (StatusCode, &'static str) {
+    use StatusCode as S;
+    match refusal {
+        Refusal::InvalidCidr { .. } => (S::BAD_REQUEST, "invalid_cidr"),
+        Refusal::CidrNotAligned { .. } => (S::BAD_REQUEST, "cidr_not_aligned"),
+        Refusal::BlockTooLarge { .. } | Refusal::BlockSizeOutOfRange { .. } => {
+            (S::BAD_REQUEST, "invalid_block_size")
+        }
+        Refusal::PoolSmallerThanBlock { .. } => (S::BAD_REQUEST, "pool_smaller_than_block"),
+        Refusal::InvalidSelector { .. } => (S::BAD_REQUEST, "invalid_selector"),
+        Refusal::InvalidConfig { .. } => (S::BAD_REQUEST, "invalid_config"),
+        Refusal::PoolFamilyMismatch { .. } => (S::BAD_REQUEST, "pool_family_mismatch"),
+        Refusal::ClaimOutsidePool { .. } => (S::BAD_REQUEST, "claim_outside_pool"),
+        Refusal::AddressNotInPool { .. } => (S::BAD_REQUEST, "address_not_in_pool"),
+        Refusal::MalformedBlock { .. } | Refusal::MalformedHandle { .. } => {
+            (S::INTERNAL_SERVER_ERROR, "datastore_invalid")
+        }
+        Refusal::AddressInUse { .. } => (S::CONFLICT, "address_in_use"),
+        Refusal::BlockNotEmpty { .. } => (S::CONFLICT, "block_in_use"),
+        Refusal::PoolsOverlap { .. } => (S::CONFLICT, "pool_overlap"),
+        Refusal::SequenceNumberMismatch { .. } | Refusal::HandleMismatch { .. } => {
+            (S::CONFLICT, "allocation_changed")
+        }
+        Refusal::HandleNotFound { .. } => (S::NOT_FOUND, "handle_not_found"),
+        Refusal::AffinityNotFound { .. } => (S::NOT_FOUND, "affinity_not_found"),
+        Refusal::NoPoolForNode { .. }
+        | Refusal::RequestedPoolUnavailable { .. }
+        | Refusal::AutoAllocateDisabled { .. }
+        | Refusal::BlockLimitReached { .. }
+        | Refusal::StrictAffinityViolation { .. } => (S::UNPROCESSABLE_ENTITY, "unsatisfiable"),
+    }
+}
