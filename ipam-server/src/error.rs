@@ -1,7 +1,7 @@
 //! Every failure the API reports: a stable machine-readable `code`, a
 //! message for people, and the HTTP status that fits.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -81,6 +81,18 @@ impl From<JsonRejection> for ApiError {
             _ => "invalid_body",
         };
         ApiError::new(status, code, rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError::bad_request("invalid_path", rejection.body_text())
     }
 }
 

@@ -1,1 +1,17 @@
-//! The HTTP API, health, metrics and usage page of ipam-server (issue 5). Empty until then.
+//! ipam-server: the IPAM engine behind a JSON HTTP API.
+//!
+//! [`app`] builds the routes (`/v1/...`, `/healthz`, `/readyz`,
+//! `/openapi.json`), [`api`] holds the handlers and their request and
+//! response types, [`error`] maps every failure to a status and a stable
+//! code, [`server`] opens the datastore and serves, [`defaults`] chooses
+//! the default pools as calico-node does, [`args`] parses the flags.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod app;
+pub mod args;
+pub mod defaults;
+pub mod error;
+pub mod server;

@@ -1148,6 +1148,12 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             .cloned())
     }
 
+    /// One block, read fresh; `None` when it does not exist.
+    pub async fn block(&self, cidr: BlockCidr) -> Result<Option<Block>, IpamError> {
+        self.reload(&Key::Block(cidr)).await?;
+        Ok(self.cache().snapshot.block(&cidr).cloned())
+    }
+
     /// Everything in the datastore, read fresh, handles included: for
     /// usage reports and consistency checks.
     pub async fn snapshot(&self) -> Result<Snapshot, IpamError> {
@@ -1161,6 +1167,23 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     }
 
     // ----- affinities ----------------------------------------------------
+
+    /// A node's affinities, in any state, read fresh.
+    pub async fn affinities_of(&self, node: &str) -> Result<Vec<ipam_core::Affinity>, IpamError> {
+        let listed = self
+            .store
+            .list(&ListQuery::AffinitiesOf(node.to_string()))
+            .await?;
+        let mut affinities: Vec<ipam_core::Affinity> = listed
+            .into_iter()
+            .filter_map(|item| match item.value {
+                Value::Affinity(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        affinities.sort_by_key(|a| a.cidr);
+        Ok(affinities)
+    }
 
     /// Claims every block of `cidr` for a node (Calico's ClaimAffinity):
     /// returns the blocks now affine to it and those another owner holds.

@@ -596,11 +596,15 @@ pub async fn claim_and_release_affinities(store: Arc<dyn Datastore>) {
         .await
         .unwrap();
     assert_eq!((claim.claimed.len(), claim.failed.len()), (3, 1));
-    let mine = store
-        .list(&ListQuery::AffinitiesOf("n".into()))
-        .await
-        .unwrap();
+    let mine = engine.affinities_of("n").await.unwrap();
     assert_eq!(mine.len(), 3);
+    assert!(mine
+        .iter()
+        .all(|a| a.state == AffinityState::Confirmed && a.node == "n"));
+    assert!(
+        mine.windows(2).all(|w| w[0].cidr < w[1].cidr),
+        "in block order"
+    );
     engine
         .auto_assign(&request("in-use", "n", 1, 0))
         .await

@@ -1,0 +1,943 @@
+//! The JSON API under `/v1`: one route per engine operation, with request
+//! and response types whose field names are the API's stable schema
+//! (camelCase; pool specs and the IPAM config in Calico's own field names).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use ipam_core::block::BlockOwner;
+use ipam_core::plan::Assignments;
+use ipam_core::usage::{usage, BlockUsage};
+use ipam_core::{
+    AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, IpamConfig, Pool, PoolSpec,
+    ReleaseRequest,
+};
+use ipam_store::{Datastore, Ipam};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+
+/// What every handler shares.
+pub struct ApiState {
+    /// The engine.
+    pub engine: Arc<Ipam<dyn Datastore>>,
+    /// Most addresses one request may ask for.
+    pub max_addresses_per_request: u32,
+}
+
+type Shared = State<Arc<ApiState>>;
+
+/// `Json` whose rejections are [`ApiError`]s with a stable code.
+#[derive(Debug, FromRequest)]
+#[from_request(via(Json), rejection(ApiError))]
+pub struct Body<T>(pub T);
+
+/// `Query` whose rejections are [`ApiError`]s.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(Query), rejection(ApiError))]
+pub struct Params<T>(pub T);
+
+/// `Path` whose rejections are [`ApiError`]s.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(Path), rejection(ApiError))]
+pub struct Segment<T>(pub T);
+
+fn invalid(field: &str, value: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_value", format!("{field}: {value:?} {why}"))
+}
+
+// ----- assignment ------------------------------------------------------------
+
+/// `POST /v1/assign`: addresses chosen by the IPAM.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssignBody {
+    /// The handle that will own the addresses (`<network>.<container id>`).
+    pub handle: String,
+    /// The node the addresses are for.
+    pub node: String,
+    /// IPv4 addresses wanted.
+    #[serde(default)]
+    pub ipv4: u32,
+    /// IPv6 addresses wanted.
+    #[serde(default)]
+    pub ipv6: u32,
+    /// IPv4 pools (CIDRs) to use instead of those selecting the node.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub ipv4_pools: Vec<IpNet>,
+    /// IPv6 pools (CIDRs) to use instead of those selecting the node.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub ipv6_pools: Vec<IpNet>,
+    /// Recorded with the addresses: node, namespace, pod, timestamp.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// The node's labels, for pools' nodeSelector.
+    #[serde(default)]
+    pub node_labels: BTreeMap<String, String>,
+    /// The namespace's labels, for pools' namespaceSelector.
+    #[serde(default)]
+    pub namespace_labels: BTreeMap<String, String>,
+    /// `Workload` (default) or `Tunnel`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub intended_use: Option<AllowedUse>,
+    /// A per-request cap on the node's blocks (0: the config's).
+    #[serde(default)]
+    pub max_blocks_per_host: u32,
+}
+
+/// The addresses assigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignResponse {
+    /// The handle.
+    pub handle: String,
+    /// IPv4 addresses with their block's prefix length (`10.0.0.5/26`).
+    #[schema(value_type = Vec<String>)]
+    pub ipv4: Vec<IpNet>,
+    /// IPv6 addresses with their block's prefix length.
+    #[schema(value_type = Vec<String>)]
+    pub ipv6: Vec<IpNet>,
+    /// True when the handle already held these and nothing was allocated.
+    pub existing: bool,
+}
+
+fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_value",
+            format!("{field} must not be empty"),
+        ));
+    }
+    Ok(())
+}
+
+/// Assigns addresses. All or nothing: when a family cannot be satisfied in
+/// full, what was taken is given back and the answer is 422.
+#[utoipa::path(post, path = "/v1/assign", tag = "assignment", request_body = AssignBody,
+    responses(
+        (status = 200, description = "Assigned (or already held)", body = AssignResponse),
+        (status = 400, description = "Bad request or too many addresses", body = ErrorBody),
+        (status = 422, description = "Pools exhausted or no pool for the node", body = ErrorBody),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn assign(
+    State(state): Shared,
+    Body(body): Body<AssignBody>,
+) -> Result<Json<AssignResponse>, ApiError> {
+    check_name("handle", &body.handle)?;
+    check_name("node", &body.node)?;
+    let asked = u64::from(body.ipv4) + u64::from(body.ipv6);
+    if asked == 0 {
+        return Err(ApiError::bad_request(
+            "missing_value",
+            "ipv4 and ipv6 are both 0: ask for at least one address",
+        ));
+    }
+    if asked > u64::from(state.max_addresses_per_request) {
+        return Err(ApiError::bad_request(
+            "too_many_addresses",
+            format!(
+                "ipv4 + ipv6 = {asked} addresses: at most {} per request",
+                state.max_addresses_per_request
+            ),
+        ));
+    }
+    let mut request = AutoAssignRequest::new(&body.handle, &body.node, body.ipv4, body.ipv6);
+    request.ipv4_pools = body.ipv4_pools;
+    request.ipv6_pools = body.ipv6_pools;
+    request.attributes = body.attributes;
+    request.node_labels = body.node_labels;
+    request.namespace_labels = body.namespace_labels;
+    request.intended_use = body.intended_use.unwrap_or(AllowedUse::Workload);
+    request.max_blocks_per_host = body.max_blocks_per_host;
+    let got = state.engine.auto_assign(&request).await?;
+    let short = |a: &Assignments| (a.addresses.len() as u32) < a.requested;
+    if !got.existing && (short(&got.ipv4) || short(&got.ipv6)) {
+        let taken: Vec<ReleaseRequest> = got
+            .ipv4
+            .addresses
+            .iter()
+            .chain(&got.ipv6.addresses)
+            .map(|a| ReleaseRequest {
+                address: a.addr(),
+                handle: Some(body.handle.clone()),
+                sequence_number: None,
+            })
+            .collect();
+        state.engine.release(&taken).await?;
+        let reasons: Vec<String> = got
+            .ipv4
+            .shortfall
+            .iter()
+            .chain(&got.ipv6.shortfall)
+            .map(ToString::to_string)
+            .collect();
+        return Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "pool_exhausted",
+            message: format!(
+                "asked for {} IPv4 and {} IPv6 addresses, found {} and {}: {}",
+                got.ipv4.requested,
+                got.ipv6.requested,
+                got.ipv4.addresses.len(),
+                got.ipv6.addresses.len(),
+                reasons.join("; ")
+            ),
+        });
+    }
+    Ok(Json(AssignResponse {
+        handle: body.handle,
+        ipv4: got.ipv4.addresses,
+        ipv6: got.ipv6.addresses,
+        existing: got.existing,
+    }))
+}
+
+/// `POST /v1/assign-ip`: one chosen address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssignIpBody {
+    /// The handle that will own it.
+    pub handle: String,
+    /// The node it is for.
+    pub node: String,
+    /// The address.
+    #[schema(value_type = String)]
+    pub address: IpAddr,
+    /// Recorded with the address.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Assigns one chosen address (a pod's `IP=` or an annotation).
+#[utoipa::path(post, path = "/v1/assign-ip", tag = "assignment", request_body = AssignIpBody,
+    responses(
+        (status = 200, description = "Assigned (or already this handle's)", body = AssignIpBody),
+        (status = 400, description = "Not in any pool, or bad request", body = ErrorBody),
+        (status = 409, description = "Held by another handle", body = ErrorBody),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn assign_ip(
+    State(state): Shared,
+    Body(body): Body<AssignIpBody>,
+) -> Result<Json<AssignIpBody>, ApiError> {
+    check_name("handle", &body.handle)?;
+    check_name("node", &body.node)?;
+    let request = AssignIpRequest {
+        handle: body.handle.clone(),
+        node: body.node.clone(),
+        address: body.address,
+        attributes: body.attributes.clone(),
+    };
+    state.engine.assign_ip(&request).await?;
+    Ok(Json(body))
+}
+
+// ----- release ---------------------------------------------------------------
+
+/// One address to release.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseItem {
+    /// The address.
+    #[schema(value_type = String)]
+    pub address: IpAddr,
+    /// When set, release only if this handle holds it.
+    #[serde(default)]
+    pub handle: Option<String>,
+    /// When set, release only if the allocation carries this sequence
+    /// number (from a check report), so nothing reassigned is freed.
+    #[serde(default)]
+    pub sequence_number: Option<u64>,
+}
+
+/// `POST /v1/release`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseBody {
+    /// The addresses.
+    pub addresses: Vec<ReleaseItem>,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseResponse {
+    /// Addresses freed.
+    #[schema(value_type = Vec<String>)]
+    pub released: Vec<IpAddr>,
+    /// Addresses that were free already (not an error).
+    #[schema(value_type = Vec<String>)]
+    pub already_free: Vec<IpAddr>,
+}
+
+/// Releases addresses. Free ones are reported, not refused.
+#[utoipa::path(post, path = "/v1/release", tag = "release", request_body = ReleaseBody,
+    responses(
+        (status = 200, description = "Released", body = ReleaseResponse),
+        (status = 400, description = "Bad request or too many addresses", body = ErrorBody),
+        (status = 409, description = "An expectation (handle, sequence number) no longer holds; nothing released", body = ErrorBody),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn release(
+    State(state): Shared,
+    Body(body): Body<ReleaseBody>,
+) -> Result<Json<ReleaseResponse>, ApiError> {
+    let count = body.addresses.len();
+    if count as u64 > u64::from(state.max_addresses_per_request) {
+        return Err(ApiError::bad_request(
+            "too_many_addresses",
+            format!(
+                "addresses: {count} given, at most {} per request",
+                state.max_addresses_per_request
+            ),
+        ));
+    }
+    let requests: Vec<ReleaseRequest> = body
+        .addresses
+        .into_iter()
+        .map(|item| ReleaseRequest {
+            address: item.address,
+            handle: item.handle,
+            sequence_number: item.sequence_number,
+        })
+        .collect();
+    let out = state.engine.release(&requests).await?;
+    Ok(Json(ReleaseResponse {
+        released: out.released,
+        already_free: out.already_free,
+    }))
+}
+
+/// The addresses of a handle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandleAddresses {
+    /// The handle.
+    pub handle: String,
+    /// Its addresses, with their block's prefix length.
+    #[schema(value_type = Vec<String>)]
+    pub addresses: Vec<IpNet>,
+}
+
+/// Releases every address of a handle and the handle. An unknown handle
+/// releases nothing and is not an error.
+#[utoipa::path(delete, path = "/v1/handles/{handle}", tag = "release",
+    params(("handle" = String, Path, description = "The handle id")),
+    responses(
+        (status = 200, description = "Released", body = ReleaseResponse),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn release_handle(
+    State(state): Shared,
+    Segment(handle): Segment<String>,
+) -> Result<Json<ReleaseResponse>, ApiError> {
+    let released = state.engine.release_by_handle(&handle).await?;
+    Ok(Json(ReleaseResponse {
+        released,
+        already_free: Vec::new(),
+    }))
+}
+
+/// The addresses a handle holds.
+#[utoipa::path(get, path = "/v1/handles/{handle}", tag = "queries",
+    params(("handle" = String, Path, description = "The handle id")),
+    responses(
+        (status = 200, description = "Its addresses", body = HandleAddresses),
+        (status = 404, description = "The handle holds no address", body = ErrorBody),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn handle_addresses(
+    State(state): Shared,
+    Segment(handle): Segment<String>,
+) -> Result<Json<HandleAddresses>, ApiError> {
+    let addresses = state.engine.addresses_of_handle(&handle).await?;
+    if addresses.is_empty() {
+        return Err(ApiError::not_found(
+            "handle_not_found",
+            format!("handle {handle:?} holds no address"),
+        ));
+    }
+    Ok(Json(HandleAddresses { handle, addresses }))
+}
+
+// ----- queries ---------------------------------------------------------------
+
+/// Who holds an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressInfo {
+    /// The address.
+    #[schema(value_type = String)]
+    pub address: IpAddr,
+    /// `inUse`, `free` or `notInPool`.
+    pub status: AddressState,
+    /// The pool it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// The handle holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// What was recorded with it (node, namespace, pod, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Whether an address is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AddressState {
+    /// Allocated.
+    InUse,
+    /// In a pool, not allocated.
+    Free,
+    /// In no pool.
+    NotInPool,
+}
+
+/// Who holds an address, read fresh.
+#[utoipa::path(get, path = "/v1/addresses/{address}", tag = "queries",
+    params(("address" = String, Path, description = "An IPv4 or IPv6 address")),
+    responses(
+        (status = 200, description = "Its state", body = AddressInfo),
+        (status = 400, description = "Not an address", body = ErrorBody),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn address_info(
+    State(state): Shared,
+    Segment(address): Segment<String>,
+) -> Result<Json<AddressInfo>, ApiError> {
+    let ip: IpAddr = address
+        .parse()
+        .map_err(|_| invalid("address", &address, "is not an IPv4 or IPv6 address"))?;
+    let attribute = state.engine.attributes_of(ip).await?;
+    let pools = state.engine.pools().await?;
+    let pool = pools
+        .iter()
+        .find(|p| p.contains(ip))
+        .map(|p| p.name().to_string());
+    let info = match attribute {
+        Some(attribute) => AddressInfo {
+            address: ip,
+            status: AddressState::InUse,
+            pool,
+            handle: attribute.handle().map(str::to_string),
+            attributes: attribute.secondary.to_map(),
+        },
+        None => AddressInfo {
+            address: ip,
+            status: if pool.is_some() {
+                AddressState::Free
+            } else {
+                AddressState::NotInPool
+            },
+            pool,
+            handle: None,
+            attributes: BTreeMap::new(),
+        },
+    };
+    Ok(Json(info))
+}
+
+// ----- pools -----------------------------------------------------------------
+
+/// A pool: its name and Calico's IPPool spec (`cidr`, `blockSize`,
+/// `nodeSelector`, `disabled`, `ipipMode`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolBody {
+    /// The pool's name.
+    pub name: String,
+    /// Calico's IPPool spec.
+    #[schema(value_type = Object)]
+    pub spec: PoolSpec,
+}
+
+impl From<&Pool> for PoolBody {
+    fn from(pool: &Pool) -> PoolBody {
+        PoolBody {
+            name: pool.name().to_string(),
+            spec: pool.spec().clone(),
+        }
+    }
+}
+
+/// `PUT /v1/pools/{name}`: the new spec.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolSpecBody {
+    /// Calico's IPPool spec.
+    #[schema(value_type = Object)]
+    pub spec: PoolSpec,
+}
+
+fn validated_pool(name: &str, spec: PoolSpec) -> Result<Pool, ApiError> {
+    check_name("name", name)?;
+    Ok(Pool::new(name, spec).map_err(ipam_store::IpamError::from)?)
+}
+
+/// Every pool, by name.
+#[utoipa::path(get, path = "/v1/pools", tag = "pools",
+    responses(
+        (status = 200, description = "The pools", body = Vec<PoolBody>),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn list_pools(State(state): Shared) -> Result<Json<Vec<PoolBody>>, ApiError> {
+    let pools = state.engine.pools().await?;
+    Ok(Json(pools.iter().map(PoolBody::from).collect()))
+}
+
+/// One pool.
+#[utoipa::path(get, path = "/v1/pools/{name}", tag = "pools",
+    params(("name" = String, Path, description = "The pool's name")),
+    responses(
+        (status = 200, description = "The pool", body = PoolBody),
+        (status = 404, description = "No such pool", body = ErrorBody),
+    ))]
+pub async fn get_pool(
+    State(state): Shared,
+    Segment(name): Segment<String>,
+) -> Result<Json<PoolBody>, ApiError> {
+    let pools = state.engine.pools().await?;
+    pools
+        .iter()
+        .find(|p| p.name() == name)
+        .map(|p| Json(PoolBody::from(p)))
+        .ok_or_else(|| ApiError::not_found("pool_not_found", format!("no pool named {name:?}")))
+}
+
+/// Creates a pool; refused when it overlaps another or is invalid.
+#[utoipa::path(post, path = "/v1/pools", tag = "pools", request_body = PoolBody,
+    responses(
+        (status = 201, description = "Created", body = PoolBody),
+        (status = 400, description = "Invalid CIDR, block size or selector", body = ErrorBody),
+        (status = 409, description = "Overlaps a pool, or the name is taken", body = ErrorBody),
+    ))]
+pub async fn create_pool(
+    State(state): Shared,
+    Body(body): Body<PoolBody>,
+) -> Result<(StatusCode, Json<PoolBody>), ApiError> {
+    let pool = validated_pool(&body.name, body.spec)?;
+    state.engine.create_pool(pool.clone()).await?;
+    Ok((StatusCode::CREATED, Json(PoolBody::from(&pool))))
+}
+
+/// Replaces a pool's spec (its CIDR and block size cannot change).
+#[utoipa::path(put, path = "/v1/pools/{name}", tag = "pools", request_body = PoolSpecBody,
+    params(("name" = String, Path, description = "The pool's name")),
+    responses(
+        (status = 200, description = "Updated", body = PoolBody),
+        (status = 400, description = "Invalid spec, or a change of cidr or blockSize", body = ErrorBody),
+        (status = 404, description = "No such pool", body = ErrorBody),
+        (status = 409, description = "Changed meanwhile", body = ErrorBody),
+    ))]
+pub async fn update_pool(
+    State(state): Shared,
+    Segment(name): Segment<String>,
+    Body(body): Body<PoolSpecBody>,
+) -> Result<Json<PoolBody>, ApiError> {
+    let pool = validated_pool(&name, body.spec)?;
+    state.engine.update_pool(pool.clone()).await?;
+    Ok(Json(PoolBody::from(&pool)))
+}
+
+/// Deletes a pool as Calico does: disabled, its affinities released (empty
+/// blocks deleted), then removed. Addresses in use stay allocated.
+#[utoipa::path(delete, path = "/v1/pools/{name}", tag = "pools",
+    params(("name" = String, Path, description = "The pool's name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such pool", body = ErrorBody),
+    ))]
+pub async fn delete_pool(
+    State(state): Shared,
+    Segment(name): Segment<String>,
+) -> Result<StatusCode, ApiError> {
+    state.engine.delete_pool(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- config ----------------------------------------------------------------
+
+/// The IPAM configuration, in Calico's field names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigBody {
+    /// A node never borrows from another node's block.
+    pub strict_affinity: bool,
+    /// Nodes may claim new blocks.
+    pub auto_allocate_blocks: bool,
+    /// Most blocks per node (0: Calico's default of 20).
+    #[serde(default)]
+    pub max_blocks_per_host: u32,
+}
+
+impl From<IpamConfig> for ConfigBody {
+    fn from(config: IpamConfig) -> ConfigBody {
+        ConfigBody {
+            strict_affinity: config.strict_affinity,
+            auto_allocate_blocks: config.auto_allocate_blocks,
+            max_blocks_per_host: config.max_blocks_per_host,
+        }
+    }
+}
+
+/// The IPAM configuration.
+#[utoipa::path(get, path = "/v1/config", tag = "config",
+    responses(
+        (status = 200, description = "The configuration", body = ConfigBody),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn get_config(State(state): Shared) -> Result<Json<ConfigBody>, ApiError> {
+    Ok(Json(state.engine.config().await?.into()))
+}
+
+/// Replaces the IPAM configuration (Calico's rules: strictAffinity and
+/// autoAllocateBlocks not both false; maxBlocksPerHost needs strictAffinity).
+#[utoipa::path(put, path = "/v1/config", tag = "config", request_body = ConfigBody,
+    responses(
+        (status = 200, description = "Stored", body = ConfigBody),
+        (status = 400, description = "Breaks Calico's rules", body = ErrorBody),
+    ))]
+pub async fn set_config(
+    State(state): Shared,
+    Body(body): Body<ConfigBody>,
+) -> Result<Json<ConfigBody>, ApiError> {
+    // Fields of a newer Calico stored in the config are kept.
+    let mut config = state.engine.config().await?;
+    config.strict_affinity = body.strict_affinity;
+    config.auto_allocate_blocks = body.auto_allocate_blocks;
+    config.max_blocks_per_host = body.max_blocks_per_host;
+    state.engine.set_config(config).await?;
+    Ok(Json(body))
+}
+
+// ----- nodes and affinities ----------------------------------------------------
+
+/// A node's claim on a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AffinityBody {
+    /// The block.
+    #[schema(value_type = String)]
+    pub cidr: IpNet,
+    /// `pending`, `confirmed` or `pendingDeletion`.
+    pub state: String,
+}
+
+/// A node's block affinities.
+#[utoipa::path(get, path = "/v1/nodes/{node}/affinities", tag = "nodes",
+    params(("node" = String, Path, description = "The node")),
+    responses(
+        (status = 200, description = "Its affinities, in block order", body = Vec<AffinityBody>),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn node_affinities(
+    State(state): Shared,
+    Segment(node): Segment<String>,
+) -> Result<Json<Vec<AffinityBody>>, ApiError> {
+    let affinities = state.engine.affinities_of(&node).await?;
+    Ok(Json(
+        affinities
+            .into_iter()
+            .map(|a| AffinityBody {
+                cidr: a.cidr.net(),
+                state: a.state.as_str().to_string(),
+            })
+            .collect(),
+    ))
+}
+
+/// `POST /v1/nodes/{node}/affinities`: claim every block of a CIDR.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimBody {
+    /// A CIDR of whole blocks within one pool.
+    #[schema(value_type = String)]
+    pub cidr: IpNet,
+}
+
+/// What a claim got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimResponse {
+    /// Blocks now affine to the node.
+    #[schema(value_type = Vec<String>)]
+    pub claimed: Vec<IpNet>,
+    /// Blocks another owner holds, left alone.
+    #[schema(value_type = Vec<String>)]
+    pub failed: Vec<IpNet>,
+}
+
+/// Claims every block of a CIDR for a node (Calico's ClaimAffinity).
+#[utoipa::path(post, path = "/v1/nodes/{node}/affinities", tag = "nodes", request_body = ClaimBody,
+    params(("node" = String, Path, description = "The node")),
+    responses(
+        (status = 200, description = "Claimed", body = ClaimResponse),
+        (status = 400, description = "Not whole blocks of one pool", body = ErrorBody),
+    ))]
+pub async fn claim_affinity(
+    State(state): Shared,
+    Segment(node): Segment<String>,
+    Body(body): Body<ClaimBody>,
+) -> Result<Json<ClaimResponse>, ApiError> {
+    let claim = state.engine.claim_affinity(&node, body.cidr).await?;
+    Ok(Json(ClaimResponse {
+        claimed: claim.claimed.iter().map(BlockCidr::net).collect(),
+        failed: claim.failed.iter().map(BlockCidr::net).collect(),
+    }))
+}
+
+/// Query of `DELETE /v1/nodes/{node}/affinities`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseAffinityQuery {
+    /// The block.
+    pub cidr: String,
+    /// Refuse when the block still has addresses in use.
+    #[serde(default)]
+    pub require_empty: bool,
+}
+
+/// Releases a node's affinity for one block.
+#[utoipa::path(delete, path = "/v1/nodes/{node}/affinities", tag = "nodes",
+    params(("node" = String, Path, description = "The node"), ReleaseAffinityQuery),
+    responses(
+        (status = 204, description = "Released"),
+        (status = 400, description = "Not a block CIDR", body = ErrorBody),
+        (status = 404, description = "The node has no such affinity", body = ErrorBody),
+        (status = 409, description = "requireEmpty and the block is in use", body = ErrorBody),
+    ))]
+pub async fn release_affinity(
+    State(state): Shared,
+    Segment(node): Segment<String>,
+    Params(query): Params<ReleaseAffinityQuery>,
+) -> Result<StatusCode, ApiError> {
+    let cidr: BlockCidr = query
+        .cidr
+        .parse()
+        .map_err(|e| invalid("cidr", &query.cidr, format!("is not a block CIDR: {e}")))?;
+    state
+        .engine
+        .release_affinity(&node, cidr, query.require_empty)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The blocks a released node held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseNodeResponse {
+    /// The node.
+    pub node: String,
+    /// Blocks it was affine to: empty ones deleted, others left without
+    /// affinity.
+    #[schema(value_type = Vec<String>)]
+    pub blocks: Vec<IpNet>,
+}
+
+/// Releases every affinity of a node that is gone.
+#[utoipa::path(delete, path = "/v1/nodes/{node}", tag = "nodes",
+    params(("node" = String, Path, description = "The node")),
+    responses(
+        (status = 200, description = "Released", body = ReleaseNodeResponse),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn release_node(
+    State(state): Shared,
+    Segment(node): Segment<String>,
+) -> Result<Json<ReleaseNodeResponse>, ApiError> {
+    let blocks = state.engine.release_node(&node).await?;
+    Ok(Json(ReleaseNodeResponse {
+        node,
+        blocks: blocks.iter().map(BlockCidr::net).collect(),
+    }))
+}
+
+// ----- usage -----------------------------------------------------------------
+
+/// Usage of one block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockUsageBody {
+    /// The block.
+    #[schema(value_type = String)]
+    pub cidr: IpNet,
+    /// The node it is affine to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Its addresses.
+    pub size: u32,
+    /// Addresses in use.
+    pub in_use: u32,
+    /// Addresses free.
+    pub free: u32,
+    /// In-use addresses whose `node` attribute names another node.
+    pub borrowed: u32,
+}
+
+impl From<&BlockUsage> for BlockUsageBody {
+    fn from(b: &BlockUsage) -> BlockUsageBody {
+        BlockUsageBody {
+            cidr: b.cidr.net(),
+            node: b.owner.clone(),
+            size: b.capacity,
+            in_use: b.in_use,
+            free: b.capacity - b.in_use,
+            borrowed: b.borrowed,
+        }
+    }
+}
+
+/// Usage of one pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolUsageBody {
+    /// The pool's name.
+    pub name: String,
+    /// Its range.
+    #[schema(value_type = String)]
+    pub cidr: IpNet,
+    /// Its block size (prefix length).
+    pub block_size: u8,
+    /// Whether it is disabled.
+    pub disabled: bool,
+    /// Addresses in the range.
+    pub size: u128,
+    /// Addresses in use.
+    pub in_use: u128,
+    /// Addresses free.
+    pub free: u128,
+    /// Its blocks that exist, in address order.
+    pub blocks: Vec<BlockUsageBody>,
+}
+
+/// `GET /v1/usage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageResponse {
+    /// Pools by name.
+    pub pools: Vec<PoolUsageBody>,
+    /// Blocks outside every pool.
+    pub orphaned_blocks: Vec<BlockUsageBody>,
+}
+
+/// Per-pool and per-block usage, read fresh.
+#[utoipa::path(get, path = "/v1/usage", tag = "queries",
+    responses(
+        (status = 200, description = "Usage", body = UsageResponse),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn usage_summary(State(state): Shared) -> Result<Json<UsageResponse>, ApiError> {
+    let snapshot = state.engine.snapshot().await?;
+    let summary = usage(&snapshot);
+    let pools = summary
+        .pools
+        .iter()
+        .map(|p| {
+            let pool = snapshot.pools().iter().find(|q| q.name() == p.name);
+            let mut blocks: Vec<BlockUsageBody> = p.blocks.iter().map(Into::into).collect();
+            blocks.sort_by_key(|b| (b.cidr.network(), b.cidr.prefix_len()));
+            PoolUsageBody {
+                name: p.name.clone(),
+                cidr: p.cidr,
+                block_size: pool.map_or(0, Pool::block_size),
+                disabled: pool.is_some_and(|q| !q.enabled()),
+                size: p.capacity,
+                in_use: p.in_use,
+                free: p.capacity - p.in_use,
+                blocks,
+            }
+        })
+        .collect();
+    Ok(Json(UsageResponse {
+        pools,
+        orphaned_blocks: summary.orphaned_blocks.iter().map(Into::into).collect(),
+    }))
+}
+
+/// Query of `GET /v1/blocks`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BlockQuery {
+    /// The block's CIDR (`10.0.0.64/26`).
+    pub cidr: String,
+}
+
+/// One allocated address of a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocationBody {
+    /// The address.
+    #[schema(value_type = String)]
+    pub address: IpAddr,
+    /// Its ordinal in the block.
+    pub ordinal: u32,
+    /// The handle holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// The block's sequence number when it was handed out.
+    pub sequence_number: u64,
+    /// What was recorded with it (pod, namespace, node, ...).
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// `GET /v1/blocks`: one block and who holds its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockDetail {
+    /// The block.
+    #[schema(value_type = String)]
+    pub cidr: IpNet,
+    /// The node it is affine to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Allocated addresses, in ordinal order.
+    pub allocations: Vec<AllocationBody>,
+}
+
+/// One block and its allocations, read fresh.
+#[utoipa::path(get, path = "/v1/blocks", tag = "queries", params(BlockQuery),
+    responses(
+        (status = 200, description = "The block", body = BlockDetail),
+        (status = 400, description = "Not a block CIDR", body = ErrorBody),
+        (status = 404, description = "No such block", body = ErrorBody),
+    ))]
+pub async fn block_detail(
+    State(state): Shared,
+    Params(query): Params<BlockQuery>,
+) -> Result<Json<BlockDetail>, ApiError> {
+    let cidr: BlockCidr = query
+        .cidr
+        .parse()
+        .map_err(|e| invalid("cidr", &query.cidr, format!("is not a block CIDR: {e}")))?;
+    let block = state
+        .engine
+        .block(cidr)
+        .await?
+        .ok_or_else(|| ApiError::not_found("block_not_found", format!("no block {cidr}")))?;
+    let allocations = block
+        .allocations()
+        .map(|(ordinal, attribute)| AllocationBody {
+            address: cidr.address(ordinal),
+            ordinal,
+            handle: attribute.handle().map(str::to_string),
+            sequence_number: block.sequence_number_of(ordinal),
+            attributes: attribute.secondary.to_map(),
+        })
+        .collect();
+    Ok(Json(BlockDetail {
+        cidr: cidr.net(),
+        node: block.owner().map(BlockOwner::name).map(str::to_string),
+        allocations,
+    }))
+}

@@ -1,0 +1,218 @@
+//! The HTTP application: routes, the bearer-token check, body and time
+//! limits, health probes and the OpenAPI document.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use ipam_store::{Datastore, Ipam, IpamError, Key, StoreError};
+use subtle::ConstantTimeEq;
+use utoipa::OpenApi;
+
+use crate::api::{self, ApiState};
+use crate::error::ApiError;
+
+/// How the application is set up.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// The bearer token clients must send, when one is required.
+    pub token: Option<String>,
+    /// Most addresses one request may ask for.
+    pub max_addresses_per_request: u32,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest a request may run.
+    pub request_timeout: Duration,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            token: None,
+            max_addresses_per_request: 128,
+            max_body_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The OpenAPI document of the `/v1` API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ipam-server",
+        description = "Calico-compatible IP address management: assign and release pod addresses, pools, IPAM config, node affinities, usage. Errors are `{code, message}` with a stable code.",
+        version = "1"
+    ),
+    paths(
+        api::assign, api::assign_ip, api::release, api::release_handle, api::handle_addresses,
+        api::address_info, api::list_pools, api::get_pool, api::create_pool, api::update_pool,
+        api::delete_pool, api::get_config, api::set_config, api::node_affinities,
+        api::claim_affinity, api::release_affinity, api::release_node, api::usage_summary,
+        api::block_detail,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document as served and as checked in (`openapi.json`).
+pub fn openapi_json() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    text.push('\n');
+    text
+}
+
+/// Builds the application over an engine.
+pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
+    let state = Arc::new(ApiState {
+        engine,
+        max_addresses_per_request: config.max_addresses_per_request,
+    });
+    let v1 = Router::new()
+        .route("/v1/assign", post(api::assign))
+        .route("/v1/assign-ip", post(api::assign_ip))
+        .route("/v1/release", post(api::release))
+        .route(
+            "/v1/handles/{handle}",
+            get(api::handle_addresses).delete(api::release_handle),
+        )
+        .route("/v1/addresses/{address}", get(api::address_info))
+        .route("/v1/pools", get(api::list_pools).post(api::create_pool))
+        .route(
+            "/v1/pools/{name}",
+            get(api::get_pool)
+                .put(api::update_pool)
+                .delete(api::delete_pool),
+        )
+        .route("/v1/config", get(api::get_config).put(api::set_config))
+        .route(
+            "/v1/nodes/{node}/affinities",
+            get(api::node_affinities)
+                .post(api::claim_affinity)
+                .delete(api::release_affinity),
+        )
+        .route("/v1/nodes/{node}", axum::routing::delete(api::release_node))
+        .route("/v1/usage", get(api::usage_summary))
+        .route("/v1/blocks", get(api::block_detail))
+        .route("/openapi.json", get(serve_openapi))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state.clone());
+    let timeout = config.request_timeout;
+    let token = config.token.map(Arc::new);
+    // Probes stay open: kubelet sends no token.
+    let probes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    v1.layer(middleware::from_fn_with_state(token, require_token))
+        .merge(probes)
+        .layer(middleware::from_fn_with_state(timeout, limit_time))
+}
+
+async fn serve_openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(
+        "no_such_route",
+        format!(
+            "{} {} is not a route of this API (see /openapi.json)",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Process up.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Datastore reachable: the IPAM config can be read (absent counts).
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    match state.engine.store().get(&Key::Config).await {
+        Ok(_) | Err(StoreError::NotFound { .. }) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => ApiError::from(IpamError::Store(e)).into_response(),
+    }
+}
+
+async fn require_token(
+    State(token): State<Option<Arc<String>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compared in constant time, so the answer's timing tells nothing of
+    // how much of a guess was right.
+    let matches = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
+    if matches {
+        next.run(request).await
+    } else {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "send the server's token as `Authorization: Bearer <token>`".to_string(),
+        }
+        .into_response()
+    }
+}
+
+async fn limit_time(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "timeout",
+            message: format!(
+                "the request took longer than {} s; the datastore may be slow or unreachable",
+                limit.as_secs_f64()
+            ),
+        }
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_openapi_document_is_the_checked_in_one() {
+        let checked_in = include_str!("../openapi.json");
+        assert!(
+            checked_in == openapi_json(),
+            "ipam-server/openapi.json is stale: regenerate it with \
+             `cargo run -p ipam-server --bin gen-openapi`"
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Starting the server: open the datastore the flags name, create the
+//! default pools, refuse to listen beyond this machine without a token,
+//! serve until SIGTERM or SIGINT, then finish in-flight requests.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipam_store::embedded::EmbeddedStore;
+use ipam_store::etcd::{EtcdOptions, EtcdStore};
+use ipam_store::kubernetes::KubernetesStore;
+use ipam_store::memory::MemoryStore;
+use ipam_store::{Datastore, Ipam};
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::app::{router, AppConfig};
+use crate::args::{Args, DatastoreKind, Listen};
+use crate::defaults::default_pools;
+
+/// Why the server did not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Listening beyond loopback needs a token.
+    #[error("listening on {listen} (not loopback, not a unix socket) requires a bearer token: pass --token-file PATH (or IPAM_TOKEN_FILE)")]
+    TokenRequired {
+        /// The address.
+        listen: Listen,
+    },
+    /// The token file is unusable.
+    #[error("--token-file {path}: {reason}")]
+    Token {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A flag is missing or wrong for the datastore chosen.
+    #[error("{0}")]
+    Flags(String),
+    /// The datastore failed.
+    #[error(transparent)]
+    Store(#[from] ipam_store::StoreError),
+    /// The engine refused (a default pool, for instance).
+    #[error(transparent)]
+    Ipam(#[from] ipam_store::IpamError),
+    /// The default pools the environment asks for are invalid.
+    #[error(transparent)]
+    DefaultPools(#[from] crate::defaults::DefaultPoolError),
+    /// Binding or serving failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn read_token(path: &Path) -> Result<String, StartError> {
+    let token_error = |reason: String| StartError::Token {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| token_error(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(token_error("the file is empty".to_string()));
+    }
+    Ok(token.to_string())
+}
+
+/// Opens the datastore the flags choose.
+pub async fn open_store(args: &Args) -> Result<Arc<dyn Datastore>, StartError> {
+    Ok(match args.datastore {
+        DatastoreKind::Memory => Arc::new(MemoryStore::new()),
+        DatastoreKind::Embedded => Arc::new(EmbeddedStore::open(&args.data_dir)?),
+        DatastoreKind::Etcd => {
+            if args.etcd_endpoints.is_empty() {
+                return Err(StartError::Flags(
+                    "--datastore etcd needs --etcd-endpoints URLS (or IPAM_ETCD_ENDPOINTS)"
+                        .to_string(),
+                ));
+            }
+            Arc::new(EtcdStore::connect(&args.etcd_endpoints, EtcdOptions::default()).await?)
+        }
+        DatastoreKind::Kubernetes => {
+            Arc::new(KubernetesStore::connect(args.kubeconfig.as_deref()).await?)
+        }
+    })
+}
+
+/// Creates the default pools the environment asks for, when their family
+/// has none yet.
+pub async fn ensure_default_pools(
+    engine: &Ipam<dyn Datastore>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(), StartError> {
+    let existing = engine.pools().await?;
+    for pool in default_pools(env, &existing)? {
+        tracing::info!(pool = pool.name(), cidr = %pool.cidr(), "creating default pool");
+        engine.create_pool(pool).await?;
+    }
+    Ok(())
+}
+
+/// Runs the server until `shutdown` completes, then lets in-flight
+/// requests finish.
+pub async fn run(
+    args: Args,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let token = match &args.token_file {
+        Some(path) => Some(read_token(path)?),
+        None if args.listen.is_local() => None,
+        None => {
+            return Err(StartError::TokenRequired {
+                listen: args.listen.clone(),
+            })
+        }
+    };
+    let store = open_store(&args).await?;
+    let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store));
+    ensure_default_pools(&engine, |name| std::env::var(name).ok()).await?;
+    let app = router(
+        engine,
+        AppConfig {
+            token,
+            max_addresses_per_request: args.max_addresses_per_request,
+            max_body_bytes: args.max_body_bytes,
+            request_timeout: Duration::from_secs(args.request_timeout_seconds),
+        },
+    );
+    let io = |what: String| move |source| StartError::Io { what, source };
+    match &args.listen {
+        Listen::Tcp(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(io(format!("listening on {address}")))?;
+            tracing::info!(listen = %args.listen, datastore = ?args.datastore, "ipam-server ready");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(io("serving".to_string()))
+        }
+        Listen::Unix(path) => {
+            // A socket left by a killed server would make bind fail.
+            if std::fs::symlink_metadata(path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                std::fs::remove_file(path)
+                    .map_err(io(format!("removing stale {}", path.display())))?;
+            }
+            let listener =
+                UnixListener::bind(path).map_err(io(format!("listening on {}", path.display())))?;
+            tracing::info!(listen = %args.listen, datastore = ?args.datastore, "ipam-server ready");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(io("serving".to_string()))
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the server can only be killed; it still
+        // serves.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
+        _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
+    }
+}
