@@ -219,3 +219,13 @@ pub struct ClaimPlan {
     /// Blocks another owner holds, left alone.
     pub failed: Vec<BlockCidr>,
 }
+
+/// The outcome of planning several auto-assignments together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPlan {
+    /// The writes for every request that succeeded.
+    pub plan: Plan,
+    /// Per request, in order: its IPv4 and IPv6 assignments, or why it was
+    /// refused.
+    pub outcomes: Vec<Result<(Assignments, Assignments), crate::Error>>,
+}

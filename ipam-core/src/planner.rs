@@ -24,8 +24,8 @@ use crate::cidr::{node_spread, BlockCidr, IpVersion};
 use crate::error::Error;
 use crate::handle::Handle;
 use crate::plan::{
-    AssignIpRequest, Assignments, AutoAssignPlan, AutoAssignRequest, ClaimPlan, Now, Plan,
-    ReleasePlan, ReleaseRequest, Shortfall, Write,
+    AssignIpRequest, Assignments, AutoAssignPlan, AutoAssignRequest, BatchPlan, ClaimPlan, Now,
+    Plan, ReleasePlan, ReleaseRequest, Shortfall, Write,
 };
 use crate::pool::Pool;
 use crate::snapshot::Snapshot;
@@ -55,6 +55,34 @@ impl Snapshot {
             ipv4,
             ipv6,
         })
+    }
+
+    /// Plans several automatic assignments together, as if made one after
+    /// another, into one set of writes: requests that land on the same block
+    /// share one block write (a server coalescing concurrent requests of a
+    /// node). Each request succeeds or fails on its own; a failed one leaves
+    /// no trace in the writes.
+    pub fn plan_auto_assign_batch(&self, requests: &[AutoAssignRequest], now: Now) -> BatchPlan {
+        let mut draft = Draft::new(self, now);
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            let before = draft.clone();
+            let outcome = draft
+                .assign_family(request, IpVersion::V4, request.ipv4, &request.ipv4_pools)
+                .and_then(|ipv4| {
+                    draft
+                        .assign_family(request, IpVersion::V6, request.ipv6, &request.ipv6_pools)
+                        .map(|ipv6| (ipv4, ipv6))
+                });
+            if outcome.is_err() {
+                draft = before;
+            }
+            outcomes.push(outcome);
+        }
+        BatchPlan {
+            plan: draft.finish(true),
+            outcomes,
+        }
     }
 
     /// Plans the assignment of one chosen address, claiming its block for
@@ -281,6 +309,7 @@ impl Snapshot {
 }
 
 // Working copies of the objects a plan touches.
+#[derive(Clone)]
 struct Draft<'s> {
     snapshot: &'s Snapshot,
     now: Now,
@@ -296,6 +325,7 @@ struct Draft<'s> {
 /// The few objects one plan touches, by key. A plan touches a handful, so a
 /// vector searched linearly beats a tree: no node allocation, no moves of
 /// large values into nodes.
+#[derive(Clone)]
 struct Touched<K, V>(Vec<(K, V)>);
 
 impl<K, V> Default for Touched<K, V> {
@@ -362,6 +392,7 @@ impl<K: Ord, V> Touched<K, V> {
     }
 }
 
+#[derive(Clone)]
 struct DraftBlock {
     block: Block,
     created: bool,

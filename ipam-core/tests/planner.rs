@@ -774,3 +774,61 @@ fn claiming_outside_a_pool_or_below_block_size_is_refused() {
     assert!(refuse("10.0.0.0/27").contains("smaller than pool p's blocks (/26)"));
     assert!(refuse("10.0.0.64/25").contains("not aligned"));
 }
+
+#[test]
+fn a_batch_shares_one_block_write_and_matches_planning_one_by_one() {
+    let s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
+    let mut one_by_one = s.clone();
+    let first = assign(&mut one_by_one, "warm", "n1", 1);
+    let mut batched = s.clone();
+    assert_eq!(assign(&mut batched, "warm", "n1", 1), first);
+    let requests: Vec<AutoAssignRequest> = (0..5)
+        .map(|i| AutoAssignRequest::new(format!("h{i}"), "n1", 1, 0))
+        .collect();
+    let batch = batched.plan_auto_assign_batch(&requests, at(1));
+    // Five handles, one block.
+    assert_eq!(
+        kinds(&batch.plan.writes),
+        [["create-handle"; 5].as_slice(), &["update-block"]].concat()
+    );
+    let got: Vec<String> = batch
+        .outcomes
+        .iter()
+        .map(|o| o.as_ref().unwrap().0.addresses[0].to_string())
+        .collect();
+    let expected: Vec<String> = (0..5)
+        .map(|i| assign(&mut one_by_one, &format!("h{i}"), "n1", 1)[0].clone())
+        .collect();
+    assert_eq!(
+        got, expected,
+        "the same addresses as one request after another"
+    );
+}
+
+#[test]
+fn a_refused_request_in_a_batch_leaves_no_trace() {
+    let s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
+    let mut bad = AutoAssignRequest::new("bad", "n1", 1, 0);
+    bad.ipv4_pools = vec!["10.9.0.0/16".parse().unwrap()];
+    let requests = vec![
+        AutoAssignRequest::new("a", "n1", 1, 0),
+        bad,
+        AutoAssignRequest::new("b", "n1", 1, 0),
+    ];
+    let batch = s.plan_auto_assign_batch(&requests, at(0));
+    assert!(batch.outcomes[0].is_ok() && batch.outcomes[2].is_ok());
+    assert!(matches!(
+        batch.outcomes[1],
+        Err(Error::RequestedPoolUnavailable { .. })
+    ));
+    let mut applied = s.clone();
+    applied.apply(batch.plan);
+    assert!(applied.handle("bad").is_none());
+    let held: Vec<String> = ["a", "b"]
+        .iter()
+        .flat_map(|h| addresses_of_handle(&applied, h))
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(held.len(), 2);
+    assert_ne!(held[0], held[1]);
+}

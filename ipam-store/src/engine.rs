@@ -129,7 +129,7 @@ pub struct Ipam<S: Datastore + ?Sized> {
     store: Arc<S>,
     options: IpamOptions,
     cache: Mutex<Cache>,
-    node_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
     conflicts: AtomicU64,
     retries: AtomicU64,
 }
@@ -178,6 +178,23 @@ fn prepare(cache: &Cache, plan: Plan) -> Prepared {
     Prepared { steps, expected }
 }
 
+/// One node's requests: whoever holds `lock` works for the node, and first
+/// serves every auto-assign waiting in `waiting` together.
+#[derive(Default)]
+struct Lane {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    waiting: Mutex<Vec<Pending>>,
+}
+
+struct Pending {
+    request: AutoAssignRequest,
+    reply: tokio::sync::oneshot::Sender<Result<AutoAssigned, IpamError>>,
+}
+
+/// Most auto-assigns served in one go: enough to share a block write among
+/// a burst, few enough that the first waiter is not kept long.
+const MAX_BATCH: usize = 64;
+
 // An assignment plan stopped part way: the blocks already written hold
 // their addresses; everything after was undone.
 struct Interrupted {
@@ -190,6 +207,16 @@ enum AssignFailure {
     // The handle already holds addresses: a repeated request.
     HandleHeld,
     Fatal(IpamError),
+}
+
+impl AssignFailure {
+    fn describe(&self) -> String {
+        match self {
+            AssignFailure::Interrupted(i) => i.cause.to_string(),
+            AssignFailure::HandleHeld => "the handle already holds addresses".to_string(),
+            AssignFailure::Fatal(e) => e.to_string(),
+        }
+    }
 }
 
 impl From<IpamError> for AssignFailure {
@@ -282,7 +309,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             store,
             options,
             cache: Mutex::new(Cache::empty()),
-            node_locks: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
             conflicts: AtomicU64::new(0),
             retries: AtomicU64::new(0),
         }
@@ -307,12 +334,13 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lane(&self, node: &str) -> Arc<Lane> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        lanes.entry(node.to_string()).or_default().clone()
+    }
+
     async fn lock_node(&self, node: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.node_locks.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(node.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.lane(node).lock.clone().lock_owned().await
     }
 
     // Sleeps before attempt `attempt` (from 1): nothing at first, then a
@@ -525,14 +553,16 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         (value, expected)
     }
 
-    /// Writes an assignment plan: pending affinities, then the handle, then
-    /// the blocks, then the confirmed affinities. Stops at the first failed
-    /// write and undoes what would otherwise be left dangling.
+    /// Writes an assignment plan for one or more handles: pending
+    /// affinities, then the handles (all at once, so that a store that
+    /// groups commits makes them one), then the blocks, then the confirmed
+    /// affinities. Stops at the first failed write and undoes what would
+    /// otherwise be left dangling.
     async fn run_assignment(
         &self,
-        handle_id: &str,
+        handles: &[&str],
         prepared: Prepared,
-        fresh_handle: bool,
+        fresh_handles: bool,
     ) -> Result<(), AssignFailure> {
         let Prepared {
             steps,
@@ -551,16 +581,25 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 confirms.push(step.write);
             }
         }
-        let gains: Vec<(BlockCidr, i64)> = blocks
+        // Per block written, how many addresses each handle gains in it.
+        let gains: Vec<(BlockCidr, BTreeMap<String, i64>)> = blocks
             .iter()
             .map(|step| {
                 let cidr = block_of_write(&step.write).expect("a block write");
-                (
-                    cidr,
-                    step.handle_deltas.get(handle_id).copied().unwrap_or(0),
-                )
+                (cidr, step.handle_deltas.clone())
             })
             .collect();
+        let gains_of = |handle: &str, range: &[(BlockCidr, BTreeMap<String, i64>)], sign: i64| {
+            range
+                .iter()
+                .filter_map(|(cidr, deltas)| {
+                    deltas
+                        .get(handle)
+                        .filter(|d| **d != 0)
+                        .map(|d| (*cidr, sign * d))
+                })
+                .collect::<Vec<(BlockCidr, i64)>>()
+        };
 
         let mut created_affinities = Vec::new();
         for write in first {
@@ -578,23 +617,38 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             created_affinities.extend(created);
         }
 
-        // The handle, before any block names it.
-        let nonzero: Vec<(BlockCidr, i64)> =
-            gains.iter().filter(|(_, d)| *d != 0).copied().collect();
-        if let Err(failure) = self.adjust_handle(handle_id, &nonzero, fresh_handle).await {
+        // The handles, before any block names them.
+        let results = futures_util::future::join_all(handles.iter().map(|handle| {
+            let changes = gains_of(handle, &gains, 1);
+            async move { self.adjust_handle(handle, &changes, fresh_handles).await }
+        }))
+        .await;
+        if let Some(failed) = results.iter().position(Result::is_err) {
+            for (handle, result) in handles.iter().zip(&results) {
+                if result.is_ok() {
+                    let undo = gains_of(handle, &gains, -1);
+                    if let Err(e) = self.adjust_handle(handle, &undo, false).await {
+                        tracing::warn!(handle, error = ?e.describe(), "a handle keeps a count it does not hold");
+                    }
+                }
+            }
             self.forget_claims(&created_affinities, &expected).await;
-            return Err(failure);
+            return Err(results
+                .into_iter()
+                .nth(failed)
+                .and_then(Result::err)
+                .expect("a failed result"));
         }
 
         for (index, step) in blocks.into_iter().enumerate() {
             if let Err(cause) = self.apply(step.write, &mut expected).await {
                 let unwritten = &gains[index..];
-                let undo: Vec<(BlockCidr, i64)> = unwritten
-                    .iter()
-                    .filter(|(_, d)| *d != 0)
-                    .map(|&(cidr, d)| (cidr, -d))
-                    .collect();
-                let undone = self.adjust_handle(handle_id, &undo, false).await;
+                let mut undone = Ok(());
+                for handle in handles {
+                    let undo = gains_of(handle, unwritten, -1);
+                    let result = self.adjust_handle(handle, &undo, false).await;
+                    undone = undone.and(result);
+                }
                 let orphaned: Vec<AffinityKey> = created_affinities
                     .iter()
                     .filter(|k| unwritten.iter().any(|(cidr, _)| *cidr == k.cidr))
@@ -686,11 +740,125 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// retried CNI ADD there gets a second address, which leaks until the
     /// pod goes. Running short is not an error; see
     /// [`Assignments::shortfall`].
+    ///
+    /// Concurrent requests of one node are served together: they share the
+    /// node's block writes (one write for a burst that lands in one block),
+    /// while requests of different nodes never wait on each other.
     pub async fn auto_assign(
         &self,
         request: &AutoAssignRequest,
     ) -> Result<AutoAssigned, IpamError> {
-        let _node = self.lock_node(&request.node).await;
+        let lane = self.lane(&request.node);
+        loop {
+            let (reply, mut answer) = tokio::sync::oneshot::channel();
+            lane.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Pending {
+                    request: request.clone(),
+                    reply,
+                });
+            let guard = tokio::select! {
+                biased;
+                served = &mut answer => match served {
+                    Ok(result) => return result,
+                    // Whoever took the request was cancelled before it
+                    // answered; auto-assign is idempotent, so ask again.
+                    Err(_) => continue,
+                },
+                guard = lane.lock.lock() => guard,
+            };
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => continue,
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            }
+            // Nobody took ours (only the lane's holder takes, and that is
+            // us now): serve it and whatever else is waiting.
+            let batch: Vec<Pending> = {
+                let mut waiting = lane.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                let take = waiting.len().min(MAX_BATCH);
+                waiting.drain(..take).collect()
+            };
+            self.serve(batch).await;
+            drop(guard);
+            match answer.await {
+                Ok(result) => return result,
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Serves waiting auto-assigns of one node, together when they can
+    /// share writes, else one by one.
+    async fn serve(&self, batch: Vec<Pending>) {
+        let mut batch = batch;
+        if batch.len() > 1 {
+            batch = self.assign_together(batch).await;
+        }
+        for pending in batch {
+            let result = self.auto_assign_one(&pending.request).await;
+            let _ = pending.reply.send(result);
+        }
+    }
+
+    /// Assigns a burst of one node's fresh requests in one plan: one write
+    /// per handle (issued together) and one block write. Returns the
+    /// requests it did not serve, for one-by-one service: all of them when
+    /// the burst does not fit in one block or any write fails.
+    async fn assign_together(&self, batch: Vec<Pending>) -> Vec<Pending> {
+        if self.ensure_fresh().await.is_err() {
+            return batch;
+        }
+        // A handle known to hold addresses is a repeated request, and
+        // handles must be distinct within one plan.
+        let mut seen = std::collections::HashSet::new();
+        let (together, alone): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|p| {
+            let id = p.request.handle.as_str();
+            seen.insert(id.to_string()) && self.cache().handle(id).is_none()
+        });
+        if together.len() < 2 {
+            return together.into_iter().chain(alone).collect();
+        }
+        let requests: Vec<AutoAssignRequest> = together.iter().map(|p| p.request.clone()).collect();
+        let (outcomes, prepared) = {
+            let cache = self.cache();
+            let planned = cache.snapshot.plan_auto_assign_batch(&requests, now());
+            let prepared = prepare(&cache, planned.plan);
+            (planned.outcomes, prepared)
+        };
+        let clean = outcomes.iter().all(|o| {
+            o.as_ref()
+                .is_ok_and(|(v4, v6)| v4.shortfall.is_empty() && v6.shortfall.is_empty())
+        });
+        let block_writes = prepared
+            .steps
+            .iter()
+            .filter(|s| matches!(s.write, Write::CreateBlock(_) | Write::UpdateBlock(_)))
+            .count();
+        if !clean || block_writes != 1 {
+            return together.into_iter().chain(alone).collect();
+        }
+        let handles: Vec<&str> = requests.iter().map(|r| r.handle.as_str()).collect();
+        if self.run_assignment(&handles, prepared, true).await.is_err() {
+            // Undone; each request gets the full single-request treatment.
+            return together.into_iter().chain(alone).collect();
+        }
+        for (pending, outcome) in together.into_iter().zip(outcomes) {
+            let (ipv4, ipv6) = outcome.expect("checked clean above");
+            let _ = pending.reply.send(Ok(AutoAssigned {
+                ipv4,
+                ipv6,
+                existing: false,
+            }));
+        }
+        alone
+    }
+
+    async fn auto_assign_one(
+        &self,
+        request: &AutoAssignRequest,
+    ) -> Result<AutoAssigned, IpamError> {
         self.ensure_fresh().await?;
         let handle_id = request.handle.as_str();
         let cached_holds = self
@@ -742,7 +910,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 }
             };
             let fresh = got.ipv4.addresses.is_empty() && got.ipv6.addresses.is_empty();
-            match self.run_assignment(handle_id, prepared, fresh).await {
+            match self.run_assignment(&[handle_id], prepared, fresh).await {
                 Ok(()) => {
                     got.ipv4.addresses.extend(planned_v4.addresses);
                     got.ipv6.addresses.extend(planned_v6.addresses);
@@ -879,7 +1047,10 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 }
                 Err(refused) => return Err(refused.into()),
             };
-            match self.run_assignment(&request.handle, prepared, false).await {
+            match self
+                .run_assignment(&[request.handle.as_str()], prepared, false)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(AssignFailure::Interrupted(Interrupted { cause, .. })) => {
                     self.recover(&cause).await?;

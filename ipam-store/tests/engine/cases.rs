@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::faults::{conflict_on, Faulty};
+use crate::faults::{conflict_on, pause_writes, Faulty};
 
 use ipam_core::usage::{address_status, usage, AddressStatus};
 use ipam_core::{
@@ -47,6 +47,7 @@ macro_rules! engine_tests {
             a_conflict_is_retried_and_counted,
             an_unreachable_store_fails_at_once_and_undoes_the_handle,
             a_release_by_another_engine_updates_the_handle,
+            concurrent_requests_of_a_node_share_one_block_write,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1030,4 +1031,44 @@ pub async fn a_release_by_another_engine_updates_the_handle(store: Arc<dyn Datas
         store.get(&Key::Handle("h".into())).await.is_err(),
         "an emptied handle is deleted"
     );
+}
+
+pub async fn concurrent_requests_of_a_node_share_one_block_write(store: Arc<dyn Datastore>) {
+    // Writes take a while, so the 31 requests that arrive while the first
+    // is being written wait together and are served together.
+    let slow: Arc<dyn Datastore> = Arc::new(Faulty::new(
+        store.clone(),
+        pause_writes(std::time::Duration::from_millis(20)),
+    ));
+    let engine = Arc::new(engine_on(&slow, "10.0.0.0/24", 26).await);
+    engine
+        .auto_assign(&request("warm", "n", 1, 0))
+        .await
+        .unwrap();
+    let before = store.round_trips();
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .auto_assign(&request(&format!("burst-{i}"), "n", 1, 0))
+                    .await
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    for task in tasks {
+        let got = task.await.unwrap().unwrap();
+        assert_eq!(got.ipv4.addresses.len(), 1);
+        assert!(seen.insert(got.ipv4.addresses[0]), "an address given twice");
+    }
+    let spent = store.round_trips().since(before);
+    // One by one: 64 writes. Together: 32 handle writes and a block write
+    // per batch, a few batches at most.
+    assert!(
+        spent.writes <= 40,
+        "32 requests cost {} writes: they were not coalesced",
+        spent.writes
+    );
+    assert_consistent(&*store).await;
 }

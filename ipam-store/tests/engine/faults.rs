@@ -42,6 +42,17 @@ impl Faulty {
     }
 }
 
+/// Lets every write through after a pause, so that concurrent requests
+/// pile up behind the first one.
+pub fn pause_writes(
+    pause: std::time::Duration,
+) -> impl FnMut(&Key, u32) -> Option<StoreError> + Send {
+    move |_, _| {
+        std::thread::sleep(pause);
+        None
+    }
+}
+
 /// Every write of one kind fails with a conflict.
 pub fn conflict_on(kind: Kind) -> impl FnMut(&Key, u32) -> Option<StoreError> + Send {
     move |key, _| (key.kind() == kind).then(|| StoreError::Conflict { key: key.clone() })
