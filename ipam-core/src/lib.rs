@@ -13,6 +13,7 @@
 
 pub mod affinity;
 pub mod block;
+pub mod check;
 pub mod cidr;
 pub mod config;
 pub mod error;

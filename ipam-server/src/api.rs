@@ -10,6 +10,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ipam_core::block::BlockOwner;
+use ipam_core::check::{check, CheckReport, Liveness};
 use ipam_core::plan::Assignments;
 use ipam_core::usage::{usage, BlockUsage};
 use ipam_core::{
@@ -939,5 +940,37 @@ pub async fn block_detail(
         cidr: cidr.net(),
         node: block.owner().map(BlockOwner::name).map(str::to_string),
         allocations,
+    }))
+}
+
+// ----- check -----------------------------------------------------------------
+
+/// `GET /v1/check`: the consistency report.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResponse {
+    /// True when blocks and handles agree (no inconsistency found; leaks
+    /// such as orphaned blocks may still be listed).
+    pub consistent: bool,
+    /// The report: summary, skipped checks and findings, each with the
+    /// allocation's sequence number for a safe release.
+    #[schema(value_type = Object)]
+    pub report: CheckReport,
+}
+
+/// Walks every block, handle and affinity and reports what disagrees
+/// (Calico's `ipam check`). The server knows no pods or nodes, so those
+/// checks are listed as skipped.
+#[utoipa::path(get, path = "/v1/check", tag = "queries",
+    responses(
+        (status = 200, description = "The report", body = CheckResponse),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn check_report(State(state): Shared) -> Result<Json<CheckResponse>, ApiError> {
+    let snapshot = state.engine.snapshot().await?;
+    let report = check(&snapshot, &Liveness::default());
+    Ok(Json(CheckResponse {
+        consistent: report.is_consistent(),
+        report,
     }))
 }

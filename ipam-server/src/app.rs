@@ -54,7 +54,7 @@ impl Default for AppConfig {
         api::address_info, api::list_pools, api::get_pool, api::create_pool, api::update_pool,
         api::delete_pool, api::get_config, api::set_config, api::node_affinities,
         api::claim_affinity, api::release_affinity, api::release_node, api::usage_summary,
-        api::block_detail,
+        api::block_detail, api::check_report,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -115,6 +115,7 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
         .route("/v1/nodes/{node}", axum::routing::delete(api::release_node))
         .route("/v1/usage", get(api::usage_summary))
         .route("/v1/blocks", get(api::block_detail))
+        .route("/v1/check", get(api::check_report))
         .route("/openapi.json", get(serve_openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
