@@ -1217,7 +1217,19 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             if attempt > 0 {
                 self.back_off(attempt).await;
             }
-            if !self.load_handle_and_blocks(handle_id).await? {
+            // A handle this engine holds with every block it names needs no
+            // read: the block writes and the handle's deletion name the
+            // cached revisions, so anything stale fails and is read then.
+            // Only "unknown handle" must come from a fresh read.
+            let cached = attempt == 0 && {
+                let cache = self.cache();
+                cache.handle(handle_id).is_some_and(|h| {
+                    h.blocks()
+                        .iter()
+                        .all(|(cidr, _)| cache.snapshot.block(cidr).is_some())
+                })
+            };
+            if !cached && !self.load_handle_and_blocks(handle_id).await? {
                 return Ok(released);
             }
             let (planned, prepared) = {

@@ -843,6 +843,15 @@ pub async fn steady_state_costs_two_writes_and_no_reads(store: Arc<dyn Datastore
         (0, 2),
         "release: one block and one handle write"
     );
+    let before = store.round_trips();
+    assert_eq!(engine.release_by_handle("pod-3").await.unwrap().len(), 1);
+    let spent = store.round_trips().since(before);
+    assert_eq!(
+        spent.reads, 0,
+        "release by a handle this engine holds: no read"
+    );
+    // A block write, then the handle's deletion (two writes on Kubernetes).
+    assert!((2..=3).contains(&spent.writes), "{spent:?}");
 }
 
 pub async fn two_engines_on_one_store_never_double_allocate(store: Arc<dyn Datastore>) {
