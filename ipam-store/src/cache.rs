@@ -90,6 +90,22 @@ impl Cache {
         self.snapshot.handle(id)
     }
 
+    /// Whether the cached blocks hold every address the cached handle
+    /// counts. Only then may a release by handle work from the cache: a
+    /// block that lacks one of its addresses is stale, and releasing
+    /// nothing from it would write nothing, so no compare-and-swap would
+    /// notice before the handle was deleted with its address still held.
+    pub(crate) fn knows_all_of(&self, id: &str) -> bool {
+        let Some(handle) = self.snapshot.handle(id) else {
+            return false;
+        };
+        handle.blocks().iter().all(|(cidr, count)| {
+            self.snapshot
+                .block(cidr)
+                .is_some_and(|b| b.ordinals_of_handle(id).count() == *count as usize)
+        })
+    }
+
     /// Records an object at a revision. Pools, the config and reservations
     /// shape the whole snapshot, so a change to them marks the cache for a
     /// reload instead.

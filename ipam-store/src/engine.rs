@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ipam_core::block::Attribute;
+use ipam_core::block::{Attribute, BlockOwner};
 use ipam_core::plan::{Assignments, ClaimPlan};
 use ipam_core::planner::addresses_of_handle;
 use ipam_core::pool::check_no_overlap;
@@ -183,12 +183,25 @@ fn prepare(cache: &Cache, plan: Plan) -> Prepared {
 #[derive(Default)]
 struct Lane {
     lock: Arc<tokio::sync::Mutex<()>>,
-    waiting: Mutex<Vec<Pending>>,
+    waiting: Mutex<Vec<Job>>,
 }
 
-struct Pending {
-    request: AutoAssignRequest,
-    reply: tokio::sync::oneshot::Sender<Result<AutoAssigned, IpamError>>,
+type Reply<T> = tokio::sync::oneshot::Sender<Result<T, IpamError>>;
+
+/// A request waiting in a node's lane.
+enum Job {
+    Assign(AutoAssignRequest, Reply<AutoAssigned>),
+    Release(String, Reply<Vec<IpAddr>>),
+}
+
+impl Job {
+    /// The handle whose state the job changes.
+    fn handle(&self) -> &str {
+        match self {
+            Job::Assign(request, _) => &request.handle,
+            Job::Release(handle, _) => handle,
+        }
+    }
 }
 
 /// Most auto-assigns served in one go: enough to share a block write among
@@ -748,22 +761,31 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         &self,
         request: &AutoAssignRequest,
     ) -> Result<AutoAssigned, IpamError> {
-        let lane = self.lane(&request.node);
+        self.through_lane(&request.node, |reply| Job::Assign(request.clone(), reply))
+            .await
+    }
+
+    /// Queues a job in a node's lane and waits for its answer. Whoever holds
+    /// the lane serves everything waiting, so a burst of one node's
+    /// requests is served together; if that server is cancelled before it
+    /// answers, the job is queued again (assigning and releasing by handle
+    /// are both idempotent).
+    async fn through_lane<T>(
+        &self,
+        node: &str,
+        job: impl Fn(Reply<T>) -> Job,
+    ) -> Result<T, IpamError> {
+        let lane = self.lane(node);
         loop {
             let (reply, mut answer) = tokio::sync::oneshot::channel();
             lane.waiting
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(Pending {
-                    request: request.clone(),
-                    reply,
-                });
+                .push(job(reply));
             let guard = tokio::select! {
                 biased;
                 served = &mut answer => match served {
                     Ok(result) => return result,
-                    // Whoever took the request was cancelled before it
-                    // answered; auto-assign is idempotent, so ask again.
                     Err(_) => continue,
                 },
                 guard = lane.lock.lock() => guard,
@@ -775,7 +797,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             }
             // Nobody took ours (only the lane's holder takes, and that is
             // us now): serve it and whatever else is waiting.
-            let batch: Vec<Pending> = {
+            let batch: Vec<Job> = {
                 let mut waiting = lane.waiting.lock().unwrap_or_else(|e| e.into_inner());
                 let take = waiting.len().min(MAX_BATCH);
                 waiting.drain(..take).collect()
@@ -789,38 +811,157 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         }
     }
 
-    /// Serves waiting auto-assigns of one node, together when they can
-    /// share writes, else one by one.
-    async fn serve(&self, batch: Vec<Pending>) {
-        let mut batch = batch;
-        if batch.len() > 1 {
-            batch = self.assign_together(batch).await;
+    /// Serves the jobs waiting in a node's lane: releases first (they free
+    /// addresses the assignments may use), each kind together when they
+    /// can share writes, else one by one.
+    async fn serve(&self, batch: Vec<Job>) {
+        let mut seen = std::collections::HashSet::new();
+        let mut releases = Vec::new();
+        let mut assigns = Vec::new();
+        let mut later = Vec::new();
+        for job in batch {
+            // One plan may change a handle once: a second job on the same
+            // handle waits for the next round.
+            if !seen.insert(job.handle().to_string()) {
+                later.push(job);
+                continue;
+            }
+            match job {
+                Job::Release(handle, reply) => releases.push((handle, reply)),
+                Job::Assign(request, reply) => assigns.push((request, reply)),
+            }
         }
-        for pending in batch {
-            let result = self.auto_assign_one(&pending.request).await;
-            let _ = pending.reply.send(result);
+        let mut unfinished: Vec<(String, Reply<Vec<IpAddr>>, Vec<IpAddr>)> = if releases.len() > 1 {
+            self.release_together(releases).await
+        } else {
+            releases
+                .into_iter()
+                .map(|(h, r)| (h, r, Vec::new()))
+                .collect()
+        };
+        for (handle, reply, mut done) in unfinished.drain(..) {
+            let result = self.release_by_handle_now(&handle).await.map(|rest| {
+                done.extend(rest);
+                done
+            });
+            let _ = reply.send(result);
         }
+        if assigns.len() > 1 {
+            assigns = self.assign_together(assigns).await;
+        }
+        for (request, reply) in assigns {
+            let _ = reply.send(self.auto_assign_one(&request).await);
+        }
+        for job in later {
+            match job {
+                Job::Release(handle, reply) => {
+                    let _ = reply.send(self.release_by_handle_now(&handle).await);
+                }
+                Job::Assign(request, reply) => {
+                    let _ = reply.send(self.auto_assign_one(&request).await);
+                }
+            }
+        }
+    }
+
+    /// Releases a burst of one node's handles in one plan: one write per
+    /// block and one deletion per handle (issued together). Returns the
+    /// handles it did not finish, for one-by-one service: those whose
+    /// addresses the cache does not show in full, and all of them when a
+    /// write fails.
+    async fn release_together(
+        &self,
+        jobs: Vec<(String, Reply<Vec<IpAddr>>)>,
+    ) -> Vec<(String, Reply<Vec<IpAddr>>, Vec<IpAddr>)> {
+        let untouched = |jobs: Vec<(String, Reply<Vec<IpAddr>>)>| {
+            jobs.into_iter()
+                .map(|(h, r)| (h, r, Vec::new()))
+                .collect::<Vec<_>>()
+        };
+        let (known, unknown): (Vec<_>, Vec<_>) = {
+            let cache = self.cache();
+            jobs.into_iter()
+                .partition(|(handle, _)| cache.knows_all_of(handle))
+        };
+        if known.len() < 2 {
+            return untouched(known.into_iter().chain(unknown).collect());
+        }
+        let (owned, planned) = {
+            let cache = self.cache();
+            let owned: Vec<Vec<IpAddr>> = known
+                .iter()
+                .map(|(handle, _)| {
+                    addresses_of_handle(&cache.snapshot, handle)
+                        .iter()
+                        .map(IpNet::addr)
+                        .collect()
+                })
+                .collect();
+            let requests: Vec<ReleaseRequest> = known
+                .iter()
+                .zip(&owned)
+                .flat_map(|((handle, _), addresses)| {
+                    addresses.iter().map(|a| ReleaseRequest {
+                        address: *a,
+                        handle: Some(handle.clone()),
+                        sequence_number: None,
+                    })
+                })
+                .collect();
+            let planned = cache.snapshot.plan_release(&requests).map(|mut planned| {
+                let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
+                (planned, prepared)
+            });
+            (owned, planned)
+        };
+        let Ok((planned, prepared)) = planned else {
+            return untouched(known.into_iter().chain(unknown).collect());
+        };
+        let (deltas, written, failure) = self.write_release_blocks(prepared).await;
+        // Whatever was written is released: the handles must follow.
+        let handles_done = self.apply_handle_deltas(deltas).await;
+        let finished = failure.is_none() && handles_done.is_ok();
+        let mut unfinished = untouched(unknown);
+        for ((handle, reply), addresses) in known.into_iter().zip(owned) {
+            let mine: Vec<IpAddr> = addresses
+                .into_iter()
+                .filter(|a| {
+                    planned.released.contains(a) && written.iter().any(|b| b.net().contains(a))
+                })
+                .collect();
+            // The one-by-one path re-reads and finishes what is left: a
+            // failed write, or a handle holding more than this engine knew.
+            if !finished || self.cache().handle(&handle).is_some() {
+                unfinished.push((handle, reply, mine));
+            } else {
+                let _ = reply.send(Ok(mine));
+            }
+        }
+        unfinished
     }
 
     /// Assigns a burst of one node's fresh requests in one plan: one write
     /// per handle (issued together) and one block write. Returns the
     /// requests it did not serve, for one-by-one service: all of them when
     /// the burst does not fit in one block or any write fails.
-    async fn assign_together(&self, batch: Vec<Pending>) -> Vec<Pending> {
+    async fn assign_together(
+        &self,
+        batch: Vec<(AutoAssignRequest, Reply<AutoAssigned>)>,
+    ) -> Vec<(AutoAssignRequest, Reply<AutoAssigned>)> {
         if self.ensure_fresh().await.is_err() {
             return batch;
         }
-        // A handle known to hold addresses is a repeated request, and
-        // handles must be distinct within one plan.
-        let mut seen = std::collections::HashSet::new();
-        let (together, alone): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|p| {
-            let id = p.request.handle.as_str();
-            seen.insert(id.to_string()) && self.cache().handle(id).is_none()
-        });
+        // A handle known to hold addresses is a repeated request.
+        let (together, alone): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|(request, _)| self.cache().handle(&request.handle).is_none());
         if together.len() < 2 {
             return together.into_iter().chain(alone).collect();
         }
-        let requests: Vec<AutoAssignRequest> = together.iter().map(|p| p.request.clone()).collect();
+        let requests: Vec<AutoAssignRequest> = together
+            .iter()
+            .map(|(request, _)| request.clone())
+            .collect();
         let (outcomes, prepared) = {
             let cache = self.cache();
             let planned = cache.snapshot.plan_auto_assign_batch(&requests, now());
@@ -844,9 +985,9 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             // Undone; each request gets the full single-request treatment.
             return together.into_iter().chain(alone).collect();
         }
-        for (pending, outcome) in together.into_iter().zip(outcomes) {
+        for ((_, reply), outcome) in together.into_iter().zip(outcomes) {
             let (ipv4, ipv6) = outcome.expect("checked clean above");
-            let _ = pending.reply.send(Ok(AutoAssigned {
+            let _ = reply.send(Ok(AutoAssigned {
                 ipv4,
                 ipv6,
                 existing: false,
@@ -1208,8 +1349,38 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// Releases every address of a handle and deletes the handle (Calico's
     /// ReleaseByHandle). An unknown handle is not an error: nothing is
     /// released.
+    ///
+    /// A handle this engine knows, held in blocks of one node, is released
+    /// in that node's lane: concurrent releases (and assignments) of one
+    /// node share block writes instead of conflicting on them.
     pub async fn release_by_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>, IpamError> {
         let handle_id = ipam_core::block::sanitize_handle(handle_id);
+        let node = {
+            let cache = self.cache();
+            let owners: Option<std::collections::BTreeSet<String>> =
+                cache.handle(handle_id).and_then(|h| {
+                    h.blocks()
+                        .iter()
+                        .map(|(cidr, _)| match cache.snapshot.block(cidr)?.owner()? {
+                            BlockOwner::Host(node) => Some(node.clone()),
+                            _ => None,
+                        })
+                        .collect()
+                });
+            owners
+                .filter(|o| o.len() == 1)
+                .and_then(|o| o.into_iter().next())
+        };
+        match node {
+            Some(node) => {
+                self.through_lane(&node, |reply| Job::Release(handle_id.to_string(), reply))
+                    .await
+            }
+            None => self.release_by_handle_now(handle_id).await,
+        }
+    }
+
+    async fn release_by_handle_now(&self, handle_id: &str) -> Result<Vec<IpAddr>, IpamError> {
         self.ensure_fresh().await?;
         let mut released = Vec::new();
         let mut last = None;
@@ -1221,14 +1392,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             // read: the block writes and the handle's deletion name the
             // cached revisions, so anything stale fails and is read then.
             // Only "unknown handle" must come from a fresh read.
-            let cached = attempt == 0 && {
-                let cache = self.cache();
-                cache.handle(handle_id).is_some_and(|h| {
-                    h.blocks()
-                        .iter()
-                        .all(|(cidr, _)| cache.snapshot.block(cidr).is_some())
-                })
-            };
+            let cached = attempt == 0 && self.cache().knows_all_of(handle_id);
             if !cached && !self.load_handle_and_blocks(handle_id).await? {
                 return Ok(released);
             }
