@@ -1,5 +1,5 @@
 //! The HTTP application: routes, the bearer-token check, body and time
-//! limits, health probes and the OpenAPI document.
+//! limits, health probes, the usage page and the OpenAPI document.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 
 use crate::api::{self, ApiState};
 use crate::error::ApiError;
+use crate::page;
 
 /// How the application is set up.
 #[derive(Debug, Clone)]
@@ -127,8 +128,16 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state);
+    // The usage page stays open too: a browser cannot add the token to a
+    // page load, and the page holds no data. Its script reads /v1, which
+    // keeps the token check, and explains a 401 when it gets one.
+    let page = Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::app_js))
+        .route("/style.css", get(page::style_css));
     v1.layer(middleware::from_fn_with_state(token, require_token))
         .merge(probes)
+        .merge(page)
         .layer(middleware::from_fn_with_state(timeout, limit_time))
 }
 

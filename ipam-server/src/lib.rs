@@ -1,10 +1,11 @@
 //! ipam-server: the IPAM engine behind a JSON HTTP API.
 //!
 //! [`app`] builds the routes (`/v1/...`, `/healthz`, `/readyz`,
-//! `/openapi.json`), [`api`] holds the handlers and their request and
+//! `/openapi.json`, `/`), [`api`] holds the handlers and their request and
 //! response types, [`error`] maps every failure to a status and a stable
-//! code, [`server`] opens the datastore and serves, [`defaults`] chooses
-//! the default pools as calico-node does, [`args`] parses the flags.
+//! code, [`page`] serves the usage page, [`server`] opens the datastore
+//! and serves, [`defaults`] chooses the default pools as calico-node does,
+//! [`args`] parses the flags.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -14,4 +15,5 @@ pub mod app;
 pub mod args;
 pub mod defaults;
 pub mod error;
+pub mod page;
 pub mod server;
