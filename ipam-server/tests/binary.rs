@@ -1,0 +1,335 @@
+//! The real `ipam-server` binary: durability across kill -9, refusing to
+//! listen beyond loopback without a token, one process per data dir, unix
+//! sockets, graceful SIGTERM, default pools from the environment.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ipam-server");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free loopback port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn command(data_dir: &Path, listen: &str) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .arg("--listen")
+        .arg(listen)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("NO_DEFAULT_POOLS")
+        .env_remove("CALICO_IPV4POOL_CIDR")
+        .env_remove("CALICO_IPV4POOL_BLOCK_SIZE")
+        .env_remove("CALICO_IPV6POOL_CIDR")
+        .env_remove("IPAM_TOKEN_FILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+async fn start_with(mut command: Command, port: u16) -> Server {
+    let child = command.spawn().expect("ipam-server starts");
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{}/healthz", server.base)).await {
+            if r.status() == 200 {
+                return server;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ipam-server did not come up on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start(data_dir: &Path, port: u16) -> Server {
+    start_with(command(data_dir, &format!("127.0.0.1:{port}")), port).await
+}
+
+/// Runs the binary to completion (it is expected to stop by itself).
+fn run_to_end(mut command: Command) -> Output {
+    let mut child = command.spawn().expect("ipam-server starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ipam-server should have stopped by itself");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+async fn assign(client: &reqwest::Client, base: &str, handle: &str, node: &str) -> Option<Value> {
+    let body = json!({"handle": handle, "node": node, "ipv4": 1});
+    let response = client
+        .post(format!("{base}/v1/assign"))
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_allocation_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let client = reqwest::Client::new();
+    let mut acknowledged: BTreeMap<String, Value> = BTreeMap::new();
+    for round in 0..3 {
+        let mut server = start(dir.path(), port).await;
+        let tasks: Vec<_> = (0..150)
+            .map(|i| {
+                let (client, base) = (client.clone(), server.base.clone());
+                tokio::spawn(async move {
+                    let handle = format!("k8s-pod-network.r{round}-{i}");
+                    let node = format!("node-{}", i % 8);
+                    let answer = assign(&client, &base, &handle, &node).await;
+                    (handle, answer)
+                })
+            })
+            .collect();
+        // Kill it while requests are still in flight: what was answered
+        // must be there afterwards, whatever was not may or may not be.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        server.child.kill().unwrap();
+        let status = server.child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        for task in tasks {
+            let (handle, answer) = task.await.unwrap();
+            if let Some(answer) = answer {
+                acknowledged.insert(handle, answer["ipv4"].clone());
+            }
+        }
+        drop(server);
+        let server = start(dir.path(), port).await;
+        for (handle, addresses) in &acknowledged {
+            let held: Value = client
+                .get(format!("{}/v1/handles/{handle}", server.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(&held["addresses"], addresses, "{handle} lost after kill -9");
+        }
+        let check: Value = client
+            .get(format!("{}/v1/check", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        // A kill between a handle write and its block write leaves a handle
+        // that over-counts, never an address without a handle.
+        let findings = check["report"]["findings"].as_array().unwrap();
+        for finding in findings {
+            assert_ne!(finding["kind"], "handleMissing", "{finding}");
+            assert_ne!(finding["kind"], "addressAllocatedTwice", "{finding}");
+        }
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "no request was answered before the kills: the test proved nothing"
+    );
+}
+
+#[test]
+fn listening_beyond_loopback_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_to_end(command(dir.path(), &format!("0.0.0.0:{}", free_port())));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("requires a bearer token"), "{stderr}");
+    assert!(stderr.contains("--token-file"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_token_file_makes_the_api_ask_for_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let port = free_port();
+    let mut cmd = command(&dir.path().join("data"), &format!("127.0.0.1:{port}"));
+    cmd.arg("--token-file").arg(&token_file);
+    let server = start_with(cmd, port).await;
+    let client = reqwest::Client::new();
+    let pools = format!("{}/v1/pools", server.base);
+    assert_eq!(client.get(&pools).send().await.unwrap().status(), 401);
+    let with_token = client.get(&pools).bearer_auth("s3cret-token").send().await;
+    assert_eq!(with_token.unwrap().status(), 200);
+    // An empty token file is refused at start.
+    std::fs::write(&token_file, "\n").unwrap();
+    let mut cmd = command(
+        &dir.path().join("data2"),
+        &format!("127.0.0.1:{}", free_port()),
+    );
+    cmd.arg("--token-file").arg(&token_file);
+    let output = run_to_end(cmd);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("the file is empty"));
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_is_refused_with_the_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let first = start(dir.path(), port).await;
+    let output = run_to_end(command(dir.path(), &format!("127.0.0.1:{}", free_port())));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("already in use by pid {}", first.child.id());
+    assert!(stderr.contains(&expected), "{stderr}");
+}
+
+#[tokio::test]
+async fn it_serves_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ipam.sock");
+    let mut child = command(
+        &dir.path().join("data"),
+        &format!("unix:{}", socket.display()),
+    )
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no socket at {}",
+            socket.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Plain HTTP/1.1 over the socket, no client library needed.
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream
+            .write_all(b"GET /v1/pools HTTP/1.1\r\nHost: ipam\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    })
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("default-ipv4-ippool"), "{answer}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_it_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start(dir.path(), port).await;
+    let client = reqwest::Client::new();
+    assert!(assign(&client, &server.base, "h", "n").await.is_some());
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM did not stop it");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+    // Its data dir is free again and the allocation is there.
+    let server = start(dir.path(), port).await;
+    let held = client
+        .get(format!("{}/v1/handles/h", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+}
+
+#[tokio::test]
+async fn default_pools_follow_calico_nodes_variables() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = command(&dir.path().join("a"), &format!("127.0.0.1:{port}"));
+    cmd.env("CALICO_IPV4POOL_CIDR", "10.44.0.0/16")
+        .env("CALICO_IPV4POOL_BLOCK_SIZE", "28");
+    let server = start_with(cmd, port).await;
+    let pools: Value = client
+        .get(format!("{}/v1/pools", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pools[0]["name"], "default-ipv4-ippool");
+    assert_eq!(pools[0]["spec"]["cidr"], "10.44.0.0/16");
+    assert_eq!(pools[0]["spec"]["blockSize"], 28);
+    drop(server);
+
+    let port = free_port();
+    let mut cmd = command(&dir.path().join("b"), &format!("127.0.0.1:{port}"));
+    cmd.env("NO_DEFAULT_POOLS", "true");
+    let server = start_with(cmd, port).await;
+    let pools: Value = client
+        .get(format!("{}/v1/pools", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pools, json!([]));
+    drop(server);
+
+    let mut cmd = command(&dir.path().join("c"), &format!("127.0.0.1:{}", free_port()));
+    cmd.env("CALICO_IPV4POOL_BLOCK_SIZE", "33");
+    let output = run_to_end(cmd);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("blockSize 33"), "{stderr}");
+}
