@@ -22,6 +22,10 @@ use ipam_store::{Datastore, Ipam};
 
 const NODES: usize = 64;
 
+// The same allocator as the ipam-server binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Run {
     pairs: u64,
     elapsed: Duration,

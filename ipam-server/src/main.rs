@@ -4,6 +4,12 @@ use clap::Parser;
 use ipam_server::args::Args;
 use tracing_subscriber::EnvFilter;
 
+// glibc's allocator spends a large share of a busy server's time in
+// malloc and free across threads (perf, BENCHMARKS.md: 7.0 k against 11.2 k
+// pairs/s at concurrency 256).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
