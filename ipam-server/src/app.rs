@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 
 use crate::api::{self, ApiState};
 use crate::error::ApiError;
+use crate::metrics::{self, Metrics};
 use crate::page;
 
 /// How the application is set up.
@@ -86,6 +87,7 @@ pub fn openapi_json() -> String {
 
 /// Builds the application over an engine.
 pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
+    let metrics = Arc::new(Metrics::new(engine.clone()));
     let state = Arc::new(ApiState {
         engine,
         max_addresses_per_request: config.max_addresses_per_request,
@@ -120,7 +122,10 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
         .route("/openapi.json", get(serve_openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        // Behind the token like the API: Prometheus can send one.
+        .route("/metrics", get(metrics::scrape).with_state(metrics.clone()))
+        .route_layer(middleware::from_fn_with_state(metrics, metrics::record));
     let timeout = config.request_timeout;
     let token = config.token.map(Arc::new);
     // Probes stay open: kubelet sends no token.

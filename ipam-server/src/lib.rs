@@ -3,7 +3,7 @@
 //! [`app`] builds the routes (`/v1/...`, `/healthz`, `/readyz`,
 //! `/openapi.json`, `/`), [`api`] holds the handlers and their request and
 //! response types, [`error`] maps every failure to a status and a stable
-//! code, [`page`] serves the usage page, [`server`] opens the datastore
+//! code, [`metrics`] serves `/metrics`, [`page`] serves the usage page, [`server`] opens the datastore
 //! and serves, [`defaults`] chooses the default pools as calico-node does,
 //! [`args`] parses the flags.
 
@@ -15,5 +15,6 @@ pub mod app;
 pub mod args;
 pub mod defaults;
 pub mod error;
+pub mod metrics;
 pub mod page;
 pub mod server;
