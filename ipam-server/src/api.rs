@@ -163,18 +163,7 @@ pub async fn assign(
     let got = state.engine.auto_assign(&request).await?;
     let short = |a: &Assignments| (a.addresses.len() as u32) < a.requested;
     if !got.existing && (short(&got.ipv4) || short(&got.ipv6)) {
-        let taken: Vec<ReleaseRequest> = got
-            .ipv4
-            .addresses
-            .iter()
-            .chain(&got.ipv6.addresses)
-            .map(|a| ReleaseRequest {
-                address: a.addr(),
-                handle: Some(body.handle.clone()),
-                sequence_number: None,
-            })
-            .collect();
-        state.engine.release(&taken).await?;
+        state.engine.release_assigned(&body.handle, &got).await?;
         let reasons: Vec<String> = got
             .ipv4
             .shortfall

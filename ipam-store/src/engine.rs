@@ -1135,6 +1135,19 @@ impl<S: Datastore + ?Sized> Ipam<S> {
 
     /// Releases what a failed request had already been given.
     async fn give_back(&self, handle_id: &str, got: &AutoAssigned) {
+        if let Err(e) = self.release_assigned(handle_id, got).await {
+            tracing::warn!(handle = handle_id, error = %e, "could not give back a failed request's addresses");
+        }
+    }
+
+    /// Releases the addresses an auto-assign gave, provided `handle_id`
+    /// still holds them: for a caller that wants all or nothing and got
+    /// less than it asked for.
+    pub async fn release_assigned(
+        &self,
+        handle_id: &str,
+        got: &AutoAssigned,
+    ) -> Result<Released, IpamError> {
         let requests: Vec<ReleaseRequest> = got
             .ipv4
             .addresses
@@ -1147,11 +1160,9 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             })
             .collect();
         if requests.is_empty() {
-            return;
+            return Ok(Released::default());
         }
-        if let Err(e) = self.release_unlocked(&requests).await {
-            tracing::warn!(handle = handle_id, error = %e, "could not give back a failed request's addresses");
-        }
+        self.release_unlocked(&requests).await
     }
 
     /// Assigns one chosen address (Calico's AssignIP). Assigning an address
