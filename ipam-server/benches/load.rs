@@ -10,7 +10,12 @@
 //! Run: `cargo bench -p ipam-server --bench load -- [SECONDS] [CONCURRENCY...]`
 //! (defaults: 10 s at 1, 64 and 256). The server runs in this process,
 //! on 127.0.0.1 with a temp data dir; the table goes to stderr.
+//!
+//! Each worker keeps one HTTP/1.1 connection and writes its requests by
+//! hand, as wrk does: the load generator shares the two cores with the
+//! server, so it must cost as little as possible.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,12 +24,67 @@ use ipam_core::{IpamConfig, Pool, PoolSpec};
 use ipam_server::app::{router, AppConfig};
 use ipam_store::embedded::EmbeddedStore;
 use ipam_store::{Datastore, Ipam};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 const NODES: usize = 64;
 
 // The same allocator as the ipam-server binary.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// One keep-alive HTTP/1.1 connection, spoken by hand.
+struct Connection {
+    stream: BufReader<TcpStream>,
+}
+
+impl Connection {
+    async fn open(address: SocketAddr) -> Connection {
+        let stream = TcpStream::connect(address).await.expect("connect");
+        stream.set_nodelay(true).unwrap();
+        Connection {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    /// Sends a request and reads the whole answer: (status, body).
+    async fn send(&mut self, method: &str, path: &str, body: Option<&str>) -> (u16, Vec<u8>) {
+        let body = body.unwrap_or("");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .unwrap();
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await.unwrap();
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let mut length = 0;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await.unwrap();
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut answer = vec![0; length];
+        self.stream.read_exact(&mut answer).await.unwrap();
+        (status, answer)
+    }
+}
 
 struct Run {
     pairs: u64,
@@ -66,24 +126,16 @@ async fn run(concurrency: usize, seconds: u64) -> Run {
         .unwrap();
     let app = router(engine, AppConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let listener_address = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .unwrap();
+    let address = listener_address;
     // Warm up: every node claims its first block.
+    let mut warm = Connection::open(address).await;
     for node in 0..NODES {
-        let handle = format!("warm-{node}");
-        let body = serde_json::json!({"handle": handle, "node": format!("node-{node}"), "ipv4": 1});
-        let r = client
-            .post(format!("{base}/v1/assign"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let body = format!(r#"{{"handle":"warm-{node}","node":"node-{node}","ipv4":1}}"#);
+        let (status, answer) = warm.send("POST", "/v1/assign", Some(&body)).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     }
     let commits_before = store.commits();
     let writes_before = store.round_trips().writes;
@@ -91,33 +143,24 @@ async fn run(concurrency: usize, seconds: u64) -> Run {
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|worker| {
-            let (client, base, stop) = (client.clone(), base.clone(), stop.clone());
+            let stop = stop.clone();
             tokio::spawn(async move {
+                let mut connection = Connection::open(address).await;
                 let node = format!("node-{}", worker % NODES);
                 let (mut assign, mut release) = (Vec::new(), Vec::new());
                 let mut serial = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     serial += 1;
                     let handle = format!("k8s-pod-network.w{worker}-{serial}");
-                    let body = serde_json::json!({"handle": handle, "node": node, "ipv4": 1});
+                    let body = format!(r#"{{"handle":"{handle}","node":"{node}","ipv4":1}}"#);
                     let t = Instant::now();
-                    let r = client
-                        .post(format!("{base}/v1/assign"))
-                        .json(&body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-                    r.bytes().await.unwrap();
+                    let (status, answer) = connection.send("POST", "/v1/assign", Some(&body)).await;
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
                     assign.push(t.elapsed());
                     let t = Instant::now();
-                    let r = client
-                        .delete(format!("{base}/v1/handles/{handle}"))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-                    r.bytes().await.unwrap();
+                    let path = format!("/v1/handles/{handle}");
+                    let (status, answer) = connection.send("DELETE", &path, None).await;
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
                     release.push(t.elapsed());
                 }
                 (assign, release)
