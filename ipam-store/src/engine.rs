@@ -13,7 +13,16 @@
 //!   Calico retries up to 100 times (ipam.go, `datastoreRetries`).
 //!
 //! Requests for one node are serialised (Calico does it with a file lock per
-//! host); requests for different nodes never wait on each other.
+//! host) in the node's lane, and whoever holds the lane serves every
+//! auto-assign and release-by-handle queued behind it in one plan: a burst
+//! of one node's requests shares its block writes. Requests for different
+//! nodes never wait on each other.
+//!
+//! Planning reads a cache (pools, config, reservations, blocks, affinities,
+//! handles seen) so that the steady state makes no read; every write names
+//! the revision the plan was computed from, and an answer that would write
+//! nothing (already free, a refusal, a shortfall) is given only from data
+//! read just now.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
