@@ -88,6 +88,10 @@ fn run_to_end(mut command: Command) -> Output {
     child.wait_with_output().unwrap()
 }
 
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn assign(client: &reqwest::Client, base: &str, handle: &str, node: &str) -> Option<Value> {
     let body = json!({"handle": handle, "node": node, "ipv4": 1});
     let response = client
@@ -139,24 +143,11 @@ async fn every_acknowledged_allocation_survives_kill_9() {
         drop(server);
         let server = start(dir.path(), port).await;
         for (handle, addresses) in &acknowledged {
-            let held: Value = client
-                .get(format!("{}/v1/handles/{handle}", server.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let held: Value =
+                get_json(&client, format!("{}/v1/handles/{handle}", server.base)).await;
             assert_eq!(&held["addresses"], addresses, "{handle} lost after kill -9");
         }
-        let check: Value = client
-            .get(format!("{}/v1/check", server.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let check: Value = get_json(&client, format!("{}/v1/check", server.base)).await;
         // A kill between a handle write and its block write leaves a handle
         // that over-counts, never an address without a handle.
         let findings = check["report"]["findings"].as_array().unwrap();
@@ -298,14 +289,7 @@ async fn default_pools_follow_calico_nodes_variables() {
     cmd.env("CALICO_IPV4POOL_CIDR", "10.44.0.0/16")
         .env("CALICO_IPV4POOL_BLOCK_SIZE", "28");
     let server = start_with(cmd, port).await;
-    let pools: Value = client
-        .get(format!("{}/v1/pools", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pools: Value = get_json(&client, format!("{}/v1/pools", server.base)).await;
     assert_eq!(pools[0]["name"], "default-ipv4-ippool");
     assert_eq!(pools[0]["spec"]["cidr"], "10.44.0.0/16");
     assert_eq!(pools[0]["spec"]["blockSize"], 28);
@@ -315,14 +299,7 @@ async fn default_pools_follow_calico_nodes_variables() {
     let mut cmd = command(&dir.path().join("b"), &format!("127.0.0.1:{port}"));
     cmd.env("NO_DEFAULT_POOLS", "true");
     let server = start_with(cmd, port).await;
-    let pools: Value = client
-        .get(format!("{}/v1/pools", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pools: Value = get_json(&client, format!("{}/v1/pools", server.base)).await;
     assert_eq!(pools, json!([]));
     drop(server);
 
