@@ -214,12 +214,16 @@ async fn a_second_server_on_the_same_data_dir_is_refused_with_the_pid() {
 async fn it_serves_on_a_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("ipam.sock");
-    let mut child = command(
-        &dir.path().join("data"),
-        &format!("unix:{}", socket.display()),
-    )
-    .spawn()
-    .unwrap();
+    // Killed on drop, even when an assertion below fails.
+    let _server = Server {
+        child: command(
+            &dir.path().join("data"),
+            &format!("unix:{}", socket.display()),
+        )
+        .spawn()
+        .unwrap(),
+        base: format!("unix:{}", socket.display()),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     while !socket.exists() {
         assert!(
@@ -242,8 +246,6 @@ async fn it_serves_on_a_unix_socket() {
     })
     .await
     .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("default-ipv4-ippool"), "{answer}");
 }
