@@ -122,10 +122,19 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
         .route("/openapi.json", get(serve_openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        // `layer`, not `route_layer`: the recorder then sees each request
+        // after routing (its route template) and the fallback's too.
+        .layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            metrics::record,
+        ))
         .with_state(state.clone())
-        // Behind the token like the API: Prometheus can send one.
-        .route("/metrics", get(metrics::scrape).with_state(metrics.clone()))
-        .route_layer(middleware::from_fn_with_state(metrics, metrics::record));
+        // Behind the token like the API: the figures tell pool layout,
+        // node names and traffic, and Prometheus can send a bearer token
+        // (`authorization` or `bearer_token_file` in its scrape config).
+        // Added after the recorder, so scrapes are not counted as API
+        // requests.
+        .route("/metrics", get(metrics::scrape).with_state(metrics));
     let timeout = config.request_timeout;
     let token = config.token.map(Arc::new);
     // Probes stay open: kubelet sends no token.

@@ -1,16 +1,32 @@
-//! `/metrics` in Prometheus text format: pool and node figures (under the
-//! names Calico's kube-controllers exports), request counts and latency per
-//! route, datastore round trips, compare-and-swap conflicts and retries.
+//! `/metrics`, for Prometheus to scrape: what the pools hold, how the API is
+//! used, and how hard the engine works the datastore.
+//!
+//! - Pool and node figures, under the names Calico's kube-controllers
+//!   exports where it has one: `ipam_ippool_size{ippool}`,
+//!   `ipam_ippool_free{ippool}`, `ipam_allocations_in_use{ippool,node}`,
+//!   `ipam_allocations_borrowed{ippool,node}`, `ipam_blocks{ippool,node}`.
+//!   These come from a full read of the datastore at scrape time, cached
+//!   for [`POOL_FIGURES_MAX_AGE`].
+//! - `ipam_http_requests_total{method,route,status}` and
+//!   `ipam_http_request_duration_seconds{method,route}`, recorded by
+//!   [`record`] around the `/v1` routes, with the route's template as label.
+//! - `ipam_datastore_round_trips_total{kind}`, `ipam_cas_conflicts_total`
+//!   and `ipam_retries_total`, read from the store and the engine at
+//!   scrape time.
+//!
+//! The exposition is the OpenMetrics text format of `prometheus-client`,
+//! which Prometheus reads.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ipam_core::usage::usage;
 use ipam_core::Snapshot;
 use ipam_store::{Datastore, Ipam};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -19,11 +35,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use tokio::sync::Mutex;
 
 use crate::error::ApiError;
 
-/// Pool figures are read from the datastore at most this often: a scrape
-/// reads every block, and a burst of scrapes should not repeat that.
+/// Pool figures are read from the datastore at most this often. Computing
+/// them takes a full read of the datastore (every pool and block), so a
+/// storm of scrapes (several Prometheus replicas, someone reloading the
+/// page) answers from the figures of the last read instead of repeating it.
 const POOL_FIGURES_MAX_AGE: Duration = Duration::from_secs(5);
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -71,6 +90,9 @@ pub struct Metrics {
     round_trips: Family<TripLabel, Counter>,
     conflicts: Counter,
     retries: Counter,
+    /// When the pool figures were last read. Held for a whole scrape, so
+    /// concurrent scrapes neither read the datastore twice, nor see the
+    /// pool families half rewritten, nor add a counter's catch-up twice.
     pools_read_at: Mutex<Option<Instant>>,
 }
 
@@ -191,21 +213,22 @@ impl Metrics {
 
     /// Refreshes the pool and node figures from a fresh read of the
     /// datastore, unless they are younger than [`POOL_FIGURES_MAX_AGE`].
-    async fn refresh_pools(&self) -> Result<(), ApiError> {
-        let fresh = self
-            .pools_read_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|at| at.elapsed() < POOL_FIGURES_MAX_AGE);
-        if fresh {
+    async fn refresh_pools(&self, read_at: &mut Option<Instant>) -> Result<(), ApiError> {
+        if read_at.is_some_and(|at| at.elapsed() < POOL_FIGURES_MAX_AGE) {
             return Ok(());
         }
         let snapshot = self.engine.snapshot().await?;
         self.set_pool_figures(&snapshot);
-        *self.pools_read_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *read_at = Some(Instant::now());
         Ok(())
     }
 
+    /// Sets the pool and node figures. Pools, their sizes and what is free
+    /// come from [`usage`], so they agree with `/v1/usage` and `calicoctl
+    /// ipam show` (a block counts under the first pool, by name, holding
+    /// it; reserved addresses count as used). Per node: an address counts
+    /// for the node in its `node` attribute, else for its block's owner,
+    /// and is borrowed when that node is not the block's owner.
     fn set_pool_figures(&self, snapshot: &Snapshot) {
         // Pools and nodes that went away must not linger with old values.
         for family in [&self.in_use, &self.borrowed, &self.blocks] {
@@ -216,46 +239,40 @@ impl Metrics {
         let mut in_use: BTreeMap<(String, String), i64> = BTreeMap::new();
         let mut borrowed: BTreeMap<(String, String), i64> = BTreeMap::new();
         let mut blocks: BTreeMap<(String, String), i64> = BTreeMap::new();
-        let mut used_in_pool: BTreeMap<String, u128> = BTreeMap::new();
-        for block in snapshot.blocks() {
-            // A block counts under the first pool (by name) holding it, as
-            // in Calico's utilisation figures.
-            let Some(pool) = snapshot
-                .pools()
-                .iter()
-                .find(|p| p.contains(block.cidr().net().network()))
-            else {
-                continue;
-            };
-            let pool = pool.name().to_string();
-            let owner = block.owner().map(|o| o.name().to_string());
-            if let Some(owner) = &owner {
-                *blocks.entry((pool.clone(), owner.clone())).or_default() += 1;
-            }
-            for (_, attribute) in block.allocations() {
-                let node = attribute
-                    .secondary
-                    .get("node")
-                    .map(str::to_string)
-                    .or_else(|| owner.clone())
-                    .unwrap_or_default();
-                *used_in_pool.entry(pool.clone()).or_default() += 1;
-                if owner.as_ref().is_some_and(|o| *o != node) {
-                    *borrowed.entry((pool.clone(), node.clone())).or_default() += 1;
-                }
-                *in_use.entry((pool.clone(), node)).or_default() += 1;
-            }
-        }
-        for pool in snapshot.pools() {
-            let size = 1u128 << (pool.cidr().max_prefix_len() - pool.cidr().prefix_len());
-            let used = used_in_pool.get(pool.name()).copied().unwrap_or(0);
+        for pool in usage(snapshot).pools {
             let label = PoolLabel {
-                ippool: pool.name().to_string(),
+                ippool: pool.name.clone(),
             };
-            self.pool_size.get_or_create(&label).set(size as f64);
+            self.pool_size
+                .get_or_create(&label)
+                .set(pool.capacity as f64);
             self.pool_free
                 .get_or_create(&label)
-                .set((size - used) as f64);
+                .set((pool.capacity - pool.in_use) as f64);
+            for figures in &pool.blocks {
+                if let Some(owner) = &figures.owner {
+                    *blocks
+                        .entry((pool.name.clone(), owner.clone()))
+                        .or_default() += 1;
+                }
+                let Some(block) = snapshot.block(&figures.cidr) else {
+                    continue;
+                };
+                for (_, attribute) in block.allocations() {
+                    let node = attribute
+                        .secondary
+                        .get("node")
+                        .or(figures.owner.as_deref())
+                        .unwrap_or_default()
+                        .to_string();
+                    if figures.owner.as_deref().is_some_and(|o| o != node) {
+                        *borrowed
+                            .entry((pool.name.clone(), node.clone()))
+                            .or_default() += 1;
+                    }
+                    *in_use.entry((pool.name.clone(), node)).or_default() += 1;
+                }
+            }
         }
         for (family, figures) in [
             (&self.in_use, in_use),
@@ -272,7 +289,8 @@ impl Metrics {
 
     /// The exposition text.
     async fn render(&self) -> Result<String, ApiError> {
-        self.refresh_pools().await?;
+        let mut read_at = self.pools_read_at.lock().await;
+        self.refresh_pools(&mut read_at).await?;
         self.catch_up();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
@@ -294,9 +312,13 @@ pub async fn scrape(State(metrics): State<Arc<Metrics>>) -> Result<Response, Api
         .into_response())
 }
 
-/// Middleware recording every request answered by a route: labelled by
-/// the route's template (`/v1/handles/{handle}`), never the raw path, so
-/// that handle names and addresses do not each make a new series.
+/// Middleware recording every request it wraps: labelled by the route's
+/// template (`/v1/handles/{handle}`), never the raw path, so that handle
+/// names and addresses do not each make a new series. A request no route
+/// matched (the fallback's 404) counts under `route="unmatched"`.
+///
+/// Add it with `Router::layer`, not `route_layer`: it then runs after
+/// routing, where [`MatchedPath`] is set, and wraps the fallback too.
 pub async fn record(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
