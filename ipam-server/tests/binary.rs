@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -114,20 +116,29 @@ async fn every_acknowledged_allocation_survives_kill_9() {
     let mut acknowledged: BTreeMap<String, Value> = BTreeMap::new();
     for round in 0..3 {
         let mut server = start(dir.path(), port).await;
+        let answered = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..150)
             .map(|i| {
                 let (client, base) = (client.clone(), server.base.clone());
+                let answered = answered.clone();
                 tokio::spawn(async move {
                     let handle = format!("k8s-pod-network.r{round}-{i}");
                     let node = format!("node-{}", i % 8);
                     let answer = assign(&client, &base, &handle, &node).await;
+                    if answer.is_some() {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
                     (handle, answer)
                 })
             })
             .collect();
-        // Kill it while requests are still in flight: what was answered
-        // must be there afterwards, whatever was not may or may not be.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Kill it while requests are still in flight, once some have been
+        // answered (however slow the machine): what was answered must be
+        // there afterwards, whatever was not may or may not be.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while answered.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         server.child.kill().unwrap();
         let status = server.child.wait().unwrap();
         assert_eq!(
