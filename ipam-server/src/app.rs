@@ -122,19 +122,10 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
         .route("/openapi.json", get(serve_openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        // `layer`, not `route_layer`: the recorder then sees each request
-        // after routing (its route template) and the fallback's too.
-        .layer(middleware::from_fn_with_state(
-            metrics.clone(),
-            metrics::record,
-        ))
         .with_state(state.clone())
-        // Behind the token like the API: the figures tell pool layout,
-        // node names and traffic, and Prometheus can send a bearer token
-        // (`authorization` or `bearer_token_file` in its scrape config).
-        // Added after the recorder, so scrapes are not counted as API
-        // requests.
-        .route("/metrics", get(metrics::scrape).with_state(metrics));
+        // Behind the token like the API: Prometheus sends one when its
+        // scrape config has `authorization: {credentials_file: ...}`.
+        .route("/metrics", get(metrics::scrape).with_state(metrics.clone()));
     let timeout = config.request_timeout;
     let token = config.token.map(Arc::new);
     // Probes stay open: kubelet sends no token.
@@ -153,6 +144,9 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
         .merge(probes)
         .merge(page)
         .layer(middleware::from_fn_with_state(timeout, limit_time))
+        // Outermost, so that requests cut short by the time limit or
+        // refused for want of the token are counted too.
+        .layer(middleware::from_fn_with_state(metrics, metrics::record))
 }
 
 async fn serve_openapi() -> Response {

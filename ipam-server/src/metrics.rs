@@ -1,337 +1,577 @@
-//! `/metrics`, for Prometheus to scrape: what the pools hold, how the API is
-//! used, and how hard the engine works the datastore.
+//! `/metrics` in the OpenMetrics text format, which Prometheus reads.
 //!
-//! - Pool and node figures, under the names Calico's kube-controllers
-//!   exports where it has one: `ipam_ippool_size{ippool}`,
-//!   `ipam_ippool_free{ippool}`, `ipam_allocations_in_use{ippool,node}`,
-//!   `ipam_allocations_borrowed{ippool,node}`, `ipam_blocks{ippool,node}`.
-//!   These come from a full read of the datastore at scrape time, cached
-//!   for [`POOL_FIGURES_MAX_AGE`].
-//! - `ipam_http_requests_total{method,route,status}` and
-//!   `ipam_http_request_duration_seconds{method,route}`, recorded by
-//!   [`record`] around the `/v1` routes, with the route's template as label.
-//! - `ipam_datastore_round_trips_total{kind}`, `ipam_cas_conflicts_total`
-//!   and `ipam_retries_total`, read from the store and the engine at
-//!   scrape time.
+//! What it reports:
+//! - pool and node figures under the names Calico's kube-controllers
+//!   exports (`ipam_ippool_size`, `ipam_allocations_in_use`,
+//!   `ipam_allocations_borrowed`, `ipam_blocks`) and with its label values
+//!   for the odd cases (`no_ippool`, `no_affinity`, `unknown_node`), plus
+//!   `ipam_ippool_free`, which agrees with `/v1/usage` and `ipamctl show`;
+//! - HTTP requests and their latency by route template, never by raw path;
+//! - datastore round trips, compare-and-swap conflicts and retries, read
+//!   from the store and the engine while the scrape is encoded;
+//! - the build.
 //!
-//! The exposition is the OpenMetrics text format of `prometheus-client`,
-//! which Prometheus reads.
+//! Pool figures need a full read of the datastore, so they are cached for
+//! [`POOL_FIGURES_MAX_AGE`] and read by one scrape at a time. A failed or
+//! slow read leaves the previous figures in place and says so
+//! (`ipam_pool_figures_read_errors_total`, `ipam_pool_figures_age_seconds`):
+//! `/metrics` keeps answering when the datastore does not, which is when its
+//! request figures matter most. Nothing here writes to the datastore.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use ipam_core::usage::usage;
-use ipam_core::Snapshot;
+use ipam_core::{BlockCidr, BlockOwner, Snapshot};
 use ipam_store::{Datastore, Ipam};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use tokio::sync::Mutex;
 
-use crate::error::ApiError;
-
-/// Pool figures are read from the datastore at most this often. Computing
-/// them takes a full read of the datastore (every pool and block), so a
-/// storm of scrapes (several Prometheus replicas, someone reloading the
-/// page) answers from the figures of the last read instead of repeating it.
+/// How long pool figures are served before the datastore is read again.
+/// A read lists every block and handle, so a burst of scrapes (several
+/// Prometheus replicas, someone refreshing a browser) must not repeat it;
+/// Prometheus scrapes every 15 s or more by default, so 5 s costs no
+/// freshness in practice.
 const POOL_FIGURES_MAX_AGE: Duration = Duration::from_secs(5);
 
-type FloatGauge = Gauge<f64, AtomicU64>;
+/// Longest a scrape waits for the pool figures before it serves the previous
+/// ones: below Prometheus's default scrape timeout of 10 s.
+const POOL_FIGURES_READ_LIMIT: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PoolLabel {
-    ippool: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PoolNodeLabels {
-    ippool: String,
-    node: String,
-}
+/// Calico's label for blocks that no pool covers.
+const NO_POOL: &str = "no_ippool";
+/// Calico's label for blocks affine to no host.
+const NO_AFFINITY: &str = "no_affinity";
+/// Calico's label for allocations without a `node` attribute.
+const UNKNOWN_NODE: &str = "unknown_node";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
-    status: String,
+    status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     route: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TripLabel {
-    kind: &'static str,
-}
-
-/// The registry and the engine it reports on.
+/// The registry, the request figures the middleware records into, and the
+/// pool figures the scrape refreshes.
 pub struct Metrics {
-    engine: Arc<Ipam<dyn Datastore>>,
     registry: Registry,
-    pool_size: Family<PoolLabel, FloatGauge>,
-    pool_free: Family<PoolLabel, FloatGauge>,
-    in_use: Family<PoolNodeLabels, Gauge>,
-    borrowed: Family<PoolNodeLabels, Gauge>,
-    blocks: Family<PoolNodeLabels, Gauge>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
-    round_trips: Family<TripLabel, Counter>,
-    conflicts: Counter,
-    retries: Counter,
-    /// When the pool figures were last read. Held for a whole scrape, so
-    /// concurrent scrapes neither read the datastore twice, nor see the
-    /// pool families half rewritten, nor add a counter's catch-up twice.
-    pools_read_at: Mutex<Option<Instant>>,
+    engine: Arc<Ipam<dyn Datastore>>,
+    pools: Arc<PoolCache>,
 }
 
 impl Metrics {
-    /// Registers every metric.
+    /// Registers every metric, reporting on `engine`.
     pub fn new(engine: Arc<Ipam<dyn Datastore>>) -> Metrics {
+        Metrics::with_limits(engine, POOL_FIGURES_MAX_AGE, POOL_FIGURES_READ_LIMIT)
+    }
+
+    fn with_limits(
+        engine: Arc<Ipam<dyn Datastore>>,
+        max_age: Duration,
+        read_limit: Duration,
+    ) -> Metrics {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            // 0.5 ms to about 16 s: an allocation from a warm cache takes
+            // well under a millisecond, one behind a slow store seconds.
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let pools = Arc::new(PoolCache {
+            max_age,
+            read_limit,
+            read_started: tokio::sync::Mutex::new(None),
+            current: Mutex::new(None),
+            read_errors: AtomicU64::new(0),
+        });
         let mut registry = Registry::default();
-        let metrics = Metrics {
-            engine,
-            registry: Registry::default(),
-            pool_size: Family::default(),
-            pool_free: Family::default(),
-            in_use: Family::default(),
-            borrowed: Family::default(),
-            blocks: Family::default(),
-            requests: Family::default(),
-            latency: Family::new_with_constructor(|| {
-                // 0.5 ms to about 16 s.
-                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-            }),
-            round_trips: Family::default(),
-            conflicts: Counter::default(),
-            retries: Counter::default(),
-            pools_read_at: Mutex::new(None),
-        };
-        registry.register(
-            "ipam_ippool_size",
-            "Addresses in the pool",
-            metrics.pool_size.clone(),
-        );
-        registry.register(
-            "ipam_ippool_free",
-            "Addresses of the pool not in use",
-            metrics.pool_free.clone(),
-        );
-        registry.register(
-            "ipam_allocations_in_use",
-            "Addresses in use, by pool and by the node they were assigned for",
-            metrics.in_use.clone(),
-        );
-        registry.register(
-            "ipam_allocations_borrowed",
-            "Addresses a node holds in blocks affine to another node",
-            metrics.borrowed.clone(),
-        );
-        registry.register(
-            "ipam_blocks",
-            "Blocks affine to a node",
-            metrics.blocks.clone(),
-        );
         registry.register(
             "ipam_http_requests",
-            "HTTP requests answered, by route template and status",
-            metrics.requests.clone(),
+            "HTTP requests answered, by method, route template and status",
+            requests.clone(),
         );
         registry.register(
             "ipam_http_request_duration_seconds",
-            "Time to answer an HTTP request, by route template",
-            metrics.latency.clone(),
+            "Time to answer an HTTP request, by method and route template",
+            latency.clone(),
         );
         registry.register(
-            "ipam_datastore_round_trips",
-            "Datastore calls made (reads: get, list; writes: create, update, delete)",
-            metrics.round_trips.clone(),
+            "ipam_build",
+            "The running build",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
-        registry.register(
-            "ipam_cas_conflicts",
-            "Compare-and-swap failures the engine recovered from by re-reading",
-            metrics.conflicts.clone(),
-        );
-        registry.register(
-            "ipam_retries",
-            "Operation attempts after the first",
-            metrics.retries.clone(),
-        );
+        registry.register_collector(Box::new(Live {
+            engine: engine.clone(),
+            pools: pools.clone(),
+        }));
         Metrics {
             registry,
-            ..metrics
+            requests,
+            latency,
+            engine,
+            pools,
         }
     }
 
     /// Records one answered request.
-    fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                method: method.to_string(),
-                route: route.to_string(),
-                status: status.to_string(),
-            })
-            .inc();
+    fn record(&self, method: &'static str, route: String, status: u16, elapsed: Duration) {
         self.latency
             .get_or_create(&RouteLabels {
-                method: method.to_string(),
-                route: route.to_string(),
+                method,
+                route: route.clone(),
             })
             .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
     }
 
-    /// Brings the counters that mirror the engine and the store up to
-    /// date. They only grow, so adding the difference keeps them counters.
-    fn catch_up(&self) {
-        let catch = |counter: &Counter, now: u64| {
-            counter.inc_by(now.saturating_sub(counter.get()));
-        };
-        let trips = self.engine.store().round_trips();
-        catch(
-            &self.round_trips.get_or_create(&TripLabel { kind: "read" }),
-            trips.reads,
-        );
-        catch(
-            &self.round_trips.get_or_create(&TripLabel { kind: "write" }),
-            trips.writes,
-        );
-        let stats = self.engine.stats();
-        catch(&self.conflicts, stats.conflicts);
-        catch(&self.retries, stats.retries);
-    }
-
-    /// Refreshes the pool and node figures from a fresh read of the
-    /// datastore, unless they are younger than [`POOL_FIGURES_MAX_AGE`].
-    async fn refresh_pools(&self, read_at: &mut Option<Instant>) -> Result<(), ApiError> {
-        if read_at.is_some_and(|at| at.elapsed() < POOL_FIGURES_MAX_AGE) {
-            return Ok(());
-        }
-        let snapshot = self.engine.snapshot().await?;
-        self.set_pool_figures(&snapshot);
-        *read_at = Some(Instant::now());
-        Ok(())
-    }
-
-    /// Sets the pool and node figures. Pools, their sizes and what is free
-    /// come from [`usage`], so they agree with `/v1/usage` and `calicoctl
-    /// ipam show` (a block counts under the first pool, by name, holding
-    /// it; reserved addresses count as used). Per node: an address counts
-    /// for the node in its `node` attribute, else for its block's owner,
-    /// and is borrowed when that node is not the block's owner.
-    fn set_pool_figures(&self, snapshot: &Snapshot) {
-        // Pools and nodes that went away must not linger with old values.
-        for family in [&self.in_use, &self.borrowed, &self.blocks] {
-            family.clear();
-        }
-        self.pool_size.clear();
-        self.pool_free.clear();
-        let mut in_use: BTreeMap<(String, String), i64> = BTreeMap::new();
-        let mut borrowed: BTreeMap<(String, String), i64> = BTreeMap::new();
-        let mut blocks: BTreeMap<(String, String), i64> = BTreeMap::new();
-        for pool in usage(snapshot).pools {
-            let label = PoolLabel {
-                ippool: pool.name.clone(),
-            };
-            self.pool_size
-                .get_or_create(&label)
-                .set(pool.capacity as f64);
-            self.pool_free
-                .get_or_create(&label)
-                .set((pool.capacity - pool.in_use) as f64);
-            for figures in &pool.blocks {
-                if let Some(owner) = &figures.owner {
-                    *blocks
-                        .entry((pool.name.clone(), owner.clone()))
-                        .or_default() += 1;
-                }
-                let Some(block) = snapshot.block(&figures.cidr) else {
-                    continue;
-                };
-                for (_, attribute) in block.allocations() {
-                    let node = attribute
-                        .secondary
-                        .get("node")
-                        .or(figures.owner.as_deref())
-                        .unwrap_or_default()
-                        .to_string();
-                    if figures.owner.as_deref().is_some_and(|o| o != node) {
-                        *borrowed
-                            .entry((pool.name.clone(), node.clone()))
-                            .or_default() += 1;
-                    }
-                    *in_use.entry((pool.name.clone(), node)).or_default() += 1;
-                }
-            }
-        }
-        for (family, figures) in [
-            (&self.in_use, in_use),
-            (&self.borrowed, borrowed),
-            (&self.blocks, blocks),
-        ] {
-            for ((ippool, node), value) in figures {
-                family
-                    .get_or_create(&PoolNodeLabels { ippool, node })
-                    .set(value);
-            }
-        }
-    }
-
-    /// The exposition text.
-    async fn render(&self) -> Result<String, ApiError> {
-        let mut read_at = self.pools_read_at.lock().await;
-        self.refresh_pools(&mut read_at).await?;
-        self.catch_up();
+    /// The exposition text, with pool figures at most
+    /// [`POOL_FIGURES_MAX_AGE`] old when the datastore answers.
+    async fn render(&self) -> String {
+        self.pools.refresh(&self.engine).await;
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
-        Ok(text)
+        text
     }
 }
 
 /// `GET /metrics`.
-pub async fn scrape(State(metrics): State<Arc<Metrics>>) -> Result<Response, ApiError> {
-    let text = metrics.render().await?;
-    Ok((
+pub async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
+    (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        text,
+        metrics.render().await,
     )
-        .into_response())
+        .into_response()
 }
 
-/// Middleware recording every request it wraps: labelled by the route's
-/// template (`/v1/handles/{handle}`), never the raw path, so that handle
-/// names and addresses do not each make a new series. A request no route
-/// matched (the fallback's 404) counts under `route="unmatched"`.
-///
-/// Add it with `Router::layer`, not `route_layer`: it then runs after
-/// routing, where [`MatchedPath`] is set, and wraps the fallback too.
+/// Middleware recording every request: labelled by the route's template
+/// (`/v1/handles/{handle}`), never the raw path, so that handle names and
+/// addresses do not each make a new series; `unmatched` when no route
+/// matched, and `other` for unusual methods, for the same reason.
 pub async fn record(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    metrics.record(
-        &method,
-        &route,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    metrics.record(method, route, response.status().as_u16(), started.elapsed());
     response
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Pool figures from the last datastore read that worked.
+struct PoolCache {
+    max_age: Duration,
+    read_limit: Duration,
+    /// When the last read started, whether it worked or not, so that a
+    /// datastore that is down is not asked again by every scrape. Held
+    /// across the read, so that concurrent scrapes wait for one read
+    /// instead of each making their own.
+    read_started: tokio::sync::Mutex<Option<Instant>>,
+    /// The figures served and when their read started. Replaced whole, so
+    /// that a scrape encodes one consistent set.
+    current: Mutex<Option<(Instant, Arc<PoolFigures>)>>,
+    read_errors: AtomicU64,
+}
+
+impl PoolCache {
+    async fn refresh(&self, engine: &Ipam<dyn Datastore>) {
+        let mut read_started = self.read_started.lock().await;
+        if read_started.is_some_and(|at| at.elapsed() < self.max_age) {
+            return;
+        }
+        let started = Instant::now();
+        *read_started = Some(started);
+        match tokio::time::timeout(self.read_limit, engine.snapshot()).await {
+            Ok(Ok(snapshot)) => {
+                let figures = Arc::new(PoolFigures::of(&snapshot));
+                *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((started, figures));
+            }
+            Ok(Err(error)) => {
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "metrics: reading the pools failed; serving the previous figures");
+            }
+            Err(_) => {
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    limit_s = self.read_limit.as_secs_f64(),
+                    "metrics: reading the pools took too long; serving the previous figures"
+                );
+            }
+        }
+    }
+
+    fn current(&self) -> Option<(Instant, Arc<PoolFigures>)> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Pool and node figures, computed as Calico's kube-controllers does
+/// (ipam.go, updateMetrics), keyed by (pool, node).
+#[derive(Debug, Default, PartialEq)]
+struct PoolFigures {
+    /// Per pool: addresses in its range and addresses free, as `/v1/usage`
+    /// counts them.
+    size_and_free: BTreeMap<String, (u128, u128)>,
+    /// Allocations by the node in their `node` attribute. Every node the
+    /// snapshot names gets a zero in every pool, as Calico seeds every
+    /// node, so that ratios read 0 rather than no data.
+    in_use: BTreeMap<(String, String), u64>,
+    /// Allocations whose node is not the host the block is affine to.
+    borrowed: BTreeMap<(String, String), u64>,
+    /// Blocks by the host they are affine to.
+    blocks: BTreeMap<(String, String), u64>,
+}
+
+impl PoolFigures {
+    fn of(snapshot: &Snapshot) -> PoolFigures {
+        let mut figures = PoolFigures::default();
+        // Blocks go to pools as `usage` places them, so that these figures
+        // and `/v1/usage` never disagree.
+        let usage = ipam_core::usage::usage(snapshot);
+        let pool_of: BTreeMap<BlockCidr, &str> = usage
+            .pools
+            .iter()
+            .flat_map(|pool| pool.blocks.iter().map(|b| (b.cidr, pool.name.as_str())))
+            .collect();
+        let mut nodes = BTreeSet::new();
+        for block in snapshot.blocks() {
+            let pool = pool_of.get(&block.cidr()).copied().unwrap_or(NO_POOL);
+            let host = match block.owner() {
+                Some(BlockOwner::Host(node)) => Some(node.as_str()),
+                _ => None,
+            };
+            let key = |node: &str| (pool.to_string(), node.to_string());
+            *figures
+                .blocks
+                .entry(key(host.unwrap_or(NO_AFFINITY)))
+                .or_default() += 1;
+            nodes.extend(host.map(str::to_string));
+            for (_, attribute) in block.allocations() {
+                let node = attribute.secondary.get("node").filter(|n| !n.is_empty());
+                *figures
+                    .in_use
+                    .entry(key(node.unwrap_or(UNKNOWN_NODE)))
+                    .or_default() += 1;
+                if let Some(node) = node {
+                    if host != Some(node) {
+                        *figures.borrowed.entry(key(node)).or_default() += 1;
+                    }
+                    nodes.insert(node.to_string());
+                }
+            }
+        }
+        for pool in &usage.pools {
+            figures.size_and_free.insert(
+                pool.name.clone(),
+                (pool.capacity, pool.capacity - pool.in_use),
+            );
+            for node in &nodes {
+                let key = (pool.name.clone(), node.clone());
+                figures.in_use.entry(key.clone()).or_default();
+                figures.borrowed.entry(key).or_default();
+            }
+        }
+        figures
+    }
+}
+
+/// The figures read while a scrape is encoded: engine and store counters
+/// (read then, so they are exact and need no copy kept in step) and the
+/// cached pool figures.
+struct Live {
+    engine: Arc<Ipam<dyn Datastore>>,
+    pools: Arc<PoolCache>,
+}
+
+impl fmt::Debug for Live {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Live").finish_non_exhaustive()
+    }
+}
+
+impl Collector for Live {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let trips = self.engine.store().round_trips();
+        let stats = self.engine.stats();
+        let mut family = encoder.encode_descriptor(
+            "ipam_datastore_round_trips",
+            "Datastore calls made (read: get, list; write: create, update, delete)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, count) in [("read", trips.reads), ("write", trips.writes)] {
+            ConstCounter::new(count).encode(family.encode_family(&[("kind", kind)])?)?;
+        }
+        counter(
+            &mut encoder,
+            "ipam_cas_conflicts",
+            "Compare-and-swap failures the engine recovered from by re-reading",
+            stats.conflicts,
+        )?;
+        counter(
+            &mut encoder,
+            "ipam_retries",
+            "Operation attempts after the first",
+            stats.retries,
+        )?;
+        counter(
+            &mut encoder,
+            "ipam_pool_figures_read_errors",
+            "Datastore reads for the pool figures that failed or took too long",
+            self.pools.read_errors.load(Ordering::Relaxed),
+        )?;
+
+        let Some((read_at, figures)) = self.pools.current() else {
+            return Ok(());
+        };
+        let age = encoder.encode_descriptor(
+            "ipam_pool_figures_age_seconds",
+            "Age of the pool and node figures served",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(read_at.elapsed().as_secs_f64()).encode(age)?;
+        // Sizes as floats, as Calico does: an IPv6 pool can hold 2^128.
+        let mut size = encoder.encode_descriptor(
+            "ipam_ippool_size",
+            "Addresses in the pool",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (pool, (capacity, _)) in &figures.size_and_free {
+            ConstGauge::new(*capacity as f64).encode(size.encode_family(&[("ippool", pool)])?)?;
+        }
+        let mut free = encoder.encode_descriptor(
+            "ipam_ippool_free",
+            "Addresses of the pool not in use",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (pool, (_, unused)) in &figures.size_and_free {
+            ConstGauge::new(*unused as f64).encode(free.encode_family(&[("ippool", pool)])?)?;
+        }
+        by_pool_and_node(
+            &mut encoder,
+            "ipam_allocations_in_use",
+            "Addresses in use, by pool and by the node in their node attribute",
+            &figures.in_use,
+        )?;
+        by_pool_and_node(
+            &mut encoder,
+            "ipam_allocations_borrowed",
+            "Addresses in use by a node in blocks not affine to it",
+            &figures.borrowed,
+        )?;
+        by_pool_and_node(
+            &mut encoder,
+            "ipam_blocks",
+            "Blocks, by pool and by the host they are affine to",
+            &figures.blocks,
+        )
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(metric)
+}
+
+fn by_pool_and_node(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &BTreeMap<(String, String), u64>,
+) -> Result<(), fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for ((pool, node), value) in values {
+        let labels = [("ippool", pool.as_str()), ("node", node.as_str())];
+        ConstGauge::new(*value as i64).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ipam_core::{Block, IpamConfig, Pool, PoolSpec};
+    use ipam_store::memory::MemoryStore;
+    use ipam_store::Value;
+
+    use super::*;
+
+    fn block(cidr: &str, host: Option<&str>, nodes: &[Option<&str>]) -> Block {
+        let cidr = BlockCidr::new(cidr.parse().unwrap()).unwrap();
+        let owner = host.map(|h| BlockOwner::Host(h.to_string()));
+        let mut block = Block::new(cidr, owner, None, 1);
+        for (ordinal, node) in nodes.iter().enumerate() {
+            let attributes: BTreeMap<String, String> = node
+                .iter()
+                .map(|n| ("node".to_string(), n.to_string()))
+                .collect();
+            block
+                .assign(ordinal as u32, &format!("h{ordinal}"), &attributes)
+                .unwrap();
+        }
+        block
+    }
+
+    fn pool_a() -> Pool {
+        let spec = PoolSpec {
+            block_size: Some(26),
+            node_selector: "all()".to_string(),
+            ..PoolSpec::new("10.0.0.0/16".parse().unwrap())
+        };
+        Pool::new("pool-a", spec).unwrap()
+    }
+
+    fn key(pool: &str, node: &str) -> (String, String) {
+        (pool.to_string(), node.to_string())
+    }
+
+    #[test]
+    fn odd_blocks_and_allocations_get_calicos_labels() {
+        let mut snapshot = Snapshot::new(IpamConfig::default(), vec![pool_a()], &[]);
+        // n1's block, with one address n2 borrows and one of no node.
+        snapshot.insert_block(block(
+            "10.0.0.0/26",
+            Some("n1"),
+            &[Some("n1"), Some("n2"), None],
+        ));
+        // A block affine to nobody: every address in it is borrowed.
+        snapshot.insert_block(block("10.0.0.64/26", None, &[Some("n3")]));
+        // A block outside every pool.
+        snapshot.insert_block(block("192.168.0.0/26", Some("n1"), &[Some("n1")]));
+
+        let figures = PoolFigures::of(&snapshot);
+
+        assert_eq!(
+            figures.size_and_free,
+            BTreeMap::from([("pool-a".to_string(), (65536, 65532))])
+        );
+        assert_eq!(
+            figures.blocks,
+            BTreeMap::from([
+                (key("no_ippool", "n1"), 1),
+                (key("pool-a", "n1"), 1),
+                (key("pool-a", "no_affinity"), 1),
+            ])
+        );
+        assert_eq!(
+            figures.in_use,
+            BTreeMap::from([
+                (key("no_ippool", "n1"), 1),
+                (key("pool-a", "n1"), 1),
+                (key("pool-a", "n2"), 1),
+                (key("pool-a", "n3"), 1),
+                (key("pool-a", "unknown_node"), 1),
+            ])
+        );
+        assert_eq!(
+            figures.borrowed,
+            BTreeMap::from([
+                (key("pool-a", "n1"), 0),
+                (key("pool-a", "n2"), 1),
+                (key("pool-a", "n3"), 1),
+            ])
+        );
+    }
+
+    #[test]
+    fn unusual_methods_share_one_label() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+    }
+
+    /// Metrics over a fresh memory store holding pool-a, and the store.
+    async fn over_pool_a() -> (Metrics, Arc<dyn Datastore>) {
+        let store: Arc<dyn Datastore> = Arc::new(MemoryStore::new());
+        store.create(&Value::Pool(pool_a())).await.unwrap();
+        let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store.clone()));
+        let metrics =
+            Metrics::with_limits(engine, Duration::from_secs(3600), Duration::from_secs(5));
+        (metrics, store)
+    }
+
+    #[tokio::test]
+    async fn concurrent_scrapes_share_one_datastore_read() {
+        let (alone, store) = over_pool_a().await;
+        let before = store.round_trips().reads;
+        alone.render().await;
+        let one_read = store.round_trips().reads - before;
+        assert!(one_read > 0);
+
+        let (crowded, store) = over_pool_a().await;
+        let before = store.round_trips().reads;
+        let texts = tokio::join!(
+            crowded.render(),
+            crowded.render(),
+            crowded.render(),
+            crowded.render()
+        );
+        assert_eq!(store.round_trips().reads - before, one_read);
+        for text in [texts.0, texts.1, texts.2, texts.3] {
+            assert!(
+                text.contains("ipam_ippool_size{ippool=\"pool-a\"} 65536.0"),
+                "{text}"
+            );
+        }
+        crowded.render().await;
+        assert_eq!(
+            store.round_trips().reads - before,
+            one_read,
+            "figures younger than the maximum age are served from the cache"
+        );
+    }
 }
