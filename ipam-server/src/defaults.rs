@@ -180,9 +180,16 @@ fn family_pool(
         nat_outgoing,
         ..PoolSpec::new(cidr)
     };
-    // Pool::new checks alignment and the block size range, naming the pool.
-    Pool::new(family.name, spec)
-        .map_err(|e| invalid(family.cidr_variable, cidr_text, e.to_string()))
+    // Pool::new checks alignment and the block size range, naming the pool;
+    // the error names the variable that holds the value refused.
+    Pool::new(family.name, spec).map_err(|e| match e {
+        ipam_core::Error::BlockSizeOutOfRange { .. } => invalid(
+            family.block_size_variable,
+            &block_size.to_string(),
+            e.to_string(),
+        ),
+        _ => invalid(family.cidr_variable, cidr_text, e.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -253,7 +260,10 @@ mod tests {
                 "CALICO_IPV4POOL_CIDR=\"10.0.0.0/33\": not a CIDR",
             ),
             (&[("CALICO_IPV4POOL_CIDR", "fd00::/64")], "not an IPv4 CIDR"),
-            (&[("CALICO_IPV4POOL_BLOCK_SIZE", "33")], "blockSize 33"),
+            (
+                &[("CALICO_IPV4POOL_BLOCK_SIZE", "33")],
+                "CALICO_IPV4POOL_BLOCK_SIZE=\"33\": pool default-ipv4-ippool: blockSize 33",
+            ),
             (&[("CALICO_IPV4POOL_CIDR", "10.0.0.1/16")], "not aligned"),
             (
                 &[("CALICO_IPV4POOL_VXLAN", "sometimes")],

@@ -1,6 +1,7 @@
 //! Every route of the `/v1` API, its answers and each error it documents,
 //! against the application served in-process on a loopback port.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,13 +175,20 @@ async fn assign_refuses_bad_requests() {
         .send()
         .await
         .unwrap();
-    assert_eq!(plain.status(), 415);
+    let status = plain.status().as_u16();
+    let body: Value = plain.json().await.unwrap();
+    refused(
+        (status, body),
+        415,
+        "unsupported_media_type",
+        "Content-Type: application/json",
+    );
     let huge = json!({"handle": "h".repeat(1000), "node": "n", "ipv4": 1});
     refused(
         app.post("/v1/assign", huge).await,
         413,
         "body_too_large",
-        "",
+        "length limit exceeded",
     );
 }
 
@@ -620,36 +628,74 @@ async fn usage_blocks_and_check_describe_the_state() {
     assert_eq!(check["report"]["summary"]["addressesInUse"], 4);
 }
 
+/// The `(method, path)` pairs app.rs routes under `/v1`, read from its
+/// source, so that a route added there without an OpenAPI entry fails here.
+fn v1_routes_of_app_rs() -> BTreeSet<(String, String)> {
+    let source = include_str!("../src/app.rs");
+    let mut routes = BTreeSet::new();
+    for (at, _) in source.match_indices(".route(") {
+        // The call's arguments: up to the parenthesis that closes it.
+        let rest = &source[at + ".route(".len()..];
+        let mut depth = 1;
+        let end = rest
+            .char_indices()
+            .find_map(|(i, c)| {
+                depth += match c {
+                    '(' => 1,
+                    ')' => -1,
+                    _ => 0,
+                };
+                (depth == 0).then_some(i)
+            })
+            .expect("a closed .route( call");
+        let call = &rest[..end];
+        let path = call.split('"').nth(1).expect("a quoted path");
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let named = call.match_indices(&format!("{method}(")).any(|(i, _)| {
+                !call[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            });
+            if named {
+                routes.insert((method.to_string(), path.to_string()));
+            }
+        }
+    }
+    routes
+}
+
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let app = App::with_pool(AppConfig::default()).await;
     let (status, doc) = app.get("/openapi.json").await;
-    assert_eq!(status, 200);
-    let mut paths: Vec<&str> = doc["paths"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    paths.sort();
-    assert_eq!(
-        paths,
-        [
-            "/v1/addresses/{address}",
-            "/v1/assign",
-            "/v1/assign-ip",
-            "/v1/blocks",
-            "/v1/check",
-            "/v1/config",
-            "/v1/handles/{handle}",
-            "/v1/nodes/{node}",
-            "/v1/nodes/{node}/affinities",
-            "/v1/pools",
-            "/v1/pools/{name}",
-            "/v1/release",
-            "/v1/usage",
-        ]
-    );
+    assert_eq!(status, 200, "{doc}");
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.clone(), path.clone()));
+        }
+    }
+    let served = v1_routes_of_app_rs();
+    assert!(served.len() >= 20, "app.rs parsed badly: {served:?}");
+    assert_eq!(documented, served, "OpenAPI paths and app.rs routes differ");
+    // And each of them is served: nothing answers no_such_route or 405.
+    for (method, path) in &served {
+        let path = path
+            .replace("{handle}", "h")
+            .replace("{address}", "10.0.0.1")
+            .replace("{name}", "pool-a")
+            .replace("{node}", "node-1");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let (status, body) = app.call(method.clone(), &path, None).await;
+        assert!(
+            status != 405 && body["code"] != "no_such_route",
+            "{method} {path} is not served: {status} {body}"
+        );
+    }
     refused(
         app.get("/v1/nope").await,
         404,
@@ -683,7 +729,9 @@ async fn the_token_guards_the_api_but_not_the_probes() {
             .send()
             .await
             .unwrap();
-        assert_eq!(wrong.status(), 401, "{path} with a wrong token");
+        let status = wrong.status().as_u16();
+        let body: Value = wrong.json().await.unwrap();
+        refused((status, body), 401, "unauthorized", "Authorization: Bearer");
     }
     for path in ["/healthz", "/readyz"] {
         let bare = app
@@ -693,6 +741,7 @@ async fn the_token_guards_the_api_but_not_the_probes() {
             .await
             .unwrap();
         assert_eq!(bare.status(), 200, "{path} stays open for kubelet");
+        assert_eq!(bare.text().await.unwrap(), "ok\n");
     }
 }
 

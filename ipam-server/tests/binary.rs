@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -90,10 +88,6 @@ fn run_to_end(mut command: Command) -> Output {
     child.wait_with_output().unwrap()
 }
 
-async fn get_json(client: &reqwest::Client, url: String) -> Value {
-    client.get(url).send().await.unwrap().json().await.unwrap()
-}
-
 async fn assign(client: &reqwest::Client, base: &str, handle: &str, node: &str) -> Option<Value> {
     let body = json!({"handle": handle, "node": node, "ipv4": 1});
     let response = client
@@ -108,36 +102,43 @@ async fn assign(client: &reqwest::Client, base: &str, handle: &str, node: &str) 
     response.json().await.ok()
 }
 
+async fn get_json(client: &reqwest::Client, url: String) -> (u16, Value) {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_allocation_survives_kill_9() {
+    const PER_ROUND: usize = 200;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let client = reqwest::Client::new();
     let mut acknowledged: BTreeMap<String, Value> = BTreeMap::new();
+    let mut attempted: Vec<String> = Vec::new();
     for round in 0..3 {
         let mut server = start(dir.path(), port).await;
-        let answered = Arc::new(AtomicUsize::new(0));
-        let tasks: Vec<_> = (0..150)
+        let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
+        let tasks: Vec<_> = (0..PER_ROUND)
             .map(|i| {
                 let (client, base) = (client.clone(), server.base.clone());
-                let answered = answered.clone();
+                let answers = answers.clone();
+                let handle = format!("k8s-pod-network.r{round}-{i}");
+                attempted.push(handle.clone());
                 tokio::spawn(async move {
-                    let handle = format!("k8s-pod-network.r{round}-{i}");
                     let node = format!("node-{}", i % 8);
                     let answer = assign(&client, &base, &handle, &node).await;
-                    if answer.is_some() {
-                        answered.fetch_add(1, Ordering::SeqCst);
-                    }
+                    let _ = answers.send(());
                     (handle, answer)
                 })
             })
             .collect();
-        // Kill it while requests are still in flight, once some have been
-        // answered (however slow the machine): what was answered must be
-        // there afterwards, whatever was not may or may not be.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while answered.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        drop(answers);
+        // Kill it once a third of the requests are answered, so that the
+        // others are in flight: what was answered must be there afterwards,
+        // what was not may or may not be.
+        for _ in 0..PER_ROUND / 3 {
+            answered.recv().await.expect("every request answers");
         }
         server.child.kill().unwrap();
         let status = server.child.wait().unwrap();
@@ -145,20 +146,49 @@ async fn every_acknowledged_allocation_survives_kill_9() {
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(9)
         );
+        let mut acknowledged_now = 0;
         for task in tasks {
             let (handle, answer) = task.await.unwrap();
             if let Some(answer) = answer {
                 acknowledged.insert(handle, answer["ipv4"].clone());
+                acknowledged_now += 1;
             }
         }
+        assert!(
+            acknowledged_now >= PER_ROUND / 3,
+            "round {round}: {acknowledged_now} answers"
+        );
         drop(server);
         let server = start(dir.path(), port).await;
         for (handle, addresses) in &acknowledged {
-            let held: Value =
+            let (status, held) =
                 get_json(&client, format!("{}/v1/handles/{handle}", server.base)).await;
-            assert_eq!(&held["addresses"], addresses, "{handle} lost after kill -9");
+            assert_eq!(status, 200, "{handle} lost after kill -9: {held}");
+            assert_eq!(
+                &held["addresses"], addresses,
+                "{handle} changed after kill -9"
+            );
         }
-        let check: Value = get_json(&client, format!("{}/v1/check", server.base)).await;
+        // Every address in use belongs to a handle this test asked for,
+        // and the usage figures count exactly those.
+        let mut held_addresses = 0;
+        for handle in &attempted {
+            let (status, held) =
+                get_json(&client, format!("{}/v1/handles/{handle}", server.base)).await;
+            if status == 200 {
+                held_addresses += held["addresses"].as_array().unwrap().len();
+            }
+        }
+        let (_, usage) = get_json(&client, format!("{}/v1/usage", server.base)).await;
+        let in_use: u64 = usage["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["inUse"].as_u64().unwrap())
+            .sum();
+        assert!(held_addresses >= acknowledged.len());
+        assert_eq!(in_use, held_addresses as u64, "usage: {usage}");
+        let (_, check) = get_json(&client, format!("{}/v1/check", server.base)).await;
         // A kill between a handle write and its block write leaves a handle
         // that over-counts, never an address without a handle.
         let findings = check["report"]["findings"].as_array().unwrap();
@@ -167,10 +197,6 @@ async fn every_acknowledged_allocation_survives_kill_9() {
             assert_ne!(finding["kind"], "addressAllocatedTwice", "{finding}");
         }
     }
-    assert!(
-        !acknowledged.is_empty(),
-        "no request was answered before the kills: the test proved nothing"
-    );
 }
 
 #[test]
@@ -225,16 +251,12 @@ async fn a_second_server_on_the_same_data_dir_is_refused_with_the_pid() {
 async fn it_serves_on_a_unix_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("ipam.sock");
-    // Killed on drop, even when an assertion below fails.
-    let _server = Server {
-        child: command(
-            &dir.path().join("data"),
-            &format!("unix:{}", socket.display()),
-        )
-        .spawn()
-        .unwrap(),
-        base: format!("unix:{}", socket.display()),
-    };
+    let mut child = command(
+        &dir.path().join("data"),
+        &format!("unix:{}", socket.display()),
+    )
+    .spawn()
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !socket.exists() {
         assert!(
@@ -257,23 +279,71 @@ async fn it_serves_on_a_unix_socket() {
     })
     .await
     .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("default-ipv4-ippool"), "{answer}");
 }
 
 #[tokio::test]
-async fn sigterm_stops_it_cleanly() {
+async fn sigterm_answers_the_request_in_flight_then_exits_0() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = start(dir.path(), port).await;
-    let client = reqwest::Client::new();
-    assert!(assign(&client, &server.base, "h", "n").await.is_some());
+    // A request whose body is held back: `Expect: 100-continue` makes the
+    // server say when the handler starts reading it, so the request is
+    // known to be in flight before the signal.
+    let body = r#"{"handle":"in-flight","node":"n","ipv4":1}"#;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/assign HTTP/1.1\r\nHost: ipam\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "connection closed"
+        );
+        interim.push(byte[0]);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
     let killed = Command::new("kill")
         .arg("-TERM")
         .arg(server.child.id().to_string())
         .status()
         .unwrap();
     assert!(killed.success());
+    // Once the signal is handled the server stops accepting connections;
+    // it must not exit while our request is unanswered.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "SIGTERM did not stop accepting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "it exited with a request in flight"
+    );
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let assigned: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = server.child.try_wait().unwrap() {
@@ -282,15 +352,13 @@ async fn sigterm_stops_it_cleanly() {
         assert!(Instant::now() < deadline, "SIGTERM did not stop it");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(status.success(), "{status}");
-    // Its data dir is free again and the allocation is there.
+    assert_eq!(status.code(), Some(0), "{status}");
+    // Its data dir is free again and the answered allocation is there.
     let server = start(dir.path(), port).await;
-    let held = client
-        .get(format!("{}/v1/handles/h", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(held.status(), 200);
+    let client = reqwest::Client::new();
+    let (status, held) = get_json(&client, format!("{}/v1/handles/in-flight", server.base)).await;
+    assert_eq!(status, 200, "{held}");
+    assert_eq!(held["addresses"], assigned["ipv4"]);
 }
 
 #[tokio::test]
@@ -302,7 +370,14 @@ async fn default_pools_follow_calico_nodes_variables() {
     cmd.env("CALICO_IPV4POOL_CIDR", "10.44.0.0/16")
         .env("CALICO_IPV4POOL_BLOCK_SIZE", "28");
     let server = start_with(cmd, port).await;
-    let pools: Value = get_json(&client, format!("{}/v1/pools", server.base)).await;
+    let pools: Value = client
+        .get(format!("{}/v1/pools", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(pools[0]["name"], "default-ipv4-ippool");
     assert_eq!(pools[0]["spec"]["cidr"], "10.44.0.0/16");
     assert_eq!(pools[0]["spec"]["blockSize"], 28);
@@ -312,7 +387,14 @@ async fn default_pools_follow_calico_nodes_variables() {
     let mut cmd = command(&dir.path().join("b"), &format!("127.0.0.1:{port}"));
     cmd.env("NO_DEFAULT_POOLS", "true");
     let server = start_with(cmd, port).await;
-    let pools: Value = get_json(&client, format!("{}/v1/pools", server.base)).await;
+    let pools: Value = client
+        .get(format!("{}/v1/pools", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(pools, json!([]));
     drop(server);
 
@@ -321,5 +403,18 @@ async fn default_pools_follow_calico_nodes_variables() {
     let output = run_to_end(cmd);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("blockSize 33"), "{stderr}");
+    assert!(
+        stderr.contains("CALICO_IPV4POOL_BLOCK_SIZE=\"33\"") && stderr.contains("blockSize 33"),
+        "{stderr}"
+    );
+
+    let mut cmd = command(&dir.path().join("d"), &format!("127.0.0.1:{}", free_port()));
+    cmd.env("CALICO_IPV4POOL_CIDR", "10.44.0.0/33");
+    let output = run_to_end(cmd);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("CALICO_IPV4POOL_CIDR=\"10.44.0.0/33\": not a CIDR"),
+        "{stderr}"
+    );
 }
