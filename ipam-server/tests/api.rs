@@ -1,18 +1,18 @@
 //! Every route of the `/v1` API, its answers and each error it documents,
 //! against the application served in-process on a loopback port.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use support::Flaky;
 
-use async_trait::async_trait;
 use ipam_core::{Pool, PoolSpec};
 use ipam_server::app::{router, AppConfig};
 use ipam_store::memory::MemoryStore;
-use ipam_store::{
-    Datastore, Ipam, Key, ListQuery, Revision, RoundTrips, StoreError, Value as Object, Versioned,
-};
+use ipam_store::{Datastore, Ipam, Value as Object};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -745,65 +745,9 @@ async fn the_token_guards_the_api_but_not_the_probes() {
     }
 }
 
-/// A store whose calls can be made to fail as unreachable, or to hang.
-struct Flaky {
-    inner: MemoryStore,
-    down: AtomicBool,
-    slow: AtomicBool,
-}
-
-impl Flaky {
-    async fn gate(&self) -> Result<(), StoreError> {
-        if self.slow.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable {
-                backend: "test",
-                message: "connection refused".to_string(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Datastore for Flaky {
-    fn backend(&self) -> &'static str {
-        "test"
-    }
-    async fn get(&self, key: &Key) -> Result<Versioned<Object>, StoreError> {
-        self.gate().await?;
-        self.inner.get(key).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Versioned<Object>>, StoreError> {
-        self.gate().await?;
-        self.inner.list(query).await
-    }
-    async fn create(&self, value: &Object) -> Result<Revision, StoreError> {
-        self.gate().await?;
-        self.inner.create(value).await
-    }
-    async fn update(&self, value: &Object, revision: &Revision) -> Result<Revision, StoreError> {
-        self.gate().await?;
-        self.inner.update(value, revision).await
-    }
-    async fn delete(&self, key: &Key, revision: &Revision) -> Result<(), StoreError> {
-        self.gate().await?;
-        self.inner.delete(key, revision).await
-    }
-    fn round_trips(&self) -> RoundTrips {
-        self.inner.round_trips()
-    }
-}
-
 #[tokio::test]
 async fn an_unreachable_or_slow_datastore_is_503() {
-    let flaky = Arc::new(Flaky {
-        inner: MemoryStore::new(),
-        down: AtomicBool::new(false),
-        slow: AtomicBool::new(false),
-    });
+    let flaky = Arc::new(Flaky::default());
     let app = App::over(
         flaky.clone(),
         AppConfig {

@@ -1,17 +1,17 @@
 //! `/metrics`: exact figures after known traffic, route templates as
 //! labels, the exposition format, the token, and a datastore that is down.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod support;
+
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use support::Flaky;
 
-use async_trait::async_trait;
 use ipam_core::{Pool, PoolSpec};
 use ipam_server::app::{router, AppConfig};
 use ipam_store::memory::MemoryStore;
-use ipam_store::{
-    Datastore, Ipam, Key, ListQuery, Revision, RoundTrips, StoreError, Value as Object, Versioned,
-};
+use ipam_store::{Datastore, Ipam, Value as Object};
 use serde_json::json;
 
 async fn serve(token: Option<&str>) -> (String, reqwest::Client) {
@@ -278,66 +278,9 @@ async fn metrics_need_the_token_when_one_is_set() {
     );
 }
 
-/// A memory store whose calls can be made to fail as unreachable, or to
-/// hang.
-struct Gated {
-    inner: MemoryStore,
-    down: AtomicBool,
-    slow: AtomicBool,
-}
-
-impl Gated {
-    async fn gate(&self) -> Result<(), StoreError> {
-        if self.slow.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable {
-                backend: "test",
-                message: "connection refused".to_string(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Datastore for Gated {
-    fn backend(&self) -> &'static str {
-        "test"
-    }
-    async fn get(&self, key: &Key) -> Result<Versioned<Object>, StoreError> {
-        self.gate().await?;
-        self.inner.get(key).await
-    }
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Versioned<Object>>, StoreError> {
-        self.gate().await?;
-        self.inner.list(query).await
-    }
-    async fn create(&self, value: &Object) -> Result<Revision, StoreError> {
-        self.gate().await?;
-        self.inner.create(value).await
-    }
-    async fn update(&self, value: &Object, revision: &Revision) -> Result<Revision, StoreError> {
-        self.gate().await?;
-        self.inner.update(value, revision).await
-    }
-    async fn delete(&self, key: &Key, revision: &Revision) -> Result<(), StoreError> {
-        self.gate().await?;
-        self.inner.delete(key, revision).await
-    }
-    fn round_trips(&self) -> RoundTrips {
-        self.inner.round_trips()
-    }
-}
-
 #[tokio::test]
 async fn metrics_answer_while_the_datastore_is_down_and_count_timeouts() {
-    let store = Arc::new(Gated {
-        inner: MemoryStore::new(),
-        down: AtomicBool::new(false),
-        slow: AtomicBool::new(false),
-    });
+    let store = Arc::new(Flaky::default());
     let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
