@@ -172,6 +172,29 @@ impl Snapshot {
         self.handles.values()
     }
 
+    /// The handles whose addresses were recorded for `node` (the `node`
+    /// attribute calico-ipam writes) and whose id starts with `prefix`, each
+    /// with its addresses (block prefix length), in id and address order.
+    /// A CNI GC of one node's network reads this: handles of other nodes
+    /// are never its to collect.
+    pub fn handles_on_node(&self, node: &str, prefix: &str) -> BTreeMap<String, Vec<IpNet>> {
+        let mut found: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+        for block in self.blocks.values() {
+            for (ordinal, attribute) in block.allocations() {
+                let Some(handle) = attribute.handle() else {
+                    continue;
+                };
+                if handle.starts_with(prefix) && attribute.secondary.get("node") == Some(node) {
+                    found
+                        .entry(handle.to_string())
+                        .or_default()
+                        .push(block.cidr().address_net(ordinal));
+                }
+            }
+        }
+        found
+    }
+
     /// Adds or replaces a block read from a datastore.
     pub fn insert_block(&mut self, block: Block) {
         let cidr = block.cidr();
@@ -321,6 +344,31 @@ mod tests {
     use super::*;
     use crate::affinity::AffinityState;
     use crate::pool::PoolSpec;
+
+    #[test]
+    fn handles_on_node_lists_only_that_nodes_handles_of_the_network() {
+        let pool = Pool::new("p", PoolSpec::new("10.0.0.0/24".parse().unwrap())).unwrap();
+        let mut s = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
+        let now = crate::plan::Now { unix_nanos: 0 };
+        for (handle, node, count) in [
+            ("net.a", "n1", 2),
+            ("net.b", "n2", 1),
+            ("other.c", "n1", 1),
+            ("net.d", "n1", 1),
+        ] {
+            let mut request = crate::AutoAssignRequest::new(handle, node, count, 0);
+            request.attributes.insert("node".into(), node.into());
+            let plan = s.plan_auto_assign(&request, now).unwrap();
+            s.apply(plan.plan);
+        }
+        let found = s.handles_on_node("n1", "net.");
+        let ids: Vec<&str> = found.keys().map(String::as_str).collect();
+        assert_eq!(ids, ["net.a", "net.d"]);
+        assert_eq!(found["net.a"].len(), 2);
+        assert_eq!(found["net.d"].len(), 1);
+        assert!(found["net.a"].iter().all(|a| a.prefix_len() == 26));
+        assert!(s.handles_on_node("n3", "").is_empty());
+    }
 
     #[test]
     fn affinities_of_a_node_include_a_block_at_address_zero() {

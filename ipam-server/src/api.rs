@@ -10,19 +10,19 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ipam_core::block::BlockOwner;
-use ipam_core::check::{check, CheckReport, Liveness};
+use ipam_core::check::{check, Liveness};
 use ipam_core::plan::Assignments;
-use ipam_core::usage::{usage, BlockUsage};
+use ipam_core::usage::usage;
 use ipam_core::{
-    AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, IpamConfig, Pool, PoolSpec,
-    ReleaseRequest,
+    AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, Pool, PoolSpec, ReleaseRequest,
 };
 use ipam_store::{Datastore, Ipam};
-use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Deserialize;
 
-use crate::error::{ApiError, ErrorBody};
+/// The wire types live in ipam-api, shared with the clients.
+pub use ipam_api::*;
+
+use crate::error::ApiError;
 
 /// What every handler shares.
 pub struct ApiState {
@@ -54,62 +54,6 @@ fn invalid(field: &str, value: &str, why: impl std::fmt::Display) -> ApiError {
 }
 
 // ----- assignment ------------------------------------------------------------
-
-/// `POST /v1/assign`: addresses chosen by the IPAM.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AssignBody {
-    /// The handle that will own the addresses (`<network>.<container id>`).
-    pub handle: String,
-    /// The node the addresses are for.
-    pub node: String,
-    /// IPv4 addresses wanted.
-    #[serde(default)]
-    pub ipv4: u32,
-    /// IPv6 addresses wanted.
-    #[serde(default)]
-    pub ipv6: u32,
-    /// IPv4 pools (CIDRs) to use instead of those selecting the node.
-    #[serde(default)]
-    #[schema(value_type = Vec<String>)]
-    pub ipv4_pools: Vec<IpNet>,
-    /// IPv6 pools (CIDRs) to use instead of those selecting the node.
-    #[serde(default)]
-    #[schema(value_type = Vec<String>)]
-    pub ipv6_pools: Vec<IpNet>,
-    /// Recorded with the addresses: node, namespace, pod, timestamp.
-    #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
-    /// The node's labels, for pools' nodeSelector.
-    #[serde(default)]
-    pub node_labels: BTreeMap<String, String>,
-    /// The namespace's labels, for pools' namespaceSelector.
-    #[serde(default)]
-    pub namespace_labels: BTreeMap<String, String>,
-    /// `Workload` (default) or `Tunnel`.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub intended_use: Option<AllowedUse>,
-    /// A per-request cap on the node's blocks (0: the config's).
-    #[serde(default)]
-    pub max_blocks_per_host: u32,
-}
-
-/// The addresses assigned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AssignResponse {
-    /// The handle.
-    pub handle: String,
-    /// IPv4 addresses with their block's prefix length (`10.0.0.5/26`).
-    #[schema(value_type = Vec<String>)]
-    pub ipv4: Vec<IpNet>,
-    /// IPv6 addresses with their block's prefix length.
-    #[schema(value_type = Vec<String>)]
-    pub ipv6: Vec<IpNet>,
-    /// True when the handle already held these and nothing was allocated.
-    pub existing: bool,
-}
 
 fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     if value.is_empty() {
@@ -192,22 +136,6 @@ pub async fn assign(
     }))
 }
 
-/// `POST /v1/assign-ip`: one chosen address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AssignIpBody {
-    /// The handle that will own it.
-    pub handle: String,
-    /// The node it is for.
-    pub node: String,
-    /// The address.
-    #[schema(value_type = String)]
-    pub address: IpAddr,
-    /// Recorded with the address.
-    #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
-}
-
 /// Assigns one chosen address (a pod's `IP=` or an annotation).
 #[utoipa::path(post, path = "/v1/assign-ip", tag = "assignment", request_body = AssignIpBody,
     responses(
@@ -233,42 +161,6 @@ pub async fn assign_ip(
 }
 
 // ----- release ---------------------------------------------------------------
-
-/// One address to release.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReleaseItem {
-    /// The address.
-    #[schema(value_type = String)]
-    pub address: IpAddr,
-    /// When set, release only if this handle holds it.
-    #[serde(default)]
-    pub handle: Option<String>,
-    /// When set, release only if the allocation carries this sequence
-    /// number (from a check report), so nothing reassigned is freed.
-    #[serde(default)]
-    pub sequence_number: Option<u64>,
-}
-
-/// `POST /v1/release`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReleaseBody {
-    /// The addresses.
-    pub addresses: Vec<ReleaseItem>,
-}
-
-/// What a release did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReleaseResponse {
-    /// Addresses freed.
-    #[schema(value_type = Vec<String>)]
-    pub released: Vec<IpAddr>,
-    /// Addresses that were free already (not an error).
-    #[schema(value_type = Vec<String>)]
-    pub already_free: Vec<IpAddr>,
-}
 
 /// Releases addresses. Free ones are reported, not refused.
 #[utoipa::path(post, path = "/v1/release", tag = "release", request_body = ReleaseBody,
@@ -306,17 +198,6 @@ pub async fn release(
         released: out.released,
         already_free: out.already_free,
     }))
-}
-
-/// The addresses of a handle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct HandleAddresses {
-    /// The handle.
-    pub handle: String,
-    /// Its addresses, with their block's prefix length.
-    #[schema(value_type = Vec<String>)]
-    pub addresses: Vec<IpNet>,
 }
 
 /// Releases every address of a handle and the handle. An unknown handle
@@ -360,39 +241,43 @@ pub async fn handle_addresses(
     Ok(Json(HandleAddresses { handle, addresses }))
 }
 
+/// Query of `GET /v1/handles`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HandlesQuery {
+    /// The node the addresses were recorded for (their `node` attribute).
+    pub node: String,
+    /// Only handles whose id starts with this (`k8s-pod-network.`).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// The handles recorded for a node, read fresh: what a CNI GC of that
+/// node's network compares with the runtime's valid attachments.
+#[utoipa::path(get, path = "/v1/handles", tag = "queries", params(HandlesQuery),
+    responses(
+        (status = 200, description = "The node's handles, by id", body = Vec<HandleAddresses>),
+        (status = 400, description = "No node given", body = ErrorBody),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn handles_on_node(
+    State(state): Shared,
+    Params(query): Params<HandlesQuery>,
+) -> Result<Json<Vec<HandleAddresses>>, ApiError> {
+    check_name("node", &query.node)?;
+    let found = state
+        .engine
+        .handles_on_node(&query.node, &query.prefix)
+        .await?;
+    Ok(Json(
+        found
+            .into_iter()
+            .map(|(handle, addresses)| HandleAddresses { handle, addresses })
+            .collect(),
+    ))
+}
+
 // ----- queries ---------------------------------------------------------------
-
-/// Who holds an address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AddressInfo {
-    /// The address.
-    #[schema(value_type = String)]
-    pub address: IpAddr,
-    /// `inUse`, `free` or `notInPool`.
-    pub status: AddressState,
-    /// The pool it belongs to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool: Option<String>,
-    /// The handle holding it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handle: Option<String>,
-    /// What was recorded with it (node, namespace, pod, ...).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub attributes: BTreeMap<String, String>,
-}
-
-/// Whether an address is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum AddressState {
-    /// Allocated.
-    InUse,
-    /// In a pool, not allocated.
-    Free,
-    /// In no pool.
-    NotInPool,
-}
 
 /// Who holds an address, read fresh.
 #[utoipa::path(get, path = "/v1/addresses/{address}", tag = "queries",
@@ -439,36 +324,6 @@ pub async fn address_info(
 }
 
 // ----- pools -----------------------------------------------------------------
-
-/// A pool: its name and Calico's IPPool spec (`cidr`, `blockSize`,
-/// `nodeSelector`, `disabled`, `ipipMode`, ...).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PoolBody {
-    /// The pool's name.
-    pub name: String,
-    /// Calico's IPPool spec.
-    #[schema(value_type = Object)]
-    pub spec: PoolSpec,
-}
-
-impl From<&Pool> for PoolBody {
-    fn from(pool: &Pool) -> PoolBody {
-        PoolBody {
-            name: pool.name().to_string(),
-            spec: pool.spec().clone(),
-        }
-    }
-}
-
-/// `PUT /v1/pools/{name}`: the new spec.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PoolSpecBody {
-    /// Calico's IPPool spec.
-    #[schema(value_type = Object)]
-    pub spec: PoolSpec,
-}
 
 fn validated_pool(name: &str, spec: PoolSpec) -> Result<Pool, ApiError> {
     check_name("name", name)?;
@@ -558,29 +413,6 @@ pub async fn delete_pool(
 
 // ----- config ----------------------------------------------------------------
 
-/// The IPAM configuration, in Calico's field names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ConfigBody {
-    /// A node never borrows from another node's block.
-    pub strict_affinity: bool,
-    /// Nodes may claim new blocks.
-    pub auto_allocate_blocks: bool,
-    /// Most blocks per node (0: Calico's default of 20).
-    #[serde(default)]
-    pub max_blocks_per_host: u32,
-}
-
-impl From<IpamConfig> for ConfigBody {
-    fn from(config: IpamConfig) -> ConfigBody {
-        ConfigBody {
-            strict_affinity: config.strict_affinity,
-            auto_allocate_blocks: config.auto_allocate_blocks,
-            max_blocks_per_host: config.max_blocks_per_host,
-        }
-    }
-}
-
 /// The IPAM configuration.
 #[utoipa::path(get, path = "/v1/config", tag = "config",
     responses(
@@ -613,17 +445,6 @@ pub async fn set_config(
 
 // ----- nodes and affinities ----------------------------------------------------
 
-/// A node's claim on a block.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AffinityBody {
-    /// The block.
-    #[schema(value_type = String)]
-    pub cidr: IpNet,
-    /// `pending`, `confirmed` or `pendingDeletion`.
-    pub state: String,
-}
-
 /// A node's block affinities.
 #[utoipa::path(get, path = "/v1/nodes/{node}/affinities", tag = "nodes",
     params(("node" = String, Path, description = "The node")),
@@ -645,27 +466,6 @@ pub async fn node_affinities(
             })
             .collect(),
     ))
-}
-
-/// `POST /v1/nodes/{node}/affinities`: claim every block of a CIDR.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ClaimBody {
-    /// A CIDR of whole blocks within one pool.
-    #[schema(value_type = String)]
-    pub cidr: IpNet,
-}
-
-/// What a claim got.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ClaimResponse {
-    /// Blocks now affine to the node.
-    #[schema(value_type = Vec<String>)]
-    pub claimed: Vec<IpNet>,
-    /// Blocks another owner holds, left alone.
-    #[schema(value_type = Vec<String>)]
-    pub failed: Vec<IpNet>,
 }
 
 /// Claims every block of a CIDR for a node (Calico's ClaimAffinity).
@@ -723,18 +523,6 @@ pub async fn release_affinity(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The blocks a released node held.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReleaseNodeResponse {
-    /// The node.
-    pub node: String,
-    /// Blocks it was affine to: empty ones deleted, others left without
-    /// affinity.
-    #[schema(value_type = Vec<String>)]
-    pub blocks: Vec<IpNet>,
-}
-
 /// Releases every affinity of a node that is gone.
 #[utoipa::path(delete, path = "/v1/nodes/{node}", tag = "nodes",
     params(("node" = String, Path, description = "The node")),
@@ -754,72 +542,6 @@ pub async fn release_node(
 }
 
 // ----- usage -----------------------------------------------------------------
-
-/// Usage of one block.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BlockUsageBody {
-    /// The block.
-    #[schema(value_type = String)]
-    pub cidr: IpNet,
-    /// The node it is affine to, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-    /// Its addresses.
-    pub size: u32,
-    /// Addresses in use.
-    pub in_use: u32,
-    /// Addresses free.
-    pub free: u32,
-    /// In-use addresses whose `node` attribute names another node.
-    pub borrowed: u32,
-}
-
-impl From<&BlockUsage> for BlockUsageBody {
-    fn from(b: &BlockUsage) -> BlockUsageBody {
-        BlockUsageBody {
-            cidr: b.cidr.net(),
-            node: b.owner.clone(),
-            size: b.capacity,
-            in_use: b.in_use,
-            free: b.capacity - b.in_use,
-            borrowed: b.borrowed,
-        }
-    }
-}
-
-/// Usage of one pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PoolUsageBody {
-    /// The pool's name.
-    pub name: String,
-    /// Its range.
-    #[schema(value_type = String)]
-    pub cidr: IpNet,
-    /// Its block size (prefix length).
-    pub block_size: u8,
-    /// Whether it is disabled.
-    pub disabled: bool,
-    /// Addresses in the range.
-    pub size: u128,
-    /// Addresses in use.
-    pub in_use: u128,
-    /// Addresses free.
-    pub free: u128,
-    /// Its blocks that exist, in address order.
-    pub blocks: Vec<BlockUsageBody>,
-}
-
-/// `GET /v1/usage`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageResponse {
-    /// Pools by name.
-    pub pools: Vec<PoolUsageBody>,
-    /// Blocks outside every pool.
-    pub orphaned_blocks: Vec<BlockUsageBody>,
-}
 
 /// Per-pool and per-block usage, read fresh.
 #[utoipa::path(get, path = "/v1/usage", tag = "queries",
@@ -863,38 +585,6 @@ pub struct BlockQuery {
     pub cidr: String,
 }
 
-/// One allocated address of a block.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AllocationBody {
-    /// The address.
-    #[schema(value_type = String)]
-    pub address: IpAddr,
-    /// Its ordinal in the block.
-    pub ordinal: u32,
-    /// The handle holding it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handle: Option<String>,
-    /// The block's sequence number when it was handed out.
-    pub sequence_number: u64,
-    /// What was recorded with it (pod, namespace, node, ...).
-    pub attributes: BTreeMap<String, String>,
-}
-
-/// `GET /v1/blocks`: one block and who holds its addresses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BlockDetail {
-    /// The block.
-    #[schema(value_type = String)]
-    pub cidr: IpNet,
-    /// The node it is affine to, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-    /// Allocated addresses, in ordinal order.
-    pub allocations: Vec<AllocationBody>,
-}
-
 /// One block and its allocations, read fresh.
 #[utoipa::path(get, path = "/v1/blocks", tag = "queries", params(BlockQuery),
     responses(
@@ -933,19 +623,6 @@ pub async fn block_detail(
 }
 
 // ----- check -----------------------------------------------------------------
-
-/// `GET /v1/check`: the consistency report.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckResponse {
-    /// True when blocks and handles agree (no inconsistency found; leaks
-    /// such as orphaned blocks may still be listed).
-    pub consistent: bool,
-    /// The report: summary, skipped checks and findings, each with the
-    /// allocation's sequence number for a safe release.
-    #[schema(value_type = Object)]
-    pub report: CheckReport,
-}
 
 /// Walks every block, handle and affinity and reports what disagrees
 /// (Calico's `ipam check`). The server knows no pods or nodes, so those

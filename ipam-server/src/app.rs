@@ -53,6 +53,7 @@ impl Default for AppConfig {
     ),
     paths(
         api::assign, api::assign_ip, api::release, api::release_handle, api::handle_addresses,
+        api::handles_on_node,
         api::address_info, api::list_pools, api::get_pool, api::create_pool, api::update_pool,
         api::delete_pool, api::get_config, api::set_config, api::node_affinities,
         api::claim_affinity, api::release_affinity, api::release_node, api::usage_summary,
@@ -100,6 +101,7 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
             "/v1/handles/{handle}",
             get(api::handle_addresses).delete(api::release_handle),
         )
+        .route("/v1/handles", get(api::handles_on_node))
         .route("/v1/addresses/{address}", get(api::address_info))
         .route("/v1/pools", get(api::list_pools).post(api::create_pool))
         .route(

@@ -7,17 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ipam_core::Error as Refusal;
 use ipam_store::{IpamError, StoreError};
-use serde::Serialize;
-use utoipa::ToSchema;
 
-/// The body of every error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable, machine-readable: what kind of failure.
-    pub code: String,
-    /// What went wrong, naming the field or value.
-    pub message: String,
-}
+pub use ipam_api::ErrorBody;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

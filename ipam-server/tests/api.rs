@@ -334,6 +334,26 @@ async fn handles_are_listed_and_released() {
 }
 
 #[tokio::test]
+async fn a_nodes_handles_are_listed_by_prefix() {
+    let app = App::with_pool(AppConfig::default()).await;
+    let a = app.assign("net.a", "n1", 2).await;
+    app.assign("net.b", "n2", 1).await;
+    app.assign("other.c", "n1", 1).await;
+    let (status, listed) = app.get("/v1/handles?node=n1&prefix=net.").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed, json!([{"handle": "net.a", "addresses": a["ipv4"]}]));
+    let (_, all) = app.get("/v1/handles?node=n1").await;
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    refused(
+        app.get("/v1/handles?node=").await,
+        400,
+        "missing_value",
+        "node",
+    );
+    refused(app.get("/v1/handles").await, 400, "invalid_query", "node");
+}
+
+#[tokio::test]
 async fn an_address_says_who_holds_it() {
     let app = App::with_pool(AppConfig::default()).await;
     let got = app.assign("h", "node-9", 1).await;

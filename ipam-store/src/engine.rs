@@ -1487,6 +1487,17 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         Ok(addresses_of_handle(&self.cache().snapshot, handle_id))
     }
 
+    /// The handles whose addresses were recorded for `node` and whose id
+    /// starts with `prefix`, with their addresses, read fresh: what a CNI GC
+    /// of one node's network may collect.
+    pub async fn handles_on_node(
+        &self,
+        node: &str,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, Vec<IpNet>>, IpamError> {
+        Ok(self.snapshot().await?.handles_on_node(node, prefix))
+    }
+
     /// Who holds an address, read fresh (Calico's GetAssignmentAttributes):
     /// `None` when it is free or in no pool's block.
     pub async fn attributes_of(&self, address: IpAddr) -> Result<Option<Attribute>, IpamError> {

@@ -1,0 +1,383 @@
+//! The wire types of ipam-server's JSON API under `/v1`, shared by the
+//! server and its clients (the CNI plugin in server mode, ipamctl) so the
+//! two sides cannot drift. Field names are the API's stable schema
+//! (camelCase; pool specs and the IPAM config in Calico's own field names).
+//! No I/O here: only the types and their conversions from ipam-core.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipam_core::check::CheckReport;
+use ipam_core::usage::BlockUsage;
+use ipam_core::{AllowedUse, IpamConfig, Pool, PoolSpec};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable: what kind of failure.
+    pub code: String,
+    /// What went wrong, naming the field or value.
+    pub message: String,
+}
+
+/// `POST /v1/assign`: addresses chosen by the IPAM.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssignBody {
+    /// The handle that will own the addresses (`<network>.<container id>`).
+    pub handle: String,
+    /// The node the addresses are for.
+    pub node: String,
+    /// IPv4 addresses wanted.
+    #[serde(default)]
+    pub ipv4: u32,
+    /// IPv6 addresses wanted.
+    #[serde(default)]
+    pub ipv6: u32,
+    /// IPv4 pools (CIDRs) to use instead of those selecting the node.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub ipv4_pools: Vec<IpNet>,
+    /// IPv6 pools (CIDRs) to use instead of those selecting the node.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub ipv6_pools: Vec<IpNet>,
+    /// Recorded with the addresses: node, namespace, pod, timestamp.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// The node's labels, for pools' nodeSelector.
+    #[serde(default)]
+    pub node_labels: BTreeMap<String, String>,
+    /// The namespace's labels, for pools' namespaceSelector.
+    #[serde(default)]
+    pub namespace_labels: BTreeMap<String, String>,
+    /// `Workload` (default) or `Tunnel`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub intended_use: Option<AllowedUse>,
+    /// A per-request cap on the node's blocks (0: the config's).
+    #[serde(default)]
+    pub max_blocks_per_host: u32,
+}
+
+/// The addresses assigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignResponse {
+    /// The handle.
+    pub handle: String,
+    /// IPv4 addresses with their block's prefix length (`10.0.0.5/26`).
+    #[schema(value_type = Vec<String>)]
+    pub ipv4: Vec<IpNet>,
+    /// IPv6 addresses with their block's prefix length.
+    #[schema(value_type = Vec<String>)]
+    pub ipv6: Vec<IpNet>,
+    /// True when the handle already held these and nothing was allocated.
+    pub existing: bool,
+}
+
+/// `POST /v1/assign-ip`: one chosen address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssignIpBody {
+    /// The handle that will own it.
+    pub handle: String,
+    /// The node it is for.
+    pub node: String,
+    /// The address.
+    #[schema(value_type = String)]
+    pub address: IpAddr,
+    /// Recorded with the address.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One address to release.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseItem {
+    /// The address.
+    #[schema(value_type = String)]
+    pub address: IpAddr,
+    /// When set, release only if this handle holds it.
+    #[serde(default)]
+    pub handle: Option<String>,
+    /// When set, release only if the allocation carries this sequence
+    /// number (from a check report), so nothing reassigned is freed.
+    #[serde(default)]
+    pub sequence_number: Option<u64>,
+}
+
+/// `POST /v1/release`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseBody {
+    /// The addresses.
+    pub addresses: Vec<ReleaseItem>,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseResponse {
+    /// Addresses freed.
+    #[schema(value_type = Vec<String>)]
+    pub released: Vec<IpAddr>,
+    /// Addresses that were free already (not an error).
+    #[schema(value_type = Vec<String>)]
+    pub already_free: Vec<IpAddr>,
+}
+
+/// The addresses of a handle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandleAddresses {
+    /// The handle.
+    pub handle: String,
+    /// Its addresses, with their block's prefix length.
+    #[schema(value_type = Vec<String>)]
+    pub addresses: Vec<IpNet>,
+}
+
+/// Who holds an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressInfo {
+    /// The address.
+    #[schema(value_type = String)]
+    pub address: IpAddr,
+    /// `inUse`, `free` or `notInPool`.
+    pub status: AddressState,
+    /// The pool it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// The handle holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// What was recorded with it (node, namespace, pod, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Whether an address is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AddressState {
+    /// Allocated.
+    InUse,
+    /// In a pool, not allocated.
+    Free,
+    /// In no pool.
+    NotInPool,
+}
+
+/// A pool: its name and Calico's IPPool spec (`cidr`, `blockSize`,
+/// `nodeSelector`, `disabled`, `ipipMode`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolBody {
+    /// The pool's name.
+    pub name: String,
+    /// Calico's IPPool spec.
+    #[schema(value_type = Object)]
+    pub spec: PoolSpec,
+}
+
+impl From<&Pool> for PoolBody {
+    fn from(pool: &Pool) -> PoolBody {
+        PoolBody {
+            name: pool.name().to_string(),
+            spec: pool.spec().clone(),
+        }
+    }
+}
+
+/// `PUT /v1/pools/{name}`: the new spec.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolSpecBody {
+    /// Calico's IPPool spec.
+    #[schema(value_type = Object)]
+    pub spec: PoolSpec,
+}
+
+/// The IPAM configuration, in Calico's field names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigBody {
+    /// A node never borrows from another node's block.
+    pub strict_affinity: bool,
+    /// Nodes may claim new blocks.
+    pub auto_allocate_blocks: bool,
+    /// Most blocks per node (0: Calico's default of 20).
+    #[serde(default)]
+    pub max_blocks_per_host: u32,
+}
+
+impl From<IpamConfig> for ConfigBody {
+    fn from(config: IpamConfig) -> ConfigBody {
+        ConfigBody {
+            strict_affinity: config.strict_affinity,
+            auto_allocate_blocks: config.auto_allocate_blocks,
+            max_blocks_per_host: config.max_blocks_per_host,
+        }
+    }
+}
+
+/// A node's claim on a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AffinityBody {
+    /// The block.
+    #[schema(value_type = String)]
+    pub cidr: IpNet,
+    /// `pending`, `confirmed` or `pendingDeletion`.
+    pub state: String,
+}
+
+/// `POST /v1/nodes/{node}/affinities`: claim every block of a CIDR.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimBody {
+    /// A CIDR of whole blocks within one pool.
+    #[schema(value_type = String)]
+    pub cidr: IpNet,
+}
+
+/// What a claim got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimResponse {
+    /// Blocks now affine to the node.
+    #[schema(value_type = Vec<String>)]
+    pub claimed: Vec<IpNet>,
+    /// Blocks another owner holds, left alone.
+    #[schema(value_type = Vec<String>)]
+    pub failed: Vec<IpNet>,
+}
+
+/// The blocks a released node held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseNodeResponse {
+    /// The node.
+    pub node: String,
+    /// Blocks it was affine to: empty ones deleted, others left without
+    /// affinity.
+    #[schema(value_type = Vec<String>)]
+    pub blocks: Vec<IpNet>,
+}
+
+/// Usage of one block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockUsageBody {
+    /// The block.
+    #[schema(value_type = String)]
+    pub cidr: IpNet,
+    /// The node it is affine to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Its addresses.
+    pub size: u32,
+    /// Addresses in use.
+    pub in_use: u32,
+    /// Addresses free.
+    pub free: u32,
+    /// In-use addresses whose `node` attribute names another node.
+    pub borrowed: u32,
+}
+
+impl From<&BlockUsage> for BlockUsageBody {
+    fn from(b: &BlockUsage) -> BlockUsageBody {
+        BlockUsageBody {
+            cidr: b.cidr.net(),
+            node: b.owner.clone(),
+            size: b.capacity,
+            in_use: b.in_use,
+            free: b.capacity - b.in_use,
+            borrowed: b.borrowed,
+        }
+    }
+}
+
+/// Usage of one pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolUsageBody {
+    /// The pool's name.
+    pub name: String,
+    /// Its range.
+    #[schema(value_type = String)]
+    pub cidr: IpNet,
+    /// Its block size (prefix length).
+    pub block_size: u8,
+    /// Whether it is disabled.
+    pub disabled: bool,
+    /// Addresses in the range.
+    pub size: u128,
+    /// Addresses in use.
+    pub in_use: u128,
+    /// Addresses free.
+    pub free: u128,
+    /// Its blocks that exist, in address order.
+    pub blocks: Vec<BlockUsageBody>,
+}
+
+/// `GET /v1/usage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageResponse {
+    /// Pools by name.
+    pub pools: Vec<PoolUsageBody>,
+    /// Blocks outside every pool.
+    pub orphaned_blocks: Vec<BlockUsageBody>,
+}
+
+/// One allocated address of a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocationBody {
+    /// The address.
+    #[schema(value_type = String)]
+    pub address: IpAddr,
+    /// Its ordinal in the block.
+    pub ordinal: u32,
+    /// The handle holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// The block's sequence number when it was handed out.
+    pub sequence_number: u64,
+    /// What was recorded with it (pod, namespace, node, ...).
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// `GET /v1/blocks`: one block and who holds its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockDetail {
+    /// The block.
+    #[schema(value_type = String)]
+    pub cidr: IpNet,
+    /// The node it is affine to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Allocated addresses, in ordinal order.
+    pub allocations: Vec<AllocationBody>,
+}
+
+/// `GET /v1/check`: the consistency report.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResponse {
+    /// True when blocks and handles agree (no inconsistency found; leaks
+    /// such as orphaned blocks may still be listed).
+    pub consistent: bool,
+    /// The report: summary, skipped checks and findings, each with the
+    /// allocation's sequence number for a safe release.
+    #[schema(value_type = Object)]
+    pub report: CheckReport,
+}
