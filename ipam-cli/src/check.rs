@@ -1,0 +1,84 @@
+//! `ipamctl check`: ipam-core's consistency check (Calico's `ipam check`,
+//! calicoctl/commands/ipam/check.go) run over the whole state, a summary
+//! on stdout, and with `-o FILE` the JSON report that `ipamctl release
+//! --from-report` reads back (its schema is documented in
+//! `ipam_core::check`: schemaVersion, summary, skipped, findings with
+//! address, block, ordinal, handle and sequenceNumber).
+//!
+//! As calicoctl's, the check only reads, and finding problems is not a
+//! failure: the exit code is 0 whenever the check ran.
+
+use std::io::Write;
+use std::path::Path;
+
+use ipam_core::check::{CheckReport, Liveness, SkippedCheck};
+
+use crate::args::CheckArgs;
+use crate::backend::Backend;
+use crate::error::CliError;
+
+/// Runs `ipamctl check`.
+pub async fn run(backend: &Backend, args: &CheckArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let report = backend.check(&Liveness::default()).await?;
+    if let Some(path) = &args.output {
+        write_report(path, &report)?;
+    }
+    let text = summary(&report, args.show_problem_ips, args.output.as_deref());
+    out.write_all(text.as_bytes())
+        .map_err(CliError::io("writing to stdout"))
+}
+
+/// Writes the report as pretty JSON.
+pub fn write_report(path: &Path, report: &CheckReport) -> Result<(), CliError> {
+    let mut json = serde_json::to_string_pretty(report)
+        .map_err(|e| CliError::Refused(format!("writing the report as JSON: {e}")))?;
+    json.push('\n');
+    std::fs::write(path, json).map_err(CliError::io(format!(
+        "writing the report to {}",
+        path.display()
+    )))
+}
+
+/// The summary printed on stdout.
+pub fn summary(report: &CheckReport, show_findings: bool, written_to: Option<&Path>) -> String {
+    let s = &report.summary;
+    let mut text = format!(
+        "Checked {} IPAM blocks recording {} allocations, {} handles and {} affinities.\n",
+        s.blocks_checked, s.addresses_in_use, s.handles, s.affinities
+    );
+    if show_findings {
+        for finding in &report.findings {
+            text.push_str(&format!("  {}\n", finding.message));
+        }
+    }
+    for (kind, count) in &s.findings_by_kind {
+        let name = serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{kind:?}"));
+        let nature = if kind.is_inconsistency() {
+            "inconsistency"
+        } else {
+            "leak"
+        };
+        text.push_str(&format!("Found {count} {name} ({nature}).\n"));
+    }
+    for skipped in &report.skipped {
+        text.push_str(match skipped {
+            SkippedCheck::PodLiveness => {
+                "Skipped: addresses of pods that no longer exist (the live pods are not known).\n"
+            }
+            SkippedCheck::NodeLiveness => {
+                "Skipped: blocks, affinities and addresses of nodes that no longer exist (the live nodes are not known).\n"
+            }
+        });
+    }
+    text.push_str(&format!(
+        "Check complete; found {} problems.\n",
+        report.findings.len()
+    ));
+    if let Some(path) = written_to {
+        text.push_str(&format!("Report written to {}.\n", path.display()));
+    }
+    text
+}
