@@ -9,6 +9,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::backend::{Connection, DatastoreKind, DEFAULT_SERVER};
+use crate::check::LivenessSource;
 
 const AFTER_HELP: &str = "\
 Connection: through ipam-server (--server, default http://127.0.0.1:9310), or
@@ -104,6 +105,20 @@ impl ConnectionArgs {
             Some(DatastoreKind::Kubernetes) => Connection::Kubernetes {
                 kubeconfig: self.kubeconfig.clone(),
             },
+        }
+    }
+}
+
+impl ConnectionArgs {
+    /// Where `check` reads live pods and nodes: the Kubernetes datastore's
+    /// cluster, or the one a kubeconfig names next to another datastore.
+    pub fn liveness_source(&self) -> LivenessSource {
+        match (self.datastore, &self.kubeconfig) {
+            (Some(DatastoreKind::Kubernetes), kubeconfig) => {
+                LivenessSource::Kubernetes(kubeconfig.clone())
+            }
+            (Some(_), Some(kubeconfig)) => LivenessSource::Kubernetes(Some(kubeconfig.clone())),
+            _ => LivenessSource::None,
         }
     }
 }

@@ -7,9 +7,15 @@
 //!
 //! As calicoctl's, the check only reads, and finding problems is not a
 //! failure: the exit code is 0 whenever the check ran.
+//!
+//! Pods and nodes that no longer exist are found only when the cluster can
+//! be read: with `--datastore kubernetes`, or a `--kubeconfig`
+//! (`KUBECONFIG`) next to another datastore, as calicoctl does. Through
+//! ipam-server those checks are skipped (its `GET /v1/check` knows no pods
+//! or nodes) and the summary says so.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipam_core::check::{CheckReport, Liveness, SkippedCheck};
 
@@ -17,9 +23,30 @@ use crate::args::CheckArgs;
 use crate::backend::Backend;
 use crate::error::CliError;
 
+/// Where the live pods and nodes are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LivenessSource {
+    /// Nowhere: the pod and node checks are skipped.
+    None,
+    /// The Kubernetes cluster of this kubeconfig (else `KUBECONFIG`,
+    /// `~/.kube/config` or in-cluster).
+    Kubernetes(Option<PathBuf>),
+}
+
 /// Runs `ipamctl check`.
-pub async fn run(backend: &Backend, args: &CheckArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let report = backend.check(&Liveness::default()).await?;
+pub async fn run(
+    backend: &Backend,
+    args: &CheckArgs,
+    source: &LivenessSource,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let live = match (source, backend) {
+        (LivenessSource::Kubernetes(kubeconfig), Backend::Direct(_)) => {
+            crate::liveness::from_kubernetes(kubeconfig.as_deref()).await?
+        }
+        _ => Liveness::default(),
+    };
+    let report = backend.check(&live).await?;
     if let Some(path) = &args.output {
         write_report(path, &report)?;
     }

@@ -6,7 +6,8 @@
 //! [`show`], [`check`], [`release`], [`configure`] and [`pool`] are the
 //! subcommands; [`table`] draws calicoctl's tables byte for byte;
 //! [`output`] writes JSON and YAML; [`progress`] draws progress on a
-//! terminal; [`error`] classifies failures into exit codes.
+//! terminal; [`liveness`] reads which pods and nodes exist; [`error`]
+//! classifies failures into exit codes.
 //!
 //! Nothing here prints on its own: every command writes to the writer it is
 //! given, so that tests read exactly what a user sees.
@@ -21,6 +22,7 @@ pub mod backend;
 pub mod check;
 pub mod configure;
 pub mod error;
+pub mod liveness;
 pub mod output;
 pub mod pool;
 pub mod progress;
@@ -37,7 +39,9 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
     let backend = Backend::open(&cli.connection.connection()).await?;
     match &cli.command {
         args::Command::Show(a) => show::run(&backend, a, out).await,
-        args::Command::Check(a) => check::run(&backend, a, out).await,
+        args::Command::Check(a) => {
+            check::run(&backend, a, &cli.connection.liveness_source(), out).await
+        }
         args::Command::Release(a) => release::run(&backend, a, out).await,
         args::Command::Configure(a) => configure::run(&backend, a, out).await,
         args::Command::Pool(c) => pool::run(&backend, c, out).await,

@@ -8,9 +8,16 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use ipam_core::{AssignIpRequest, Handle};
-use ipam_store::{Key, Value};
+use ipam_store::etcd::{EtcdOptions, EtcdStore};
+use ipam_store::kubernetes::KubernetesStore;
+use ipam_store::{Datastore, Ipam, Key, Value};
+use serde_json::json;
 use support::*;
+use testkit::apiserver::ApiServer;
+use testkit::etcd::EtcdServer;
 
 /// Runs `check` against the embedded store in `dir` directly and then
 /// through an ipam-server over the same directory.
@@ -21,7 +28,10 @@ fn in_both_modes(dir: &Path, mut check: impl FnMut(&str, &[String])) {
 }
 
 async fn seed_16_pool_with_13_in_use(dir: &Path) {
-    let engine = open_embedded(dir);
+    seed_16_pool(&open_embedded(dir)).await;
+}
+
+async fn seed_16_pool(engine: &Ipam<dyn Datastore>) {
     engine
         .create_pool(pool("default-ipv4-ippool", "172.17.0.0/16", None))
         .await
@@ -29,7 +39,7 @@ async fn seed_16_pool_with_13_in_use(dir: &Path) {
     for i in 0..13 {
         let node = if i < 9 { "node-1" } else { "node-2" };
         let handle = format!("k8s-pod-network.c{i}");
-        assign_pod(&engine, &handle, node, &format!("web-{i}"), 1, 0).await;
+        assign_pod(engine, &handle, node, &format!("web-{i}"), 1, 0).await;
     }
 }
 
@@ -528,4 +538,173 @@ async fn a_server_with_a_token_needs_the_token_file() {
     connection.extend(["--token-file".to_string(), token.display().to_string()]);
     let run = ipamctl_with(&connection, &["show"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn every_subcommand_works_directly_against_etcd() {
+    let etcd = EtcdServer::start().await.expect("etcd starts");
+    let store: Arc<dyn Datastore> = Arc::new(
+        EtcdStore::connect(&[etcd.endpoint()], EtcdOptions::default())
+            .await
+            .unwrap(),
+    );
+    let engine = Ipam::new(store);
+    seed_16_pool(&engine).await;
+    let held = engine
+        .addresses_of_handle("k8s-pod-network.c5")
+        .await
+        .unwrap()[0]
+        .addr()
+        .to_string();
+    let connection: Vec<String> = ["--datastore", "etcd", "--etcd-endpoints", &etcd.endpoint()]
+        .map(String::from)
+        .to_vec();
+
+    let run = ipamctl_with(&connection, &["show"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, fixture("ipam-show-pool-16.txt"));
+    let run = ipamctl_with(&connection, &["show", "--ip", &held]);
+    assert!(
+        run.stdout.contains("Handle ID: k8s-pod-network.c5\n"),
+        "{}",
+        run.stdout
+    );
+    let run = ipamctl_with(&connection, &["configure", "--strictaffinity=true"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(engine.config().await.unwrap().strict_affinity);
+    let run = ipamctl_with(
+        &connection,
+        &["pool", "create", "v6", "--cidr", "fd00:20::/64"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(engine.pools().await.unwrap().len(), 2);
+    let run = ipamctl_with(&connection, &["check"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("Check complete; found 0 problems.\n"),
+        "{}",
+        run.stdout
+    );
+    let run = ipamctl_with(&connection, &["release", "--ip", &held]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(engine
+        .attributes_of(held.parse().unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    let run = ipamctl_with(&connection, &["pool", "delete", "v6"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(engine.pools().await.unwrap().len(), 1);
+}
+
+// The fake API server runs in this process: the runtime needs a thread to
+// serve it while the test waits for ipamctl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_gone_pods_and_nodes_and_release_from_report_leaves_reassigned_addresses_alone()
+{
+    let api = ApiServer::start().await;
+    let store: Arc<dyn Datastore> = Arc::new(
+        KubernetesStore::connect(Some(api.kubeconfig()))
+            .await
+            .unwrap(),
+    );
+    let engine = Ipam::new(store);
+    engine
+        .create_pool(pool("default-ipv4-ippool", "10.2.0.0/16", None))
+        .await
+        .unwrap();
+    api.put_core("nodes", json!({"metadata": {"name": "node-1"}}));
+    api.put_core(
+        "pods",
+        json!({"metadata": {"name": "live", "namespace": "default"}}),
+    );
+    let mut address = BTreeMap::new();
+    for (pod, node) in [
+        ("live", "node-1"),
+        ("gone", "node-1"),
+        ("reused", "node-1"),
+        ("orphan", "node-9"),
+    ] {
+        let handle = format!("k8s-pod-network.{pod}");
+        assign_pod(&engine, &handle, node, pod, 1, 0).await;
+        let held = engine.addresses_of_handle(&handle).await.unwrap()[0].addr();
+        address.insert(pod, held);
+    }
+    let connection: Vec<String> = [
+        "--datastore",
+        "kubernetes",
+        "--kubeconfig",
+        &api.kubeconfig().display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json").display().to_string();
+    let run = ipamctl_with(&connection, &["check", "-o", &report]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for line in [
+        "Found 1 blockNodeGone (leak).\n",
+        "Found 1 affinityNodeGone (leak).\n",
+        "Found 3 podGone (leak).\n",
+        "Found 1 allocationNodeGone (leak).\n",
+    ] {
+        assert!(run.stdout.contains(line), "{line}: {}", run.stdout);
+    }
+    assert!(!run.stdout.contains("Skipped"), "{}", run.stdout);
+
+    // The pod "reused" is gone, but its address is handed out again (same
+    // handle, newer sequence number) before the release.
+    let reused = address["reused"];
+    engine
+        .release(&[ipam_core::ReleaseRequest::address(reused)])
+        .await
+        .unwrap();
+    engine
+        .assign_ip(&AssignIpRequest {
+            handle: "k8s-pod-network.reused".into(),
+            node: "node-1".into(),
+            address: reused,
+            attributes: [
+                ("node", "node-1"),
+                ("namespace", "default"),
+                ("pod", "reused"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        })
+        .await
+        .unwrap();
+
+    let run = ipamctl_with(&connection, &["release", "--from-report", &report]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "Releasing 3 leaked IPs...\n\
+             Released 2 IPs successfully.\n\
+             1 addresses were reassigned since the report and were left alone: {reused}\n\
+             Report didn't contain any handles to clean up.\n"
+        )
+    );
+    for pod in ["gone", "orphan"] {
+        assert!(
+            engine.attributes_of(address[pod]).await.unwrap().is_none(),
+            "{pod}"
+        );
+    }
+    for pod in ["live", "reused"] {
+        assert!(
+            engine.attributes_of(address[pod]).await.unwrap().is_some(),
+            "{pod}"
+        );
+    }
+    // A second release from the same report changes nothing more.
+    let run = ipamctl_with(&connection, &["release", "--from-report", &report]);
+    assert!(
+        run.stdout
+            .contains("2 addresses marked as leaked in the report had already been cleaned up."),
+        "{}",
+        run.stdout
+    );
 }
