@@ -132,6 +132,15 @@ impl Backend {
                 }
                 return Ok(Backend::Server(client));
             }
+            // Opening creates a missing directory: a mistyped --data-dir
+            // would show an empty store instead of an error.
+            Connection::Embedded { data_dir } if !data_dir.is_dir() => {
+                return Err(CliError::NotFound(format!(
+                    "--data-dir {}: no such directory (ipam-server creates its data dir on first \
+                     start; pass the one it uses)",
+                    data_dir.display()
+                )))
+            }
             Connection::Embedded { data_dir } => match EmbeddedStore::open(data_dir) {
                 Ok(store) => Arc::new(store),
                 Err(error @ StoreError::Unavailable { .. }) => {

@@ -518,6 +518,12 @@ async fn exit_codes_tell_usage_errors_from_unreachable_servers_and_held_data_dir
     assert_eq!(run.code, 4);
     assert!(run.stderr.contains("--server"), "{}", run.stderr);
 
+    let missing = dir.path().join("missing");
+    let run = ipamctl_with(&embedded(&missing), &["show"]);
+    assert_eq!(run.code, 3);
+    assert!(run.stderr.contains("no such directory"), "{}", run.stderr);
+    assert!(!missing.exists());
+
     let run = ipamctl(&["--datastore", "etcd", "show"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--etcd-endpoints"), "{}", run.stderr);
