@@ -100,6 +100,12 @@ pub fn summary(report: &CheckReport, show_findings: bool, written_to: Option<&Pa
             }
         });
     }
+    if !report.skipped.is_empty() {
+        text.push_str(
+            "  (they run with --datastore kubernetes, or with --kubeconfig next to \
+             --datastore etcd|embedded)\n",
+        );
+    }
     text.push_str(&format!(
         "Check complete; found {} problems.\n",
         report.findings.len()

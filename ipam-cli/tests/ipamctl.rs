@@ -328,6 +328,12 @@ async fn check_reports_injected_leaks_and_release_from_report_deletes_only_what_
     let server = Server::start(dir.path());
     let run = ipamctl_with(&server.connection(), &["check", "--show-problem-ips"]);
     assert!(run.stdout.contains("doesn't exist"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("Skipped: addresses of pods that no longer exist"),
+        "{}",
+        run.stdout
+    );
     let run = ipamctl_with(
         &server.connection(),
         &["release", "--from-report", &report_arg],
@@ -489,6 +495,9 @@ async fn exit_codes_tell_usage_errors_from_unreachable_servers_and_held_data_dir
     let run = ipamctl(&["show", "--ip", "not-an-address"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--ip"), "{}", run.stderr);
+    let run = ipamctl(&["--help"]);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("Exit codes:"), "{}", run.stdout);
     let run = ipamctl(&["frobnicate"]);
     assert_eq!(run.code, 2);
     let run = ipamctl(&["--server", "localhost:9310", "show"]);
