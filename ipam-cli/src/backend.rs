@@ -162,11 +162,17 @@ impl Backend {
                             .to_string(),
                     ));
                 }
-                Arc::new(EtcdStore::connect(endpoints, EtcdOptions::default()).await?)
+                Arc::new(
+                    EtcdStore::connect(endpoints, EtcdOptions::default())
+                        .await
+                        .map_err(flag_error)?,
+                )
             }
-            Connection::Kubernetes { kubeconfig } => {
-                Arc::new(KubernetesStore::connect(kubeconfig.as_deref()).await?)
-            }
+            Connection::Kubernetes { kubeconfig } => Arc::new(
+                KubernetesStore::connect(kubeconfig.as_deref())
+                    .await
+                    .map_err(flag_error)?,
+            ),
         };
         let engine = Ipam::new(store);
         // One read now, so that an unreachable datastore is reported as such
@@ -422,6 +428,15 @@ impl Backend {
             Backend::Server(client) => client.delete_pool(name).await?,
         }
         Ok(())
+    }
+}
+
+// While connecting, a refusal is about what the flags say (an endpoint
+// that is not a URL, a kubeconfig that cannot be read): a usage error.
+fn flag_error(error: StoreError) -> CliError {
+    match error {
+        StoreError::Invalid { .. } => CliError::Usage(error.to_string()),
+        other => other.into(),
     }
 }
 

@@ -533,6 +533,23 @@ async fn exit_codes_tell_usage_errors_from_unreachable_servers_and_held_data_dir
     assert!(run.stderr.contains("no such directory"), "{}", run.stderr);
     assert!(!missing.exists());
 
+    let run = ipamctl(&["--datastore", "etcd", "--etcd-endpoints", &url, "show"]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(run.stderr.contains("--etcd-endpoints"), "{}", run.stderr);
+    let run = ipamctl(&[
+        "--datastore",
+        "kubernetes",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+        "show",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("/nonexistent/kubeconfig"),
+        "{}",
+        run.stderr
+    );
+
     let run = ipamctl(&["--datastore", "etcd", "show"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--etcd-endpoints"), "{}", run.stderr);
