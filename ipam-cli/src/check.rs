@@ -115,3 +115,32 @@ pub fn summary(report: &CheckReport, show_findings: bool, written_to: Option<&Pa
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipam_core::check::{check, Liveness};
+    use ipam_core::{Handle, IpamConfig, Pool, PoolSpec, Snapshot};
+
+    #[test]
+    fn the_summary_counts_findings_by_kind_and_says_what_was_skipped() {
+        let pool = Pool::new("p", PoolSpec::new("10.0.0.0/24".parse().unwrap())).unwrap();
+        let mut snapshot = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
+        snapshot.insert_handle(Handle::new("k8s-pod-network.empty"));
+        let report = check(&snapshot, &Liveness::default());
+        let text = summary(&report, true, Some(Path::new("/tmp/r.json")));
+        assert_eq!(
+            text,
+            "Checked 0 IPAM blocks recording 0 allocations, 1 handles and 0 affinities.\n  \
+             handle k8s-pod-network.empty doesn't have any active IPs (it records 0 in blocks [])\n\
+             Found 1 handleWithoutAllocations (inconsistency).\n\
+             Skipped: addresses of pods that no longer exist (the live pods are not known).\n\
+             Skipped: blocks, affinities and addresses of nodes that no longer exist (the live nodes are not known).\n  \
+             (they run with --datastore kubernetes, or with --kubeconfig next to --datastore etcd|embedded)\n\
+             Check complete; found 1 problems.\n\
+             Report written to /tmp/r.json.\n"
+        );
+        let quiet = summary(&report, false, None);
+        assert!(!quiet.contains("doesn't have"), "{quiet}");
+    }
+}
