@@ -1,5 +1,5 @@
-//! The real `ipamctl` binary against the embedded datastore, a real
-//! `ipam-server` process over the same data, and a real etcd: the tables
+//! The real `ipamctl` binary against the embedded datastore, ipam-server's
+//! API over the same data, a real etcd and the Kubernetes datastore: the tables
 //! byte for byte against calicoctl's fixtures and our golden files, check
 //! and release against injected leaks, and the exit codes.
 
@@ -562,7 +562,13 @@ async fn a_server_with_a_token_needs_the_token_file() {
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
     // The server asks for the token when given one, even on loopback.
-    let server = Server::start_with(dir.path(), &["--token-file", &token.display().to_string()]);
+    let server = Server::start_with(
+        dir.path(),
+        ipam_server::app::AppConfig {
+            token: Some("s3cret".into()),
+            ..Default::default()
+        },
+    );
     let run = ipamctl_with(&server.connection(), &["show"]);
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(run.stderr.contains("--token-file"), "{}", run.stderr);

@@ -1,12 +1,12 @@
 //! Test support: run the real `ipamctl`, seed an embedded datastore with
-//! the engine, start a real `ipam-server` on a free port over a data dir.
+//! the engine, serve ipam-server's API over a data dir on a free port.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
+use ipam_server::app::{router, AppConfig};
 use ipam_store::embedded::EmbeddedStore;
 use ipam_store::{Datastore, Ipam};
 
@@ -125,81 +125,43 @@ pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The ipam-server binary, built (or found up to date) once per test
-/// process: a binary of another package has no CARGO_BIN_EXE_ variable.
-fn server_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let dir = Path::new(IPAMCTL).parent().expect("ipamctl's directory");
-        let mut build = Command::new(env!("CARGO"));
-        build.args([
-            "build",
-            "--quiet",
-            "-p",
-            "ipam-server",
-            "--bin",
-            "ipam-server",
-        ]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building ipam-server failed");
-        dir.join("ipam-server")
-    })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free loopback port")
-        .local_addr()
-        .expect("its address")
-        .port()
-}
-
-/// A running ipam-server, killed when dropped.
+/// ipam-server's API over the embedded store in a data dir, served by its
+/// router on a loopback port from a runtime of its own (so that it keeps
+/// answering while the test waits for ipamctl). It holds the data dir as a
+/// running server does. Stopped when dropped.
 pub struct Server {
-    child: Child,
+    runtime: Option<tokio::runtime::Runtime>,
     pub url: String,
 }
 
 impl Server {
-    /// Starts ipam-server on a free loopback port over the embedded store
-    /// in `data_dir`, without default pools, and waits until it answers.
+    /// Serves the embedded store in `data_dir`.
     pub fn start(data_dir: &Path) -> Server {
-        Server::start_with(data_dir, &[])
+        Server::start_with(data_dir, AppConfig::default())
     }
 
-    /// The same with more flags.
-    pub fn start_with(data_dir: &Path, flags: &[&str]) -> Server {
-        let port = free_port();
-        let child = Command::new(server_binary())
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(flags)
-            .env("NO_DEFAULT_POOLS", "true")
-            .env_remove("CALICO_IPV4POOL_CIDR")
-            .env_remove("CALICO_IPV6POOL_CIDR")
-            .env_remove("IPAM_TOKEN_FILE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ipam-server starts");
-        let server = Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
+    /// The same with the server's settings (a token, limits).
+    pub fn start_with(data_dir: &Path, config: AppConfig) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the server");
+        let store: Arc<dyn Datastore> =
+            Arc::new(EmbeddedStore::open(data_dir).expect("the server opens the data dir"));
+        let app = router(Arc::new(Ipam::new(store)), config);
+        let listener = {
+            let _entered = runtime.enter();
+            let std = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+            std.set_nonblocking(true).expect("a non-blocking listener");
+            tokio::net::TcpListener::from_std(std).expect("a tokio listener")
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "ipam-server did not come up");
-            std::thread::sleep(Duration::from_millis(50));
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Server {
+            runtime: Some(runtime),
+            url,
         }
-        server
     }
 
     /// Connection flags for it.
@@ -210,7 +172,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Tests drop it inside their own runtime, where a blocking
+        // shutdown is not allowed.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
