@@ -178,13 +178,11 @@ fn main() {
         eprintln!("round {} of {rounds} done", round + 1);
     }
 
-    println!(
-        "{rounds} rounds x {per_round} attachments; parallel: {workers} runtimes at once"
-    );
-    println!(
+    eprintln!("{rounds} rounds x {per_round} attachments; parallel: {workers} runtimes at once");
+    eprintln!(
         "| plugin | ADD p50 | ADD p99 | ADD+DEL/s, one at a time | ADD+DEL/s, {workers} at once |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    eprintln!("| --- | --- | --- | --- | --- |");
     let mut summary = Vec::new();
     for (plugin, figures) in plugins.iter().zip(figures.iter_mut()) {
         figures.add_latencies.sort();
@@ -192,7 +190,7 @@ fn main() {
         let p99 = percentile(&figures.add_latencies, 0.99);
         let sequential = figures.sequential_pairs as f64 / figures.sequential_time.as_secs_f64();
         let parallel = figures.parallel_pairs as f64 / figures.parallel_time.as_secs_f64();
-        println!(
+        eprintln!(
             "| {} | {:.2} ms | {:.2} ms | {sequential:.0} | {parallel:.0} |",
             plugin.name,
             ms(p50),
@@ -201,7 +199,7 @@ fn main() {
         summary.push((p50, p99, sequential, parallel));
     }
     let (ours, theirs) = (summary[0], summary[1]);
-    println!(
+    eprintln!(
         "ratios ours/host-local: ADD p50 {:.2}, ADD p99 {:.2}; ADD+DEL/s one at a time {:.2}, at once {:.2}",
         ms(ours.0) / ms(theirs.0),
         ms(ours.1) / ms(theirs.1),

@@ -165,10 +165,7 @@ fn inner_server_embedded() {
 #[ignore = "runs inside a private namespace, started by bridge_and_ptp_on_ipam_server_with_etcd"]
 fn inner_server_etcd() {
     inner_only();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let etcd = runtime
-        .block_on(testkit::etcd::EtcdServer::start())
-        .unwrap();
+    let (_runtime, etcd) = support::started_etcd();
     let ipam = etcd_ipam(&etcd.endpoint());
     let ipam_keys = json!({"server": ipam.serve_unix()});
     Scenario::new(&ipam, json!({}), ipam_keys, "sx").run_all();
@@ -178,10 +175,7 @@ fn inner_server_etcd() {
 #[ignore = "runs inside a private namespace, started by bridge_and_ptp_in_direct_mode_on_etcd"]
 fn inner_direct_etcd() {
     inner_only();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let etcd = runtime
-        .block_on(testkit::etcd::EtcdServer::start())
-        .unwrap();
+    let (_runtime, etcd) = support::started_etcd();
     let ipam = etcd_ipam(&etcd.endpoint());
     let top = json!({"datastore_type": "etcdv3", "etcd_endpoints": etcd.endpoint()});
     Scenario::new(&ipam, top, json!({}), "dx").run_all();

@@ -30,6 +30,13 @@ fn server_config(version: &str, server: &str) -> Value {
     config(version, json!({"server": server}))
 }
 
+/// An IPAM on the embedded store served on loopback TCP, and the plugins.
+fn served() -> (support::TestIpam, String, PluginDir) {
+    let ipam = embedded_ipam();
+    let server = ipam.serve_tcp(AppConfig::default());
+    (ipam, server, PluginDir::new())
+}
+
 struct Run<'a> {
     plugins: &'a PluginDir,
 }
@@ -65,9 +72,7 @@ fn version_lists_the_five_spec_versions() {
 
 #[test]
 fn add_answers_in_each_versions_result_format_and_records_calicos_attributes() {
-    let ipam = embedded_ipam();
-    let server = ipam.serve_tcp(AppConfig::default());
-    let plugins = PluginDir::new();
+    let (ipam, server, plugins) = served();
     let run = Run { plugins: &plugins };
     let pool: ipnet::IpNet = POOL.parse().unwrap();
     for (i, version) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
@@ -112,9 +117,7 @@ fn add_answers_in_each_versions_result_format_and_records_calicos_attributes() {
 
 #[test]
 fn a_retried_add_returns_the_same_address_and_del_frees_it_once() {
-    let ipam = embedded_ipam();
-    let server = ipam.serve_tcp(AppConfig::default());
-    let plugins = PluginDir::new();
+    let (ipam, server, plugins) = served();
     let run = Run { plugins: &plugins };
     let config = server_config("1.0.0", &server);
     let first = run.ipam("ADD", "retry", K8S_ARGS, &config).ok();
@@ -136,9 +139,7 @@ fn a_retried_add_returns_the_same_address_and_del_frees_it_once() {
 
 #[test]
 fn del_also_releases_the_legacy_workload_handle() {
-    let ipam = embedded_ipam();
-    let server = ipam.serve_tcp(AppConfig::default());
-    let plugins = PluginDir::new();
+    let (ipam, server, plugins) = served();
     let run = Run { plugins: &plugins };
     let legacy = ipam_core::AssignIpRequest {
         handle: "default.nginx".into(),
@@ -156,9 +157,7 @@ fn del_also_releases_the_legacy_workload_handle() {
 
 #[test]
 fn an_ip_argument_assigns_that_address_as_a_host_route() {
-    let ipam = embedded_ipam();
-    let server = ipam.serve_tcp(AppConfig::default());
-    let plugins = PluginDir::new();
+    let (ipam, server, plugins) = served();
     let run = Run { plugins: &plugins };
     let config = server_config("0.4.0", &server);
     let out = run
@@ -187,9 +186,7 @@ fn an_ip_argument_assigns_that_address_as_a_host_route() {
 
 #[test]
 fn check_passes_while_the_handle_holds_prev_result_and_fails_after() {
-    let ipam = embedded_ipam();
-    let server = ipam.serve_tcp(AppConfig::default());
-    let plugins = PluginDir::new();
+    let (ipam, server, plugins) = served();
     let run = Run { plugins: &plugins };
     let mut config = server_config("1.0.0", &server);
     let added = run.ipam("ADD", "chk", K8S_ARGS, &config).ok();
@@ -219,9 +216,7 @@ fn check_passes_while_the_handle_holds_prev_result_and_fails_after() {
 
 #[test]
 fn gc_releases_only_this_networks_stale_handles_on_this_node() {
-    let ipam = embedded_ipam();
-    let server = ipam.serve_tcp(AppConfig::default());
-    let plugins = PluginDir::new();
+    let (ipam, server, plugins) = served();
     let run = Run { plugins: &plugins };
     let config = server_config("1.1.0", &server);
     for container in ["keep", "stale"] {
@@ -452,9 +447,7 @@ fn an_exhausted_pool_is_error_100_and_pool_names_resolve() {
 
 #[test]
 fn logs_go_to_the_log_file_and_stdout_holds_only_the_result() {
-    let ipam = embedded_ipam();
-    let server = ipam.serve_tcp(AppConfig::default());
-    let plugins = PluginDir::new();
+    let (_ipam, server, plugins) = served();
     let run = Run { plugins: &plugins };
     let logs = tempfile::tempdir().unwrap();
     let log_file = logs.path().join("nested/cni.log");
@@ -501,10 +494,7 @@ fn the_token_file_is_sent_and_a_refused_token_is_a_config_error() {
 
 #[test]
 fn direct_mode_on_etcd_adds_checks_collects_and_deletes() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let etcd = runtime
-        .block_on(testkit::etcd::EtcdServer::start())
-        .unwrap();
+    let (_runtime, etcd) = support::started_etcd();
     let ipam = etcd_ipam(&etcd.endpoint());
     let plugins = PluginDir::new();
     let run = Run { plugins: &plugins };

@@ -58,6 +58,15 @@ pub fn etcd_ipam(endpoint: &str) -> TestIpam {
     with_runtime(Arc::new(store), tempfile::tempdir().unwrap(), runtime)
 }
 
+/// A real etcd (testkit) and the runtime that started it.
+pub fn started_etcd() -> (tokio::runtime::Runtime, testkit::etcd::EtcdServer) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let etcd = runtime
+        .block_on(testkit::etcd::EtcdServer::start())
+        .unwrap();
+    (runtime, etcd)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
