@@ -54,16 +54,15 @@ impl Command {
     }
 }
 
-/// `CNI_ARGS` keys calico-ipam reads; other keys are ignored, as Calico
-/// does with kubelet's `IgnoreUnknown=1`.
+/// `CNI_ARGS` keys calico-ipam reads; other keys (kubelet's
+/// `K8S_POD_INFRA_CONTAINER_ID`, `K8S_POD_UID`, `IgnoreUnknown`) are
+/// ignored, as Calico's calico-ipam ignores them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CniArgs {
     /// `K8S_POD_NAMESPACE`.
     pub pod_namespace: Option<String>,
     /// `K8S_POD_NAME`.
     pub pod_name: Option<String>,
-    /// `K8S_POD_INFRA_CONTAINER_ID`.
-    pub infra_container_id: Option<String>,
     /// `IP`: the address to assign instead of choosing one.
     pub ip: Option<IpAddr>,
 }
@@ -82,7 +81,6 @@ impl CniArgs {
             match key {
                 "K8S_POD_NAMESPACE" => args.pod_namespace = value,
                 "K8S_POD_NAME" => args.pod_name = value,
-                "K8S_POD_INFRA_CONTAINER_ID" => args.infra_container_id = value,
                 "IP" => {
                     args.ip = match value {
                         Some(text) => Some(text.parse().map_err(|_| {
@@ -232,10 +230,6 @@ mod tests {
         assert_eq!(invocation.command, Command::Add);
         assert_eq!(invocation.container_id, "abc123");
         assert_eq!(invocation.args.pod(), Some(("default", "nginx")));
-        assert_eq!(
-            invocation.args.infra_container_id.as_deref(),
-            Some("abc123")
-        );
         assert_eq!(invocation.args.ip, None);
     }
 
