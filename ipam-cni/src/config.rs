@@ -216,7 +216,17 @@ fn check_network_name(name: &str) -> Result<(), CniError> {
     }
 }
 
+// The datastore keys are read and checked in server mode too, so that a
+// typo in them is reported rather than silently ignored; only etcd's TLS,
+// which direct mode cannot speak, matters just when it would be used.
 fn backend(top: &Fields<'_>, ipam: &Fields<'_>) -> Result<Backend, CniError> {
+    let direct = direct_backend(top)?;
+    let mut tls_keys = Vec::new();
+    for key in ["etcd_key_file", "etcd_cert_file", "etcd_ca_cert_file"] {
+        if top.optional_str(key)?.is_some_and(|v| !v.is_empty()) {
+            tls_keys.push(key);
+        }
+    }
     if let Some(server) = ipam.optional_str("server")? {
         let endpoint: Endpoint = server
             .parse()
@@ -229,53 +239,52 @@ fn backend(top: &Fields<'_>, ipam: &Fields<'_>) -> Result<Backend, CniError> {
                 .map(PathBuf::from),
         });
     }
-    for key in ["etcd_key_file", "etcd_cert_file", "etcd_ca_cert_file"] {
-        if top.optional_str(key)?.is_some_and(|v| !v.is_empty()) {
-            return Err(CniError::new(
-                UNSUPPORTED_FIELD,
-                "unsupported field",
-                format!("{key}: etcd over TLS is not supported in direct mode; use ipam.server"),
-            ));
+    let unsupported = |what: String| {
+        CniError::new(
+            UNSUPPORTED_FIELD,
+            "unsupported field",
+            format!("{what}: etcd over TLS is not supported in direct mode; use ipam.server"),
+        )
+    };
+    if let Backend::Etcd { endpoints } = &direct {
+        if let Some(key) = tls_keys.first() {
+            return Err(unsupported((*key).to_string()));
+        }
+        if let Some(endpoint) = endpoints.iter().find(|e| e.starts_with("https://")) {
+            return Err(unsupported(format!("etcd_endpoints: {endpoint:?}")));
         }
     }
-    match top.optional_str("datastore_type")?.as_deref() {
-        Some("kubernetes") => {
-            let empty = Map::new();
-            let kubernetes =
-                Fields::new(top.object("kubernetes")?.unwrap_or(&empty), "kubernetes.");
-            Ok(Backend::Kubernetes {
-                kubeconfig: kubernetes
-                    .optional_str("kubeconfig")?
-                    .filter(|p| !p.is_empty())
-                    .map(PathBuf::from),
-                api_root: kubernetes
-                    .optional_str("k8s_api_root")?
-                    .filter(|p| !p.is_empty()),
-            })
+    Ok(direct)
+}
+
+fn direct_backend(top: &Fields<'_>) -> Result<Backend, CniError> {
+    let datastore = top.optional_str("datastore_type")?;
+    let endpoints = top.optional_str("etcd_endpoints")?;
+    let empty = Map::new();
+    let kubernetes = Fields::new(top.object("kubernetes")?.unwrap_or(&empty), "kubernetes.");
+    let kubeconfig = kubernetes.optional_str("kubeconfig")?;
+    let api_root = kubernetes.optional_str("k8s_api_root")?;
+    // Calico's default datastore, and its default endpoint.
+    let text = endpoints
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| "http://127.0.0.1:2379".to_string());
+    let endpoints: Vec<String> = text.split(',').map(|e| e.trim().to_string()).collect();
+    for endpoint in &endpoints {
+        let scheme = ["http://", "https://"]
+            .into_iter()
+            .find(|s| endpoint.starts_with(s));
+        if scheme.is_none_or(|s| endpoint.len() <= s.len()) {
+            return Err(CniError::invalid_config(format!(
+                "etcd_endpoints: {endpoint:?} is not an http://HOST:PORT URL"
+            )));
         }
-        // Calico's default datastore, and its default endpoint.
-        Some("etcdv3") | Some("") | None => {
-            let text = top
-                .optional_str("etcd_endpoints")?
-                .filter(|e| !e.is_empty())
-                .unwrap_or_else(|| "http://127.0.0.1:2379".to_string());
-            let endpoints: Vec<String> = text.split(',').map(|e| e.trim().to_string()).collect();
-            for endpoint in &endpoints {
-                if endpoint.starts_with("https://") {
-                    return Err(CniError::new(
-                        UNSUPPORTED_FIELD,
-                        "unsupported field",
-                        format!("etcd_endpoints: {endpoint:?}: etcd over TLS is not supported in direct mode; use ipam.server"),
-                    ));
-                }
-                if !endpoint.starts_with("http://") || endpoint.len() <= "http://".len() {
-                    return Err(CniError::invalid_config(format!(
-                        "etcd_endpoints: {endpoint:?} is not an http://HOST:PORT URL"
-                    )));
-                }
-            }
-            Ok(Backend::Etcd { endpoints })
-        }
+    }
+    match datastore.as_deref() {
+        Some("kubernetes") => Ok(Backend::Kubernetes {
+            kubeconfig: kubeconfig.filter(|p| !p.is_empty()).map(PathBuf::from),
+            api_root: api_root.filter(|p| !p.is_empty()),
+        }),
+        Some("etcdv3") | Some("") | None => Ok(Backend::Etcd { endpoints }),
         Some(other) => Err(CniError::invalid_config(format!(
             "datastore_type: {other:?} is not \"kubernetes\" or \"etcdv3\""
         ))),
@@ -530,6 +539,22 @@ mod tests {
                 token_file: Some("/etc/ipam/token".into())
             }
         );
+    }
+
+    #[test]
+    fn server_mode_still_checks_the_datastore_keys_but_not_etcd_tls() {
+        let mut value = base();
+        value["ipam"]["server"] = json!("http://127.0.0.1:9310");
+        value["etcd_endpoints"] = json!("https://etcd:2379");
+        value["etcd_cert_file"] = json!("/etc/calico/cert.pem");
+        assert!(matches!(
+            parse(value.clone()).unwrap().backend,
+            Backend::Server { .. }
+        ));
+        value["datastore_type"] = json!(7);
+        let error = parse(value).unwrap_err();
+        assert_eq!(error.code, 7);
+        assert!(error.details.contains("datastore_type"), "{error:?}");
     }
 
     #[test]

@@ -246,6 +246,12 @@ impl Outcome {
 /// Runs `binary` as a runtime would: a clean environment holding only
 /// `env`, `config` on stdin.
 pub fn run_plugin(binary: &Path, env: &[(&str, String)], config: &Value) -> Outcome {
+    run_plugin_raw(binary, env, config.to_string().as_bytes())
+}
+
+/// Like [`run_plugin`], with any bytes on stdin. Stdout that is not JSON
+/// leaves `output` null (and `stdout` as it was).
+pub fn run_plugin_raw(binary: &Path, env: &[(&str, String)], stdin: &[u8]) -> Outcome {
     let mut child = Command::new(binary)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -255,23 +261,12 @@ pub fn run_plugin(binary: &Path, env: &[(&str, String)], config: &Value) -> Outc
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(config.to_string().as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let output = if stdout.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}"))
-    };
     Outcome {
         code: out.status.code().unwrap_or(-1),
-        output,
+        output: serde_json::from_str(&stdout).unwrap_or(Value::Null),
         stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
