@@ -262,6 +262,82 @@ async fn a_token_file_makes_the_api_ask_for_the_token() {
 }
 
 #[tokio::test]
+async fn the_token_never_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token-4711\n").unwrap();
+    let port = free_port();
+    let mut cmd = command(&dir.path().join("data"), &format!("127.0.0.1:{port}"));
+    cmd.arg("--token-file")
+        .arg(&token_file)
+        .arg("--log-level")
+        .arg("trace");
+    let mut server = start_with(cmd, port).await;
+    let client = reqwest::Client::new();
+    let pools = format!("{}/v1/pools", server.base);
+    for token in ["s3cret-token-4711", "a-wrong-guess-0815"] {
+        client.get(&pools).bearer_auth(token).send().await.unwrap();
+    }
+    let body = json!({"handle": "h", "node": "n", "ipv4": 1});
+    let assigned = client
+        .post(format!("{}/v1/assign", server.base))
+        .bearer_auth("s3cret-token-4711")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(assigned.status(), 200);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut server.child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("ready"), "the log is empty: {log}");
+    assert!(
+        !log.contains("s3cret-token-4711"),
+        "the token was logged:\n{log}"
+    );
+    assert!(
+        !log.contains("a-wrong-guess-0815"),
+        "a guessed token was logged:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn each_client_gets_its_own_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = command(dir.path(), &format!("127.0.0.1:{port}"));
+    cmd.args(["--rate-limit-per-client", "1", "--rate-limit-burst", "3"]);
+    let server = start_with(cmd, port).await;
+    let from = |source: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(source))
+            .build()
+            .unwrap()
+    };
+    let (first, second) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    let pools = format!("{}/v1/pools", server.base);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(first.get(&pools).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let refused = first.get(&pools).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    assert!(
+        body["message"].as_str().unwrap().contains("127.0.0.1"),
+        "{body}"
+    );
+    // Another client is not held back, nor are the probes.
+    assert_eq!(second.get(&pools).send().await.unwrap().status(), 200);
+    let health = first.get(format!("{}/healthz", server.base)).send().await;
+    assert_eq!(health.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn a_second_server_on_the_same_data_dir_is_refused_with_the_pid() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
