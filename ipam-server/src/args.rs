@@ -162,6 +162,24 @@ mod tests {
     }
 
     #[test]
+    fn the_deployments_flags_parse_and_set_a_rate_limit() {
+        let manifest = include_str!("../../deploy/02-ipam-server.yaml");
+        let flags: Vec<&str> = manifest
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("- --"))
+            .map(|flag| flag.trim_end())
+            .collect();
+        assert!(flags.len() >= 3, "{flags:?}");
+        let argv = std::iter::once("ipam-server".to_string())
+            .chain(flags.iter().map(|f| format!("--{f}")));
+        let args = Args::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+        let limit = args.rate_limit().expect("the deployment limits each client");
+        assert!(limit.burst >= limit.per_second);
+        let unlimited = Args::try_parse_from(["ipam-server"]).unwrap();
+        assert_eq!(unlimited.rate_limit(), None);
+    }
+
+    #[test]
     fn no_arguments_mean_loopback_and_the_embedded_store() {
         let args = Args::try_parse_from(["ipam-server"]).unwrap();
         assert_eq!(args.listen.to_string(), "127.0.0.1:9310");
