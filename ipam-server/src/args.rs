@@ -173,7 +173,9 @@ mod tests {
         let argv = std::iter::once("ipam-server".to_string())
             .chain(flags.iter().map(|f| format!("--{f}")));
         let args = Args::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
-        let limit = args.rate_limit().expect("the deployment limits each client");
+        let limit = args
+            .rate_limit()
+            .expect("the deployment limits each client");
         assert!(limit.burst >= limit.per_second);
         let unlimited = Args::try_parse_from(["ipam-server"]).unwrap();
         assert_eq!(unlimited.rate_limit(), None);
