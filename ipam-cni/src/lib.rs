@@ -1,1 +1,62 @@
-//! The calico-ipam CNI plugin (issue 6). Empty until then.
+//! `calico-ipam`: a drop-in for Calico's CNI IPAM plugin. A runtime runs
+//! it as any IPAM plugin (CNI_COMMAND and friends in the environment, the
+//! network config on stdin, the result or a CNI error object on stdout);
+//! it allocates through ipam-server (`ipam.server`, server mode) or
+//! straight on Calico's datastore (`datastore_type`, direct mode).
+//!
+//! CNI versions 0.3.0 to 1.1.0; ADD, DEL, CHECK, VERSION, GC and STATUS.
+//! Error codes: the specification's (1 incompatible version, 2 unsupported
+//! field, 4 invalid environment, 6 undecodable input, 7 invalid network
+//! config, 11 try again later, 50 not available for STATUS) and ours:
+//! 100 no address available, 101 address in use, 102 CHECK found an
+//! address missing, 103 refused for another reason.
+//!
+//! The protocol is implemented here rather than with rscni-plugin 0.3:
+//! that crate prints every result in one format (no `cniVersion`, no
+//! per-address `version` for 0.3.x/0.4.0 results), cannot print an error
+//! object (its `ErrorResult` cannot be built outside the crate), requires
+//! `CNI_NETNS`/`CNI_ARGS` even where the spec makes them optional, and
+//! reads GC's valid attachments as `container_id` where the spec says
+//! `containerID`.
+
+pub mod config;
+pub mod connection;
+pub mod env;
+pub mod error;
+pub mod logging;
+pub mod plugin;
+pub mod result;
+pub mod version;
+
+use serde_json::Value;
+
+use crate::config::NetConfig;
+use crate::env::{Command, Invocation};
+use crate::error::CniError;
+use crate::version::CniVersion;
+
+/// One run of the plugin: the environment through `var`, the network
+/// config `stdin`; returns what goes on stdout.
+pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+    let invocation = Invocation::from_env(var)?;
+    if invocation.command == Command::Version {
+        let requested = config::requested_version(stdin);
+        return Ok(Some(plugin::version_info(requested.as_deref())));
+    }
+    let config = NetConfig::parse(stdin)?;
+    logging::init(&config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CniError::new(5, "I/O failure", format!("starting the runtime: {e}")))?;
+    runtime.block_on(plugin::execute(&invocation, &config))
+}
+
+/// The `cniVersion` an error object is written in: the config's when it
+/// is one we speak, else the newest.
+pub fn error_version(stdin: &[u8]) -> &'static str {
+    config::requested_version(stdin)
+        .and_then(|v| CniVersion::parse(&v).ok())
+        .unwrap_or(CniVersion::LATEST)
+        .as_str()
+}

@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use ipam_core::block::BlockOwner;
 use ipam_core::check::{check, Liveness};
-use ipam_core::plan::Assignments;
 use ipam_core::{
     AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, Pool, PoolSpec, ReleaseRequest,
 };
@@ -103,30 +102,7 @@ pub async fn assign(
     request.namespace_labels = body.namespace_labels;
     request.intended_use = body.intended_use.unwrap_or(AllowedUse::Workload);
     request.max_blocks_per_host = body.max_blocks_per_host;
-    let got = state.engine.auto_assign(&request).await?;
-    let short = |a: &Assignments| (a.addresses.len() as u32) < a.requested;
-    if !got.existing && (short(&got.ipv4) || short(&got.ipv6)) {
-        state.engine.release_assigned(&body.handle, &got).await?;
-        let reasons: Vec<String> = got
-            .ipv4
-            .shortfall
-            .iter()
-            .chain(&got.ipv6.shortfall)
-            .map(ToString::to_string)
-            .collect();
-        return Err(ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: "pool_exhausted",
-            message: format!(
-                "asked for {} IPv4 and {} IPv6 addresses, found {} and {}: {}",
-                got.ipv4.requested,
-                got.ipv6.requested,
-                got.ipv4.addresses.len(),
-                got.ipv6.addresses.len(),
-                reasons.join("; ")
-            ),
-        });
-    }
+    let got = state.engine.auto_assign_all(&request).await?;
     Ok(Json(AssignResponse {
         handle: body.handle,
         ipv4: got.ipv4.addresses,

@@ -18,6 +18,7 @@ use crate::api::{self, ApiState};
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
 use crate::page;
+use crate::ratelimit::{self, Limiter, RateLimit};
 
 /// How the application is set up.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct AppConfig {
     pub max_body_bytes: usize,
     /// Longest a request may run.
     pub request_timeout: Duration,
+    /// Requests a second each client may make on `/v1`, when limited.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for AppConfig {
@@ -39,6 +42,7 @@ impl Default for AppConfig {
             max_addresses_per_request: 128,
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(30),
+            rate_limit: None,
         }
     }
 }
@@ -142,8 +146,17 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
         .route("/", get(page::index))
         .route("/app.js", get(page::app_js))
         .route("/style.css", get(page::style_css));
-    v1.layer(middleware::from_fn_with_state(token, require_token))
-        .merge(probes)
+    let v1 = v1.layer(middleware::from_fn_with_state(token, require_token));
+    // Outside the token check: a client flooding without the token is
+    // slowed down too.
+    let v1 = match config.rate_limit {
+        Some(limit) => v1.layer(middleware::from_fn_with_state(
+            Arc::new(Limiter::new(limit)),
+            ratelimit::limit_rate,
+        )),
+        None => v1,
+    };
+    v1.merge(probes)
         .merge(page)
         .layer(middleware::from_fn_with_state(timeout, limit_time))
         // Outermost, so that requests cut short by the time limit or

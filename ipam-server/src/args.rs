@@ -1,10 +1,13 @@
 //! Command-line flags, each also read from an environment variable.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Parser, ValueEnum};
+
+use crate::ratelimit::RateLimit;
 
 /// ipam-server: Calico-compatible IP address management over HTTP.
 #[derive(Debug, Clone, Parser)]
@@ -51,6 +54,25 @@ pub struct Args {
     /// Longest a request may take, in seconds, before it is answered 503.
     #[arg(long, env = "IPAM_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     pub request_timeout_seconds: u64,
+
+    /// Requests a second each client (by IP address; all unix-socket
+    /// clients together) may make on /v1; beyond it, 429. 0: no limit.
+    #[arg(long, env = "IPAM_RATE_LIMIT_PER_CLIENT", default_value_t = 0)]
+    pub rate_limit_per_client: u32,
+
+    /// Requests a client may make at once after a quiet spell (0: as many
+    /// as --rate-limit-per-client).
+    #[arg(long, env = "IPAM_RATE_LIMIT_BURST", default_value_t = 0)]
+    pub rate_limit_burst: u32,
+}
+
+impl Args {
+    /// The per-client rate limit the flags ask for, if any.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        let per_second = NonZeroU32::new(self.rate_limit_per_client)?;
+        let burst = NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_second);
+        Some(RateLimit { per_second, burst })
+    }
 }
 
 /// The datastores the server can use.
@@ -137,6 +159,26 @@ mod tests {
         assert!("unix:/x".parse::<Listen>().unwrap().is_local());
         assert!(!"0.0.0.0:9310".parse::<Listen>().unwrap().is_local());
         assert!(!"10.1.2.3:9310".parse::<Listen>().unwrap().is_local());
+    }
+
+    #[test]
+    fn the_deployments_flags_parse_and_set_a_rate_limit() {
+        let manifest = include_str!("../../deploy/02-ipam-server.yaml");
+        let flags: Vec<&str> = manifest
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("- --"))
+            .map(|flag| flag.trim_end())
+            .collect();
+        assert!(flags.len() >= 3, "{flags:?}");
+        let argv = std::iter::once("ipam-server".to_string())
+            .chain(flags.iter().map(|f| format!("--{f}")));
+        let args = Args::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+        let limit = args
+            .rate_limit()
+            .expect("the deployment limits each client");
+        assert!(limit.burst >= limit.per_second);
+        let unlimited = Args::try_parse_from(["ipam-server"]).unwrap();
+        assert_eq!(unlimited.rate_limit(), None);
     }
 
     #[test]

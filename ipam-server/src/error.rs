@@ -95,6 +95,7 @@ impl From<IpamError> for ApiError {
             IpamError::Store(store) => store_status(store),
             IpamError::RetriesExhausted { .. } => (S::CONFLICT, "conflict_retries_exhausted"),
             IpamError::PoolFieldImmutable { .. } => (S::BAD_REQUEST, "pool_field_immutable"),
+            IpamError::Exhausted { .. } => (S::UNPROCESSABLE_ENTITY, "pool_exhausted"),
         };
         ApiError::new(status, code, error)
     }

@@ -5,7 +5,7 @@
 //! response types, [`error`] maps every failure to a status and a stable
 //! code, [`metrics`] serves `/metrics`, [`page`] serves the usage page, [`server`] opens the datastore
 //! and serves, [`defaults`] chooses the default pools as calico-node does,
-//! [`args`] parses the flags.
+//! [`args`] parses the flags, [`ratelimit`] bounds each client's request rate.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -17,4 +17,5 @@ pub mod defaults;
 pub mod error;
 pub mod metrics;
 pub mod page;
+pub mod ratelimit;
 pub mod server;

@@ -129,6 +129,7 @@ pub async fn run(
             max_addresses_per_request: args.max_addresses_per_request,
             max_body_bytes: args.max_body_bytes,
             request_timeout: Duration::from_secs(args.request_timeout_seconds),
+            rate_limit: args.rate_limit(),
         },
     );
     let io = |what: String| move |source| StartError::Io { what, source };
@@ -138,10 +139,14 @@ pub async fn run(
                 .await
                 .map_err(io(format!("listening on {address}")))?;
             tracing::info!(listen = %args.listen, datastore = ?args.datastore, "ipam-server ready");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(io("serving".to_string()))
+            // The peer address is what the per-client rate limit keys on.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(io("serving".to_string()))
         }
         Listen::Unix(path) => {
             // A socket left by a killed server would make bind fail.

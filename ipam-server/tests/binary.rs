@@ -108,23 +108,46 @@ async fn get_json(client: &reqwest::Client, url: String) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
+/// Who holds each address, read block by block through the API.
+async fn holders(client: &reqwest::Client, base: &str) -> BTreeMap<String, String> {
+    let (_, usage) = get_json(client, format!("{base}/v1/usage")).await;
+    let mut held = BTreeMap::new();
+    for pool in usage["pools"].as_array().unwrap() {
+        for block in pool["blocks"].as_array().unwrap() {
+            let cidr = block["cidr"].as_str().unwrap();
+            let (status, detail) = get_json(client, format!("{base}/v1/blocks?cidr={cidr}")).await;
+            assert_eq!(status, 200, "{detail}");
+            for allocation in detail["allocations"].as_array().unwrap() {
+                held.insert(
+                    allocation["address"].as_str().unwrap().to_string(),
+                    allocation["handle"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    held
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_acknowledged_allocation_survives_kill_9() {
-    const PER_ROUND: usize = 200;
+async fn every_acknowledged_allocation_survives_twenty_kill_9s() {
+    const ROUNDS: usize = 20;
+    const PER_ROUND: usize = 100;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let client = reqwest::Client::new();
-    let mut acknowledged: BTreeMap<String, Value> = BTreeMap::new();
-    let mut attempted: Vec<String> = Vec::new();
-    for round in 0..3 {
-        let mut server = start(dir.path(), port).await;
+    // handle -> the address it was acknowledged with.
+    let mut acknowledged: BTreeMap<String, String> = BTreeMap::new();
+    let mut server = start(dir.path(), port).await;
+    for round in 0..ROUNDS {
         let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
         let tasks: Vec<_> = (0..PER_ROUND)
             .map(|i| {
                 let (client, base) = (client.clone(), server.base.clone());
                 let answers = answers.clone();
                 let handle = format!("k8s-pod-network.r{round}-{i}");
-                attempted.push(handle.clone());
                 tokio::spawn(async move {
                     let node = format!("node-{}", i % 8);
                     let answer = assign(&client, &base, &handle, &node).await;
@@ -150,7 +173,9 @@ async fn every_acknowledged_allocation_survives_kill_9() {
         for task in tasks {
             let (handle, answer) = task.await.unwrap();
             if let Some(answer) = answer {
-                acknowledged.insert(handle, answer["ipv4"].clone());
+                let address = answer["ipv4"][0].as_str().unwrap();
+                let address = address.split('/').next().unwrap().to_string();
+                acknowledged.insert(handle, address);
                 acknowledged_now += 1;
             }
         }
@@ -159,44 +184,45 @@ async fn every_acknowledged_allocation_survives_kill_9() {
             "round {round}: {acknowledged_now} answers"
         );
         drop(server);
-        let server = start(dir.path(), port).await;
-        for (handle, addresses) in &acknowledged {
-            let (status, held) =
-                get_json(&client, format!("{}/v1/handles/{handle}", server.base)).await;
-            assert_eq!(status, 200, "{handle} lost after kill -9: {held}");
+        server = start(dir.path(), port).await;
+        let held = holders(&client, &server.base).await;
+        for (handle, address) in &acknowledged {
             assert_eq!(
-                &held["addresses"], addresses,
-                "{handle} changed after kill -9"
+                held.get(address),
+                Some(handle),
+                "round {round}: {handle}'s {address} lost or changed after kill -9"
             );
         }
-        // Every address in use belongs to a handle this test asked for,
-        // and the usage figures count exactly those.
-        let mut held_addresses = 0;
-        for handle in &attempted {
-            let (status, held) =
-                get_json(&client, format!("{}/v1/handles/{handle}", server.base)).await;
-            if status == 200 {
-                held_addresses += held["addresses"].as_array().unwrap().len();
-            }
+        // Every address in use belongs to a handle this test asked for.
+        for (address, handle) in &held {
+            assert!(
+                handle.starts_with("k8s-pod-network.r"),
+                "round {round}: {address} held by {handle:?}"
+            );
         }
-        let (_, usage) = get_json(&client, format!("{}/v1/usage", server.base)).await;
-        let in_use: u64 = usage["pools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["inUse"].as_u64().unwrap())
-            .sum();
-        assert!(held_addresses >= acknowledged.len());
-        assert_eq!(in_use, held_addresses as u64, "usage: {usage}");
+        // Blocks and handles agree, up to what a kill between a handle's
+        // write and its block's write leaves: a handle, never acknowledged,
+        // counting an address its block never got. Never an address
+        // without a handle, never an address twice, and every
+        // acknowledged handle fully consistent.
         let (_, check) = get_json(&client, format!("{}/v1/check", server.base)).await;
-        // A kill between a handle write and its block write leaves a handle
-        // that over-counts, never an address without a handle.
-        let findings = check["report"]["findings"].as_array().unwrap();
-        for finding in findings {
-            assert_ne!(finding["kind"], "handleMissing", "{finding}");
-            assert_ne!(finding["kind"], "addressAllocatedTwice", "{finding}");
+        for finding in check["report"]["findings"].as_array().unwrap() {
+            let kind = finding["kind"].as_str().unwrap();
+            assert!(
+                matches!(kind, "handleCountMismatch" | "handleWithoutAllocations"),
+                "round {round}: {finding}"
+            );
+            let handle = finding["handle"].as_str().unwrap();
+            assert!(
+                !acknowledged.contains_key(handle),
+                "round {round}: acknowledged {handle} is inconsistent: {finding}"
+            );
         }
     }
+    eprintln!(
+        "{ROUNDS} kill -9 rounds: {} allocations acknowledged, all present after every restart",
+        acknowledged.len()
+    );
 }
 
 #[test]
@@ -233,6 +259,82 @@ async fn a_token_file_makes_the_api_ask_for_the_token() {
     let output = run_to_end(cmd);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("the file is empty"));
+}
+
+#[tokio::test]
+async fn the_token_never_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token-4711\n").unwrap();
+    let port = free_port();
+    let mut cmd = command(&dir.path().join("data"), &format!("127.0.0.1:{port}"));
+    cmd.arg("--token-file")
+        .arg(&token_file)
+        .arg("--log-level")
+        .arg("trace");
+    let mut server = start_with(cmd, port).await;
+    let client = reqwest::Client::new();
+    let pools = format!("{}/v1/pools", server.base);
+    for token in ["s3cret-token-4711", "a-wrong-guess-0815"] {
+        client.get(&pools).bearer_auth(token).send().await.unwrap();
+    }
+    let body = json!({"handle": "h", "node": "n", "ipv4": 1});
+    let assigned = client
+        .post(format!("{}/v1/assign", server.base))
+        .bearer_auth("s3cret-token-4711")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(assigned.status(), 200);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut server.child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("ready"), "the log is empty: {log}");
+    assert!(
+        !log.contains("s3cret-token-4711"),
+        "the token was logged:\n{log}"
+    );
+    assert!(
+        !log.contains("a-wrong-guess-0815"),
+        "a guessed token was logged:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn each_client_gets_its_own_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = command(dir.path(), &format!("127.0.0.1:{port}"));
+    cmd.args(["--rate-limit-per-client", "1", "--rate-limit-burst", "3"]);
+    let server = start_with(cmd, port).await;
+    let from = |source: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(source))
+            .build()
+            .unwrap()
+    };
+    let (first, second) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    let pools = format!("{}/v1/pools", server.base);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(first.get(&pools).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let refused = first.get(&pools).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    assert!(
+        body["message"].as_str().unwrap().contains("127.0.0.1"),
+        "{body}"
+    );
+    // Another client is not held back, nor are the probes.
+    assert_eq!(second.get(&pools).send().await.unwrap().status(), 200);
+    let health = first.get(format!("{}/healthz", server.base)).send().await;
+    assert_eq!(health.unwrap().status(), 200);
 }
 
 #[tokio::test]

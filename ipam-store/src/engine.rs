@@ -86,6 +86,21 @@ pub enum IpamError {
         /// The last failure.
         last: StoreError,
     },
+    /// An all-or-nothing auto-assign found fewer free addresses than asked
+    /// for; what it had taken was given back.
+    #[error("asked for {ipv4_asked} IPv4 and {ipv6_asked} IPv6 addresses, found {ipv4_found} and {ipv6_found}: {reasons}")]
+    Exhausted {
+        /// IPv4 addresses asked for.
+        ipv4_asked: u32,
+        /// IPv4 addresses there were.
+        ipv4_found: u32,
+        /// IPv6 addresses asked for.
+        ipv6_asked: u32,
+        /// IPv6 addresses there were.
+        ipv6_found: u32,
+        /// Why, per pool or block (the planner's shortfalls).
+        reasons: String,
+    },
     /// A pool update tried to change what Calico never lets change.
     #[error(
         "pool {pool}: {field} cannot be changed (from {from} to {to}); create a new pool instead"
@@ -1147,6 +1162,36 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         if let Err(e) = self.release_assigned(handle_id, got).await {
             tracing::warn!(handle = handle_id, error = %e, "could not give back a failed request's addresses");
         }
+    }
+
+    /// Auto-assigns all or nothing, the contract of the HTTP API and the
+    /// CNI plugin: when either family gets fewer addresses than asked, what
+    /// was taken is given back and the answer is [`IpamError::Exhausted`].
+    /// A retried request that finds the handle's addresses is never short.
+    pub async fn auto_assign_all(
+        &self,
+        request: &AutoAssignRequest,
+    ) -> Result<AutoAssigned, IpamError> {
+        let got = self.auto_assign(request).await?;
+        let short = |a: &Assignments| (a.addresses.len() as u32) < a.requested;
+        if got.existing || !(short(&got.ipv4) || short(&got.ipv6)) {
+            return Ok(got);
+        }
+        self.release_assigned(&request.handle, &got).await?;
+        let reasons: Vec<String> = got
+            .ipv4
+            .shortfall
+            .iter()
+            .chain(&got.ipv6.shortfall)
+            .map(ToString::to_string)
+            .collect();
+        Err(IpamError::Exhausted {
+            ipv4_asked: got.ipv4.requested,
+            ipv4_found: got.ipv4.addresses.len() as u32,
+            ipv6_asked: got.ipv6.requested,
+            ipv6_found: got.ipv6.addresses.len() as u32,
+            reasons: reasons.join("; "),
+        })
     }
 
     /// Releases the addresses an auto-assign gave, provided `handle_id`

@@ -115,6 +115,19 @@ impl KubernetesStore {
         Ok(KubernetesStore::new(client))
     }
 
+    /// Connects to the API server at `url` with no credentials: Calico's
+    /// `k8s_api_root` without a kubeconfig, for a local proxy
+    /// (`kubectl proxy`) or a test server.
+    pub fn connect_url(url: &str) -> Result<KubernetesStore, StoreError> {
+        let invalid = |message: String| StoreError::Invalid {
+            what: format!("Kubernetes API root {url:?}"),
+            message,
+        };
+        let config = Config::new(url.parse().map_err(|e| invalid(format!("{e}")))?);
+        let client = Client::try_from(config).map_err(|e| invalid(e.to_string()))?;
+        Ok(KubernetesStore::new(client))
+    }
+
     fn seen(&self) -> MutexGuard<'_, HashMap<(Kind, String), serde_json::Value>> {
         // Every change is one insert or remove, so a panic while holding the
         // lock leaves the cache consistent.

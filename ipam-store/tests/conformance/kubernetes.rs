@@ -248,3 +248,17 @@ async fn a_missing_kubeconfig_is_named() {
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
 }
+
+#[tokio::test]
+async fn an_api_root_url_reaches_the_server_without_a_kubeconfig() {
+    let api = ApiServer::start().await;
+    let store = KubernetesStore::connect_url(api.url()).unwrap();
+    store
+        .create(&Value::Config(IpamConfig::default()))
+        .await
+        .unwrap();
+    let stored = store.get(&Key::Config).await.unwrap();
+    assert_eq!(stored.value, Value::Config(IpamConfig::default()));
+    let err = KubernetesStore::connect_url("not a url").unwrap_err();
+    assert!(err.to_string().contains("not a url"), "{err}");
+}

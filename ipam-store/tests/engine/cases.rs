@@ -34,6 +34,7 @@ macro_rules! engine_tests {
             pools_with_node_selectors_and_disabled_pools,
             reservations_are_never_auto_assigned,
             dual_stack_gets_both_families,
+            all_or_nothing_gives_back_a_partial_assignment,
             ipv6_only,
             claim_and_release_affinities,
             release_node_frees_empty_blocks_and_orphans_used_ones,
@@ -563,6 +564,50 @@ pub async fn dual_stack_gets_both_families(store: Arc<dyn Datastore>) {
     assert_eq!(got.ipv6.addresses[0].prefix_len(), 122);
     assert_eq!(engine.addresses_of_handle("h").await.unwrap().len(), 2);
     assert_consistent(&*store).await;
+}
+
+pub async fn all_or_nothing_gives_back_a_partial_assignment(store: Arc<dyn Datastore>) {
+    // IPv4 has room, IPv6 has none: the IPv4 address taken is given back.
+    let pools = vec![
+        pool("p4", "10.0.0.0/24", 26),
+        pool("p6", "fd00:3::/122", 122),
+    ];
+    let engine = engine_with(store.clone(), pools, IpamConfig::default()).await;
+    engine
+        .auto_assign_all(&request("full", "n", 0, 64))
+        .await
+        .unwrap();
+    let error = engine
+        .auto_assign_all(&request("h", "n", 1, 1))
+        .await
+        .unwrap_err();
+    match &error {
+        IpamError::Exhausted {
+            ipv4_asked: 1,
+            ipv4_found: 1,
+            ipv6_asked: 1,
+            ipv6_found: 0,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        error.to_string().contains("asked for 1 IPv4 and 1 IPv6"),
+        "{error}"
+    );
+    assert!(engine.addresses_of_handle("h").await.unwrap().is_empty());
+    assert_eq!(allocations(&*store).await.len(), 64);
+    assert_consistent(&*store).await;
+    // A retry of a request that was satisfied is not short.
+    let first = engine
+        .auto_assign_all(&request("ok", "n", 1, 0))
+        .await
+        .unwrap();
+    let again = engine
+        .auto_assign_all(&request("ok", "n", 1, 0))
+        .await
+        .unwrap();
+    assert_eq!((addrs(&again), again.existing), (addrs(&first), true));
 }
 
 pub async fn ipv6_only(store: Arc<dyn Datastore>) {

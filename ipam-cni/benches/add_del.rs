@@ -1,0 +1,209 @@
+//! ADD and DEL through the plugin binary, calico-ipam (server mode, the
+//! server on its embedded store) beside Debian's host-local, measured the
+//! same way in the same run: each plugin is started as a runtime starts
+//! an IPAM plugin (environment, config on stdin, result on stdout), one
+//! attachment at a time and then with several runtimes at once. The two
+//! plugins alternate round by round so that the machine's noise falls on
+//! both.
+//!
+//! Usage: `cargo bench -p ipam-cni --bench add_del -- [ROUNDS] [PER_ROUND] [PARALLEL]`
+//! (defaults 5, 200, 8).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipam_core::{Pool, PoolSpec};
+use ipam_server::app::{router, AppConfig};
+use ipam_store::embedded::EmbeddedStore;
+use ipam_store::{Datastore, Ipam};
+use serde_json::{json, Value};
+
+const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
+
+struct Plugin {
+    name: &'static str,
+    binary: PathBuf,
+    config: Value,
+}
+
+#[derive(Default)]
+struct Figures {
+    add_latencies: Vec<Duration>,
+    sequential_pairs: usize,
+    sequential_time: Duration,
+    parallel_pairs: usize,
+    parallel_time: Duration,
+}
+
+fn invoke(plugin: &Plugin, command: &str, container: &str) -> Duration {
+    let started = Instant::now();
+    let mut child = Command::new(&plugin.binary)
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", "/run/netns/bench")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", plugin.binary.parent().unwrap())
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={container}"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the plugin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(plugin.config.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{} {command} {container}: {}",
+        plugin.name,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    elapsed
+}
+
+fn sequential(plugin: &Plugin, round: usize, count: usize, figures: &mut Figures) {
+    let started = Instant::now();
+    let containers: Vec<String> = (0..count).map(|i| format!("seq-{round}-{i}")).collect();
+    for container in &containers {
+        figures.add_latencies.push(invoke(plugin, "ADD", container));
+    }
+    for container in &containers {
+        invoke(plugin, "DEL", container);
+    }
+    figures.sequential_time += started.elapsed();
+    figures.sequential_pairs += count;
+}
+
+fn parallel(plugin: &Plugin, round: usize, count: usize, workers: usize, figures: &mut Figures) {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for worker in 0..workers {
+            scope.spawn(move || {
+                for i in (worker..count).step_by(workers) {
+                    let container = format!("par-{round}-{i}");
+                    invoke(plugin, "ADD", &container);
+                    invoke(plugin, "DEL", &container);
+                }
+            });
+        }
+    });
+    figures.parallel_time += started.elapsed();
+    figures.parallel_pairs += count;
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let rounds = args.first().copied().unwrap_or(5);
+    let per_round = args.get(1).copied().unwrap_or(200);
+    let workers = args.get(2).copied().unwrap_or(8);
+    assert!(
+        Path::new(HOST_LOCAL).exists(),
+        "{HOST_LOCAL} is missing: apt-get install containernetworking-plugins"
+    );
+    let dir = tempfile::tempdir().unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store: Arc<dyn Datastore> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("ipam-data")).unwrap());
+    let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store));
+    let spec = PoolSpec {
+        block_size: Some(26),
+        ..PoolSpec::new("198.18.0.0/16".parse().unwrap())
+    };
+    runtime
+        .block_on(engine.create_pool(Pool::new("bench", spec).unwrap()))
+        .unwrap();
+    let socket = dir.path().join("ipam.sock");
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::UnixListener::bind(&socket).unwrap()
+    };
+    let app = router(engine, AppConfig::default());
+    runtime.spawn(async move { axum::serve(listener, app).await });
+
+    let ours = Plugin {
+        name: "calico-ipam (server mode, embedded store)",
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_calico-ipam")),
+        config: json!({
+            "cniVersion": "1.0.0", "name": "bench", "type": "bridge", "nodename": "bench-node",
+            "log_file_path": dir.path().join("cni.log"),
+            "ipam": {"type": "calico-ipam", "server": format!("unix:{}", socket.display())}
+        }),
+    };
+    let theirs = Plugin {
+        name: "host-local (Debian containernetworking-plugins)",
+        binary: PathBuf::from(HOST_LOCAL),
+        config: json!({
+            "cniVersion": "1.0.0", "name": "bench", "type": "bridge",
+            "ipam": {"type": "host-local", "subnet": "198.19.0.0/16",
+                     "dataDir": dir.path().join("host-local")}
+        }),
+    };
+    let plugins = [ours, theirs];
+    let mut figures: Vec<Figures> = plugins.iter().map(|_| Figures::default()).collect();
+    for round in 0..rounds {
+        for (plugin, figures) in plugins.iter().zip(figures.iter_mut()) {
+            sequential(plugin, round, per_round, figures);
+            parallel(plugin, round, per_round, workers, figures);
+        }
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+
+    eprintln!("{rounds} rounds x {per_round} attachments; parallel: {workers} runtimes at once");
+    eprintln!(
+        "| plugin | ADD p50 | ADD p99 | ADD+DEL/s, one at a time | ADD+DEL/s, {workers} at once |"
+    );
+    eprintln!("| --- | --- | --- | --- | --- |");
+    let mut summary = Vec::new();
+    for (plugin, figures) in plugins.iter().zip(figures.iter_mut()) {
+        figures.add_latencies.sort();
+        let p50 = percentile(&figures.add_latencies, 0.50);
+        let p99 = percentile(&figures.add_latencies, 0.99);
+        let sequential = figures.sequential_pairs as f64 / figures.sequential_time.as_secs_f64();
+        let parallel = figures.parallel_pairs as f64 / figures.parallel_time.as_secs_f64();
+        eprintln!(
+            "| {} | {:.2} ms | {:.2} ms | {sequential:.0} | {parallel:.0} |",
+            plugin.name,
+            ms(p50),
+            ms(p99)
+        );
+        summary.push((p50, p99, sequential, parallel));
+    }
+    let (ours, theirs) = (summary[0], summary[1]);
+    eprintln!(
+        "ratios ours/host-local: ADD p50 {:.2}, ADD p99 {:.2}; ADD+DEL/s one at a time {:.2}, at once {:.2}",
+        ms(ours.0) / ms(theirs.0),
+        ms(ours.1) / ms(theirs.1),
+        ours.2 / theirs.2,
+        ours.3 / theirs.3
+    );
+}

@@ -1,0 +1,301 @@
+//! What the plugin's cross-process tests share: an IPAM to allocate from
+//! (the engine on a store, served by ipam-server's router on a unix socket
+//! or loopback TCP, on a runtime of its own), a CNI_PATH holding our binary
+//! beside Debian's plugins, and running a plugin the way a runtime does.
+
+// Each test file uses its own part of this module.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use ipam_core::{Pool, PoolSpec};
+use ipam_server::app::{router, AppConfig};
+use ipam_store::embedded::EmbeddedStore;
+use ipam_store::etcd::{EtcdOptions, EtcdStore};
+use ipam_store::{Datastore, Ipam};
+use ipnet::IpNet;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Where Debian's containernetworking-plugins puts its binaries.
+pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
+
+/// The pool every test allocates from: a benchmarking range (RFC 2544)
+/// that no real network uses.
+pub const POOL: &str = "198.18.0.0/16";
+
+/// An IPAM: the engine on a store, and a runtime that serves it.
+pub struct TestIpam {
+    /// The engine, for checking what the plugin did.
+    pub engine: Arc<Ipam<dyn Datastore>>,
+    /// Runs the server and the test's own engine calls.
+    pub runtime: tokio::runtime::Runtime,
+    /// Keeps the data and the socket.
+    pub dir: TempDir,
+}
+
+/// An IPAM whose engine runs on the embedded store in a temp dir.
+pub fn embedded_ipam() -> TestIpam {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Datastore> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("data")).unwrap());
+    with_store(store, dir)
+}
+
+/// An IPAM whose engine runs on etcd at `endpoint`.
+pub fn etcd_ipam(endpoint: &str) -> TestIpam {
+    let runtime = runtime();
+    let store = runtime
+        .block_on(EtcdStore::connect(
+            &[endpoint.to_string()],
+            EtcdOptions::default(),
+        ))
+        .unwrap();
+    with_runtime(Arc::new(store), tempfile::tempdir().unwrap(), runtime)
+}
+
+/// A real etcd (testkit) and the runtime that started it.
+pub fn started_etcd() -> (tokio::runtime::Runtime, testkit::etcd::EtcdServer) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let etcd = runtime
+        .block_on(testkit::etcd::EtcdServer::start())
+        .unwrap();
+    (runtime, etcd)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn with_store(store: Arc<dyn Datastore>, dir: TempDir) -> TestIpam {
+    with_runtime(store, dir, runtime())
+}
+
+fn with_runtime(
+    store: Arc<dyn Datastore>,
+    dir: TempDir,
+    runtime: tokio::runtime::Runtime,
+) -> TestIpam {
+    let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store));
+    let spec = PoolSpec {
+        block_size: Some(26),
+        ..PoolSpec::new(POOL.parse().unwrap())
+    };
+    runtime
+        .block_on(engine.create_pool(Pool::new("test-pool", spec).unwrap()))
+        .unwrap();
+    TestIpam {
+        engine,
+        runtime,
+        dir,
+    }
+}
+
+impl TestIpam {
+    /// Serves the API on a unix socket; returns `unix:PATH`.
+    pub fn serve_unix(&self) -> String {
+        self.serve_unix_with(AppConfig::default())
+    }
+
+    /// Serves the API on a unix socket with `config`.
+    pub fn serve_unix_with(&self, config: AppConfig) -> String {
+        let path = self
+            .dir
+            .path()
+            .join(format!("ipam-{}.sock", fastrand_suffix()));
+        let app = router(self.engine.clone(), config);
+        let listener = {
+            let _entered = self.runtime.enter();
+            tokio::net::UnixListener::bind(&path).unwrap()
+        };
+        self.runtime
+            .spawn(async move { axum::serve(listener, app).await });
+        format!("unix:{}", path.display())
+    }
+
+    /// Serves the API on loopback TCP; returns `http://127.0.0.1:PORT`.
+    pub fn serve_tcp(&self, config: AppConfig) -> String {
+        let app = router(self.engine.clone(), config);
+        let listener = {
+            let _entered = self.runtime.enter();
+            let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            std.set_nonblocking(true).unwrap();
+            tokio::net::TcpListener::from_std(std).unwrap()
+        };
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        self.runtime
+            .spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    /// Every allocated address and its handle, read fresh.
+    pub fn allocations(&self) -> BTreeMap<std::net::IpAddr, String> {
+        let snapshot = self.runtime.block_on(self.engine.snapshot()).unwrap();
+        snapshot
+            .blocks()
+            .flat_map(|block| {
+                block.allocations().map(move |(ordinal, attribute)| {
+                    (
+                        block.cidr().address(ordinal),
+                        attribute.handle().unwrap_or_default().to_string(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The addresses a handle holds.
+    pub fn held_by(&self, handle: &str) -> Vec<IpNet> {
+        self.runtime
+            .block_on(self.engine.addresses_of_handle(handle))
+            .unwrap()
+    }
+
+    /// The attributes recorded with an address.
+    pub fn attributes_of(&self, address: std::net::IpAddr) -> BTreeMap<String, String> {
+        self.runtime
+            .block_on(self.engine.attributes_of(address))
+            .unwrap()
+            .map(|a| a.secondary.to_map())
+            .unwrap_or_default()
+    }
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A CNI_PATH directory: our `calico-ipam` and Debian's plugins.
+pub struct PluginDir {
+    dir: TempDir,
+}
+
+impl PluginDir {
+    /// Links the binaries in; fails, saying what to install, when
+    /// Debian's plugins are missing.
+    pub fn new() -> PluginDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(
+            env!("CARGO_BIN_EXE_calico-ipam"),
+            dir.path().join("calico-ipam"),
+        )
+        .unwrap();
+        for plugin in ["bridge", "ptp", "host-local"] {
+            let source = Path::new(DEBIAN_CNI_DIR).join(plugin);
+            assert!(
+                source.exists(),
+                "{} is missing: install Debian's containernetworking-plugins (apt-get install containernetworking-plugins; .ci/run does)",
+                source.display()
+            );
+            std::os::unix::fs::symlink(&source, dir.path().join(plugin)).unwrap();
+        }
+        PluginDir { dir }
+    }
+
+    /// The directory, for CNI_PATH.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A plugin's path.
+    pub fn plugin(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// What a plugin run printed and how it exited.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Exit code.
+    pub code: i32,
+    /// Stdout, parsed as JSON (`Value::Null` when empty).
+    pub output: Value,
+    /// Stdout as it was.
+    pub stdout: String,
+    /// Stderr.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// The CNI error code, when stdout holds an error object.
+    pub fn error_code(&self) -> Option<u64> {
+        self.output.get("code").and_then(Value::as_u64)
+    }
+
+    /// Panics unless the run succeeded.
+    pub fn ok(self) -> Value {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self.output
+    }
+}
+
+/// Runs `binary` as a runtime would: a clean environment holding only
+/// `env`, `config` on stdin.
+pub fn run_plugin(binary: &Path, env: &[(&str, String)], config: &Value) -> Outcome {
+    run_plugin_raw(binary, env, config.to_string().as_bytes())
+}
+
+/// Like [`run_plugin`], with any bytes on stdin. Stdout that is not JSON
+/// leaves `output` null (and `stdout` as it was).
+pub fn run_plugin_raw(binary: &Path, env: &[(&str, String)], stdin: &[u8]) -> Outcome {
+    let mut child = Command::new(binary)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        output: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The environment of one attachment.
+pub fn cni_env(
+    command: &str,
+    container: &str,
+    netns: &str,
+    cni_path: &Path,
+    args: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("CNI_COMMAND", command.to_string()),
+        ("CNI_CONTAINERID", container.to_string()),
+        ("CNI_NETNS", netns.to_string()),
+        ("CNI_IFNAME", "eth0".to_string()),
+        ("CNI_PATH", cni_path.display().to_string()),
+        ("CNI_ARGS", args.to_string()),
+    ]
+}
+
+/// The addresses a result lists.
+pub fn result_addresses(result: &Value) -> Vec<IpNet> {
+    result["ips"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ips in {result}"))
+        .iter()
+        .map(|ip| ip["address"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
