@@ -111,14 +111,14 @@ impl ConnectionArgs {
 
 impl ConnectionArgs {
     /// Where `check` reads live pods and nodes: the Kubernetes datastore's
-    /// cluster, or the one a kubeconfig names next to another datastore.
+    /// cluster, or the one a kubeconfig (flag or `KUBECONFIG`) names.
     pub fn liveness_source(&self) -> LivenessSource {
         match (self.datastore, &self.kubeconfig) {
             (Some(DatastoreKind::Kubernetes), kubeconfig) => {
                 LivenessSource::Kubernetes(kubeconfig.clone())
             }
-            (Some(_), Some(kubeconfig)) => LivenessSource::Kubernetes(Some(kubeconfig.clone())),
-            _ => LivenessSource::None,
+            (_, Some(kubeconfig)) => LivenessSource::Kubernetes(Some(kubeconfig.clone())),
+            (_, None) => LivenessSource::None,
         }
     }
 }

@@ -10,14 +10,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use ipam_api::{
-    AddressInfo, AddressState, ConfigBody, PoolBody, PoolSpecBody, ReleaseBody, ReleaseItem,
-    UsageResponse,
+    AddressInfo, AddressState, BlockDetail, ConfigBody, PoolBody, PoolSpecBody, ReleaseBody,
+    ReleaseItem, UsageResponse,
 };
 use ipam_client::{read_token_file, Client, Endpoint};
-use ipam_core::check::{check, CheckReport, Liveness};
+use ipam_core::block::{Attribute, BlockSpec};
+use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, PodRef, SkippedCheck};
 use ipam_core::usage::{borrowed, classify, BorrowedAddress, Borrowing};
-use ipam_core::{BlockCidr, Pool, ReleaseRequest};
+use ipam_core::{Block, BlockCidr, IpamConfig, Pool, ReleaseRequest, Snapshot};
 use ipam_store::embedded::EmbeddedStore;
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::kubernetes::KubernetesStore;
@@ -306,9 +309,10 @@ impl Backend {
         }
     }
 
-    /// The consistency report. Through the server, the pod and node checks
-    /// are skipped (the server knows neither); directly, `live` says which
-    /// run.
+    /// The consistency report; `live` says which pod and node checks run.
+    /// Through the server, whose `GET /v1/check` knows neither, the pod
+    /// check runs here over the allocations it lists (`GET /v1/blocks`,
+    /// block by block) and the node checks are skipped.
     pub async fn check(&self, live: &Liveness) -> Result<CheckReport, CliError> {
         match self {
             Backend::Direct(engine) => {
@@ -321,8 +325,12 @@ impl Backend {
             }
             Backend::Server(client) => {
                 let progress = Progress::spinner("ipam-server is checking");
-                let report = client.check().await?.report;
+                let mut report = client.check().await?.report;
                 progress.finish();
+                if let Some(pods) = &live.pods {
+                    let found = pods_gone(client, pods).await?;
+                    report.add_findings(SkippedCheck::PodLiveness, found);
+                }
                 Ok(report)
             }
         }
@@ -438,6 +446,89 @@ fn flag_error(error: StoreError) -> CliError {
         StoreError::Invalid { .. } => CliError::Usage(error.to_string()),
         other => other.into(),
     }
+}
+
+// The podGone findings for the allocations ipam-server lists: ipam-core's
+// check, run over the server's pools and blocks rebuilt in Calico's form
+// (one attribute entry per allocation, which the check does not mind), so
+// that the findings are exactly those a direct check makes.
+async fn pods_gone(client: &Client, pods: &BTreeSet<PodRef>) -> Result<Vec<Finding>, CliError> {
+    let pools = client
+        .pools()
+        .await?
+        .into_iter()
+        .map(|p| Pool::new(p.name, p.spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let usage = client.usage().await?;
+    let cidrs: Vec<IpNet> = usage
+        .pools
+        .iter()
+        .flat_map(|p| &p.blocks)
+        .chain(&usage.orphaned_blocks)
+        .map(|b| b.cidr)
+        .collect();
+    let mut snapshot = Snapshot::new(IpamConfig::default(), pools, &[]);
+    let progress = Progress::bar(cidrs.len() as u64, "reading blocks");
+    for cidr in cidrs {
+        progress.inc();
+        if let Some(detail) = client.block(cidr).await? {
+            snapshot.insert_block(rebuilt_block(&detail)?);
+        }
+    }
+    progress.finish();
+    let live = Liveness {
+        pods: Some(pods.clone()),
+        nodes: None,
+    };
+    Ok(check(&snapshot, &live)
+        .findings
+        .into_iter()
+        .filter(|f| f.kind == FindingKind::PodGone)
+        .collect())
+}
+
+// A block as Calico stores it, from what `GET /v1/blocks` says of it.
+fn rebuilt_block(detail: &BlockDetail) -> Result<Block, CliError> {
+    let cidr = block_cidr(detail.cidr)?;
+    let mut allocations = vec![None; cidr.size() as usize];
+    let mut attributes = Vec::new();
+    let mut sequence_numbers = BTreeMap::new();
+    for allocation in &detail.allocations {
+        let slot = allocations
+            .get_mut(allocation.ordinal as usize)
+            .ok_or_else(|| {
+                CliError::Refused(format!(
+                    "ipam-server listed ordinal {} in block {cidr}, which has {}",
+                    allocation.ordinal,
+                    cidr.size()
+                ))
+            })?;
+        *slot = Some(attributes.len() as u32);
+        attributes.push(Attribute {
+            handle_id: allocation.handle.clone(),
+            secondary: allocation.attributes.iter().collect(),
+            ..Attribute::default()
+        });
+        sequence_numbers.insert(allocation.ordinal.to_string(), allocation.sequence_number);
+    }
+    let unallocated = (0..cidr.size())
+        .filter(|&o| allocations[o as usize].is_none())
+        .collect();
+    let spec = BlockSpec {
+        cidr: cidr.to_string(),
+        affinity: None,
+        affinity_claim_time: None,
+        allocations,
+        unallocated,
+        attributes,
+        sequence_number: sequence_numbers.values().max().map_or(0, |s| s + 1),
+        sequence_number_for_allocation: sequence_numbers,
+        deleted: false,
+        strict_affinity: false,
+        host_affinity: None,
+        unknown: Default::default(),
+    };
+    Ok(Block::from_spec(spec)?)
 }
 
 fn block_cidr(net: IpNet) -> Result<BlockCidr, CliError> {

@@ -11,8 +11,9 @@
 //! Pods and nodes that no longer exist are found only when the cluster can
 //! be read: with `--datastore kubernetes`, or a `--kubeconfig`
 //! (`KUBECONFIG`) next to another datastore, as calicoctl does. Through
-//! ipam-server those checks are skipped (its `GET /v1/check` knows no pods
-//! or nodes) and the summary says so.
+//! ipam-server, whose `GET /v1/check` knows no pods or nodes, a kubeconfig
+//! lets ipamctl check the pods itself over the allocations the server
+//! lists; the node checks are skipped, and the summary says so.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,11 +41,11 @@ pub async fn run(
     source: &LivenessSource,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let live = match (source, backend) {
-        (LivenessSource::Kubernetes(kubeconfig), Backend::Direct(_)) => {
+    let live = match source {
+        LivenessSource::Kubernetes(kubeconfig) => {
             crate::liveness::from_kubernetes(kubeconfig.as_deref()).await?
         }
-        _ => Liveness::default(),
+        LivenessSource::None => Liveness::default(),
     };
     let report = backend.check(&live).await?;
     if let Some(path) = &args.output {
@@ -102,8 +103,8 @@ pub fn summary(report: &CheckReport, show_findings: bool, written_to: Option<&Pa
     }
     if !report.skipped.is_empty() {
         text.push_str(
-            "  (they run with --datastore kubernetes, or with --kubeconfig next to \
-             --datastore etcd|embedded)\n",
+            "  (with --kubeconfig, or --datastore kubernetes, the live pods and nodes are \
+             read; through ipam-server only the pods are checked)\n",
         );
     }
     text.push_str(&format!(
@@ -136,7 +137,7 @@ mod tests {
              Found 1 handleWithoutAllocations (inconsistency).\n\
              Skipped: addresses of pods that no longer exist (the live pods are not known).\n\
              Skipped: blocks, affinities and addresses of nodes that no longer exist (the live nodes are not known).\n  \
-             (they run with --datastore kubernetes, or with --kubeconfig next to --datastore etcd|embedded)\n\
+             (with --kubeconfig, or --datastore kubernetes, the live pods and nodes are read; through ipam-server only the pods are checked)\n\
              Check complete; found 1 problems.\n\
              Report written to /tmp/r.json.\n"
         );

@@ -746,3 +746,79 @@ async fn check_finds_gone_pods_and_nodes_and_release_from_report_leaves_reassign
         run.stdout
     );
 }
+
+// The fake API server runs in this process: the runtime needs a thread to
+// serve it while the test waits for ipamctl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_server_a_kubeconfig_finds_gone_pods_as_a_direct_check_does() {
+    let api = ApiServer::start().await;
+    api.put_core("nodes", json!({"metadata": {"name": "node-1"}}));
+    api.put_core(
+        "pods",
+        json!({"metadata": {"name": "live", "namespace": "default"}}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open_embedded(dir.path());
+        engine
+            .create_pool(pool("p", "10.3.0.0/16", None))
+            .await
+            .unwrap();
+        engine
+            .create_pool(pool("p6", "fd00:30::/64", None))
+            .await
+            .unwrap();
+        for pod in ["live", "gone", "gone-too"] {
+            let handle = format!("k8s-pod-network.{pod}");
+            assign_pod(&engine, &handle, "node-1", pod, 1, 1).await;
+        }
+    }
+    let kubeconfig = api.kubeconfig().display().to_string();
+    let reports = tempfile::tempdir().unwrap();
+    let direct_report = reports.path().join("direct.json").display().to_string();
+    let mut direct = embedded(dir.path());
+    direct.extend(["--kubeconfig".to_string(), kubeconfig.clone()]);
+    let run = ipamctl_with(&direct, &["check", "-o", &direct_report]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains("Skipped"), "{}", run.stdout);
+
+    let server = Server::start(dir.path());
+    let mut connection = server.connection();
+    connection.extend(["--kubeconfig".to_string(), kubeconfig]);
+    let server_report = reports.path().join("server.json").display().to_string();
+    let run = ipamctl_with(&connection, &["check", "-o", &server_report]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("Found 4 podGone (leak).\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("Skipped: addresses of pods"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("Skipped: blocks, affinities and addresses of nodes"),
+        "{}",
+        run.stdout
+    );
+    let read = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let (direct, through_server) = (read(&direct_report), read(&server_report));
+    assert_eq!(direct["findings"], through_server["findings"]);
+    assert_eq!(through_server["skipped"], json!(["nodeLiveness"]));
+
+    let run = ipamctl_with(&connection, &["release", "--from-report", &server_report]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .starts_with("Releasing 4 leaked IPs...\nReleased 4 IPs successfully.\n"),
+        "{}",
+        run.stdout
+    );
+    let run = ipamctl_with(&connection, &["check"]);
+    assert!(!run.stdout.contains("podGone"), "{}", run.stdout);
+}
