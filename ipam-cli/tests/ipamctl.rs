@@ -822,3 +822,26 @@ async fn through_the_server_a_kubeconfig_finds_gone_pods_as_a_direct_check_does(
     let run = ipamctl_with(&connection, &["check"]);
     assert!(!run.stdout.contains("podGone"), "{}", run.stdout);
 }
+
+#[tokio::test]
+async fn the_server_is_reached_on_a_unix_socket_too() {
+    let dir = tempfile::tempdir().unwrap();
+    seed_16_pool_with_13_in_use(dir.path()).await;
+    let socket = dir.path().join("ipam.sock");
+    let server = Server::start_unix(dir.path(), &socket);
+    let run = ipamctl_with(&server.connection(), &["show"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, fixture("ipam-show-pool-16.txt"));
+    // IPAM_SERVER is read like --server.
+    let output = std::process::Command::new(IPAMCTL)
+        .args(["show", "--show-configuration"])
+        .env("IPAM_SERVER", &server.url)
+        .env_remove("IPAM_DATASTORE")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        fixture("ipam-show-configuration.txt")
+    );
+}

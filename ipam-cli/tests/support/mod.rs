@@ -164,6 +164,27 @@ impl Server {
         }
     }
 
+    /// Serves the embedded store in `data_dir` on the unix socket `socket`.
+    pub fn start_unix(data_dir: &Path, socket: &Path) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the server");
+        let store: Arc<dyn Datastore> =
+            Arc::new(EmbeddedStore::open(data_dir).expect("the server opens the data dir"));
+        let app = router(Arc::new(Ipam::new(store)), AppConfig::default());
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::UnixListener::bind(socket).expect("binding the socket")
+        };
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Server {
+            runtime: Some(runtime),
+            url: format!("unix:{}", socket.display()),
+        }
+    }
+
     /// Connection flags for it.
     pub fn connection(&self) -> Vec<String> {
         vec!["--server".into(), self.url.clone()]
