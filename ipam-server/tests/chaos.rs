@@ -187,7 +187,7 @@ async fn no_address_is_acknowledged_twice_through_kills_and_an_etcd_restart() {
     let mut etcd = EtcdServer::start().await.unwrap();
     let endpoint = etcd.endpoint();
     let store: Arc<dyn Datastore> = Arc::new(
-        EtcdStore::connect(&[endpoint.clone()], EtcdOptions::default())
+        EtcdStore::connect(std::slice::from_ref(&endpoint), EtcdOptions::default())
             .await
             .unwrap(),
     );
