@@ -2,73 +2,15 @@
 //! listen beyond loopback without a token, one process per data dir, unix
 //! sockets, graceful SIGTERM, default pools from the environment.
 
+mod process;
+
+use process::{command, free_port, start_with, Server};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_ipam-server");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free loopback port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running server, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn command(data_dir: &Path, listen: &str) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .arg("--listen")
-        .arg(listen)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("NO_DEFAULT_POOLS")
-        .env_remove("CALICO_IPV4POOL_CIDR")
-        .env_remove("CALICO_IPV4POOL_BLOCK_SIZE")
-        .env_remove("CALICO_IPV6POOL_CIDR")
-        .env_remove("IPAM_TOKEN_FILE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
-}
-
-async fn start_with(mut command: Command, port: u16) -> Server {
-    let child = command.spawn().expect("ipam-server starts");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{}/healthz", server.base)).await {
-            if r.status() == 200 {
-                return server;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ipam-server did not come up on {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn start(data_dir: &Path, port: u16) -> Server {
     start_with(command(data_dir, &format!("127.0.0.1:{port}")), port).await
