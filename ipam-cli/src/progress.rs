@@ -10,6 +10,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Below this many blocks a bar would only flicker.
 const BAR_THRESHOLD: u64 = 32;
 
+/// How a bar is drawn.
+const BAR_TEMPLATE: &str = "{msg} [{bar:40}] {pos}/{len} ({eta})";
+
 /// A progress indicator, hidden when stderr is not a terminal.
 pub struct Progress(ProgressBar);
 
@@ -20,7 +23,7 @@ impl Progress {
             return Progress(ProgressBar::hidden());
         }
         let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})") {
+        if let Ok(style) = ProgressStyle::with_template(BAR_TEMPLATE) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(message.to_string());
@@ -32,7 +35,8 @@ impl Progress {
         if !std::io::stderr().is_terminal() {
             return Progress(ProgressBar::hidden());
         }
-        let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_draw_target(ProgressDrawTarget::stderr());
         spinner.set_message(message.to_string());
         spinner.enable_steady_tick(Duration::from_millis(120));
         Progress(spinner)
@@ -51,5 +55,15 @@ impl Progress {
     /// Removes the indicator from the terminal.
     pub fn finish(&self) {
         self.0.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_template_is_one_indicatif_accepts() {
+        assert!(ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
     }
 }
