@@ -264,6 +264,12 @@ pub struct PoolCreateArgs {
     /// Which nodes may use it (Calico selector; default all()).
     #[arg(long, default_value = "")]
     pub node_selector: String,
+    /// Which namespaces' pods may use it (Calico selector; default all()).
+    #[arg(long, default_value = "")]
+    pub namespace_selector: String,
+    /// What its addresses are for, comma separated (default Workload,Tunnel).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub allowed_uses: Vec<Use>,
     /// IP-in-IP mode (Never, Always, CrossSubnet).
     #[arg(long)]
     pub ipip_mode: Option<String>,
@@ -273,9 +279,34 @@ pub struct PoolCreateArgs {
     /// NAT traffic leaving the pool.
     #[arg(long)]
     pub nat_outgoing: bool,
+    /// Do not export the pool's routes over BGP.
+    #[arg(long = "disable-bgp-export")]
+    pub disable_bgp_export: bool,
     /// Create it disabled.
     #[arg(long)]
     pub disabled: bool,
+}
+
+/// A pool's `allowedUses` entry, as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "PascalCase")]
+pub enum Use {
+    /// Pod and workload addresses.
+    Workload,
+    /// Node tunnel addresses.
+    Tunnel,
+    /// Service LoadBalancer addresses.
+    LoadBalancer,
+}
+
+impl From<Use> for ipam_core::AllowedUse {
+    fn from(value: Use) -> ipam_core::AllowedUse {
+        match value {
+            Use::Workload => ipam_core::AllowedUse::Workload,
+            Use::Tunnel => ipam_core::AllowedUse::Tunnel,
+            Use::LoadBalancer => ipam_core::AllowedUse::LoadBalancer,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,9 @@ pub fn new_pool(args: &PoolCreateArgs) -> Result<Pool, CliError> {
     let mut spec = PoolSpec::new(args.cidr);
     spec.block_size = args.block_size;
     spec.node_selector = args.node_selector.clone();
+    spec.namespace_selector = args.namespace_selector.clone();
+    spec.allowed_uses = args.allowed_uses.iter().map(|&u| u.into()).collect();
+    spec.disable_bgp_export = args.disable_bgp_export;
     spec.ipip_mode = args.ipip_mode.clone();
     spec.vxlan_mode = args.vxlan_mode.clone();
     spec.nat_outgoing = args.nat_outgoing;
@@ -116,9 +119,12 @@ mod tests {
             cidr: cidr.parse().unwrap(),
             block_size,
             node_selector: String::new(),
+            namespace_selector: String::new(),
+            allowed_uses: Vec::new(),
             ipip_mode: None,
             vxlan_mode: None,
             nat_outgoing: false,
+            disable_bgp_export: false,
             disabled: false,
         }
     }

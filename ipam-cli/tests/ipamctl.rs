@@ -464,6 +464,11 @@ async fn pools_are_created_listed_disabled_and_deleted_with_clear_errors() {
             "fd00::/64",
             "--block-size",
             "116",
+            "--allowed-uses",
+            "Workload,LoadBalancer",
+            "--namespace-selector",
+            "team == 'a'",
+            "--disable-bgp-export",
         ],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -488,6 +493,26 @@ async fn pools_are_created_listed_disabled_and_deleted_with_clear_errors() {
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1);
     assert_eq!(json[0]["spec"]["cidr"], "fd00::/64");
+    assert_eq!(
+        json[0]["spec"]["allowedUses"],
+        json!(["Workload", "LoadBalancer"])
+    );
+    assert_eq!(json[0]["spec"]["namespaceSelector"], "team == 'a'");
+    assert_eq!(json[0]["spec"]["disableBGPExport"], true);
+    let run = ipamctl_with(
+        &connection,
+        &[
+            "pool",
+            "create",
+            "d",
+            "--cidr",
+            "10.5.0.0/16",
+            "--allowed-uses",
+            "Pods",
+        ],
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--allowed-uses"), "{}", run.stderr);
 }
 
 #[tokio::test]
