@@ -40,6 +40,7 @@ pub struct Cli {
 
 /// Where IPAM state is.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection")]
 pub struct ConnectionArgs {
     /// ipam-server to use: http://HOST:PORT or unix:PATH.
     #[arg(long, env = "IPAM_SERVER", global = true, default_value = DEFAULT_SERVER)]
