@@ -5,7 +5,9 @@
 
 #![no_main]
 
-use ipam_api::{AssignBody, AssignIpBody, ClaimBody, ConfigBody, PoolBody, PoolSpecBody, ReleaseBody};
+use ipam_api::{
+    AssignBody, AssignIpBody, ClaimBody, ConfigBody, PoolBody, PoolSpecBody, ReleaseBody,
+};
 use ipam_core::Pool;
 use libfuzzer_sys::fuzz_target;
 
