@@ -5,7 +5,10 @@
 //! No I/O here: only the types and their conversions from ipam-core.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
 
 use ipam_core::check::CheckReport;
 use ipam_core::usage::{usage, BlockUsage};
@@ -13,6 +16,73 @@ use ipam_core::{AllowedUse, IpamConfig, Pool, PoolSpec, Snapshot};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `http://HOST:PORT`: the authority (`HOST:PORT`).
+    Tcp(String),
+    /// `unix:PATH`: a unix socket.
+    Unix(PathBuf),
+}
+
+/// A server address that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointError {
+    /// What was given.
+    pub value: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "server address {:?} {}", self.value, self.why)
+    }
+}
+
+impl std::error::Error for EndpointError {}
+
+impl FromStr for Endpoint {
+    type Err = EndpointError;
+
+    fn from_str(text: &str) -> Result<Endpoint, EndpointError> {
+        let invalid = |why: &str| EndpointError {
+            value: text.to_string(),
+            why: why.to_string(),
+        };
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(invalid("names no socket path (unix:/run/ipam.sock)"));
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        let Some(rest) = text.strip_prefix("http://") else {
+            return Err(invalid(
+                "is neither http://HOST:PORT nor unix:PATH (https is not supported)",
+            ));
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') {
+            return Err(invalid("must be http://HOST:PORT with no path"));
+        }
+        match authority.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Endpoint::Tcp(authority.to_string()))
+            }
+            _ => Err(invalid("has no HOST:PORT (http://127.0.0.1:9310)")),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(authority) => write!(f, "http://{authority}"),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
 
 /// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -412,4 +482,36 @@ pub struct CheckResponse {
     /// allocation's sequence number for a safe release.
     #[schema(value_type = Object)]
     pub report: CheckReport,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_tcp_and_unix_and_refuse_the_rest() {
+        assert_eq!(
+            "http://127.0.0.1:9310".parse::<Endpoint>().unwrap(),
+            Endpoint::Tcp("127.0.0.1:9310".into())
+        );
+        assert_eq!(
+            "http://[::1]:80/".parse::<Endpoint>().unwrap(),
+            Endpoint::Tcp("[::1]:80".into())
+        );
+        assert_eq!(
+            "unix:/run/ipam.sock".parse::<Endpoint>().unwrap(),
+            Endpoint::Unix("/run/ipam.sock".into())
+        );
+        for bad in [
+            "https://h:1",
+            "127.0.0.1:9310",
+            "http://host",
+            "http://h:99999",
+            "http://h:1/v1",
+            "unix:",
+        ] {
+            let error = bad.parse::<Endpoint>().unwrap_err().to_string();
+            assert!(error.contains(bad), "{bad}: {error}");
+        }
+    }
 }

@@ -10,7 +10,6 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,73 +22,19 @@ use ipam_api::{
     ErrorBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody, ReleaseResponse,
     UsageResponse,
 };
+pub use ipam_api::{Endpoint, EndpointError};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
-/// Where the server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `http://HOST:PORT`: the authority (`HOST:PORT`).
-    Tcp(String),
-    /// `unix:PATH`: a unix socket.
-    Unix(PathBuf),
-}
-
-impl FromStr for Endpoint {
-    type Err = ClientError;
-
-    fn from_str(text: &str) -> Result<Endpoint, ClientError> {
-        let invalid = |why: &str| ClientError::InvalidEndpoint {
-            value: text.to_string(),
-            why: why.to_string(),
-        };
-        if let Some(path) = text.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(invalid("names no socket path (unix:/run/ipam.sock)"));
-            }
-            return Ok(Endpoint::Unix(PathBuf::from(path)));
-        }
-        let Some(rest) = text.strip_prefix("http://") else {
-            return Err(invalid(
-                "is neither http://HOST:PORT nor unix:PATH (https is not supported)",
-            ));
-        };
-        let authority = rest.trim_end_matches('/');
-        if authority.is_empty() || authority.contains('/') {
-            return Err(invalid("must be http://HOST:PORT with no path"));
-        }
-        match authority.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(Endpoint::Tcp(authority.to_string()))
-            }
-            _ => Err(invalid("has no HOST:PORT (http://127.0.0.1:9310)")),
-        }
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::Tcp(authority) => write!(f, "http://{authority}"),
-            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
 /// Everything a call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server address does not parse.
-    #[error("server address {value:?} {why}")]
-    InvalidEndpoint {
-        /// What was given.
-        value: String,
-        /// What is wrong with it.
-        why: String,
-    },
+    #[error(transparent)]
+    InvalidEndpoint(#[from] EndpointError),
     /// The token file cannot be read.
     #[error("token file {path}: {source}")]
     TokenFile {
@@ -513,33 +458,6 @@ fn encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_parse_tcp_and_unix_and_refuse_the_rest() {
-        assert_eq!(
-            "http://127.0.0.1:9310".parse::<Endpoint>().unwrap(),
-            Endpoint::Tcp("127.0.0.1:9310".into())
-        );
-        assert_eq!(
-            "http://[::1]:80/".parse::<Endpoint>().unwrap(),
-            Endpoint::Tcp("[::1]:80".into())
-        );
-        assert_eq!(
-            "unix:/run/ipam.sock".parse::<Endpoint>().unwrap(),
-            Endpoint::Unix("/run/ipam.sock".into())
-        );
-        for bad in [
-            "https://h:1",
-            "127.0.0.1:9310",
-            "http://host",
-            "http://h:99999",
-            "http://h:1/v1",
-            "unix:",
-        ] {
-            let error = bad.parse::<Endpoint>().unwrap_err().to_string();
-            assert!(error.contains(bad), "{bad}: {error}");
-        }
-    }
 
     #[test]
     fn encoding_keeps_unreserved_bytes_and_escapes_the_rest() {

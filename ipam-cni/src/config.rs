@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipam_client::Endpoint;
+use ipam_api::Endpoint;
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 

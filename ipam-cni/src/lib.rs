@@ -20,24 +20,30 @@
 //! `containerID`.
 
 pub mod config;
+#[cfg(feature = "plugin")]
 pub mod connection;
 pub mod env;
 pub mod error;
+#[cfg(feature = "plugin")]
 pub mod logging;
+#[cfg(feature = "plugin")]
 pub mod plugin;
 pub mod result;
 pub mod version;
 
-use serde_json::Value;
-
-use crate::config::NetConfig;
-use crate::env::{Command, Invocation};
-use crate::error::CniError;
 use crate::version::CniVersion;
 
 /// One run of the plugin: the environment through `var`, the network
 /// config `stdin`; returns what goes on stdout.
-pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+#[cfg(feature = "plugin")]
+pub fn run(
+    var: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Result<Option<serde_json::Value>, error::CniError> {
+    use crate::config::NetConfig;
+    use crate::env::{Command, Invocation};
+    use crate::error::CniError;
+
     let invocation = Invocation::from_env(var)?;
     if invocation.command == Command::Version {
         let requested = config::requested_version(stdin);
