@@ -128,7 +128,9 @@ impl Backend {
                 token_file,
                 timeout,
             } => {
-                let endpoint: Endpoint = url.parse()?;
+                let endpoint = url
+                    .parse::<Endpoint>()
+                    .map_err(|e| CliError::Usage(format!("--server: {e}")))?;
                 let mut client = Client::new(endpoint, *timeout);
                 if let Some(path) = token_file {
                     client = client.with_token(read_token_file(path)?);
