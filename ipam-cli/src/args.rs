@@ -55,7 +55,8 @@ pub struct ConnectionArgs {
         long,
         env = "IPAM_TIMEOUT_SECONDS",
         global = true,
-        default_value_t = 30
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub timeout_seconds: u64,
 
@@ -324,6 +325,13 @@ mod tests {
         let error = parse(&["show", "--show-blocks", "--show-borrowed"]).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
         assert!(parse(&["show", "--ip", "10.0.0.1", "-o", "json"]).is_ok());
+    }
+
+    #[test]
+    fn a_zero_timeout_is_refused() {
+        let error = parse(&["--timeout-seconds", "0", "show"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ValueValidation);
+        assert!(parse(&["--timeout-seconds", "5", "show"]).is_ok());
     }
 
     #[test]
