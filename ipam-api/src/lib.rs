@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use ipam_core::check::CheckReport;
-use ipam_core::usage::BlockUsage;
-use ipam_core::{AllowedUse, IpamConfig, Pool, PoolSpec};
+use ipam_core::usage::{usage, BlockUsage};
+use ipam_core::{AllowedUse, IpamConfig, Pool, PoolSpec, Snapshot};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -405,6 +405,38 @@ pub struct UsageResponse {
     pub pools: Vec<PoolUsageBody>,
     /// Blocks outside every pool.
     pub orphaned_blocks: Vec<BlockUsageBody>,
+}
+
+impl UsageResponse {
+    /// The usage of every pool of `snapshot` and of the blocks outside
+    /// them, as `GET /v1/usage` answers it: blocks of a pool in address
+    /// order.
+    pub fn of(snapshot: &Snapshot) -> UsageResponse {
+        let summary = usage(snapshot);
+        let pools = summary
+            .pools
+            .iter()
+            .map(|p| {
+                let pool = snapshot.pools().iter().find(|q| q.name() == p.name);
+                let mut blocks: Vec<BlockUsageBody> = p.blocks.iter().map(Into::into).collect();
+                blocks.sort_by_key(|b| (b.cidr.network(), b.cidr.prefix_len()));
+                PoolUsageBody {
+                    name: p.name.clone(),
+                    cidr: p.cidr,
+                    block_size: pool.map_or(0, Pool::block_size),
+                    disabled: pool.is_some_and(|q| !q.enabled()),
+                    size: p.capacity,
+                    in_use: p.in_use,
+                    free: p.capacity - p.in_use,
+                    blocks,
+                }
+            })
+            .collect();
+        UsageResponse {
+            pools,
+            orphaned_blocks: summary.orphaned_blocks.iter().map(Into::into).collect(),
+        }
+    }
 }
 
 /// One allocated address of a block.

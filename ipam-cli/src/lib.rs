@@ -1,1 +1,49 @@
-//! ipamctl: show, check, release, configure, pools (issue 7). Empty until then.
+//! ipamctl: inspect and repair a Calico-compatible IPAM, through a running
+//! ipam-server or straight from its datastore.
+//!
+//! [`args`] parses the command line; [`backend`] opens the connection and
+//! answers every question in the same types whichever way it goes;
+//! [`show`], [`check`], [`release`], [`configure`] and [`pool`] are the
+//! subcommands; [`table`] draws calicoctl's tables byte for byte;
+//! [`output`] writes JSON and YAML; [`progress`] draws progress on a
+//! terminal; [`liveness`] reads which pods and nodes exist; [`error`]
+//! classifies failures into exit codes.
+//!
+//! Nothing here prints on its own: every command writes to the writer it is
+//! given, so that tests read exactly what a user sees.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io::Write;
+
+pub mod args;
+pub mod backend;
+pub mod check;
+pub mod configure;
+pub mod error;
+pub mod liveness;
+pub mod output;
+pub mod pool;
+pub mod progress;
+pub mod release;
+pub mod show;
+pub mod table;
+
+pub use args::Cli;
+pub use backend::Backend;
+pub use error::CliError;
+
+/// Runs one command line.
+pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
+    let backend = Backend::open(&cli.connection.connection()).await?;
+    match &cli.command {
+        args::Command::Show(a) => show::run(&backend, a, out).await,
+        args::Command::Check(a) => {
+            check::run(&backend, a, &cli.connection.liveness_source(), out).await
+        }
+        args::Command::Release(a) => release::run(&backend, a, out).await,
+        args::Command::Configure(a) => configure::run(&backend, a, out).await,
+        args::Command::Pool(c) => pool::run(&backend, c, out).await,
+    }
+}

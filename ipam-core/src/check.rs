@@ -270,32 +270,56 @@ pub fn check(snapshot: &Snapshot, live: &Liveness) -> CheckReport {
     .collect();
     summary.affinities = snapshot.affinities().count() as u64;
 
-    findings.sort_by(|a, b| {
-        (
-            a.block.is_none(),
-            a.block,
-            a.ordinal,
-            &a.handle,
-            a.kind,
-            &a.node,
-        )
-            .cmp(&(
-                b.block.is_none(),
-                b.block,
-                b.ordinal,
-                &b.handle,
-                b.kind,
-                &b.node,
-            ))
-    });
-    for finding in &findings {
-        *summary.findings_by_kind.entry(finding.kind).or_default() += 1;
-    }
-    CheckReport {
+    let mut report = CheckReport {
         schema_version: REPORT_SCHEMA_VERSION,
         summary,
         skipped,
         findings,
+    };
+    report.order_and_count();
+    report
+}
+
+impl CheckReport {
+    /// Adds the findings of a check this report skipped and that was run
+    /// elsewhere (ipamctl checks pods against the allocations ipam-server
+    /// lists, for a report the server made without knowing pods): they are
+    /// merged in the documented order and counted, and `ran` leaves
+    /// `skipped`.
+    pub fn add_findings(&mut self, ran: SkippedCheck, findings: Vec<Finding>) {
+        self.skipped.retain(|s| *s != ran);
+        self.findings.extend(findings);
+        self.order_and_count();
+    }
+
+    // Sorts the findings in the documented order and counts them by kind.
+    fn order_and_count(&mut self) {
+        self.findings.sort_by(|a, b| {
+            (
+                a.block.is_none(),
+                a.block,
+                a.ordinal,
+                &a.handle,
+                a.kind,
+                &a.node,
+            )
+                .cmp(&(
+                    b.block.is_none(),
+                    b.block,
+                    b.ordinal,
+                    &b.handle,
+                    b.kind,
+                    &b.node,
+                ))
+        });
+        self.summary.findings_by_kind.clear();
+        for finding in &self.findings {
+            *self
+                .summary
+                .findings_by_kind
+                .entry(finding.kind)
+                .or_default() += 1;
+        }
     }
 }
 
@@ -854,6 +878,30 @@ mod tests {
         // Each pod holds one address per family, each node one tunnel address.
         assert_eq!(in_use, 2 * c.pods.len() as u64 + NODES.len() as u64);
         assert!(report.summary.blocks_checked > 2 * NODES.len() as u64);
+    }
+
+    #[test]
+    fn pod_findings_added_to_a_report_made_without_pods_equal_a_check_that_knew_them() {
+        let mut c = cluster();
+        c.s.remove_handle("k8s-pod-network.n2-4");
+        // Gone without a release: their addresses leak.
+        c.pods.remove(&pod("n1-4"));
+        c.pods.remove(&pod("n3-10"));
+        let knowing = Liveness {
+            pods: Some(c.pods.clone()),
+            nodes: None,
+        };
+        let expected = check(&c.s, &knowing);
+        let mut merged = check(&c.s, &Liveness::default());
+        let pod_findings: Vec<Finding> = expected
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::PodGone)
+            .cloned()
+            .collect();
+        assert_eq!(pod_findings.len(), 4, "two pods, each dual-stack");
+        merged.add_findings(SkippedCheck::PodLiveness, pod_findings);
+        assert_eq!(merged, expected);
     }
 
     #[test]

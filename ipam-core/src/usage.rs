@@ -133,39 +133,66 @@ pub fn borrowed(snapshot: &Snapshot) -> (Vec<BorrowedAddress>, u32) {
             .map(|o| o.name().to_string())
             .unwrap_or_default();
         for (ordinal, attribute) in block.allocations() {
-            let Some(node) = attribute.secondary.get("node") else {
-                unclassified += 1;
-                continue;
-            };
-            if node == owner {
-                continue;
+            let address = block.cidr().address(ordinal);
+            match classify(address, block.cidr(), &owner, |key| {
+                attribute.secondary.get(key)
+            }) {
+                Borrowing::Borrowed(b) => found.push(b),
+                Borrowing::Unclassified => unclassified += 1,
+                Borrowing::Own => {}
             }
-            let namespace = attribute.secondary.get("namespace").unwrap_or_default();
-            let (kind, allocated_to) = if let Some(vmi) = attribute.secondary.get("vmi-name") {
-                ("vmi".to_string(), format!("{namespace}/{vmi}"))
-            } else if let Some(pod) = attribute.secondary.get("pod") {
-                ("pod".to_string(), format!("{namespace}/{pod}"))
-            } else {
-                (
-                    attribute
-                        .secondary
-                        .get("type")
-                        .unwrap_or_default()
-                        .to_string(),
-                    String::new(),
-                )
-            };
-            found.push(BorrowedAddress {
-                address: block.cidr().address(ordinal),
-                borrowing_node: node.to_string(),
-                block: block.cidr(),
-                block_owner: owner.clone(),
-                kind,
-                allocated_to,
-            });
         }
     }
     (found, unclassified)
+}
+
+/// Whether one allocation is borrowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Borrowing {
+    /// Used by the block's owner.
+    Own,
+    /// Used by another node, or from a block with no owner.
+    Borrowed(BorrowedAddress),
+    /// No `node` attribute: cannot be told.
+    Unclassified,
+}
+
+/// Classifies one allocation of `block`, whose owner's name is
+/// `block_owner` (empty when it has no affinity), from its attributes
+/// (`attribute(key)`), as calicoctl's getBorrowedIPs does. For callers that
+/// hold allocations without a [`Snapshot`] (ipamctl through ipam-server's
+/// API).
+pub fn classify<'a>(
+    address: IpAddr,
+    block: BlockCidr,
+    block_owner: &str,
+    attribute: impl Fn(&str) -> Option<&'a str>,
+) -> Borrowing {
+    let Some(node) = attribute("node") else {
+        return Borrowing::Unclassified;
+    };
+    if node == block_owner {
+        return Borrowing::Own;
+    }
+    let namespace = attribute("namespace").unwrap_or_default();
+    let (kind, allocated_to) = if let Some(vmi) = attribute("vmi-name") {
+        ("vmi".to_string(), format!("{namespace}/{vmi}"))
+    } else if let Some(pod) = attribute("pod") {
+        ("pod".to_string(), format!("{namespace}/{pod}"))
+    } else {
+        (
+            attribute("type").unwrap_or_default().to_string(),
+            String::new(),
+        )
+    };
+    Borrowing::Borrowed(BorrowedAddress {
+        address,
+        borrowing_node: node.to_string(),
+        block,
+        block_owner: block_owner.to_string(),
+        kind,
+        allocated_to,
+    })
 }
 
 fn borrowing_node<'a>(attribute: &'a Attribute, owner: Option<&str>) -> Option<&'a str> {

@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use ipam_core::block::BlockOwner;
 use ipam_core::check::{check, Liveness};
-use ipam_core::usage::usage;
 use ipam_core::{
     AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, Pool, PoolSpec, ReleaseRequest,
 };
@@ -527,30 +526,7 @@ pub async fn release_node(
     ))]
 pub async fn usage_summary(State(state): Shared) -> Result<Json<UsageResponse>, ApiError> {
     let snapshot = state.engine.snapshot().await?;
-    let summary = usage(&snapshot);
-    let pools = summary
-        .pools
-        .iter()
-        .map(|p| {
-            let pool = snapshot.pools().iter().find(|q| q.name() == p.name);
-            let mut blocks: Vec<BlockUsageBody> = p.blocks.iter().map(Into::into).collect();
-            blocks.sort_by_key(|b| (b.cidr.network(), b.cidr.prefix_len()));
-            PoolUsageBody {
-                name: p.name.clone(),
-                cidr: p.cidr,
-                block_size: pool.map_or(0, Pool::block_size),
-                disabled: pool.is_some_and(|q| !q.enabled()),
-                size: p.capacity,
-                in_use: p.in_use,
-                free: p.capacity - p.in_use,
-                blocks,
-            }
-        })
-        .collect();
-    Ok(Json(UsageResponse {
-        pools,
-        orphaned_blocks: summary.orphaned_blocks.iter().map(Into::into).collect(),
-    }))
+    Ok(Json(UsageResponse::of(&snapshot)))
 }
 
 /// Query of `GET /v1/blocks`.

@@ -38,7 +38,11 @@
 //! the API shapes them.
 //!
 //! Objects are JSON, stored by (group, version, plural), so that core kinds
-//! (pods, nodes, leases) can be added as more resources with a route.
+//! can be added as more resources with a route. Two are: core/v1 `pods` and
+//! `nodes`, listed cluster-wide at `/api/v1/pods` and `/api/v1/nodes` (what
+//! a consistency check reads to tell live pods and nodes from gone ones),
+//! and set up by the test with [`ApiServer::put_core`] and
+//! [`ApiServer::remove_core`]; they are not validated against a schema.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -104,6 +108,16 @@ impl ApiServer {
                     },
                 );
             }
+        }
+        for (plural, kind) in CORE_KINDS {
+            store.resources.insert(
+                ResourceId::core(plural),
+                ResourceType {
+                    kind: kind.to_string(),
+                    list_kind: format!("{kind}List"),
+                    schema: JSONSchemaProps::default(),
+                },
+            );
         }
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
@@ -190,6 +204,59 @@ impl ApiServer {
     }
 }
 
+impl ApiServer {
+    /// Adds or replaces a core/v1 object (`pods`, `nodes`) as the cluster
+    /// would hold it; `object` needs `metadata.name` (and, for a pod,
+    /// `metadata.namespace`). It takes the next resourceVersion.
+    ///
+    /// # Panics
+    ///
+    /// When `plural` is not a core kind served here or the object has no
+    /// name: the test itself is wrong.
+    pub fn put_core(&self, plural: &str, mut object: Value) {
+        let id = ResourceId::core(plural);
+        let mut store = self.shared.store();
+        let kind = store
+            .resources
+            .get(&id)
+            .map(|r| r.kind.clone())
+            .unwrap_or_else(|| panic!("{plural} is not a core kind served here"));
+        let key = core_key(&object).unwrap_or_else(|| panic!("a {kind} needs metadata.name"));
+        let revision = store.next_revision();
+        object["apiVersion"] = json!(id.api_version());
+        object["kind"] = json!(kind);
+        object["metadata"]["resourceVersion"] = json!(revision);
+        store.objects.entry(id).or_default().insert(key, object);
+    }
+
+    /// Removes a core/v1 object, as if it had been deleted; false when
+    /// there was none.
+    pub fn remove_core(&self, plural: &str, namespace: Option<&str>, name: &str) -> bool {
+        let key = match namespace {
+            Some(namespace) => format!("{namespace}/{name}"),
+            None => name.to_string(),
+        };
+        self.shared
+            .store()
+            .objects
+            .get_mut(&ResourceId::core(plural))
+            .is_some_and(|objects| objects.remove(&key).is_some())
+    }
+}
+
+/// The core/v1 kinds served, by plural.
+const CORE_KINDS: [(&str, &str); 2] = [("pods", "Pod"), ("nodes", "Node")];
+
+// Namespaced objects are keyed `<namespace>/<name>`, so that a list comes
+// out by namespace then name, as the API lists them.
+fn core_key(object: &Value) -> Option<String> {
+    let name = object["metadata"]["name"].as_str()?;
+    Some(match object["metadata"]["namespace"].as_str() {
+        Some(namespace) => format!("{namespace}/{name}"),
+        None => name.to_string(),
+    })
+}
+
 impl Drop for ApiServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -242,6 +309,10 @@ impl ResourceId {
             version: version.to_string(),
             plural: plural.to_string(),
         }
+    }
+
+    fn core(plural: &str) -> ResourceId {
+        ResourceId::new("", "v1", plural)
     }
 
     fn calico(plural: &str) -> ResourceId {
@@ -324,6 +395,7 @@ fn app(shared: Arc<Shared>) -> Router {
             "/apis/{group}/{version}/{plural}/{name}",
             get(get_object).put(replace_object).delete(delete_object),
         )
+        .route("/api/{version}/{plural}", get(list_core_objects))
         .fallback(|| async { ApiError::unknown_resource() })
         .with_state(shared)
 }
@@ -361,6 +433,15 @@ async fn list_objects(
         "items": items,
     }))
     .into_response())
+}
+
+// A cluster-wide list of a core kind (`/api/v1/pods`).
+async fn list_core_objects(
+    state: AppState,
+    UrlPath((version, plural)): UrlPath<(String, String)>,
+    query: Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    list_objects(state, UrlPath((String::new(), version, plural)), query).await
 }
 
 async fn get_object(

@@ -415,3 +415,46 @@ async fn the_kubeconfig_points_at_the_server() {
         api.url()
     );
 }
+
+#[tokio::test]
+async fn core_pods_and_nodes_are_listed_cluster_wide_as_kube_reads_them() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    let api = ApiServer::start().await;
+    let client = client(&api).await;
+    api.put_core("nodes", json!({"metadata": {"name": "node-1"}}));
+    for (namespace, name) in [("shop", "cart-1"), ("default", "web-0"), ("shop", "a")] {
+        api.put_core(
+            "pods",
+            json!({"metadata": {"name": name, "namespace": namespace}, "spec": {"nodeName": "node-1"}}),
+        );
+    }
+    assert!(api.remove_core("pods", Some("shop"), "cart-1"));
+    assert!(!api.remove_core("pods", Some("shop"), "cart-1"));
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let names: Vec<(String, String)> = pods
+        .items
+        .iter()
+        .map(|p| {
+            (
+                p.metadata.namespace.clone().unwrap(),
+                p.metadata.name.clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("default".to_string(), "web-0".to_string()),
+            ("shop".to_string(), "a".to_string())
+        ]
+    );
+    let nodes = Api::<Node>::all(client)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(nodes.items.len(), 1);
+    assert_eq!(nodes.items[0].metadata.name.as_deref(), Some("node-1"));
+}

@@ -1,0 +1,547 @@
+//! Where ipamctl reads and writes IPAM state: through a running
+//! ipam-server (its `/v1` API, with ipam-client), or straight from a
+//! datastore with the same engine the server runs. Every command is written
+//! once against [`Backend`]; the two modes answer with the same types
+//! (ipam-api's wire types and ipam-core's reports), so that their output is
+//! the same.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipam_api::{
+    AddressInfo, AddressState, BlockDetail, ConfigBody, PoolBody, PoolSpecBody, ReleaseBody,
+    ReleaseItem, UsageResponse,
+};
+use ipam_client::{read_token_file, Client, Endpoint};
+use ipam_core::block::{Attribute, BlockSpec};
+use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, PodRef, SkippedCheck};
+use ipam_core::usage::{borrowed, classify, BorrowedAddress, Borrowing};
+use ipam_core::{Block, BlockCidr, IpamConfig, Pool, ReleaseRequest, Snapshot};
+use ipam_store::embedded::EmbeddedStore;
+use ipam_store::etcd::{EtcdOptions, EtcdStore};
+use ipam_store::kubernetes::KubernetesStore;
+use ipam_store::{Datastore, Ipam, StoreError};
+use ipnet::IpNet;
+
+use crate::error::CliError;
+use crate::progress::Progress;
+
+/// The server ipamctl talks to when told nothing else.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9310";
+
+/// A datastore ipamctl can open directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatastoreKind {
+    /// ipam-server's embedded store in `--data-dir` (only while no server
+    /// holds it).
+    Embedded,
+    /// etcd v3 in Calico's key layout (`--etcd-endpoints`).
+    Etcd,
+    /// Calico's custom resources in a Kubernetes cluster (`--kubeconfig`).
+    Kubernetes,
+}
+
+/// How to reach IPAM state, as the flags say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// Through ipam-server.
+    Server {
+        /// `http://HOST:PORT` or `unix:PATH`.
+        url: String,
+        /// File holding the bearer token.
+        token_file: Option<PathBuf>,
+        /// Longest any one call may take.
+        timeout: Duration,
+    },
+    /// The embedded store in a directory.
+    Embedded {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+    /// etcd.
+    Etcd {
+        /// Endpoints (`http://127.0.0.1:2379`).
+        endpoints: Vec<String>,
+    },
+    /// Kubernetes.
+    Kubernetes {
+        /// A kubeconfig; else `KUBECONFIG`, `~/.kube/config` or in-cluster.
+        kubeconfig: Option<PathBuf>,
+    },
+}
+
+/// An open connection to IPAM state.
+pub enum Backend {
+    /// Straight to a datastore, through the engine.
+    Direct(Box<Ipam<dyn Datastore>>),
+    /// Through ipam-server's API.
+    Server(Client),
+}
+
+/// Who holds an address (`show --ip`): the API's answer, plus the
+/// alternate owner's attributes Calico records during a KubeVirt live
+/// migration (read only in direct mode: the API does not carry them).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressReport {
+    /// Status, pool, handle and attributes.
+    #[serde(flatten)]
+    pub info: AddressInfo,
+    /// The alternate owner's attributes.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub alternate_attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// Borrowed addresses (`show --show-borrowed`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Borrowed {
+    /// The addresses, by block (in Calico's listing order) then address.
+    pub addresses: Vec<BorrowedAddress>,
+    /// Allocations without a `node` attribute, which cannot be classified.
+    pub unclassified: u32,
+}
+
+/// What releasing one address did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// It was allocated and is free now.
+    Released,
+    /// It was free already.
+    AlreadyFree,
+    /// Its handle or sequence number is no longer the expected one: it was
+    /// released and handed out again since; nothing was changed.
+    Changed,
+}
+
+impl Backend {
+    /// Opens the connection the flags describe. A datastore that cannot be
+    /// reached fails here (etcd and Kubernetes connect lazily, so their
+    /// first call is made here), not half-way through a command.
+    pub async fn open(connection: &Connection) -> Result<Backend, CliError> {
+        let store: Arc<dyn Datastore> = match connection {
+            Connection::Server {
+                url,
+                token_file,
+                timeout,
+            } => {
+                let endpoint = url
+                    .parse::<Endpoint>()
+                    .map_err(|e| CliError::Usage(format!("--server: {e}")))?;
+                let mut client = Client::new(endpoint, *timeout);
+                if let Some(path) = token_file {
+                    client = client.with_token(read_token_file(path)?);
+                }
+                return Ok(Backend::Server(client));
+            }
+            // Opening creates a missing directory: a mistyped --data-dir
+            // would show an empty store instead of an error.
+            Connection::Embedded { data_dir } if !data_dir.is_dir() => {
+                return Err(CliError::NotFound(format!(
+                    "--data-dir {}: no such directory (ipam-server creates its data dir on first \
+                     start; pass the one it uses)",
+                    data_dir.display()
+                )))
+            }
+            Connection::Embedded { data_dir } => match EmbeddedStore::open(data_dir) {
+                Ok(store) => Arc::new(store),
+                Err(error @ StoreError::Unavailable { .. }) => {
+                    return Err(CliError::Unavailable {
+                        message: error.to_string(),
+                        hint: format!(
+                            "an ipam-server using {} holds it while it runs: go through it with \
+                             --server URL (default {DEFAULT_SERVER}) instead of --datastore embedded",
+                            data_dir.display()
+                        ),
+                    })
+                }
+                Err(error) => return Err(error.into()),
+            },
+            Connection::Etcd { endpoints } => {
+                if endpoints.is_empty() {
+                    return Err(CliError::Usage(
+                        "--datastore etcd needs --etcd-endpoints URL[,URL...] (or IPAM_ETCD_ENDPOINTS)"
+                            .to_string(),
+                    ));
+                }
+                Arc::new(
+                    EtcdStore::connect(endpoints, EtcdOptions::default())
+                        .await
+                        .map_err(flag_error)?,
+                )
+            }
+            Connection::Kubernetes { kubeconfig } => Arc::new(
+                KubernetesStore::connect(kubeconfig.as_deref())
+                    .await
+                    .map_err(flag_error)?,
+            ),
+        };
+        let engine = Ipam::new(store);
+        // One read now, so that an unreachable datastore is reported as such
+        // before anything else.
+        engine.config().await?;
+        Ok(Backend::Direct(Box::new(engine)))
+    }
+
+    /// Per-pool and per-block usage (`GET /v1/usage`).
+    pub async fn usage(&self) -> Result<UsageResponse, CliError> {
+        Ok(match self {
+            Backend::Direct(engine) => UsageResponse::of(&engine.snapshot().await?),
+            Backend::Server(client) => client.usage().await?,
+        })
+    }
+
+    /// Borrowed addresses. Through the server, every block is read one by
+    /// one (`GET /v1/blocks`), with a progress bar on a terminal.
+    pub async fn borrowed(&self) -> Result<Borrowed, CliError> {
+        let (mut addresses, unclassified) = match self {
+            Backend::Direct(engine) => borrowed(&engine.snapshot().await?),
+            Backend::Server(client) => {
+                let usage = client.usage().await?;
+                let cidrs: Vec<IpNet> = usage
+                    .pools
+                    .iter()
+                    .flat_map(|p| &p.blocks)
+                    .chain(&usage.orphaned_blocks)
+                    .map(|b| b.cidr)
+                    .collect();
+                let progress = Progress::bar(cidrs.len() as u64, "reading blocks");
+                let mut found = Vec::new();
+                let mut unclassified = 0;
+                for cidr in cidrs {
+                    progress.inc();
+                    // A block deleted since the usage was read holds nothing.
+                    let Some(detail) = client.block(cidr).await? else {
+                        continue;
+                    };
+                    let block = block_cidr(detail.cidr)?;
+                    let owner = detail.node.unwrap_or_default();
+                    for allocation in &detail.allocations {
+                        let attribute =
+                            |key: &str| allocation.attributes.get(key).map(String::as_str);
+                        match classify(allocation.address, block, &owner, attribute) {
+                            Borrowing::Borrowed(b) => found.push(b),
+                            Borrowing::Unclassified => unclassified += 1,
+                            Borrowing::Own => {}
+                        }
+                    }
+                }
+                progress.finish();
+                (found, unclassified)
+            }
+        };
+        // calicoctl lists blocks as the datastore lists them: by object name.
+        addresses.sort_by_cached_key(|b| (b.block.object_name(), address_order(b.address)));
+        Ok(Borrowed {
+            addresses,
+            unclassified,
+        })
+    }
+
+    /// The IPAM configuration.
+    pub async fn config(&self) -> Result<ConfigBody, CliError> {
+        Ok(match self {
+            Backend::Direct(engine) => engine.config().await?.into(),
+            Backend::Server(client) => client.config().await?,
+        })
+    }
+
+    /// Stores the IPAM configuration (validated as Calico validates it).
+    pub async fn set_config(&self, config: &ConfigBody) -> Result<(), CliError> {
+        match self {
+            Backend::Direct(engine) => {
+                // Fields of a newer Calico stored in the config are kept.
+                let mut stored = engine.config().await?;
+                stored.strict_affinity = config.strict_affinity;
+                stored.auto_allocate_blocks = config.auto_allocate_blocks;
+                stored.max_blocks_per_host = config.max_blocks_per_host;
+                engine.set_config(stored).await?;
+            }
+            Backend::Server(client) => {
+                client.set_config(config).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Who holds an address, or that it is free, or in no pool.
+    pub async fn address(&self, address: IpAddr) -> Result<AddressReport, CliError> {
+        match self {
+            Backend::Direct(engine) => {
+                let attribute = engine.attributes_of(address).await?;
+                let pools = engine.pools().await?;
+                let pool = pools
+                    .iter()
+                    .find(|p| p.contains(address))
+                    .map(|p| p.name().to_string());
+                Ok(match attribute {
+                    Some(attribute) => AddressReport {
+                        info: AddressInfo {
+                            address,
+                            status: AddressState::InUse,
+                            pool,
+                            handle: attribute.handle().map(str::to_string),
+                            attributes: attribute.secondary.to_map(),
+                        },
+                        alternate_attributes: attribute.alternate_owner.to_map(),
+                    },
+                    None => AddressReport {
+                        info: AddressInfo {
+                            address,
+                            status: if pool.is_some() {
+                                AddressState::Free
+                            } else {
+                                AddressState::NotInPool
+                            },
+                            pool,
+                            handle: None,
+                            attributes: Default::default(),
+                        },
+                        alternate_attributes: Default::default(),
+                    },
+                })
+            }
+            Backend::Server(client) => Ok(AddressReport {
+                info: client.address(address).await?,
+                alternate_attributes: Default::default(),
+            }),
+        }
+    }
+
+    /// The consistency report; `live` says which pod and node checks run.
+    /// Through the server, whose `GET /v1/check` knows neither, the pod
+    /// check runs here over the allocations it lists (`GET /v1/blocks`,
+    /// block by block) and the node checks are skipped.
+    pub async fn check(&self, live: &Liveness) -> Result<CheckReport, CliError> {
+        match self {
+            Backend::Direct(engine) => {
+                let progress = Progress::spinner("reading blocks, handles and affinities");
+                let snapshot = engine.snapshot().await?;
+                progress.message(&format!("checking {} blocks", snapshot.blocks().count()));
+                let report = check(&snapshot, live);
+                progress.finish();
+                Ok(report)
+            }
+            Backend::Server(client) => {
+                let progress = Progress::spinner("ipam-server is checking");
+                let mut report = client.check().await?.report;
+                progress.finish();
+                if let Some(pods) = &live.pods {
+                    let found = pods_gone(client, pods).await?;
+                    report.add_findings(SkippedCheck::PodLiveness, found);
+                }
+                Ok(report)
+            }
+        }
+    }
+
+    /// Releases one address, provided it still has the handle and sequence
+    /// number given (when given).
+    pub async fn release_one(&self, item: ReleaseItem) -> Result<ReleaseOutcome, CliError> {
+        let address = item.address;
+        let result = match self {
+            Backend::Direct(engine) => engine
+                .release(&[ReleaseRequest {
+                    address: item.address,
+                    handle: item.handle,
+                    sequence_number: item.sequence_number,
+                }])
+                .await
+                .map(|r| r.released.contains(&address))
+                .map_err(|e| match e {
+                    ipam_store::IpamError::Refused(
+                        ipam_core::Error::SequenceNumberMismatch { .. }
+                        | ipam_core::Error::HandleMismatch { .. },
+                    ) => None,
+                    other => Some(CliError::from(other)),
+                }),
+            Backend::Server(client) => client
+                .release(&ReleaseBody {
+                    addresses: vec![item],
+                })
+                .await
+                .map(|r| r.released.contains(&address))
+                .map_err(|e| match e.api_code() {
+                    Some("allocation_changed") => None,
+                    _ => Some(CliError::from(e)),
+                }),
+        };
+        match result {
+            Ok(true) => Ok(ReleaseOutcome::Released),
+            Ok(false) => Ok(ReleaseOutcome::AlreadyFree),
+            Err(None) => Ok(ReleaseOutcome::Changed),
+            Err(Some(error)) => Err(error),
+        }
+    }
+
+    /// The addresses a handle holds now.
+    pub async fn handle_addresses(&self, handle: &str) -> Result<Vec<IpNet>, CliError> {
+        Ok(match self {
+            Backend::Direct(engine) => engine.addresses_of_handle(handle).await?,
+            Backend::Server(client) => client
+                .handle_addresses(handle)
+                .await?
+                .map(|h| h.addresses)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Releases a handle's addresses and deletes the handle.
+    pub async fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>, CliError> {
+        Ok(match self {
+            Backend::Direct(engine) => engine.release_by_handle(handle).await?,
+            Backend::Server(client) => client.release_handle(handle).await?.released,
+        })
+    }
+
+    /// Every pool, by name.
+    pub async fn pools(&self) -> Result<Vec<PoolBody>, CliError> {
+        Ok(match self {
+            Backend::Direct(engine) => engine.pools().await?.iter().map(PoolBody::from).collect(),
+            Backend::Server(client) => client.pools().await?,
+        })
+    }
+
+    /// Creates a pool; one that overlaps another is refused.
+    pub async fn create_pool(&self, pool: Pool) -> Result<(), CliError> {
+        match self {
+            Backend::Direct(engine) => engine.create_pool(pool).await?,
+            Backend::Server(client) => {
+                client.create_pool(&PoolBody::from(&pool)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a pool's spec (its CIDR and block size cannot change).
+    pub async fn update_pool(&self, pool: Pool) -> Result<(), CliError> {
+        match self {
+            Backend::Direct(engine) => engine.update_pool(pool).await?,
+            Backend::Server(client) => {
+                let spec = PoolSpecBody {
+                    spec: pool.spec().clone(),
+                };
+                client.update_pool(pool.name(), &spec).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a pool as Calico does: disabled, its affinities released,
+    /// then removed; addresses in use stay allocated until released.
+    pub async fn delete_pool(&self, name: &str) -> Result<(), CliError> {
+        match self {
+            Backend::Direct(engine) => engine.delete_pool(name).await?,
+            Backend::Server(client) => client.delete_pool(name).await?,
+        }
+        Ok(())
+    }
+}
+
+// While connecting, a refusal is about what the flags say (an endpoint
+// that is not a URL, a kubeconfig that cannot be read): a usage error.
+fn flag_error(error: StoreError) -> CliError {
+    match error {
+        StoreError::Invalid { .. } => CliError::Usage(error.to_string()),
+        other => other.into(),
+    }
+}
+
+// The podGone findings for the allocations ipam-server lists: ipam-core's
+// check, run over the server's pools and blocks rebuilt in Calico's form
+// (one attribute entry per allocation, which the check does not mind), so
+// that the findings are exactly those a direct check makes.
+async fn pods_gone(client: &Client, pods: &BTreeSet<PodRef>) -> Result<Vec<Finding>, CliError> {
+    let pools = client
+        .pools()
+        .await?
+        .into_iter()
+        .map(|p| Pool::new(p.name, p.spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let usage = client.usage().await?;
+    let cidrs: Vec<IpNet> = usage
+        .pools
+        .iter()
+        .flat_map(|p| &p.blocks)
+        .chain(&usage.orphaned_blocks)
+        .map(|b| b.cidr)
+        .collect();
+    let mut snapshot = Snapshot::new(IpamConfig::default(), pools, &[]);
+    let progress = Progress::bar(cidrs.len() as u64, "reading blocks");
+    for cidr in cidrs {
+        progress.inc();
+        if let Some(detail) = client.block(cidr).await? {
+            snapshot.insert_block(rebuilt_block(&detail)?);
+        }
+    }
+    progress.finish();
+    let live = Liveness {
+        pods: Some(pods.clone()),
+        nodes: None,
+    };
+    Ok(check(&snapshot, &live)
+        .findings
+        .into_iter()
+        .filter(|f| f.kind == FindingKind::PodGone)
+        .collect())
+}
+
+// A block as Calico stores it, from what `GET /v1/blocks` says of it.
+fn rebuilt_block(detail: &BlockDetail) -> Result<Block, CliError> {
+    let cidr = block_cidr(detail.cidr)?;
+    let mut allocations = vec![None; cidr.size() as usize];
+    let mut attributes = Vec::new();
+    let mut sequence_numbers = BTreeMap::new();
+    for allocation in &detail.allocations {
+        let slot = allocations
+            .get_mut(allocation.ordinal as usize)
+            .ok_or_else(|| {
+                CliError::Refused(format!(
+                    "ipam-server listed ordinal {} in block {cidr}, which has {}",
+                    allocation.ordinal,
+                    cidr.size()
+                ))
+            })?;
+        *slot = Some(attributes.len() as u32);
+        attributes.push(Attribute {
+            handle_id: allocation.handle.clone(),
+            secondary: allocation.attributes.iter().collect(),
+            ..Attribute::default()
+        });
+        sequence_numbers.insert(allocation.ordinal.to_string(), allocation.sequence_number);
+    }
+    let unallocated = (0..cidr.size())
+        .filter(|&o| allocations[o as usize].is_none())
+        .collect();
+    let spec = BlockSpec {
+        cidr: cidr.to_string(),
+        affinity: None,
+        affinity_claim_time: None,
+        allocations,
+        unallocated,
+        attributes,
+        sequence_number: sequence_numbers.values().max().map_or(0, |s| s + 1),
+        sequence_number_for_allocation: sequence_numbers,
+        deleted: false,
+        strict_affinity: false,
+        host_affinity: None,
+        unknown: Default::default(),
+    };
+    Ok(Block::from_spec(spec)?)
+}
+
+fn block_cidr(net: IpNet) -> Result<BlockCidr, CliError> {
+    BlockCidr::new(net).map_err(|e| {
+        CliError::Refused(format!(
+            "ipam-server listed {net}, which is not a block: {e}"
+        ))
+    })
+}
+
+// Addresses of one block sort numerically.
+fn address_order(address: IpAddr) -> u128 {
+    ipam_core::cidr::to_u128(address)
+}
