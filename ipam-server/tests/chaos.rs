@@ -7,7 +7,9 @@
 //! the consistency check may find nothing but what an interrupted request
 //! leaves (a handle counting an address its block never got, only for
 //! handles whose request was cut), and after releasing everything the
-//! ledger holds, the pool must be empty and the check clean.
+//! ledger holds, the pool must be empty and `ipamctl check` clean. The
+//! checks are ipamctl's own (`ipam_cli::run` with `check -o FILE`, straight
+//! on etcd), the code the `ipamctl` binary runs.
 //!
 //! Bounded in time and count: 20 s by default (CI's short form); longer
 //! with `CHAOS_SECONDS`, e.g.
@@ -20,7 +22,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipam_core::check::{check, FindingKind, Liveness};
+use clap::Parser;
+use ipam_core::check::{CheckReport, FindingKind};
 use ipam_core::{Pool, PoolSpec};
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::{Datastore, Ipam};
@@ -174,6 +177,27 @@ fn chaos_duration() -> Duration {
     Duration::from_secs(seconds)
 }
 
+/// `ipamctl --datastore etcd check -o FILE`, and the report it wrote.
+async fn ipamctl_check(etcd: &str, dir: &std::path::Path) -> CheckReport {
+    let report = dir.join("check.json");
+    let argv = [
+        "ipamctl",
+        "--datastore",
+        "etcd",
+        "--etcd-endpoints",
+        etcd,
+        "check",
+        "-o",
+        report.to_str().unwrap(),
+    ];
+    let cli = ipam_cli::args::Cli::try_parse_from(argv).unwrap();
+    let mut summary = Vec::new();
+    ipam_cli::run(&cli, &mut summary)
+        .await
+        .unwrap_or_else(|e| panic!("ipamctl check: {e}"));
+    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+}
+
 async fn start_server(dir: &std::path::Path, port: u16, etcd: &str) -> Server {
     let mut cmd = command(dir, &format!("127.0.0.1:{port}"));
     cmd.args(["--datastore", "etcd", "--etcd-endpoints", etcd])
@@ -261,7 +285,7 @@ async fn no_address_is_acknowledged_twice_through_kills_and_an_etcd_restart() {
         }
     }
     assert_eq!(held, ledger.holder, "the store and the ledger disagree");
-    let report = check(&snapshot, &Liveness::default());
+    let report = ipamctl_check(&endpoint, dir.path()).await;
     for finding in &report.findings {
         let allowed = matches!(
             finding.kind,
@@ -283,7 +307,7 @@ async fn no_address_is_acknowledged_twice_through_kills_and_an_etcd_restart() {
     let in_use: u32 = after.blocks().map(|b| b.allocated_count()).sum();
     assert_eq!(in_use, 0, "addresses left after releasing the ledger");
     let stray: Vec<String> = after.handles().map(|h| h.id().to_string()).collect();
-    let final_report = check(&after, &Liveness::default());
+    let final_report = ipamctl_check(&endpoint, dir.path()).await;
     assert!(
         final_report.is_consistent(),
         "{:?}\nhandles left: {stray:?}",
@@ -294,7 +318,8 @@ async fn no_address_is_acknowledged_twice_through_kills_and_an_etcd_restart() {
         "chaos for {:?}: {} assigns and {} releases acknowledged by {SERVERS} servers over {NODES} nodes \
          ({WORKERS} workers), {} retries, {kills} servers SIGKILLed, {etcd_restarts} etcd restart; \
          {} live at the end, store = ledger, {} interrupted handles, {leftovers} check findings \
-         (all over-counts of interrupted handles), 0 double acknowledgements, pool empty after release",
+         (all over-counts of interrupted handles), 0 double acknowledgements, pool empty and \
+         ipamctl check clean after release",
         run_for,
         ledger.assigns,
         ledger.releases,
