@@ -467,8 +467,28 @@ pub struct BlockDetail {
     /// The node it is affine to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Its owner as Calico writes it (`host:node-1`, `virtual:vm-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<String>,
     /// Allocated addresses, in ordinal order.
     pub allocations: Vec<AllocationBody>,
+}
+
+/// One entry of `GET /v1/affinities`: a claim of a node (or virtual owner)
+/// on a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AffinityListItem {
+    /// The node or virtual owner.
+    pub node: String,
+    /// The block.
+    #[schema(value_type = String)]
+    pub cidr: IpNet,
+    /// `pending`, `confirmed` or `pendingDeletion`.
+    pub state: String,
+    /// `host` or `virtual`.
+    #[serde(rename = "type")]
+    pub affinity_type: String,
 }
 
 /// `GET /v1/check`: the consistency report.

@@ -10,17 +10,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use ipam_api::{
-    AddressInfo, AddressState, BlockDetail, ConfigBody, PoolBody, PoolSpecBody, ReleaseBody,
-    ReleaseItem, UsageResponse,
+    AddressInfo, AddressState, AffinityListItem, BlockDetail, ConfigBody, PoolBody, PoolSpecBody,
+    ReleaseBody, ReleaseItem, UsageResponse,
 };
 use ipam_client::{read_token_file, Client, Endpoint};
 use ipam_core::block::{Attribute, BlockSpec};
-use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, PodRef, SkippedCheck};
+use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, SkippedCheck};
 use ipam_core::usage::{borrowed, classify, BorrowedAddress, Borrowing};
-use ipam_core::{Block, BlockCidr, IpamConfig, Pool, ReleaseRequest, Snapshot};
+use ipam_core::{
+    Affinity, AffinityState, Block, BlockCidr, IpamConfig, Pool, ReleaseRequest, Snapshot,
+};
 use ipam_store::embedded::EmbeddedStore;
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::kubernetes::KubernetesStore;
@@ -312,9 +314,9 @@ impl Backend {
     }
 
     /// The consistency report; `live` says which pod and node checks run.
-    /// Through the server, whose `GET /v1/check` knows neither, the pod
-    /// check runs here over the allocations it lists (`GET /v1/blocks`,
-    /// block by block) and the node checks are skipped.
+    /// Through the server, whose `GET /v1/check` knows neither, they run
+    /// here over the blocks and affinities it lists (`GET /v1/blocks`,
+    /// block by block, and `GET /v1/affinities`).
     pub async fn check(&self, live: &Liveness) -> Result<CheckReport, CliError> {
         match self {
             Backend::Direct(engine) => {
@@ -329,9 +331,14 @@ impl Backend {
                 let progress = Progress::spinner("ipam-server is checking");
                 let mut report = client.check().await?.report;
                 progress.finish();
-                if let Some(pods) = &live.pods {
-                    let found = pods_gone(client, pods).await?;
-                    report.add_findings(SkippedCheck::PodLiveness, found);
+                if live.pods.is_some() || live.nodes.is_some() {
+                    let found = liveness_findings(client, live).await?;
+                    if live.pods.is_some() {
+                        report.add_findings(SkippedCheck::PodLiveness, found.pods);
+                    }
+                    if live.nodes.is_some() {
+                        report.add_findings(SkippedCheck::NodeLiveness, found.nodes);
+                    }
                 }
                 Ok(report)
             }
@@ -454,7 +461,15 @@ fn flag_error(error: StoreError) -> CliError {
 // check, run over the server's pools and blocks rebuilt in Calico's form
 // (one attribute entry per allocation, which the check does not mind), so
 // that the findings are exactly those a direct check makes.
-async fn pods_gone(client: &Client, pods: &BTreeSet<PodRef>) -> Result<Vec<Finding>, CliError> {
+/// What the server's check cannot know, found here: its blocks and
+/// affinities rebuilt from `GET /v1/blocks` and `GET /v1/affinities`, and
+/// ipam-core's check run over them with the live pods and nodes.
+struct LivenessFindings {
+    pods: Vec<Finding>,
+    nodes: Vec<Finding>,
+}
+
+async fn liveness_findings(client: &Client, live: &Liveness) -> Result<LivenessFindings, CliError> {
     let pools = client
         .pools()
         .await?
@@ -478,15 +493,41 @@ async fn pods_gone(client: &Client, pods: &BTreeSet<PodRef>) -> Result<Vec<Findi
         }
     }
     progress.finish();
-    let live = Liveness {
-        pods: Some(pods.clone()),
-        nodes: None,
-    };
-    Ok(check(&snapshot, &live)
-        .findings
+    if live.nodes.is_some() {
+        for item in client.affinities().await? {
+            snapshot.insert_affinity(rebuilt_affinity(&item)?);
+        }
+    }
+    let findings = check(&snapshot, live).findings;
+    let (pods, rest): (Vec<Finding>, Vec<Finding>) = findings
         .into_iter()
-        .filter(|f| f.kind == FindingKind::PodGone)
-        .collect())
+        .partition(|f| f.kind == FindingKind::PodGone);
+    let nodes = rest
+        .into_iter()
+        .filter(|f| {
+            matches!(
+                f.kind,
+                FindingKind::BlockNodeGone
+                    | FindingKind::AffinityNodeGone
+                    | FindingKind::AllocationNodeGone
+            )
+        })
+        .collect();
+    Ok(LivenessFindings { pods, nodes })
+}
+
+// An affinity as Calico stores it, from what `GET /v1/affinities` says.
+fn rebuilt_affinity(item: &AffinityListItem) -> Result<Affinity, CliError> {
+    let state: AffinityState =
+        serde_json::from_value(serde_json::Value::String(item.state.clone())).map_err(|e| {
+            CliError::Refused(format!(
+                "ipam-server listed an affinity of {}: {e}",
+                item.node
+            ))
+        })?;
+    let mut affinity = Affinity::new(item.node.clone(), block_cidr(item.cidr)?, state);
+    affinity.affinity_type = Some(item.affinity_type.clone());
+    Ok(affinity)
 }
 
 // A block as Calico stores it, from what `GET /v1/blocks` says of it.
@@ -518,7 +559,7 @@ fn rebuilt_block(detail: &BlockDetail) -> Result<Block, CliError> {
         .collect();
     let spec = BlockSpec {
         cidr: cidr.to_string(),
-        affinity: None,
+        affinity: detail.affinity.clone(),
         affinity_claim_time: None,
         allocations,
         unallocated,

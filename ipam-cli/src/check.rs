@@ -12,8 +12,8 @@
 //! be read: with `--datastore kubernetes`, or a `--kubeconfig`
 //! (`KUBECONFIG`) next to another datastore, as calicoctl does. Through
 //! ipam-server, whose `GET /v1/check` knows no pods or nodes, a kubeconfig
-//! lets ipamctl check the pods itself over the allocations the server
-//! lists; the node checks are skipped, and the summary says so.
+//! lets ipamctl check them itself over the blocks and affinities the
+//! server lists.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -104,7 +104,7 @@ pub fn summary(report: &CheckReport, show_findings: bool, written_to: Option<&Pa
     if !report.skipped.is_empty() {
         text.push_str(
             "  (with --kubeconfig, or --datastore kubernetes, the live pods and nodes are \
-             read; through ipam-server only the pods are checked)\n",
+             read)\n",
         );
     }
     text.push_str(&format!(
@@ -137,7 +137,7 @@ mod tests {
              Found 1 handleWithoutAllocations (inconsistency).\n\
              Skipped: addresses of pods that no longer exist (the live pods are not known).\n\
              Skipped: blocks, affinities and addresses of nodes that no longer exist (the live nodes are not known).\n  \
-             (with --kubeconfig, or --datastore kubernetes, the live pods and nodes are read; through ipam-server only the pods are checked)\n\
+             (with --kubeconfig, or --datastore kubernetes, the live pods and nodes are read)\n\
              Check complete; found 1 problems.\n\
              Report written to /tmp/r.json.\n"
         );

@@ -775,7 +775,7 @@ async fn check_finds_gone_pods_and_nodes_and_release_from_report_leaves_reassign
 // The fake API server runs in this process: the runtime needs a thread to
 // serve it while the test waits for ipamctl.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_the_server_a_kubeconfig_finds_gone_pods_as_a_direct_check_does() {
+async fn through_the_server_a_kubeconfig_finds_gone_pods_and_nodes_as_a_direct_check_does() {
     let api = ApiServer::start().await;
     api.put_core("nodes", json!({"metadata": {"name": "node-1"}}));
     api.put_core(
@@ -797,6 +797,16 @@ async fn through_the_server_a_kubeconfig_finds_gone_pods_as_a_direct_check_does(
             let handle = format!("k8s-pod-network.{pod}");
             assign_pod(&engine, &handle, "node-1", pod, 1, 1).await;
         }
+        // A pod of a node that is gone too.
+        assign_pod(
+            &engine,
+            "k8s-pod-network.stranded",
+            "node-2",
+            "stranded",
+            1,
+            0,
+        )
+        .await;
     }
     let kubeconfig = api.kubeconfig().display().to_string();
     let reports = tempfile::tempdir().unwrap();
@@ -814,33 +824,26 @@ async fn through_the_server_a_kubeconfig_finds_gone_pods_as_a_direct_check_does(
     let run = ipamctl_with(&connection, &["check", "-o", &server_report]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
-        run.stdout.contains("Found 4 podGone (leak).\n"),
+        run.stdout.contains("Found 5 podGone (leak).\n"),
         "{}",
         run.stdout
     );
-    assert!(
-        !run.stdout.contains("Skipped: addresses of pods"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("Skipped: blocks, affinities and addresses of nodes"),
-        "{}",
-        run.stdout
-    );
+    for kind in ["blockNodeGone", "affinityNodeGone", "allocationNodeGone"] {
+        assert!(run.stdout.contains(kind), "{kind}: {}", run.stdout);
+    }
+    assert!(!run.stdout.contains("Skipped"), "{}", run.stdout);
     let read = |path: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     };
     let (direct, through_server) = (read(&direct_report), read(&server_report));
     assert_eq!(direct["findings"], through_server["findings"]);
-    assert_eq!(through_server["skipped"], json!(["nodeLiveness"]));
+    assert_eq!(through_server["skipped"], json!([]));
 
     let run = ipamctl_with(&connection, &["release", "--from-report", &server_report]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stdout
-            .starts_with("Releasing 4 leaked IPs...\nReleased 4 IPs successfully.\n"),
+            .starts_with("Releasing 5 leaked IPs...\nReleased 5 IPs successfully.\n"),
         "{}",
         run.stdout
     );

@@ -18,9 +18,9 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use ipam_api::{
-    AddressInfo, AssignBody, AssignIpBody, AssignResponse, BlockDetail, CheckResponse, ConfigBody,
-    ErrorBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody, ReleaseResponse,
-    UsageResponse,
+    AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignResponse, BlockDetail,
+    CheckResponse, ConfigBody, ErrorBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
+    ReleaseResponse, UsageResponse,
 };
 pub use ipam_api::{Endpoint, EndpointError};
 use ipnet::IpNet;
@@ -281,6 +281,12 @@ impl Client {
     pub async fn block(&self, cidr: IpNet) -> Result<Option<BlockDetail>, ClientError> {
         let path = format!("/v1/blocks?cidr={}", encode(&cidr.to_string()));
         not_found_is_none(self.call::<(), _>(Method::GET, path, None).await)
+    }
+
+    /// `GET /v1/affinities`.
+    pub async fn affinities(&self) -> Result<Vec<AffinityListItem>, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/affinities".into(), None)
+            .await
     }
 
     /// `GET /v1/check`.

@@ -443,6 +443,33 @@ pub async fn node_affinities(
     ))
 }
 
+/// Every affinity of every node, read fresh: with the blocks' owners, what
+/// a check of nodes that no longer exist needs.
+#[utoipa::path(get, path = "/v1/affinities", tag = "nodes",
+    responses(
+        (status = 200, description = "Every affinity, by node and block", body = Vec<AffinityListItem>),
+        (status = 503, description = "Datastore unreachable", body = ErrorBody),
+    ))]
+pub async fn list_affinities(
+    State(state): Shared,
+) -> Result<Json<Vec<AffinityListItem>>, ApiError> {
+    let snapshot = state.engine.snapshot().await?;
+    let mut affinities: Vec<AffinityListItem> = snapshot
+        .affinities()
+        .map(|a| AffinityListItem {
+            node: a.node.clone(),
+            cidr: a.cidr.net(),
+            state: a.state.as_str().to_string(),
+            affinity_type: a
+                .affinity_type
+                .clone()
+                .unwrap_or_else(|| "host".to_string()),
+        })
+        .collect();
+    affinities.sort_by(|a, b| (&a.node, a.cidr).cmp(&(&b.node, b.cidr)));
+    Ok(Json(affinities))
+}
+
 /// Claims every block of a CIDR for a node (Calico's ClaimAffinity).
 #[utoipa::path(post, path = "/v1/nodes/{node}/affinities", tag = "nodes", request_body = ClaimBody,
     params(("node" = String, Path, description = "The node")),
@@ -570,6 +597,7 @@ pub async fn block_detail(
     Ok(Json(BlockDetail {
         cidr: cidr.net(),
         node: block.owner().map(BlockOwner::name).map(str::to_string),
+        affinity: block.owner().map(ToString::to_string),
         allocations,
     }))
 }

@@ -59,7 +59,7 @@ impl Default for AppConfig {
         api::assign, api::assign_ip, api::release, api::release_handle, api::handle_addresses,
         api::handles_on_node,
         api::address_info, api::list_pools, api::get_pool, api::create_pool, api::update_pool,
-        api::delete_pool, api::get_config, api::set_config, api::node_affinities,
+        api::delete_pool, api::get_config, api::set_config, api::node_affinities, api::list_affinities,
         api::claim_affinity, api::release_affinity, api::release_node, api::usage_summary,
         api::block_detail, api::check_report,
     ),
@@ -122,6 +122,7 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
                 .delete(api::release_affinity),
         )
         .route("/v1/nodes/{node}", axum::routing::delete(api::release_node))
+        .route("/v1/affinities", get(api::list_affinities))
         .route("/v1/usage", get(api::usage_summary))
         .route("/v1/blocks", get(api::block_detail))
         .route("/v1/check", get(api::check_report))

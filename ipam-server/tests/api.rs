@@ -334,6 +334,29 @@ async fn handles_are_listed_and_released() {
 }
 
 #[tokio::test]
+async fn every_affinity_is_listed_and_blocks_name_their_owner_as_calico_does() {
+    let app = App::with_pool(AppConfig::default()).await;
+    let a = app.assign("h1", "node-a", 1).await;
+    app.assign("h2", "node-b", 1).await;
+    let (status, listed) = app.get("/v1/affinities").await;
+    assert_eq!(status, 200, "{listed}");
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0]["node"], "node-a");
+    assert_eq!(listed[0]["state"], "confirmed");
+    assert_eq!(listed[0]["type"], "host");
+    let cidr = listed[0]["cidr"].as_str().unwrap();
+    let address: ipnet::IpNet = a["ipv4"][0].as_str().unwrap().parse().unwrap();
+    assert!(cidr
+        .parse::<ipnet::IpNet>()
+        .unwrap()
+        .contains(&address.addr()));
+    let (_, block) = app.get(&format!("/v1/blocks?cidr={cidr}")).await;
+    assert_eq!(block["affinity"], "host:node-a", "{block}");
+    assert_eq!(block["node"], "node-a");
+}
+
+#[tokio::test]
 async fn a_nodes_handles_are_listed_by_prefix() {
     let app = App::with_pool(AppConfig::default()).await;
     let a = app.assign("net.a", "n1", 2).await;
