@@ -103,6 +103,8 @@ fn every_manifest_is_a_known_kind_with_known_fields_in_apply_order() {
             "ServiceAccount",
             "ServiceAccount",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",
             "Service",
@@ -113,85 +115,62 @@ fn every_manifest_is_a_known_kind_with_known_fields_in_apply_order() {
 }
 
 #[test]
-fn the_cluster_role_grants_only_ipam_resources_and_read_only_core_lookups() {
+fn the_cluster_roles_grant_only_ipam_resources_without_wildcards() {
+    // What each role may do, verb by verb, is held to what the code does
+    // by tests/tests/rbac.rs; here, the shape every role keeps.
     let all = load();
-    let role = only(&all.cluster_roles, "ClusterRole");
+    assert_eq!(
+        all.cluster_roles.len(),
+        2,
+        "one role for the plugin, one for the server"
+    );
     let ipam_plurals: BTreeSet<String> = crds::manifests::crds()
         .unwrap()
         .into_iter()
         .map(|c| c.spec.names.plural)
         .collect();
-    let writable = ["ipamblocks", "blockaffinities", "ipamhandles"];
-    let mut granted_crds = BTreeSet::new();
-    for rule in role.rules.iter().flatten() {
-        let groups = rule.api_groups.clone().unwrap_or_default();
-        let resources = rule.resources.clone().unwrap_or_default();
-        let everything = groups.iter().chain(&resources).chain(&rule.verbs);
-        assert!(
-            everything.clone().all(|s| s != "*"),
-            "no wildcards: {rule:?}"
-        );
-        assert!(rule.non_resource_urls.is_none());
-        match groups.as_slice() {
-            [group] if group == "crd.projectcalico.org" => {
-                for resource in &resources {
-                    assert!(
-                        ipam_plurals.contains(resource),
-                        "{resource} is not an IPAM resource"
-                    );
-                    let writes = rule.verbs.iter().any(|v| v != "get" && v != "list");
-                    assert!(
-                        !writes || writable.contains(&resource.as_str()),
-                        "{resource} is read-only for the IPAM"
-                    );
-                    granted_crds.insert(resource.clone());
-                }
-                for verb in &rule.verbs {
-                    assert!(
-                        ["get", "list", "create", "update", "delete"].contains(&verb.as_str()),
-                        "the IPAM never uses {verb}"
-                    );
-                }
+    for role in &all.cluster_roles {
+        let name = role.metadata.name.clone().unwrap();
+        let mut granted = BTreeSet::new();
+        for rule in role.rules.iter().flatten() {
+            let groups = rule.api_groups.clone().unwrap_or_default();
+            let resources = rule.resources.clone().unwrap_or_default();
+            let everything = groups.iter().chain(&resources).chain(&rule.verbs);
+            assert!(
+                everything.clone().all(|s| s != "*"),
+                "{name}: no wildcards: {rule:?}"
+            );
+            assert!(rule.non_resource_urls.is_none(), "{name}: {rule:?}");
+            assert_eq!(groups, ["crd.projectcalico.org"], "{name}: {rule:?}");
+            for resource in &resources {
+                assert!(
+                    ipam_plurals.contains(resource),
+                    "{name}: {resource} is not an IPAM resource"
+                );
+                granted.insert(resource.clone());
             }
-            [core] if core.is_empty() => {
-                for resource in &resources {
-                    assert!(
-                        ["pods", "namespaces", "nodes"].contains(&resource.as_str()),
-                        "the IPAM never reads {resource}"
-                    );
-                }
-                assert_eq!(rule.verbs, ["get"], "core objects are only looked up");
+            for verb in &rule.verbs {
+                assert!(
+                    ["get", "list", "create", "update", "delete"].contains(&verb.as_str()),
+                    "{name}: the IPAM never uses {verb}"
+                );
             }
-            other => panic!("unexpected API groups {other:?}"),
         }
+        assert_eq!(
+            granted, ipam_plurals,
+            "{name}: every IPAM resource the engine touches"
+        );
     }
-    assert_eq!(
-        granted_crds, ipam_plurals,
-        "every IPAM resource the engine touches"
-    );
 }
 
 #[test]
-fn the_binding_ties_the_role_to_both_service_accounts() {
+fn each_service_account_is_bound_to_one_role_and_each_role_is_bound() {
     let all = load();
     let namespace = only(&all.namespaces, "Namespace")
         .metadata
         .name
         .clone()
         .unwrap();
-    let role = only(&all.cluster_roles, "ClusterRole");
-    let binding = only(&all.bindings, "ClusterRoleBinding");
-    assert_eq!(binding.role_ref.kind, "ClusterRole");
-    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
-    let bound: BTreeSet<(String, String)> = binding
-        .subjects
-        .iter()
-        .flatten()
-        .map(|s| {
-            assert_eq!(s.kind, "ServiceAccount");
-            (s.namespace.clone().unwrap(), s.name.clone())
-        })
-        .collect();
     let accounts: BTreeSet<(String, String)> = all
         .service_accounts
         .iter()
@@ -202,8 +181,27 @@ fn the_binding_ties_the_role_to_both_service_accounts() {
             )
         })
         .collect();
-    assert_eq!(bound, accounts);
     assert!(accounts.iter().all(|(ns, _)| *ns == namespace));
+    let roles: BTreeSet<String> = all
+        .cluster_roles
+        .iter()
+        .map(|r| r.metadata.name.clone().unwrap())
+        .collect();
+    let mut bound_accounts = Vec::new();
+    let mut bound_roles = BTreeSet::new();
+    for binding in &all.bindings {
+        assert_eq!(binding.role_ref.kind, "ClusterRole");
+        assert!(roles.contains(&binding.role_ref.name), "{binding:?}");
+        bound_roles.insert(binding.role_ref.name.clone());
+        for subject in binding.subjects.iter().flatten() {
+            assert_eq!(subject.kind, "ServiceAccount");
+            bound_accounts.push((subject.namespace.clone().unwrap(), subject.name.clone()));
+        }
+    }
+    bound_accounts.sort();
+    let expected: Vec<(String, String)> = accounts.into_iter().collect();
+    assert_eq!(bound_accounts, expected, "each account bound exactly once");
+    assert_eq!(bound_roles, roles, "every role is bound");
 }
 
 fn container_port(container: &Container, port: &IntOrString) -> i32 {

@@ -44,7 +44,7 @@
 //! and set up by the test with [`ApiServer::put_core`] and
 //! [`ApiServer::remove_core`]; they are not validated against a schema.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -121,6 +121,7 @@ impl ApiServer {
         }
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
+            accesses: Mutex::new(BTreeSet::new()),
         });
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -160,6 +161,26 @@ impl ApiServer {
     /// `kubectl --kubeconfig` would read it.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// Every kind of request the server has been asked so far (verb,
+    /// group, resource, object name), for testing that a role allows
+    /// exactly what the code does.
+    pub fn accesses(&self) -> BTreeSet<Access> {
+        self.shared
+            .accesses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forgets the requests recorded so far (after a test's set-up).
+    pub fn forget_accesses(&self) {
+        self.shared
+            .accesses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Every stored object of a `crd.projectcalico.org/v1` resource, by
@@ -284,6 +305,61 @@ fn write_kubeconfig(path: &Path, url: &str) -> std::io::Result<()> {
 
 struct Shared {
     store: Mutex<Store>,
+    accesses: Mutex<BTreeSet<Access>>,
+}
+
+/// One kind of request the server was asked, in RBAC's terms: what a role
+/// must allow for it to pass.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Access {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch` or `delete`.
+    pub verb: String,
+    /// The API group (`""` for core).
+    pub group: String,
+    /// The resource (plural).
+    pub resource: String,
+    /// The object's name, for requests on one object.
+    pub name: Option<String>,
+}
+
+impl Access {
+    // RBAC's verb for a request: the method, and for GET whether it names
+    // one object or a collection (and whether it watches).
+    fn of(method: &axum::http::Method, path: &str, query: Option<&str>) -> Option<Access> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (group, rest) = match parts.as_slice() {
+            ["apis", group, _version, rest @ ..] => (group.to_string(), rest),
+            ["api", _version, rest @ ..] => (String::new(), rest),
+            _ => return None,
+        };
+        let rest = match rest {
+            ["namespaces", _namespace, rest @ ..] => rest,
+            rest => rest,
+        };
+        let (resource, name) = match rest {
+            [resource] => (resource.to_string(), None),
+            [resource, name] => (resource.to_string(), Some(name.to_string())),
+            _ => return None,
+        };
+        let watching =
+            query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+        let verb = match (method.as_str(), &name) {
+            ("GET", None) if watching => "watch",
+            ("GET", None) => "list",
+            ("GET", Some(_)) => "get",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", _) => "delete",
+            _ => return None,
+        };
+        Some(Access {
+            verb: verb.to_string(),
+            group,
+            resource,
+            name,
+        })
+    }
 }
 
 impl Shared {
@@ -397,7 +473,28 @@ fn app(shared: Arc<Shared>) -> Router {
         )
         .route("/api/{version}/{plural}", get(list_core_objects))
         .fallback(|| async { ApiError::unknown_resource() })
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            record_access,
+        ))
         .with_state(shared)
+}
+
+// Notes what each request asks, refused or not: a role must allow it.
+async fn record_access(
+    State(shared): AppState,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = request.uri();
+    if let Some(access) = Access::of(request.method(), uri.path(), uri.query()) {
+        shared
+            .accesses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(access);
+    }
+    next.run(request).await
 }
 
 type AppState = State<Arc<Shared>>;
@@ -1355,6 +1452,59 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_request_is_named_in_rbacs_terms() {
+        use axum::http::Method;
+        let of = |method: Method, path: &str, query: Option<&str>| {
+            let a = Access::of(&method, path, query).unwrap();
+            (a.verb, a.group, a.resource, a.name)
+        };
+        let calico = "/apis/crd.projectcalico.org/v1";
+        assert_eq!(
+            of(Method::GET, &format!("{calico}/ipamblocks"), None),
+            (
+                "list".into(),
+                "crd.projectcalico.org".into(),
+                "ipamblocks".into(),
+                None
+            )
+        );
+        assert_eq!(
+            of(Method::GET, &format!("{calico}/ipamconfigs/default"), None).0,
+            "get"
+        );
+        assert_eq!(
+            of(Method::PUT, &format!("{calico}/ipamhandles/h"), None).0,
+            "update"
+        );
+        assert_eq!(
+            of(Method::POST, &format!("{calico}/ippools"), None).0,
+            "create"
+        );
+        assert_eq!(
+            of(Method::DELETE, &format!("{calico}/ipamblocks/b"), None).0,
+            "delete"
+        );
+        assert_eq!(
+            of(Method::GET, "/api/v1/pods", Some("watch=true")).0,
+            "watch"
+        );
+        assert_eq!(
+            of(
+                Method::GET,
+                "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l",
+                None
+            ),
+            (
+                "get".into(),
+                "coordination.k8s.io".into(),
+                "leases".into(),
+                Some("l".into())
+            )
+        );
+        assert!(Access::of(&Method::GET, "/healthz", None).is_none());
+    }
 
     #[test]
     fn selectors_parse_every_operator_kube_sends() {

@@ -1,1 +1,3 @@
-//! End-to-end tests that cross crates and processes (issues 5-8). Empty until then.
+//! End-to-end tests that cross crates: they live in `tests/` and use the
+//! workspace's crates together (deploy/ manifests against what the code
+//! does, for one). No library code here.

@@ -1,0 +1,324 @@
+//! The ClusterRoles of deploy/01-rbac.yaml against what the code asks the
+//! Kubernetes API for. Each component runs a workload through the
+//! in-process API server, which records every request in RBAC's terms; the
+//! role bound to the component's service account must allow every one of
+//! them, and must name nothing the workload did not use, save the few
+//! permissions only a failure path needs (listed below, each with why).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use ipam_core::{Pool, PoolSpec};
+use ipam_server::app::{router, AppConfig};
+use ipam_store::kubernetes::KubernetesStore;
+use ipam_store::{Datastore, Ipam};
+use serde_json::{json, Value};
+use testkit::apiserver::{Access, ApiServer};
+
+/// (verb, group, resource, resource names or empty for any).
+type Rule = (String, String, String, Vec<String>);
+
+/// The rules of each ClusterRole and the service accounts bound to it.
+fn roles() -> Vec<(String, Vec<Rule>, Vec<String>)> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/01-rbac.yaml"
+    ))
+    .unwrap();
+    let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let mut roles = Vec::new();
+    for role in documents.iter().filter(|d| d["kind"] == "ClusterRole") {
+        let name = role["metadata"]["name"].as_str().unwrap().to_string();
+        let mut rules = Vec::new();
+        for rule in role["rules"].as_array().unwrap() {
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        rules.push((
+                            verb,
+                            group.clone(),
+                            resource.clone(),
+                            strings(&rule["resourceNames"]),
+                        ));
+                    }
+                }
+            }
+        }
+        let accounts = documents
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRoleBinding" && d["roleRef"]["name"] == name.as_str())
+            .flat_map(|b| b["subjects"].as_array().unwrap().iter())
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect();
+        roles.push((name, rules, accounts));
+    }
+    roles
+}
+
+fn rules_of(account: &str) -> Vec<Rule> {
+    let bound: Vec<_> = roles()
+        .into_iter()
+        .filter(|(_, _, accounts)| accounts.iter().any(|a| a == account))
+        .collect();
+    assert_eq!(
+        bound.len(),
+        1,
+        "{account} must be bound to exactly one ClusterRole"
+    );
+    bound.into_iter().next().unwrap().1
+}
+
+fn allows(rule: &Rule, access: &Access) -> bool {
+    let (verb, group, resource, names) = rule;
+    *verb == access.verb
+        && *group == access.group
+        && *resource == access.resource
+        && (names.is_empty() || access.name.as_ref().is_some_and(|n| names.contains(n)))
+}
+
+/// Every access allowed; every rule used, or excused.
+fn assert_least_privilege(account: &str, accesses: &BTreeSet<Access>, excused: &[(&str, &str)]) {
+    let rules = rules_of(account);
+    let denied: Vec<&Access> = accesses
+        .iter()
+        .filter(|a| !rules.iter().any(|r| allows(r, a)))
+        .collect();
+    assert!(denied.is_empty(), "{account} would be refused: {denied:#?}");
+    let unused: Vec<&Rule> = rules
+        .iter()
+        .filter(|r| !accesses.iter().any(|a| allows(r, a)))
+        .filter(|(verb, _, resource, _)| !excused.contains(&(verb.as_str(), resource.as_str())))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "{account} is allowed more than it uses: {unused:#?}"
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn with_pool(runtime: &tokio::runtime::Runtime) -> ApiServer {
+    runtime.block_on(async {
+        let api = ApiServer::start().await;
+        let store = KubernetesStore::connect(Some(api.kubeconfig()))
+            .await
+            .unwrap();
+        let engine = Ipam::new(Arc::new(store) as Arc<dyn Datastore>);
+        let spec = PoolSpec {
+            block_size: Some(26),
+            ..PoolSpec::new("10.0.0.0/24".parse().unwrap())
+        };
+        engine
+            .create_pool(Pool::new("pool", spec).unwrap())
+            .await
+            .unwrap();
+        api.forget_accesses();
+        api
+    })
+}
+
+#[test]
+fn the_cni_plugins_role_allows_what_direct_mode_does_and_no_more() {
+    let runtime = runtime();
+    let api = with_pool(&runtime);
+    let config = |version: &str, extra: Value| {
+        let mut config = json!({
+            "cniVersion": version, "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
+            "datastore_type": "kubernetes",
+            "kubernetes": {"kubeconfig": api.kubeconfig()},
+            "ipam": {"type": "calico-ipam"}
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            config[key] = value.clone();
+        }
+        config.to_string().into_bytes()
+    };
+    let run = |command: &str, container: &str, args: &str, stdin: &[u8]| {
+        let env = |name: &str| -> Option<String> {
+            match name {
+                "CNI_COMMAND" => Some(command.to_string()),
+                "CNI_CONTAINERID" => Some(container.to_string()),
+                "CNI_NETNS" => Some("/run/netns/x".to_string()),
+                "CNI_IFNAME" => Some("eth0".to_string()),
+                "CNI_PATH" => Some("/opt/cni/bin".to_string()),
+                "CNI_ARGS" => Some(args.to_string()),
+                _ => None,
+            }
+        };
+        ipam_cni::run(env, stdin).unwrap_or_else(|e| panic!("{command} {container}: {e:?}"))
+    };
+    // Everything a kubelet asks of it, on the Kubernetes datastore.
+    let added = run(
+        "ADD",
+        "c1",
+        "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1",
+        &config("1.1.0", json!({})),
+    )
+    .unwrap();
+    run("ADD", "c2", "IP=10.0.0.200", &config("1.1.0", json!({})));
+    run(
+        "CHECK",
+        "c1",
+        "",
+        &config("1.1.0", json!({"prevResult": added})),
+    );
+    run("DEL", "c2", "", &config("1.1.0", json!({})));
+    run(
+        "GC",
+        "",
+        "",
+        &config("1.1.0", json!({"cni.dev/valid-attachments": []})),
+    );
+    run("STATUS", "", "", &config("1.1.0", json!({})));
+    // Reading the pool by name resolves it through the pool list.
+    run(
+        "ADD",
+        "c3",
+        "",
+        &config(
+            "1.1.0",
+            json!({"ipam": {"type": "calico-ipam", "ipv4_pools": ["pool"]}}),
+        ),
+    );
+    assert_least_privilege(
+        "calico-ipam",
+        &api.accesses(),
+        &[
+            // Undoing a claim that lost a race deletes the pending
+            // affinity and the block it made (engine: undo of a plan).
+            ("delete", "blockaffinities"),
+            ("delete", "ipamblocks"),
+        ],
+    );
+}
+
+#[test]
+fn the_servers_role_allows_what_every_route_does_and_no_more() {
+    let runtime = runtime();
+    let api = with_pool(&runtime);
+    let accesses = runtime.block_on(async {
+        let store = KubernetesStore::connect(Some(api.kubeconfig()))
+            .await
+            .unwrap();
+        let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(Arc::new(store)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(engine, AppConfig::default());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+            let mut request = client.request(method, format!("{base}{path}"));
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status();
+                let text = response.text().await.unwrap();
+                assert!(status.is_success(), "{status} {text}");
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null)
+            }
+        };
+        use reqwest::Method;
+        let got = call(
+            Method::POST,
+            "/v1/assign",
+            Some(json!({"handle": "h1", "node": "n1", "ipv4": 1})),
+        )
+        .await;
+        let address = got["ipv4"][0]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        call(
+            Method::POST,
+            "/v1/assign-ip",
+            Some(json!({"handle": "h2", "node": "n1", "address": "10.0.0.250"})),
+        )
+        .await;
+        call(Method::GET, "/v1/handles/h1", None).await;
+        call(Method::GET, "/v1/handles?node=n1", None).await;
+        call(Method::GET, &format!("/v1/addresses/{address}"), None).await;
+        call(
+            Method::POST,
+            "/v1/release",
+            Some(json!({"addresses": [{"address": "10.0.0.250"}]})),
+        )
+        .await;
+        call(Method::DELETE, "/v1/handles/h1", None).await;
+        call(Method::GET, "/v1/pools", None).await;
+        call(Method::GET, "/v1/pools/pool", None).await;
+        call(
+            Method::POST,
+            "/v1/pools",
+            Some(json!({"name": "p2", "spec": {"cidr": "10.1.0.0/24"}})),
+        )
+        .await;
+        call(
+            Method::PUT,
+            "/v1/pools/p2",
+            Some(json!({"spec": {"cidr": "10.1.0.0/24", "disabled": true}})),
+        )
+        .await;
+        call(Method::DELETE, "/v1/pools/p2", None).await;
+        call(Method::GET, "/v1/config", None).await;
+        call(
+            Method::PUT,
+            "/v1/config",
+            Some(json!({"strictAffinity": true, "autoAllocateBlocks": true})),
+        )
+        .await;
+        call(
+            Method::PUT,
+            "/v1/config",
+            Some(json!({"strictAffinity": false, "autoAllocateBlocks": true})),
+        )
+        .await;
+        // The whole pool: n2 gets every block n1 does not hold.
+        let claimed = call(
+            Method::POST,
+            "/v1/nodes/n2/affinities",
+            Some(json!({"cidr": "10.0.0.0/24"})),
+        )
+        .await;
+        let block = claimed["claimed"][0].as_str().unwrap().to_string();
+        call(Method::GET, "/v1/nodes/n2/affinities", None).await;
+        call(
+            Method::DELETE,
+            &format!("/v1/nodes/n2/affinities?cidr={block}"),
+            None,
+        )
+        .await;
+        call(Method::DELETE, "/v1/nodes/n1", None).await;
+        call(Method::GET, "/v1/affinities", None).await;
+        let usage = call(Method::GET, "/v1/usage", None).await;
+        if let Some(block) = usage["pools"][0]["blocks"].get(0) {
+            call(
+                Method::GET,
+                &format!("/v1/blocks?cidr={}", block["cidr"].as_str().unwrap()),
+                None,
+            )
+            .await;
+        }
+        call(Method::GET, "/v1/check", None).await;
+        call(Method::GET, "/readyz", None).await;
+        api.accesses()
+    });
+    assert_least_privilege("ipam-server", &accesses, &[]);
+}
