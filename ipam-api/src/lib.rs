@@ -232,6 +232,23 @@ pub struct AddressInfo {
     pub attributes: BTreeMap<String, String>,
 }
 
+impl AddressInfo {
+    /// An address nobody holds: free in `pool`, or in no pool at all.
+    pub fn unheld(address: IpAddr, pool: Option<String>) -> AddressInfo {
+        AddressInfo {
+            address,
+            status: if pool.is_some() {
+                AddressState::Free
+            } else {
+                AddressState::NotInPool
+            },
+            pool,
+            handle: None,
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
 /// Whether an address is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -408,6 +425,16 @@ pub struct UsageResponse {
 }
 
 impl UsageResponse {
+    /// Every block listed, pools' first, then those outside every pool.
+    pub fn block_cidrs(&self) -> Vec<IpNet> {
+        self.pools
+            .iter()
+            .flat_map(|p| &p.blocks)
+            .chain(&self.orphaned_blocks)
+            .map(|b| b.cidr)
+            .collect()
+    }
+
     /// The usage of every pool of `snapshot` and of the blocks outside
     /// them, as `GET /v1/usage` answers it: blocks of a pool in address
     /// order.

@@ -202,14 +202,7 @@ impl Backend {
         let (mut addresses, unclassified) = match self {
             Backend::Direct(engine) => borrowed(&engine.snapshot().await?),
             Backend::Server(client) => {
-                let usage = client.usage().await?;
-                let cidrs: Vec<IpNet> = usage
-                    .pools
-                    .iter()
-                    .flat_map(|p| &p.blocks)
-                    .chain(&usage.orphaned_blocks)
-                    .map(|b| b.cidr)
-                    .collect();
+                let cidrs = client.usage().await?.block_cidrs();
                 let progress = Progress::bar(cidrs.len() as u64, "reading blocks");
                 let mut found = Vec::new();
                 let mut unclassified = 0;
@@ -291,17 +284,7 @@ impl Backend {
                         alternate_attributes: attribute.alternate_owner.to_map(),
                     },
                     None => AddressReport {
-                        info: AddressInfo {
-                            address,
-                            status: if pool.is_some() {
-                                AddressState::Free
-                            } else {
-                                AddressState::NotInPool
-                            },
-                            pool,
-                            handle: None,
-                            attributes: Default::default(),
-                        },
+                        info: AddressInfo::unheld(address, pool),
                         alternate_attributes: Default::default(),
                     },
                 })
@@ -476,14 +459,7 @@ async fn liveness_findings(client: &Client, live: &Liveness) -> Result<LivenessF
         .into_iter()
         .map(|p| Pool::new(p.name, p.spec))
         .collect::<Result<Vec<_>, _>>()?;
-    let usage = client.usage().await?;
-    let cidrs: Vec<IpNet> = usage
-        .pools
-        .iter()
-        .flat_map(|p| &p.blocks)
-        .chain(&usage.orphaned_blocks)
-        .map(|b| b.cidr)
-        .collect();
+    let cidrs = client.usage().await?.block_cidrs();
     let mut snapshot = Snapshot::new(IpamConfig::default(), pools, &[]);
     let progress = Progress::bar(cidrs.len() as u64, "reading blocks");
     for cidr in cidrs {

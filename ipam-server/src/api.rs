@@ -2,7 +2,6 @@
 //! and response types whose field names are the API's stable schema
 //! (camelCase; pool specs and the IPAM config in Calico's own field names).
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -283,17 +282,7 @@ pub async fn address_info(
             handle: attribute.handle().map(str::to_string),
             attributes: attribute.secondary.to_map(),
         },
-        None => AddressInfo {
-            address: ip,
-            status: if pool.is_some() {
-                AddressState::Free
-            } else {
-                AddressState::NotInPool
-            },
-            pool,
-            handle: None,
-            attributes: BTreeMap::new(),
-        },
+        None => AddressInfo::unheld(ip, pool),
     };
     Ok(Json(info))
 }
