@@ -29,8 +29,11 @@
 //!   counts; failures are 422 Invalid with the API's message shape;
 //! - list filters by label selector (`k=v`, `k==v`, `k!=v`, `k in (..)`,
 //!   `k notin (..)`, `k`, `!k`) and answers `<Kind>List` with the current
-//!   resourceVersion; field selectors, watches and dry runs are refused
-//!   with 400 rather than ignored.
+//!   resourceVersion; field selectors and dry runs are refused with 400
+//!   rather than ignored;
+//! - watch (`?watch=true`) streams newline-delimited WatchEvents (ADDED,
+//!   MODIFIED, DELETED) after the given resourceVersion, or the current
+//!   objects first when none (or "0") is given, until `timeoutSeconds`.
 //!
 //! Not kept: CEL validation rules (`x-kubernetes-validations`), managed
 //! fields, label syntax checks, pagination (the API allows a server to
@@ -221,6 +224,8 @@ impl ApiServer {
         let object = store.objects.get_mut(&id)?.get_mut(name)?;
         change(object);
         object["metadata"]["resourceVersion"] = json!(revision);
+        let object = object.clone();
+        store.record(&id, "MODIFIED", &object);
         Some(revision)
     }
 }
@@ -247,7 +252,17 @@ impl ApiServer {
         object["apiVersion"] = json!(id.api_version());
         object["kind"] = json!(kind);
         object["metadata"]["resourceVersion"] = json!(revision);
-        store.objects.entry(id).or_default().insert(key, object);
+        let previous = store
+            .objects
+            .entry(id.clone())
+            .or_default()
+            .insert(key, object.clone());
+        let kind = if previous.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        store.record(&id, kind, &object);
     }
 
     /// Removes a core/v1 object, as if it had been deleted; false when
@@ -257,11 +272,19 @@ impl ApiServer {
             Some(namespace) => format!("{namespace}/{name}"),
             None => name.to_string(),
         };
-        self.shared
-            .store()
+        let id = ResourceId::core(plural);
+        let mut store = self.shared.store();
+        let removed = store
             .objects
-            .get_mut(&ResourceId::core(plural))
-            .is_some_and(|objects| objects.remove(&key).is_some())
+            .get_mut(&id)
+            .and_then(|objects| objects.remove(&key));
+        match removed {
+            Some(object) => {
+                store.record(&id, "DELETED", &object);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -426,6 +449,18 @@ struct Store {
     last_revision: u64,
     // Makes uids differ between servers as well as within one.
     uid_seed: u64,
+    // Every change, in revision order, for watches.
+    events: Vec<Event>,
+    // The revision of the last event: what a watch waits on.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// One change a watch reports.
+struct Event {
+    revision: u64,
+    id: ResourceId,
+    kind: &'static str,
+    object: Value,
 }
 
 impl Store {
@@ -439,7 +474,30 @@ impl Store {
             objects: BTreeMap::new(),
             last_revision: 0,
             uid_seed: nanos,
+            events: Vec::new(),
+            changed: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// Notes a change for watches: `kind` is ADDED, MODIFIED or DELETED,
+    /// `object` as it is now (a deleted one as it was, at a new
+    /// resourceVersion, as the API reports it).
+    fn record(&mut self, id: &ResourceId, kind: &'static str, object: &Value) {
+        let mut object = object.clone();
+        let revision = if kind == "DELETED" {
+            let revision = self.next_revision();
+            object["metadata"]["resourceVersion"] = json!(revision);
+            self.last_revision
+        } else {
+            self.last_revision
+        };
+        self.events.push(Event {
+            revision,
+            id: id.clone(),
+            kind,
+            object,
+        });
+        self.changed.send_replace(revision);
     }
 
     fn next_revision(&mut self) -> String {
@@ -504,12 +562,15 @@ async fn list_objects(
     UrlPath((group, version, plural)): UrlPath<(String, String, String)>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    refuse_unsupported(&params, &["fieldSelector", "watch", "dryRun"])?;
+    refuse_unsupported(&params, &["fieldSelector", "dryRun"])?;
     let selector = match params.get("labelSelector") {
         Some(text) => Selector::parse(text)?,
         None => Selector::default(),
     };
     let id = ResourceId::new(&group, &version, &plural);
+    if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        return watch(shared, id, selector, &params);
+    }
     let store = shared.store();
     let resource = store
         .resources
@@ -530,6 +591,106 @@ async fn list_objects(
         "items": items,
     }))
     .into_response())
+}
+
+/// How long a watch stays open when the client does not say.
+const DEFAULT_WATCH_SECONDS: u64 = 60;
+
+// A watch: every change of the resource after `resourceVersion` (with "0"
+// or none, the objects there are now, as ADDED, then every change), as
+// newline-delimited WatchEvents, until `timeoutSeconds`. No bookmarks:
+// the API allows a server to send none.
+fn watch(
+    shared: Arc<Shared>,
+    id: ResourceId,
+    selector: Selector,
+    params: &BTreeMap<String, String>,
+) -> Result<Response, ApiError> {
+    let seconds = match params.get("timeoutSeconds") {
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("timeoutSeconds {text:?} is not a number"))
+        })?,
+        None => DEFAULT_WATCH_SECONDS,
+    };
+    let from = match params.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(text) => Some(text.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "resourceVersion {text:?} is not one of this server's"
+            ))
+        })?),
+    };
+    let (initial, after, changes) = {
+        let store = shared.store();
+        if !store.resources.contains_key(&id) {
+            return Err(ApiError::unknown_resource());
+        }
+        let initial: Vec<Value> = match from {
+            Some(_) => Vec::new(),
+            None => store
+                .objects
+                .get(&id)
+                .into_iter()
+                .flat_map(|objects| objects.values())
+                .filter(|object| selector.matches(&object["metadata"]["labels"]))
+                .map(|object| json!({"type": "ADDED", "object": object}))
+                .collect(),
+        };
+        (
+            initial,
+            from.unwrap_or(store.last_revision),
+            store.changed.subscribe(),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let state = (shared, id, selector, after, changes, Some(initial));
+    let stream = futures_util::stream::unfold(state, move |mut state| async move {
+        let (shared, id, selector, after, changes, initial) = &mut state;
+        if let Some(initial) = initial.take() {
+            if !initial.is_empty() {
+                return Some((Ok::<_, std::io::Error>(lines(&initial)), state));
+            }
+        }
+        loop {
+            let batch: Vec<Value> = {
+                let store = shared.store();
+                let news: Vec<&Event> = store
+                    .events
+                    .iter()
+                    .filter(|e| e.revision > *after)
+                    .collect();
+                if let Some(last) = news.last() {
+                    *after = last.revision;
+                }
+                news.into_iter()
+                    .filter(|e| e.id == *id && selector.matches(&e.object["metadata"]["labels"]))
+                    .map(|e| json!({"type": e.kind, "object": e.object}))
+                    .collect()
+            };
+            if !batch.is_empty() {
+                return Some((Ok(lines(&batch)), state));
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+// WatchEvents, one JSON object per line.
+fn lines(events: &[Value]) -> Bytes {
+    let mut text = String::new();
+    for event in events {
+        text.push_str(&event.to_string());
+        text.push('\n');
+    }
+    Bytes::from(text)
 }
 
 // A cluster-wide list of a core kind (`/api/v1/pods`).
@@ -608,9 +769,10 @@ async fn create_object(
     object["metadata"] = to_json(&meta);
     store
         .objects
-        .entry(id)
+        .entry(id.clone())
         .or_default()
         .insert(name, object.clone());
+    store.record(&id, "ADDED", &object);
     Ok((StatusCode::CREATED, Json(object)).into_response())
 }
 
@@ -683,12 +845,14 @@ async fn replace_object(
     }
     meta.resource_version = Some(store.next_revision());
     object["metadata"] = to_json(&meta);
-    let objects = store.objects.entry(id).or_default();
+    let objects = store.objects.entry(id.clone()).or_default();
     if meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_none_or(Vec::is_empty) {
         // The last finalizer is gone: the pending delete completes.
         objects.remove(&name);
+        store.record(&id, "DELETED", &object);
     } else {
         objects.insert(name, object.clone());
+        store.record(&id, "MODIFIED", &object);
     }
     Ok(Json(object).into_response())
 }
@@ -754,9 +918,10 @@ async fn delete_object(
             object["metadata"]["resourceVersion"] = json!(store.next_revision());
             store
                 .objects
-                .entry(id)
+                .entry(id.clone())
                 .or_default()
                 .insert(name, object.clone());
+            store.record(&id, "MODIFIED", &object);
         }
         return Ok(Json(object).into_response());
     }
@@ -765,6 +930,7 @@ async fn delete_object(
         .get_mut(&id)
         .and_then(|objects| objects.remove(&name))
         .ok_or_else(|| ApiError::not_found(&id, &name))?;
+    store.record(&id, "DELETED", &object);
     Ok(Json(object).into_response())
 }
 

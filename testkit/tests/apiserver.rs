@@ -458,3 +458,104 @@ async fn core_pods_and_nodes_are_listed_cluster_wide_as_kube_reads_them() {
     assert_eq!(nodes.items.len(), 1);
     assert_eq!(nodes.items[0].metadata.name.as_deref(), Some("node-1"));
 }
+
+#[tokio::test]
+async fn a_watch_streams_what_changes_after_the_listed_version_as_kube_reads_it() {
+    use futures_util::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{WatchEvent, WatchParams};
+    use kube::core::ObjectList;
+    let api = ApiServer::start().await;
+    let pods: Api<Pod> = Api::all(client(&api).await);
+    api.put_core(
+        "pods",
+        json!({"metadata": {"name": "old", "namespace": "default"}}),
+    );
+    let listed: ObjectList<Pod> = pods.list(&ListParams::default()).await.unwrap();
+    let version = listed.metadata.resource_version.unwrap();
+    let mut stream = pods
+        .watch(&WatchParams::default().timeout(5), &version)
+        .await
+        .unwrap()
+        .boxed();
+    api.put_core(
+        "pods",
+        json!({"metadata": {"name": "new", "namespace": "default"}}),
+    );
+    api.put_core(
+        "pods",
+        json!({"metadata": {"name": "new", "namespace": "default", "labels": {"a": "b"}}}),
+    );
+    assert!(api.remove_core("pods", Some("default"), "old"));
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = stream.next().await.expect("the watch stays open").unwrap();
+        let (kind, pod) = match event {
+            WatchEvent::Added(pod) => ("added", pod),
+            WatchEvent::Modified(pod) => ("modified", pod),
+            WatchEvent::Deleted(pod) => ("deleted", pod),
+            other => panic!("{other:?}"),
+        };
+        seen.push((kind, pod.metadata.name.unwrap()));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("added", "new".to_string()),
+            ("modified", "new".to_string()),
+            ("deleted", "old".to_string())
+        ]
+    );
+    // From no version, the pods there are now come first.
+    let mut fresh = pods
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .unwrap()
+        .boxed();
+    match fresh.next().await.unwrap().unwrap() {
+        WatchEvent::Added(pod) => assert_eq!(pod.metadata.name.as_deref(), Some("new")),
+        other => panic!("{other:?}"),
+    }
+    // The watch ends at its timeout.
+    assert!(fresh.next().await.is_none());
+}
+
+#[tokio::test]
+async fn a_watch_of_calico_objects_sees_creates_updates_and_deletes() {
+    use futures_util::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    let api = ApiServer::start().await;
+    let handles: Api<crds::IPAMHandle> = Api::all(client(&api).await);
+    let mut stream = handles
+        .watch(&WatchParams::default().timeout(5), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let handle: crds::IPAMHandle = serde_json::from_value(json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMHandle",
+        "metadata": {"name": "h"},
+        "spec": {"handleID": "h", "block": {"10.0.0.0/26": 1}}
+    }))
+    .unwrap();
+    let created = handles
+        .create(&PostParams::default(), &handle)
+        .await
+        .unwrap();
+    let mut changed = created.clone();
+    changed.spec.block.insert("10.0.0.0/26".into(), 2);
+    handles
+        .replace("h", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    handles.delete("h", &DeleteParams::default()).await.unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        kinds.push(match stream.next().await.unwrap().unwrap() {
+            WatchEvent::Added(_) => "added",
+            WatchEvent::Modified(_) => "modified",
+            WatchEvent::Deleted(_) => "deleted",
+            other => panic!("{other:?}"),
+        });
+    }
+    assert_eq!(kinds, ["added", "modified", "deleted"]);
+}
