@@ -17,6 +17,7 @@ pub mod check;
 pub mod cidr;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod handle;
 pub mod labels;
 pub mod plan;
