@@ -316,7 +316,7 @@ impl LeakTracker {
                 *ok = false;
             }
         }
-        leaks.sort_by(|a, b| (a.block, a.address).cmp(&(b.block, b.address)));
+        leaks.sort_by_key(|leak| (leak.block, leak.address));
         Collection {
             leaks,
             nodes_to_release: ipam_nodes
