@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 
 use crate::api::{self, ApiState};
 use crate::error::ApiError;
+use crate::gc::GcMetrics;
 use crate::metrics::{self, Metrics};
 use crate::page;
 use crate::ratelimit::{self, Limiter, RateLimit};
@@ -33,6 +34,8 @@ pub struct AppConfig {
     pub request_timeout: Duration,
     /// Requests a second each client may make on `/v1`, when limited.
     pub rate_limit: Option<RateLimit>,
+    /// The garbage collector's figures, served on `/metrics`, when it runs.
+    pub gc_metrics: Option<Arc<GcMetrics>>,
 }
 
 impl Default for AppConfig {
@@ -43,6 +46,7 @@ impl Default for AppConfig {
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(30),
             rate_limit: None,
+            gc_metrics: None,
         }
     }
 }
@@ -92,7 +96,7 @@ pub fn openapi_json() -> String {
 
 /// Builds the application over an engine.
 pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
-    let metrics = Arc::new(Metrics::new(engine.clone()));
+    let metrics = Arc::new(Metrics::new(engine.clone(), config.gc_metrics.as_deref()));
     let state = Arc::new(ApiState {
         engine,
         max_addresses_per_request: config.max_addresses_per_request,

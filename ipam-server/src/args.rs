@@ -4,9 +4,12 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::gc::GcOptions;
+use crate::lease::LeaseOptions;
 use crate::ratelimit::RateLimit;
 
 /// ipam-server: Calico-compatible IP address management over HTTP.
@@ -64,6 +67,47 @@ pub struct Args {
     /// as --rate-limit-per-client).
     #[arg(long, env = "IPAM_RATE_LIMIT_BURST", default_value_t = 0)]
     pub rate_limit_burst: u32,
+
+    /// Do not collect leaked addresses (the Kubernetes datastore collects
+    /// them by default; the other datastores never do).
+    #[arg(long, env = "IPAM_NO_GC")]
+    pub no_gc: bool,
+
+    /// How long an address whose pod is gone is kept while its node
+    /// exists, as Calico's LeakGracePeriod (15m, 1h30m, 90s; 0 keeps them
+    /// for good). On a deleted node it goes at once.
+    #[arg(long, env = "IPAM_GC_LEAK_GRACE_PERIOD", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub gc_leak_grace_period: Duration,
+
+    /// Time between garbage collection passes.
+    #[arg(long, env = "IPAM_GC_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
+    pub gc_interval: Duration,
+
+    /// Namespace of the Lease that picks the one replica collecting.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub gc_lease_namespace: String,
+
+    /// Name of that Lease.
+    #[arg(long, env = "IPAM_GC_LEASE_NAME", default_value = "ipam-server-gc")]
+    pub gc_lease_name: String,
+
+    /// How long a replica that stops renewing keeps the Lease; it renews
+    /// three times as often.
+    #[arg(long, env = "IPAM_GC_LEASE_DURATION", default_value = "15s", value_parser = parse_positive_duration)]
+    pub gc_lease_duration: Duration,
+
+    /// This replica's name in the Lease (default: the pod name, else the
+    /// host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub gc_identity: Option<String>,
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(format!("{text:?} must be longer than 0")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{text:?}: {e} (write 30s, 5m, 1h30m)")),
+    }
 }
 
 impl Args {
@@ -72,6 +116,30 @@ impl Args {
         let per_second = NonZeroU32::new(self.rate_limit_per_client)?;
         let burst = NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_second);
         Some(RateLimit { per_second, burst })
+    }
+
+    /// How the garbage collector should run, unless `--no-gc`.
+    pub fn gc(&self) -> Option<GcOptions> {
+        if self.no_gc {
+            return None;
+        }
+        let identity = self.gc_identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "ipam-server".to_string());
+            format!("{host}-{}", std::process::id())
+        });
+        Some(GcOptions {
+            grace: self.gc_leak_grace_period,
+            interval: self.gc_interval,
+            lease: LeaseOptions {
+                namespace: self.gc_lease_namespace.clone(),
+                name: self.gc_lease_name.clone(),
+                identity,
+                duration: self.gc_lease_duration,
+                renew_every: self.gc_lease_duration / 3,
+            },
+        })
     }
 }
 
@@ -179,6 +247,38 @@ mod tests {
         assert!(limit.burst >= limit.per_second);
         let unlimited = Args::try_parse_from(["ipam-server"]).unwrap();
         assert_eq!(unlimited.rate_limit(), None);
+    }
+
+    #[test]
+    fn gc_durations_read_as_calico_writes_them() {
+        let args = Args::try_parse_from(["ipam-server"]).unwrap();
+        let gc = args.gc().expect("on by default");
+        assert_eq!(gc.grace, Duration::from_secs(900));
+        assert_eq!(gc.interval, Duration::from_secs(30));
+        assert_eq!(gc.lease.renew_every, Duration::from_secs(5));
+        assert!(!gc.lease.identity.is_empty());
+        let args = Args::try_parse_from([
+            "ipam-server",
+            "--gc-leak-grace-period",
+            "1h30m",
+            "--gc-identity",
+            "replica-a",
+        ])
+        .unwrap();
+        let gc = args.gc().unwrap();
+        assert_eq!(gc.grace, Duration::from_secs(5400));
+        assert_eq!(gc.lease.identity, "replica-a");
+        let zero = Args::try_parse_from(["ipam-server", "--gc-leak-grace-period", "0s"]).unwrap();
+        assert_eq!(zero.gc().unwrap().grace, Duration::ZERO);
+        let err = Args::try_parse_from(["ipam-server", "--gc-interval", "0s"]).unwrap_err();
+        assert!(
+            err.to_string().contains("\"0s\" must be longer than 0"),
+            "{err}"
+        );
+        let err = Args::try_parse_from(["ipam-server", "--gc-interval", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("--gc-interval"), "{err}");
+        let off = Args::try_parse_from(["ipam-server", "--no-gc"]).unwrap();
+        assert!(off.gc().is_none());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! response types, [`error`] maps every failure to a status and a stable
 //! code, [`metrics`] serves `/metrics`, [`page`] serves the usage page, [`server`] opens the datastore
 //! and serves, [`defaults`] chooses the default pools as calico-node does,
-//! [`args`] parses the flags, [`ratelimit`] bounds each client's request rate.
+//! [`args`] parses the flags, [`ratelimit`] bounds each client's request rate,
+//! [`gc`] collects leaked addresses on the Kubernetes datastore while this
+//! replica holds the [`lease`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -15,6 +17,8 @@ pub mod app;
 pub mod args;
 pub mod defaults;
 pub mod error;
+pub mod gc;
+pub mod lease;
 pub mod metrics;
 pub mod page;
 pub mod ratelimit;

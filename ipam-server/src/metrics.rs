@@ -9,7 +9,9 @@
 //! - HTTP requests and their latency by route template, never by raw path;
 //! - datastore round trips, compare-and-swap conflicts and retries, read
 //!   from the store and the engine while the scrape is encoded;
-//! - the build.
+//! - the build;
+//! - the garbage collector's candidates, reclamations, passes and
+//!   leadership, when it runs ([`crate::gc`]).
 //!
 //! Pool figures need a full read of the datastore, so they are cached for
 //! [`POOL_FIGURES_MAX_AGE`] and read by one scrape at a time. A failed or
@@ -39,6 +41,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+
+use crate::gc::GcMetrics;
 
 /// How long pool figures are served before the datastore is read again.
 /// A read lists every block and handle, so a burst of scrapes (several
@@ -82,9 +86,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric, reporting on `engine`.
-    pub fn new(engine: Arc<Ipam<dyn Datastore>>) -> Metrics {
-        Metrics::with_limits(engine, POOL_FIGURES_MAX_AGE, POOL_FIGURES_READ_LIMIT)
+    /// Registers every metric, reporting on `engine`, and the garbage
+    /// collector's figures when one runs.
+    pub fn new(engine: Arc<Ipam<dyn Datastore>>, gc: Option<&GcMetrics>) -> Metrics {
+        let mut metrics =
+            Metrics::with_limits(engine, POOL_FIGURES_MAX_AGE, POOL_FIGURES_READ_LIMIT);
+        if let Some(gc) = gc {
+            gc.register(&mut metrics.registry);
+        }
+        metrics
     }
 
     fn with_limits(

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::app::{router, AppConfig};
 use crate::args::{Args, DatastoreKind, Listen};
 use crate::defaults::default_pools;
+use crate::gc::{Collector, GcMetrics};
 
 /// Why the server did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +71,25 @@ fn read_token(path: &Path) -> Result<String, StartError> {
     Ok(token.to_string())
 }
 
+/// The datastore the flags choose, and the Kubernetes client when it is
+/// the Kubernetes datastore (the garbage collector watches through it).
+pub struct Opened {
+    /// The datastore.
+    pub store: Arc<dyn Datastore>,
+    /// The client, for the Kubernetes datastore.
+    pub kubernetes: Option<kube::Client>,
+}
+
 /// Opens the datastore the flags choose.
-pub async fn open_store(args: &Args) -> Result<Arc<dyn Datastore>, StartError> {
-    Ok(match args.datastore {
+pub async fn open_store(args: &Args) -> Result<Opened, StartError> {
+    if args.datastore == DatastoreKind::Kubernetes {
+        let store = KubernetesStore::connect(args.kubeconfig.as_deref()).await?;
+        return Ok(Opened {
+            kubernetes: Some(store.client().clone()),
+            store: Arc::new(store),
+        });
+    }
+    let store: Arc<dyn Datastore> = match args.datastore {
         DatastoreKind::Memory => Arc::new(MemoryStore::new()),
         DatastoreKind::Embedded => Arc::new(EmbeddedStore::open(&args.data_dir)?),
         DatastoreKind::Etcd => {
@@ -84,9 +101,11 @@ pub async fn open_store(args: &Args) -> Result<Arc<dyn Datastore>, StartError> {
             }
             Arc::new(EtcdStore::connect(&args.etcd_endpoints, EtcdOptions::default()).await?)
         }
-        DatastoreKind::Kubernetes => {
-            Arc::new(KubernetesStore::connect(args.kubeconfig.as_deref()).await?)
-        }
+        DatastoreKind::Kubernetes => unreachable!("opened above"),
+    };
+    Ok(Opened {
+        store,
+        kubernetes: None,
     })
 }
 
@@ -119,9 +138,19 @@ pub async fn run(
             })
         }
     };
-    let store = open_store(&args).await?;
-    let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store));
+    let opened = open_store(&args).await?;
+    let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(opened.store));
     ensure_default_pools(&engine, |name| std::env::var(name).ok()).await?;
+    let gc_metrics = Arc::new(GcMetrics::default());
+    let (stop_gc, gc_stopped) = tokio::sync::watch::channel(false);
+    let collector = match (opened.kubernetes, args.gc()) {
+        (Some(client), Some(options)) => {
+            let (collector, watches) =
+                Collector::new(client, engine.clone(), options, gc_metrics.clone());
+            Some((tokio::spawn(collector.run(gc_stopped)), watches))
+        }
+        _ => None,
+    };
     let app = router(
         engine,
         AppConfig {
@@ -130,8 +159,25 @@ pub async fn run(
             max_body_bytes: args.max_body_bytes,
             request_timeout: Duration::from_secs(args.request_timeout_seconds),
             rate_limit: args.rate_limit(),
+            gc_metrics: collector.is_some().then_some(gc_metrics),
         },
     );
+    let served = serve(&args, app, shutdown).await;
+    if let Some((task, watches)) = collector {
+        // The collector gives its Lease up before the process ends, so
+        // another replica takes over at once.
+        let _ = stop_gc.send(true);
+        let _ = task.await;
+        watches.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+    served
+}
+
+async fn serve(
+    args: &Args,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let io = |what: String| move |source| StartError::Io { what, source };
     match &args.listen {
         Listen::Tcp(address) => {

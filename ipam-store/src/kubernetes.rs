@@ -128,6 +128,12 @@ impl KubernetesStore {
         Ok(KubernetesStore::new(client))
     }
 
+    /// The client it talks through, for callers that read other kinds
+    /// (the garbage collector's pods and nodes).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     fn seen(&self) -> MutexGuard<'_, HashMap<(Kind, String), serde_json::Value>> {
         // Every change is one insert or remove, so a panic while holding the
         // lock leaves the cache consistent.
