@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Container, Namespace, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,8 @@ struct Manifests {
     service_accounts: Vec<ServiceAccount>,
     cluster_roles: Vec<ClusterRole>,
     bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
     deployments: Vec<Deployment>,
     services: Vec<Service>,
     daemon_sets: Vec<DaemonSet>,
@@ -54,6 +56,8 @@ fn load() -> Manifests {
         service_accounts: vec![],
         cluster_roles: vec![],
         bindings: vec![],
+        roles: vec![],
+        role_bindings: vec![],
         deployments: vec![],
         services: vec![],
         daemon_sets: vec![],
@@ -77,6 +81,10 @@ fn load() -> Manifests {
                 }
                 ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
                     all.bindings.push(typed(&document, &file))
+                }
+                ("rbac.authorization.k8s.io/v1", "Role") => all.roles.push(typed(&document, &file)),
+                ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                    all.role_bindings.push(typed(&document, &file))
                 }
                 ("apps/v1", "Deployment") => all.deployments.push(typed(&document, &file)),
                 ("apps/v1", "DaemonSet") => all.daemon_sets.push(typed(&document, &file)),
@@ -104,6 +112,8 @@ fn every_manifest_is_a_known_kind_with_known_fields_in_apply_order() {
             "ServiceAccount",
             "ClusterRole",
             "ClusterRole",
+            "Role",
+            "RoleBinding",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",
@@ -141,6 +151,14 @@ fn the_cluster_roles_grant_only_ipam_resources_without_wildcards() {
                 "{name}: no wildcards: {rule:?}"
             );
             assert!(rule.non_resource_urls.is_none(), "{name}: {rule:?}");
+            if groups == [""] {
+                // Only the server's garbage collector reads core objects,
+                // and only pods and nodes.
+                assert_eq!(name, "calico-ipam-rs-server", "{rule:?}");
+                assert_eq!(resources, ["pods", "nodes"], "{name}: {rule:?}");
+                assert_eq!(rule.verbs, ["get", "list", "watch"], "{name}: {rule:?}");
+                continue;
+            }
             assert_eq!(groups, ["crd.projectcalico.org"], "{name}: {rule:?}");
             for resource in &resources {
                 assert!(
@@ -329,4 +347,60 @@ fn the_node_installer_writes_into_the_hosts_cni_folders_on_every_node() {
             container.name
         );
     }
+}
+
+#[test]
+fn the_servers_lease_role_is_namespaced_and_names_its_lease() {
+    let all = load();
+    let namespace = only(&all.namespaces, "Namespace").metadata.name.clone();
+    let role = only(&all.roles, "Role");
+    assert_eq!(role.metadata.namespace, namespace);
+    for rule in role.rules.iter().flatten() {
+        assert_eq!(
+            rule.api_groups.as_deref(),
+            Some(&["coordination.k8s.io".to_string()][..])
+        );
+        assert_eq!(rule.resources.as_deref(), Some(&["leases".to_string()][..]));
+        match rule.resource_names.as_deref() {
+            Some(names) => {
+                assert_eq!(names, ["ipam-server-gc"]);
+                assert_eq!(rule.verbs, ["get", "update"]);
+            }
+            // Create cannot be limited to a name.
+            None => assert_eq!(rule.verbs, ["create"]),
+        }
+    }
+    let binding = only(&all.role_bindings, "RoleBinding");
+    assert_eq!(binding.metadata.namespace, namespace);
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    let subjects: Vec<(String, String)> = binding
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| (s.kind.clone(), s.name.clone()))
+        .collect();
+    assert_eq!(
+        subjects,
+        [("ServiceAccount".to_string(), "ipam-server".to_string())]
+    );
+    // The Deployment names the Lease's namespace from the downward API.
+    let deployment = only(&all.deployments, "Deployment");
+    let container = &deployment.spec.template.spec.as_ref().unwrap().containers[0];
+    let env: BTreeSet<String> = container
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| {
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .is_some()
+        })
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(
+        env,
+        ["POD_NAME".to_string(), "POD_NAMESPACE".to_string()].into()
+    );
 }

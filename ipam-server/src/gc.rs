@@ -146,8 +146,8 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Starts the pod and node watches (they run until the returned
-    /// collector is dropped... and its tasks aborted by [`Collector::run`]).
+    /// Starts the pod and node watches; they run until the returned tasks
+    /// are aborted.
     pub fn new(
         client: kube::Client,
         engine: Arc<Ipam<dyn Datastore>>,
@@ -190,12 +190,8 @@ impl Collector {
     /// collects while leading. Gives the Lease up on the way out.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut elector = Elector::new(self.client.clone(), self.options.lease.clone());
-        let ready = async {
-            let _ = self.pods.wait_until_ready().await;
-            let _ = self.nodes.wait_until_ready().await;
-        };
         tokio::select! {
-            _ = ready => {}
+            _ = self.wait_until_ready() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         tracing::info!(
@@ -269,8 +265,17 @@ impl Collector {
         }
     }
 
-    /// One pass: judge, confirm with the API server, release.
+    // Until both watches have listed once, an empty store would make
+    // every pod look gone.
+    async fn wait_until_ready(&self) {
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.nodes.wait_until_ready().await;
+    }
+
+    /// One pass: judge, confirm with the API server, release. Waits for
+    /// the first listing of pods and nodes.
     pub async fn pass(&mut self) -> Result<PassReport, GcError> {
+        self.wait_until_ready().await;
         let snapshot = self.engine.snapshot().await?;
         let mut cluster = self.watched();
         let now = now();

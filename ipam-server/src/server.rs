@@ -1,6 +1,8 @@
 //! Starting the server: open the datastore the flags name, create the
 //! default pools, refuse to listen beyond this machine without a token,
-//! serve until SIGTERM or SIGINT, then finish in-flight requests.
+//! start the garbage collector on the Kubernetes datastore, serve until
+//! SIGTERM or SIGINT, then finish in-flight requests and give the
+//! collector's Lease up.
 
 use std::future::Future;
 use std::path::Path;

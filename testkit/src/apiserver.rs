@@ -1,5 +1,6 @@
 //! An in-process Kubernetes API server for Calico's cluster-scoped custom
-//! resources, so that the Kubernetes datastore can be tested against the
+//! resources and the few built-in kinds the IPAM reads, so that the
+//! Kubernetes datastore and the garbage collector can be tested against the
 //! API's contract without a cluster.
 //!
 //! It serves every kind in [`crds::manifests::crds()`] under
@@ -40,12 +41,17 @@
 //! ignore `limit`), authentication. Errors are `Status` objects shaped as
 //! the API shapes them.
 //!
-//! Objects are JSON, stored by (group, version, plural), so that core kinds
-//! can be added as more resources with a route. Two are: core/v1 `pods` and
-//! `nodes`, listed cluster-wide at `/api/v1/pods` and `/api/v1/nodes` (what
-//! a consistency check reads to tell live pods and nodes from gone ones),
-//! and set up by the test with [`ApiServer::put_core`] and
-//! [`ApiServer::remove_core`]; they are not validated against a schema.
+//! Objects are JSON, stored by (group, version, plural); namespaced ones
+//! under `<namespace>/<name>`. Besides the CRDs, three built-in kinds are
+//! served, kept as written (no schema): core/v1 `pods` (namespaced) and
+//! `nodes`, and coordination.k8s.io/v1 `leases` (namespaced), at the API's
+//! paths (`/api/v1/namespaces/<ns>/pods/<name>`, `/api/v1/nodes/<name>`,
+//! `/apis/coordination.k8s.io/v1/namespaces/<ns>/leases/<name>`, and the
+//! cluster-wide lists `/api/v1/pods`, `/api/v1/nodes`): what a consistency
+//! check and the garbage collector read, and a leader election's Lease.
+//! A namespaced kind asked for without a namespace (but for a list), or a
+//! cluster-scoped one with one, is 404 as on a real server. Tests set pods
+//! and nodes up with [`ApiServer::put_core`] and [`ApiServer::remove_core`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -108,17 +114,23 @@ impl ApiServer {
                             .clone()
                             .unwrap_or_else(|| format!("{}List", crd.spec.names.kind)),
                         schema,
+                        namespaced: false,
                     },
                 );
             }
         }
-        for (plural, kind) in CORE_KINDS {
+        for (group, plural, kind, namespaced) in BUILT_IN_KINDS {
             store.resources.insert(
-                ResourceId::core(plural),
+                ResourceId::new(group, "v1", plural),
                 ResourceType {
                     kind: kind.to_string(),
                     list_kind: format!("{kind}List"),
-                    schema: JSONSchemaProps::default(),
+                    // Not validated: every field is kept as written.
+                    schema: JSONSchemaProps {
+                        x_kubernetes_preserve_unknown_fields: Some(true),
+                        ..JSONSchemaProps::default()
+                    },
+                    namespaced,
                 },
             );
         }
@@ -288,8 +300,12 @@ impl ApiServer {
     }
 }
 
-/// The core/v1 kinds served, by plural.
-const CORE_KINDS: [(&str, &str); 2] = [("pods", "Pod"), ("nodes", "Node")];
+/// The built-in kinds served: (group, plural, kind, namespaced), all v1.
+const BUILT_IN_KINDS: [(&str, &str, &str, bool); 3] = [
+    ("", "pods", "Pod", true),
+    ("", "nodes", "Node", false),
+    ("coordination.k8s.io", "leases", "Lease", true),
+];
 
 // Namespaced objects are keyed `<namespace>/<name>`, so that a list comes
 // out by namespace then name, as the API lists them.
@@ -441,6 +457,8 @@ struct ResourceType {
     kind: String,
     list_kind: String,
     schema: JSONSchemaProps,
+    // Objects live in a namespace (`.../namespaces/<ns>/<plural>`).
+    namespaced: bool,
 }
 
 struct Store {
@@ -520,16 +538,29 @@ impl Store {
 }
 
 fn app(shared: Arc<Shared>) -> Router {
+    let collection = || get(list_objects).post(create_object);
+    let object = || get(get_object).put(replace_object).delete(delete_object);
     Router::new()
+        .route("/apis/{group}/{version}/{plural}", collection())
+        .route("/apis/{group}/{version}/{plural}/{name}", object())
         .route(
-            "/apis/{group}/{version}/{plural}",
-            get(list_objects).post(create_object),
+            "/apis/{group}/{version}/namespaces/{namespace}/{plural}",
+            collection(),
         )
         .route(
-            "/apis/{group}/{version}/{plural}/{name}",
-            get(get_object).put(replace_object).delete(delete_object),
+            "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}",
+            object(),
         )
-        .route("/api/{version}/{plural}", get(list_core_objects))
+        .route("/api/{version}/{plural}", collection())
+        .route("/api/{version}/{plural}/{name}", object())
+        .route(
+            "/api/{version}/namespaces/{namespace}/{plural}",
+            collection(),
+        )
+        .route(
+            "/api/{version}/namespaces/{namespace}/{plural}/{name}",
+            object(),
+        )
         .fallback(|| async { ApiError::unknown_resource() })
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
@@ -557,31 +588,90 @@ async fn record_access(
 
 type AppState = State<Arc<Shared>>;
 
+/// What a request's path names: `/api/<version>` (the core group) or
+/// `/apis/<group>/<version>`, then `namespaces/<namespace>/` for a
+/// namespaced kind, the resource, and the object's name.
+struct Target {
+    id: ResourceId,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+type TargetPath = UrlPath<BTreeMap<String, String>>;
+
+impl Target {
+    fn of(UrlPath(mut params): TargetPath) -> Target {
+        let mut take = |key: &str| params.remove(key);
+        Target {
+            id: ResourceId::new(
+                &take("group").unwrap_or_default(),
+                &take("version").unwrap_or_default(),
+                &take("plural").unwrap_or_default(),
+            ),
+            namespace: take("namespace"),
+            name: take("name"),
+        }
+    }
+
+    /// The resource, when it is served at this path: a namespaced kind
+    /// under a namespace (or, for a list, across all of them), a
+    /// cluster-scoped one without.
+    fn resource<'a>(&self, store: &'a Store) -> Result<&'a ResourceType, ApiError> {
+        let resource = store
+            .resources
+            .get(&self.id)
+            .ok_or_else(ApiError::unknown_resource)?;
+        let listing_all = self.namespace.is_none() && self.name.is_none();
+        match (resource.namespaced, self.namespace.is_some()) {
+            (true, true) | (false, false) => Ok(resource),
+            (true, false) if listing_all => Ok(resource),
+            _ => Err(ApiError::unknown_resource()),
+        }
+    }
+
+    /// Where object `name` is stored.
+    fn key(&self, name: &str) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{namespace}/{name}"),
+            None => name.to_string(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+
+    /// Whether `object` is in the namespace the path names, if any.
+    fn holds(&self, object: &Value) -> bool {
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns))
+    }
+}
+
 async fn list_objects(
     State(shared): AppState,
-    UrlPath((group, version, plural)): UrlPath<(String, String, String)>,
+    path: TargetPath,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let target = Target::of(path);
     refuse_unsupported(&params, &["fieldSelector", "dryRun"])?;
     let selector = match params.get("labelSelector") {
         Some(text) => Selector::parse(text)?,
         None => Selector::default(),
     };
-    let id = ResourceId::new(&group, &version, &plural);
     if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        return watch(shared, id, selector, &params);
+        return watch(shared, target, selector, &params);
     }
     let store = shared.store();
-    let resource = store
-        .resources
-        .get(&id)
-        .ok_or_else(ApiError::unknown_resource)?;
+    let resource = target.resource(&store)?;
+    let id = &target.id;
     let items: Vec<Value> = store
         .objects
-        .get(&id)
+        .get(id)
         .into_iter()
         .flat_map(|objects| objects.values())
-        .filter(|object| selector.matches(&object["metadata"]["labels"]))
+        .filter(|object| target.holds(object) && selector.matches(&object["metadata"]["labels"]))
         .cloned()
         .collect();
     Ok(Json(json!({
@@ -602,7 +692,7 @@ const DEFAULT_WATCH_SECONDS: u64 = 60;
 // the API allows a server to send none.
 fn watch(
     shared: Arc<Shared>,
-    id: ResourceId,
+    target: Target,
     selector: Selector,
     params: &BTreeMap<String, String>,
 ) -> Result<Response, ApiError> {
@@ -622,17 +712,17 @@ fn watch(
     };
     let (initial, after, changes) = {
         let store = shared.store();
-        if !store.resources.contains_key(&id) {
-            return Err(ApiError::unknown_resource());
-        }
+        target.resource(&store)?;
         let initial: Vec<Value> = match from {
             Some(_) => Vec::new(),
             None => store
                 .objects
-                .get(&id)
+                .get(&target.id)
                 .into_iter()
                 .flat_map(|objects| objects.values())
-                .filter(|object| selector.matches(&object["metadata"]["labels"]))
+                .filter(|object| {
+                    target.holds(object) && selector.matches(&object["metadata"]["labels"])
+                })
                 .map(|object| json!({"type": "ADDED", "object": object}))
                 .collect(),
         };
@@ -643,9 +733,9 @@ fn watch(
         )
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
-    let state = (shared, id, selector, after, changes, Some(initial));
+    let state = (shared, target, selector, after, changes, Some(initial));
     let stream = futures_util::stream::unfold(state, move |mut state| async move {
-        let (shared, id, selector, after, changes, initial) = &mut state;
+        let (shared, target, selector, after, changes, initial) = &mut state;
         if let Some(initial) = initial.take() {
             if !initial.is_empty() {
                 return Some((Ok::<_, std::io::Error>(lines(&initial)), state));
@@ -663,7 +753,11 @@ fn watch(
                     *after = last.revision;
                 }
                 news.into_iter()
-                    .filter(|e| e.id == *id && selector.matches(&e.object["metadata"]["labels"]))
+                    .filter(|e| {
+                        e.id == target.id
+                            && target.holds(&e.object)
+                            && selector.matches(&e.object["metadata"]["labels"])
+                    })
                     .map(|e| json!({"type": e.kind, "object": e.object}))
                     .collect()
             };
@@ -693,46 +787,39 @@ fn lines(events: &[Value]) -> Bytes {
     Bytes::from(text)
 }
 
-// A cluster-wide list of a core kind (`/api/v1/pods`).
-async fn list_core_objects(
-    state: AppState,
-    UrlPath((version, plural)): UrlPath<(String, String)>,
-    query: Query<BTreeMap<String, String>>,
-) -> Result<Response, ApiError> {
-    list_objects(state, UrlPath((String::new(), version, plural)), query).await
-}
-
-async fn get_object(
-    State(shared): AppState,
-    UrlPath((group, version, plural, name)): UrlPath<(String, String, String, String)>,
-) -> Result<Response, ApiError> {
-    let id = ResourceId::new(&group, &version, &plural);
+async fn get_object(State(shared): AppState, path: TargetPath) -> Result<Response, ApiError> {
+    let target = Target::of(path);
     let store = shared.store();
-    if !store.resources.contains_key(&id) {
-        return Err(ApiError::unknown_resource());
-    }
+    target.resource(&store)?;
     store
         .objects
-        .get(&id)
-        .and_then(|objects| objects.get(&name))
+        .get(&target.id)
+        .and_then(|objects| objects.get(&target.key(target.name())))
         .map(|object| Json(object.clone()).into_response())
-        .ok_or_else(|| ApiError::not_found(&id, &name))
+        .ok_or_else(|| ApiError::not_found(&target.id, target.name()))
 }
 
 async fn create_object(
     State(shared): AppState,
-    UrlPath((group, version, plural)): UrlPath<(String, String, String)>,
+    path: TargetPath,
     Query(params): Query<BTreeMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     refuse_unsupported(&params, &["dryRun"])?;
-    let id = ResourceId::new(&group, &version, &plural);
+    let target = Target::of(path);
+    let id = target.id.clone();
     let mut store = shared.store();
-    let resource = store
-        .resources
-        .get(&id)
-        .ok_or_else(ApiError::unknown_resource)?;
-    let (mut object, meta) = decode(&id, resource, &body)?;
+    let resource = target.resource(&store)?;
+    let (mut object, mut meta) = decode(&id, resource, &body)?;
+    if let Some(namespace) = &target.namespace {
+        if meta.namespace.as_ref().is_some_and(|n| n != namespace) {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+                    .to_string(),
+            ));
+        }
+        meta.namespace = Some(namespace.clone());
+    }
     let name = meta.name.clone().unwrap_or_default();
     if meta
         .resource_version
@@ -748,10 +835,11 @@ async fn create_object(
     if !errors.is_empty() {
         return Err(ApiError::invalid(&id, &resource.kind, &name, errors));
     }
+    let key = target.key(&name);
     if store
         .objects
         .get(&id)
-        .is_some_and(|objects| objects.contains_key(&name))
+        .is_some_and(|objects| objects.contains_key(&key))
     {
         return Err(ApiError::already_exists(&id, &name));
     }
@@ -771,24 +859,24 @@ async fn create_object(
         .objects
         .entry(id.clone())
         .or_default()
-        .insert(name, object.clone());
+        .insert(key, object.clone());
     store.record(&id, "ADDED", &object);
     Ok((StatusCode::CREATED, Json(object)).into_response())
 }
 
 async fn replace_object(
     State(shared): AppState,
-    UrlPath((group, version, plural, name)): UrlPath<(String, String, String, String)>,
+    path: TargetPath,
     Query(params): Query<BTreeMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     refuse_unsupported(&params, &["dryRun"])?;
-    let id = ResourceId::new(&group, &version, &plural);
+    let target = Target::of(path);
+    let id = target.id.clone();
+    let name = target.name().to_string();
+    let key = target.key(&name);
     let mut store = shared.store();
-    let resource = store
-        .resources
-        .get(&id)
-        .ok_or_else(ApiError::unknown_resource)?;
+    let resource = target.resource(&store)?;
     let (mut object, meta) = decode(&id, resource, &body)?;
     if let Some(body_name) = meta.name.as_deref().filter(|n| *n != name) {
         return Err(ApiError::bad_request(format!(
@@ -802,7 +890,7 @@ async fn replace_object(
     let stored = store
         .objects
         .get(&id)
-        .and_then(|objects| objects.get(&name))
+        .and_then(|objects| objects.get(&key))
         .ok_or_else(|| ApiError::not_found(&id, &name))?;
     let old: ObjectMeta = from_json(&stored["metadata"]);
     if let Some(uid) = meta.uid.as_deref().filter(|u| !u.is_empty()) {
@@ -828,6 +916,7 @@ async fn replace_object(
     let generation = old.generation.unwrap_or(1) + i64::from(content_changed);
     let mut meta = ObjectMeta {
         name: Some(name.clone()),
+        namespace: old.namespace.clone(),
         uid: old.uid.clone(),
         resource_version: old.resource_version.clone(),
         generation: Some(generation),
@@ -848,10 +937,10 @@ async fn replace_object(
     let objects = store.objects.entry(id.clone()).or_default();
     if meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_none_or(Vec::is_empty) {
         // The last finalizer is gone: the pending delete completes.
-        objects.remove(&name);
+        objects.remove(&key);
         store.record(&id, "DELETED", &object);
     } else {
-        objects.insert(name, object.clone());
+        objects.insert(key, object.clone());
         store.record(&id, "MODIFIED", &object);
     }
     Ok(Json(object).into_response())
@@ -859,12 +948,15 @@ async fn replace_object(
 
 async fn delete_object(
     State(shared): AppState,
-    UrlPath((group, version, plural, name)): UrlPath<(String, String, String, String)>,
+    path: TargetPath,
     Query(params): Query<BTreeMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     refuse_unsupported(&params, &["dryRun"])?;
-    let id = ResourceId::new(&group, &version, &plural);
+    let target = Target::of(path);
+    let id = target.id.clone();
+    let name = target.name().to_string();
+    let key = target.key(&name);
     let options: Value = if body.is_empty() {
         Value::Null
     } else {
@@ -877,13 +969,11 @@ async fn delete_object(
         ));
     }
     let mut store = shared.store();
-    if !store.resources.contains_key(&id) {
-        return Err(ApiError::unknown_resource());
-    }
+    target.resource(&store)?;
     let stored = store
         .objects
         .get(&id)
-        .and_then(|objects| objects.get(&name))
+        .and_then(|objects| objects.get(&key))
         .ok_or_else(|| ApiError::not_found(&id, &name))?;
     let meta: ObjectMeta = from_json(&stored["metadata"]);
     let preconditions = &options["preconditions"];
@@ -920,7 +1010,7 @@ async fn delete_object(
                 .objects
                 .entry(id.clone())
                 .or_default()
-                .insert(name, object.clone());
+                .insert(key, object.clone());
             store.record(&id, "MODIFIED", &object);
         }
         return Ok(Json(object).into_response());
@@ -928,7 +1018,7 @@ async fn delete_object(
     let object = store
         .objects
         .get_mut(&id)
-        .and_then(|objects| objects.remove(&name))
+        .and_then(|objects| objects.remove(&key))
         .ok_or_else(|| ApiError::not_found(&id, &name))?;
     store.record(&id, "DELETED", &object);
     Ok(Json(object).into_response())

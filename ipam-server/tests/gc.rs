@@ -1,0 +1,481 @@
+//! The garbage collector against the in-process Kubernetes API server:
+//! pods and nodes created and deleted by the test, IPAM in Calico's custom
+//! resources, leadership through a real Lease.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
+use ipam_server::gc::{Collector, GcMetrics, GcOptions, PassReport};
+use ipam_server::lease::LeaseOptions;
+use ipam_store::kubernetes::KubernetesStore;
+use ipam_store::{Datastore, Ipam};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use testkit::apiserver::ApiServer;
+use tokio::sync::watch;
+
+const NAMESPACE: &str = "calico-ipam-rs";
+
+struct World {
+    api: ApiServer,
+    engine: Arc<Ipam<dyn Datastore>>,
+    client: kube::Client,
+}
+
+impl World {
+    async fn start(nodes: &[&str]) -> World {
+        let api = ApiServer::start().await;
+        let store = KubernetesStore::connect(Some(api.kubeconfig()))
+            .await
+            .unwrap();
+        let client = store.client().clone();
+        let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(Arc::new(store)));
+        let spec = PoolSpec {
+            block_size: Some(29),
+            ..PoolSpec::new("10.0.0.0/24".parse().unwrap())
+        };
+        engine
+            .create_pool(Pool::new("pool", spec).unwrap())
+            .await
+            .unwrap();
+        for node in nodes {
+            api.put_core("nodes", json!({"metadata": {"name": node}}));
+        }
+        World {
+            api,
+            engine,
+            client,
+        }
+    }
+
+    /// A running pod with its address, as the plugin and the kubelet
+    /// leave one.
+    async fn pod(&self, node: &str, name: &str) -> IpAddr {
+        // The pod exists before the plugin allocates its address.
+        self.api.put_core(
+            "pods",
+            json!({"metadata": {"name": name, "namespace": "default"},
+                   "spec": {"nodeName": node}, "status": {"phase": "Pending"}}),
+        );
+        let address = self.allocate(node, name).await;
+        self.api.put_core(
+            "pods",
+            json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": node},
+                "status": {"phase": "Running", "podIP": address.to_string(),
+                           "podIPs": [{"ip": address.to_string()}]},
+            }),
+        );
+        address
+    }
+
+    async fn allocate(&self, node: &str, name: &str) -> IpAddr {
+        let mut request = AutoAssignRequest::new(format!("k8s-pod-network.{name}"), node, 1, 0);
+        request.attributes = [("namespace", "default"), ("pod", name), ("node", node)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let got = self.engine.auto_assign(&request).await.unwrap();
+        got.ipv4.addresses[0].addr()
+    }
+
+    async fn tunnel(&self, node: &str) -> IpAddr {
+        let mut request = AutoAssignRequest::new(format!("ipip-tunnel-addr-{node}"), node, 1, 0);
+        request.attributes = [("node", node), ("type", "ipipTunnelAddress")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        request.intended_use = ipam_core::AllowedUse::Tunnel;
+        self.engine
+            .auto_assign(&request)
+            .await
+            .unwrap()
+            .ipv4
+            .addresses[0]
+            .addr()
+    }
+
+    fn delete_pod(&self, name: &str) {
+        assert!(self.api.remove_core("pods", Some("default"), name));
+    }
+
+    async fn held(&self, address: IpAddr) -> bool {
+        self.engine.attributes_of(address).await.unwrap().is_some()
+    }
+
+    fn options(&self, identity: &str, grace: Duration) -> GcOptions {
+        GcOptions {
+            grace,
+            interval: Duration::from_millis(50),
+            lease: LeaseOptions {
+                namespace: NAMESPACE.to_string(),
+                name: "ipam-server-gc".to_string(),
+                identity: identity.to_string(),
+                duration: Duration::from_secs(1),
+                renew_every: Duration::from_millis(200),
+            },
+        }
+    }
+
+    /// A collector whose watches have caught up with the API server.
+    async fn collector(
+        &self,
+        identity: &str,
+        grace: Duration,
+    ) -> (Collector, Arc<GcMetrics>, Vec<tokio::task::JoinHandle<()>>) {
+        let metrics = Arc::new(GcMetrics::default());
+        let (collector, watches) = Collector::new(
+            self.client.clone(),
+            self.engine.clone(),
+            self.options(identity, grace),
+            metrics.clone(),
+        );
+        (collector, metrics, watches)
+    }
+
+    async fn lease_holder(&self) -> Option<String> {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), NAMESPACE);
+        leases
+            .get_opt("ipam-server-gc")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    }
+}
+
+/// Runs passes until `done` holds of the report, or panics after 10 s:
+/// the watches see the test's changes a moment after it makes them.
+async fn pass_until(collector: &mut Collector, done: impl Fn(&PassReport) -> bool) -> PassReport {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = collector.pass().await.unwrap();
+        if done(&report) {
+            return report;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no pass did it; last: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn scrape(metrics: &GcMetrics) -> String {
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text
+}
+
+/// The value of the one sample of `name` with these labels, 0 when absent.
+fn sample(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name))
+        .filter_map(|rest| rest.strip_prefix(labels))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .map(|value| value.parse::<f64>().unwrap())
+        .next()
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_gone_pods_address_is_released_after_the_grace_period_and_no_sooner() {
+    let w = World::start(&["n1"]).await;
+    let kept = w.pod("n1", "kept").await;
+    let gone = w.pod("n1", "gone").await;
+    let grace = Duration::from_millis(1500);
+    let (mut collector, metrics, _watches) = w.collector("a", grace).await;
+    // Nothing leaks while every pod runs.
+    let report = collector.pass().await.unwrap();
+    assert_eq!(report, PassReport::default());
+
+    w.delete_pod("gone");
+    let started = tokio::time::Instant::now();
+    let seen = pass_until(&mut collector, |r| r.candidates == 1).await;
+    assert!(seen.released.is_empty());
+    let text = scrape(&metrics);
+    assert_eq!(
+        sample(
+            &text,
+            "ipam_allocations_gc_candidates",
+            "{ippool=\"pool\",node=\"n1\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    let released = pass_until(&mut collector, |r| !r.released.is_empty()).await;
+    assert!(
+        started.elapsed() >= grace,
+        "released after {:?}, before the grace period",
+        started.elapsed()
+    );
+    assert_eq!(released.released, [gone]);
+    assert_eq!(released.candidates, 0);
+    assert!(!w.held(gone).await);
+    assert!(w.held(kept).await);
+    assert!(w
+        .engine
+        .addresses_of_handle("k8s-pod-network.gone")
+        .await
+        .unwrap()
+        .is_empty());
+    let text = scrape(&metrics);
+    assert_eq!(
+        sample(
+            &text,
+            "ipam_allocations_gc_reclamations_total",
+            "{ippool=\"pool\",node=\"n1\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "ipam_allocations_gc_candidates",
+            "{ippool=\"pool\",node=\"n1\"}"
+        ),
+        0.0
+    );
+    // Nothing more to do.
+    assert_eq!(collector.pass().await.unwrap(), PassReport::default());
+}
+
+#[tokio::test]
+async fn a_pod_still_running_or_not_yet_reporting_keeps_its_address() {
+    let w = World::start(&["n1"]).await;
+    let running = w.pod("n1", "running").await;
+    // Allocated, the pod created, the kubelet has not reported it yet.
+    let starting = w.allocate("n1", "starting").await;
+    w.api.put_core(
+        "pods",
+        json!({"metadata": {"name": "starting", "namespace": "default"},
+               "spec": {"nodeName": "n1"}, "status": {"phase": "Pending"}}),
+    );
+    // A pod that reports another address: its allocation is a leak.
+    let stale = w.allocate("n1", "restarted").await;
+    w.api.put_core(
+        "pods",
+        json!({"metadata": {"name": "restarted", "namespace": "default"},
+               "spec": {"nodeName": "n1"},
+               "status": {"phase": "Running", "podIPs": [{"ip": "10.0.0.250"}]}}),
+    );
+    let (mut collector, _metrics, _watches) = w.collector("a", Duration::from_millis(1)).await;
+    let report = pass_until(&mut collector, |r| !r.released.is_empty()).await;
+    assert_eq!(report.released, [stale]);
+    for _ in 0..3 {
+        assert!(collector.pass().await.unwrap().released.is_empty());
+    }
+    assert!(w.held(running).await);
+    assert!(w.held(starting).await);
+}
+
+#[tokio::test]
+async fn a_deleted_nodes_addresses_and_affinities_go_at_once() {
+    let w = World::start(&["n1", "n2"]).await;
+    let tunnel = w.tunnel("n2").await;
+    let mut on_n2 = vec![tunnel];
+    for i in 0..10 {
+        on_n2.push(w.pod("n2", &format!("p{i}")).await);
+    }
+    let elsewhere = w.pod("n1", "elsewhere").await;
+    let n2_blocks = w.engine.affinities_of("n2").await.unwrap().len();
+    assert!(n2_blocks >= 2, "ten pods fill more than one /29");
+    // A grace period far longer than the test: only the node's deletion
+    // can make these confirmed leaks.
+    let (mut collector, _metrics, _watches) = w.collector("a", Duration::from_secs(3600)).await;
+    // The node is drained (its pods' addresses wait out the grace period)
+    // and deleted.
+    for i in 0..10 {
+        w.delete_pod(&format!("p{i}"));
+    }
+    let drained = pass_until(&mut collector, |r| r.candidates == 10).await;
+    assert!(drained.released.is_empty());
+    assert!(w.api.remove_core("nodes", None, "n2"));
+    let report = pass_until(&mut collector, |r| !r.nodes_released.is_empty()).await;
+    on_n2.sort();
+    assert_eq!(report.released, on_n2);
+    assert_eq!(report.nodes_released, ["n2"]);
+    assert!(w.engine.affinities_of("n2").await.unwrap().is_empty());
+    let snapshot = w.engine.snapshot().await.unwrap();
+    assert!(
+        snapshot.blocks().all(|b| !b.is_empty()),
+        "the node's emptied blocks are deleted"
+    );
+    assert!(w.held(elsewhere).await);
+    assert_eq!(w.engine.affinities_of("n1").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_deleted_node_with_a_running_pod_is_left_alone() {
+    let w = World::start(&["n1", "n2"]).await;
+    let tunnel = w.tunnel("n2").await;
+    let survivor = w.pod("n2", "survivor").await;
+    let (mut collector, _metrics, _watches) = w.collector("a", Duration::from_millis(1)).await;
+    assert!(w.api.remove_core("nodes", None, "n2"));
+    // The watch sees the node gone: the tunnel address becomes a candidate
+    // that waits for the node's last pod.
+    let report = pass_until(&mut collector, |r| r.candidates == 1).await;
+    assert!(report.released.is_empty() && report.nodes_released.is_empty());
+    assert!(w.held(tunnel).await && w.held(survivor).await);
+    assert!(!w.engine.affinities_of("n2").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_pod_the_watch_missed_is_read_again_before_its_address_goes() {
+    let w = World::start(&["n1"]).await;
+    let (mut collector, _metrics, watches) = w.collector("a", Duration::from_millis(1)).await;
+    // Let the watches start, then stop them: what they hold goes stale.
+    collector.pass().await.unwrap();
+    watches.iter().for_each(tokio::task::JoinHandle::abort);
+    let late = w.pod("n1", "late").await;
+    for _ in 0..5 {
+        let report = collector.pass().await.unwrap();
+        assert!(report.released.is_empty(), "{report:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(w.held(late).await);
+    // Once the API server no longer has it either, it goes.
+    w.delete_pod("late");
+    let report = pass_until(&mut collector, |r| !r.released.is_empty()).await;
+    assert_eq!(report.released, [late]);
+}
+
+#[tokio::test]
+async fn one_replica_leads_and_another_takes_over_when_it_stops_or_dies() {
+    let w = World::start(&["n1"]).await;
+    let (a, metrics_a, watches_a) = w.collector("replica-a", Duration::from_millis(1)).await;
+    let (b, metrics_b, watches_b) = w.collector("replica-b", Duration::from_millis(1)).await;
+    let (stop_a, stopped_a) = watch::channel(false);
+    let (_stop_b, stopped_b) = watch::channel(false);
+    let run_a = tokio::spawn(a.run(stopped_a));
+    wait_for(|| async { w.lease_holder().await.as_deref() == Some("replica-a") }).await;
+    let run_b = tokio::spawn(b.run(stopped_b));
+    // b watches a hold the lease through several renewals.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.lease_holder().await.as_deref(), Some("replica-a"));
+    assert_eq!(sample(&scrape(&metrics_a), "ipam_gc_leader", ""), 1.0);
+    assert_eq!(sample(&scrape(&metrics_b), "ipam_gc_leader", ""), 0.0);
+
+    // Only the leader collects.
+    let gone = w.pod("n1", "gone").await;
+    w.delete_pod("gone");
+    wait_for(|| async { !w.held(gone).await }).await;
+    let reclaimed = |m: &GcMetrics| {
+        sample(
+            &scrape(m),
+            "ipam_allocations_gc_reclamations_total",
+            "{ippool=\"pool\",node=\"n1\"}",
+        )
+    };
+    assert_eq!(
+        (reclaimed(&metrics_a), reclaimed(&metrics_b)),
+        (1.0, 0.0),
+        "{}",
+        scrape(&metrics_a)
+    );
+
+    // a stops: it gives the lease up and b takes it at its next try.
+    let handed_over = tokio::time::Instant::now();
+    stop_a.send(true).unwrap();
+    run_a.await.unwrap();
+    wait_for(|| async { w.lease_holder().await.as_deref() == Some("replica-b") }).await;
+    assert!(
+        handed_over.elapsed() < Duration::from_secs(1),
+        "before the lease ran out"
+    );
+    assert_eq!(sample(&scrape(&metrics_a), "ipam_gc_leader", ""), 0.0);
+    wait_for(|| async { sample(&scrape(&metrics_b), "ipam_gc_leader", "") == 1.0 }).await;
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), NAMESPACE);
+    let lease = leases.get("ipam-server-gc").await.unwrap().spec.unwrap();
+    assert_eq!(lease.lease_transitions, Some(1));
+
+    // b dies without a word: a third replica waits out the lease, then leads.
+    run_b.abort();
+    watches_a
+        .iter()
+        .chain(&watches_b)
+        .for_each(tokio::task::JoinHandle::abort);
+    let died = tokio::time::Instant::now();
+    let (c, _metrics_c, _watches_c) = w.collector("replica-c", Duration::from_millis(1)).await;
+    let (_stop_c, stopped_c) = watch::channel(false);
+    let _run_c = tokio::spawn(c.run(stopped_c));
+    wait_for(|| async { w.lease_holder().await.as_deref() == Some("replica-c") }).await;
+    assert!(
+        died.elapsed() >= Duration::from_secs(1),
+        "took a live lease after {:?}",
+        died.elapsed()
+    );
+}
+
+/// Polls `condition` every 20 ms for up to 10 s.
+async fn wait_for<F, Fut>(condition: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_server_binary_collects_on_the_kubernetes_datastore_and_gives_its_lease_up() {
+    let w = World::start(&["n1"]).await;
+    let gone = w.pod("n1", "gone").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = w.api.kubeconfig().display().to_string();
+    let args = <ipam_server::args::Args as clap::Parser>::try_parse_from([
+        "ipam-server",
+        "--datastore=kubernetes",
+        &format!("--kubeconfig={kubeconfig}"),
+        &format!("--listen=127.0.0.1:{port}"),
+        "--gc-leak-grace-period=100ms",
+        "--gc-interval=50ms",
+        "--gc-lease-duration=1s",
+        &format!("--gc-lease-namespace={NAMESPACE}"),
+        "--gc-identity=the-binary",
+    ])
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ipam_server::server::run(args, async {
+        let _ = stopped.await;
+    }));
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let scrape_server = || async {
+        match reqwest::get(&metrics_url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    };
+    wait_for(|| async { sample(&scrape_server().await, "ipam_gc_leader", "") == 1.0 }).await;
+    assert_eq!(w.lease_holder().await.as_deref(), Some("the-binary"));
+    w.delete_pod("gone");
+    wait_for(|| async { !w.held(gone).await }).await;
+    let text = scrape_server().await;
+    assert_eq!(
+        sample(
+            &text,
+            "ipam_allocations_gc_reclamations_total",
+            "{ippool=\"pool\",node=\"n1\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert_eq!(w.lease_holder().await, None, "given up on shutdown");
+}
