@@ -25,9 +25,15 @@
 //! every allocation is a confirmed leak (tunnel addresses included) has its
 //! affinities released.
 //!
+//! A live node that holds more than one block gives up a block that has
+//! been empty for the whole grace period, one block always kept (Calico's
+//! releaseUnusedBlocks), so that blocks do not pile up on nodes whose pods
+//! came and went.
+//!
 //! [`LeakTracker`] remembers when each candidate was first seen, keyed by
 //! handle, address and sequence number: an allocation released and handed
-//! out again starts its grace period afresh.
+//! out again starts its grace period afresh. It remembers the same of
+//! empty blocks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -148,6 +154,10 @@ pub struct Collection {
     /// Gone nodes whose affinities may be released once their releasable
     /// leaks are released, by name.
     pub nodes_to_release: Vec<String>,
+    /// Blocks of live nodes empty for the grace period, whose affinity
+    /// (and so the block) may be released if still empty, by node then
+    /// block.
+    pub empty_blocks_to_release: Vec<(String, BlockCidr)>,
 }
 
 impl Collection {
@@ -162,6 +172,7 @@ impl Collection {
 #[derive(Debug, Clone, Default)]
 pub struct LeakTracker {
     since: HashMap<(String, IpAddr, u64), Now>,
+    empty_since: HashMap<BlockCidr, Now>,
 }
 
 /// How an allocation stands, before handles and nodes are considered.
@@ -323,7 +334,54 @@ impl LeakTracker {
                 .into_iter()
                 .filter_map(|(node, ok)| ok.then_some(node))
                 .collect(),
+            empty_blocks_to_release: self.scan_empty_blocks(snapshot, cluster, grace_nanos, now),
         }
+    }
+
+    // Calico's releaseUnusedBlocks and blockReleaseTracker: an empty block
+    // of a live node goes once it has been empty for the grace period (a
+    // block is briefly empty between its claim and its first allocation),
+    // and never the node's last block.
+    fn scan_empty_blocks(
+        &mut self,
+        snapshot: &Snapshot,
+        cluster: &Cluster,
+        grace_nanos: u64,
+        now: Now,
+    ) -> Vec<(String, BlockCidr)> {
+        let mut by_node: BTreeMap<&str, Vec<(BlockCidr, bool)>> = BTreeMap::new();
+        for block in snapshot.blocks() {
+            if let Some(BlockOwner::Host(node)) = block.owner() {
+                by_node
+                    .entry(node.as_str())
+                    .or_default()
+                    .push((block.cidr(), block.is_empty()));
+            }
+        }
+        let mut empty_since = HashMap::new();
+        let mut release = Vec::new();
+        for (node, mut blocks) in by_node {
+            if !cluster.nodes.contains(node) {
+                // A gone node's blocks go with the node.
+                continue;
+            }
+            blocks.sort();
+            let mut kept = blocks.len();
+            for (cidr, empty) in blocks {
+                if !empty {
+                    continue;
+                }
+                let first = *self.empty_since.get(&cidr).unwrap_or(&now);
+                empty_since.insert(cidr, first);
+                let waited = now.unix_nanos.saturating_sub(first.unix_nanos);
+                if kept > 1 && grace_nanos > 0 && waited >= grace_nanos {
+                    release.push((node.to_string(), cidr));
+                    kept -= 1;
+                }
+            }
+        }
+        self.empty_since = empty_since;
+        release
     }
 }
 
@@ -721,5 +779,71 @@ mod tests {
         w.assign(request);
         let found = LeakTracker::new().scan(&w.s, &w.cluster, GRACE, at(0));
         assert!(found.leaks.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn a_live_nodes_empty_blocks_go_after_the_grace_period_but_never_its_last() {
+        let mut w = World::new(&["n1", "n2"]);
+        // 64 pods fill n1's first /26; two more open a second block.
+        let names: Vec<String> = (0..66).map(|i| format!("p{i}")).collect();
+        for name in &names {
+            w.pod("n1", name);
+        }
+        w.pod("n2", "other");
+        let release = |w: &mut World, name: &str| {
+            let plan =
+                w.s.plan_release_by_handle(&format!("k8s-pod-network.{name}"))
+                    .unwrap();
+            w.s.apply(plan.plan);
+            w.cluster.pods.remove(&pod_ref(name));
+        };
+        // The second block empties.
+        release(&mut w, "p64");
+        release(&mut w, "p65");
+        let blocks: Vec<BlockCidr> = w.s.affinities_of("n1").map(|a| a.cidr).collect();
+        assert_eq!(blocks.len(), 2);
+        let mut tracker = LeakTracker::new();
+        assert!(tracker
+            .scan(&w.s, &w.cluster, GRACE, at(0))
+            .empty_blocks_to_release
+            .is_empty());
+        assert!(tracker
+            .scan(&w.s, &w.cluster, GRACE, at(899))
+            .empty_blocks_to_release
+            .is_empty());
+        let due = tracker.scan(&w.s, &w.cluster, GRACE, at(900));
+        let second = *blocks.iter().max().unwrap();
+        assert_eq!(due.empty_blocks_to_release, [("n1".to_string(), second)]);
+
+        // Everything goes: one of the two empty blocks stays.
+        for name in &names[..64] {
+            release(&mut w, name);
+        }
+        let mut tracker = LeakTracker::new();
+        tracker.scan(&w.s, &w.cluster, GRACE, at(0));
+        let due = tracker.scan(&w.s, &w.cluster, GRACE, at(900));
+        assert_eq!(due.empty_blocks_to_release.len(), 1, "{due:?}");
+        // n2's only block is never released; nor with a grace period of 0.
+        assert!(due.empty_blocks_to_release.iter().all(|(n, _)| n == "n1"));
+        let mut off = LeakTracker::new();
+        off.scan(&w.s, &w.cluster, Duration::ZERO, at(0));
+        assert!(off
+            .scan(&w.s, &w.cluster, Duration::ZERO, at(100_000))
+            .empty_blocks_to_release
+            .is_empty());
+
+        // A block used again in between starts over.
+        let mut tracker = LeakTracker::new();
+        tracker.scan(&w.s, &w.cluster, GRACE, at(0));
+        let again = w.pod("n1", "again");
+        tracker.scan(&w.s, &w.cluster, GRACE, at(500));
+        release(&mut w, "again");
+        let later = tracker.scan(&w.s, &w.cluster, GRACE, at(1000));
+        assert_eq!(later.empty_blocks_to_release.len(), 1);
+        let (_, released) = &later.empty_blocks_to_release[0];
+        assert!(
+            released.ordinal_of(again).is_none(),
+            "only the block never used again: {released}"
+        );
     }
 }

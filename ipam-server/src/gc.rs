@@ -1,6 +1,7 @@
 //! Garbage collection for the Kubernetes datastore, as Calico's
 //! kube-controllers does it: addresses whose pod is gone are released after
-//! a grace period, gone nodes lose their affinities and their empty blocks.
+//! a grace period, gone nodes lose their affinities and their empty blocks,
+//! and live nodes give up blocks left empty for the grace period (one kept).
 //!
 //! Pods and nodes are watched with kube-runtime reflectors. Every
 //! [`GcOptions::interval`] the replica that holds the Lease (see
@@ -27,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use ipam_core::check::PodRef;
 use ipam_core::gc::{Cluster, Collection, LeakTracker, PodState};
-use ipam_core::{Now, ReleaseRequest, Snapshot};
+use ipam_core::{BlockCidr, Now, ReleaseRequest, Snapshot};
 use ipam_store::{Datastore, Ipam};
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -121,6 +122,8 @@ pub struct PassReport {
     pub refused: usize,
     /// Nodes whose affinities were released.
     pub nodes_released: Vec<String>,
+    /// Empty blocks of live nodes released (and so deleted).
+    pub blocks_released: Vec<BlockCidr>,
 }
 
 /// Why a pass failed.
@@ -229,11 +232,15 @@ impl Collector {
                             .passes
                             .get_or_create(&Outcome { outcome: "done" })
                             .inc();
-                        if !report.released.is_empty() || !report.nodes_released.is_empty() {
+                        if !report.released.is_empty()
+                            || !report.nodes_released.is_empty()
+                            || !report.blocks_released.is_empty()
+                        {
                             tracing::info!(
                                 released = report.released.len(),
                                 refused = report.refused,
                                 nodes = ?report.nodes_released,
+                                blocks = report.blocks_released.len(),
                                 candidates = report.candidates,
                                 "garbage collection pass"
                             );
@@ -417,6 +424,16 @@ impl Collector {
                 Err(e) => {
                     tracing::warn!(node, error = %e, "releasing a deleted node's affinities: {e}")
                 }
+            }
+        }
+        for (node, block) in &collection.empty_blocks_to_release {
+            // Refused when an address was taken from it since the snapshot.
+            match self.engine.release_affinity(node, *block, true).await {
+                Ok(()) => {
+                    tracing::info!(node, %block, "released an empty block");
+                    report.blocks_released.push(*block);
+                }
+                Err(e) => tracing::info!(node, %block, error = %e, "empty block kept: {e}"),
             }
         }
         report

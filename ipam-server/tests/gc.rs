@@ -220,12 +220,12 @@ async fn a_gone_pods_address_is_released_after_the_grace_period_and_no_sooner() 
     assert_eq!(released.candidates, 0);
     assert!(!w.held(gone).await);
     assert!(w.held(kept).await);
-    assert!(w
-        .engine
-        .addresses_of_handle("k8s-pod-network.gone")
-        .await
-        .unwrap()
-        .is_empty());
+    let snapshot = w.engine.snapshot().await.unwrap();
+    assert!(
+        snapshot.handle("k8s-pod-network.gone").is_none(),
+        "the emptied handle is deleted"
+    );
+    assert!(snapshot.handle("k8s-pod-network.kept").is_some());
     let text = scrape(&metrics);
     assert_eq!(
         sample(
@@ -310,6 +310,47 @@ async fn a_deleted_nodes_addresses_and_affinities_go_at_once() {
         "the node's emptied blocks are deleted"
     );
     assert!(w.held(elsewhere).await);
+    assert_eq!(w.engine.affinities_of("n1").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_live_nodes_block_left_empty_goes_after_the_grace_period() {
+    let w = World::start(&["n1"]).await;
+    let mut addresses = Vec::new();
+    for i in 0..10 {
+        addresses.push(w.pod("n1", &format!("p{i}")).await);
+    }
+    let blocks = w.engine.affinities_of("n1").await.unwrap();
+    assert_eq!(blocks.len(), 2, "ten pods fill a /29 and start another");
+    let second = blocks.iter().map(|a| a.cidr).max().unwrap();
+    // The pods of the second block go.
+    for i in 0..10 {
+        if second.ordinal_of(addresses[i]).is_some() {
+            w.delete_pod(&format!("p{i}"));
+        }
+    }
+    let grace = Duration::from_millis(300);
+    let (mut collector, _metrics, _watches) = w.collector("a", grace).await;
+    let emptied = pass_until(&mut collector, |r| !r.released.is_empty()).await;
+    assert_eq!(emptied.released.len(), 2);
+    let started = tokio::time::Instant::now();
+    let report = pass_until(&mut collector, |r| !r.blocks_released.is_empty()).await;
+    assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
+    assert_eq!(report.blocks_released, [second]);
+    let left = w.engine.affinities_of("n1").await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(w.engine.block(second).await.unwrap().is_none(), "deleted");
+    // The node's last block stays, however long it is empty.
+    for i in 0..10 {
+        if second.ordinal_of(addresses[i]).is_none() {
+            w.delete_pod(&format!("p{i}"));
+        }
+    }
+    pass_until(&mut collector, |r| r.released.len() == 8).await;
+    tokio::time::sleep(grace * 2).await;
+    for _ in 0..3 {
+        assert!(collector.pass().await.unwrap().blocks_released.is_empty());
+    }
     assert_eq!(w.engine.affinities_of("n1").await.unwrap().len(), 1);
 }
 
