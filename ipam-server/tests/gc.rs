@@ -324,8 +324,8 @@ async fn a_live_nodes_block_left_empty_goes_after_the_grace_period() {
     assert_eq!(blocks.len(), 2, "ten pods fill a /29 and start another");
     let second = blocks.iter().map(|a| a.cidr).max().unwrap();
     // The pods of the second block go.
-    for i in 0..10 {
-        if second.ordinal_of(addresses[i]).is_some() {
+    for (i, address) in addresses.iter().enumerate() {
+        if second.ordinal_of(*address).is_some() {
             w.delete_pod(&format!("p{i}"));
         }
     }
@@ -341,8 +341,8 @@ async fn a_live_nodes_block_left_empty_goes_after_the_grace_period() {
     assert_eq!(left.len(), 1);
     assert!(w.engine.block(second).await.unwrap().is_none(), "deleted");
     // The node's last block stays, however long it is empty.
-    for i in 0..10 {
-        if second.ordinal_of(addresses[i]).is_none() {
+    for (i, address) in addresses.iter().enumerate() {
+        if second.ordinal_of(*address).is_none() {
             w.delete_pod(&format!("p{i}"));
         }
     }
