@@ -185,6 +185,18 @@ fn sample(text: &str, name: &str, labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Addresses released in pool "pool" on node n1, by the scrape `text`.
+fn reclaimed_on_n1(text: &str) -> f64 {
+    sample(text, "ipam_allocations_gc_reclamations_total", N1)
+}
+
+/// Leaks held in pool "pool" on node n1, by the scrape `text`.
+fn candidates_on_n1(text: &str) -> f64 {
+    sample(text, "ipam_allocations_gc_candidates", N1)
+}
+
+const N1: &str = "{ippool=\"pool\",node=\"n1\"}";
+
 #[tokio::test]
 async fn a_gone_pods_address_is_released_after_the_grace_period_and_no_sooner() {
     let w = World::start(&["n1"]).await;
@@ -201,15 +213,7 @@ async fn a_gone_pods_address_is_released_after_the_grace_period_and_no_sooner() 
     let seen = pass_until(&mut collector, |r| r.candidates == 1).await;
     assert!(seen.released.is_empty());
     let text = scrape(&metrics);
-    assert_eq!(
-        sample(
-            &text,
-            "ipam_allocations_gc_candidates",
-            "{ippool=\"pool\",node=\"n1\"}"
-        ),
-        1.0,
-        "{text}"
-    );
+    assert_eq!(candidates_on_n1(&text), 1.0, "{text}");
     let released = pass_until(&mut collector, |r| !r.released.is_empty()).await;
     assert!(
         started.elapsed() >= grace,
@@ -227,23 +231,8 @@ async fn a_gone_pods_address_is_released_after_the_grace_period_and_no_sooner() 
     );
     assert!(snapshot.handle("k8s-pod-network.kept").is_some());
     let text = scrape(&metrics);
-    assert_eq!(
-        sample(
-            &text,
-            "ipam_allocations_gc_reclamations_total",
-            "{ippool=\"pool\",node=\"n1\"}"
-        ),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        sample(
-            &text,
-            "ipam_allocations_gc_candidates",
-            "{ippool=\"pool\",node=\"n1\"}"
-        ),
-        0.0
-    );
+    assert_eq!(reclaimed_on_n1(&text), 1.0, "{text}");
+    assert_eq!(candidates_on_n1(&text), 0.0);
     // Nothing more to do.
     assert_eq!(collector.pass().await.unwrap(), PassReport::default());
 }
@@ -409,13 +398,7 @@ async fn one_replica_leads_and_another_takes_over_when_it_stops_or_dies() {
     let gone = w.pod("n1", "gone").await;
     w.delete_pod("gone");
     wait_for(|| async { !w.held(gone).await }).await;
-    let reclaimed = |m: &GcMetrics| {
-        sample(
-            &scrape(m),
-            "ipam_allocations_gc_reclamations_total",
-            "{ippool=\"pool\",node=\"n1\"}",
-        )
-    };
+    let reclaimed = |m: &GcMetrics| reclaimed_on_n1(&scrape(m));
     assert_eq!(
         (reclaimed(&metrics_a), reclaimed(&metrics_b)),
         (1.0, 0.0),
@@ -507,15 +490,7 @@ async fn the_server_binary_collects_on_the_kubernetes_datastore_and_gives_its_le
     w.delete_pod("gone");
     wait_for(|| async { !w.held(gone).await }).await;
     let text = scrape_server().await;
-    assert_eq!(
-        sample(
-            &text,
-            "ipam_allocations_gc_reclamations_total",
-            "{ippool=\"pool\",node=\"n1\"}"
-        ),
-        1.0,
-        "{text}"
-    );
+    assert_eq!(reclaimed_on_n1(&text), 1.0, "{text}");
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
     assert_eq!(w.lease_holder().await, None, "given up on shutdown");
