@@ -283,7 +283,7 @@ impl Collector {
     /// the first listing of pods and nodes.
     pub async fn pass(&mut self) -> Result<PassReport, GcError> {
         self.wait_until_ready().await;
-        let snapshot = self.engine.snapshot().await?;
+        let snapshot = self.engine.snapshot_of_blocks().await?;
         let mut cluster = self.watched();
         let now = now();
         let first = self
