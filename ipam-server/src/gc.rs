@@ -146,6 +146,9 @@ pub struct Collector {
     pods: Store<Pod>,
     nodes: Store<Node>,
     tracker: LeakTracker,
+    // Set while `run` holds the Lease; `None` when passes are driven
+    // directly (tests), which then always release.
+    leading: Option<watch::Receiver<bool>>,
 }
 
 impl Collector {
@@ -184,6 +187,7 @@ impl Collector {
                 pods,
                 nodes,
                 tracker: LeakTracker::new(),
+                leading: None,
             },
             tasks,
         )
@@ -192,7 +196,6 @@ impl Collector {
     /// Runs until `stop` says true: renews or tries for the Lease, and
     /// collects while leading. Gives the Lease up on the way out.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut elector = Elector::new(self.client.clone(), self.options.lease.clone());
         tokio::select! {
             _ = self.wait_until_ready() => {}
             _ = stop.wait_for(|s| *s) => return,
@@ -204,34 +207,38 @@ impl Collector {
             nodes = self.nodes.state().len(),
             "garbage collector watching pods and nodes"
         );
+        // The Lease is renewed beside the passes (one task, two futures),
+        // so that a long pass cannot let it lapse; a pass stops releasing as
+        // soon as it is lost. Dropping `run` drops both.
+        let elector = Elector::new(self.client.clone(), self.options.lease.clone());
+        let (leading_tx, leading) = watch::channel(false);
+        let lease = keep_lease(
+            elector,
+            self.options.lease.renew_every,
+            leading_tx,
+            self.metrics.clone(),
+            stop.clone(),
+        );
+        self.leading = Some(leading.clone());
+        tokio::join!(lease, self.collect_while_leading(leading, stop));
+    }
+
+    async fn collect_while_leading(
+        &mut self,
+        mut leading: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut next_pass = tokio::time::Instant::now();
         loop {
-            let was_leading = elector.is_leading();
-            match elector.try_acquire_or_renew().await {
-                Ok(true) if !was_leading => {
-                    tracing::info!(lease = %self.options.lease.name, "leading garbage collection");
-                }
-                Ok(false) if was_leading => {
-                    tracing::warn!("lost the garbage collection lease");
-                }
-                Err(e) => tracing::warn!(error = %e, "garbage collection lease: {e}"),
-                Ok(_) => {}
-            }
-            let leading = elector.is_leading();
-            self.metrics.leader.set(i64::from(leading));
-            if !leading {
+            if !*leading.borrow_and_update() {
                 // A new leader starts every grace period afresh: a
                 // judgement made under an old lease is not carried over.
                 self.tracker = LeakTracker::new();
                 self.metrics.candidates.clear();
             } else if tokio::time::Instant::now() >= next_pass {
                 next_pass = tokio::time::Instant::now() + self.options.interval;
-                match self.pass().await {
+                let outcome = match self.pass().await {
                     Ok(report) => {
-                        self.metrics
-                            .passes
-                            .get_or_create(&Outcome { outcome: "done" })
-                            .inc();
                         if !report.released.is_empty()
                             || !report.nodes_released.is_empty()
                             || !report.blocks_released.is_empty()
@@ -245,31 +252,31 @@ impl Collector {
                                 "garbage collection pass"
                             );
                         }
+                        "done"
                     }
                     Err(e) => {
-                        self.metrics
-                            .passes
-                            .get_or_create(&Outcome { outcome: "failed" })
-                            .inc();
                         tracing::warn!(error = %e, "garbage collection pass failed: {e}");
+                        "failed"
                     }
-                }
+                };
+                self.metrics
+                    .passes
+                    .get_or_create(&Outcome { outcome })
+                    .inc();
             }
-            let wait = self
-                .options
-                .lease
-                .renew_every
-                .min(next_pass.saturating_duration_since(tokio::time::Instant::now()))
+            let wait = next_pass
+                .saturating_duration_since(tokio::time::Instant::now())
                 .max(Duration::from_millis(10));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = leading.changed() => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
-        self.metrics.leader.set(0);
-        if let Err(e) = elector.release().await {
-            tracing::warn!(error = %e, "giving up the garbage collection lease: {e}");
-        }
+    }
+
+    fn still_leading(&self) -> bool {
+        self.leading.as_ref().is_none_or(|l| *l.borrow())
     }
 
     // Until both watches have listed once, an empty store would make
@@ -369,6 +376,10 @@ impl Collector {
         let mut failed_nodes: BTreeSet<&str> = BTreeSet::new();
         let mut released: BTreeSet<IpAddr> = BTreeSet::new();
         for (handle, requests) in by_handle {
+            if !self.still_leading() {
+                tracing::warn!("lost the lease mid-pass: releasing no more");
+                break;
+            }
             match self.engine.release(&requests).await {
                 Ok(outcome) => released.extend(outcome.released),
                 Err(e) => {
@@ -409,7 +420,7 @@ impl Collector {
         }
         report.released = released.into_iter().collect();
         for node in &collection.nodes_to_release {
-            if failed_nodes.contains(node.as_str()) {
+            if failed_nodes.contains(node.as_str()) || !self.still_leading() {
                 continue;
             }
             match self.engine.release_node(node).await {
@@ -427,6 +438,9 @@ impl Collector {
             }
         }
         for (node, block) in &collection.empty_blocks_to_release {
+            if !self.still_leading() {
+                break;
+            }
             // Refused when an address was taken from it since the snapshot.
             match self.engine.release_affinity(node, *block, true).await {
                 Ok(()) => {
@@ -437,6 +451,37 @@ impl Collector {
             }
         }
         report
+    }
+}
+
+// Takes or renews the Lease every `renew_every` until `stop`, telling the
+// collector whether it leads; gives the Lease up on the way out.
+async fn keep_lease(
+    mut elector: Elector,
+    renew_every: Duration,
+    leading: watch::Sender<bool>,
+    metrics: Arc<GcMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let was_leading = elector.is_leading();
+        match elector.try_acquire_or_renew().await {
+            Ok(true) if !was_leading => tracing::info!("leading garbage collection"),
+            Ok(false) if was_leading => tracing::warn!("lost the garbage collection lease"),
+            Err(e) => tracing::warn!(error = %e, "garbage collection lease: {e}"),
+            Ok(_) => {}
+        }
+        metrics.leader.set(i64::from(elector.is_leading()));
+        leading.send_replace(elector.is_leading());
+        tokio::select! {
+            _ = tokio::time::sleep(renew_every) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    leading.send_replace(false);
+    metrics.leader.set(0);
+    if let Err(e) = elector.release().await {
+        tracing::warn!(error = %e, "giving up the garbage collection lease: {e}");
     }
 }
 
