@@ -601,3 +601,57 @@ fn network_status_addresses(text: &str) -> BTreeSet<IpAddr> {
         .filter_map(|ip| ip.parse().ok())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
+    use ipam_store::kubernetes::KubernetesStore;
+    use testkit::apiserver::ApiServer;
+
+    #[tokio::test]
+    async fn a_pass_releases_nothing_once_the_lease_is_lost() {
+        let api = ApiServer::start().await;
+        let store = KubernetesStore::connect(Some(api.kubeconfig()))
+            .await
+            .unwrap();
+        let client = store.client().clone();
+        let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(Arc::new(store)));
+        let spec = PoolSpec::new("10.0.0.0/24".parse().unwrap());
+        engine
+            .create_pool(Pool::new("pool", spec).unwrap())
+            .await
+            .unwrap();
+        // A pod's address on a node that is gone: a confirmed leak at once.
+        let mut request = AutoAssignRequest::new("k8s-pod-network.p", "gone", 1, 0);
+        request.attributes = [("namespace", "default"), ("pod", "p"), ("node", "gone")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let address = engine.auto_assign(&request).await.unwrap().ipv4.addresses[0].addr();
+        let options = GcOptions {
+            grace: Duration::from_secs(3600),
+            interval: Duration::from_secs(1),
+            lease: LeaseOptions {
+                namespace: "default".into(),
+                name: "gc".into(),
+                identity: "me".into(),
+                duration: Duration::from_secs(1),
+                renew_every: Duration::from_millis(100),
+            },
+        };
+        let (mut collector, watches) =
+            Collector::new(client, engine.clone(), options, Arc::default());
+        let (leading_tx, leading) = watch::channel(false);
+        collector.leading = Some(leading);
+        let report = collector.pass().await.unwrap();
+        assert!(report.released.is_empty() && report.nodes_released.is_empty());
+        assert_eq!(report.candidates, 1, "judged, not released");
+        assert!(engine.attributes_of(address).await.unwrap().is_some());
+        leading_tx.send_replace(true);
+        let report = collector.pass().await.unwrap();
+        assert_eq!(report.released, [address]);
+        assert_eq!(report.nodes_released, ["gone"]);
+        watches.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
