@@ -270,6 +270,8 @@ mod tests {
         assert_eq!(gc.lease.identity, "replica-a");
         let zero = Args::try_parse_from(["ipam-server", "--gc-leak-grace-period", "0s"]).unwrap();
         assert_eq!(zero.gc().unwrap().grace, Duration::ZERO);
+        let bare = Args::try_parse_from(["ipam-server", "--gc-leak-grace-period", "0"]).unwrap();
+        assert_eq!(bare.gc().unwrap().grace, Duration::ZERO);
         let err = Args::try_parse_from(["ipam-server", "--gc-interval", "0s"]).unwrap_err();
         assert!(
             err.to_string().contains("\"0s\" must be longer than 0"),
