@@ -30,27 +30,46 @@
 //!   counts; failures are 422 Invalid with the API's message shape;
 //! - list filters by label selector (`k=v`, `k==v`, `k!=v`, `k in (..)`,
 //!   `k notin (..)`, `k`, `!k`) and answers `<Kind>List` with the current
-//!   resourceVersion; field selectors and dry runs are refused with 400
-//!   rather than ignored;
+//!   resourceVersion, all in one page (`limit` is ignored and no `continue`
+//!   is given, which the API allows); `resourceVersion=0` and
+//!   `resourceVersionMatch=NotOlderThan` are met by the current state;
+//!   field selectors, `resourceVersionMatch=Exact` and dry runs are refused
+//!   with 400 rather than ignored;
 //! - watch (`?watch=true`) streams newline-delimited WatchEvents (ADDED,
 //!   MODIFIED, DELETED) after the given resourceVersion, or the current
-//!   objects first when none (or "0") is given, until `timeoutSeconds`.
+//!   objects first when none (or "0") is given, until `timeoutSeconds`;
+//!   `allowWatchBookmarks` is accepted (no periodic bookmarks are sent,
+//!   which the API allows), and `sendInitialEvents=true` (a streaming list)
+//!   sends the current objects and then the BOOKMARK annotated
+//!   `k8s.io/initial-events-end`. So kube's `watcher` and `reflector` work
+//!   with their default list-then-watch and with streaming lists.
 //!
 //! Not kept: CEL validation rules (`x-kubernetes-validations`), managed
 //! fields, label syntax checks, pagination (the API allows a server to
 //! ignore `limit`), authentication. Errors are `Status` objects shaped as
 //! the API shapes them.
 //!
+//! Routes: a collection, `GET` (list, or watch) and `POST` (create), at
+//! `/apis/<group>/<version>/<plural>` and `/api/<version>/<plural>` (the
+//! core group), and for namespaced kinds also under
+//! `.../namespaces/<namespace>/<plural>`; an object, `GET`, `PUT`
+//! (replace) and `DELETE`, at the collection's path plus `/<name>`.
+//!
 //! Objects are JSON, stored by (group, version, plural); namespaced ones
-//! under `<namespace>/<name>`. Besides the CRDs, three built-in kinds are
-//! served, kept as written (no schema): core/v1 `pods` (namespaced) and
-//! `nodes`, and coordination.k8s.io/v1 `leases` (namespaced), at the API's
-//! paths (`/api/v1/namespaces/<ns>/pods/<name>`, `/api/v1/nodes/<name>`,
+//! under `<namespace>/<name>`. Besides the CRDs (cluster-scoped), three
+//! built-in kinds are served with every contract above but the schema:
+//! they are kept as written (`x-kubernetes-preserve-unknown-fields`).
+//! They are core/v1 `pods` (namespaced) and `nodes`, and
+//! coordination.k8s.io/v1 `leases` (namespaced), at the API's paths
+//! (`/api/v1/namespaces/<ns>/pods/<name>`, `/api/v1/nodes/<name>`,
 //! `/apis/coordination.k8s.io/v1/namespaces/<ns>/leases/<name>`, and the
-//! cluster-wide lists `/api/v1/pods`, `/api/v1/nodes`): what a consistency
-//! check and the garbage collector read, and a leader election's Lease.
-//! A namespaced kind asked for without a namespace (but for a list), or a
-//! cluster-scoped one with one, is 404 as on a real server. Tests set pods
+//! cluster-wide lists `/api/v1/pods`, `/api/v1/nodes`,
+//! `/apis/coordination.k8s.io/v1/leases`): what a consistency check and
+//! the garbage collector read, and a leader election's Lease. A namespaced
+//! kind asked for without a namespace (but for a list), or a
+//! cluster-scoped one with one, is 404 as on a real server; a create takes
+//! the namespace from the path, and a body naming another is 400. A list
+//! or watch under a namespace sees that namespace only. Tests set pods
 //! and nodes up with [`ApiServer::put_core`] and [`ApiServer::remove_core`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -372,7 +391,7 @@ impl Access {
             _ => return None,
         };
         let rest = match rest {
-            ["namespaces", _namespace, rest @ ..] => rest,
+            ["namespaces", _namespace, rest @ ..] if !rest.is_empty() => rest,
             rest => rest,
         };
         let (resource, name) = match rest {
@@ -647,6 +666,27 @@ impl Target {
             .as_deref()
             .is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns))
     }
+
+    /// Whether `object` is one a list or watch of this path with
+    /// `selector` reports.
+    fn selects(&self, selector: &Selector, object: &Value) -> bool {
+        self.holds(object) && selector.matches(&object["metadata"]["labels"])
+    }
+
+    /// The stored objects a list of this path with `selector` returns, in
+    /// key order.
+    fn selected<'a>(
+        &'a self,
+        store: &'a Store,
+        selector: &'a Selector,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        store
+            .objects
+            .get(&self.id)
+            .into_iter()
+            .flat_map(|objects| objects.values())
+            .filter(move |object| self.selects(selector, object))
+    }
 }
 
 async fn list_objects(
@@ -663,17 +703,19 @@ async fn list_objects(
     if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
         return watch(shared, target, selector, &params);
     }
+    if params
+        .get("resourceVersionMatch")
+        .is_some_and(|m| m == "Exact")
+    {
+        // Only the current state is kept, not the snapshots of the past.
+        return Err(ApiError::bad_request(
+            "resourceVersionMatch=Exact is not supported by this test server".to_string(),
+        ));
+    }
     let store = shared.store();
     let resource = target.resource(&store)?;
     let id = &target.id;
-    let items: Vec<Value> = store
-        .objects
-        .get(id)
-        .into_iter()
-        .flat_map(|objects| objects.values())
-        .filter(|object| target.holds(object) && selector.matches(&object["metadata"]["labels"]))
-        .cloned()
-        .collect();
+    let items: Vec<Value> = target.selected(&store, &selector).cloned().collect();
     Ok(Json(json!({
         "apiVersion": id.api_version(),
         "kind": resource.list_kind,
@@ -688,8 +730,12 @@ const DEFAULT_WATCH_SECONDS: u64 = 60;
 
 // A watch: every change of the resource after `resourceVersion` (with "0"
 // or none, the objects there are now, as ADDED, then every change), as
-// newline-delimited WatchEvents, until `timeoutSeconds`. No bookmarks:
-// the API allows a server to send none.
+// newline-delimited WatchEvents, until `timeoutSeconds`. No periodic
+// bookmarks (`allowWatchBookmarks` asks for them, but the API allows a
+// server to send none); with `sendInitialEvents=true` (a streaming list)
+// the objects there are now come first whatever the version, and then the
+// one bookmark that marks their end (`k8s.io/initial-events-end`), as the
+// API sends them.
 fn watch(
     shared: Arc<Shared>,
     target: Target,
@@ -710,27 +756,33 @@ fn watch(
             ))
         })?),
     };
+    let streaming_list = params.get("sendInitialEvents").is_some_and(|s| s == "true");
     let (initial, after, changes) = {
         let store = shared.store();
-        target.resource(&store)?;
-        let initial: Vec<Value> = match from {
-            Some(_) => Vec::new(),
-            None => store
-                .objects
-                .get(&target.id)
-                .into_iter()
-                .flat_map(|objects| objects.values())
-                .filter(|object| {
-                    target.holds(object) && selector.matches(&object["metadata"]["labels"])
-                })
+        let resource = target.resource(&store)?;
+        let mut initial: Vec<Value> = match (from, streaming_list) {
+            (Some(_), false) => Vec::new(),
+            _ => target
+                .selected(&store, &selector)
                 .map(|object| json!({"type": "ADDED", "object": object}))
                 .collect(),
         };
-        (
-            initial,
-            from.unwrap_or(store.last_revision),
-            store.changed.subscribe(),
-        )
+        let after = if streaming_list {
+            store.last_revision
+        } else {
+            from.unwrap_or(store.last_revision)
+        };
+        if streaming_list {
+            initial.push(json!({"type": "BOOKMARK", "object": {
+                "apiVersion": target.id.api_version(),
+                "kind": resource.kind,
+                "metadata": {
+                    "resourceVersion": after.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                },
+            }}));
+        }
+        (initial, after, store.changed.subscribe())
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
     let state = (shared, target, selector, after, changes, Some(initial));
@@ -753,11 +805,7 @@ fn watch(
                     *after = last.revision;
                 }
                 news.into_iter()
-                    .filter(|e| {
-                        e.id == target.id
-                            && target.holds(&e.object)
-                            && selector.matches(&e.object["metadata"]["labels"])
-                    })
+                    .filter(|e| e.id == target.id && target.selects(selector, &e.object))
                     .map(|e| json!({"type": e.kind, "object": e.object}))
                     .collect()
             };
@@ -1757,6 +1805,15 @@ mod tests {
                 "coordination.k8s.io".into(),
                 "leases".into(),
                 Some("l".into())
+            )
+        );
+        assert_eq!(
+            of(Method::GET, "/api/v1/namespaces/kube-system", None),
+            (
+                "get".into(),
+                String::new(),
+                "namespaces".into(),
+                Some("kube-system".into())
             )
         );
         assert!(Access::of(&Method::GET, "/healthz", None).is_none());

@@ -597,6 +597,17 @@ async fn leases_live_in_their_namespace_and_keep_every_field() {
     // Not in another namespace, and not without one.
     let elsewhere: Api<Lease> = Api::namespaced(client.clone(), "default");
     assert!(elsewhere.get_opt("gc").await.unwrap().is_none());
+    match elsewhere.get("gc").await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 404);
+            assert_eq!(status.reason, "NotFound");
+            assert_eq!(
+                status.message,
+                r#"leases.coordination.k8s.io "gc" not found"#
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     let everywhere: Api<Lease> = Api::all(client.clone());
     assert_eq!(
         everywhere
@@ -628,11 +639,28 @@ async fn leases_live_in_their_namespace_and_keep_every_field() {
         read.metadata.resource_version
     );
     assert_eq!(
-        written.spec.unwrap().holder_identity.as_deref(),
+        written.spec.as_ref().unwrap().holder_identity.as_deref(),
         Some("replica-b")
     );
+    assert_eq!(written.spec, taken.spec, "every field kept by a replace");
+    let version = |lease: &Lease| {
+        let rv = lease.metadata.resource_version.as_deref().unwrap();
+        rv.parse::<u64>().unwrap()
+    };
+    assert!(version(&written) > version(&read));
+    assert_eq!(written.metadata.uid, created.metadata.uid);
     let stale = leases.replace("gc", &PostParams::default(), &taken).await;
-    assert!(matches!(stale, Err(kube::Error::Api(s)) if s.code == 409));
+    match stale {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        leases.get("gc").await.unwrap().metadata.resource_version,
+        written.metadata.resource_version,
+        "the stale replace wrote nothing"
+    );
 
     // A body naming another namespace than the path is refused.
     let mut misplaced = lease.clone();
@@ -651,6 +679,18 @@ async fn leases_live_in_their_namespace_and_keep_every_field() {
 
     leases.delete("gc", &DeleteParams::default()).await.unwrap();
     assert!(leases.get_opt("gc").await.unwrap().is_none());
+
+    // What RBAC would check for a leader election.
+    let accesses = api.accesses();
+    for verb in ["create", "get", "update", "delete"] {
+        assert!(
+            accesses.iter().any(|a| a.verb == verb
+                && a.group == "coordination.k8s.io"
+                && a.resource == "leases"
+                && (verb == "create" || a.name.as_deref() == Some("gc"))),
+            "{verb}: {accesses:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -695,43 +735,204 @@ async fn a_pod_is_read_in_its_namespace_and_a_node_by_name() {
         && a.name.as_deref() == Some("web-0")));
 }
 
-#[tokio::test]
-async fn a_reflector_follows_pods_created_and_deleted() {
+/// Runs kube's reflector over a watcher of `api` with `config`, as the
+/// garbage collector does: its store, every error the stream yielded, and
+/// the task (abort it at the end).
+fn reflect<K>(
+    api: Api<K>,
+    config: kube::runtime::watcher::Config,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     use futures_util::StreamExt;
-    use k8s_openapi::api::core::v1::Pod;
     use kube::runtime::{reflector, watcher, WatchStreamExt};
-    let api = ApiServer::start().await;
-    let client = client(&api).await;
-    api.put_core("pods", json!({"metadata": {"name": "a", "namespace": "x"}}));
-    let (store, writer) = reflector::store::<Pod>();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff(),
-    );
-    let task = tokio::spawn(stream.for_each(|_| async {}));
-    let names = || {
-        let mut names: Vec<String> = store
+    let (store, writer) = reflector::store::<K>();
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    let task = tokio::spawn(stream.for_each(move |event| {
+        if let Err(error) = event {
+            seen.lock().unwrap().push(error.to_string());
+        }
+        async {}
+    }));
+    (store, errors, task)
+}
+
+/// Waits (10 s at most) until the reflector's store holds exactly the
+/// objects `wanted`, as `<namespace>/<name>` or `<name>`.
+async fn until_reflected<K>(store: &kube::runtime::reflector::Store<K>, wanted: &[&str])
+where
+    K: kube::Resource + Clone,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut held: Vec<String> = store
             .state()
             .iter()
-            .map(|p| p.metadata.name.clone().unwrap())
+            .map(|o| {
+                let name = o.meta().name.clone().unwrap_or_default();
+                match &o.meta().namespace {
+                    Some(namespace) => format!("{namespace}/{name}"),
+                    None => name,
+                }
+            })
             .collect();
-        names.sort();
-        names
-    };
-    let until = |wanted: Vec<&'static str>| {
-        let names = &names;
-        async move {
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-            while names() != wanted {
-                assert!(tokio::time::Instant::now() < deadline, "{:?}", names());
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
+        held.sort();
+        if held == wanted {
+            return;
         }
-    };
-    until(vec!["a"]).await;
-    api.put_core("pods", json!({"metadata": {"name": "b", "namespace": "y"}}));
-    until(vec!["a", "b"]).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reflector holds {held:?}, not {wanted:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+fn pod(namespace: &str, name: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": namespace}, "spec": {"nodeName": "node-1"}})
+}
+
+#[tokio::test]
+async fn a_reflector_follows_pods_created_and_deleted() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::watcher;
+    let api = ApiServer::start().await;
+    api.put_core("pods", pod("x", "a"));
+    let pods = Api::<Pod>::all(client(&api).await);
+    let (store, errors, task) = reflect(pods, watcher::Config::default());
+    until_reflected(&store, &["x/a"]).await;
+    api.put_core("pods", pod("y", "b"));
+    until_reflected(&store, &["x/a", "y/b"]).await;
     assert!(api.remove_core("pods", Some("x"), "a"));
-    until(vec!["b"]).await;
+    until_reflected(&store, &["y/b"]).await;
+    // A change reaches the store too.
+    api.put_core(
+        "pods",
+        json!({"metadata": {"name": "b", "namespace": "y"}, "spec": {"nodeName": "node-2"}}),
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.state()[0].spec.as_ref().unwrap().node_name.as_deref() != Some("node-2") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the change never came"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     task.abort();
+    assert_eq!(*errors.lock().unwrap(), Vec::<String>::new());
+    // What the watcher asked: a list of pods, then a watch from its version.
+    let verbs: Vec<(String, String)> = api
+        .accesses()
+        .into_iter()
+        .map(|a| (a.verb, a.resource))
+        .collect();
+    assert_eq!(
+        verbs,
+        [
+            ("list".to_string(), "pods".to_string()),
+            ("watch".to_string(), "pods".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_reflector_follows_nodes_created_and_deleted() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::runtime::watcher;
+    let api = ApiServer::start().await;
+    api.put_core("nodes", json!({"metadata": {"name": "node-1"}}));
+    let nodes = Api::<Node>::all(client(&api).await);
+    let (store, errors, task) = reflect(nodes, watcher::Config::default());
+    until_reflected(&store, &["node-1"]).await;
+    api.put_core("nodes", json!({"metadata": {"name": "node-2"}}));
+    until_reflected(&store, &["node-1", "node-2"]).await;
+    assert!(api.remove_core("nodes", None, "node-1"));
+    until_reflected(&store, &["node-2"]).await;
+    task.abort();
+    assert_eq!(*errors.lock().unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_reflector_works_with_cached_and_streaming_lists() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::watcher::{self, ListSemantic};
+    let api = ApiServer::start().await;
+    let client = client(&api).await;
+    api.put_core("pods", pod("x", "a"));
+    for config in [
+        // limit=500 with resourceVersion=0 and NotOlderThan.
+        watcher::Config::default().list_semantic(ListSemantic::Any),
+        // A watch with sendInitialEvents=true and no list at all.
+        watcher::Config::default().streaming_lists(),
+    ] {
+        let (store, errors, task) = reflect(Api::<Pod>::all(client.clone()), config.clone());
+        until_reflected(&store, &["x/a"]).await;
+        api.put_core("pods", pod("x", "b"));
+        until_reflected(&store, &["x/a", "x/b"]).await;
+        assert!(api.remove_core("pods", Some("x"), "b"));
+        until_reflected(&store, &["x/a"]).await;
+        task.abort();
+        assert_eq!(*errors.lock().unwrap(), Vec::<String>::new(), "{config:?}");
+    }
+    // A list at an exact past version cannot be served, so it is refused.
+    let exact = Api::<Pod>::all(client)
+        .list(
+            &ListParams::default()
+                .at("1")
+                .matching(kube::api::VersionMatch::Exact),
+        )
+        .await;
+    assert!(
+        matches!(&exact, Err(kube::Error::Api(s)) if s.code == 400),
+        "{exact:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_namespaced_list_and_watch_see_their_namespace_only() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::watcher;
+    let api = ApiServer::start().await;
+    let client = client(&api).await;
+    for (namespace, name) in [("shop", "cart"), ("default", "web"), ("shop", "till")] {
+        api.put_core("pods", pod(namespace, name));
+    }
+    let shop: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    let listed: Vec<String> = shop
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    assert_eq!(listed, ["cart", "till"]);
+    let (store, errors, task) = reflect(shop, watcher::Config::default());
+    until_reflected(&store, &["shop/cart", "shop/till"]).await;
+    api.put_core("pods", pod("default", "other"));
+    api.put_core("pods", pod("shop", "new"));
+    assert!(api.remove_core("pods", Some("default"), "web"));
+    assert!(api.remove_core("pods", Some("shop"), "cart"));
+    until_reflected(&store, &["shop/new", "shop/till"]).await;
+    task.abort();
+    assert_eq!(*errors.lock().unwrap(), Vec::<String>::new());
+    assert!(api
+        .accesses()
+        .iter()
+        .any(|a| a.verb == "watch" && a.resource == "pods" && a.name.is_none()));
 }
