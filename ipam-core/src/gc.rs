@@ -189,16 +189,6 @@ impl LeakTracker {
         LeakTracker::default()
     }
 
-    /// How many allocations are being tracked as leaked.
-    pub fn len(&self) -> usize {
-        self.since.len()
-    }
-
-    /// Whether no allocation is tracked as leaked.
-    pub fn is_empty(&self) -> bool {
-        self.since.is_empty()
-    }
-
     /// Judges every allocation of `snapshot` against `cluster` at `now`.
     /// Allocations no longer judged leaked are forgotten, so one that
     /// comes back to life and leaks again waits a whole grace period.
@@ -211,11 +201,13 @@ impl LeakTracker {
     ) -> Collection {
         let grace_nanos = u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX);
         let mut leaks = Vec::new();
-        // Handles with at least one address not confirmed leaked.
-        let mut kept_handles: BTreeSet<String> = BTreeSet::new();
+        // Handles with at least one address not confirmed leaked. Names
+        // are borrowed from the snapshot: most allocations are valid, and
+        // copying their strings would be most of a pass's work.
+        let mut kept_handles: BTreeSet<&str> = BTreeSet::new();
         // Nodes known to IPAM, and whether each may be released (gone,
         // and nothing on it that is not a confirmed leak).
-        let mut ipam_nodes: BTreeMap<String, bool> = BTreeMap::new();
+        let mut ipam_nodes: BTreeMap<&str, bool> = BTreeMap::new();
         let hosts = snapshot
             .blocks()
             .filter_map(|block| match block.owner() {
@@ -230,29 +222,29 @@ impl LeakTracker {
             );
         for host in hosts {
             ipam_nodes
-                .entry(host.to_string())
-                .or_insert(!cluster.nodes.contains(host));
+                .entry(host)
+                .or_insert_with(|| !cluster.nodes.contains(host));
         }
         let mut since = HashMap::new();
         // Tunnel addresses of gone nodes: confirmed only if their node is
         // released (Calico: "only marked as a leak if the node itself is
         // deleted, and there are no other valid allocations on the node").
-        let mut tunnels: Vec<Leak> = Vec::new();
+        let mut tunnels: Vec<(&str, Leak)> = Vec::new();
         for block in snapshot.blocks() {
             let cidr = block.cidr();
             for (ordinal, attribute) in block.allocations() {
                 let address = cidr.address(ordinal);
-                let node = attribute.secondary.get("node").map(str::to_string);
-                let node_gone = node.as_deref().is_some_and(|n| !cluster.nodes.contains(n));
-                let releasable_node = node.as_ref().map(|n| {
+                let node = attribute.secondary.get("node");
+                let node_gone = node.is_some_and(|n| !cluster.nodes.contains(n));
+                let releasable_node = node.map(|n| {
                     ipam_nodes
-                        .entry(n.clone())
-                        .or_insert(!cluster.nodes.contains(n.as_str()))
+                        .entry(n)
+                        .or_insert_with(|| !cluster.nodes.contains(n))
                 });
-                let handle = attribute.handle().map(str::to_string);
-                let verdict = match &handle {
+                let handle = attribute.handle();
+                let verdict = match handle {
                     Some(h) if !h.eq_ignore_ascii_case(WINDOWS_RESERVED_HANDLE) => {
-                        judge(attribute, address, node.as_deref(), cluster)
+                        judge(attribute, address, node, cluster)
                     }
                     _ => Verdict::Unknown,
                 };
@@ -267,7 +259,7 @@ impl LeakTracker {
                     }
                 };
                 let sequence_number = block.sequence_number_of(ordinal);
-                let key = (handle.clone(), address, sequence_number);
+                let key = (handle.to_string(), address, sequence_number);
                 let first = *self.since.get(&key).unwrap_or(&now);
                 since.insert(key, first);
                 let waited = now.unix_nanos.saturating_sub(first.unix_nanos);
@@ -284,9 +276,9 @@ impl LeakTracker {
                 let leak = Leak {
                     address,
                     block: cidr,
-                    handle,
+                    handle: handle.to_string(),
                     sequence_number,
-                    node,
+                    node: node.map(str::to_string),
                     pod,
                     reason,
                     since: first,
@@ -296,34 +288,34 @@ impl LeakTracker {
                     releasable: false,
                 };
                 if reason == LeakReason::NodeGone {
-                    tunnels.push(leak);
+                    tunnels.push((handle, leak));
                     continue;
                 }
                 if !leak.confirmed {
-                    kept_handles.insert(leak.handle.clone());
+                    kept_handles.insert(handle);
                 }
                 leaks.push(leak);
             }
         }
         self.since = since;
-        for mut tunnel in tunnels {
+        for (handle, mut tunnel) in tunnels {
             let released = tunnel
                 .node
-                .as_ref()
+                .as_deref()
                 .is_some_and(|n| ipam_nodes.get(n) == Some(&true));
             tunnel.confirmed = released;
             if !released {
-                kept_handles.insert(tunnel.handle.clone());
+                kept_handles.insert(handle);
             }
             leaks.push(tunnel);
         }
         for leak in &mut leaks {
-            leak.releasable = leak.confirmed && !kept_handles.contains(&leak.handle);
+            leak.releasable = leak.confirmed && !kept_handles.contains(leak.handle.as_str());
         }
         // A node whose leaks cannot all be released now waits for a later
         // pass rather than losing affinities with addresses still in use.
         for leak in leaks.iter().filter(|l| !l.releasable) {
-            if let Some(ok) = leak.node.as_ref().and_then(|n| ipam_nodes.get_mut(n)) {
+            if let Some(ok) = leak.node.as_deref().and_then(|n| ipam_nodes.get_mut(n)) {
                 *ok = false;
             }
         }
@@ -332,7 +324,8 @@ impl LeakTracker {
             leaks,
             nodes_to_release: ipam_nodes
                 .into_iter()
-                .filter_map(|(node, ok)| ok.then_some(node))
+                .filter(|&(_, ok)| ok)
+                .map(|(node, _)| node.to_string())
                 .collect(),
             empty_blocks_to_release: self.scan_empty_blocks(snapshot, cluster, grace_nanos, now),
         }
@@ -573,7 +566,7 @@ mod tests {
         w.release(&due.releasable().collect::<Vec<_>>());
         let after = tracker.scan(&w.s, &w.cluster, GRACE, at(901));
         assert!(after.leaks.is_empty());
-        assert!(tracker.is_empty());
+        assert!(tracker.since.is_empty(), "nothing left tracked");
     }
 
     #[test]
@@ -583,7 +576,7 @@ mod tests {
         let state = w.cluster.pods.remove(&pod_ref("flaky")).unwrap();
         let mut tracker = LeakTracker::new();
         assert_eq!(tracker.scan(&w.s, &w.cluster, GRACE, at(0)).leaks.len(), 1);
-        assert_eq!(tracker.len(), 1);
+        assert_eq!(tracker.since.len(), 1);
         w.cluster.pods.insert(pod_ref("flaky"), state.clone());
         assert!(tracker
             .scan(&w.s, &w.cluster, GRACE, at(600))

@@ -546,7 +546,7 @@ fn trim_node(node: &mut Node) {
 }
 
 /// What the core needs of a pod; `None` for a pod without a name.
-pub fn pod_state(pod: &Pod) -> Option<(PodRef, PodState)> {
+fn pod_state(pod: &Pod) -> Option<(PodRef, PodState)> {
     let key = PodRef {
         namespace: pod.metadata.namespace.clone()?,
         name: pod.metadata.name.clone()?,
