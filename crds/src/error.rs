@@ -2,8 +2,6 @@
 //! field that does not parse, or a generated manifest that Kubernetes would
 //! reject. Every variant names the kind, object and field at fault.
 
-use std::path::PathBuf;
-
 /// Why a wire object could not be converted, or a manifest not produced.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,13 +50,5 @@ pub enum Error {
         crd: String,
         /// The serialiser's error.
         source: serde_yaml::Error,
-    },
-    /// A manifest could not be written.
-    #[error("writing {}: {source}", path.display())]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
     },
 }

@@ -1,15 +1,13 @@
 //! The CRD manifests, generated from the wire types: one file per kind and
-//! one with them all, written by `cargo run -p crds --bin gen-crds` and
-//! checked in under `crds/`. A test fails when the checked-in files differ
-//! from what the types generate.
+//! one with them all, written by `cargo xtask gen` and checked in under
+//! `crds/`. A test (xtask/tests/generated.rs) fails when the checked-in
+//! files differ from what the types generate.
 //!
 //! The types describe each spec; this module shapes the envelope as
 //! Calico's published CRDs have it (root properties `apiVersion`, `kind`,
 //! `metadata`; no root `required`; `preserveUnknownFields: false`; no
 //! descriptions), so that our CRDs are Calico's, and refuses to produce
 //! one that Kubernetes would reject as not structural.
-
-use std::path::{Path, PathBuf};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
@@ -23,8 +21,7 @@ use crate::{BlockAffinity, IPAMBlock, IPAMConfig, IPAMHandle, IPPool, IPReservat
 /// The file that holds every CRD, for `kubectl apply -f crds/all.yaml`.
 pub const ALL_FILE: &str = "all.yaml";
 
-const HEADER: &str =
-    "# Generated from the crds crate's types by `cargo run -p crds --bin gen-crds`.\n\
+const HEADER: &str = "# Generated from the crds crate's types by `cargo xtask gen`.\n\
 # Do not edit: change the types, then run that command again.\n";
 
 /// One manifest file: its name within `crds/` and its text.
@@ -86,21 +83,6 @@ pub fn render() -> Result<Vec<Manifest>, Error> {
         text: all,
     });
     Ok(files)
-}
-
-/// Writes the manifest files into `dir`, returning their paths.
-pub fn write_all(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    render()?
-        .into_iter()
-        .map(|manifest| {
-            let path = dir.join(&manifest.file_name);
-            std::fs::write(&path, manifest.text).map_err(|source| Error::Write {
-                path: path.clone(),
-                source,
-            })?;
-            Ok(path)
-        })
-        .collect()
 }
 
 /// YAML with integral bounds written as integers: k8s-openapi holds
@@ -173,22 +155,6 @@ fn strip_descriptions(node: &mut JSONSchemaProps) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn write_all_writes_every_rendered_file_and_names_a_path_it_cannot_write() {
-        let dir = std::env::temp_dir().join(format!("crds-write-all-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let written = write_all(&dir).unwrap();
-        let rendered = render().unwrap();
-        assert_eq!(written.len(), rendered.len());
-        for (path, manifest) in written.iter().zip(&rendered) {
-            assert_eq!(std::fs::read_to_string(path).unwrap(), manifest.text);
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
-        let err = write_all(&dir.join("missing")).unwrap_err();
-        assert!(matches!(err, Error::Write { .. }));
-        assert!(err.to_string().contains("crds-write-all"), "{err}");
-    }
 
     #[test]
     fn a_schema_that_is_not_structural_is_refused_with_its_problems() {

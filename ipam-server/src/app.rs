@@ -239,18 +239,3 @@ async fn limit_time(State(limit): State<Duration>, request: Request, next: Next)
         .into_response(),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_served_openapi_document_is_the_checked_in_one() {
-        let checked_in = include_str!("../openapi.json");
-        assert!(
-            checked_in == openapi_json(),
-            "ipam-server/openapi.json is stale: regenerate it with \
-             `cargo run -p ipam-server --bin gen-openapi`"
-        );
-    }
-}

@@ -7,9 +7,8 @@
 
 use std::sync::Arc;
 
-use etcd_client::{Client, GetOptions};
 use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
-use ipam_store::etcd::{EtcdOptions, EtcdStore};
+use ipam_store::etcd::{EtcdKv, EtcdOptions, EtcdStore};
 use ipam_store::{Datastore, Ipam, IpamError, StoreError};
 use serde_json::{json, Value};
 use testkit::etcd::EtcdServer;
@@ -146,16 +145,9 @@ fn block_cases(good: &Value) -> Vec<Case> {
     cases
 }
 
-async fn everything(client: &mut Client) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let answer = client
-        .get("/calico", Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    answer
-        .kvs()
-        .iter()
-        .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
-        .collect()
+async fn everything(client: &EtcdKv) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let answer = client.get_prefix(b"/calico").await.unwrap();
+    answer.into_iter().map(|kv| (kv.key, kv.value)).collect()
 }
 
 fn names_the_key(error: &StoreError, key: &str) -> bool {
@@ -188,8 +180,8 @@ async fn corrupt_stored_objects_are_named_refused_and_left_alone() {
     request.attributes.insert("node".into(), "node-1".into());
     engine.auto_assign(&request).await.unwrap();
 
-    let mut client = Client::connect([etcd.endpoint()], None).await.unwrap();
-    let original = everything(&mut client).await;
+    let client = EtcdKv::new(&[etcd.endpoint()], &EtcdOptions::default()).unwrap();
+    let original = everything(&client).await;
     let read = |key: &str| {
         let value = &original
             .iter()
@@ -211,11 +203,8 @@ async fn corrupt_stored_objects_are_named_refused_and_left_alone() {
             .unwrap()
             .1
             .clone();
-        client
-            .put(case.key, case.bytes.clone(), None)
-            .await
-            .unwrap();
-        let corrupted = everything(&mut client).await;
+        client.put(case.key.as_bytes(), &case.bytes).await.unwrap();
+        let corrupted = everything(&client).await;
         // A fresh engine: nothing cached from before the corruption.
         let fresh = Ipam::new(store.clone());
         let listed = fresh.snapshot().await;
@@ -237,11 +226,11 @@ async fn corrupt_stored_objects_are_named_refused_and_left_alone() {
         };
         let fine = refused(listed.map(|_| ()))
             && refused(operated)
-            && everything(&mut client).await == corrupted;
+            && everything(&client).await == corrupted;
         if !fine {
             failures.push(case.label.clone());
         }
-        client.put(case.key, good, None).await.unwrap();
+        client.put(case.key.as_bytes(), &good).await.unwrap();
     }
     assert!(
         failures.is_empty(),
@@ -250,5 +239,5 @@ async fn corrupt_stored_objects_are_named_refused_and_left_alone() {
         cases.len(),
         failures.join("\n")
     );
-    assert_eq!(everything(&mut client).await, original);
+    assert_eq!(everything(&client).await, original);
 }
