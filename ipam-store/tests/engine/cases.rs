@@ -16,11 +16,12 @@ use ipam_store::{
 };
 use ipnet::IpNet;
 
-/// Generates one `#[tokio::test]` per case. `$make` is an async block that
-/// yields `(Arc<dyn Datastore>, guard)`.
+/// Generates one `#[tokio::test]` per case (those of this module and of
+/// `concurrency`). `$make` is an async block that yields
+/// `(Arc<dyn Datastore>, guard)`.
 macro_rules! engine_tests {
     ($make:expr) => {
-        engine_tests!(@cases $make;
+        engine_tests!(@cases $make; cases;
             first_assignment_claims_a_block_and_hands_out_its_base_address,
             repeated_auto_assign_returns_the_same_addresses,
             release_by_handle_frees_everything_and_is_idempotent,
@@ -50,13 +51,18 @@ macro_rules! engine_tests {
             a_release_by_another_engine_updates_the_handle,
             concurrent_requests_of_a_node_share_one_block_write,
         );
+        engine_tests!(@cases $make; concurrency;
+            one_handle_assigned_and_released_at_once_holds_only_what_was_answered,
+            a_release_between_an_assignments_handle_and_block_writes_leaves_the_last_answer,
+            a_release_between_a_claims_handle_and_block_writes_leaves_the_last_answer,
+        );
     };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
+    (@cases $make:expr; $module:ident; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (store, _guard) = $make.await;
-                $crate::cases::$case(store).await;
+                $crate::$module::$case(store).await;
             }
         )*
     };
