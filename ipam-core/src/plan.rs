@@ -5,7 +5,10 @@
 //! the block, so a crash in between leaves a handle that over-counts (found
 //! and fixed by a check) rather than an address nobody owns; on release the
 //! block is written before the handle, for the same reason. A new block is
-//! claimed in two phases: pending affinity, block, confirmed affinity.
+//! claimed in two phases, pending affinity, block (created empty),
+//! confirmed affinity, and the claim is complete before any handle counts
+//! an address in the block: so a handle's count in a block that does not
+//! exist is always stale, and a release by handle may drop it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

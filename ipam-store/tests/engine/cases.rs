@@ -966,8 +966,15 @@ pub async fn handle_goes_before_block_on_assign_and_after_on_release(store: Arc<
     engine.auto_assign(&request("h", "n", 1, 0)).await.unwrap();
     assert_eq!(
         std::mem::take(&mut *order.lock().unwrap()),
-        [Kind::Affinity, Kind::Handle, Kind::Block, Kind::Affinity],
-        "pending affinity, handle, block, confirmed affinity"
+        [
+            Kind::Affinity,
+            Kind::Block,
+            Kind::Affinity,
+            Kind::Handle,
+            Kind::Block
+        ],
+        "the claim first (pending affinity, empty block, confirmed affinity), \
+         then the handle, then the block"
     );
     engine.release_by_handle("h").await.unwrap();
     assert_eq!(
