@@ -316,7 +316,7 @@ async fn check_reports_injected_leaks_and_release_from_report_deletes_only_what_
     );
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    assert_eq!(written["schemaVersion"], 1);
+    assert_eq!(written["schemaVersion"], 2);
     assert_eq!(written["findings"][0]["kind"], "handleMissing");
     assert!(written["findings"][0]["sequenceNumber"].is_u64());
 
@@ -359,13 +359,13 @@ async fn release_refuses_a_report_of_another_schema_version_as_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     drop(open_embedded(dir.path()));
     let report = dir.path().join("r.json");
-    std::fs::write(&report, r#"{"schemaVersion": 2, "findings": []}"#).unwrap();
+    std::fs::write(&report, r#"{"schemaVersion": 3, "findings": []}"#).unwrap();
     let run = ipamctl_with(
         &embedded(dir.path()),
         &["release", "--from-report", &report.display().to_string()],
     );
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("schemaVersion 2"), "{}", run.stderr);
+    assert!(run.stderr.contains("schemaVersion 3"), "{}", run.stderr);
     let run = ipamctl_with(
         &embedded(dir.path()),
         &["release", "--from-report", "/nonexistent/report.json"],
