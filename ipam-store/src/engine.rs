@@ -32,6 +32,41 @@
 //! the revision the plan was computed from, and an answer that would write
 //! nothing (already free, a refusal, a shortfall) is given only from data
 //! read just now.
+//!
+//! # Pools
+//!
+//! Calico refuses a pool that overlaps another by listing the pools, then
+//! creating (clientv3/ippool.go, validateAndSetDefaults): two creates that
+//! list before either creates both succeed. No datastore here writes two
+//! objects atomically (Kubernetes cannot), so [`Ipam::create_pool`] makes
+//! the check hold by its order of writes instead:
+//!
+//! 1. list the pools and refuse the request if one overlaps;
+//! 2. create the pool disabled: nothing is ever assigned from a disabled
+//!    pool, so while it is being decided it hands out nothing;
+//! 3. list again: an overlapping pool seen now was created before this
+//!    look, and its own look (after its creation) may have missed ours, so
+//!    ours yields: it is deleted, and after a pause the request starts
+//!    again at 1, where a pool that stayed refuses it;
+//! 4. otherwise write the spec asked for, enabling the pool.
+//!
+//! Of two overlapping creates, the later-created always sees the earlier
+//! one at 3, unless that one already yielded, so at most one gets past 3;
+//! both may yield, and then their retries, spread by the pauses, let one
+//! through. So among this project's processes (every server, ipamctl, the
+//! CNI plugin in direct mode) on any datastore, no two overlapping pools
+//! are ever enabled, even for a moment, and a request is refused only for
+//! a pool that exists. A pool's update cannot change its CIDR or block
+//! size, and names the revision it read, so it brings no overlap.
+//!
+//! What it cannot guarantee: a writer that does not follow it, calicoctl or
+//! kubectl on the Kubernetes and etcd datastores, checks by Calico's
+//! list-then-create or not at all; a pool it creates after our step 3 is
+//! not seen, and `check` reports the overlap (`poolsOverlap`). A process
+//! killed between steps 2 and 4 leaves its pool disabled, where an operator
+//! sees it. Listing must be linearizable, which every backend's list is (an
+//! etcd range read, a Kubernetes list without a resourceVersion, a redb
+//! read transaction, the memory map).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -1859,17 +1894,73 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         Ok(pools)
     }
 
-    /// Creates a pool, refusing one that overlaps another.
+    /// Creates a pool, refusing one that overlaps another (Calico's IPPool
+    /// validation), atomically with that check among this project's
+    /// processes: see "Pools" in the module documentation.
     pub async fn create_pool(&self, pool: Pool) -> Result<(), IpamError> {
-        let others = self.pools().await?;
-        check_no_overlap(&pool, &others)?;
-        self.store.create(&Value::Pool(pool)).await?;
-        self.cache().loaded_at = None;
-        Ok(())
+        let key = Key::Pool(pool.name().to_string());
+        let mut spec = pool.spec().clone();
+        spec.disabled = true;
+        let placeholder = Value::Pool(Pool::new(pool.name(), spec)?);
+        let mut last = None;
+        for attempt in 0..self.options.max_attempts {
+            if attempt > 0 {
+                self.back_off(attempt).await;
+            }
+            // A pool that is there now refuses the request for good.
+            check_no_overlap(&pool, &self.pools().await?)?;
+            let revision = self.store.create(&placeholder).await?;
+            // Any overlapping pool listed now was created before this look,
+            // so its own look, after its creation, may miss ours: ours
+            // yields, and of two creates that race, at most one goes on.
+            let overlap = match self.pools().await {
+                Ok(pools) => check_no_overlap(&pool, &pools).err(),
+                Err(e) => {
+                    self.remove_placeholder(&key, &revision).await;
+                    return Err(e);
+                }
+            };
+            match overlap {
+                None => {
+                    let made = if pool.spec().disabled {
+                        Ok(())
+                    } else {
+                        let enabled = Value::Pool(pool);
+                        self.store.update(&enabled, &revision).await.map(|_| ())
+                    };
+                    self.cache().loaded_at = None;
+                    if let Err(e) = made {
+                        self.remove_placeholder(&key, &revision).await;
+                        return Err(e.into());
+                    }
+                    return Ok(());
+                }
+                Some(overlap) => {
+                    self.remove_placeholder(&key, &revision).await;
+                    // The other may be a create that yields in turn: look
+                    // again after a pause, and refuse if it stayed.
+                    last = Some(overlap);
+                }
+            }
+        }
+        Err(last.expect("at least one attempt").into())
+    }
+
+    /// Deletes a pool this engine created disabled and never finished;
+    /// best effort: left behind, it is a disabled pool an operator sees
+    /// and may delete.
+    async fn remove_placeholder(&self, key: &Key, revision: &Revision) {
+        match self.store.delete(key, revision).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(%key, error = %e, "left a disabled pool behind"),
+        }
     }
 
     /// Replaces a pool's spec. Its CIDR and block size cannot change, as in
-    /// Calico (an in-use pool cannot be resized; create another instead).
+    /// Calico (an in-use pool cannot be resized; create another instead),
+    /// so an update can bring no overlap: the check that matters is that the
+    /// CIDR is the stored one, and the update names the revision that check
+    /// read, so that it is atomic with it.
     pub async fn update_pool(&self, pool: Pool) -> Result<(), IpamError> {
         let key = Key::Pool(pool.name().to_string());
         let current = self.store.get(&key).await?;

@@ -7,19 +7,21 @@
 //! ever held by two handles. At the end everything is released and nothing
 //! is left.
 //!
-//! One handle assigned and released at the same time, on every backend
-//! (the cases `engine_tests!` runs from here): round after round with the
+//! On every backend (the cases `engine_tests!` runs from here): one handle
+//! assigned and released at the same time, round after round with the
 //! store's calls delayed at random, and the one interleaving that used to
-//! leave an address without its handle, held exactly in place.
+//! leave an address without its handle, held exactly in place; pools over
+//! one range created at once, of which exactly one must be created; and one
+//! block claimed by many nodes at once, which must leave no claim pending.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ipam_core::{IpamConfig, ReleaseRequest};
+use ipam_core::{AffinityState, IpamConfig, Pool, ReleaseRequest};
 use ipam_store::memory::MemoryStore;
-use ipam_store::{Datastore, Ipam, Kind, ListQuery};
+use ipam_store::{Datastore, Ipam, IpamError, Kind, ListQuery, Value};
 
 use crate::cases::{
     addrs, allocations, assert_consistent, engine_on, engine_with, pool, request, Engine,
@@ -280,4 +282,108 @@ pub async fn a_release_between_a_claims_handle_and_block_writes_leaves_the_last_
     store: Arc<dyn Datastore>,
 ) {
     release_between_handle_and_block_write(store, true).await;
+}
+
+// ----- pools created at once over one range -------------------------------
+
+/// 16 pools created at once over one range, half with its CIDR and half
+/// with one /24 inside it, through two engines (two processes) on a store
+/// whose calls are delayed at random, 5 rounds: exactly one is created, as
+/// asked (enabled), and every other request is refused as overlapping.
+pub async fn concurrent_creates_of_overlapping_pools_create_exactly_one(store: Arc<dyn Datastore>) {
+    let jittery: Arc<dyn Datastore> = Arc::new(Jittery::new(
+        store.clone(),
+        std::time::Duration::from_millis(2),
+    ));
+    let engines: [Arc<Engine>; 2] = [
+        Arc::new(Ipam::new(jittery.clone())),
+        Arc::new(Ipam::new(jittery.clone())),
+    ];
+    for round in 0..5u8 {
+        let range: ipnet::IpNet = format!("10.{round}.0.0/16").parse().unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..16u8 {
+            let cidr = if i % 2 == 0 {
+                range.to_string()
+            } else {
+                format!("10.{round}.7.0/24")
+            };
+            let created = pool(&format!("r{round}-{i}"), &cidr, 26);
+            let engine = engines[usize::from(i % 2)].clone();
+            tasks.push(tokio::spawn(
+                async move { engine.create_pool(created).await },
+            ));
+        }
+        let mut created = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(()) => created += 1,
+                Err(IpamError::Refused(ipam_core::Error::PoolsOverlap { .. })) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        let inside: Vec<Pool> = engines[0]
+            .pools()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p| range.contains(&p.cidr().network()))
+            .collect();
+        assert_eq!((created, inside.len()), (1, 1), "round {round}: {inside:?}");
+        assert!(inside[0].enabled(), "created as asked: {inside:?}");
+    }
+}
+
+// ----- one block claimed by many nodes at once ----------------------------
+
+/// 16 nodes claim one block at once through two engines on a store whose
+/// calls are delayed at random, 5 rounds: one claims it, and the 15 that
+/// lost take their pending affinities back, so the block has exactly one
+/// affinity, confirmed, the winner's.
+pub async fn concurrent_claims_of_one_block_leave_one_confirmed_affinity(
+    store: Arc<dyn Datastore>,
+) {
+    let jittery: Arc<dyn Datastore> = Arc::new(Jittery::new(
+        store.clone(),
+        std::time::Duration::from_millis(2),
+    ));
+    let first = Arc::new(engine_on(&jittery, "10.0.0.0/16", 26).await);
+    let engines: [Arc<Engine>; 2] = [first, Arc::new(Ipam::new(jittery.clone()))];
+    for round in 0..5u8 {
+        let cidr: ipnet::IpNet = format!("10.0.{round}.0/26").parse().unwrap();
+        let mut tasks = Vec::new();
+        for node in 0..16usize {
+            let engine = engines[node % 2].clone();
+            tasks.push(tokio::spawn(async move {
+                let claim = engine.claim_affinity(&format!("c{node}"), cidr).await;
+                (format!("c{node}"), claim)
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (node, claim) = task.await.unwrap();
+            let claim = claim.unwrap_or_else(|e| panic!("{node}: {e}"));
+            if claim.claimed.is_empty() {
+                assert_eq!(claim.failed.len(), 1, "{node}: {claim:?}");
+            } else {
+                winners.push(node);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let of_block: Vec<(String, AffinityState)> = store
+            .list(&ListQuery::All(Kind::Affinity))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|item| match item.value {
+                Value::Affinity(a) if a.cidr.net() == cidr => Some((a.node, a.state)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            of_block,
+            [(winners[0].clone(), AffinityState::Confirmed)],
+            "round {round}"
+        );
+    }
 }
