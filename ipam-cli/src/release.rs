@@ -121,9 +121,11 @@ pub fn read_report(path: &Path) -> Result<CheckReport, CliError> {
         .and_then(serde_json::Value::as_u64);
     match version {
         Some(v) if (1..=u64::from(REPORT_SCHEMA_VERSION)).contains(&v) => {}
-        Some(v) => return Err(unusable(format!(
+        Some(v) => {
+            return Err(unusable(format!(
             "schemaVersion {v} is not a version this ipamctl reads (1 to {REPORT_SCHEMA_VERSION})"
-        ))),
+        )))
+        }
         None => return Err(unusable("no schemaVersion: not a check report".to_string())),
     }
     serde_json::from_str(&text).map_err(|e| unusable(format!("not a check report: {e}")))
