@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use std::collections::BTreeMap;
 
@@ -21,7 +21,7 @@ use ipam_core::block::{Attribute, BlockSpec};
 use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, SkippedCheck};
 use ipam_core::usage::{borrowed, classify, BorrowedAddress, Borrowing};
 use ipam_core::{
-    Affinity, AffinityState, Block, BlockCidr, IpamConfig, Pool, ReleaseRequest, Snapshot,
+    Affinity, AffinityState, Block, BlockCidr, IpamConfig, Now, Pool, ReleaseRequest, Snapshot,
 };
 use ipam_store::embedded::EmbeddedStore;
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
@@ -306,7 +306,7 @@ impl Backend {
                 let progress = Progress::spinner("reading blocks, handles and affinities");
                 let snapshot = engine.snapshot().await?;
                 progress.message(&format!("checking {} blocks", snapshot.blocks().count()));
-                let report = check(&snapshot, live);
+                let report = check(&snapshot, live, Now::from(SystemTime::now()));
                 progress.finish();
                 Ok(report)
             }
@@ -474,7 +474,8 @@ async fn liveness_findings(client: &Client, live: &Liveness) -> Result<LivenessF
             snapshot.insert_affinity(rebuilt_affinity(&item)?);
         }
     }
-    let findings = check(&snapshot, live).findings;
+    // Only the pod and node findings are kept: the time dates nothing here.
+    let findings = check(&snapshot, live, Now::from(SystemTime::now())).findings;
     let (pods, rest): (Vec<Finding>, Vec<Finding>) = findings
         .into_iter()
         .partition(|f| f.kind == FindingKind::PodGone);

@@ -121,14 +121,14 @@ pub fn summary(report: &CheckReport, show_findings: bool, written_to: Option<&Pa
 mod tests {
     use super::*;
     use ipam_core::check::{check, Liveness};
-    use ipam_core::{Handle, IpamConfig, Pool, PoolSpec, Snapshot};
+    use ipam_core::{Handle, IpamConfig, Now, Pool, PoolSpec, Snapshot};
 
     #[test]
     fn the_summary_counts_findings_by_kind_and_says_what_was_skipped() {
         let pool = Pool::new("p", PoolSpec::new("10.0.0.0/24".parse().unwrap())).unwrap();
         let mut snapshot = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
         snapshot.insert_handle(Handle::new("k8s-pod-network.empty"));
-        let report = check(&snapshot, &Liveness::default());
+        let report = check(&snapshot, &Liveness::default(), Now { unix_nanos: 0 });
         let text = summary(&report, true, Some(Path::new("/tmp/r.json")));
         assert_eq!(
             text,

@@ -102,8 +102,9 @@ async fn release_addresses(
     }
 }
 
-/// Reads a report written by `ipamctl check -o FILE`, refusing one of
-/// another schema version.
+/// Reads a report written by `ipamctl check -o FILE`, refusing one of a
+/// newer schema version. Version 1 reads as 2: 2 only added kinds and a
+/// field.
 pub fn read_report(path: &Path) -> Result<CheckReport, CliError> {
     let unusable = |reason: String| {
         CliError::Usage(format!(
@@ -119,11 +120,11 @@ pub fn read_report(path: &Path) -> Result<CheckReport, CliError> {
         .get("schemaVersion")
         .and_then(serde_json::Value::as_u64);
     match version {
-        Some(v) if v == u64::from(REPORT_SCHEMA_VERSION) => {}
+        Some(v) if (1..=u64::from(REPORT_SCHEMA_VERSION)).contains(&v) => {}
         Some(v) => {
             return Err(unusable(format!(
-                "schemaVersion {v} is not the version this ipamctl reads ({REPORT_SCHEMA_VERSION})"
-            )))
+            "schemaVersion {v} is not a version this ipamctl reads (1 to {REPORT_SCHEMA_VERSION})"
+        )))
         }
         None => return Err(unusable("no schemaVersion: not a check report".to_string())),
     }

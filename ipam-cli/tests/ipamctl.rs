@@ -278,6 +278,30 @@ async fn release_ip_frees_an_address_and_a_free_one_is_not_found() {
 }
 
 #[tokio::test]
+async fn check_reports_overlapping_pools_directly_and_through_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    seed_16_pool_with_13_in_use(dir.path()).await;
+    {
+        // A pool written by something that skipped the overlap check.
+        let engine = open_embedded(dir.path());
+        let spec = ipam_core::PoolSpec::new("172.17.3.0/24".parse().unwrap());
+        let pool = ipam_core::Pool::new("inner", spec).unwrap();
+        engine.store().create(&Value::Pool(pool)).await.unwrap();
+    }
+    let says = "Found 1 poolsOverlap (inconsistency).\n";
+    let run = ipamctl_with(&embedded(dir.path()), &["check"]);
+    assert!(run.stdout.contains(says), "{}", run.stdout);
+    let server = Server::start(dir.path());
+    let run = ipamctl_with(&server.connection(), &["check", "--show-problem-ips"]);
+    assert!(run.stdout.contains(says), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("overlaps pool inner (172.17.3.0/24)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
 async fn check_reports_injected_leaks_and_release_from_report_deletes_only_what_is_still_leaked() {
     let dir = tempfile::tempdir().unwrap();
     seed_16_pool_with_13_in_use(dir.path()).await;
@@ -316,7 +340,7 @@ async fn check_reports_injected_leaks_and_release_from_report_deletes_only_what_
     );
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    assert_eq!(written["schemaVersion"], 1);
+    assert_eq!(written["schemaVersion"], 2);
     assert_eq!(written["findings"][0]["kind"], "handleMissing");
     assert!(written["findings"][0]["sequenceNumber"].is_u64());
 
@@ -359,13 +383,13 @@ async fn release_refuses_a_report_of_another_schema_version_as_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     drop(open_embedded(dir.path()));
     let report = dir.path().join("r.json");
-    std::fs::write(&report, r#"{"schemaVersion": 2, "findings": []}"#).unwrap();
+    std::fs::write(&report, r#"{"schemaVersion": 3, "findings": []}"#).unwrap();
     let run = ipamctl_with(
         &embedded(dir.path()),
         &["release", "--from-report", &report.display().to_string()],
     );
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("schemaVersion 2"), "{}", run.stderr);
+    assert!(run.stderr.contains("schemaVersion 3"), "{}", run.stderr);
     let run = ipamctl_with(
         &embedded(dir.path()),
         &["release", "--from-report", "/nonexistent/report.json"],

@@ -13,7 +13,7 @@
 //!
 //! ```json
 //! {
-//!   "schemaVersion": 1,
+//!   "schemaVersion": 2,
 //!   "summary": {
 //!     "blocksChecked": 3, "addressesInUse": 41, "handles": 40, "affinities": 3,
 //!     "findingsByKind": { "podGone": 1 }
@@ -35,11 +35,36 @@
 //! record for that ordinal, so that a release from the report can refuse an
 //! address handed out again since (Calico's release.go passes it on in
 //! `ReleaseOptions`). `attributeIndex` is set on `unusedAttribute`;
-//! `recordedByHandle` and `heldInBlock` on `handleCountMismatch`. Findings
-//! are ordered by block (findings about no block last), ordinal (findings
-//! about the whole block first), handle and kind. Readers ignore fields they
-//! do not know; a new kind, or a field whose meaning changes, raises
+//! `recordedByHandle` and `heldInBlock` on `handleCountMismatch`; `pool` on
+//! `poolsOverlap` (the first of the two by name; the message names both);
+//! `block` and `node` on `stalePendingAffinity`. Findings are ordered by
+//! block (findings about no block last), ordinal (findings about the whole
+//! block first), handle, kind, node and pool. Readers ignore fields they do
+//! not know; a new kind, or a field whose meaning changes, raises
 //! `schemaVersion`, so that a reader can refuse a report it would misread.
+//! Version 2 added `poolsOverlap`, `stalePendingAffinity` and `pool`; a
+//! version 1 report reads as version 2.
+//!
+//! # Pending affinities
+//!
+//! A claim writes its node's affinity `pending`, creates the block, then
+//! confirms the affinity; a claim that loses the block to another node
+//! deletes its pending affinity (Calico: claimAffineBlock in
+//! ipam_block_reader_writer.go). A pending affinity counts as absent
+//! (ipam.go, getBlockFromAffinity; confd ignores them), so one left behind
+//! harms nothing but is never cleaned up either: Calico only reuses it when
+//! the same node claims the same block again (getPendingAffinity), and
+//! neither `calicoctl ipam check` nor kube-controllers look at them.
+//!
+//! A BlockAffinity carries no time, so a pending one is dated by its
+//! block's `affinityClaimTime`: the claim it took part in created that
+//! block, or lost to the claim that did. It is reported once that is
+//! [`PENDING_AFFINITY_MAX_AGE_SECONDS`] old, far longer than a claim takes:
+//! a claim's few writes are bounded by the engine's retry budget and by
+//! its callers' deadlines (ipam-server's request timeout and the CNI
+//! plugin's `timeout_seconds`, 30 s by default each). One whose block does
+//! not exist, or has no claim time, cannot be dated and is reported at
+//! once: on a quiet datastore it is a claim that died between its writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -47,12 +72,20 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::affinity::AffinityState;
 use crate::block::{Attribute, Block, BlockOwner, BlockProblem, WINDOWS_RESERVED_HANDLE};
 use crate::cidr::BlockCidr;
+use crate::plan::Now;
 use crate::snapshot::Snapshot;
+use crate::timestamp::parse_rfc3339;
 
 /// The version written in [`CheckReport::schema_version`].
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
+
+/// How old a pending affinity's claim may be before it is reported: ten
+/// times the longest a request may run (30 s), so that no claim still under
+/// way is reported (see the module documentation).
+pub const PENDING_AFFINITY_MAX_AGE_SECONDS: i64 = 300;
 
 /// A pod by namespace and name, as allocation attributes record it
 /// (`namespace`, `pod`).
@@ -126,6 +159,15 @@ pub enum FindingKind {
     /// The handle holds no address in any block (Calico: "handles with no
     /// matching IPs", the report's `leakedHandles`).
     HandleWithoutAllocations,
+    /// Two pools share addresses: blocks of one fall in the other, and an
+    /// address may be handed out from both. Calico refuses to create such a
+    /// pool; a race between two creates, or a writer that skips the check,
+    /// can still leave one.
+    PoolsOverlap,
+    /// An affinity still pending long after its claim (see the module
+    /// documentation): a claim that died before confirming it, or that lost
+    /// the block and did not take it back.
+    StalePendingAffinity,
 }
 
 impl FindingKind {
@@ -135,7 +177,8 @@ impl FindingKind {
     /// (CNI DEL and garbage collection run later), and pools are deleted
     /// while blocks are in use, so `podGone`, `allocationNodeGone`,
     /// `blockNodeGone`, `affinityNodeGone` and `orphanedBlock` are leaks or
-    /// leftovers, not inconsistencies. Everything else is. Calico writes a
+    /// leftovers, not inconsistencies; so is `stalePendingAffinity`, which
+    /// counts as absent. Everything else is. Calico writes a
     /// handle before its block and releases from the block before the handle,
     /// so `handleWithoutAllocations` and `handleCountMismatch` can also show
     /// an operation caught half-way: check a quiet datastore, or check twice.
@@ -147,6 +190,7 @@ impl FindingKind {
                 | FindingKind::AffinityNodeGone
                 | FindingKind::PodGone
                 | FindingKind::AllocationNodeGone
+                | FindingKind::StalePendingAffinity
         )
     }
 }
@@ -191,6 +235,9 @@ pub struct Finding {
     /// Addresses the block holds for the handle (`handleCountMismatch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_in_block: Option<u32>,
+    /// The pool concerned (`poolsOverlap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// The finding in words.
     pub message: String,
 }
@@ -236,7 +283,9 @@ impl CheckReport {
 
 /// Checks every block, handle and affinity of `snapshot`, and, where
 /// `live` says what exists, the pods and nodes they name.
-pub fn check(snapshot: &Snapshot, live: &Liveness) -> CheckReport {
+///
+/// `now` dates pending affinities; the core has no clock.
+pub fn check(snapshot: &Snapshot, live: &Liveness, now: Now) -> CheckReport {
     let mut findings = Vec::new();
     let mut summary = Summary::default();
     // What each handle holds, block by block, as the blocks say.
@@ -258,6 +307,8 @@ pub fn check(snapshot: &Snapshot, live: &Liveness) -> CheckReport {
     }
     check_double_allocations(snapshot, &mut findings);
     summary.handles = check_handles(snapshot, &held, &mut findings);
+    check_pools(snapshot, &mut findings);
+    check_pending_affinities(snapshot, now, &mut findings);
     if let Some(nodes) = &live.nodes {
         check_affinities(snapshot, nodes, &mut findings);
     }
@@ -302,6 +353,7 @@ impl CheckReport {
                 &a.handle,
                 a.kind,
                 &a.node,
+                &a.pool,
             )
                 .cmp(&(
                     b.block.is_none(),
@@ -310,6 +362,7 @@ impl CheckReport {
                     &b.handle,
                     b.kind,
                     &b.node,
+                    &b.pool,
                 ))
         });
         self.summary.findings_by_kind.clear();
@@ -339,6 +392,7 @@ impl Finding {
             attribute_index: None,
             recorded_by_handle: None,
             held_in_block: None,
+            pool: None,
             message: String::new(),
         }
     }
@@ -571,6 +625,75 @@ fn check_handles(
     handles.len() as u64
 }
 
+// Every pair of pools that share addresses, whatever their state: a
+// disabled pool's blocks still hold addresses.
+fn check_pools(snapshot: &Snapshot, findings: &mut Vec<Finding>) {
+    let mut pools: Vec<_> = snapshot.pools().iter().collect();
+    pools.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+    for (i, pool) in pools.iter().enumerate() {
+        for other in &pools[i + 1..] {
+            if pool.overlaps(&other.cidr()) {
+                findings.push(Finding {
+                    pool: Some(pool.name().to_string()),
+                    message: format!(
+                        "pool {} ({}) overlaps pool {} ({})",
+                        pool.name(),
+                        pool.cidr(),
+                        other.name(),
+                        other.cidr()
+                    ),
+                    ..Finding::new(FindingKind::PoolsOverlap)
+                });
+            }
+        }
+    }
+}
+
+// Pending affinities whose claim is older than a claim can take, or that
+// cannot be dated (see the module documentation).
+fn check_pending_affinities(snapshot: &Snapshot, now: Now, findings: &mut Vec<Finding>) {
+    for affinity in snapshot.affinities() {
+        if affinity.state != AffinityState::Pending {
+            continue;
+        }
+        let block = snapshot.block(&affinity.cidr);
+        let claimed_at = block.and_then(Block::claim_time);
+        let why = match (block, claimed_at.and_then(parse_rfc3339)) {
+            (None, _) => "its block does not exist: a claim that died between its \
+                          writes, or one under way"
+                .to_string(),
+            (Some(_), None) => "its block has no claim time to date it".to_string(),
+            (Some(block), Some(at)) => {
+                let age = now.unix_seconds() - at;
+                if age < PENDING_AFFINITY_MAX_AGE_SECONDS {
+                    continue;
+                }
+                let claimed = claimed_at.unwrap_or_default();
+                match block.owner() {
+                    Some(owner) if owner.is_host(&affinity.node) => format!(
+                        "the node claimed the block {age} s ago ({claimed}) and never \
+                         confirmed it"
+                    ),
+                    Some(owner) => format!(
+                        "{owner} claimed the block {age} s ago ({claimed}); the losing \
+                         claim never took its affinity back"
+                    ),
+                    None => format!("the block, claimed {age} s ago ({claimed}), has no owner"),
+                }
+            }
+        };
+        findings.push(Finding {
+            block: Some(affinity.cidr),
+            node: Some(affinity.node.clone()),
+            message: format!(
+                "affinity of node {} for block {} is still pending: {why}",
+                affinity.node, affinity.cidr
+            ),
+            ..Finding::new(FindingKind::StalePendingAffinity)
+        });
+    }
+}
+
 // Affinities, in any state, whose node is not among `nodes`.
 fn check_affinities(snapshot: &Snapshot, nodes: &BTreeSet<String>, findings: &mut Vec<Finding>) {
     for affinity in snapshot.affinities() {
@@ -669,6 +792,8 @@ mod tests {
     use crate::pool::{AllowedUse, Pool, PoolSpec};
 
     const T0: u64 = 1_700_000_000_000_000_000;
+    /// When the checks run: the snapshots' claims are fresh then.
+    const NOW: Now = Now { unix_nanos: T0 };
     const NODES: [&str; 3] = ["n1", "n2", "n3"];
     const PODS_PER_NODE: usize = 70;
 
@@ -689,7 +814,7 @@ mod tests {
         }
 
         fn report(&self) -> CheckReport {
-            check(&self.s, &self.live())
+            check(&self.s, &self.live(), NOW)
         }
 
         fn assign(&mut self, request: AutoAssignRequest) {
@@ -891,8 +1016,8 @@ mod tests {
             pods: Some(c.pods.clone()),
             nodes: None,
         };
-        let expected = check(&c.s, &knowing);
-        let mut merged = check(&c.s, &Liveness::default());
+        let expected = check(&c.s, &knowing, NOW);
+        let mut merged = check(&c.s, &Liveness::default(), NOW);
         let pod_findings: Vec<Finding> = expected
             .findings
             .iter()
@@ -1038,7 +1163,7 @@ mod tests {
     fn an_affinity_for_a_gone_node_is_reported_but_a_virtual_one_is_not() {
         let mut c = cluster();
         let free: BlockCidr = "10.0.200.0/26".parse().unwrap();
-        c.s.insert_affinity(Affinity::new("gone", free, AffinityState::Pending));
+        c.s.insert_affinity(Affinity::new("gone", free, AffinityState::PendingDeletion));
         let mut virtual_affinity = Affinity::new(
             "lb",
             "10.0.201.0/26".parse().unwrap(),
@@ -1233,7 +1358,7 @@ mod tests {
             damage(&mut spec);
             let attribute_count = spec.attributes.len() as u32;
             s.insert_block(Block::from_spec(spec).unwrap());
-            let report = check(&s, &c.live());
+            let report = check(&s, &c.live(), NOW);
             let found = only(&report, kind);
             assert_eq!(found.len(), 1, "{kind:?}");
             let f = &found[0];
@@ -1283,7 +1408,7 @@ mod tests {
             "10.0.200.0/26".parse().unwrap(),
             AffinityState::Confirmed,
         ));
-        let neither = check(&c.s, &Liveness::default());
+        let neither = check(&c.s, &Liveness::default(), NOW);
         assert_eq!(
             neither.skipped,
             [SkippedCheck::PodLiveness, SkippedCheck::NodeLiveness]
@@ -1294,7 +1419,7 @@ mod tests {
             pods: Some(BTreeSet::new()),
             nodes: None,
         };
-        let report = check(&c.s, &no_pods);
+        let report = check(&c.s, &no_pods, NOW);
         assert_eq!(report.skipped, [SkippedCheck::NodeLiveness]);
         assert_eq!(
             report.summary.findings_by_kind[&FindingKind::PodGone],
@@ -1306,7 +1431,7 @@ mod tests {
             pods: None,
             nodes: Some(c.nodes.clone()),
         };
-        let report = check(&c.s, &nodes_only);
+        let report = check(&c.s, &nodes_only, NOW);
         assert_eq!(report.skipped, [SkippedCheck::PodLiveness]);
         assert_eq!(kinds(&report), [FindingKind::AffinityNodeGone].into());
     }
@@ -1360,7 +1485,7 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted);
         // Handles sit in a hash map; a copy hashes differently.
-        assert_eq!(check(&c.s.clone(), &c.live()), report);
+        assert_eq!(check(&c.s.clone(), &c.live(), NOW), report);
         let total: u64 = report.summary.findings_by_kind.values().sum();
         assert_eq!(total, report.findings.len() as u64);
     }
@@ -1408,5 +1533,99 @@ mod tests {
         extended["findings"][0]["futureField"] = serde_json::json!(1);
         let read: CheckReport = serde_json::from_value(extended).unwrap();
         assert_eq!(read, report);
+    }
+
+    #[test]
+    fn every_pair_of_overlapping_pools_is_reported_once() {
+        let pools = vec![
+            pool("a", "10.0.0.0/16", 26),
+            pool("b", "10.0.1.0/24", 26),
+            pool("c", "10.1.0.0/16", 26),
+            pool("d", "10.0.0.0/16", 26),
+            pool("v6", "fd00::/112", 122),
+        ];
+        let s = Snapshot::new(IpamConfig::default(), pools, &[]);
+        let report = check(&s, &Liveness::default(), NOW);
+        assert_eq!(only(&report, FindingKind::PoolsOverlap).len(), 3);
+        assert_eq!(
+            report.findings[0].message,
+            "pool a (10.0.0.0/16) overlaps pool b (10.0.1.0/24)"
+        );
+        assert_eq!(
+            report
+                .findings
+                .iter()
+                .map(|f| f.pool.as_deref())
+                .collect::<Vec<_>>(),
+            [Some("a"), Some("a"), Some("b")]
+        );
+        assert!(!report.is_consistent(), "overlapping pools contradict");
+    }
+
+    #[test]
+    fn a_pending_affinity_is_reported_once_older_than_a_claim_can_take() {
+        let pools = vec![pool("v4", "10.0.0.0/16", 26), pool("v6", "fd00::/112", 122)];
+        let mut c = Cluster {
+            s: Snapshot::new(IpamConfig::default(), pools, &[]),
+            pods: BTreeSet::new(),
+            nodes: BTreeSet::new(),
+            step: 0,
+        };
+        c.add_pod("n1", "web");
+        c.add_pod("n4", "db");
+        let n1_block = c.v4_block_of("web");
+        let n4_block = c.v4_block_of("db");
+        let missing: BlockCidr = "10.0.255.0/26".parse().unwrap();
+        // n2 lost n1's block and left its pending affinity behind; n4's
+        // own claim stopped before confirming; n3's died before creating
+        // its block.
+        c.s.insert_affinity(Affinity::new("n2", n1_block, AffinityState::Pending));
+        c.s.insert_affinity(Affinity::new("n4", n4_block, AffinityState::Pending));
+        c.s.insert_affinity(Affinity::new("n3", missing, AffinityState::Pending));
+        let claimed = |seconds: i64| Now {
+            unix_nanos: T0 + (seconds as u64) * 1_000_000_000,
+        };
+        let stale = |now: Now| -> Vec<(String, BlockCidr)> {
+            let report = check(&c.s, &Liveness::default(), now);
+            assert!(report.is_consistent(), "a leftover, not a contradiction");
+            only(&report, FindingKind::StalePendingAffinity)
+                .iter()
+                .map(|f| (f.node.clone().unwrap(), f.block.unwrap()))
+                .collect()
+        };
+        // Undated: at once. Dated by the blocks' claim time: not while a
+        // claim could still be under way.
+        let undated = vec![("n3".to_string(), missing)];
+        assert_eq!(stale(NOW), undated);
+        assert_eq!(
+            stale(claimed(PENDING_AFFINITY_MAX_AGE_SECONDS - 1)),
+            undated
+        );
+        let mut all = vec![
+            ("n2".to_string(), n1_block),
+            ("n4".to_string(), n4_block),
+            ("n3".to_string(), missing),
+        ];
+        all.sort_by_key(|(_, block)| *block);
+        assert_eq!(stale(claimed(PENDING_AFFINITY_MAX_AGE_SECONDS)), all);
+        let report = check(&c.s, &Liveness::default(), claimed(600));
+        let messages: Vec<String> = only(&report, FindingKind::StalePendingAffinity)
+            .into_iter()
+            .map(|f| f.message)
+            .collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("host:n1 claimed the block 600 s ago")
+                    && m.starts_with("affinity of node n2")),
+            "{messages:#?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("the node claimed the block 600 s ago")
+                    && m.contains("never confirmed")),
+            "{messages:#?}"
+        );
     }
 }

@@ -5,7 +5,10 @@
 //! the block, so a crash in between leaves a handle that over-counts (found
 //! and fixed by a check) rather than an address nobody owns; on release the
 //! block is written before the handle, for the same reason. A new block is
-//! claimed in two phases: pending affinity, block, confirmed affinity.
+//! claimed in two phases, pending affinity, block (created empty),
+//! confirmed affinity, and the claim is complete before any handle counts
+//! an address in the block: so a handle's count in a block that does not
+//! exist is always stale, and a release by handle may drop it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -61,6 +64,19 @@ impl Plan {
 pub struct Now {
     /// Nanoseconds since the Unix epoch.
     pub unix_nanos: u64,
+}
+
+impl From<std::time::SystemTime> for Now {
+    /// A time the caller read from its clock (the core reads none); one
+    /// before the epoch counts as the epoch.
+    fn from(time: std::time::SystemTime) -> Now {
+        let since = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Now {
+            unix_nanos: u64::try_from(since.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
 }
 
 impl Now {

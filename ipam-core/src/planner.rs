@@ -179,20 +179,31 @@ impl Snapshot {
         let mut draft = Draft::new(self, Now { unix_nanos: 0 });
         let mut outcome = ReleasePlan::default();
         for (cidr, _) in handle.blocks() {
-            // A block the handle names but that does not exist holds nothing.
+            // A handle only counts addresses in blocks that existed when it
+            // counted them (claims finish first, see `Draft::finish`), and
+            // an assignment still to write a block that has gone since
+            // fails its compare-and-swap: a count in a missing block is
+            // stale.
             if self.block(cidr).is_none() {
                 continue;
             }
             let released = draft.block_mut(*cidr).release_by_handle(handle_id, None);
-            if !released.ordinals.is_empty() {
-                draft.mark_changed(*cidr);
-            }
+            // Written even when it holds none of the handle's addresses: a
+            // count the block does not show may be an assignment between
+            // its handle write and its block write, planned on the block as
+            // read. Rewriting the block (its sequence number raised) makes
+            // that assignment's compare-and-swap fail, so that it plans
+            // again instead of landing an address on the handle this plan
+            // deletes. Calico fences a block the same way before confirming
+            // an affinity (ipam.go, getBlockFromAffinity: "CAS the block to
+            // get a new revision and invalidate any other instances").
+            draft.mark_changed(*cidr);
             outcome
                 .released
                 .extend(released.ordinals.iter().map(|&o| cidr.address(o)));
         }
-        // Entries naming blocks that held none of its addresses were stale;
-        // the handle goes as a whole rather than lingering as a leak.
+        // Counts no block showed were stale or are fenced off above: the
+        // handle goes as a whole rather than lingering as a leak.
         draft.handles.insert(handle_id.to_string(), None);
         outcome.plan = draft.finish(false);
         Ok(outcome)
@@ -395,7 +406,9 @@ impl<K: Ord, V> Touched<K, V> {
 #[derive(Clone)]
 struct DraftBlock {
     block: Block,
-    created: bool,
+    // For a block this plan claims: the block as claimed, before anything
+    // is assigned from it; it is created as that.
+    claimed: Option<Block>,
     // Set by whoever changes the block, so that finishing never has to
     // compare whole blocks to find out.
     changed: bool,
@@ -430,7 +443,7 @@ impl<'s> Draft<'s> {
                     .block(&cidr)
                     .expect("block exists in snapshot")
                     .clone(),
-                created: false,
+                claimed: None,
                 changed: false,
             })
             .block
@@ -453,9 +466,9 @@ impl<'s> Draft<'s> {
         self.blocks.insert(
             cidr,
             DraftBlock {
+                claimed: Some(block.clone()),
                 block,
-                created: true,
-                changed: true,
+                changed: false,
             },
         );
         self.claims.push(AffinityKey {
@@ -672,6 +685,16 @@ impl<'s> Draft<'s> {
     }
 
     // `assigning` orders handles before blocks; otherwise blocks go first.
+    //
+    // A claim is finished before any handle counts an address in it, as
+    // Calico's claimAffineBlock creates the block empty and confirms the
+    // affinity before assignFromExistingBlock takes addresses from it
+    // (ipam_block_reader_writer.go, ipam.go): per claimed block its pending
+    // affinity, the block created empty, the affinity confirmed; then the
+    // handles and the blocks' updates.
+    // So a handle never counts an address in a block that did not exist
+    // when it was counted, and a release by handle may take a count in a
+    // missing block for stale (see `plan_release_by_handle`).
     fn finish(self, assigning: bool) -> Plan {
         let snapshot = self.snapshot;
         let mut writes = self.reclaims;
@@ -693,6 +716,18 @@ impl<'s> Draft<'s> {
             } else {
                 Write::CreateAffinity(pending)
             });
+            let claimed = self
+                .blocks
+                .get(&key.cidr)
+                .and_then(|draft| draft.claimed.clone())
+                .expect("every claim drafts its block");
+            // Created as claimed, its sequence number the claim's time
+            // (Calico's newBlock); the update that assigns raises it.
+            writes.push(Write::CreateBlock(claimed));
+            writes.push(Write::UpdateAffinity(affinity_of(
+                key,
+                AffinityState::Confirmed,
+            )));
         }
         let handle_writes = self
             .handles
@@ -719,10 +754,7 @@ impl<'s> Draft<'s> {
         };
         writes.extend(handles_first);
         for (cidr, mut draft) in self.blocks.into_sorted() {
-            if draft.created {
-                draft.block.bump_sequence_number();
-                writes.push(Write::CreateBlock(draft.block));
-            } else if !draft.changed {
+            if !draft.changed {
                 continue;
             } else if draft.block.is_empty() && draft.block.owner().is_none() {
                 // Calico deletes a block left empty with no affinity.
@@ -733,12 +765,6 @@ impl<'s> Draft<'s> {
             }
         }
         writes.extend(handles_last);
-        for key in &self.claims {
-            writes.push(Write::UpdateAffinity(affinity_of(
-                key,
-                AffinityState::Confirmed,
-            )));
-        }
         Plan { writes }
     }
 }

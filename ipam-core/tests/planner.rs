@@ -74,13 +74,16 @@ fn block(text: &str) -> BlockCidr {
     text.parse().unwrap()
 }
 
-/// The writes of a first assignment in a new block: the affinity is
-/// pending, then the handle, then the block, then the affinity confirmed.
-const CLAIM_NEW_BLOCK: [&str; 4] = [
+/// The writes of a first assignment in a new block: the claim first (the
+/// affinity pending, the block created empty, the affinity confirmed), as
+/// Calico's claimAffineBlock, then the handle, then the block's update
+/// with the address.
+const CLAIM_NEW_BLOCK: [&str; 5] = [
     "create-affinity-pending",
-    "create-handle",
     "create-block",
     "affinity-confirmed",
+    "create-handle",
+    "update-block",
 ];
 
 fn kinds(writes: &[Write]) -> Vec<&'static str> {
@@ -124,12 +127,19 @@ fn first_assignment_claims_a_block_in_two_phases_with_the_handle_before_the_bloc
         address.network(),
         "a fresh block hands out its base address"
     );
-    let Write::CreateBlock(b) = &plan.plan.writes[2] else {
+    let Write::CreateBlock(created) = &plan.plan.writes[1] else {
+        panic!()
+    };
+    assert!(created.is_empty(), "the claim creates the block empty");
+    assert_eq!(created.owner().unwrap().to_string(), "host:n1");
+    assert_eq!(created.claim_time(), Some("2023-11-14T22:13:20Z"));
+    // Created at `now` in nanoseconds (Calico's newBlock) ...
+    assert_eq!(created.sequence_number(), T0);
+    let Write::UpdateBlock(b) = &plan.plan.writes[4] else {
         panic!()
     };
     assert_eq!(b.owner().unwrap().to_string(), "host:n1");
-    assert_eq!(b.claim_time(), Some("2023-11-14T22:13:20Z"));
-    // Created at `now` in nanoseconds, then raised once by the write.
+    // ... the address handed out at that number, then raised by the update.
     assert_eq!(b.sequence_number(), T0 + 1);
     assert_eq!(b.sequence_number_of(0), T0);
 }
@@ -581,6 +591,37 @@ fn release_by_handle_frees_every_block_and_deletes_the_handle() {
 }
 
 #[test]
+fn release_by_handle_rewrites_a_block_that_shows_none_of_its_count_and_drops_a_missing_one() {
+    let mut s = world(vec![pool("p", "10.0.0.0/24", 26)], IpamConfig::default());
+    assign(&mut s, "other", "n1", 1);
+    let existing = s.blocks().next().unwrap().clone();
+    let missing: BlockCidr = block("10.0.0.192/26");
+    // The handle counts an address in the node's block that the block does
+    // not show (an assignment between its handle write and its block
+    // write), and one in a block that does not exist.
+    let mut h = ipam_core::Handle::new("h");
+    h.increment(existing.cidr(), 1);
+    h.increment(missing, 1);
+    s.insert_handle(h);
+    let plan = s.plan_release_by_handle("h").unwrap();
+    assert!(plan.released.is_empty());
+    // The block is rewritten anyway, its sequence number raised, so that
+    // the assignment planned on it fails its compare-and-swap; the missing
+    // block is not written; the handle goes.
+    assert_eq!(kinds(&plan.plan.writes), ["update-block", "delete-handle"]);
+    let Write::UpdateBlock(fenced) = &plan.plan.writes[0] else {
+        panic!()
+    };
+    assert_eq!(fenced.cidr(), existing.cidr());
+    assert_eq!(fenced.sequence_number(), existing.sequence_number() + 1);
+    assert_eq!(
+        fenced.allocations().count(),
+        existing.allocations().count(),
+        "nothing else changes"
+    );
+}
+
+#[test]
 fn releasing_an_empty_blocks_affinity_deletes_the_block() {
     let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
     let got = assign(&mut s, "h", "n1", 1);
@@ -738,11 +779,11 @@ fn claiming_a_cidr_creates_free_blocks_keeps_our_own_and_reports_others() {
     assert_eq!(
         kinds(&claim.plan.writes),
         [
-            ["create-affinity-pending"; 3].as_slice(),
-            &["create-block"; 3],
-            &["affinity-confirmed"; 3]
+            "create-affinity-pending",
+            "create-block",
+            "affinity-confirmed"
         ]
-        .concat()
+        .repeat(3)
     );
     s.apply(claim.plan);
     let again = s

@@ -603,7 +603,8 @@ pub async fn block_detail(
     ))]
 pub async fn check_report(State(state): Shared) -> Result<Json<CheckResponse>, ApiError> {
     let snapshot = state.engine.snapshot().await?;
-    let report = check(&snapshot, &Liveness::default());
+    let now = ipam_core::Now::from(std::time::SystemTime::now());
+    let report = check(&snapshot, &Liveness::default(), now);
     Ok(Json(CheckResponse {
         consistent: report.is_consistent(),
         report,

@@ -671,6 +671,59 @@ async fn usage_blocks_and_check_describe_the_state() {
     assert_eq!(check["report"]["summary"]["addressesInUse"], 4);
 }
 
+#[tokio::test]
+async fn check_reports_overlapping_pools_and_stale_pending_affinities() {
+    // What a writer that skips the overlap check, and a claim that lost a
+    // block and died before taking its affinity back, leave behind.
+    let store: Arc<dyn Datastore> = Arc::new(MemoryStore::new());
+    for (name, cidr) in [("pool-a", "10.0.0.0/24"), ("pool-b", "10.0.0.0/25")] {
+        let spec = PoolSpec::new(cidr.parse().unwrap());
+        store
+            .create(&Object::Pool(Pool::new(name, spec).unwrap()))
+            .await
+            .unwrap();
+    }
+    let block: ipam_core::BlockCidr = "10.0.0.64/26".parse().unwrap();
+    let owner = ipam_core::BlockOwner::Host("node-1".into());
+    let claimed = Some("2020-01-01T00:00:00Z".to_string());
+    let objects = [
+        Object::Block(ipam_core::Block::new(block, Some(owner), claimed, 1)),
+        Object::Affinity(ipam_core::Affinity::new(
+            "node-1",
+            block,
+            ipam_core::AffinityState::Confirmed,
+        )),
+        Object::Affinity(ipam_core::Affinity::new(
+            "node-2",
+            block,
+            ipam_core::AffinityState::Pending,
+        )),
+    ];
+    for object in &objects {
+        store.create(object).await.unwrap();
+    }
+    let app = App::over(store, AppConfig::default()).await;
+    let (status, check) = app.get("/v1/check").await;
+    assert_eq!(status, 200, "{check}");
+    assert_eq!(check["consistent"], false, "overlapping pools contradict");
+    let findings = check["report"]["findings"].as_array().unwrap();
+    let kinds: Vec<&str> = findings
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["stalePendingAffinity", "poolsOverlap"], "{check:#}");
+    assert_eq!(
+        (&findings[0]["node"], &findings[0]["block"]),
+        (&json!("node-2"), &json!("10.0.0.64/26"))
+    );
+    assert_eq!(findings[1]["pool"], "pool-a");
+    assert_eq!(
+        findings[1]["message"],
+        "pool pool-a (10.0.0.0/24) overlaps pool pool-b (10.0.0.0/25)"
+    );
+    assert_eq!(check["report"]["schemaVersion"], 2);
+}
+
 /// The `(method, path)` pairs app.rs routes under `/v1`, read from its
 /// source, so that a route added there without an OpenAPI entry fails here.
 fn v1_routes_of_app_rs() -> BTreeSet<(String, String)> {

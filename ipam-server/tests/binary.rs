@@ -144,12 +144,16 @@ async fn every_acknowledged_allocation_survives_twenty_kill_9s() {
         }
         // Blocks and handles agree, up to what a kill between a handle's
         // write and its block's write leaves: a handle, never acknowledged,
-        // counting an address its block never got. Never an address
-        // without a handle, never an address twice, and every
-        // acknowledged handle fully consistent.
+        // counting an address its block never got; and what a kill between
+        // a claim's pending affinity and its block leaves: that affinity,
+        // still pending. Never an address without a handle, never an
+        // address twice, and every acknowledged handle fully consistent.
         let (_, check) = get_json(&client, format!("{}/v1/check", server.base)).await;
         for finding in check["report"]["findings"].as_array().unwrap() {
             let kind = finding["kind"].as_str().unwrap();
+            if kind == "stalePendingAffinity" {
+                continue;
+            }
             assert!(
                 matches!(kind, "handleCountMismatch" | "handleWithoutAllocations"),
                 "round {round}: {finding}"

@@ -7,7 +7,16 @@
 //! - assigning writes the handle before the block, so a crash in between
 //!   leaves a handle that over-counts, never an address without an owner;
 //!   a block write that fails takes its count back out of the handle;
-//! - releasing writes the block before the handle, for the same reason;
+//! - a new block is claimed completely (pending affinity, block created
+//!   empty, affinity confirmed) before any handle counts an address in it,
+//!   as in Calico, so a handle's count in a block that does not exist is
+//!   stale;
+//! - releasing writes the block before the handle, for the same reason; a
+//!   release by handle writes every existing block the handle names, even
+//!   one that shows none of its addresses: the count may belong to an
+//!   assignment between its handle write and its block write, and the
+//!   rewrite makes that block write fail its compare-and-swap instead of
+//!   landing an address on the handle the release then deletes;
 //! - every update names the revision it read; a conflict re-reads the
 //!   object and plans again, a bounded number of times with jitter, as
 //!   Calico retries up to 100 times (ipam.go, `datastoreRetries`).
@@ -23,6 +32,41 @@
 //! the revision the plan was computed from, and an answer that would write
 //! nothing (already free, a refusal, a shortfall) is given only from data
 //! read just now.
+//!
+//! # Pools
+//!
+//! Calico refuses a pool that overlaps another by listing the pools, then
+//! creating (clientv3/ippool.go, validateAndSetDefaults): two creates that
+//! list before either creates both succeed. No datastore here writes two
+//! objects atomically (Kubernetes cannot), so [`Ipam::create_pool`] makes
+//! the check hold by its order of writes instead:
+//!
+//! 1. list the pools and refuse the request if one overlaps;
+//! 2. create the pool disabled: nothing is ever assigned from a disabled
+//!    pool, so while it is being decided it hands out nothing;
+//! 3. list again: an overlapping pool seen now was created before this
+//!    look, and its own look (after its creation) may have missed ours, so
+//!    ours yields: it is deleted, and after a pause the request starts
+//!    again at 1, where a pool that stayed refuses it;
+//! 4. otherwise write the spec asked for, enabling the pool.
+//!
+//! Of two overlapping creates, the later-created always sees the earlier
+//! one at 3, unless that one already yielded, so at most one gets past 3;
+//! both may yield, and then their retries, spread by the pauses, let one
+//! through. So among this project's processes (every server, ipamctl, the
+//! CNI plugin in direct mode) on any datastore, no two overlapping pools
+//! are ever enabled, even for a moment, and a request is refused only for
+//! a pool that exists. A pool's update cannot change its CIDR or block
+//! size, and names the revision it read, so it brings no overlap.
+//!
+//! What it cannot guarantee: a writer that does not follow it, calicoctl or
+//! kubectl on the Kubernetes and etcd datastores, checks by Calico's
+//! list-then-create or not at all; a pool it creates after our step 3 is
+//! not seen, and `check` reports the overlap (`poolsOverlap`). A process
+//! killed between steps 2 and 4 leaves its pool disabled, where an operator
+//! sees it. Listing must be linearizable, which every backend's list is (an
+//! etcd range read, a Kubernetes list without a resourceVersion, a redb
+//! read transaction, the memory map).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -237,6 +281,13 @@ const MAX_BATCH: usize = 64;
 struct Interrupted {
     written_blocks: Vec<BlockCidr>,
     cause: StoreError,
+}
+
+// Claiming stopped: a write failed (the claim that lost its block took its
+// pending affinity back), or the store failed past retrying.
+enum ClaimFailure {
+    Store(StoreError),
+    Fatal(IpamError),
 }
 
 enum AssignFailure {
@@ -590,10 +641,10 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         (value, expected)
     }
 
-    /// Writes an assignment plan for one or more handles: pending
-    /// affinities, then the handles (all at once, so that a store that
-    /// groups commits makes them one), then the blocks, then the confirmed
-    /// affinities. Stops at the first failed write and undoes what would
+    /// Writes an assignment plan for one or more handles: the claims of new
+    /// blocks first (see [`Ipam::write_claims`]), then the handles (all at
+    /// once, so that a store that groups commits makes them one), then the
+    /// blocks. Stops at the first failed write and undoes what would
     /// otherwise be left dangling.
     async fn run_assignment(
         &self,
@@ -605,19 +656,15 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             steps,
             mut expected,
         } = prepared;
-        let mut first = Vec::new();
-        let mut blocks = Vec::new();
-        let mut confirms = Vec::new();
-        for step in steps {
-            if matches!(step.write, Write::CreateBlock(_) | Write::UpdateBlock(_)) {
-                blocks.push(step);
-            } else if blocks.is_empty() {
-                // Reclaims of other nodes' empty blocks, pending affinities.
-                first.push(step.write);
-            } else {
-                confirms.push(step.write);
-            }
-        }
+        // Everything before the first write that gives a handle addresses
+        // is claiming: reclaims of other nodes' empty blocks, and each new
+        // block's pending affinity, empty block and confirmation.
+        let split = steps
+            .iter()
+            .position(|step| !step.handle_deltas.is_empty())
+            .unwrap_or(steps.len());
+        let mut blocks = steps;
+        let claims: Vec<Write> = blocks.drain(..split).map(|step| step.write).collect();
         // Per block written, how many addresses each handle gains in it.
         let gains: Vec<(BlockCidr, BTreeMap<String, i64>)> = blocks
             .iter()
@@ -638,23 +685,19 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 .collect::<Vec<(BlockCidr, i64)>>()
         };
 
-        let mut created_affinities = Vec::new();
-        for write in first {
-            let created = match &write {
-                Write::CreateAffinity(a) => Some(a.key()),
-                _ => None,
-            };
-            if let Err(cause) = self.apply(write, &mut expected).await {
-                self.forget_claims(&created_affinities, &expected).await;
+        match self.write_claims(claims, &mut expected).await {
+            Ok(()) => {}
+            Err(ClaimFailure::Store(cause)) => {
                 return Err(AssignFailure::Interrupted(Interrupted {
                     written_blocks: Vec::new(),
                     cause,
-                }));
+                }))
             }
-            created_affinities.extend(created);
+            Err(ClaimFailure::Fatal(e)) => return Err(AssignFailure::Fatal(e)),
         }
 
-        // The handles, before any block names them.
+        // The handles, before any block names them. Claimed blocks stay
+        // claimed whatever happens from here, as in Calico.
         let results = futures_util::future::join_all(handles.iter().map(|handle| {
             let changes = gains_of(handle, &gains, 1);
             async move { self.adjust_handle(handle, &changes, fresh_handles).await }
@@ -669,7 +712,6 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     }
                 }
             }
-            self.forget_claims(&created_affinities, &expected).await;
             return Err(results
                 .into_iter()
                 .nth(failed)
@@ -686,12 +728,6 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     let result = self.adjust_handle(handle, &undo, false).await;
                     undone = undone.and(result);
                 }
-                let orphaned: Vec<AffinityKey> = created_affinities
-                    .iter()
-                    .filter(|k| unwritten.iter().any(|(cidr, _)| *cidr == k.cidr))
-                    .cloned()
-                    .collect();
-                self.forget_claims(&orphaned, &expected).await;
                 undone?;
                 return Err(AssignFailure::Interrupted(Interrupted {
                     written_blocks: gains[..index].iter().map(|(c, _)| *c).collect(),
@@ -699,24 +735,65 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 }));
             }
         }
+        Ok(())
+    }
 
-        // Confirmations: the addresses are already safely held, so a failed
-        // confirmation is retried on its own and never undoes them.
-        for write in confirms {
-            let key = match &write {
-                Write::UpdateAffinity(affinity) => affinity.key(),
-                other => unreachable!("assignment plans end with confirmations, not {other:?}"),
+    /// Writes the claiming part of a plan in order: reclaims of other
+    /// nodes' blocks, then per new block its pending affinity, the block
+    /// created empty and the affinity confirmed (Calico's getPendingAffinity
+    /// then claimAffineBlock, ipam_block_reader_writer.go). Writes that
+    /// claim nothing (releasing an affinity) pass through unchanged.
+    ///
+    /// Once a block is created the claim stands: a failed confirmation is
+    /// retried on its own. A claim that loses its block (the create fails)
+    /// takes its pending affinity back, as claimAffineBlock does when
+    /// another host beat it to the block, so that no lost claim leaves an
+    /// affinity pending for good.
+    async fn write_claims(
+        &self,
+        writes: Vec<Write>,
+        expected: &mut HashMap<Key, Revision>,
+    ) -> Result<(), ClaimFailure> {
+        // Our pending affinity whose block is not created yet.
+        let mut awaiting: Option<AffinityKey> = None;
+        for write in writes {
+            let (pending, confirming) = match &write {
+                Write::CreateAffinity(a) | Write::UpdateAffinity(a) => (
+                    (a.state == AffinityState::Pending).then(|| a.key()),
+                    (a.state == AffinityState::Confirmed).then(|| a.key()),
+                ),
+                _ => (None, None),
             };
-            if let Err(cause) = self.apply(write, &mut expected).await {
-                self.recover(&cause).await?;
-                self.confirm_affinity(key).await?;
+            let creates_block = matches!(write, Write::CreateBlock(_));
+            match self.apply(write, expected).await {
+                Ok(()) => {
+                    if pending.is_some() {
+                        awaiting = pending;
+                    } else if creates_block {
+                        awaiting = None;
+                    }
+                }
+                Err(cause) => match confirming {
+                    Some(key) => {
+                        self.recover(&cause).await.map_err(ClaimFailure::Fatal)?;
+                        self.confirm_affinity(key)
+                            .await
+                            .map_err(ClaimFailure::Fatal)?;
+                    }
+                    None => {
+                        if let Some(key) = awaiting {
+                            self.abandon_claim(key, expected).await;
+                        }
+                        return Err(ClaimFailure::Store(cause));
+                    }
+                },
             }
         }
         Ok(())
     }
 
     /// Moves a node's affinity to confirmed, re-reading on conflicts.
-    async fn confirm_affinity(&self, key: AffinityKey) -> Result<(), AssignFailure> {
+    async fn confirm_affinity(&self, key: AffinityKey) -> Result<(), IpamError> {
         let mut last = None;
         for attempt in 0..self.options.max_attempts {
             if attempt > 0 {
@@ -744,26 +821,45 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     self.recover(&e).await?;
                     last = Some(e);
                 }
-                Err(e) => return Err(AssignFailure::Fatal(e.into())),
+                Err(e) => return Err(e.into()),
             }
         }
-        Err(AssignFailure::Fatal(self.exhausted(
-            "confirm affinity",
-            last.expect("at least one attempt"),
-        )))
+        Err(self.exhausted("confirm affinity", last.expect("at least one attempt")))
     }
 
-    /// Deletes pending affinities this attempt created but never used.
-    /// Best effort: a pending affinity counts as absent, and the node's
-    /// next claim of that block reuses it.
-    async fn forget_claims(&self, keys: &[AffinityKey], expected: &HashMap<Key, Revision>) {
-        for key in keys {
-            let key = Key::Affinity(key.clone());
-            if let Some(revision) = expected.get(&key) {
-                match self.store.delete(&key, revision).await {
-                    Ok(()) | Err(StoreError::NotFound { .. }) => self.cache().remove(&key),
-                    Err(e) => tracing::warn!(%key, error = %e, "left a pending affinity behind"),
-                }
+    /// Takes back the pending affinity of a claim whose block could not be
+    /// created. The block is read first: when another process of the same
+    /// node created it, the claim is that process's and the affinity is
+    /// confirmed instead, as claimAffineBlock does for "another process on
+    /// this host". Best effort: an affinity left pending counts as absent,
+    /// the node's next claim of the block reuses it, and `check` reports it
+    /// once it is older than a claim can take.
+    async fn abandon_claim(&self, key: AffinityKey, expected: &HashMap<Key, Revision>) {
+        let ours = match self.reload(&Key::Block(key.cidr)).await {
+            Ok(()) => self
+                .cache()
+                .snapshot
+                .block(&key.cidr)
+                .and_then(Block::owner)
+                .is_some_and(|owner| owner.is_host(&key.node)),
+            Err(e) => {
+                tracing::warn!(block = %key.cidr, error = %e, "left a pending affinity behind");
+                return;
+            }
+        };
+        if ours {
+            if let Err(e) = self.confirm_affinity(key.clone()).await {
+                tracing::warn!(node = key.node, block = %key.cidr, error = %e, "left a pending affinity behind");
+            }
+            return;
+        }
+        let key = Key::Affinity(key);
+        if let Some(revision) = expected.get(&key) {
+            match self.store.delete(&key, revision).await {
+                Ok(()) | Err(StoreError::NotFound { .. }) => self.cache().remove(&key),
+                // Rewritten since (another claim of the node reuses it):
+                // no longer ours to take back.
+                Err(e) => tracing::warn!(%key, error = %e, "left a pending affinity behind"),
             }
         }
     }
@@ -996,10 +1092,11 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             o.as_ref()
                 .is_ok_and(|(v4, v6)| v4.shortfall.is_empty() && v6.shortfall.is_empty())
         });
+        // Claims of new blocks come before and write no address.
         let block_writes = prepared
             .steps
             .iter()
-            .filter(|s| matches!(s.write, Write::CreateBlock(_) | Write::UpdateBlock(_)))
+            .filter(|s| !s.handle_deltas.is_empty())
             .count();
         if !clean || block_writes != 1 {
             return together.into_iter().chain(alone).collect();
@@ -1463,7 +1560,14 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             }
             let (planned, prepared) = {
                 let cache = self.cache();
-                let mut planned = cache.snapshot.plan_release_by_handle(handle_id)?;
+                let mut planned = match cache.snapshot.plan_release_by_handle(handle_id) {
+                    Ok(planned) => planned,
+                    // Read just now, then gone: the cache forgets a handle
+                    // only once it is seen deleted (by a concurrent release
+                    // or an assignment undone), so there is nothing left.
+                    Err(ipam_core::Error::HandleNotFound { .. }) => return Ok(released),
+                    Err(refused) => return Err(refused.into()),
+                };
                 let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
                 (planned, prepared)
             };
@@ -1712,16 +1816,11 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 steps,
                 mut expected,
             } = prepared;
-            let mut failure = None;
-            for step in steps {
-                if let Err(cause) = self.apply(step.write, &mut expected).await {
-                    failure = Some(cause);
-                    break;
-                }
-            }
-            match failure {
-                None => return Ok(planned),
-                Some(cause) => {
+            let writes = steps.into_iter().map(|step| step.write).collect();
+            match self.write_claims(writes, &mut expected).await {
+                Ok(()) => return Ok(planned),
+                Err(ClaimFailure::Fatal(e)) => return Err(e),
+                Err(ClaimFailure::Store(cause)) => {
                     self.recover(&cause).await?;
                     last = Some(cause);
                 }
@@ -1795,17 +1894,73 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         Ok(pools)
     }
 
-    /// Creates a pool, refusing one that overlaps another.
+    /// Creates a pool, refusing one that overlaps another (Calico's IPPool
+    /// validation), atomically with that check among this project's
+    /// processes: see "Pools" in the module documentation.
     pub async fn create_pool(&self, pool: Pool) -> Result<(), IpamError> {
-        let others = self.pools().await?;
-        check_no_overlap(&pool, &others)?;
-        self.store.create(&Value::Pool(pool)).await?;
-        self.cache().loaded_at = None;
-        Ok(())
+        let key = Key::Pool(pool.name().to_string());
+        let mut spec = pool.spec().clone();
+        spec.disabled = true;
+        let placeholder = Value::Pool(Pool::new(pool.name(), spec)?);
+        let mut last = None;
+        for attempt in 0..self.options.max_attempts {
+            if attempt > 0 {
+                self.back_off(attempt).await;
+            }
+            // A pool that is there now refuses the request for good.
+            check_no_overlap(&pool, &self.pools().await?)?;
+            let revision = self.store.create(&placeholder).await?;
+            // Any overlapping pool listed now was created before this look,
+            // so its own look, after its creation, may miss ours: ours
+            // yields, and of two creates that race, at most one goes on.
+            let overlap = match self.pools().await {
+                Ok(pools) => check_no_overlap(&pool, &pools).err(),
+                Err(e) => {
+                    self.remove_placeholder(&key, &revision).await;
+                    return Err(e);
+                }
+            };
+            match overlap {
+                None => {
+                    let made = if pool.spec().disabled {
+                        Ok(())
+                    } else {
+                        let enabled = Value::Pool(pool);
+                        self.store.update(&enabled, &revision).await.map(|_| ())
+                    };
+                    self.cache().loaded_at = None;
+                    if let Err(e) = made {
+                        self.remove_placeholder(&key, &revision).await;
+                        return Err(e.into());
+                    }
+                    return Ok(());
+                }
+                Some(overlap) => {
+                    self.remove_placeholder(&key, &revision).await;
+                    // The other may be a create that yields in turn: look
+                    // again after a pause, and refuse if it stayed.
+                    last = Some(overlap);
+                }
+            }
+        }
+        Err(last.expect("at least one attempt").into())
+    }
+
+    /// Deletes a pool this engine created disabled and never finished;
+    /// best effort: left behind, it is a disabled pool an operator sees
+    /// and may delete.
+    async fn remove_placeholder(&self, key: &Key, revision: &Revision) {
+        match self.store.delete(key, revision).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(%key, error = %e, "left a disabled pool behind"),
+        }
     }
 
     /// Replaces a pool's spec. Its CIDR and block size cannot change, as in
-    /// Calico (an in-use pool cannot be resized; create another instead).
+    /// Calico (an in-use pool cannot be resized; create another instead),
+    /// so an update can bring no overlap: the check that matters is that the
+    /// CIDR is the stored one, and the update names the revision that check
+    /// read, so that it is atomic with it.
     pub async fn update_pool(&self, pool: Pool) -> Result<(), IpamError> {
         let key = Key::Pool(pool.name().to_string());
         let current = self.store.get(&key).await?;

@@ -16,11 +16,12 @@ use ipam_store::{
 };
 use ipnet::IpNet;
 
-/// Generates one `#[tokio::test]` per case. `$make` is an async block that
-/// yields `(Arc<dyn Datastore>, guard)`.
+/// Generates one `#[tokio::test]` per case (those of this module and of
+/// `concurrency`). `$make` is an async block that yields
+/// `(Arc<dyn Datastore>, guard)`.
 macro_rules! engine_tests {
     ($make:expr) => {
-        engine_tests!(@cases $make;
+        engine_tests!(@cases $make; cases;
             first_assignment_claims_a_block_and_hands_out_its_base_address,
             repeated_auto_assign_returns_the_same_addresses,
             release_by_handle_frees_everything_and_is_idempotent,
@@ -50,13 +51,20 @@ macro_rules! engine_tests {
             a_release_by_another_engine_updates_the_handle,
             concurrent_requests_of_a_node_share_one_block_write,
         );
+        engine_tests!(@cases $make; concurrency;
+            one_handle_assigned_and_released_at_once_holds_only_what_was_answered,
+            a_release_between_an_assignments_handle_and_block_writes_leaves_the_last_answer,
+            a_release_between_a_claims_handle_and_block_writes_leaves_the_last_answer,
+            concurrent_creates_of_overlapping_pools_create_exactly_one,
+            concurrent_claims_of_one_block_leave_one_confirmed_affinity,
+        );
     };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
+    (@cases $make:expr; $module:ident; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (store, _guard) = $make.await;
-                $crate::cases::$case(store).await;
+                $crate::$module::$case(store).await;
             }
         )*
     };
@@ -960,8 +968,15 @@ pub async fn handle_goes_before_block_on_assign_and_after_on_release(store: Arc<
     engine.auto_assign(&request("h", "n", 1, 0)).await.unwrap();
     assert_eq!(
         std::mem::take(&mut *order.lock().unwrap()),
-        [Kind::Affinity, Kind::Handle, Kind::Block, Kind::Affinity],
-        "pending affinity, handle, block, confirmed affinity"
+        [
+            Kind::Affinity,
+            Kind::Block,
+            Kind::Affinity,
+            Kind::Handle,
+            Kind::Block
+        ],
+        "the claim first (pending affinity, empty block, confirmed affinity), \
+         then the handle, then the block"
     );
     engine.release_by_handle("h").await.unwrap();
     assert_eq!(

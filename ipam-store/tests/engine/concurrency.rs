@@ -1,20 +1,32 @@
+//! The engine under concurrency, checked against a model.
+//!
 //! 32 tasks on 8 nodes, split over two engines (two processes) sharing one
 //! store, assign and release 10,000 times in a pool small enough that they
 //! claim, borrow and fight over the same blocks. After every step the
 //! addresses each task was given are checked against a model: no address is
 //! ever held by two handles. At the end everything is released and nothing
 //! is left.
+//!
+//! On every backend (the cases `engine_tests!` runs from here): one handle
+//! assigned and released at the same time, round after round with the
+//! store's calls delayed at random, and the one interleaving that used to
+//! leave an address without its handle, held exactly in place; pools over
+//! one range created at once, of which exactly one must be created; and one
+//! block claimed by many nodes at once, which must leave no claim pending.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ipam_core::{IpamConfig, ReleaseRequest};
+use ipam_core::{AffinityState, IpamConfig, Pool, ReleaseRequest};
 use ipam_store::memory::MemoryStore;
-use ipam_store::{Datastore, Ipam, Kind, ListQuery};
+use ipam_store::{Datastore, Ipam, IpamError, Kind, ListQuery, Value};
 
-use crate::cases::{addrs, allocations, assert_consistent, engine_with, pool, request, Engine};
+use crate::cases::{
+    addrs, allocations, assert_consistent, engine_on, engine_with, pool, request, Engine,
+};
+use crate::faults::{Gate, Jittery};
 
 const TASKS: u32 = 32;
 const NODES: u32 = 8;
@@ -143,4 +155,235 @@ async fn thirty_two_tasks_on_eight_nodes_never_hold_an_address_twice() {
         a.conflicts + b.conflicts > 0,
         "the test should make the engines collide"
     );
+}
+
+// ----- one handle assigned and released at once, on every backend --------
+
+/// What a CNI ADD retried while kubelet sends DEL does: one handle assigned
+/// and released by handle at the same time, round after round. Assignments
+/// go through one engine (the node's server), releases through it or a
+/// second engine (another process), and every store call is delayed a
+/// little at random so that the operations interleave between any two
+/// round trips on every backend. After each round the store must agree
+/// with itself (no address without its handle, every handle counting what
+/// its blocks hold) and the handle must hold at most the one address it
+/// asked for, one that an assignment of the round answered.
+pub async fn one_handle_assigned_and_released_at_once_holds_only_what_was_answered(
+    store: Arc<dyn Datastore>,
+) {
+    const ROUNDS: u32 = 30;
+    let jittery: Arc<dyn Datastore> = Arc::new(Jittery::new(
+        store.clone(),
+        std::time::Duration::from_millis(2),
+    ));
+    let first = Arc::new(engine_on(&jittery, "10.0.0.0/24", 26).await);
+    let second: Arc<Engine> = Arc::new(Ipam::new(jittery.clone()));
+    for round in 0..ROUNDS {
+        let handle = format!("mix{round}");
+        let mut assigns = Vec::new();
+        let mut releases = Vec::new();
+        for i in 0..4 {
+            let (engine, assigned) = (first.clone(), handle.clone());
+            assigns.push(tokio::spawn(async move {
+                engine.auto_assign(&request(&assigned, "n", 1, 0)).await
+            }));
+            let releaser = if (round + i) % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let released = handle.clone();
+            releases.push(tokio::spawn(async move {
+                releaser.release_by_handle(&released).await
+            }));
+        }
+        let mut answered = BTreeSet::new();
+        for task in assigns {
+            let got = task
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{handle}: {e}"));
+            answered.extend(addrs(&got));
+        }
+        for task in releases {
+            task.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{handle}: {e}"));
+        }
+        assert_consistent(&*store).await;
+        let held: Vec<IpAddr> = allocations(&*store)
+            .await
+            .into_iter()
+            .filter(|(_, h)| *h == handle)
+            .map(|(a, _)| a)
+            .collect();
+        assert!(
+            held.len() <= 1 && held.iter().all(|a| answered.contains(a)),
+            "round {round}: {handle} holds {held:?}, assignments answered {answered:?}"
+        );
+    }
+    for round in 0..ROUNDS {
+        first
+            .release_by_handle(&format!("mix{round}"))
+            .await
+            .unwrap();
+    }
+    assert!(allocations(&*store).await.is_empty(), "an address leaked");
+    assert_consistent(&*store).await;
+}
+
+/// The interleaving that leaked for good, made exact: an assignment has
+/// written its handle and is about to write its block when another
+/// process releases the handle. The release answers first, the assignment
+/// last, so the handle must end up holding exactly what the assignment
+/// answered, and no address may be left without its handle.
+async fn release_between_handle_and_block_write(store: Arc<dyn Datastore>, claim: bool) {
+    let gate = Arc::new(Gate::new(store.clone(), "h"));
+    let gated: Arc<dyn Datastore> = gate.clone();
+    let engine = Arc::new(engine_on(&gated, "10.0.0.0/24", 26).await);
+    if !claim {
+        // The node's block exists: the assignment only updates it.
+        engine
+            .auto_assign(&request("warm", "n", 1, 0))
+            .await
+            .unwrap();
+    }
+    let assigning = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.auto_assign(&request("h", "n", 1, 0)).await })
+    };
+    gate.reached().await;
+    let other: Engine = Ipam::new(store.clone());
+    let released = other.release_by_handle("h").await.unwrap();
+    assert!(released.is_empty(), "nothing was held yet: {released:?}");
+    gate.open();
+    let got = assigning.await.unwrap().unwrap();
+    assert_eq!(addrs(&got).len(), 1);
+
+    assert_consistent(&*store).await;
+    let held: Vec<IpAddr> = allocations(&*store)
+        .await
+        .into_iter()
+        .filter(|(_, h)| h == "h")
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(held, addrs(&got), "the last answer was the assignment's");
+    assert_eq!(other.release_by_handle("h").await.unwrap(), addrs(&got));
+    assert_consistent(&*store).await;
+}
+
+pub async fn a_release_between_an_assignments_handle_and_block_writes_leaves_the_last_answer(
+    store: Arc<dyn Datastore>,
+) {
+    release_between_handle_and_block_write(store, false).await;
+}
+
+pub async fn a_release_between_a_claims_handle_and_block_writes_leaves_the_last_answer(
+    store: Arc<dyn Datastore>,
+) {
+    release_between_handle_and_block_write(store, true).await;
+}
+
+// ----- pools created at once over one range -------------------------------
+
+/// 16 pools created at once over one range, half with its CIDR and half
+/// with one /24 inside it, through two engines (two processes) on a store
+/// whose calls are delayed at random, 5 rounds: exactly one is created, as
+/// asked (enabled), and every other request is refused as overlapping.
+pub async fn concurrent_creates_of_overlapping_pools_create_exactly_one(store: Arc<dyn Datastore>) {
+    let jittery: Arc<dyn Datastore> = Arc::new(Jittery::new(
+        store.clone(),
+        std::time::Duration::from_millis(2),
+    ));
+    let engines: [Arc<Engine>; 2] = [
+        Arc::new(Ipam::new(jittery.clone())),
+        Arc::new(Ipam::new(jittery.clone())),
+    ];
+    for round in 0..5u8 {
+        let range: ipnet::IpNet = format!("10.{round}.0.0/16").parse().unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..16u8 {
+            let cidr = if i % 2 == 0 {
+                range.to_string()
+            } else {
+                format!("10.{round}.7.0/24")
+            };
+            let created = pool(&format!("r{round}-{i}"), &cidr, 26);
+            let engine = engines[usize::from(i % 2)].clone();
+            tasks.push(tokio::spawn(
+                async move { engine.create_pool(created).await },
+            ));
+        }
+        let mut created = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(()) => created += 1,
+                Err(IpamError::Refused(ipam_core::Error::PoolsOverlap { .. })) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        let inside: Vec<Pool> = engines[0]
+            .pools()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p| range.contains(&p.cidr().network()))
+            .collect();
+        assert_eq!((created, inside.len()), (1, 1), "round {round}: {inside:?}");
+        assert!(inside[0].enabled(), "created as asked: {inside:?}");
+    }
+}
+
+// ----- one block claimed by many nodes at once ----------------------------
+
+/// 16 nodes claim one block at once through two engines on a store whose
+/// calls are delayed at random, 5 rounds: one claims it, and the 15 that
+/// lost take their pending affinities back, so the block has exactly one
+/// affinity, confirmed, the winner's.
+pub async fn concurrent_claims_of_one_block_leave_one_confirmed_affinity(
+    store: Arc<dyn Datastore>,
+) {
+    let jittery: Arc<dyn Datastore> = Arc::new(Jittery::new(
+        store.clone(),
+        std::time::Duration::from_millis(2),
+    ));
+    let first = Arc::new(engine_on(&jittery, "10.0.0.0/16", 26).await);
+    let engines: [Arc<Engine>; 2] = [first, Arc::new(Ipam::new(jittery.clone()))];
+    for round in 0..5u8 {
+        let cidr: ipnet::IpNet = format!("10.0.{round}.0/26").parse().unwrap();
+        let mut tasks = Vec::new();
+        for node in 0..16usize {
+            let engine = engines[node % 2].clone();
+            tasks.push(tokio::spawn(async move {
+                let claim = engine.claim_affinity(&format!("c{node}"), cidr).await;
+                (format!("c{node}"), claim)
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (node, claim) = task.await.unwrap();
+            let claim = claim.unwrap_or_else(|e| panic!("{node}: {e}"));
+            if claim.claimed.is_empty() {
+                assert_eq!(claim.failed.len(), 1, "{node}: {claim:?}");
+            } else {
+                winners.push(node);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let of_block: Vec<(String, AffinityState)> = store
+            .list(&ListQuery::All(Kind::Affinity))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|item| match item.value {
+                Value::Affinity(a) if a.cidr.net() == cidr => Some((a.node, a.state)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            of_block,
+            [(winners[0].clone(), AffinityState::Confirmed)],
+            "round {round}"
+        );
+    }
 }

@@ -85,3 +85,126 @@ impl Datastore for Faulty {
         self.inner.round_trips()
     }
 }
+
+/// Delays every call by a random pause of up to `most`, so that concurrent
+/// operations interleave between any two round trips, as they do against a
+/// slow disk or a remote store, even on the memory store whose calls
+/// otherwise never yield.
+pub struct Jittery {
+    inner: Arc<dyn Datastore>,
+    most: std::time::Duration,
+}
+
+impl Jittery {
+    pub fn new(inner: Arc<dyn Datastore>, most: std::time::Duration) -> Jittery {
+        Jittery { inner, most }
+    }
+
+    async fn pause(&self) {
+        let micros = fastrand::u64(..=self.most.as_micros() as u64);
+        tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+    }
+}
+
+#[async_trait]
+impl Datastore for Jittery {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn get(&self, key: &Key) -> Result<Versioned<Value>, StoreError> {
+        self.pause().await;
+        self.inner.get(key).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Versioned<Value>>, StoreError> {
+        self.pause().await;
+        self.inner.list(query).await
+    }
+    async fn create(&self, value: &Value) -> Result<Revision, StoreError> {
+        self.pause().await;
+        self.inner.create(value).await
+    }
+    async fn update(&self, value: &Value, revision: &Revision) -> Result<Revision, StoreError> {
+        self.pause().await;
+        self.inner.update(value, revision).await
+    }
+    async fn delete(&self, key: &Key, revision: &Revision) -> Result<(), StoreError> {
+        self.pause().await;
+        self.inner.delete(key, revision).await
+    }
+    fn round_trips(&self) -> RoundTrips {
+        self.inner.round_trips()
+    }
+}
+
+/// Holds the first block write that names a chosen handle until the test
+/// opens the gate: the moment between an assignment's handle write and its
+/// block write, frozen, so that a test can run something else in it.
+pub struct Gate {
+    inner: Arc<dyn Datastore>,
+    handle: String,
+    armed: std::sync::atomic::AtomicBool,
+    reached: tokio::sync::Notify,
+    open: tokio::sync::Notify,
+}
+
+impl Gate {
+    pub fn new(inner: Arc<dyn Datastore>, handle: &str) -> Gate {
+        Gate {
+            inner,
+            handle: handle.to_string(),
+            armed: std::sync::atomic::AtomicBool::new(true),
+            reached: tokio::sync::Notify::new(),
+            open: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until a block write naming the handle is held.
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Lets the held write through.
+    pub fn open(&self) {
+        self.open.notify_one();
+    }
+
+    async fn hold(&self, value: &Value) {
+        let names_handle = match value {
+            Value::Block(block) => block
+                .allocations()
+                .any(|(_, attribute)| attribute.handle() == Some(self.handle.as_str())),
+            _ => false,
+        };
+        if names_handle && self.armed.swap(false, Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.open.notified().await;
+        }
+    }
+}
+
+#[async_trait]
+impl Datastore for Gate {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn get(&self, key: &Key) -> Result<Versioned<Value>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Versioned<Value>>, StoreError> {
+        self.inner.list(query).await
+    }
+    async fn create(&self, value: &Value) -> Result<Revision, StoreError> {
+        self.hold(value).await;
+        self.inner.create(value).await
+    }
+    async fn update(&self, value: &Value, revision: &Revision) -> Result<Revision, StoreError> {
+        self.hold(value).await;
+        self.inner.update(value, revision).await
+    }
+    async fn delete(&self, key: &Key, revision: &Revision) -> Result<(), StoreError> {
+        self.inner.delete(key, revision).await
+    }
+    fn round_trips(&self) -> RoundTrips {
+        self.inner.round_trips()
+    }
+}
