@@ -51,7 +51,7 @@ pub enum Error {
         /// The CRD's name.
         crd: String,
         /// The serialiser's error.
-        source: serde_yaml::Error,
+        source: serde_saphyr::SerializeError,
     },
     /// A manifest could not be written.
     #[error("writing {}: {source}", path.display())]

@@ -20,9 +20,7 @@ fn crds_dir() -> PathBuf {
 }
 
 fn parse_documents(text: &str) -> Vec<CustomResourceDefinition> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| CustomResourceDefinition::deserialize(doc).unwrap())
-        .collect()
+    serde_saphyr::from_multiple(text).unwrap()
 }
 
 #[test]

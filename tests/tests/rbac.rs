@@ -29,9 +29,7 @@ fn roles() -> Vec<(String, Vec<Rule>, Vec<String>)> {
         "/../deploy/01-rbac.yaml"
     ))
     .unwrap();
-    let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
             .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
