@@ -288,6 +288,25 @@ impl ApiServer {
     }
 }
 
+impl ApiServer {
+    /// Holds back every watch event from now on, as a watch that lags
+    /// behind the API server: watches stay open and deliver nothing new,
+    /// while lists and reads see the current state.
+    pub fn pause_watches(&self) {
+        let mut store = self.shared.store();
+        store.watches_paused_at = Some(store.last_revision);
+    }
+
+    /// Lets the watches catch up with what [`ApiServer::pause_watches`]
+    /// held back.
+    pub fn resume_watches(&self) {
+        let mut store = self.shared.store();
+        store.watches_paused_at = None;
+        let revision = store.last_revision;
+        store.changed.send_replace(revision);
+    }
+}
+
 impl Drop for ApiServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -90,6 +90,8 @@ pub(super) struct Store {
     pub(super) events: Vec<Event>,
     // The revision of the last event: what a watch waits on.
     pub(super) changed: tokio::sync::watch::Sender<u64>,
+    // While set, watches deliver no event after this revision.
+    pub(super) watches_paused_at: Option<u64>,
 }
 
 /// One change a watch reports.
@@ -158,6 +160,7 @@ impl Store {
             uid_seed: nanos,
             events: Vec::new(),
             changed: tokio::sync::watch::channel(0).0,
+            watches_paused_at: None,
         }
     }
 

@@ -85,10 +85,12 @@ pub(super) fn watch(
         loop {
             let batch: Vec<Value> = {
                 let store = shared.store();
+                let paused_at = store.watches_paused_at;
                 let news: Vec<&Event> = store
                     .events
                     .iter()
                     .filter(|e| e.revision > *after)
+                    .take_while(|e| paused_at.is_none_or(|at| e.revision <= at))
                     .collect();
                 if let Some(last) = news.last() {
                     *after = last.revision;
