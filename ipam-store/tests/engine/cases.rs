@@ -17,10 +17,15 @@ use ipam_store::{
 use ipnet::IpNet;
 
 /// Generates one `#[tokio::test]` per case. `$make` is an async block that
-/// yields `(Arc<dyn Datastore>, guard)`.
+/// yields `(Arc<dyn Datastore>, guard)`. With `requires: $present,` first,
+/// each test returns at once when `$present` (a `testkit::require` check)
+/// is false.
 macro_rules! engine_tests {
     ($make:expr) => {
-        engine_tests!(@cases $make;
+        engine_tests!(requires: true, $make);
+    };
+    (requires: $present:expr, $make:expr) => {
+        engine_tests!(@cases $present; $make;
             first_assignment_claims_a_block_and_hands_out_its_base_address,
             repeated_auto_assign_returns_the_same_addresses,
             release_by_handle_frees_everything_and_is_idempotent,
@@ -51,10 +56,13 @@ macro_rules! engine_tests {
             concurrent_requests_of_a_node_share_one_block_write,
         );
     };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
+    (@cases $present:expr; $make:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
+                if !$present {
+                    return;
+                }
                 let (store, _guard) = $make.await;
                 $crate::cases::$case(store).await;
             }
