@@ -21,6 +21,7 @@
 //! }
 //! ```
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The variable that turns a missing prerequisite into a failure.
@@ -101,7 +102,9 @@ fn check(present: bool, what: &str, why: &str, package: &str) -> bool {
     let require_all = std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1");
     match missing(&current_test(), what, why, package, require_all) {
         Missing::Skip(message) => {
-            eprintln!("{message}");
+            // Straight to the process's stderr: libtest captures what a
+            // passing test prints with `eprintln!`, and a skip must show.
+            let _ = writeln!(std::io::stderr(), "{message}");
             false
         }
         Missing::Fail(message) => panic!("{message}"),
