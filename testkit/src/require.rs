@@ -40,7 +40,7 @@ pub fn root() -> bool {
         effective_uid() == Some(0),
         "root",
         "it creates network namespaces",
-        "none: run the tests as root, as CI does",
+        "run the tests as root, as CI does",
     )
 }
 
@@ -66,7 +66,7 @@ pub fn cni_plugins() -> bool {
         missing.is_empty(),
         "Debian's CNI plugins",
         &format!("{} not in {DEBIAN_CNI_DIR}", missing.join(", ")),
-        "containernetworking-plugins",
+        "install Debian's containernetworking-plugins",
     )
 }
 
@@ -77,7 +77,7 @@ pub fn command(name: &str, package: &str) -> bool {
         find(name).is_some(),
         name,
         &format!("`{name}` is not on the PATH"),
-        package,
+        &format!("install Debian's {package}"),
     )
 }
 
@@ -93,14 +93,15 @@ pub fn find(name: &str) -> Option<PathBuf> {
         })
 }
 
-// Says what is missing, then lets the test go on (`present`), return
-// early, or fail, as IPAM_TEST_REQUIRE_ALL says.
-fn check(present: bool, what: &str, why: &str, package: &str) -> bool {
+// Says what is missing and what to do about it (`remedy`), then lets the
+// test go on (`present`), return early, or fail, as IPAM_TEST_REQUIRE_ALL
+// says.
+fn check(present: bool, what: &str, why: &str, remedy: &str) -> bool {
     if present {
         return true;
     }
     let require_all = std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1");
-    match missing(&current_test(), what, why, package, require_all) {
+    match missing(&current_test(), what, why, remedy, require_all) {
         Missing::Skip(message) => {
             // Straight to the process's stderr: libtest captures what a
             // passing test prints with `eprintln!`, and a skip must show.
@@ -118,15 +119,13 @@ enum Missing {
     Fail(String),
 }
 
-fn missing(test: &str, what: &str, why: &str, package: &str, require_all: bool) -> Missing {
+fn missing(test: &str, what: &str, why: &str, remedy: &str, require_all: bool) -> Missing {
     if require_all {
         Missing::Fail(format!(
-            "{test} needs {what} ({why}) and {REQUIRE_ALL}=1 forbids skipping it; Debian package: {package}"
+            "{test} needs {what} ({why}) and {REQUIRE_ALL}=1 forbids skipping it: {remedy}"
         ))
     } else {
-        Missing::Skip(format!(
-            "skipped: {test} needs {what} ({why}; Debian package: {package})"
-        ))
+        Missing::Skip(format!("skipped: {test} needs {what} ({why}; {remedy})"))
     }
 }
 
@@ -172,18 +171,26 @@ mod tests {
 
     #[test]
     fn a_missing_prerequisite_skips_or_fails_as_the_environment_says() {
-        let say = |require_all| missing("t", "etcd", "not on the PATH", "etcd-server", require_all);
+        let say = |require_all| {
+            missing(
+                "t",
+                "etcd",
+                "not on the PATH",
+                "install Debian's etcd-server",
+                require_all,
+            )
+        };
         assert_eq!(
             say(false),
             Missing::Skip(
-                "skipped: t needs etcd (not on the PATH; Debian package: etcd-server)".into()
+                "skipped: t needs etcd (not on the PATH; install Debian's etcd-server)".into()
             )
         );
         assert_eq!(
             say(true),
             Missing::Fail(
-                "t needs etcd (not on the PATH) and IPAM_TEST_REQUIRE_ALL=1 forbids skipping it; \
-                 Debian package: etcd-server"
+                "t needs etcd (not on the PATH) and IPAM_TEST_REQUIRE_ALL=1 forbids skipping it: \
+                 install Debian's etcd-server"
                     .into()
             )
         );
