@@ -48,4 +48,4 @@ if ! cargo nextest --version 2>/dev/null | grep -q "^cargo-nextest $nextest_vers
 fi
 
 export IPAM_TEST_REQUIRE_ALL=1
-exec cargo nextest run --workspace --locked --no-fail-fast "$@"
+exec cargo nextest run --workspace --locked --profile ci "$@"

@@ -49,6 +49,6 @@ pub enum Error {
         /// The CRD's name.
         crd: String,
         /// The serialiser's error.
-        source: serde_yaml::Error,
+        source: serde_saphyr::SerializeError,
     },
 }

@@ -15,6 +15,10 @@
 //! to write, carrying the previous object's metadata (resourceVersion, uid,
 //! labels, annotations) so that a read-modify-write keeps them.
 //!
+//! [`structural`] holds Kubernetes' rules for the CRDs themselves and
+//! [`validation`] what the API server does to an object written under
+//! them; the test API server in testkit and this crate's tests share it.
+//!
 //! This crate does no I/O beyond writing the manifests it is asked to write:
 //! talking to a cluster belongs to ipam-store.
 
@@ -33,6 +37,7 @@ pub mod pool;
 pub mod reservation;
 mod schema;
 pub mod structural;
+pub mod validation;
 
 pub use affinity::{BlockAffinity, BlockAffinitySpec};
 pub use block::{AllocationAttribute, IPAMBlock, IPAMBlockSpec};

@@ -87,24 +87,27 @@ pub fn render() -> Result<Vec<Manifest>, Error> {
 
 /// YAML with integral bounds written as integers: k8s-openapi holds
 /// `minimum`/`maximum` as floats, which would print as `128.0`.
-fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
-    let mut value = serde_yaml::to_value(crd)?;
+fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
+    // Serialising plain data into a JSON value cannot fail: CRDs are
+    // string-keyed maps all the way down.
+    let mut value = serde_json::to_value(crd).unwrap_or_default();
     integral_floats_as_integers(&mut value);
-    serde_yaml::to_string(&value)
+    // Long strings stay on one line, as Calico's controller-gen output has
+    // them, rather than folded at 80 columns.
+    let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
+    serde_saphyr::to_string_with_options(&value, options)
 }
 
-fn integral_floats_as_integers(value: &mut serde_yaml::Value) {
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
     match value {
-        serde_yaml::Value::Number(n) if n.is_f64() => {
+        serde_json::Value::Number(n) if n.is_f64() => {
             if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
                 // Exact: the value is integral and well within f64's integer range.
-                *value = serde_yaml::Value::from(f as i64);
+                *value = serde_json::Value::from(f as i64);
             }
         }
-        serde_yaml::Value::Sequence(items) => {
-            items.iter_mut().for_each(integral_floats_as_integers)
-        }
-        serde_yaml::Value::Mapping(fields) => {
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Object(fields) => {
             fields.values_mut().for_each(integral_floats_as_integers)
         }
         _ => {}

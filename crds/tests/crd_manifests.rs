@@ -13,16 +13,13 @@ use crds::structural;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
-use serde::Deserialize;
 
 fn crds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn parse_documents(text: &str) -> Vec<CustomResourceDefinition> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| CustomResourceDefinition::deserialize(doc).unwrap())
-        .collect()
+    serde_saphyr::from_multiple(text).unwrap()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Container, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 /// Every object of every file, in apply order (files sort by name).
@@ -66,8 +66,9 @@ fn load() -> Manifests {
     for path in files {
         let file = path.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&path).unwrap();
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            let document = Value::deserialize(document).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let documents: Vec<Value> =
+            serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for document in documents {
             let kind = document["kind"].as_str().unwrap_or_default().to_string();
             match (
                 document["apiVersion"].as_str().unwrap_or_default(),

@@ -12,7 +12,7 @@ use crate::error::CliError;
 /// is not this function's to draw: `Format::Table` writes JSON.
 pub fn emit<T: Serialize>(out: &mut dyn Write, format: Format, value: &T) -> Result<(), CliError> {
     let text = match format {
-        Format::Yaml => serde_yaml::to_string(value)
+        Format::Yaml => serde_saphyr::to_string(value)
             .map_err(|e| CliError::Refused(format!("writing YAML: {e}")))?,
         Format::Json | Format::Table => {
             let mut text = serde_json::to_string_pretty(value)

@@ -629,6 +629,9 @@ async fn a_server_with_a_token_needs_the_token_file() {
 
 #[tokio::test]
 async fn every_subcommand_works_directly_against_etcd() {
+    if !testkit::require::etcd() {
+        return;
+    }
     let etcd = EtcdServer::start().await.expect("etcd starts");
     let store: Arc<dyn Datastore> = Arc::new(
         EtcdStore::connect(&[etcd.endpoint()], EtcdOptions::default())

@@ -494,6 +494,9 @@ fn the_token_file_is_sent_and_a_refused_token_is_a_config_error() {
 
 #[test]
 fn direct_mode_on_etcd_adds_checks_collects_and_deletes() {
+    if !testkit::require::etcd() {
+        return;
+    }
     let (_runtime, etcd) = support::started_etcd();
     let ipam = etcd_ipam(&etcd.endpoint());
     let plugins = PluginDir::new();

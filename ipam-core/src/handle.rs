@@ -207,7 +207,7 @@ mod tests {
     fn fixture_handle_round_trips() {
         let yaml =
             "block:\n  192.168.185.0/26: 1\ndeleted: false\nhandleID: k8s-pod-network.cb07c78e\n";
-        let spec: HandleSpec = serde_yaml::from_str(yaml).unwrap();
+        let spec: HandleSpec = serde_saphyr::from_str(yaml).unwrap();
         let handle = Handle::from_spec(spec.clone()).unwrap();
         assert_eq!(handle.count_in(&block("192.168.185.0/26")), 1);
         assert_eq!(handle.to_spec(), spec);

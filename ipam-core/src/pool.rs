@@ -434,13 +434,13 @@ mod tests {
     #[test]
     fn fixture_pool_spec_parses_and_keeps_its_fields() {
         let yaml = "allowedUses: [Workload, Tunnel]\nblockSize: 26\ncidr: 192.168.0.0/16\nipipMode: Never\nnatOutgoing: true\nnodeSelector: all()\nvxlanMode: CrossSubnet\n";
-        let spec: PoolSpec = serde_yaml::from_str(yaml).unwrap();
+        let spec: PoolSpec = serde_saphyr::from_str(yaml).unwrap();
         let pool = Pool::new("default-ipv4-ippool", spec.clone()).unwrap();
         assert_eq!(pool.block_size(), 26);
-        let back: serde_yaml::Value = serde_yaml::to_value(&spec).unwrap();
+        let back = serde_json::to_value(&spec).unwrap();
         assert_eq!(
             back,
-            serde_yaml::from_str::<serde_yaml::Value>(yaml).unwrap()
+            serde_saphyr::from_str::<serde_json::Value>(yaml).unwrap()
         );
     }
 }

@@ -8,24 +8,24 @@ use std::path::PathBuf;
 use ipam_core::block::{Block, BlockSpec, ReleaseItem};
 use ipam_core::reservation::Reserved;
 
-fn fixture(name: &str) -> serde_yaml::Value {
+fn fixture(name: &str) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../fixtures/calico")
         .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap()
+    serde_saphyr::from_str(&text).unwrap()
 }
 
-fn spec_of(object: &serde_yaml::Value) -> BlockSpec {
-    serde_yaml::from_value(object["spec"].clone()).unwrap()
+fn spec_of(object: &serde_json::Value) -> BlockSpec {
+    serde_json::from_value(object["spec"].clone()).unwrap()
 }
 
 #[test]
 fn nginx_assignment_and_release_of_ordinal_1_reproduce_the_after_block() {
     let before = spec_of(&fixture("ipamblock-192-168-185-0-26.before.yaml"));
     let after_object = fixture("ipamblock-192-168-185-0-26.after.list.yaml")["items"][0].clone();
-    let expected = serde_yaml::to_value(spec_of(&after_object)).unwrap();
+    let expected = serde_json::to_value(spec_of(&after_object)).unwrap();
     let mut block = Block::from_spec(before).unwrap();
 
     let attributes: BTreeMap<String, String> = [
@@ -56,7 +56,7 @@ fn nginx_assignment_and_release_of_ordinal_1_reproduce_the_after_block() {
     );
     block.bump_sequence_number();
 
-    assert_eq!(serde_yaml::to_value(block.to_spec()).unwrap(), expected);
+    assert_eq!(serde_json::to_value(block.to_spec()).unwrap(), expected);
     // The stale entries of free ordinals 7, 14 and 15 were kept, untouched.
     for ordinal in [7, 14, 15] {
         assert!(!block.is_allocated(ordinal));
@@ -72,6 +72,6 @@ fn every_fixture_block_round_trips_through_the_core_unchanged() {
         let spec = spec_of(&object);
         let block = Block::from_spec(spec.clone()).unwrap();
         assert_eq!(block.to_spec(), spec);
-        assert_eq!(serde_yaml::to_value(&spec).unwrap(), object["spec"]);
+        assert_eq!(serde_json::to_value(&spec).unwrap(), object["spec"]);
     }
 }

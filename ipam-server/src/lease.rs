@@ -13,13 +13,19 @@
 //! takes the lease with server-side apply and relies on field-manager
 //! conflicts, a part of the API our test API server does not emulate;
 //! get/create/update with a resourceVersion is all this needs.
+//!
+//! Time comes from the injected [`Clock`]: the monotonic reading for
+//! expiry, the wall clock for the renewTime written.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
+
+use crate::clock::Clock;
 
 /// Which Lease, and who is asking.
 #[derive(Debug, Clone)]
@@ -40,6 +46,7 @@ pub struct LeaseOptions {
 pub struct Elector {
     api: Api<Lease>,
     options: LeaseOptions,
+    clock: Arc<dyn Clock>,
     // The holder and renew time last read, and when this replica first
     // saw that record: client-go's observedRecord and observedTime.
     observed: Option<(Option<String>, Option<MicroTime>, Instant)>,
@@ -48,10 +55,11 @@ pub struct Elector {
 
 impl Elector {
     /// An elector that has not tried yet.
-    pub fn new(client: kube::Client, options: LeaseOptions) -> Elector {
+    pub fn new(client: kube::Client, options: LeaseOptions, clock: Arc<dyn Clock>) -> Elector {
         Elector {
             api: Api::namespaced(client, &options.namespace),
             options,
+            clock,
             observed: None,
             leading: false,
         }
@@ -72,7 +80,7 @@ impl Elector {
     }
 
     async fn attempt(&mut self) -> Result<bool, kube::Error> {
-        let now = MicroTime(Timestamp::now());
+        let now = self.micro_time();
         let seconds = i32::try_from(self.options.duration.as_secs().max(1)).unwrap_or(i32::MAX);
         let Some(lease) = self.api.get_opt(&self.options.name).await? else {
             let lease = Lease {
@@ -105,7 +113,7 @@ impl Elector {
             .as_ref()
             .is_none_or(|(h, r, _)| (h, r) != (&record.0, &record.1));
         if changed {
-            self.observed = Some((record.0, record.1, Instant::now()));
+            self.observed = Some((record.0, record.1, self.clock.instant()));
         }
         let held_for = Duration::from_secs(
             spec.lease_duration_seconds
@@ -114,7 +122,7 @@ impl Elector {
         );
         let observed_at = self.observed.as_ref().map(|(_, _, at)| *at);
         let mine = holder.as_deref() == Some(self.options.identity.as_str());
-        let expired = observed_at.is_none_or(|at| at.elapsed() > held_for);
+        let expired = observed_at.is_none_or(|at| self.since(at) > held_for);
         if holder.is_some() && !mine && !expired {
             return Ok(false);
         }
@@ -141,7 +149,7 @@ impl Elector {
         {
             Ok(written) => {
                 let spec = written.spec.unwrap_or_default();
-                self.observed = Some((spec.holder_identity, spec.renew_time, Instant::now()));
+                self.observed = Some((spec.holder_identity, spec.renew_time, self.clock.instant()));
                 Ok(true)
             }
             // Someone wrote it since it was read: they won this round.
@@ -170,7 +178,7 @@ impl Elector {
             spec: Some(LeaseSpec {
                 holder_identity: None,
                 lease_duration_seconds: Some(1),
-                renew_time: Some(MicroTime(Timestamp::now())),
+                renew_time: Some(self.micro_time()),
                 ..spec
             }),
         };
@@ -178,5 +186,17 @@ impl Elector {
             .replace(&self.options.name, &PostParams::default(), &released)
             .await
             .map(|_| ())
+    }
+
+    /// How long ago `at` was, on this replica's monotonic clock.
+    fn since(&self, at: Instant) -> Duration {
+        self.clock.instant().saturating_duration_since(at)
+    }
+
+    /// The clock's wall time as a Lease records it.
+    fn micro_time(&self) -> MicroTime {
+        // A clock before 1970 or beyond year 9999 is broken; the epoch
+        // then still makes a valid (long expired) record.
+        MicroTime(Timestamp::try_from(self.clock.now()).unwrap_or(Timestamp::UNIX_EPOCH))
     }
 }

@@ -7,7 +7,7 @@
 //! and serves, [`defaults`] chooses the default pools as calico-node does,
 //! [`args`] parses the flags, [`ratelimit`] bounds each client's request rate,
 //! [`gc`] collects leaked addresses on the Kubernetes datastore while this
-//! replica holds the [`lease`].
+//! replica holds the [`lease`], both on the injected [`clock`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -15,6 +15,7 @@
 pub mod api;
 pub mod app;
 pub mod args;
+pub mod clock;
 pub mod defaults;
 pub mod error;
 pub mod gc;

@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::app::{router, AppConfig};
 use crate::args::{Args, DatastoreKind, Listen};
+use crate::clock::SystemClock;
 use crate::defaults::default_pools;
 use crate::gc::{Collector, GcMetrics};
 
@@ -147,9 +148,14 @@ pub async fn run(
     let (stop_gc, gc_stopped) = tokio::sync::watch::channel(false);
     let collector = match (opened.kubernetes, args.gc()) {
         (Some(client), Some(options)) => {
-            let (collector, watches) =
-                Collector::new(client, engine.clone(), options, gc_metrics.clone());
-            Some((tokio::spawn(collector.run(gc_stopped)), watches))
+            let collector = Collector::new(
+                client,
+                engine.clone(),
+                options,
+                gc_metrics.clone(),
+                Arc::new(SystemClock),
+            );
+            Some(tokio::spawn(collector.run(gc_stopped)))
         }
         _ => None,
     };
@@ -165,12 +171,11 @@ pub async fn run(
         },
     );
     let served = serve(&args, app, shutdown).await;
-    if let Some((task, watches)) = collector {
+    if let Some(task) = collector {
         // The collector gives its Lease up before the process ends, so
-        // another replica takes over at once.
+        // another replica takes over at once; its watches end with it.
         let _ = stop_gc.send(true);
         let _ = task.await;
-        watches.iter().for_each(tokio::task::JoinHandle::abort);
     }
     served
 }

@@ -208,6 +208,9 @@ async fn start_server(dir: &std::path::Path, port: u16, etcd: &str) -> Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_address_is_acknowledged_twice_through_kills_and_an_etcd_restart() {
+    if !testkit::require::etcd() {
+        return;
+    }
     let run_for = chaos_duration();
     let mut etcd = EtcdServer::start().await.unwrap();
     let endpoint = etcd.endpoint();

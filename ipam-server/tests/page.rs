@@ -5,8 +5,9 @@
 //!
 //! Chromium prints the DOM after the page's script ran (`--dump-dom`); the
 //! page keeps its figures in `data-*` attributes, which these tests read
-//! back. Needs `chromium` (`apt-get install chromium`, as `.ci/run` does);
-//! without it the tests fail and say so.
+//! back. Needs `chromium` (`apt-get install chromium`, as `.ci/run` does):
+//! without it the tests are skipped, and fail under
+//! `IPAM_TEST_REQUIRE_ALL=1` (`testkit::require`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -138,17 +139,8 @@ async fn populated() -> (SocketAddr, Api) {
 // ----- Chromium -------------------------------------------------------------
 
 fn chromium_binary() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("chromium"))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "chromium is not installed, and the usage page tests need it: \
-                 run `apt-get install chromium` (Debian's package; .ci/run installs it)"
-            )
-        })
+    testkit::require::find("chromium")
+        .expect("every test asks testkit::require::chromium() before it runs Chromium")
 }
 
 /// Runs headless Chromium with `extra` arguments on `url` and returns what
@@ -453,6 +445,9 @@ fn artifact_dir() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_apis_figures_and_a_blocks_addresses() {
+    if !testkit::require::chromium() {
+        return;
+    }
     let (address, api) = populated().await;
     let usage = api.usage().await;
     let v4 = &usage.pools[0];
@@ -535,6 +530,9 @@ async fn the_page_shows_the_apis_figures_and_a_blocks_addresses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ipv6_pool_shows_its_exact_size_and_its_blocks() {
+    if !testkit::require::chromium() {
+        return;
+    }
     let (address, api) = populated().await;
     let usage = api.usage().await;
     let v6 = usage.pools.iter().find(|p| p.name == "pods-v6").unwrap();
@@ -550,6 +548,9 @@ async fn an_ipv6_pool_shows_its_exact_size_and_its_blocks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_data_is_shown_as_text_never_as_markup() {
+    if !testkit::require::chromium() {
+        return;
+    }
     let (address, api) = populated().await;
     let usage = api.usage().await;
     let block = usage.pools[0]
@@ -571,6 +572,9 @@ async fn user_data_is_shown_as_text_never_as_markup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_states_say_what_is_missing() {
+    if !testkit::require::chromium() {
+        return;
+    }
     let (address, _api) = populated().await;
     let dom = dom(&format!("http://{address}/?pool=spare")).await;
     assert_eq!(dom.one("section", "data-pool").attr("data-blocks"), "0");
@@ -584,6 +588,9 @@ async fn empty_states_say_what_is_missing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_of_a_deleted_pool_are_shown_apart() {
+    if !testkit::require::chromium() {
+        return;
+    }
     let address = serve(AppConfig::default()).await;
     let api = Api {
         base: format!("http://{address}"),
@@ -608,6 +615,9 @@ async fn blocks_of_a_deleted_pool_are_shown_apart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_protected_api_is_explained_not_hidden() {
+    if !testkit::require::chromium() {
+        return;
+    }
     let address = serve(AppConfig {
         token: Some("secret".to_string()),
         ..AppConfig::default()

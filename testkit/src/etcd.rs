@@ -1,10 +1,14 @@
-//! A real etcd for tests: Debian's `/usr/bin/etcd` (3.4) on free loopback
-//! ports, with its data in a temporary directory.
+//! A real etcd for tests: the `etcd` on the PATH (Debian's etcd-server
+//! package, 3.4, installs `/usr/bin/etcd`) on free loopback ports, with
+//! its data in a temporary directory.
 //!
-//! Tests that need etcd start their own with [`EtcdServer::start`] and drop
-//! it when done; nothing here touches an etcd the machine already runs (the
-//! system one listens on 2379), and nothing is skipped when etcd is missing:
-//! the test fails and says how to install it. [`EtcdServer::stop`] and
+//! Tests that need etcd ask [`crate::require::etcd`] first (which skips
+//! them, or fails them under `IPAM_TEST_REQUIRE_ALL=1`, when etcd is
+//! missing), start their own with [`EtcdServer::start`] and drop it when
+//! done; nothing here touches an etcd the machine already runs (the system
+//! one listens on 2379). etcd cannot report a port it was given as 0, so
+//! the ports are probed free first and a lost race is retried.
+//! [`EtcdServer::stop`] and
 //! [`EtcdServer::restart`] keep the ports and the data, so that a test can
 //! take etcd away and bring it back under a client that stays connected.
 
@@ -19,10 +23,6 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Where Debian's `etcd-server` package installs etcd (CI installs it the
-/// same way).
-pub const ETCD_BINARY: &str = "/usr/bin/etcd";
-
 /// How long etcd may take to answer its health check after it is started.
 const READY_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -36,12 +36,9 @@ const SYSTEM_PORTS: [u16; 2] = [2379, 2380];
 /// Why an etcd could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    /// The etcd binary is not installed.
-    #[error("{path} not found: install it with `apt-get install etcd-server`")]
-    NotInstalled {
-        /// Where etcd was looked for.
-        path: PathBuf,
-    },
+    /// No etcd binary is on the PATH.
+    #[error("etcd is not on the PATH: install it with `apt-get install etcd-server`")]
+    NotInstalled,
     /// A file, directory, port or process could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -66,6 +63,7 @@ pub enum EtcdError {
 /// the process and removes its data.
 #[derive(Debug)]
 pub struct EtcdServer {
+    binary: PathBuf,
     dir: TempDir,
     client_port: u16,
     peer_port: u16,
@@ -76,11 +74,7 @@ impl EtcdServer {
     /// Starts a one-member etcd on free loopback ports and waits until it
     /// reports itself healthy.
     pub async fn start() -> Result<EtcdServer, EtcdError> {
-        if !Path::new(ETCD_BINARY).exists() {
-            return Err(EtcdError::NotInstalled {
-                path: PathBuf::from(ETCD_BINARY),
-            });
-        }
+        let binary = crate::require::find("etcd").ok_or(EtcdError::NotInstalled)?;
         let dir = tempfile::Builder::new()
             .prefix("testkit-etcd-")
             .tempdir()
@@ -91,9 +85,10 @@ impl EtcdServer {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let (client_port, peer_port) = free_port_pair()?;
-            match launch(dir.path(), client_port, peer_port).await {
+            match launch(&binary, dir.path(), client_port, peer_port).await {
                 Ok(child) => {
                     return Ok(EtcdServer {
+                        binary,
                         dir,
                         client_port,
                         peer_port,
@@ -129,7 +124,13 @@ impl EtcdServer {
     /// first if it is running, and waits until it is healthy.
     pub async fn restart(&mut self) -> Result<(), EtcdError> {
         self.stop();
-        let child = launch(self.dir.path(), self.client_port, self.peer_port).await?;
+        let child = launch(
+            &self.binary,
+            self.dir.path(),
+            self.client_port,
+            self.peer_port,
+        )
+        .await?;
         self.child = Some(child);
         Ok(())
     }
@@ -155,7 +156,12 @@ fn stderr_path(dir: &Path) -> PathBuf {
 
 /// Spawns etcd with its data under `dir` and waits for its health check;
 /// on failure the process is killed and the error carries its stderr.
-async fn launch(dir: &Path, client_port: u16, peer_port: u16) -> Result<Child, EtcdError> {
+async fn launch(
+    binary: &Path,
+    dir: &Path,
+    client_port: u16,
+    peer_port: u16,
+) -> Result<Child, EtcdError> {
     let stderr_file = stderr_path(dir);
     let stderr = File::create(&stderr_file).map_err(|source| EtcdError::Io {
         what: format!("creating {}", stderr_file.display()),
@@ -163,7 +169,7 @@ async fn launch(dir: &Path, client_port: u16, peer_port: u16) -> Result<Child, E
     })?;
     let client = client_url(client_port);
     let peer = format!("http://127.0.0.1:{peer_port}");
-    let mut command = Command::new(ETCD_BINARY);
+    let mut command = Command::new(binary);
     command
         .arg("--name=testkit")
         .arg(format!("--data-dir={}", data_dir(dir).display()))
@@ -182,7 +188,7 @@ async fn launch(dir: &Path, client_port: u16, peer_port: u16) -> Result<Child, E
         command.env("ETCD_UNSUPPORTED_ARCH", arch);
     }
     let mut child = command.spawn().map_err(|source| EtcdError::Io {
-        what: format!("starting {ETCD_BINARY}"),
+        what: format!("starting {}", binary.display()),
         source,
     })?;
     match wait_until_healthy(&mut child, client_port).await {
@@ -321,6 +327,9 @@ mod tests {
 
     #[tokio::test]
     async fn etcd_starts_on_a_private_port_and_survives_a_restart() {
+        if !crate::require::etcd() {
+            return;
+        }
         let mut etcd = EtcdServer::start().await.expect("etcd starts");
         let endpoint = etcd.endpoint();
         assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
@@ -337,6 +346,9 @@ mod tests {
 
     #[tokio::test]
     async fn two_servers_get_different_ports() {
+        if !crate::require::etcd() {
+            return;
+        }
         let a = EtcdServer::start().await.unwrap();
         let b = EtcdServer::start().await.unwrap();
         assert_ne!(a.endpoint(), b.endpoint());

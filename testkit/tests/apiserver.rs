@@ -851,6 +851,38 @@ async fn a_reflector_follows_pods_created_and_deleted() {
 }
 
 #[tokio::test]
+async fn paused_watches_lag_behind_reads_until_resumed() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::watcher;
+    let api = ApiServer::start().await;
+    api.put_core("pods", pod("x", "a"));
+    let pods = Api::<Pod>::all(client(&api).await);
+    let (store, errors, task) = reflect(pods.clone(), watcher::Config::default());
+    until_reflected(&store, &["x/a"]).await;
+    api.pause_watches();
+    api.put_core("pods", pod("x", "late"));
+    assert!(api.remove_core("pods", Some("x"), "a"));
+    // Reads see the change at once; the watch does not.
+    let names: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    assert_eq!(names, ["late"]);
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        until_reflected(&store, &["x/a"]).await;
+    }
+    api.resume_watches();
+    until_reflected(&store, &["x/late"]).await;
+    task.abort();
+    assert_eq!(*errors.lock().unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn a_reflector_follows_nodes_created_and_deleted() {
     use k8s_openapi::api::core::v1::Node;
     use kube::runtime::watcher;

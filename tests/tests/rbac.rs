@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
 use ipam_server::app::{router, AppConfig};
+use ipam_server::clock::ManualClock;
 use ipam_server::gc::{Collector, GcMetrics, GcOptions};
 use ipam_server::lease::LeaseOptions;
 use ipam_store::kubernetes::KubernetesStore;
@@ -29,9 +30,7 @@ fn roles() -> Vec<(String, Vec<Rule>, Vec<String>)> {
         "/../deploy/01-rbac.yaml"
     ))
     .unwrap();
-    let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
             .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
@@ -354,25 +353,32 @@ async fn collect_garbage(
             .collect();
         leaked.push(engine.auto_assign(&request).await.unwrap().ipv4.addresses[0].addr());
     }
+    let renew_every = Duration::from_secs(5);
     let options = GcOptions {
-        grace: Duration::from_millis(1),
-        interval: Duration::from_millis(20),
+        grace: Duration::from_secs(10),
+        interval: Duration::from_secs(1),
         lease: LeaseOptions {
             namespace: "calico-ipam-rs".to_string(),
             name: "ipam-server-gc".to_string(),
             identity: "rbac-test".to_string(),
-            duration: Duration::from_secs(1),
-            renew_every: Duration::from_millis(50),
+            duration: renew_every * 3,
+            renew_every,
         },
     };
-    let (collector, watches) = Collector::new(
+    // Time moves when the test says: each step renews the Lease and runs a
+    // pass, and the grace period passes in two.
+    let clock = ManualClock::new();
+    let collector = Collector::new(
         client,
         engine.clone(),
         options,
         Arc::new(GcMetrics::default()),
+        clock.clone(),
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(collector.run(stopped));
+    // Its passes and its Lease sleep once it has taken the Lease.
+    clock.sleeping(2).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let mut held = 0;
@@ -386,11 +392,10 @@ async fn collect_garbage(
             tokio::time::Instant::now() < deadline,
             "{held} leaked addresses still held"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        clock.advance(renew_every);
+        clock.sleeping(2).await;
     }
-    // Renewals, then the hand-over on shutdown.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The hand-over on shutdown.
     stop.send(true).unwrap();
     run.await.unwrap();
-    watches.iter().for_each(tokio::task::JoinHandle::abort);
 }

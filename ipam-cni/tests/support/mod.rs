@@ -1,7 +1,8 @@
 //! What the plugin's cross-process tests share: an IPAM to allocate from
 //! (the engine on a store, served by ipam-server's router on a unix socket
 //! or loopback TCP, on a runtime of its own), a CNI_PATH holding our binary
-//! beside Debian's plugins, and running a plugin the way a runtime does.
+//! (and, for the end-to-end tests, Debian's plugins beside it), and running
+//! a plugin the way a runtime does.
 
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
@@ -20,9 +21,6 @@ use ipam_store::{Datastore, Ipam};
 use ipnet::IpNet;
 use serde_json::Value;
 use tempfile::TempDir;
-
-/// Where Debian's containernetworking-plugins puts its binaries.
-pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
 
 /// The pool every test allocates from: a benchmarking range (RFC 2544)
 /// that no real network uses.
@@ -58,7 +56,8 @@ pub fn etcd_ipam(endpoint: &str) -> TestIpam {
     with_runtime(Arc::new(store), tempfile::tempdir().unwrap(), runtime)
 }
 
-/// A real etcd (testkit) and the runtime that started it.
+/// A real etcd (testkit) and the runtime that started it; ask
+/// `testkit::require::etcd()` first.
 pub fn started_etcd() -> (tokio::runtime::Runtime, testkit::etcd::EtcdServer) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let etcd = runtime
@@ -175,14 +174,14 @@ fn fastrand_suffix() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// A CNI_PATH directory: our `calico-ipam` and Debian's plugins.
+/// A CNI_PATH directory: our `calico-ipam`, and Debian's plugins when a
+/// test runs them.
 pub struct PluginDir {
     dir: TempDir,
 }
 
 impl PluginDir {
-    /// Links the binaries in; fails, saying what to install, when
-    /// Debian's plugins are missing.
+    /// Links our `calico-ipam` in.
     pub fn new() -> PluginDir {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(
@@ -190,16 +189,18 @@ impl PluginDir {
             dir.path().join("calico-ipam"),
         )
         .unwrap();
-        for plugin in ["bridge", "ptp", "host-local"] {
-            let source = Path::new(DEBIAN_CNI_DIR).join(plugin);
-            assert!(
-                source.exists(),
-                "{} is missing: install Debian's containernetworking-plugins (apt-get install containernetworking-plugins; .ci/run does)",
-                source.display()
-            );
-            std::os::unix::fs::symlink(&source, dir.path().join(plugin)).unwrap();
-        }
         PluginDir { dir }
+    }
+
+    /// Links our `calico-ipam` and Debian's `bridge`, `ptp` and
+    /// `host-local` in; ask `testkit::require::cni_plugins()` first.
+    pub fn with_debian_plugins() -> PluginDir {
+        let plugins = PluginDir::new();
+        for plugin in testkit::require::CNI_PLUGINS {
+            let source = Path::new(testkit::require::DEBIAN_CNI_DIR).join(plugin);
+            std::os::unix::fs::symlink(&source, plugins.dir.path().join(plugin)).unwrap();
+        }
+        plugins
     }
 
     /// The directory, for CNI_PATH.

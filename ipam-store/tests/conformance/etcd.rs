@@ -25,7 +25,7 @@ async fn connect(etcd: &EtcdServer, timeout: Duration) -> EtcdStore {
         .unwrap_or_else(|e| panic!("connecting to {}: {e}", etcd.endpoint()))
 }
 
-conformance_tests!(async {
+conformance_tests!(requires: testkit::require::etcd(), async {
     let etcd = start().await;
     let store = connect(&etcd, Duration::from_secs(5)).await;
     (store, etcd)
@@ -33,6 +33,9 @@ conformance_tests!(async {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_fail_as_unavailable_while_etcd_is_down_and_work_once_it_is_back() {
+    if !testkit::require::etcd() {
+        return;
+    }
     let mut etcd = start().await;
     let timeout = Duration::from_secs(2);
     let store = connect(&etcd, timeout).await;
@@ -84,6 +87,9 @@ async fn calls_fail_as_unavailable_while_etcd_is_down_and_work_once_it_is_back()
 
 #[tokio::test]
 async fn an_unreachable_etcd_is_unavailable_within_the_timeout() {
+    if !testkit::require::etcd() {
+        return;
+    }
     let mut etcd = start().await;
     etcd.stop();
     let timeout = Duration::from_millis(500);

@@ -14,10 +14,14 @@ use ipam_store::{
 
 /// Generates one `#[tokio::test]` per case. `$make` is an async block
 /// that yields `(store, guard)`; the guard (a temp dir, a server process)
-/// lives until the test ends.
+/// lives until the test ends. With `requires: $present,` first, each test
+/// returns at once when `$present` (a `testkit::require` check) is false.
 macro_rules! conformance_tests {
     ($make:expr) => {
-        conformance_tests!(@cases $make;
+        conformance_tests!(requires: true, $make);
+    };
+    (requires: $present:expr, $make:expr) => {
+        conformance_tests!(@cases $present; $make;
             every_kind_round_trips_exactly,
             create_refuses_an_existing_key,
             get_of_a_missing_key_is_not_found,
@@ -33,10 +37,13 @@ macro_rules! conformance_tests {
             many_blocks_list_in_one_read,
         );
     };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
+    (@cases $present:expr; $make:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
+                if !$present {
+                    return;
+                }
                 let (store, _guard) = $make.await;
                 $crate::suite::$case(std::sync::Arc::new(store)).await;
             }

@@ -18,10 +18,15 @@ use ipnet::IpNet;
 
 /// Generates one `#[tokio::test]` per case (those of this module and of
 /// `concurrency`). `$make` is an async block that yields
-/// `(Arc<dyn Datastore>, guard)`.
+/// `(Arc<dyn Datastore>, guard)`. With `requires: $present,` first, each
+/// test returns at once when `$present` (a `testkit::require` check) is
+/// false.
 macro_rules! engine_tests {
     ($make:expr) => {
-        engine_tests!(@cases $make; cases;
+        engine_tests!(requires: true, $make);
+    };
+    (requires: $present:expr, $make:expr) => {
+        engine_tests!(@cases $present; $make; cases;
             first_assignment_claims_a_block_and_hands_out_its_base_address,
             repeated_auto_assign_returns_the_same_addresses,
             release_by_handle_frees_everything_and_is_idempotent,
@@ -51,7 +56,7 @@ macro_rules! engine_tests {
             a_release_by_another_engine_updates_the_handle,
             concurrent_requests_of_a_node_share_one_block_write,
         );
-        engine_tests!(@cases $make; concurrency;
+        engine_tests!(@cases $present; $make; concurrency;
             one_handle_assigned_and_released_at_once_holds_only_what_was_answered,
             a_release_between_an_assignments_handle_and_block_writes_leaves_the_last_answer,
             a_release_between_a_claims_handle_and_block_writes_leaves_the_last_answer,
@@ -59,10 +64,13 @@ macro_rules! engine_tests {
             concurrent_claims_of_one_block_leave_one_confirmed_affinity,
         );
     };
-    (@cases $make:expr; $module:ident; $($case:ident),* $(,)?) => {
+    (@cases $present:expr; $make:expr; $module:ident; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
+                if !$present {
+                    return;
+                }
                 let (store, _guard) = $make.await;
                 $crate::$module::$case(store).await;
             }

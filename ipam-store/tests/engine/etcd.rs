@@ -4,7 +4,7 @@ use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::Datastore;
 use testkit::etcd::EtcdServer;
 
-engine_tests!(async {
+engine_tests!(requires: testkit::require::etcd(), async {
     let etcd = EtcdServer::start()
         .await
         .unwrap_or_else(|e| panic!("starting etcd: {e}"));

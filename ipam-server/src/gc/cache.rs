@@ -1,0 +1,174 @@
+//! The collector's view of the cluster: pods and nodes watched with
+//! kube-runtime reflectors into in-memory stores, trimmed to what the leak
+//! rules read. The watch tasks belong to [`Watched`]: dropping it stops
+//! them, so nobody has to remember to.
+
+use futures_util::StreamExt;
+use ipam_core::gc::Cluster;
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use tokio::task::JoinSet;
+
+use super::pod::{pod_state, NETWORK_STATUS};
+
+/// Pods and nodes as the watches last reported them.
+pub(super) struct Watched {
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    // The reflectors; a JoinSet aborts its tasks when dropped.
+    _watches: JoinSet<()>,
+}
+
+impl Watched {
+    /// Starts watching every pod and node through `client`.
+    pub(super) fn start(client: &kube::Client) -> Watched {
+        let (pods, pod_writer) = reflector::store();
+        let (nodes, node_writer) = reflector::store();
+        let pod_watch = reflector::reflector(
+            pod_writer,
+            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+                .modify(trim_pod)
+                .default_backoff(),
+        );
+        let node_watch = reflector::reflector(
+            node_writer,
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+                .modify(trim_node)
+                .default_backoff(),
+        );
+        let mut watches = JoinSet::new();
+        watches.spawn(drain(pod_watch, "pods"));
+        watches.spawn(drain(node_watch, "nodes"));
+        Watched {
+            pods,
+            nodes,
+            _watches: watches,
+        }
+    }
+
+    /// Completes once both watches have listed once: before that, an
+    /// empty store would make every pod look gone.
+    pub(super) async fn ready(&self) {
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.nodes.wait_until_ready().await;
+    }
+
+    /// How many pods and nodes are known, for the log.
+    pub(super) fn counts(&self) -> (usize, usize) {
+        (self.pods.state().len(), self.nodes.state().len())
+    }
+
+    /// What the watches hold now, as the leak rules read it.
+    pub(super) fn cluster(&self) -> Cluster {
+        Cluster {
+            pods: self
+                .pods
+                .state()
+                .iter()
+                .filter_map(|p| pod_state(p))
+                .collect(),
+            nodes: self
+                .nodes
+                .state()
+                .iter()
+                .filter_map(|n| n.metadata.name.clone())
+                .collect(),
+        }
+    }
+}
+
+// Keeps a watch running; the reflector's store is what matters.
+async fn drain<S, E>(stream: S, what: &'static str)
+where
+    S: futures_util::Stream<Item = Result<E, watcher::Error>>,
+{
+    futures_util::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watching {what}: {e}");
+        }
+    }
+}
+
+// The reflector keeps only what the collector reads: a node's status
+// (images, conditions) and a pod's spec are most of their size.
+fn trim_pod(pod: &mut Pod) {
+    let keep = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NETWORK_STATUS).cloned());
+    pod.metadata = ObjectMeta {
+        name: pod.metadata.name.take(),
+        namespace: pod.metadata.namespace.take(),
+        resource_version: pod.metadata.resource_version.take(),
+        uid: pod.metadata.uid.take(),
+        annotations: keep.map(|v| [(NETWORK_STATUS.to_string(), v)].into()),
+        ..ObjectMeta::default()
+    };
+    pod.spec = Some(PodSpec {
+        node_name: pod.spec.as_mut().and_then(|s| s.node_name.take()),
+        ..PodSpec::default()
+    });
+    pod.status = pod.status.take().map(|status| PodStatus {
+        phase: status.phase,
+        pod_ip: status.pod_ip,
+        pod_ips: status.pod_ips,
+        ..PodStatus::default()
+    });
+}
+
+fn trim_node(node: &mut Node) {
+    node.metadata = ObjectMeta {
+        name: node.metadata.name.take(),
+        resource_version: node.metadata.resource_version.take(),
+        uid: node.metadata.uid.take(),
+        ..ObjectMeta::default()
+    };
+    node.spec = None;
+    node.status = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn trimming_keeps_what_the_leak_rules_read_and_nothing_else() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "resourceVersion": "7",
+                         "labels": {"app": "x"},
+                         "annotations": {NETWORK_STATUS: "[]", "other": "y"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "192.0.2.1"},
+        }))
+        .unwrap();
+        let before = pod_state(&pod);
+        trim_pod(&mut pod);
+        assert_eq!(pod_state(&pod), before, "the judgement is unchanged");
+        assert_eq!(
+            serde_json::to_value(&pod).unwrap(),
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u", "resourceVersion": "7",
+                             "annotations": {NETWORK_STATUS: "[]"}},
+                "spec": {"nodeName": "n1", "containers": []},
+                "status": {"phase": "Running", "podIP": "10.0.0.1"},
+            })
+        );
+        let mut node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "labels": {"a": "b"}},
+            "status": {"images": [{"names": ["i"]}]},
+        }))
+        .unwrap();
+        trim_node(&mut node);
+        assert_eq!(
+            serde_json::to_value(&node).unwrap(),
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! The collector's figures, registered with `/metrics` beside the server's:
+//! `ipam_allocations_gc_candidates` and `ipam_allocations_gc_reclamations`
+//! by pool and node (Calico's names and labels), `ipam_gc_leader` and
+//! `ipam_gc_passes` by outcome.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipam_core::gc::Leak;
+use ipam_core::Snapshot;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Calico's label for addresses no pool covers.
+const NO_POOL: &str = "no_ippool";
+/// Calico's label for allocations without a `node` attribute.
+const UNKNOWN_NODE: &str = "unknown_node";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolNode {
+    ippool: String,
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+/// The collector's figures, registered with `/metrics`.
+#[derive(Debug, Default)]
+pub struct GcMetrics {
+    candidates: Family<PoolNode, Gauge>,
+    reclamations: Family<PoolNode, Counter>,
+    leader: Gauge,
+    passes: Family<Outcome, Counter>,
+}
+
+impl GcMetrics {
+    /// Adds the figures to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "ipam_allocations_gc_candidates",
+            "Allocations the garbage collector judges leaked and still held: candidates in their grace period, and confirmed leaks not released yet",
+            self.candidates.clone(),
+        );
+        registry.register(
+            "ipam_allocations_gc_reclamations",
+            "Addresses the garbage collector has released",
+            self.reclamations.clone(),
+        );
+        registry.register(
+            "ipam_gc_leader",
+            "1 when this replica holds the garbage collection Lease",
+            self.leader.clone(),
+        );
+        registry.register(
+            "ipam_gc_passes",
+            "Garbage collection passes, by outcome (done, failed)",
+            self.passes.clone(),
+        );
+    }
+
+    pub(super) fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Counts a pass: `outcome` is `done` or `failed`.
+    pub(super) fn count_pass(&self, outcome: &'static str) {
+        self.passes.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// Forgets the candidates: a new leader judges afresh.
+    pub(super) fn clear_candidates(&self) {
+        self.candidates.clear();
+    }
+
+    /// Sets the candidates to the `leaks` still held after a pass and
+    /// counts those `released` as reclaimed; returns how many are held.
+    pub(super) fn record_leaks(
+        &self,
+        snapshot: &Snapshot,
+        leaks: &[Leak],
+        released: &BTreeSet<IpAddr>,
+    ) -> usize {
+        self.candidates.clear();
+        let mut held = 0;
+        for leak in leaks {
+            let labels = PoolNode {
+                ippool: snapshot
+                    .pool_of(leak.address)
+                    .map_or(NO_POOL, |p| p.name())
+                    .to_string(),
+                node: leak
+                    .node
+                    .clone()
+                    .unwrap_or_else(|| UNKNOWN_NODE.to_string()),
+            };
+            if released.contains(&leak.address) {
+                self.reclamations.get_or_create(&labels).inc();
+            } else {
+                held += 1;
+                self.candidates.get_or_create(&labels).inc();
+            }
+        }
+        held
+    }
+}
