@@ -297,20 +297,25 @@ impl Pool {
     /// broadcast). A /31 or /32 (/127, /128) pool has none (RFC 3021,
     /// RFC 6164: both addresses of a point-to-point link are hosts).
     pub fn subnet_edges(&self) -> Vec<IpNet> {
-        let cidr = self.spec.cidr;
-        if cidr.prefix_len() + 1 >= cidr.max_prefix_len() {
-            return Vec::new();
-        }
-        let host = |address: IpAddr| IpNet::from(address);
-        match cidr {
-            IpNet::V4(_) => vec![host(cidr.network()), host(cidr.broadcast())],
-            IpNet::V6(_) => vec![host(cidr.network())],
-        }
+        subnet_edges(self.spec.cidr)
     }
 
     /// Whether this pool's range overlaps `other`.
     pub fn overlaps(&self, other: &IpNet) -> bool {
         self.spec.cidr.contains(&other.network()) || other.contains(&self.spec.cidr.network())
+    }
+}
+
+/// The addresses of `cidr` that no host of that subnet can use; see
+/// [`Pool::subnet_edges`].
+pub fn subnet_edges(cidr: IpNet) -> Vec<IpNet> {
+    if cidr.prefix_len() + 1 >= cidr.max_prefix_len() {
+        return Vec::new();
+    }
+    let host = |address: IpAddr| IpNet::from(address);
+    match cidr {
+        IpNet::V4(_) => vec![host(cidr.network()), host(cidr.broadcast())],
+        IpNet::V6(_) => vec![host(cidr.network())],
     }
 }
 

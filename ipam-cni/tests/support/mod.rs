@@ -244,9 +244,22 @@ impl Outcome {
 }
 
 /// Runs `binary` as a runtime would: a clean environment holding only
-/// `env`, `config` on stdin.
+/// `env`, `config` on stdin. A config whose `ipam` names no `state_dir`
+/// gets one in the binary's directory (a [`PluginDir`], removed with it),
+/// so that no test writes the default one of the machine.
 pub fn run_plugin(binary: &Path, env: &[(&str, String)], config: &Value) -> Outcome {
+    let mut config = config.clone();
+    if let Some(ipam) = config.get_mut("ipam").and_then(Value::as_object_mut) {
+        let state = binary.parent().expect("a plugin dir").join("state");
+        ipam.entry("state_dir")
+            .or_insert_with(|| Value::String(state.display().to_string()));
+    }
     run_plugin_raw(binary, env, config.to_string().as_bytes())
+}
+
+/// The state dir [`run_plugin`] gives a config run from `plugins`.
+pub fn state_dir(plugins: &PluginDir) -> PathBuf {
+    plugins.path().join("state")
 }
 
 /// Like [`run_plugin`], with any bytes on stdin. Stdout that is not JSON
