@@ -136,6 +136,22 @@ impl TestIpam {
         url
     }
 
+    /// Serves the API on a unix socket that the test can stop and start
+    /// again: an ipam-server outage.
+    pub fn serve_switchable(&self) -> Switchable<'_> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("ipam-{}.sock", fastrand_suffix()));
+        let mut switch = Switchable {
+            ipam: self,
+            path,
+            task: None,
+        };
+        switch.start();
+        switch
+    }
+
     /// Every allocated address and its handle, read fresh.
     pub fn allocations(&self) -> BTreeMap<std::net::IpAddr, String> {
         let snapshot = self.runtime.block_on(self.engine.snapshot()).unwrap();
@@ -166,6 +182,50 @@ impl TestIpam {
             .unwrap()
             .map(|a| a.secondary.to_map())
             .unwrap_or_default()
+    }
+}
+
+/// The API on a unix socket, up or down.
+pub struct Switchable<'a> {
+    ipam: &'a TestIpam,
+    path: PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Switchable<'_> {
+    /// `unix:PATH`, for `ipam.server`.
+    pub fn url(&self) -> String {
+        format!("unix:{}", self.path.display())
+    }
+
+    /// Stops serving: new connections are refused until [`start`].
+    ///
+    /// [`start`]: Switchable::start
+    pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = self.ipam.runtime.block_on(task);
+        }
+    }
+
+    /// Serves again on the same path.
+    pub fn start(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.path);
+        let app = router(self.ipam.engine.clone(), AppConfig::default());
+        let listener = {
+            let _entered = self.ipam.runtime.enter();
+            tokio::net::UnixListener::bind(&self.path).unwrap()
+        };
+        self.task = Some(self.ipam.runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+}
+
+impl Drop for Switchable<'_> {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
