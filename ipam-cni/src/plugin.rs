@@ -194,11 +194,19 @@ async fn add(
             })
             .await?;
         record_assignment(state, &handle, &[granted]);
-        // Calico reports a chosen address as a host route; so do "block"
-        // and "host". Under "pool" it is on the bridge like the others.
-        let reported = match pool {
-            Some(pool) => with_prefix(address, pool.prefix_len()),
-            None => IpNet::from(address),
+        let reported = match config.result_prefix {
+            // Calico reports a chosen address as a host route
+            // (cni-plugin/pkg/ipamplugin/ipam_plugin.go, cmdAdd with
+            // `ipamArgs.IP`); so does "host".
+            ResultPrefix::Block | ResultPrefix::Host => IpNet::from(address),
+            // On the bridge like every other address of its pool.
+            ResultPrefix::Pool => reported(
+                ResultPrefix::Pool,
+                &Granted {
+                    pool: granted.pool.or(pool),
+                    ..granted
+                },
+            )?,
         };
         return Ok(add_result(config.cni_version, &[reported], config.gateways));
     }

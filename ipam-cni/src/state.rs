@@ -11,7 +11,10 @@
 //! - `journal/<handle>`: a release that a DEL could not make, written
 //!   durably (temp file, fsync, rename, fsync of the directory) before the
 //!   DEL answers.
-//! - `journal.lock`: held (flock) by the run that replays the journal.
+//! - `journal.lock`: held (flock) by the run that replays the journal, so
+//!   that two runs never replay one entry at once (Calico serialises its
+//!   IPAM calls on a node the same way: ipam_plugin.go,
+//!   `acquireIPAMLockBestEffort`).
 //!
 //! Both kinds of file are JSON named after the handle (`<network>.<container
 //! id>`; both halves hold only letters, digits, `_`, `.` and `-`).
