@@ -251,7 +251,7 @@ fn a_gc_replays_the_journal_first() {
 }
 
 #[test]
-fn direct_mode_journals_a_del_the_datastore_did_not_answer() {
+fn direct_mode_on_etcd_journals_a_del_the_datastore_did_not_answer() {
     let (_runtime, etcd) = support::started_etcd();
     let ipam = support::etcd_ipam(&etcd.endpoint());
     let node = Node::new();
