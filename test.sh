@@ -29,6 +29,16 @@ apt_packages=(
   containernetworking-plugins
   # `ip netns` and `ip addr` for those tests
   iproute2
+  # a real container runtime on a bridge + calico-ipam network
+  # (ipam-cni/tests/podman.rs); podman 4.3 pulls in conmon and
+  # containers-common
+  podman
+  # the OCI runtime that podman test uses: crun refuses the hybrid cgroup
+  # layout of these machines
+  runc
+  # the podman test's image: a static busybox and its links, imported
+  # with `podman import` (there is no image registry)
+  busybox-static
 )
 missing=()
 for package in "${apt_packages[@]}"; do

@@ -131,6 +131,44 @@ pub struct AssignBody {
     /// A per-request cap on the node's blocks (0: the config's).
     #[serde(default)]
     pub max_blocks_per_host: u32,
+    /// Addresses (CIDRs, or single addresses as /32 and /128) never to
+    /// hand out for this request, as if reserved: a gateway on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub exclude: Vec<IpNet>,
+    /// The addresses will be used with their pool's prefix (a bridge
+    /// network): never hand out a pool's network address or IPv4
+    /// broadcast address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usable_with_pool_prefix: bool,
+}
+
+/// How an assigned address is held: what a client records to report the
+/// address and to release it safely later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedAddress {
+    /// The address with its block's prefix length.
+    #[schema(value_type = String)]
+    pub address: IpNet,
+    /// The pool it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub pool: Option<IpNet>,
+    /// The block's sequence number when the address was handed out: a
+    /// release naming it (`POST /v1/release`) frees this allocation and no
+    /// later one of the same address.
+    pub sequence_number: u64,
+}
+
+impl From<ipam_core::Holding> for AssignedAddress {
+    fn from(holding: ipam_core::Holding) -> AssignedAddress {
+        AssignedAddress {
+            address: holding.address,
+            pool: holding.pool,
+            sequence_number: holding.sequence_number,
+        }
+    }
 }
 
 /// The addresses assigned.
@@ -147,6 +185,9 @@ pub struct AssignResponse {
     pub ipv6: Vec<IpNet>,
     /// True when the handle already held these and nothing was allocated.
     pub existing: bool,
+    /// Each address (IPv4 first) with its pool and sequence number.
+    #[serde(default)]
+    pub assigned: Vec<AssignedAddress>,
 }
 
 /// `POST /v1/assign-ip`: one chosen address.
@@ -163,6 +204,27 @@ pub struct AssignIpBody {
     /// Recorded with the address.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+}
+
+/// The answer to `POST /v1/assign-ip`: the request, and how the address
+/// is held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignIpResponse {
+    /// The handle that owns it.
+    pub handle: String,
+    /// The node it is for.
+    pub node: String,
+    /// The address.
+    #[schema(value_type = String)]
+    pub address: IpAddr,
+    /// Recorded with the address.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Its block's prefix, its pool and its sequence number (absent only
+    /// if it was released again before the answer was made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned: Option<AssignedAddress>,
 }
 
 /// One address to release.

@@ -18,9 +18,9 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use ipam_api::{
-    AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignResponse, BlockDetail,
-    CheckResponse, ConfigBody, ErrorBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
-    ReleaseResponse, UsageResponse,
+    AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
+    BlockDetail, CheckResponse, ConfigBody, ErrorBody, HandleAddresses, PoolBody, PoolSpecBody,
+    ReleaseBody, ReleaseResponse, UsageResponse,
 };
 pub use ipam_api::{Endpoint, EndpointError};
 use ipnet::IpNet;
@@ -183,7 +183,7 @@ impl Client {
     }
 
     /// `POST /v1/assign-ip`.
-    pub async fn assign_ip(&self, body: &AssignIpBody) -> Result<AssignIpBody, ClientError> {
+    pub async fn assign_ip(&self, body: &AssignIpBody) -> Result<AssignIpResponse, ClientError> {
         self.call(Method::POST, "/v1/assign-ip".into(), Some(body))
             .await
     }

@@ -52,6 +52,8 @@ fn assign_body(handle: &str, node: &str) -> AssignBody {
         namespace_labels: BTreeMap::new(),
         intended_use: None,
         max_blocks_per_host: 0,
+        exclude: Vec::new(),
+        usable_with_pool_prefix: false,
     }
 }
 
@@ -77,7 +79,12 @@ async fn every_call_reaches_its_route_over_tcp() {
         address: chosen,
         attributes: BTreeMap::from([("node".to_string(), "n1".to_string())]),
     };
-    assert_eq!(client.assign_ip(&pinned).await.unwrap(), pinned);
+    let answer = client.assign_ip(&pinned).await.unwrap();
+    assert_eq!((answer.handle.as_str(), answer.address), ("net.c3", chosen));
+    let held = answer.assigned.expect("the answer says how it is held");
+    assert_eq!(held.address, "10.0.0.200/26".parse().unwrap());
+    assert_eq!(first.assigned.len(), 1);
+    assert_eq!(first.assigned[0].address, first.ipv4[0]);
 
     let on_n1 = client.handles_on_node("n1", "net.").await.unwrap();
     let ids: Vec<&str> = on_n1.iter().map(|h| h.handle.as_str()).collect();

@@ -156,7 +156,8 @@ fn main() {
         config: json!({
             "cniVersion": "1.0.0", "name": "bench", "type": "bridge", "nodename": "bench-node",
             "log_file_path": dir.path().join("cni.log"),
-            "ipam": {"type": "calico-ipam", "server": format!("unix:{}", socket.display())}
+            "ipam": {"type": "calico-ipam", "server": format!("unix:{}", socket.display()),
+                     "state_dir": dir.path().join("state")}
         }),
     };
     let theirs = Plugin {

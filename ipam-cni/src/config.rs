@@ -2,7 +2,8 @@
 //! Calico's keys at the top level (`datastore_type`, `etcd_endpoints`,
 //! `kubernetes.kubeconfig`, `nodename`, `log_level`, `log_file_path`) and
 //! under `ipam` (`assign_ipv4`, `assign_ipv6`, `ipv4_pools`, `ipv6_pools`),
-//! plus ours under `ipam`: `server`, `server_token_file`, `timeout_seconds`.
+//! plus ours under `ipam`: `server`, `server_token_file`, `timeout_seconds`,
+//! `ipv4_gateway`, `ipv6_gateway`, `result_prefix`, `state_dir`.
 //! Keys of the main plugin (bridge, ptp, calico) are ignored. Every bad
 //! value is CNI error 7 (or 1, 2, 6 where the spec says so) naming the key
 //! and the value.
@@ -69,6 +70,33 @@ pub struct Gateways {
     pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
+/// The prefix length each address is reported with (`ipam.result_prefix`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ResultPrefix {
+    /// `"block"` (default), Calico's: an auto-assigned address carries its
+    /// block's prefix (/26, /122), a requested `IP=` /32 or /128. For
+    /// Calico's own main plugin and ptp, which route each address.
+    #[default]
+    Block,
+    /// `"pool"`: the pool's prefix, so that every address of the pool is
+    /// on-link for every container on one bridge; the pool's network and
+    /// broadcast addresses and the gateways are then never handed out.
+    Pool,
+    /// `"host"`: /32 or /128.
+    Host,
+}
+
+impl ResultPrefix {
+    /// The key's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultPrefix::Block => "block",
+            ResultPrefix::Pool => "pool",
+            ResultPrefix::Host => "host",
+        }
+    }
+}
+
 /// The log level (`log_level`, logrus's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -113,11 +141,19 @@ pub struct NetConfig {
     pub log_file_path: Option<PathBuf>,
     /// `ipam.timeout_seconds`: the bound on the whole run (default 30 s).
     pub timeout: Duration,
+    /// `ipam.result_prefix` (ours).
+    pub result_prefix: ResultPrefix,
+    /// `ipam.state_dir` (ours): where the ADD records and the journal of
+    /// releases a DEL could not make are kept.
+    pub state_dir: PathBuf,
     /// `prevResult`'s addresses (CHECK).
     pub prev_addresses: Option<Vec<IpNet>>,
     /// `cni.dev/valid-attachments` (GC).
     pub valid_attachments: Option<Vec<Attachment>>,
 }
+
+/// Where the state lives unless `ipam.state_dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/calico-ipam-rs";
 
 /// The default bound on one run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -195,6 +231,11 @@ impl NetConfig {
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
             timeout,
+            result_prefix: result_prefix(&ipam)?,
+            state_dir: ipam
+                .optional_str("state_dir")?
+                .filter(|p| !p.is_empty())
+                .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from),
             prev_addresses: prev_addresses(&top)?,
             valid_attachments: valid_attachments(&top)?,
         })
@@ -288,6 +329,18 @@ fn direct_backend(top: &Fields<'_>) -> Result<Backend, CniError> {
         Some(other) => Err(CniError::invalid_config(format!(
             "datastore_type: {other:?} is not \"kubernetes\" or \"etcdv3\""
         ))),
+    }
+}
+
+fn result_prefix(ipam: &Fields<'_>) -> Result<ResultPrefix, CniError> {
+    let Some(value) = ipam.get("result_prefix") else {
+        return Ok(ResultPrefix::Block);
+    };
+    match value.as_str() {
+        Some("block") => Ok(ResultPrefix::Block),
+        Some("pool") => Ok(ResultPrefix::Pool),
+        Some("host") => Ok(ResultPrefix::Host),
+        _ => Err(ipam.wrong("result_prefix", value, "\"block\", \"pool\" or \"host\"")),
     }
 }
 
@@ -525,6 +578,20 @@ mod tests {
         assert_eq!(config.timeout, DEFAULT_TIMEOUT);
         assert_eq!(config.gateways, Gateways::default());
         assert_eq!(config.log_level, LogLevel::Info);
+        assert_eq!(config.result_prefix, ResultPrefix::Block);
+        assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn result_prefix_and_state_dir_are_read() {
+        for prefix in [ResultPrefix::Block, ResultPrefix::Pool, ResultPrefix::Host] {
+            let mut value = base();
+            value["ipam"]["result_prefix"] = json!(prefix.as_str());
+            value["ipam"]["state_dir"] = json!("/run/calico-ipam");
+            let config = parse(value).unwrap();
+            assert_eq!(config.result_prefix, prefix);
+            assert_eq!(config.state_dir, PathBuf::from("/run/calico-ipam"));
+        }
     }
 
     #[test]
@@ -643,6 +710,18 @@ mod tests {
             ("ipv4_gateway", json!("fd00::1"), "fd00::1"),
             ("ipv6_gateway", json!("169.254.1.1"), "169.254.1.1"),
             ("ipv4_gateway", json!(true), "ipam.ipv4_gateway"),
+            (
+                "result_prefix",
+                json!("subnet"),
+                "ipam.result_prefix: \"subnet\"",
+            ),
+            ("result_prefix", json!(24), "ipam.result_prefix: 24"),
+            (
+                "result_prefix",
+                json!("Pool"),
+                "\"block\", \"pool\" or \"host\"",
+            ),
+            ("state_dir", json!(false), "ipam.state_dir"),
         ];
         for (key, value, named) in ipam_cases {
             let mut config = base();

@@ -8,9 +8,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipam_api::{AssignBody, AssignIpBody};
+use ipam_api::{AssignBody, AssignIpBody, AssignedAddress, ReleaseBody, ReleaseItem};
 use ipam_client::{read_token_file, Client, ClientError};
-use ipam_core::AssignIpRequest;
+use ipam_core::{AssignIpRequest, Holding, ReleaseRequest};
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::kubernetes::KubernetesStore;
 use ipam_store::{Datastore, Ipam, IpamError, StoreError};
@@ -29,6 +29,43 @@ pub enum Connection {
 
 /// A handle and the addresses it holds.
 pub type HandleAddresses = (String, Vec<IpNet>);
+
+/// An address the IPAM gave: what the plugin reports and records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    /// The address with its block's prefix length.
+    pub address: IpNet,
+    /// Its pool, when the IPAM said.
+    pub pool: Option<IpNet>,
+    /// The block's sequence number for it, when the IPAM said (an older
+    /// ipam-server does not).
+    pub sequence_number: Option<u64>,
+}
+
+impl From<AssignedAddress> for Granted {
+    fn from(assigned: AssignedAddress) -> Granted {
+        Granted {
+            address: assigned.address,
+            pool: assigned.pool,
+            sequence_number: Some(assigned.sequence_number),
+        }
+    }
+}
+
+impl From<Holding> for Granted {
+    fn from(holding: Holding) -> Granted {
+        Granted::from(AssignedAddress::from(holding))
+    }
+}
+
+// An address as the assignment listed it, when nothing more is known.
+fn bare(address: IpNet) -> Granted {
+    Granted {
+        address,
+        pool: None,
+        sequence_number: None,
+    }
+}
 
 impl Connection {
     /// Connects as the configuration says; every network call of the
@@ -97,12 +134,16 @@ impl Connection {
     }
 
     /// Auto-assigns, all or nothing; a retried request gets the handle's
-    /// addresses back. Returns the IPv4 and the IPv6 addresses.
-    pub async fn assign(&self, body: AssignBody) -> Result<(Vec<IpNet>, Vec<IpNet>), CniError> {
+    /// addresses back. Returns the addresses, IPv4 first.
+    pub async fn assign(&self, body: AssignBody) -> Result<Vec<Granted>, CniError> {
         match self {
             Connection::Server(client) => {
                 let got = client.assign(&body).await.map_err(from_client)?;
-                Ok((got.ipv4, got.ipv6))
+                if got.assigned.is_empty() {
+                    // An ipam-server from before `assigned`.
+                    return Ok(got.ipv4.into_iter().chain(got.ipv6).map(bare).collect());
+                }
+                Ok(got.assigned.into_iter().map(Granted::from).collect())
             }
             Connection::Direct(engine) => {
                 let mut request = ipam_core::AutoAssignRequest::new(
@@ -114,31 +155,102 @@ impl Connection {
                 request.ipv4_pools = body.ipv4_pools;
                 request.ipv6_pools = body.ipv6_pools;
                 request.attributes = body.attributes;
+                request.exclude = body.exclude;
+                request.usable_with_pool_prefix = body.usable_with_pool_prefix;
                 let got = engine
                     .auto_assign_all(&request)
                     .await
                     .map_err(from_engine)?;
-                Ok((got.ipv4.addresses, got.ipv6.addresses))
+                let addresses: Vec<IpNet> = got
+                    .ipv4
+                    .addresses
+                    .into_iter()
+                    .chain(got.ipv6.addresses)
+                    .collect();
+                let plain: Vec<IpAddr> = addresses.iter().map(IpNet::addr).collect();
+                let held = engine
+                    .holdings(&body.handle, &plain)
+                    .await
+                    .map_err(from_engine)?;
+                Ok(addresses
+                    .into_iter()
+                    .zip(held)
+                    .map(|(address, held)| held.map_or_else(|| bare(address), Granted::from))
+                    .collect())
             }
         }
     }
 
     /// Assigns one chosen address to a handle.
-    pub async fn assign_ip(&self, body: AssignIpBody) -> Result<(), CniError> {
+    pub async fn assign_ip(&self, body: AssignIpBody) -> Result<Granted, CniError> {
+        let requested = bare(IpNet::from(body.address));
         match self {
             Connection::Server(client) => {
-                client.assign_ip(&body).await.map_err(from_client)?;
-                Ok(())
+                let got = client.assign_ip(&body).await.map_err(from_client)?;
+                Ok(got.assigned.map_or(requested, Granted::from))
             }
-            Connection::Direct(engine) => engine
-                .assign_ip(&AssignIpRequest {
-                    handle: body.handle,
-                    node: body.node,
-                    address: body.address,
-                    attributes: body.attributes,
-                })
-                .await
-                .map_err(from_engine),
+            Connection::Direct(engine) => {
+                engine
+                    .assign_ip(&AssignIpRequest {
+                        handle: body.handle.clone(),
+                        node: body.node,
+                        address: body.address,
+                        attributes: body.attributes,
+                    })
+                    .await
+                    .map_err(from_engine)?;
+                let held = engine
+                    .holdings(&body.handle, &[body.address])
+                    .await
+                    .map_err(from_engine)?;
+                Ok(held
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .map_or(requested, Granted::from))
+            }
+        }
+    }
+
+    /// Releases `address` only if `handle` still holds it, and with
+    /// `sequence_number` when given: true when it was freed, false when it
+    /// was free already or has been handed out again since.
+    pub async fn release_if_unchanged(
+        &self,
+        handle: &str,
+        address: IpAddr,
+        sequence_number: Option<u64>,
+    ) -> Result<bool, CniError> {
+        match self {
+            Connection::Server(client) => {
+                let body = ReleaseBody {
+                    addresses: vec![ReleaseItem {
+                        address,
+                        handle: Some(handle.to_string()),
+                        sequence_number,
+                    }],
+                };
+                match client.release(&body).await {
+                    Ok(out) => Ok(out.released.contains(&address)),
+                    Err(e) if e.api_code() == Some("allocation_changed") => Ok(false),
+                    Err(e) => Err(from_client(e)),
+                }
+            }
+            Connection::Direct(engine) => {
+                let request = ReleaseRequest {
+                    address,
+                    handle: Some(handle.to_string()),
+                    sequence_number,
+                };
+                match engine.release(&[request]).await {
+                    Ok(out) => Ok(out.released.contains(&address)),
+                    Err(IpamError::Refused(
+                        ipam_core::Error::SequenceNumberMismatch { .. }
+                        | ipam_core::Error::HandleMismatch { .. },
+                    )) => Ok(false),
+                    Err(e) => Err(from_engine(e)),
+                }
+            }
         }
     }
 

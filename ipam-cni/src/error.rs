@@ -9,6 +9,8 @@ pub const INCOMPATIBLE_VERSION: u32 = 1;
 pub const UNSUPPORTED_FIELD: u32 = 2;
 /// Invalid or missing environment variables.
 pub const INVALID_ENVIRONMENT: u32 = 4;
+/// An I/O failure (the spec's code 5): the state directory.
+pub const IO_FAILURE: u32 = 5;
 /// Input that does not decode.
 pub const DECODING_FAILURE: u32 = 6;
 /// Invalid network configuration.

@@ -29,6 +29,8 @@ pub mod logging;
 #[cfg(feature = "plugin")]
 pub mod plugin;
 pub mod result;
+#[cfg(feature = "plugin")]
+pub mod state;
 pub mod version;
 
 use crate::version::CniVersion;
@@ -54,7 +56,13 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CniError::new(5, "I/O failure", format!("starting the runtime: {e}")))?;
+        .map_err(|e| {
+            CniError::new(
+                error::IO_FAILURE,
+                "I/O failure",
+                format!("starting the runtime: {e}"),
+            )
+        })?;
     runtime.block_on(plugin::execute(&invocation, &config))
 }
 

@@ -104,6 +104,8 @@ fn corpus(server: &str, cni_path: &str) -> Vec<Case> {
         "server_token_file",
         "ipv4_gateway",
         "ipv6_gateway",
+        "result_prefix",
+        "state_dir",
     ];
     for key in ipam_string_keys {
         for (kind, value) in WRONG_TYPES {
@@ -136,6 +138,16 @@ fn corpus(server: &str, cni_path: &str) -> Vec<Case> {
                 &format!("ipam.{key}"),
             ));
         }
+    }
+    for value in ["", "Block", "subnet", "/24", "pool ", "none"] {
+        let mut config = good.clone();
+        config["ipam"]["result_prefix"] = json!(value);
+        cases.push(config_case(
+            format!("ipam.result_prefix = {value:?}"),
+            config,
+            &[7],
+            &format!("ipam.result_prefix: {:?}", value),
+        ));
     }
     for value in [
         json!(0),

@@ -185,6 +185,124 @@ fn an_ip_argument_assigns_that_address_as_a_host_route() {
 }
 
 #[test]
+fn result_prefix_reports_the_block_the_pool_or_the_host_prefix() {
+    let (_ipam, server, plugins) = served();
+    let run = Run { plugins: &plugins };
+    // POOL is a /16 cut into /26 blocks.
+    let cases = [
+        (json!(null), "/26", "/32"),
+        (json!("block"), "/26", "/32"),
+        (json!("pool"), "/16", "/16"),
+        (json!("host"), "/32", "/32"),
+    ];
+    for (n, (prefix, auto, chosen)) in cases.into_iter().enumerate() {
+        let config = config("1.0.0", json!({"server": server, "result_prefix": prefix}));
+        // The chosen addresses first: auto-assignment then steers clear.
+        let ip = format!("198.18.{}.7", 200 + n);
+        let out = run
+            .ipam("ADD", &format!("ip{n}"), &format!("IP={ip}"), &config)
+            .ok();
+        assert_eq!(
+            out["ips"][0]["address"],
+            json!(format!("{ip}{chosen}")),
+            "{prefix}"
+        );
+        let out = run.ipam("ADD", &format!("auto{n}"), K8S_ARGS, &config).ok();
+        let address = out["ips"][0]["address"].as_str().unwrap().to_string();
+        assert!(address.ends_with(auto), "{prefix}: {address}");
+    }
+}
+
+#[test]
+fn under_result_prefix_pool_an_unusable_requested_address_is_refused() {
+    let (ipam, server, plugins) = served();
+    let run = Run { plugins: &plugins };
+    let ipam_keys = |prefix: &str| json!({"server": server, "result_prefix": prefix, "ipv4_gateway": "198.18.0.1"});
+    let pool = config("1.0.0", ipam_keys("pool"));
+    let out = run.ipam("ADD", "gw", "IP=198.18.0.9", &pool).ok();
+    assert_eq!(
+        out["ips"],
+        json!([{"address": "198.18.0.9/16", "gateway": "198.18.0.1"}])
+    );
+    for (address, why) in [
+        (
+            "198.18.0.0",
+            "network or broadcast address of pool 198.18.0.0/16",
+        ),
+        (
+            "198.18.255.255",
+            "network or broadcast address of pool 198.18.0.0/16",
+        ),
+        ("198.18.0.1", "ipam.ipv4_gateway"),
+    ] {
+        let out = run.ipam("ADD", "edge", &format!("IP={address}"), &pool);
+        assert_eq!((out.code, out.error_code()), (1, Some(4)), "{out:?}");
+        let details = out.output["details"].as_str().unwrap();
+        assert!(details.contains(&format!("IP={address}")), "{details}");
+        assert!(details.contains(why), "{details}");
+    }
+    // Under "block" the edges of the pool are ordinary addresses of their
+    // blocks (Calico), but the gateway is still no container's.
+    let block = config("1.0.0", ipam_keys("block"));
+    run.ipam("ADD", "edge", "IP=198.18.0.0", &block).ok();
+    let out = run.ipam("ADD", "gw2", "IP=198.18.0.1", &block);
+    assert_eq!(out.error_code(), Some(4), "{out:?}");
+    let held: Vec<String> = ipam.allocations().keys().map(ToString::to_string).collect();
+    assert_eq!(held, ["198.18.0.0", "198.18.0.9"]);
+}
+
+#[test]
+fn under_result_prefix_pool_concurrent_adds_never_get_an_edge_or_the_gateway() {
+    let ipam = embedded_ipam();
+    // Four /29 blocks: the network and gateway are in the first, the
+    // broadcast in the last, and concurrent ADDs of one node are planned
+    // together (one block write for a burst) or one by one.
+    let small = ipam_core::PoolSpec {
+        block_size: Some(29),
+        ..ipam_core::PoolSpec::new("198.19.0.0/27".parse().unwrap())
+    };
+    ipam.runtime
+        .block_on(
+            ipam.engine
+                .create_pool(ipam_core::Pool::new("small", small).unwrap()),
+        )
+        .unwrap();
+    let server = ipam.serve_unix();
+    let plugins = PluginDir::new();
+    let config = config(
+        "1.0.0",
+        json!({"server": server, "ipv4_pools": ["198.19.0.0/27"],
+               "result_prefix": "pool", "ipv4_gateway": "198.19.0.1"}),
+    );
+    let outcomes: Vec<support::Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..32)
+            .map(|n| {
+                let (plugins, config) = (&plugins, &config);
+                scope.spawn(move || {
+                    Run { plugins }.ipam("ADD", &format!("burst{n}"), K8S_ARGS, config)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut got: Vec<String> = Vec::new();
+    for out in &outcomes {
+        match out.code {
+            0 => got.push(
+                out.output["ips"][0]["address"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ),
+            _ => assert_eq!(out.error_code(), Some(100), "{out:?}"),
+        }
+    }
+    got.sort_by_key(|a| a.parse::<ipnet::IpNet>().unwrap().addr());
+    let usable: Vec<String> = (2..31).map(|i| format!("198.19.0.{i}/27")).collect();
+    assert_eq!(got, usable, "29 distinct addresses: all but .0, .1 and .31");
+}
+
+#[test]
 fn check_passes_while_the_handle_holds_prev_result_and_fails_after() {
     let (ipam, server, plugins) = served();
     let run = Run { plugins: &plugins };

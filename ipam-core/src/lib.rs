@@ -43,4 +43,4 @@ pub use plan::{
 };
 pub use pool::{AllowedUse, Pool, PoolSpec};
 pub use reservation::ReservationSpec;
-pub use snapshot::Snapshot;
+pub use snapshot::{Holding, Snapshot};

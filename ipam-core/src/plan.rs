@@ -111,6 +111,14 @@ pub struct AutoAssignRequest {
     pub intended_use: AllowedUse,
     /// A per-request block limit (0: the config's).
     pub max_blocks_per_host: u32,
+    /// Addresses (or ranges) never to hand out for this request, as if
+    /// reserved: the gateway a main plugin puts on the host's bridge.
+    pub exclude: Vec<IpNet>,
+    /// The addresses will be used with their pool's prefix length, every
+    /// address of the pool on one link (a bridge network): the pool's
+    /// network address, and an IPv4 pool's broadcast address, are not
+    /// handed out (see [`Pool::subnet_edges`](crate::Pool::subnet_edges)).
+    pub usable_with_pool_prefix: bool,
 }
 
 impl AutoAssignRequest {
@@ -128,6 +136,8 @@ impl AutoAssignRequest {
             attributes: BTreeMap::new(),
             intended_use: AllowedUse::Workload,
             max_blocks_per_host: 0,
+            exclude: Vec::new(),
+            usable_with_pool_prefix: false,
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::plan::{
     Plan, ReleasePlan, ReleaseRequest, Shortfall, Write,
 };
 use crate::pool::Pool;
+use crate::reservation::Reserved;
 use crate::snapshot::Snapshot;
 use crate::timestamp::{format_rfc3339, parse_rfc3339};
 
@@ -517,8 +518,23 @@ impl<'s> Draft<'s> {
         }
         let snapshot = self.snapshot;
         let config = snapshot.config();
-        let reserved = snapshot.reserved();
         let pools = select_pools(snapshot, request, version, requested_pools)?;
+        // The request's own exclusions count as reservations everywhere
+        // below: a block holding only excluded free addresses has no room,
+        // one wholly excluded is never claimed.
+        let edges = request
+            .usable_with_pool_prefix
+            .then(|| pools.iter().flat_map(|p| p.subnet_edges()))
+            .into_iter()
+            .flatten();
+        let extra: Vec<IpNet> = request.exclude.iter().copied().chain(edges).collect();
+        let widened;
+        let reserved = if extra.is_empty() {
+            snapshot.reserved()
+        } else {
+            widened = snapshot.reserved().with(extra);
+            &widened
+        };
         let node = request.node.as_str();
         let mut remaining = count;
         let take =
@@ -587,7 +603,7 @@ impl<'s> Draft<'s> {
                                 version,
                             });
                         }
-                        let Some(cidr) = self.find_block_to_claim(&pools, node) else {
+                        let Some(cidr) = self.find_block_to_claim(&pools, node, reserved) else {
                             break;
                         };
                         owned += 1;
@@ -631,9 +647,13 @@ impl<'s> Draft<'s> {
 
     // An unclaimed slot of the pools, starting where the node's name points
     // so that nodes spread out; else another node's empty, old-enough block.
-    fn find_block_to_claim(&mut self, pools: &[&Pool], node: &str) -> Option<BlockCidr> {
+    fn find_block_to_claim(
+        &mut self,
+        pools: &[&Pool],
+        node: &str,
+        reserved: &Reserved,
+    ) -> Option<BlockCidr> {
         let snapshot = self.snapshot;
-        let reserved = snapshot.reserved();
         let spread = u128::from(node_spread(node));
         for pool in pools {
             let index = snapshot

@@ -288,9 +288,34 @@ impl Pool {
             .map(|index| self.block_at(index))
     }
 
+    /// The addresses of the pool that no host of a subnet with the pool's
+    /// prefix can use: the network address (for IPv6 the Subnet-Router
+    /// anycast address, RFC 4291 2.6.1) and, for IPv4, the broadcast
+    /// address. host-local leaves out the same ones (containernetworking
+    /// plugins, host-local/backend/allocator/range.go: `Canonicalize`
+    /// starts after the network address, `lastIP` stops before the IPv4
+    /// broadcast). A /31 or /32 (/127, /128) pool has none (RFC 3021,
+    /// RFC 6164: both addresses of a point-to-point link are hosts).
+    pub fn subnet_edges(&self) -> Vec<IpNet> {
+        subnet_edges(self.spec.cidr)
+    }
+
     /// Whether this pool's range overlaps `other`.
     pub fn overlaps(&self, other: &IpNet) -> bool {
         self.spec.cidr.contains(&other.network()) || other.contains(&self.spec.cidr.network())
+    }
+}
+
+/// The addresses of `cidr` that no host of that subnet can use; see
+/// [`Pool::subnet_edges`].
+pub fn subnet_edges(cidr: IpNet) -> Vec<IpNet> {
+    if cidr.prefix_len() + 1 >= cidr.max_prefix_len() {
+        return Vec::new();
+    }
+    let host = |address: IpAddr| IpNet::from(address);
+    match cidr {
+        IpNet::V4(_) => vec![host(cidr.network()), host(cidr.broadcast())],
+        IpNet::V6(_) => vec![host(cidr.network())],
     }
 }
 

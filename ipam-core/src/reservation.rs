@@ -34,11 +34,16 @@ impl Reserved {
         let ranges = specs
             .into_iter()
             .flat_map(|spec| spec.reserved_cidrs.iter())
-            .map(|net| {
-                let net = net.trunc();
-                (net, to_u128(net.network()), to_u128(net.broadcast()))
-            })
+            .map(|net| range(*net))
             .collect();
+        Reserved { ranges }
+    }
+
+    /// These reservations plus `extra` ranges: what one request must not
+    /// be given (its own exclusions on top of the IPReservations).
+    pub fn with(&self, extra: impl IntoIterator<Item = IpNet>) -> Reserved {
+        let mut ranges = self.ranges.clone();
+        ranges.extend(extra.into_iter().map(range));
         Reserved { ranges }
     }
 
@@ -91,6 +96,11 @@ impl Reserved {
             .iter()
             .filter(move |(net, _, _)| net.addr().is_ipv4() == v4)
     }
+}
+
+fn range(net: IpNet) -> (IpNet, u128, u128) {
+    let net = net.trunc();
+    (net, to_u128(net.network()), to_u128(net.broadcast()))
 }
 
 fn bounds(block: &BlockCidr) -> (u128, u128) {

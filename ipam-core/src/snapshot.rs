@@ -19,6 +19,17 @@ use crate::pool::Pool;
 use crate::reservation::{ReservationSpec, Reserved};
 use crate::space::FreeSlots;
 
+/// An address a handle holds, as its block records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holding {
+    /// The address with its block's prefix length.
+    pub address: IpNet,
+    /// The pool holding it, when one does.
+    pub pool: Option<IpNet>,
+    /// The block's sequence number when the address was handed out.
+    pub sequence_number: u64,
+}
+
 /// The objects a plan reads, and the indexes over them.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -195,6 +206,22 @@ impl Snapshot {
         found
     }
 
+    /// What the blocks record for `address` when `handle` holds it: its
+    /// block's prefix, its pool and the sequence number a later release
+    /// can name so that it frees this allocation and no later one. `None`
+    /// when the address is free or another handle's.
+    pub fn holding(&self, address: IpAddr, handle: &str) -> Option<Holding> {
+        let block = self.block_containing(address)?;
+        let cidr = block.cidr();
+        let ordinal = cidr.ordinal_of(address)?;
+        let holder = block.attribute_of(ordinal)?.handle()?;
+        (holder == crate::block::sanitize_handle(handle)).then(|| Holding {
+            address: cidr.address_net(ordinal),
+            pool: self.pool_of(address).map(Pool::cidr),
+            sequence_number: block.sequence_number_of(ordinal),
+        })
+    }
+
     /// Adds or replaces a block read from a datastore.
     pub fn insert_block(&mut self, block: Block) {
         let cidr = block.cidr();
@@ -368,6 +395,35 @@ mod tests {
         assert_eq!(found["net.d"].len(), 1);
         assert!(found["net.a"].iter().all(|a| a.prefix_len() == 26));
         assert!(s.handles_on_node("n3", "").is_empty());
+    }
+
+    #[test]
+    fn a_holding_names_the_pool_and_the_sequence_number_a_release_must_match() {
+        let pool = Pool::new("p", PoolSpec::new("10.0.0.0/24".parse().unwrap())).unwrap();
+        let mut s = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
+        let now = crate::plan::Now { unix_nanos: 0 };
+        let mut seen = Vec::new();
+        for handle in ["net.a", "net.b"] {
+            let request = crate::AutoAssignRequest::new(handle, "n1", 1, 0);
+            let plan = s.plan_auto_assign(&request, now).unwrap();
+            seen.push(plan.ipv4.addresses[0]);
+            s.apply(plan.plan);
+        }
+        let a = s.holding(seen[0].addr(), "net.a").unwrap();
+        let b = s.holding(seen[1].addr(), "net.b").unwrap();
+        assert_eq!(a.address, seen[0]);
+        assert_eq!(a.pool, Some("10.0.0.0/24".parse().unwrap()));
+        // Each write raises the block's number: the second allocation
+        // carries a later one than the first.
+        assert!(b.sequence_number > a.sequence_number, "{a:?} {b:?}");
+        let release = crate::ReleaseRequest {
+            address: a.address.addr(),
+            handle: Some("net.a".into()),
+            sequence_number: Some(a.sequence_number),
+        };
+        assert!(s.plan_release(&[release]).is_ok());
+        assert_eq!(s.holding(seen[0].addr(), "net.b"), None);
+        assert_eq!(s.holding("10.0.0.200".parse().unwrap(), "net.a"), None);
     }
 
     #[test]

@@ -431,6 +431,134 @@ fn reserved_addresses_are_never_auto_assigned() {
     assert_eq!(got, ["10.0.0.4/29", "10.0.0.6/29", "10.0.0.7/29"]);
 }
 
+/// A request for one address that a bridge network will use with the
+/// pool's prefix, its gateway excluded.
+fn on_bridge(handle: &str, node: &str, v4: u32, v6: u32, gateway: &str) -> AutoAssignRequest {
+    let mut request = AutoAssignRequest::new(handle, node, v4, v6);
+    request.exclude = vec![ip(gateway).into()];
+    request.usable_with_pool_prefix = true;
+    request
+}
+
+#[test]
+fn a_bridge_request_never_gets_the_pools_network_broadcast_or_gateway() {
+    // Nodes spread their blocks by name, so the first and last blocks (the
+    // ones holding the edges) are reached only once the pool fills up.
+    let mut s = world(vec![pool("p", "10.0.0.0/27", 29)], IpamConfig::default());
+    let mut got = Vec::new();
+    for i in 0..40 {
+        let node = ["n1", "n2", "n3"][i % 3];
+        let planned = s
+            .plan_auto_assign(&on_bridge(&format!("h{i}"), node, 1, 0, "10.0.0.1"), at(0))
+            .unwrap();
+        got.extend(planned.ipv4.addresses.iter().map(|a| a.addr()));
+        s.apply(planned.plan);
+    }
+    got.sort();
+    let usable: Vec<IpAddr> = (2..31).map(|i| ip(&format!("10.0.0.{i}"))).collect();
+    assert_eq!(got, usable, "every address but .0, .1 (gateway) and .31");
+    // Without the request's exclusions the same addresses are ordinary.
+    let plain = plan(&s, "plain", "n1", 3, 0, 0).unwrap();
+    let mut plain: Vec<String> = plain
+        .ipv4
+        .addresses
+        .iter()
+        .map(|a| a.addr().to_string())
+        .collect();
+    plain.sort();
+    assert_eq!(plain, ["10.0.0.0", "10.0.0.1", "10.0.0.31"]);
+}
+
+#[test]
+fn a_block_holding_only_excluded_addresses_is_never_claimed() {
+    // /32 blocks: the network and broadcast addresses are whole blocks.
+    let s = world(vec![pool("p", "10.0.0.0/30", 32)], IpamConfig::default());
+    let mut request = AutoAssignRequest::new("h", "n1", 4, 0);
+    request.usable_with_pool_prefix = true;
+    let planned = s.plan_auto_assign(&request, at(0)).unwrap();
+    let mut got: Vec<String> = planned
+        .ipv4
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["10.0.0.1/32", "10.0.0.2/32"]);
+    assert_eq!(
+        planned.ipv4.shortfall,
+        [Shortfall::PoolsExhausted(vec!["10.0.0.0/30"
+            .parse()
+            .unwrap()])]
+    );
+    let created: Vec<String> = planned
+        .plan
+        .writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::CreateBlock(b) => Some(b.cidr().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert!(!created.contains(&"10.0.0.0/32".to_string()));
+    assert!(!created.contains(&"10.0.0.3/32".to_string()));
+}
+
+#[test]
+fn an_ipv6_bridge_request_skips_only_the_subnet_router_anycast_address() {
+    let s = world(vec![pool("p6", "fd00::/126", 126)], IpamConfig::default());
+    let mut request = AutoAssignRequest::new("h", "n1", 0, 4);
+    request.usable_with_pool_prefix = true;
+    let planned = s.plan_auto_assign(&request, at(0)).unwrap();
+    let got: Vec<String> = planned
+        .ipv6
+        .addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(got, ["fd00::1/126", "fd00::2/126", "fd00::3/126"]);
+}
+
+#[test]
+fn point_to_point_pools_have_no_unusable_edges() {
+    for (cidr, size) in [
+        ("10.0.0.0/31", 31),
+        ("10.0.0.0/32", 32),
+        ("fd00::/127", 127),
+    ] {
+        let p = pool("p", cidr, size);
+        assert!(p.subnet_edges().is_empty(), "{cidr}");
+    }
+    assert_eq!(
+        pool("p", "10.0.0.0/30", 30).subnet_edges(),
+        [
+            "10.0.0.0/32".parse().unwrap(),
+            "10.0.0.3/32".parse().unwrap()
+        ]
+    );
+}
+
+#[test]
+fn in_a_batch_each_request_keeps_its_own_exclusions() {
+    let mut s = world(vec![pool("p", "10.0.0.0/29", 29)], IpamConfig::default());
+    // A batch shares blocks that exist already.
+    assert_eq!(assign(&mut s, "warm", "n1", 1), ["10.0.0.0/29"]);
+    let requests = vec![
+        on_bridge("bridge-a", "n1", 1, 0, "10.0.0.1"),
+        AutoAssignRequest::new("plain", "n1", 1, 0),
+        on_bridge("bridge-b", "n1", 1, 0, "10.0.0.1"),
+    ];
+    let batch = s.plan_auto_assign_batch(&requests, at(0));
+    let got: Vec<String> = batch
+        .outcomes
+        .iter()
+        .map(|o| o.as_ref().unwrap().0.addresses[0].to_string())
+        .collect();
+    // The plain request takes the head of the queue (.1, the gateway); the
+    // bridge ones skip it, and it keeps its place for the plain one.
+    assert_eq!(got, ["10.0.0.2/29", "10.0.0.1/29", "10.0.0.3/29"]);
+}
+
 #[test]
 fn dual_stack_fails_whole_when_one_family_has_no_pool() {
     let s = world(vec![pool("v4", "10.0.0.0/16", 26)], IpamConfig::default());

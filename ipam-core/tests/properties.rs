@@ -569,4 +569,58 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn a_bridge_request_never_gets_its_pools_edges_or_an_excluded_address(
+        scenario in scenario()
+    ) {
+        // Every other automatic assignment is a bridge network's: its
+        // pool's network and broadcast addresses and each pool's first host
+        // (the gateway) are excluded; the rest are plain and take whatever
+        // comes, edges included, so the two kinds share blocks and queues.
+        let mut cluster = Cluster::new(&scenario.world);
+        let gateways: Vec<IpNet> = cluster
+            .snapshot
+            .pools()
+            .iter()
+            .map(|p| {
+                let first = ipam_core::cidr::to_u128(p.cidr().network()) + 1;
+                IpNet::from(ipam_core::cidr::from_u128(first, p.version()))
+            })
+            .collect();
+        let mut bridge = false;
+        for step in &scenario.steps {
+            let Operation::AutoAssign { node, handle, ipv4, ipv6 } = &step.operation else {
+                cluster.step(step);
+                continue;
+            };
+            bridge = !bridge;
+            if !bridge {
+                cluster.step(step);
+                continue;
+            }
+            cluster.now.unix_nanos += step.seconds_later * NANOS_PER_SECOND;
+            let mut request = AutoAssignRequest::new(handle, node, *ipv4, *ipv6);
+            request.attributes = node_attribute(node);
+            request.exclude = gateways.clone();
+            request.usable_with_pool_prefix = true;
+            let Ok(planned) = cluster.snapshot.plan_auto_assign(&request, cluster.now) else {
+                continue;
+            };
+            for address in planned.ipv4.addresses.iter().chain(&planned.ipv6.addresses) {
+                let address = address.addr();
+                let pool = cluster.snapshot.pool_of(address).expect("from a pool");
+                let mut unusable = pool.subnet_edges();
+                unusable.extend(&gateways);
+                prop_assert!(
+                    !unusable.iter().any(|u| u.contains(&address)),
+                    "{} of pool {} handed to a bridge request at {:?}",
+                    address,
+                    pool.cidr(),
+                    step
+                );
+            }
+            cluster.snapshot.apply(planned.plan);
+        }
+    }
 }

@@ -101,19 +101,30 @@ pub async fn assign(
     request.namespace_labels = body.namespace_labels;
     request.intended_use = body.intended_use.unwrap_or(AllowedUse::Workload);
     request.max_blocks_per_host = body.max_blocks_per_host;
+    request.exclude = body.exclude;
+    request.usable_with_pool_prefix = body.usable_with_pool_prefix;
     let got = state.engine.auto_assign_all(&request).await?;
+    let addresses: Vec<IpAddr> = got
+        .ipv4
+        .addresses
+        .iter()
+        .chain(&got.ipv6.addresses)
+        .map(|a| a.addr())
+        .collect();
+    let holdings = state.engine.holdings(&body.handle, &addresses).await?;
     Ok(Json(AssignResponse {
         handle: body.handle,
         ipv4: got.ipv4.addresses,
         ipv6: got.ipv6.addresses,
         existing: got.existing,
+        assigned: holdings.into_iter().flatten().map(Into::into).collect(),
     }))
 }
 
 /// Assigns one chosen address (a pod's `IP=` or an annotation).
 #[utoipa::path(post, path = "/v1/assign-ip", tag = "assignment", request_body = AssignIpBody,
     responses(
-        (status = 200, description = "Assigned (or already this handle's)", body = AssignIpBody),
+        (status = 200, description = "Assigned (or already this handle's)", body = AssignIpResponse),
         (status = 400, description = "Not in any pool, or bad request", body = ErrorBody),
         (status = 409, description = "Held by another handle", body = ErrorBody),
         (status = 503, description = "Datastore unreachable", body = ErrorBody),
@@ -121,7 +132,7 @@ pub async fn assign(
 pub async fn assign_ip(
     State(state): Shared,
     Body(body): Body<AssignIpBody>,
-) -> Result<Json<AssignIpBody>, ApiError> {
+) -> Result<Json<AssignIpResponse>, ApiError> {
     check_name("handle", &body.handle)?;
     check_name("node", &body.node)?;
     let request = AssignIpRequest {
@@ -131,7 +142,14 @@ pub async fn assign_ip(
         attributes: body.attributes.clone(),
     };
     state.engine.assign_ip(&request).await?;
-    Ok(Json(body))
+    let held = state.engine.holdings(&body.handle, &[body.address]).await?;
+    Ok(Json(AssignIpResponse {
+        handle: body.handle,
+        node: body.node,
+        address: body.address,
+        attributes: body.attributes,
+        assigned: held.into_iter().flatten().next().map(Into::into),
+    }))
 }
 
 // ----- release ---------------------------------------------------------------

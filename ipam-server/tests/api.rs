@@ -112,6 +112,65 @@ async fn assign_gives_addresses_and_is_idempotent() {
 }
 
 #[tokio::test]
+async fn assign_reports_pool_and_sequence_number_and_keeps_exclusions() {
+    let app = App::with_pool(AppConfig {
+        max_addresses_per_request: 256,
+        ..AppConfig::default()
+    })
+    .await;
+    let bridge = |handle: &str, ipv4: u32| {
+        json!({"handle": handle, "node": "n", "ipv4": ipv4,
+               "exclude": ["10.0.0.1/32"], "usableWithPoolPrefix": true})
+    };
+    // The pool has 256 addresses; network, broadcast and gateway are out.
+    refused(
+        app.post("/v1/assign", bridge("too-many", 254)).await,
+        422,
+        "pool_exhausted",
+        "found 253",
+    );
+    let (status, got) = app.post("/v1/assign", bridge("all", 253)).await;
+    assert_eq!(status, 200, "{got}");
+    let addresses: BTreeSet<&str> = got["ipv4"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(addresses.len(), 253);
+    for edge in ["10.0.0.0/26", "10.0.0.1/26", "10.0.0.255/26"] {
+        assert!(!addresses.contains(edge), "{edge} handed out");
+    }
+    let assigned = got["assigned"].as_array().unwrap();
+    assert_eq!(assigned.len(), 253);
+    assert_eq!(assigned[0]["address"], got["ipv4"][0]);
+    assert_eq!(assigned[0]["pool"], "10.0.0.0/24");
+    // The sequence number releases this allocation and no later one.
+    let address = assigned[0]["address"].as_str().unwrap().split('/').next();
+    let sequence = assigned[0]["sequenceNumber"].as_u64().unwrap();
+    let release = |sequence: u64| json!({"addresses": [{"address": address, "handle": "all", "sequenceNumber": sequence}]});
+    refused(
+        app.post("/v1/release", release(sequence + 1)).await,
+        409,
+        "allocation_changed",
+        "sequence",
+    );
+    let (status, out) = app.post("/v1/release", release(sequence)).await;
+    assert_eq!((status, &out["released"]), (200, &json!([address])));
+    // An assign-ip answer says how the address is held too.
+    let (status, pinned) = app
+        .post(
+            "/v1/assign-ip",
+            json!({"handle": "pinned", "node": "n", "address": address}),
+        )
+        .await;
+    assert_eq!(status, 200, "{pinned}");
+    assert_eq!(pinned["assigned"]["address"], assigned[0]["address"]);
+    assert_eq!(pinned["assigned"]["pool"], "10.0.0.0/24");
+    assert!(pinned["assigned"]["sequenceNumber"].as_u64().unwrap() > sequence);
+}
+
+#[tokio::test]
 async fn assign_refuses_bad_requests() {
     let app = App::with_pool(AppConfig {
         max_addresses_per_request: 4,

@@ -80,7 +80,7 @@ use ipam_core::planner::addresses_of_handle;
 use ipam_core::pool::check_no_overlap;
 use ipam_core::{
     AffinityKey, AffinityState, AssignIpRequest, AutoAssignRequest, Block, BlockCidr, Handle,
-    IpamConfig, Now, Plan, Pool, ReleaseRequest, Snapshot, Write,
+    Holding, IpamConfig, Now, Plan, Pool, ReleaseRequest, Snapshot, Write,
 };
 use ipnet::IpNet;
 
@@ -1634,6 +1634,33 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             return Ok(Vec::new());
         }
         Ok(addresses_of_handle(&self.cache().snapshot, handle_id))
+    }
+
+    /// How a handle holds `addresses` (block prefix, pool, sequence
+    /// number), for answering an assignment: from the cache, which the
+    /// assignment has just written, so the answer costs no read; an
+    /// address the cache does not show held by the handle is read fresh.
+    /// `None` for an address the handle does not hold.
+    pub async fn holdings(
+        &self,
+        handle_id: &str,
+        addresses: &[IpAddr],
+    ) -> Result<Vec<Option<Holding>>, IpamError> {
+        let cached = |addresses: &[IpAddr]| {
+            let cache = self.cache();
+            addresses
+                .iter()
+                .map(|a| cache.snapshot.holding(*a, handle_id))
+                .collect::<Vec<_>>()
+        };
+        let got = cached(addresses);
+        let missing = addresses.iter().zip(&got).filter(|(_, h)| h.is_none());
+        let missing: Vec<IpAddr> = missing.map(|(a, _)| *a).collect();
+        if missing.is_empty() {
+            return Ok(got);
+        }
+        self.load_blocks_of(missing.into_iter(), true).await?;
+        Ok(cached(addresses))
     }
 
     /// The handles whose addresses were recorded for `node` and whose id

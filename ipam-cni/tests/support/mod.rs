@@ -135,6 +135,22 @@ impl TestIpam {
         url
     }
 
+    /// Serves the API on a unix socket that the test can stop and start
+    /// again: an ipam-server outage.
+    pub fn serve_switchable(&self) -> Switchable<'_> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("ipam-{}.sock", fastrand_suffix()));
+        let mut switch = Switchable {
+            ipam: self,
+            path,
+            task: None,
+        };
+        switch.start();
+        switch
+    }
+
     /// Every allocated address and its handle, read fresh.
     pub fn allocations(&self) -> BTreeMap<std::net::IpAddr, String> {
         let snapshot = self.runtime.block_on(self.engine.snapshot()).unwrap();
@@ -165,6 +181,50 @@ impl TestIpam {
             .unwrap()
             .map(|a| a.secondary.to_map())
             .unwrap_or_default()
+    }
+}
+
+/// The API on a unix socket, up or down.
+pub struct Switchable<'a> {
+    ipam: &'a TestIpam,
+    path: PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Switchable<'_> {
+    /// `unix:PATH`, for `ipam.server`.
+    pub fn url(&self) -> String {
+        format!("unix:{}", self.path.display())
+    }
+
+    /// Stops serving: new connections are refused until [`start`].
+    ///
+    /// [`start`]: Switchable::start
+    pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = self.ipam.runtime.block_on(task);
+        }
+    }
+
+    /// Serves again on the same path.
+    pub fn start(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.path);
+        let app = router(self.ipam.engine.clone(), AppConfig::default());
+        let listener = {
+            let _entered = self.ipam.runtime.enter();
+            tokio::net::UnixListener::bind(&self.path).unwrap()
+        };
+        self.task = Some(self.ipam.runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+}
+
+impl Drop for Switchable<'_> {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -245,9 +305,22 @@ impl Outcome {
 }
 
 /// Runs `binary` as a runtime would: a clean environment holding only
-/// `env`, `config` on stdin.
+/// `env`, `config` on stdin. A config whose `ipam` names no `state_dir`
+/// gets one in the binary's directory (a [`PluginDir`], removed with it),
+/// so that no test writes the default one of the machine.
 pub fn run_plugin(binary: &Path, env: &[(&str, String)], config: &Value) -> Outcome {
+    let mut config = config.clone();
+    if let Some(ipam) = config.get_mut("ipam").and_then(Value::as_object_mut) {
+        let state = binary.parent().expect("a plugin dir").join("state");
+        ipam.entry("state_dir")
+            .or_insert_with(|| Value::String(state.display().to_string()));
+    }
     run_plugin_raw(binary, env, config.to_string().as_bytes())
+}
+
+/// The state dir [`run_plugin`] gives a config run from `plugins`.
+pub fn state_dir(plugins: &PluginDir) -> PathBuf {
+    plugins.path().join("state")
 }
 
 /// Like [`run_plugin`], with any bytes on stdin. Stdout that is not JSON
