@@ -122,7 +122,7 @@ fn inner_podman() {
         run("mount", &["-t", "tmpfs", "-o", "mode=0700", "tmpfs", path]);
     }
     run("ip", &["link", "set", "lo", "up"]);
-    let plugins = PluginDir::new();
+    let plugins = PluginDir::with_debian_plugins();
     let mut server = Server::start(&dir);
     let podman = Podman::new(&dir, &plugins, &server.socket);
     podman.import_busybox();
@@ -244,72 +244,26 @@ fn figure(text: String) {
     let _ = writeln!(std::io::stdout(), "figure: {text}");
 }
 
-/// Whether everything the test needs is there; says what is missing (and
-/// its Debian package), then skips, or fails under IPAM_TEST_REQUIRE_ALL=1.
-/// The shape of testkit::require, which is not on main yet.
+/// Whether everything the test needs is there (testkit::require says
+/// what is missing, and skips or fails as IPAM_TEST_REQUIRE_ALL says).
+/// Every check runs, so that one run names all that is missing.
 fn prerequisites() -> bool {
-    let mut missing = Vec::new();
-    if !is_root() {
-        missing.push("root (it makes network and mount namespaces; no package)".to_string());
-    }
-    for (program, package) in [
-        ("podman", "podman"),
-        ("runc", "runc"),
-        ("conmon", "conmon"),
-        ("unshare", "util-linux"),
-        ("ip", "iproute2"),
-    ] {
-        if !on_path(program) {
-            missing.push(format!("`{program}` (Debian package {package})"));
-        }
-    }
-    if !is_static("/bin/busybox") {
-        missing.push("a static /bin/busybox for the image (Debian package busybox-static)".into());
-    }
-    let cni = Path::new(support::DEBIAN_CNI_DIR).join("bridge");
-    if !cni.is_file() {
-        missing.push(format!(
-            "{} (Debian package containernetworking-plugins)",
-            cni.display()
-        ));
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let test = "podman_containers_on_a_calico_ipam_bridge_reach_each_other_across_blocks";
-    let needs = missing.join(", ");
-    if std::env::var("IPAM_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1") {
-        panic!("{test} needs {needs}, and IPAM_TEST_REQUIRE_ALL=1 forbids skipping it");
-    }
-    // Straight to stderr: libtest hides what a passing test prints.
-    let _ = writeln!(std::io::stderr(), "skipped: {test} needs {needs}");
-    false
-}
-
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        == Some("0")
-}
-
-fn on_path(program: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-}
-
-// Debian's plain `busybox` package is dynamically linked and would not run
-// in an image holding nothing but itself.
-fn is_static(binary: &str) -> bool {
-    if !Path::new(binary).is_file() {
-        return false;
-    }
-    Command::new("ldd").arg(binary).output().is_ok_and(|out| {
-        let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-        text.contains("not a dynamic executable") || text.contains("statically linked")
-    })
+    use testkit::require;
+    [
+        // It makes network and mount namespaces.
+        require::root(),
+        require::command("podman", "podman"),
+        require::command("runc", "runc"),
+        require::command("conmon", "conmon"),
+        require::command("unshare", "util-linux"),
+        require::command("ip", "iproute2"),
+        // Debian's plain `busybox` is dynamically linked and would not run
+        // in an image holding nothing but itself.
+        require::static_program("/bin/busybox", "busybox-static"),
+        require::cni_plugins(),
+    ]
+    .into_iter()
+    .all(|present| present)
 }
 
 /// Builds ipam-server with the profile and into the target dir this test

@@ -81,6 +81,27 @@ pub fn command(name: &str, package: &str) -> bool {
     )
 }
 
+/// Whether `path` is a statically linked program, for a test that copies
+/// it into a container image holding nothing else; `package` is the Debian
+/// package that installs it.
+pub fn static_program(path: &str, package: &str) -> bool {
+    let linked_statically = Path::new(path).is_file()
+        && std::process::Command::new("ldd")
+            .arg(path)
+            .output()
+            .is_ok_and(|out| {
+                let text =
+                    String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+                text.contains("not a dynamic executable") || text.contains("statically linked")
+            });
+    check(
+        linked_statically,
+        path,
+        "a statically linked program is needed, and it is missing or dynamically linked",
+        &format!("install Debian's {package}"),
+    )
+}
+
 /// The first `name` on the PATH that is an executable file.
 pub fn find(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
