@@ -128,12 +128,28 @@ struct ConfigValue {
     auto_allocate_blocks: bool,
     #[serde(rename = "maxBlocksPerHost", default, skip_serializing_if = "is_zero")]
     max_blocks_per_host: u32,
+    /// A Go `int`: nothing stops calicoctl from storing a negative one on
+    /// etcd, which Calico's garbageCollect reads as no cooldown.
+    #[serde(
+        rename = "ipCooldownSeconds",
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "negative_as_zero"
+    )]
+    ip_cooldown_seconds: u32,
     #[serde(flatten)]
     unknown: UnknownFields,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn negative_as_zero<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n.max(0)).map_err(|_| {
+        serde::de::Error::custom(format!("ipCooldownSeconds {n} is larger than any cooldown"))
+    })
 }
 
 /// Go decodes `null` into a nil slice or map, which reads as empty.
@@ -230,6 +246,7 @@ fn encode_with(
                 strict_affinity,
                 auto_allocate_blocks,
                 max_blocks_per_host,
+                ip_cooldown_seconds,
                 unknown,
             } = config.clone();
             to_json(
@@ -238,6 +255,7 @@ fn encode_with(
                     strict_affinity,
                     auto_allocate_blocks,
                     max_blocks_per_host,
+                    ip_cooldown_seconds,
                     unknown,
                 },
             )?
@@ -428,12 +446,14 @@ pub(super) fn decode(path: &str, key: &Key, bytes: &[u8]) -> Result<Value, Store
                 strict_affinity,
                 auto_allocate_blocks,
                 max_blocks_per_host,
+                ip_cooldown_seconds,
                 unknown,
             } = from_json(path, bytes)?;
             Value::Config(IpamConfig {
                 strict_affinity,
                 auto_allocate_blocks,
                 max_blocks_per_host,
+                ip_cooldown_seconds,
                 unknown,
             })
         }
