@@ -669,6 +669,7 @@ mod tests {
     use crate::pool::{AllowedUse, Pool, PoolSpec};
 
     const T0: u64 = 1_700_000_000_000_000_000;
+    const NOW: Now = Now { unix_nanos: T0 };
     const NODES: [&str; 3] = ["n1", "n2", "n3"];
     const PODS_PER_NODE: usize = 70;
 
@@ -711,7 +712,7 @@ mod tests {
         fn delete_pod(&mut self, name: &str) {
             let plan = self
                 .s
-                .plan_release_by_handle(&format!("k8s-pod-network.{name}"))
+                .plan_release_by_handle(&format!("k8s-pod-network.{name}"), NOW)
                 .unwrap();
             self.s.apply(plan.plan);
             self.pods.remove(&pod(name));

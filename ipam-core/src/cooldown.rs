@@ -100,12 +100,18 @@ mod tests {
         let c = Cooldown::new(0, at(100, 5));
         assert_eq!(c.release_stamp(), None);
         assert!(c.has_passed(99));
-        assert!(!c.has_passed(100), "released this very second: wait for the next");
+        assert!(
+            !c.has_passed(100),
+            "released this very second: wait for the next"
+        );
     }
 
     #[test]
     fn a_release_records_its_second() {
-        assert_eq!(Cooldown::new(30, at(100, 999_999_999)).release_stamp(), Some(100));
+        assert_eq!(
+            Cooldown::new(30, at(100, 999_999_999)).release_stamp(),
+            Some(100)
+        );
     }
 
     #[test]

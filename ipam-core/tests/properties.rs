@@ -127,17 +127,17 @@ impl Cluster {
                 Some(address) => {
                     let planned = self
                         .snapshot
-                        .plan_release(&[ReleaseRequest::address(address)]);
+                        .plan_release(&[ReleaseRequest::address(address)], self.now);
                     self.apply_release(planned)
                 }
                 None => Outcome::NothingHeld,
             },
             Operation::ReleaseHandle { handle } => {
-                let planned = self.snapshot.plan_release_by_handle(handle);
+                let planned = self.snapshot.plan_release_by_handle(handle, self.now);
                 self.apply_release(planned)
             }
             Operation::ReleaseNode { node } => {
-                let plan = self.snapshot.plan_release_node(node);
+                let plan = self.snapshot.plan_release_node(node, self.now);
                 self.snapshot.apply(plan);
                 Outcome::NodeReleased
             }
@@ -278,6 +278,7 @@ fn check_round_trips(snapshot: &Snapshot) -> Result<(), TestCaseError> {
 fn check_stale_releases_are_refused(
     snapshot: &Snapshot,
     address: IpAddr,
+    now: Now,
 ) -> Result<(), TestCaseError> {
     let (block, ordinal) = ordinal_of(snapshot, address).expect("a held address has a block");
     let current = block.sequence_number_of(ordinal);
@@ -293,7 +294,7 @@ fn check_stale_releases_are_refused(
         handle: None,
         sequence_number: Some(current + 1),
     };
-    let refused = snapshot.plan_release(&[newer_sequence_number]);
+    let refused = snapshot.plan_release(&[newer_sequence_number], now);
     prop_assert!(
         matches!(refused, Err(Error::SequenceNumberMismatch { .. })),
         "release of {} expecting sequence number {} gave {:?}",
@@ -307,7 +308,7 @@ fn check_stale_releases_are_refused(
         handle: Some(format!("not-{holder}")),
         sequence_number: None,
     };
-    let refused = snapshot.plan_release(&[other_holder]);
+    let refused = snapshot.plan_release(&[other_holder], now);
     prop_assert!(
         matches!(refused, Err(Error::HandleMismatch { .. })),
         "release of {} expecting another holder gave {:?}",
@@ -321,7 +322,7 @@ fn check_stale_releases_are_refused(
         handle: Some(holder),
         sequence_number: Some(current),
     };
-    let accepted = snapshot.plan_release(&[exact]);
+    let accepted = snapshot.plan_release(&[exact], now);
     prop_assert!(
         accepted.is_ok(),
         "release of {} with its true expectations gave {:?}",
@@ -441,7 +442,7 @@ proptest! {
         let handles: Vec<String> =
             cluster.snapshot.handles().map(|h| h.id().to_string()).collect();
         for handle in handles {
-            let planned = cluster.snapshot.plan_release_by_handle(&handle);
+            let planned = cluster.snapshot.plan_release_by_handle(&handle, cluster.now);
             prop_assert!(planned.is_ok(), "releasing handle {} gave {:?}", handle, planned);
             cluster.apply_release(planned);
         }
@@ -460,7 +461,7 @@ proptest! {
         for step in &scenario.steps {
             if let Operation::ReleaseAddress { held } = &step.operation {
                 if let Some(address) = cluster.held_address(held) {
-                    check_stale_releases_are_refused(&cluster.snapshot, address)?;
+                    check_stale_releases_are_refused(&cluster.snapshot, address, cluster.now)?;
                 }
             }
             let before = Stored::of(&cluster.snapshot);

@@ -932,10 +932,13 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     })
                 })
                 .collect();
-            let planned = cache.snapshot.plan_release(&requests).map(|mut planned| {
-                let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
-                (planned, prepared)
-            });
+            let planned = cache
+                .snapshot
+                .plan_release(&requests, now())
+                .map(|mut planned| {
+                    let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
+                    (planned, prepared)
+                });
             (owned, planned)
         };
         let Ok((planned, prepared)) = planned else {
@@ -1333,7 +1336,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         requests: &[ReleaseRequest],
     ) -> Result<(ipam_core::ReleasePlan, Prepared), ipam_core::Error> {
         let cache = self.cache();
-        let mut planned = cache.snapshot.plan_release(requests)?;
+        let mut planned = cache.snapshot.plan_release(requests, now())?;
         let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
         Ok((planned, prepared))
     }
@@ -1463,7 +1466,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             }
             let (planned, prepared) = {
                 let cache = self.cache();
-                let mut planned = cache.snapshot.plan_release_by_handle(handle_id)?;
+                let mut planned = cache.snapshot.plan_release_by_handle(handle_id, now())?;
                 let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
                 (planned, prepared)
             };
@@ -1648,7 +1651,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         .await?;
         self.reload(&Key::Block(cidr)).await?;
         self.run_affinity_plan("release affinity", |s| {
-            s.plan_release_affinity(node, cidr, require_empty)
+            s.plan_release_affinity(node, cidr, require_empty, now())
                 .map(|plan| ClaimPlan {
                     plan,
                     ..ClaimPlan::default()
@@ -1682,7 +1685,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             .collect();
         self.run_affinity_plan("release node", |s| {
             Ok(ClaimPlan {
-                plan: s.plan_release_node(node),
+                plan: s.plan_release_node(node, now()),
                 ..ClaimPlan::default()
             })
         })

@@ -672,6 +672,50 @@ mod tests {
     }
 
     #[test]
+    fn a_released_address_is_stored_with_calicos_releasedat() {
+        let mut block = Block::new(cidr("10.0.0.0/30"), None, None, 7);
+        block.auto_assign(
+            1,
+            "k8s-pod-network.aaaa",
+            &BTreeMap::new(),
+            &Default::default(),
+        );
+        block.release_by_handle("k8s-pod-network.aaaa", None, Some(1_782_900_000));
+        let path = keys::path(&Key::Block(block.cidr())).unwrap();
+        let bytes = encode(&path, &Value::Block(block.clone()), None).unwrap();
+        let stored: Json = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            stored["attributes"],
+            json!([{"releasedAt": "2026-07-01T10:00:00Z"}])
+        );
+        let key = Key::Block(block.cidr());
+        assert_eq!(decode(&path, &key, &bytes).unwrap(), Value::Block(block));
+    }
+
+    #[test]
+    fn the_cooldown_is_stored_as_calicos_ipcooldownseconds() {
+        let config = IpamConfig {
+            ip_cooldown_seconds: 90,
+            ..IpamConfig::default()
+        };
+        let bytes = encode(keys::CONFIG, &Value::Config(config.clone()), None).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Json>(&bytes).unwrap(),
+            json!({"auto_allocate_blocks": true, "ipCooldownSeconds": 90})
+        );
+        assert_eq!(
+            decode(keys::CONFIG, &Key::Config, &bytes).unwrap(),
+            Value::Config(config)
+        );
+        // A Go int calicoctl may have stored negative: no cooldown.
+        let negative = br#"{"auto_allocate_blocks": true, "ipCooldownSeconds": -5}"#;
+        let Value::Config(read) = decode(keys::CONFIG, &Key::Config, negative).unwrap() else {
+            panic!("not a config")
+        };
+        assert_eq!(read.ip_cooldown_seconds, 0);
+    }
+
+    #[test]
     fn affinities_take_node_and_cidr_from_the_key_and_store_a_boolean_deleted() {
         let key = Key::Affinity(AffinityKey {
             node: "node-1".into(),
