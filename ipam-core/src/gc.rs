@@ -233,6 +233,12 @@ impl LeakTracker {
         for block in snapshot.blocks() {
             let cidr = block.cidr();
             for (ordinal, attribute) in block.allocations() {
+                // A released address is nobody's and is freed by its
+                // cooldown, not judged (kube-controllers' onBlockUpdated
+                // skips allocations without a handle).
+                if attribute.is_released() {
+                    continue;
+                }
                 let address = cidr.address(ordinal);
                 let node = attribute.secondary.get("node");
                 let node_gone = node.is_some_and(|n| !cluster.nodes.contains(n));

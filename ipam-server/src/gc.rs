@@ -14,6 +14,11 @@
 //! name the handle and the sequence number that were judged, so an address
 //! handed out again in the meantime is refused, not freed.
 //!
+//! Each pass also writes back the blocks holding released addresses whose
+//! IP cooldown has passed (kube-controllers' garbageCollectColdIPs): an
+//! allocation from a block deallocates them anyway, but a block nobody
+//! allocates from would keep them, and stay non-empty, for ever.
+//!
 //! Metrics (Calico's names): `ipam_allocations_gc_candidates` (by pool and
 //! node, allocations judged leaked and still held after the pass),
 //! `ipam_allocations_gc_reclamations` (addresses released), plus
@@ -124,6 +129,8 @@ pub struct PassReport {
     pub nodes_released: Vec<String>,
     /// Empty blocks of live nodes released (and so deleted).
     pub blocks_released: Vec<BlockCidr>,
+    /// Blocks written back with addresses past their cooldown deallocated.
+    pub blocks_cooled: Vec<BlockCidr>,
 }
 
 /// Why a pass failed.
@@ -304,7 +311,33 @@ impl Collector {
         } else {
             first
         };
-        Ok(self.release(&snapshot, confirmed).await)
+        let blocks_cooled = self.deallocate_cooled().await;
+        let report = self.release(&snapshot, confirmed).await;
+        Ok(PassReport {
+            blocks_cooled,
+            ..report
+        })
+    }
+
+    // The cooldown backstop, before the releases as in Calico's syncIPAM
+    // (after its leak collection, before releaseUnusedBlocks and
+    // releaseNodes): nodes and blocks then go with cooled addresses gone.
+    async fn deallocate_cooled(&self) -> Vec<BlockCidr> {
+        if !self.still_leading() {
+            return Vec::new();
+        }
+        match self.engine.deallocate_cooled().await {
+            Ok(blocks) => {
+                for block in &blocks {
+                    tracing::info!(%block, "deallocated addresses past their cooldown");
+                }
+                blocks
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "deallocating addresses past their cooldown: {e}");
+                Vec::new()
+            }
+        }
     }
 
     // What the watches hold now.

@@ -1884,3 +1884,35 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         Ok(())
     }
 }
+
+impl<S: Datastore + ?Sized> Ipam<S> {
+    /// Deallocates released addresses whose cooldown has passed, writing
+    /// each block that holds some once: the backstop for blocks no
+    /// allocation or release writes (kube-controllers' ipam.go,
+    /// garbageCollectColdIPs), which visits only blocks whose earliest
+    /// `releasedAt` has cooled. A block changed since it was read is read
+    /// again and left to the next pass, as Calico skips a stale block.
+    /// Returns the blocks written (or deleted, when left empty without
+    /// affinity).
+    pub async fn deallocate_cooled(&self) -> Result<Vec<BlockCidr>, IpamError> {
+        self.ensure_fresh().await?;
+        let Prepared {
+            steps,
+            mut expected,
+        } = {
+            let cache = self.cache();
+            let plan = cache.snapshot.plan_deallocate_cooled(now());
+            prepare(&cache, plan)
+        };
+        let mut written = Vec::new();
+        for step in steps {
+            let cidr = block_of_write(&step.write);
+            match self.apply(step.write, &mut expected).await {
+                Ok(()) => written.extend(cidr),
+                Err(e) if is_cas_failure(&e) => self.recover(&e).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(written)
+    }
+}
