@@ -74,6 +74,12 @@ pub fn summary(report: &CheckReport, show_findings: bool, written_to: Option<&Pa
         "Checked {} IPAM blocks recording {} allocations, {} handles and {} affinities.\n",
         s.blocks_checked, s.addresses_in_use, s.handles, s.affinities
     );
+    if s.addresses_released > 0 {
+        text.push_str(&format!(
+            "  {} of the allocations are released addresses awaiting deallocation (IP cooldown).\n",
+            s.addresses_released
+        ));
+    }
     if show_findings {
         for finding in &report.findings {
             text.push_str(&format!("  {}\n", finding.message));
@@ -128,7 +134,11 @@ mod tests {
         let pool = Pool::new("p", PoolSpec::new("10.0.0.0/24".parse().unwrap())).unwrap();
         let mut snapshot = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
         snapshot.insert_handle(Handle::new("k8s-pod-network.empty"));
-        let report = check(&snapshot, &Liveness::default());
+        let report = check(
+            &snapshot,
+            &Liveness::default(),
+            ipam_core::Now { unix_nanos: 0 },
+        );
         let text = summary(&report, true, Some(Path::new("/tmp/r.json")));
         assert_eq!(
             text,

@@ -7,15 +7,21 @@
 //! The check only reads: it never repairs. What exists in Kubernetes (pods,
 //! nodes) is not the core's to look up; a caller that knows passes the live
 //! sets in [`Liveness`], and a set left out is a check skipped and listed in
-//! [`CheckReport::skipped`].
+//! [`CheckReport::skipped`]. The check is made as of a time the caller
+//! passes, against which released addresses are judged (IP cooldown):
+//! within their cooldown they are in use and nobody's, which is fine (as
+//! calicoctl's check, which skips addresses `CoolingDown`); past it they
+//! should have been deallocated, and are reported; released in the future
+//! means a writer's clock is ahead, as calicoctl's validateBlock says.
 //!
 //! # Report schema (version [`REPORT_SCHEMA_VERSION`])
 //!
 //! ```json
 //! {
-//!   "schemaVersion": 1,
+//!   "schemaVersion": 2,
 //!   "summary": {
-//!     "blocksChecked": 3, "addressesInUse": 41, "handles": 40, "affinities": 3,
+//!     "blocksChecked": 3, "addressesInUse": 41, "addressesReleased": 0,
+//!     "handles": 40, "affinities": 3,
 //!     "findingsByKind": { "podGone": 1 }
 //!   },
 //!   "skipped": ["nodeLiveness"],
@@ -34,7 +40,9 @@
 //! every finding about one allocation; `sequenceNumber` is the block's
 //! record for that ordinal, so that a release from the report can refuse an
 //! address handed out again since (Calico's release.go passes it on in
-//! `ReleaseOptions`). `attributeIndex` is set on `unusedAttribute`;
+//! `ReleaseOptions`); a released address has no handle. `releasedAt` and
+//! `freeFrom` are set on `releasedPastCooldown` and `releasedInFuture`;
+//! `attributeIndex` is set on `unusedAttribute`;
 //! `recordedByHandle` and `heldInBlock` on `handleCountMismatch`. Findings
 //! are ordered by block (findings about no block last), ordinal (findings
 //! about the whole block first), handle and kind. Readers ignore fields they
@@ -49,10 +57,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{Attribute, Block, BlockOwner, BlockProblem, WINDOWS_RESERVED_HANDLE};
 use crate::cidr::BlockCidr;
+use crate::cooldown::Cooldown;
+use crate::plan::Now;
 use crate::snapshot::Snapshot;
+use crate::timestamp::format_rfc3339;
 
 /// The version written in [`CheckReport::schema_version`].
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+/// Version 2 added the kinds `releasedPastCooldown` and `releasedInFuture`.
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
 /// A pod by namespace and name, as allocation attributes record it
 /// (`namespace`, `pod`).
@@ -126,6 +138,14 @@ pub enum FindingKind {
     /// The handle holds no address in any block (Calico: "handles with no
     /// matching IPs", the report's `leakedHandles`).
     HandleWithoutAllocations,
+    /// The address was released and its cooldown has passed, but it is not
+    /// deallocated yet: nothing has written its block since (the
+    /// collector's backstop frees it; any allocation from the block does).
+    ReleasedPastCooldown,
+    /// The address was released at a time still to come: a writer's clock
+    /// is ahead (calicoctl's validateBlock: "releasedAt in the future,
+    /// suggesting clock skew"), and the address stays out of use longer.
+    ReleasedInFuture,
 }
 
 impl FindingKind {
@@ -139,6 +159,8 @@ impl FindingKind {
     /// handle before its block and releases from the block before the handle,
     /// so `handleWithoutAllocations` and `handleCountMismatch` can also show
     /// an operation caught half-way: check a quiet datastore, or check twice.
+    /// An address past its cooldown (`releasedPastCooldown`) is a leftover
+    /// too; one released in the future is wrong data, as calicoctl counts it.
     pub fn is_inconsistency(self) -> bool {
         !matches!(
             self,
@@ -147,6 +169,7 @@ impl FindingKind {
                 | FindingKind::AffinityNodeGone
                 | FindingKind::PodGone
                 | FindingKind::AllocationNodeGone
+                | FindingKind::ReleasedPastCooldown
         )
     }
 }
@@ -191,6 +214,14 @@ pub struct Finding {
     /// Addresses the block holds for the handle (`handleCountMismatch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_in_block: Option<u32>,
+    /// When the address was released, RFC 3339 (`releasedPastCooldown`,
+    /// `releasedInFuture`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<String>,
+    /// The first second it is free again, RFC 3339 (`releasedPastCooldown`,
+    /// `releasedInFuture`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_from: Option<String>,
     /// The finding in words.
     pub message: String,
 }
@@ -201,9 +232,12 @@ pub struct Finding {
 pub struct Summary {
     /// Blocks walked.
     pub blocks_checked: u64,
-    /// Allocated ordinals over all blocks (Windows-reserved ones included;
-    /// an address allocated in two blocks counts twice).
+    /// Allocated ordinals over all blocks (Windows-reserved and released
+    /// ones included; an address allocated in two blocks counts twice).
     pub addresses_in_use: u64,
+    /// Of those, released addresses not yet deallocated.
+    #[serde(default)]
+    pub addresses_released: u64,
     /// Handle objects.
     pub handles: u64,
     /// Affinity objects, in any state.
@@ -234,9 +268,10 @@ impl CheckReport {
     }
 }
 
-/// Checks every block, handle and affinity of `snapshot`, and, where
-/// `live` says what exists, the pods and nodes they name.
-pub fn check(snapshot: &Snapshot, live: &Liveness) -> CheckReport {
+/// Checks every block, handle and affinity of `snapshot` as of `now`, and,
+/// where `live` says what exists, the pods and nodes they name.
+pub fn check(snapshot: &Snapshot, live: &Liveness, now: Now) -> CheckReport {
+    let cooldown = snapshot.config().cooldown(now);
     let mut findings = Vec::new();
     let mut summary = Summary::default();
     // What each handle holds, block by block, as the blocks say.
@@ -246,6 +281,11 @@ pub fn check(snapshot: &Snapshot, live: &Liveness) -> CheckReport {
         check_block(snapshot, live, block, &mut findings);
         for (ordinal, attribute) in block.allocations() {
             summary.addresses_in_use += 1;
+            if let Some(released_at) = attribute.released_at {
+                summary.addresses_released += 1;
+                check_released(block, ordinal, released_at, cooldown, now, &mut findings);
+                continue;
+            }
             if let Some(handle) = attribute.handle() {
                 *held
                     .entry(handle)
@@ -339,6 +379,8 @@ impl Finding {
             attribute_index: None,
             recorded_by_handle: None,
             held_in_block: None,
+            released_at: None,
+            free_from: None,
             message: String::new(),
         }
     }
@@ -453,6 +495,49 @@ fn check_block(snapshot: &Snapshot, live: &Liveness, block: &Block, findings: &m
         };
         findings.push(finding);
     }
+}
+
+// A released address past its cooldown, or released in the future.
+fn check_released(
+    block: &Block,
+    ordinal: u32,
+    released_at: i64,
+    cooldown: Cooldown,
+    now: Now,
+    findings: &mut Vec<Finding>,
+) {
+    let cidr = block.cidr();
+    let address = cidr.address(ordinal);
+    let (kind, message) = if released_at > now.unix_seconds() {
+        (
+            FindingKind::ReleasedInFuture,
+            format!(
+                "{address} in block {cidr} was released at {}, which is in the future: a writer's clock is ahead",
+                format_rfc3339(released_at)
+            ),
+        )
+    } else if cooldown.has_passed(released_at) {
+        (
+            FindingKind::ReleasedPastCooldown,
+            format!(
+                "{address} in block {cidr} was released at {} and free from {}, but is not deallocated yet",
+                format_rfc3339(released_at),
+                cooldown.free_from_rfc3339(released_at)
+            ),
+        )
+    } else {
+        return;
+    };
+    findings.push(Finding {
+        address: Some(address),
+        block: Some(cidr),
+        ordinal: Some(ordinal),
+        sequence_number: Some(block.sequence_number_of(ordinal)),
+        released_at: Some(format_rfc3339(released_at)),
+        free_from: Some(cooldown.free_from_rfc3339(released_at)),
+        message,
+        ..Finding::new(kind)
+    });
 }
 
 // Findings about one allocation: its handle, its pod, its node.
@@ -690,7 +775,7 @@ mod tests {
         }
 
         fn report(&self) -> CheckReport {
-            check(&self.s, &self.live())
+            check(&self.s, &self.live(), NOW)
         }
 
         fn assign(&mut self, request: AutoAssignRequest) {
@@ -871,6 +956,7 @@ mod tests {
             Summary {
                 blocks_checked: c.s.blocks().count() as u64,
                 addresses_in_use: in_use,
+                addresses_released: 0,
                 handles: c.s.handles().count() as u64,
                 affinities: c.s.affinities().count() as u64,
                 findings_by_kind: BTreeMap::new(),
@@ -892,8 +978,8 @@ mod tests {
             pods: Some(c.pods.clone()),
             nodes: None,
         };
-        let expected = check(&c.s, &knowing);
-        let mut merged = check(&c.s, &Liveness::default());
+        let expected = check(&c.s, &knowing, NOW);
+        let mut merged = check(&c.s, &Liveness::default(), NOW);
         let pod_findings: Vec<Finding> = expected
             .findings
             .iter()
@@ -1234,7 +1320,7 @@ mod tests {
             damage(&mut spec);
             let attribute_count = spec.attributes.len() as u32;
             s.insert_block(Block::from_spec(spec).unwrap());
-            let report = check(&s, &c.live());
+            let report = check(&s, &c.live(), NOW);
             let found = only(&report, kind);
             assert_eq!(found.len(), 1, "{kind:?}");
             let f = &found[0];
@@ -1284,7 +1370,7 @@ mod tests {
             "10.0.200.0/26".parse().unwrap(),
             AffinityState::Confirmed,
         ));
-        let neither = check(&c.s, &Liveness::default());
+        let neither = check(&c.s, &Liveness::default(), NOW);
         assert_eq!(
             neither.skipped,
             [SkippedCheck::PodLiveness, SkippedCheck::NodeLiveness]
@@ -1295,7 +1381,7 @@ mod tests {
             pods: Some(BTreeSet::new()),
             nodes: None,
         };
-        let report = check(&c.s, &no_pods);
+        let report = check(&c.s, &no_pods, NOW);
         assert_eq!(report.skipped, [SkippedCheck::NodeLiveness]);
         assert_eq!(
             report.summary.findings_by_kind[&FindingKind::PodGone],
@@ -1307,7 +1393,7 @@ mod tests {
             pods: None,
             nodes: Some(c.nodes.clone()),
         };
-        let report = check(&c.s, &nodes_only);
+        let report = check(&c.s, &nodes_only, NOW);
         assert_eq!(report.skipped, [SkippedCheck::PodLiveness]);
         assert_eq!(kinds(&report), [FindingKind::AffinityNodeGone].into());
     }
@@ -1361,7 +1447,7 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted);
         // Handles sit in a hash map; a copy hashes differently.
-        assert_eq!(check(&c.s.clone(), &c.live()), report);
+        assert_eq!(check(&c.s.clone(), &c.live(), NOW), report);
         let total: u64 = report.summary.findings_by_kind.values().sum();
         assert_eq!(total, report.findings.len() as u64);
     }

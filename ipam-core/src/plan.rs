@@ -63,6 +63,19 @@ pub struct Now {
     pub unix_nanos: u64,
 }
 
+impl From<std::time::SystemTime> for Now {
+    /// The time a caller read from its clock (times before the epoch read
+    /// as the epoch).
+    fn from(time: std::time::SystemTime) -> Now {
+        let since = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Now {
+            unix_nanos: u64::try_from(since.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
 impl Now {
     /// Whole seconds since the epoch.
     pub fn unix_seconds(self) -> i64 {

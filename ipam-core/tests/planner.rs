@@ -710,13 +710,16 @@ fn address_status_tells_in_use_free_and_outside() {
     let got = assign(&mut s, "h", "n1", 1);
     let used = got[0].parse::<ipnet::IpNet>().unwrap().addr();
     assert!(
-        matches!(address_status(&s, used), AddressStatus::InUse { handle: Some(ref h), .. } if h == "h")
+        matches!(address_status(&s, used, at(0)), AddressStatus::InUse { handle: Some(ref h), .. } if h == "h")
     );
     assert_eq!(
-        address_status(&s, ip("10.0.0.200")),
+        address_status(&s, ip("10.0.0.200"), at(0)),
         AddressStatus::Free { pool: "p".into() }
     );
-    assert_eq!(address_status(&s, ip("10.9.0.1")), AddressStatus::NotInPool);
+    assert_eq!(
+        address_status(&s, ip("10.9.0.1"), at(0)),
+        AddressStatus::NotInPool
+    );
 }
 
 #[test]
