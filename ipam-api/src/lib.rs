@@ -196,10 +196,11 @@ pub struct ReleaseBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseResponse {
-    /// Addresses freed.
+    /// Addresses released: freed, or with an IP cooldown marked released.
     #[schema(value_type = Vec<String>)]
     pub released: Vec<IpAddr>,
-    /// Addresses that were free already (not an error).
+    /// Addresses that were not held: free, or already released (not an
+    /// error).
     #[schema(value_type = Vec<String>)]
     pub already_free: Vec<IpAddr>,
 }

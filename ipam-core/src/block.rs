@@ -459,7 +459,8 @@ impl Block {
     }
 
     /// True when nothing but Windows-reserved addresses is allocated
-    /// (ipam_block.go, containsOnlyReservedIPs).
+    /// (ipam_block.go, containsOnlyReservedIPs). Released addresses keep a
+    /// block non-empty until they are deallocated, as in Calico's empty().
     pub fn is_empty(&self) -> bool {
         self.allocations().all(|(_, attribute)| {
             attribute.handle().map(str::to_lowercase).as_deref() == Some(WINDOWS_RESERVED_HANDLE)

@@ -121,7 +121,8 @@ pub enum FindingKind {
     /// The address is allocated in more than one (overlapping) block.
     AddressAllocatedTwice,
     /// The allocation's attribute has no `handle_id`: no release by handle
-    /// can ever free it.
+    /// can ever free it. (Released addresses have none by design and are
+    /// judged by their cooldown instead.)
     AllocationWithoutHandle,
     /// The allocation names a handle that does not exist (Calico: "handles
     /// mentioned in blocks with no matching handle resource").

@@ -132,9 +132,10 @@ pub struct AutoAssigned {
 /// What a release did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Released {
-    /// Addresses freed.
+    /// Addresses released: freed, or with an IP cooldown marked released.
     pub released: Vec<IpAddr>,
-    /// Addresses that were already free (not an error, as in Calico).
+    /// Addresses that were not held: free, or already released (not an
+    /// error, as in Calico).
     pub already_free: Vec<IpAddr>,
 }
 
