@@ -383,15 +383,20 @@ async function renderBlockDetail() {
           released, releasedAt: a.releasedAt ?? '',
         },
       },
-      h('td', { class: 'mono' }, released ? h('span', { class: 'swatch released' }) : null, a.address),
+      h('td', { class: 'mono nowrap' }, released ? h('span', { class: 'swatch released' }) : null, a.address),
       h('td', { class: 'num' }, String(a.ordinal)),
-      h('td', { class: 'mono handle' }, a.handle ? breakable(a.handle) : '—',
-        released ? h('span', { class: 'tag released', title: 'out of use until the IP cooldown has passed' },
-          `released ${a.releasedAt}`) : null),
-      h('td', {}, attrs.pod ?? '—'),
-      h('td', {}, attrs.namespace ?? '—'),
-      h('td', {}, attrs.node ? h('span', { class: 'swatch', vars: { '--node': nodeColor(attrs.node) } }) : null,
-        attrs.node ?? '—', borrowed ? h('span', { class: 'tag' }, 'borrowed') : null),
+      // A released address is nobody's: its row says when it was released
+      // where a holder's handle and pod would be.
+      released
+        ? h('td', { colspan: 4, class: 'muted' }, h('span', { class: 'tag released' }, 'released'),
+          ` at ${a.releasedAt}, out of use until the IP cooldown has passed`)
+        : [
+          h('td', { class: 'mono handle' }, a.handle ? breakable(a.handle) : '—'),
+          h('td', {}, attrs.pod ?? '—'),
+          h('td', {}, attrs.namespace ?? '—'),
+          h('td', {}, attrs.node ? h('span', { class: 'swatch', vars: { '--node': nodeColor(attrs.node) } }) : null,
+            attrs.node ?? '—', borrowed ? h('span', { class: 'tag' }, 'borrowed') : null),
+        ],
       withOther ? h('td', { class: 'muted small' }, others(a).join(', ')) : null);
     }))));
 }
