@@ -97,7 +97,18 @@ pub struct AllocationAttribute {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub alternate_owner_attrs: BTreeMap<String, String>,
-    /// Fields a newer Calico writes (such as `releasedAt`), kept verbatim.
+    /// When the addresses were released (seconds since the epoch, written
+    /// as `metav1.Time`); set through their cooldown (Calico 3.33,
+    /// ipam_block.go AllocationAttribute.ReleasedAt).
+    #[serde(
+        rename = "releasedAt",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "ipam_core::timestamp::optional_rfc3339"
+    )]
+    #[schemars(schema_with = "schema::date_time")]
+    pub released_at: Option<i64>,
+    /// Fields a newer Calico writes, kept verbatim.
     #[serde(flatten)]
     #[schemars(skip)]
     pub unknown: UnknownFields,
@@ -180,12 +191,14 @@ impl From<AllocationAttribute> for Attribute {
             handle_id,
             secondary,
             alternate_owner_attrs,
+            released_at,
             unknown,
         } = attribute;
         Attribute {
             handle_id,
             secondary: Labels::from(&secondary),
             alternate_owner: Labels::from(&alternate_owner_attrs),
+            released_at,
             unknown,
         }
     }
@@ -197,12 +210,14 @@ impl From<Attribute> for AllocationAttribute {
             handle_id,
             secondary,
             alternate_owner,
+            released_at,
             unknown,
         } = attribute;
         AllocationAttribute {
             handle_id,
             secondary: secondary.to_map(),
             alternate_owner_attrs: alternate_owner.to_map(),
+            released_at,
             unknown,
         }
     }
@@ -265,6 +280,20 @@ mod tests {
             UnknownValue::String("node-1".into())
         );
         assert_eq!(BlockSpec::from(wire), spec);
+    }
+
+    #[test]
+    fn a_released_address_travels_with_calicos_releasedat() {
+        let mut b = block("10.0.0.0/30");
+        b.auto_assign(2, "h", &BTreeMap::new(), &Default::default());
+        b.release_by_handle("h", None, Some(1_782_900_000));
+        let wire = serde_json::to_value(IPAMBlockSpec::from(b.to_spec())).unwrap();
+        assert_eq!(
+            wire["attributes"],
+            serde_json::json!([{"releasedAt": "2026-07-01T10:00:00Z"}])
+        );
+        let back: IPAMBlockSpec = serde_json::from_value(wire).unwrap();
+        assert_eq!(Block::from_spec(back.into()).unwrap(), b);
     }
 
     #[test]

@@ -48,6 +48,11 @@ pub struct IPAMConfigSpec {
     )]
     #[schemars(schema_with = "kubevirt_persistence")]
     pub kube_virt_vm_address_persistence: Option<String>,
+    /// Seconds a released address stays out of use; 0 (omitted) frees it
+    /// at once (Calico's IPCooldownSeconds, `omitempty`).
+    #[serde(default, skip_serializing_if = "go::is_zero")]
+    #[schemars(schema_with = "ip_cooldown_seconds")]
+    pub ip_cooldown_seconds: u32,
     /// Fields a newer Calico writes, kept verbatim.
     #[serde(flatten)]
     #[schemars(skip)]
@@ -57,6 +62,16 @@ pub struct IPAMConfigSpec {
 // A Go int bounded to int32 by kubebuilder markers (ipam_config.go).
 fn max_blocks_per_host(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "integer", "minimum": 0, "maximum": 2147483647 })
+}
+
+// A Go int with kubebuilder Minimum 0 and Maximum 1200 (ipam_config.go,
+// IPCooldownSeconds).
+fn ip_cooldown_seconds(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "integer",
+        "minimum": 0,
+        "maximum": ipam_core::cooldown::MAX_IP_COOLDOWN_SECONDS,
+    })
 }
 
 fn kubevirt_persistence(_: &mut SchemaGenerator) -> Schema {
@@ -70,6 +85,7 @@ impl From<IPAMConfigSpec> for IpamConfig {
             auto_allocate_blocks,
             max_blocks_per_host,
             kube_virt_vm_address_persistence,
+            ip_cooldown_seconds,
             mut unknown,
         } = spec;
         go::put_string(
@@ -81,6 +97,7 @@ impl From<IPAMConfigSpec> for IpamConfig {
             strict_affinity,
             auto_allocate_blocks,
             max_blocks_per_host,
+            ip_cooldown_seconds,
             unknown,
         }
     }
@@ -92,6 +109,7 @@ impl From<IpamConfig> for IPAMConfigSpec {
             strict_affinity,
             auto_allocate_blocks,
             max_blocks_per_host,
+            ip_cooldown_seconds,
             mut unknown,
         } = config;
         let kube_virt_vm_address_persistence = go::take_string(&mut unknown, KUBEVIRT_PERSISTENCE);
@@ -100,6 +118,7 @@ impl From<IpamConfig> for IPAMConfigSpec {
             auto_allocate_blocks,
             max_blocks_per_host,
             kube_virt_vm_address_persistence,
+            ip_cooldown_seconds,
             unknown,
         }
     }
@@ -151,6 +170,18 @@ mod tests {
             back.spec.kube_virt_vm_address_persistence.as_deref(),
             Some("Disabled")
         );
+        assert_eq!(serde_json::to_value(&back.spec).unwrap(), json);
+    }
+
+    #[test]
+    fn the_cooldown_travels_under_calicos_name_and_is_omitted_when_zero() {
+        let json = serde_json::json!({
+            "strictAffinity": false, "autoAllocateBlocks": true, "ipCooldownSeconds": 60
+        });
+        let spec: IPAMConfigSpec = serde_json::from_value(json.clone()).unwrap();
+        let config = IpamConfig::from(spec);
+        assert_eq!(config.ip_cooldown_seconds, 60);
+        let back = IPAMConfig::from_core(&config, None);
         assert_eq!(serde_json::to_value(&back.spec).unwrap(), json);
     }
 }

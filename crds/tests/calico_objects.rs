@@ -105,11 +105,14 @@ fn replaying_the_nginx_assignment_through_the_wire_types_writes_calicos_after_ob
     );
     block.bump_sequence_number();
     block
-        .release(&[ReleaseItem {
-            ordinal: 1,
-            handle: None,
-            sequence_number: None,
-        }])
+        .release(
+            &[ReleaseItem {
+                ordinal: 1,
+                handle: None,
+                sequence_number: None,
+            }],
+            None,
+        )
         .unwrap();
     block.bump_sequence_number();
 
@@ -320,6 +323,51 @@ fn an_ipv4_affinity_of_calico_3_31_round_trips_to_the_same_json() {
     assert_accepted("blockaffinities", &old);
     let core = Affinity::try_from(&serde_json::from_value::<BlockAffinity>(old).unwrap()).unwrap();
     assert!(core.state.is_confirmed() && !core.deleted);
+}
+
+#[test]
+fn a_calico_block_with_an_address_in_cooldown_round_trips_to_the_same_json() {
+    // What Calico with ipCooldownSeconds set writes once it has handed out
+    // ordinal 16 and released it again (ipam_block.go, release): the
+    // ordinal stays allocated, pointing at an attribute holding only
+    // releasedAt (the pod's own attribute, now unused, is dropped).
+    let mut object = before_block();
+    let attributes = object["spec"]["attributes"].as_array_mut().unwrap();
+    attributes.push(json!({"releasedAt": "2026-07-01T10:00:00Z"}));
+    let index = attributes.len() - 1;
+    object["spec"]["allocations"][16] = json!(index);
+    let unallocated = object["spec"]["unallocated"].as_array_mut().unwrap();
+    unallocated.retain(|o| o != &json!(16));
+    assert_accepted("ipamblocks", &object);
+    assert_eq!(block_round_trip(&object), object);
+    let wire: IPAMBlock = serde_json::from_value(object).unwrap();
+    let block = Block::try_from(&wire).unwrap();
+    let released_at = ipam_core::timestamp::parse_rfc3339("2026-07-01T10:00:00Z");
+    assert_eq!(
+        block.released().collect::<Vec<_>>(),
+        vec![(16, released_at.unwrap())]
+    );
+    assert_eq!(block.attribute_of(16).and_then(|a| a.handle()), None);
+}
+
+#[test]
+fn an_ipam_config_with_a_cooldown_round_trips_to_the_same_json() {
+    let object = json!({
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "IPAMConfig",
+        "metadata": {"name": "default", "resourceVersion": "78"},
+        "spec": {"autoAllocateBlocks": true, "ipCooldownSeconds": 300, "strictAffinity": false}
+    });
+    assert_accepted("ipamconfigs", &object);
+    let wire: IPAMConfig = serde_json::from_value(object.clone()).unwrap();
+    assert!(wire.spec.unknown.is_empty(), "{:?}", wire.spec.unknown);
+    let core = IpamConfig::from(&wire);
+    assert_eq!(core.ip_cooldown_seconds, 300);
+    let back = serde_json::to_value(IPAMConfig::from_core(&core, Some(&wire))).unwrap();
+    assert_eq!(back, object);
+    let mut over = object;
+    over["spec"]["ipCooldownSeconds"] = json!(1201);
+    assert!(std::panic::catch_unwind(|| assert_accepted("ipamconfigs", &over)).is_err());
 }
 
 #[test]

@@ -10,9 +10,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use ipam_core::block::Attribute;
 use ipam_core::check::CheckReport;
+use ipam_core::cooldown::Cooldown;
+use ipam_core::timestamp::format_rfc3339;
 use ipam_core::usage::{usage, BlockUsage};
-use ipam_core::{AllowedUse, IpamConfig, Pool, PoolSpec, Snapshot};
+use ipam_core::{AllowedUse, Block, IpamConfig, Pool, PoolSpec, Snapshot};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -255,10 +258,11 @@ pub struct ReleaseBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseResponse {
-    /// Addresses freed.
+    /// Addresses released: freed, or with an IP cooldown marked released.
     #[schema(value_type = Vec<String>)]
     pub released: Vec<IpAddr>,
-    /// Addresses that were free already (not an error).
+    /// Addresses that were not held: free, or already released (not an
+    /// error).
     #[schema(value_type = Vec<String>)]
     pub already_free: Vec<IpAddr>,
 }
@@ -281,7 +285,7 @@ pub struct AddressInfo {
     /// The address.
     #[schema(value_type = String)]
     pub address: IpAddr,
-    /// `inUse`, `free` or `notInPool`.
+    /// `inUse`, `inCooldown`, `free` or `notInPool`.
     pub status: AddressState,
     /// The pool it belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,9 +296,45 @@ pub struct AddressInfo {
     /// What was recorded with it (node, namespace, pod, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    /// When it was released (`inCooldown`), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<String>,
+    /// The first second it is free again (`inCooldown`), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_from: Option<String>,
 }
 
 impl AddressInfo {
+    /// The state of `address`, from the attribute its block records for it
+    /// (if any) and the cooldown in force. A released address is in its
+    /// cooldown, or free once that has passed, as Calico's
+    /// GetAssignmentAttributes reads its block (blockFromBackend).
+    pub fn of(
+        address: IpAddr,
+        attribute: Option<&Attribute>,
+        pool: Option<String>,
+        cooldown: Cooldown,
+    ) -> AddressInfo {
+        match attribute {
+            Some(Attribute {
+                released_at: Some(at),
+                ..
+            }) if !cooldown.has_passed(*at) => AddressInfo {
+                status: AddressState::InCooldown,
+                released_at: Some(format_rfc3339(*at)),
+                free_from: Some(cooldown.free_from_rfc3339(*at)),
+                ..AddressInfo::unheld(address, pool)
+            },
+            Some(attribute) if !attribute.is_released() => AddressInfo {
+                status: AddressState::InUse,
+                handle: attribute.handle().map(str::to_string),
+                attributes: attribute.secondary.to_map(),
+                ..AddressInfo::unheld(address, pool)
+            },
+            _ => AddressInfo::unheld(address, pool),
+        }
+    }
+
     /// An address nobody holds: free in `pool`, or in no pool at all.
     pub fn unheld(address: IpAddr, pool: Option<String>) -> AddressInfo {
         AddressInfo {
@@ -307,6 +347,8 @@ impl AddressInfo {
             pool,
             handle: None,
             attributes: BTreeMap::new(),
+            released_at: None,
+            free_from: None,
         }
     }
 }
@@ -317,6 +359,8 @@ impl AddressInfo {
 pub enum AddressState {
     /// Allocated.
     InUse,
+    /// Released, and out of use until its IP cooldown has passed.
+    InCooldown,
     /// In a pool, not allocated.
     Free,
     /// In no pool.
@@ -364,6 +408,10 @@ pub struct ConfigBody {
     /// Most blocks per node (0: Calico's default of 20).
     #[serde(default)]
     pub max_blocks_per_host: u32,
+    /// Seconds a released address stays out of use before it is handed out
+    /// again (0, the default: at once; at most 1200).
+    #[serde(default)]
+    pub ip_cooldown_seconds: u32,
 }
 
 impl From<IpamConfig> for ConfigBody {
@@ -372,7 +420,19 @@ impl From<IpamConfig> for ConfigBody {
             strict_affinity: config.strict_affinity,
             auto_allocate_blocks: config.auto_allocate_blocks,
             max_blocks_per_host: config.max_blocks_per_host,
+            ip_cooldown_seconds: config.ip_cooldown_seconds,
         }
+    }
+}
+
+impl ConfigBody {
+    /// Applies the body to a stored config, keeping what the body does not
+    /// carry (fields of a newer Calico).
+    pub fn apply_to(&self, config: &mut IpamConfig) {
+        config.strict_affinity = self.strict_affinity;
+        config.auto_allocate_blocks = self.auto_allocate_blocks;
+        config.max_blocks_per_host = self.max_blocks_per_host;
+        config.ip_cooldown_seconds = self.ip_cooldown_seconds;
     }
 }
 
@@ -438,6 +498,10 @@ pub struct BlockUsageBody {
     pub free: u32,
     /// In-use addresses whose `node` attribute names another node.
     pub borrowed: u32,
+    /// In-use addresses that were released and await deallocation (IP
+    /// cooldown).
+    #[serde(default)]
+    pub released: u32,
 }
 
 impl From<&BlockUsage> for BlockUsageBody {
@@ -449,6 +513,7 @@ impl From<&BlockUsage> for BlockUsageBody {
             in_use: b.in_use,
             free: b.capacity - b.in_use,
             borrowed: b.borrowed,
+            released: b.released,
         }
     }
 }
@@ -472,6 +537,10 @@ pub struct PoolUsageBody {
     pub in_use: u128,
     /// Addresses free.
     pub free: u128,
+    /// In-use addresses that were released and await deallocation (IP
+    /// cooldown).
+    #[serde(default)]
+    pub released: u128,
     /// Its blocks that exist, in address order.
     pub blocks: Vec<BlockUsageBody>,
 }
@@ -517,6 +586,7 @@ impl UsageResponse {
                     size: p.capacity,
                     in_use: p.in_use,
                     free: p.capacity - p.in_use,
+                    released: p.released,
                     blocks,
                 }
             })
@@ -544,6 +614,24 @@ pub struct AllocationBody {
     pub sequence_number: u64,
     /// What was recorded with it (pod, namespace, node, ...).
     pub attributes: BTreeMap<String, String>,
+    /// When it was released, RFC 3339: it is nobody's, in or past its IP
+    /// cooldown, until deallocated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<String>,
+}
+
+impl AllocationBody {
+    /// The allocation of `ordinal` in `block`, held as `attribute` says.
+    pub fn of(block: &Block, ordinal: u32, attribute: &Attribute) -> AllocationBody {
+        AllocationBody {
+            address: block.cidr().address(ordinal),
+            ordinal,
+            handle: attribute.handle().map(str::to_string),
+            sequence_number: block.sequence_number_of(ordinal),
+            attributes: attribute.secondary.to_map(),
+            released_at: attribute.released_at.map(format_rfc3339),
+        }
+    }
 }
 
 /// `GET /v1/blocks`: one block and who holds its addresses.

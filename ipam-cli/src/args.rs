@@ -220,6 +220,12 @@ pub struct ConfigureArgs {
     /// When false, nodes never claim new blocks; needs strict affinity.
     #[arg(long = "autoallocateblocks", group = "change", value_name = "true|false", action = clap::ArgAction::Set)]
     pub auto_allocate_blocks: Option<bool>,
+    /// Seconds a released address stays out of use before it is handed out
+    /// again (0 to 1200; 0 hands it out again at once). Set it when a new
+    /// pod must not appear at an address before Services, conntrack and
+    /// peers have forgotten the old one.
+    #[arg(long = "ip-cooldown-seconds", group = "change", value_name = "N")]
+    pub ip_cooldown_seconds: Option<u32>,
 }
 
 /// `ipamctl pool ...`.

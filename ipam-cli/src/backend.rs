@@ -19,6 +19,7 @@ use ipam_api::{
 use ipam_client::{read_token_file, Client, Endpoint};
 use ipam_core::block::{Attribute, BlockSpec};
 use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, SkippedCheck};
+use ipam_core::timestamp::parse_rfc3339;
 use ipam_core::usage::{borrowed, classify, BorrowedAddress, Borrowing};
 use ipam_core::{
     Affinity, AffinityState, Block, BlockCidr, IpamConfig, Now, Pool, ReleaseRequest, Snapshot,
@@ -250,9 +251,7 @@ impl Backend {
             Backend::Direct(engine) => {
                 // Fields of a newer Calico stored in the config are kept.
                 let mut stored = engine.config().await?;
-                stored.strict_affinity = config.strict_affinity;
-                stored.auto_allocate_blocks = config.auto_allocate_blocks;
-                stored.max_blocks_per_host = config.max_blocks_per_host;
+                config.apply_to(&mut stored);
                 engine.set_config(stored).await?;
             }
             Backend::Server(client) => {
@@ -272,21 +271,18 @@ impl Backend {
                     .iter()
                     .find(|p| p.contains(address))
                     .map(|p| p.name().to_string());
-                Ok(match attribute {
-                    Some(attribute) => AddressReport {
-                        info: AddressInfo {
-                            address,
-                            status: AddressState::InUse,
-                            pool,
-                            handle: attribute.handle().map(str::to_string),
-                            attributes: attribute.secondary.to_map(),
-                        },
-                        alternate_attributes: attribute.alternate_owner.to_map(),
-                    },
-                    None => AddressReport {
-                        info: AddressInfo::unheld(address, pool),
-                        alternate_attributes: Default::default(),
-                    },
+                let cooldown = engine
+                    .config()
+                    .await?
+                    .cooldown(Now::from(SystemTime::now()));
+                let info = AddressInfo::of(address, attribute.as_ref(), pool, cooldown);
+                let alternate_attributes = match (&info.status, attribute) {
+                    (AddressState::InUse, Some(attribute)) => attribute.alternate_owner.to_map(),
+                    _ => Default::default(),
+                };
+                Ok(AddressReport {
+                    info,
+                    alternate_attributes,
                 })
             }
             Backend::Server(client) => Ok(AddressReport {
@@ -524,9 +520,19 @@ fn rebuilt_block(detail: &BlockDetail) -> Result<Block, CliError> {
                 ))
             })?;
         *slot = Some(attributes.len() as u32);
+        let released_at = match &allocation.released_at {
+            Some(text) => Some(parse_rfc3339(text).ok_or_else(|| {
+                CliError::Refused(format!(
+                    "ipam-server listed {} as released at {text:?}, which is not an RFC 3339 timestamp",
+                    allocation.address
+                ))
+            })?),
+            None => None,
+        };
         attributes.push(Attribute {
             handle_id: allocation.handle.clone(),
             secondary: allocation.attributes.iter().collect(),
+            released_at,
             ..Attribute::default()
         });
         sequence_numbers.insert(allocation.ordinal.to_string(), allocation.sequence_number);

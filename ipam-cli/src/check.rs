@@ -74,6 +74,12 @@ pub fn summary(report: &CheckReport, show_findings: bool, written_to: Option<&Pa
         "Checked {} IPAM blocks recording {} allocations, {} handles and {} affinities.\n",
         s.blocks_checked, s.addresses_in_use, s.handles, s.affinities
     );
+    if s.addresses_released > 0 {
+        text.push_str(&format!(
+            "  {} of the allocations are released addresses awaiting deallocation (IP cooldown).\n",
+            s.addresses_released
+        ));
+    }
     if show_findings {
         for finding in &report.findings {
             text.push_str(&format!("  {}\n", finding.message));

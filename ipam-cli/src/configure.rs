@@ -2,8 +2,8 @@
 //! (calicoctl/commands/ipam/configure.go). The flags change only what they
 //! name; the result must satisfy Calico's rules (SetIPAMConfig:
 //! strictAffinity and autoAllocateBlocks are not both false,
-//! maxBlocksPerHost needs strictAffinity), checked before anything is
-//! written.
+//! maxBlocksPerHost needs strictAffinity; ipCooldownSeconds at most 1200,
+//! the bound of Calico's CRD), checked before anything is written.
 
 use std::io::Write;
 
@@ -36,6 +36,9 @@ pub async fn run(
     if let Some(value) = args.max_blocks_per_host {
         text.push_str(&format!("Successfully set MaxBlocksPerHost to: {value}\n"));
     }
+    if let Some(value) = args.ip_cooldown_seconds {
+        text.push_str(&format!("Successfully set IPCooldownSeconds to: {value}\n"));
+    }
     out.write_all(text.as_bytes())
         .map_err(CliError::io("writing to stdout"))
 }
@@ -51,17 +54,19 @@ pub fn apply(current: &ConfigBody, args: &ConfigureArgs) -> Result<ConfigBody, C
         max_blocks_per_host: args
             .max_blocks_per_host
             .unwrap_or(current.max_blocks_per_host),
+        ip_cooldown_seconds: args
+            .ip_cooldown_seconds
+            .unwrap_or(current.ip_cooldown_seconds),
     };
-    let config = IpamConfig {
-        strict_affinity: wanted.strict_affinity,
-        auto_allocate_blocks: wanted.auto_allocate_blocks,
-        max_blocks_per_host: wanted.max_blocks_per_host,
-        ..IpamConfig::default()
-    };
+    let mut config = IpamConfig::default();
+    wanted.apply_to(&mut config);
     config.validate().map_err(|e| {
         CliError::Usage(format!(
-            "{e} (the result would be strictAffinity={}, autoAllocateBlocks={}, maxBlocksPerHost={})",
-            wanted.strict_affinity, wanted.auto_allocate_blocks, wanted.max_blocks_per_host
+            "{e} (the result would be strictAffinity={}, autoAllocateBlocks={}, maxBlocksPerHost={}, ipCooldownSeconds={})",
+            wanted.strict_affinity,
+            wanted.auto_allocate_blocks,
+            wanted.max_blocks_per_host,
+            wanted.ip_cooldown_seconds
         ))
     })?;
     Ok(wanted)
@@ -76,6 +81,7 @@ mod tests {
             strict_affinity: strict,
             auto_allocate_blocks: auto,
             max_blocks_per_host: max,
+            ip_cooldown_seconds: None,
         }
     }
 
@@ -83,6 +89,7 @@ mod tests {
         strict_affinity: false,
         auto_allocate_blocks: true,
         max_blocks_per_host: 0,
+        ip_cooldown_seconds: 0,
     };
 
     #[test]
@@ -94,7 +101,32 @@ mod tests {
                 strict_affinity: true,
                 auto_allocate_blocks: true,
                 max_blocks_per_host: 4,
+                ip_cooldown_seconds: 0,
             }
+        );
+    }
+
+    #[test]
+    fn the_cooldown_is_set_alone_and_bounded_by_calicos_maximum() {
+        let cooldown = |seconds| ConfigureArgs {
+            ip_cooldown_seconds: Some(seconds),
+            ..args(None, None, None)
+        };
+        let wanted = apply(&DEFAULT, &cooldown(300)).unwrap();
+        assert_eq!(
+            wanted,
+            ConfigBody {
+                ip_cooldown_seconds: 300,
+                ..DEFAULT
+            }
+        );
+        let error = apply(&DEFAULT, &cooldown(1201)).unwrap_err();
+        assert!(matches!(error, CliError::Usage(_)));
+        assert!(
+            error
+                .to_string()
+                .contains("ipCooldownSeconds 1201 is out of range"),
+            "{error}"
         );
     }
 

@@ -204,7 +204,10 @@ async fn release_leaks(
                 // number is gone with it): tell the two apart.
                 ReleaseOutcome::Changed => match backend.address(leak.address).await?.info.status {
                     AddressState::InUse => changed.push(leak.address.to_string()),
-                    AddressState::Free | AddressState::NotInPool => free += 1,
+                    // Released since the report, and cooling down.
+                    AddressState::InCooldown | AddressState::Free | AddressState::NotInPool => {
+                        free += 1
+                    }
                 },
             }
         }

@@ -185,6 +185,15 @@ pub fn configuration_table(config: &ConfigBody) -> String {
     ] {
         table.push(vec![name.to_string(), value]);
     }
+    // calicoctl 3.32's table has no cooldown row (newer ones print every
+    // field of the config): shown only when set, so the default table is
+    // 3.32's byte for byte.
+    if config.ip_cooldown_seconds > 0 {
+        table.push(vec![
+            "IPCooldownSeconds".to_string(),
+            config.ip_cooldown_seconds.to_string(),
+        ]);
+    }
     table.render()
 }
 
@@ -212,6 +221,17 @@ pub fn address_text(report: &AddressReport) -> String {
                 for (key, value) in &report.alternate_attributes {
                     text.push_str(&format!("  {key}: {value}\n"));
                 }
+            }
+        }
+        // calicoctl answers with Calico's ErrorIPInCooldown, "address %s is
+        // in cooldown"; this adds when it ends.
+        AddressState::InCooldown => {
+            text.push_str(&format!("IP {} is in cooldown\n", info.address));
+            if let Some(at) = &info.released_at {
+                text.push_str(&format!("Released at: {at}\n"));
+            }
+            if let Some(at) = &info.free_from {
+                text.push_str(&format!("Free from: {at}\n"));
             }
         }
         AddressState::Free => {
@@ -298,6 +318,7 @@ mod tests {
             in_use,
             free: size - in_use,
             borrowed: 0,
+            released: 0,
         }
     }
 
@@ -313,6 +334,7 @@ mod tests {
             size,
             in_use,
             free: size - in_use,
+            released: 0,
             blocks,
         }
     }
@@ -345,11 +367,24 @@ mod tests {
             strict_affinity: false,
             auto_allocate_blocks: true,
             max_blocks_per_host: 0,
+            ip_cooldown_seconds: 0,
         };
         assert_eq!(
             configuration_table(&config),
             fixture("ipam-show-configuration.txt")
         );
+    }
+
+    #[test]
+    fn a_cooldown_that_is_set_gets_its_own_row() {
+        let config = ConfigBody {
+            strict_affinity: false,
+            auto_allocate_blocks: true,
+            max_blocks_per_host: 0,
+            ip_cooldown_seconds: 300,
+        };
+        let text = configuration_table(&config);
+        assert!(text.contains("| IPCooldownSeconds  |   300 |"), "{text}");
     }
 
     #[test]
@@ -391,6 +426,8 @@ mod tests {
                 pool: pool.map(str::to_string),
                 handle: None,
                 attributes: Default::default(),
+                released_at: Some("2026-01-01T00:00:00Z".into()),
+                free_from: Some("2026-01-01T00:05:01Z".into()),
             },
             alternate_attributes: Default::default(),
         };
@@ -401,6 +438,11 @@ mod tests {
         assert_eq!(
             address_text(&report(AddressState::NotInPool, None)),
             "10.0.0.9 is not assigned\nIt is not in any IP pool.\n"
+        );
+        assert_eq!(
+            address_text(&report(AddressState::InCooldown, Some("p"))),
+            "IP 10.0.0.9 is in cooldown\nReleased at: 2026-01-01T00:00:00Z\n\
+             Free from: 2026-01-01T00:05:01Z\n"
         );
     }
 }

@@ -80,7 +80,7 @@ async fn show_configuration_reproduces_calicos_table_for_the_default_config() {
         let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"strictAffinity": false, "autoAllocateBlocks": true, "maxBlocksPerHost": 0}),
+            serde_json::json!({"strictAffinity": false, "autoAllocateBlocks": true, "maxBlocksPerHost": 0, "ipCooldownSeconds": 0}),
             "{mode}"
         );
     });
@@ -451,6 +451,63 @@ async fn configure_changes_what_it_names_and_refuses_what_calico_refuses() {
         "{}",
         run.stderr
     );
+}
+
+#[tokio::test]
+async fn configure_sets_the_ip_cooldown_and_show_tells_an_address_in_cooldown() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open_embedded(dir.path());
+        engine
+            .create_pool(pool("p", "10.0.0.0/24", None))
+            .await
+            .unwrap();
+    }
+    let direct = embedded(dir.path());
+    let run = ipamctl_with(&direct, &["configure", "--ip-cooldown-seconds", "5000"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("ipCooldownSeconds 5000 is out of range: must be 0 to 1200"),
+        "{}",
+        run.stderr
+    );
+    let run = ipamctl_with(&direct, &["configure", "--ip-cooldown-seconds", "600"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "Successfully set IPCooldownSeconds to: 600\n");
+    let released = {
+        let engine = open_embedded(dir.path());
+        assign_pod(&engine, "k8s-pod-network.a", "node-1", "a", 1, 0).await;
+        engine.release_by_handle("k8s-pod-network.a").await.unwrap()[0]
+    };
+    in_both_modes(dir.path(), |mode, connection| {
+        let run = ipamctl_with(connection, &["show", "--show-configuration"]);
+        assert!(
+            run.stdout.contains("| IPCooldownSeconds  |   600 |"),
+            "{mode}: {}",
+            run.stdout
+        );
+        let run = ipamctl_with(connection, &["show", "--ip", &released.to_string()]);
+        assert_eq!(run.code, 0, "{mode}: {}", run.stderr);
+        assert!(
+            run.stdout
+                .starts_with(&format!("IP {released} is in cooldown\nReleased at: ")),
+            "{mode}: {}",
+            run.stdout
+        );
+        // calicoctl counts it in use.
+        let run = ipamctl_with(connection, &["show", "-o", "json"]);
+        let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(json["pools"][0]["inUse"], 1, "{mode}");
+        assert_eq!(json["pools"][0]["released"], 1, "{mode}");
+        let run = ipamctl_with(connection, &["check"]);
+        assert!(
+            run.stdout
+                .contains("1 of the allocations are released addresses"),
+            "{mode}: {}",
+            run.stdout
+        );
+    });
 }
 
 #[tokio::test]

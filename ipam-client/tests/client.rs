@@ -171,6 +171,7 @@ async fn pools_and_config_round_trip() {
         strict_affinity: true,
         auto_allocate_blocks: true,
         max_blocks_per_host: 4,
+        ip_cooldown_seconds: 60,
     };
     assert_eq!(client.set_config(&config).await.unwrap(), config);
     assert_eq!(client.config().await.unwrap(), config);

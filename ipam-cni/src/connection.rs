@@ -361,7 +361,7 @@ fn from_engine(error: IpamError) -> CniError {
             | Refusal::BlockLimitReached { .. }
             | Refusal::StrictAffinityViolation { .. },
         ) => CniError::new(POOL_EXHAUSTED, "no address available", message),
-        IpamError::Refused(Refusal::AddressInUse { .. }) => {
+        IpamError::Refused(Refusal::AddressInUse { .. } | Refusal::AddressInCooldown { .. }) => {
             CniError::new(ADDRESS_IN_USE, "address in use", message)
         }
         _ => CniError::new(REFUSED, "refused by the IPAM", message),

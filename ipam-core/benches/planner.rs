@@ -50,7 +50,9 @@ fn assign_release_one_in_a_26(c: &mut Criterion) {
                 .plan_auto_assign(black_box(&request), NOW)
                 .expect("assign");
             s.apply(assigned.plan);
-            let released = s.plan_release_by_handle(&request.handle).expect("release");
+            let released = s
+                .plan_release_by_handle(&request.handle, NOW)
+                .expect("release");
             s.apply(released.plan);
         })
     });
@@ -65,7 +67,9 @@ fn assign_release_one_in_a_26(c: &mut Criterion) {
                     .expect("assign");
                 s.apply(assigned.plan);
                 timed += start.elapsed();
-                let released = s.plan_release_by_handle(&request.handle).expect("release");
+                let released = s
+                    .plan_release_by_handle(&request.handle, NOW)
+                    .expect("release");
                 s.apply(released.plan);
             }
             timed

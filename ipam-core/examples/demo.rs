@@ -39,7 +39,7 @@ fn main() -> Result<(), Error> {
         snapshot.apply(planned.plan);
     }
 
-    let released = snapshot.plan_release_by_handle("k8s-pod-network.redis")?;
+    let released = snapshot.plan_release_by_handle("k8s-pod-network.redis", now)?;
     eprintln!("released redis: {:?}", released.released);
     snapshot.apply(released.plan);
 
@@ -50,7 +50,7 @@ fn main() -> Result<(), Error> {
         handle: Some("k8s-pod-network.redis".to_string()),
         sequence_number: None,
     };
-    match snapshot.plan_release(&[stale]) {
+    match snapshot.plan_release(&[stale], now) {
         Err(refused) => eprintln!("stale release refused: {refused}"),
         Ok(_) => unreachable!("a release naming the wrong handle must be refused"),
     }

@@ -9,6 +9,12 @@
 //! address is released and later indexes shift down; each allocation
 //! records the block's `sequenceNumber` at the time, and every write of the
 //! block raises it by one.
+//!
+//! With an IP cooldown (see [`crate::cooldown`]) a release does not free an
+//! ordinal: it points it at a new attribute entry holding only
+//! `releasedAt`, and [`Block::deallocate_cooled`] frees it once the
+//! cooldown has passed (ipam_block.go, release, releaseByHandle,
+//! garbageCollect).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -93,22 +99,46 @@ pub struct Attribute {
         skip_serializing_if = "Labels::is_empty"
     )]
     pub alternate_owner: Labels,
-    /// Fields of a newer Calico (such as `releasedAt`), kept verbatim.
+    /// When the addresses were released, in seconds since the epoch
+    /// (Calico's `releasedAt`, a `metav1.Time`): they are in their cooldown,
+    /// held by nobody, until deallocated.
+    #[serde(
+        rename = "releasedAt",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::timestamp::optional_rfc3339"
+    )]
+    pub released_at: Option<i64>,
+    /// Fields of a newer Calico, kept verbatim.
     #[serde(flatten)]
     pub unknown: UnknownFields,
 }
 
 impl Attribute {
-    /// The handle with Calico's sanitising applied: old host-local migrations
-    /// wrote handles with a trailing `\r...` (ipam_block.go, sanitizeHandle).
+    /// The handle that holds the addresses, with Calico's sanitising
+    /// applied: old host-local migrations wrote handles with a trailing
+    /// `\r...` (ipam_block.go, sanitizeHandle). Released addresses are
+    /// nobody's: Calico's cooldown entry has no handle (ipam_block.go,
+    /// addCooldownAttribute), and an entry that names one anyway is not
+    /// counted for it.
     pub fn handle(&self) -> Option<&str> {
+        if self.is_released() {
+            return None;
+        }
         self.handle_id.as_deref().map(sanitize_handle)
+    }
+
+    /// Whether the addresses were released and are in (or past) their
+    /// cooldown.
+    pub fn is_released(&self) -> bool {
+        self.released_at.is_some()
     }
 
     fn is_for(&self, handle: &str, secondary: &BTreeMap<String, String>) -> bool {
         self.handle_id.as_deref() == Some(handle)
             && self.secondary.equals_map(secondary)
             && self.alternate_owner.is_empty()
+            && self.released_at.is_none()
             && self.unknown.is_empty()
     }
 }
@@ -172,11 +202,13 @@ pub struct ReleaseItem {
 /// What a release did to a block.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Released {
-    /// Ordinals freed, in the order they went to the back of `unallocated`.
+    /// Ordinals released: freed (in the order they went to the back of
+    /// `unallocated`), or marked released when a cooldown is in force.
     pub ordinals: Vec<u32>,
-    /// Ordinals that were already free.
+    /// Ordinals that were not held: free, or already released (Calico
+    /// reports both as unallocated, ipam_block.go, release).
     pub already_free: Vec<u32>,
-    /// How many freed addresses each handle held, for the handle update.
+    /// How many released addresses each handle held, for the handle update.
     pub by_handle: BTreeMap<String, u32>,
 }
 
@@ -427,7 +459,8 @@ impl Block {
     }
 
     /// True when nothing but Windows-reserved addresses is allocated
-    /// (ipam_block.go, containsOnlyReservedIPs).
+    /// (ipam_block.go, containsOnlyReservedIPs). Released addresses keep a
+    /// block non-empty until they are deallocated, as in Calico's empty().
     pub fn is_empty(&self) -> bool {
         self.allocations().all(|(_, attribute)| {
             attribute.handle().map(str::to_lowercase).as_deref() == Some(WINDOWS_RESERVED_HANDLE)
@@ -461,6 +494,21 @@ impl Block {
         self.cidr
             .ordinal_of(address)
             .and_then(|o| self.attribute_of(o))
+    }
+
+    /// Released ordinals with their `releasedAt` second, in ordinal order.
+    pub fn released(&self) -> impl Iterator<Item = (u32, i64)> + '_ {
+        let any = self.attributes.iter().any(|a| a.is_released());
+        self.allocations()
+            .take_while(move |_| any)
+            .filter_map(|(ordinal, attribute)| attribute.released_at.map(|at| (ordinal, at)))
+    }
+
+    /// The earliest `releasedAt` of the block's released addresses: when the
+    /// first of them comes out of its cooldown (kube-controllers' ipam.go,
+    /// onBlockUpdated, `coldBlocks`).
+    pub fn earliest_release(&self) -> Option<i64> {
+        self.released().map(|(_, at)| at).min()
     }
 
     /// Ordinals held by a handle, in ordinal order.
@@ -531,9 +579,16 @@ impl Block {
 
     /// Releases addresses. Every handle and sequence-number expectation is
     /// checked before anything changes, so a stale request changes nothing
-    /// (ipam_block.go, release). Freed ordinals go to the back of
-    /// `unallocated` in request order; free ones are reported, not refused.
-    pub fn release(&mut self, items: &[ReleaseItem]) -> Result<Released, Error> {
+    /// (ipam_block.go, release). Without a cooldown (`stamp` `None`) freed
+    /// ordinals go to the back of `unallocated` in request order; with one
+    /// they are marked released at `stamp` and take the block's sequence
+    /// number, as Calico's release does. Free and already released ones are
+    /// reported, not refused.
+    pub fn release(
+        &mut self,
+        items: &[ReleaseItem],
+        stamp: Option<i64>,
+    ) -> Result<Released, Error> {
         // A repeated ordinal counts once; the last request for it wins, as in
         // Calico's map of addresses.
         let mut unique: Vec<&ReleaseItem> = Vec::with_capacity(items.len());
@@ -554,7 +609,8 @@ impl Block {
                     current,
                 });
             }
-            let Some(attribute) = self.attribute_of(item.ordinal) else {
+            let attribute = self.attribute_of(item.ordinal);
+            let Some(attribute) = attribute.filter(|a| !a.is_released()) else {
                 released.already_free.push(item.ordinal);
                 continue;
             };
@@ -572,13 +628,26 @@ impl Block {
             }
             released.ordinals.push(item.ordinal);
         }
-        self.free_ordinals(&released.ordinals, &mut released.by_handle);
+        self.take_back(&released.ordinals, stamp, &mut released.by_handle);
+        if stamp.is_some() {
+            for &ordinal in &released.ordinals {
+                self.slots[ordinal as usize].set_sequence(Some(self.sequence_number));
+            }
+        }
         Ok(released)
     }
 
     /// Releases every address of a handle (optionally only those carrying
-    /// `sequence_number`), in ordinal order.
-    pub fn release_by_handle(&mut self, handle: &str, sequence_number: Option<u64>) -> Released {
+    /// `sequence_number`), in ordinal order: freed without a cooldown
+    /// (`stamp` `None`), else marked released at `stamp`, keeping their
+    /// sequence numbers as Calico's releaseByHandle does. A handle whose
+    /// addresses are all released already holds nothing: nothing happens.
+    pub fn release_by_handle(
+        &mut self,
+        handle: &str,
+        sequence_number: Option<u64>,
+        stamp: Option<i64>,
+    ) -> Released {
         let ordinals: Vec<u32> = self
             .ordinals_of_handle(handle)
             .filter(|&o| sequence_number.is_none_or(|s| s == self.sequence_number_of(o)))
@@ -587,8 +656,30 @@ impl Block {
             ordinals,
             ..Released::default()
         };
-        self.free_ordinals(&released.ordinals, &mut released.by_handle);
+        self.take_back(&released.ordinals, stamp, &mut released.by_handle);
         released
+    }
+
+    /// Deallocates the released addresses whose `releasedAt` second is
+    /// before `cutoff` (see [`crate::cooldown::Cooldown::cutoff`]): their
+    /// ordinals go to the back of `unallocated` in ordinal order, their
+    /// sequence numbers are cleared and attribute entries no longer used
+    /// are dropped (ipam_block.go, garbageCollect, "the only place where
+    /// ordinals are placed on the Unallocated list" with a cooldown).
+    /// Returns the ordinals deallocated.
+    pub fn deallocate_cooled(&mut self, cutoff: i64) -> Vec<u32> {
+        let cooled: Vec<u32> = self
+            .released()
+            .filter(|&(_, at)| at < cutoff)
+            .map(|(ordinal, _)| ordinal)
+            .collect();
+        if !cooled.is_empty() {
+            for &ordinal in &cooled {
+                self.free_ordinal(ordinal);
+            }
+            self.drop_unused_attributes();
+        }
+        cooled
     }
 
     /// Ways the block disagrees with itself.
@@ -644,27 +735,60 @@ impl Block {
         self.attributes.len() as u32 - 1
     }
 
-    // Frees allocated ordinals: drops attribute entries no longer used,
-    // shifting later indexes down (ipam_block.go, deleteAttributes), and
-    // appends the ordinals to `unallocated`.
-    fn free_ordinals(&mut self, ordinals: &[u32], by_handle: &mut BTreeMap<String, u32>) {
+    // Takes held ordinals back from their holders, counting them per
+    // handle: frees them (`stamp` `None`), or points them at one new entry
+    // holding only `releasedAt` (ipam_block.go, addCooldownAttribute: one
+    // per release of the block). Either way drops the attribute entries no
+    // longer used.
+    fn take_back(
+        &mut self,
+        ordinals: &[u32],
+        stamp: Option<i64>,
+        by_handle: &mut BTreeMap<String, u32>,
+    ) {
         if ordinals.is_empty() {
             return;
         }
-        let mut remaining = vec![0u32; self.attributes.len()];
-        for (ordinal, _) in self.allocations() {
-            remaining[self.slots[ordinal as usize].attribute as usize] += 1;
-        }
         for &ordinal in ordinals {
             let index = self.slots[ordinal as usize].attribute as usize;
-            remaining[index] -= 1;
             if let Some(handle) = self.attributes[index].handle() {
                 *by_handle.entry(handle.to_string()).or_default() += 1;
             }
-            self.in_use[ordinal as usize / 64] &= !(1 << (ordinal % 64));
-            // A free ordinal keeps no trace, so equal blocks compare equal.
-            self.slots[ordinal as usize] = Slot::default();
-            self.unallocated.push_back(ordinal);
+        }
+        match stamp {
+            None => {
+                for &ordinal in ordinals {
+                    self.free_ordinal(ordinal);
+                }
+            }
+            Some(released_at) => {
+                self.attributes.push(Arc::new(Attribute {
+                    released_at: Some(released_at),
+                    ..Attribute::default()
+                }));
+                let index = self.attributes.len() as u32 - 1;
+                for &ordinal in ordinals {
+                    self.slots[ordinal as usize].attribute = index;
+                }
+            }
+        }
+        self.drop_unused_attributes();
+    }
+
+    // Frees one allocated ordinal: to the back of `unallocated`.
+    fn free_ordinal(&mut self, ordinal: u32) {
+        self.in_use[ordinal as usize / 64] &= !(1 << (ordinal % 64));
+        // A free ordinal keeps no trace, so equal blocks compare equal.
+        self.slots[ordinal as usize] = Slot::default();
+        self.unallocated.push_back(ordinal);
+    }
+
+    // Drops attribute entries no allocation uses, shifting later indexes
+    // down (ipam_block.go, deleteAttributes; garbageCollect).
+    fn drop_unused_attributes(&mut self) {
+        let mut remaining = vec![0u32; self.attributes.len()];
+        for (ordinal, _) in self.allocations() {
+            remaining[self.slots[ordinal as usize].attribute as usize] += 1;
         }
         if remaining.iter().all(|&r| r > 0) {
             return;
@@ -753,7 +877,7 @@ mod tests {
                 sequence_number: None,
             })
             .collect();
-        b.release(&items)
+        b.release(&items, None)
     }
 
     #[test]
@@ -844,7 +968,7 @@ mod tests {
             sequence_number: None,
         };
         assert!(matches!(
-            b.release(&[fresh.clone(), stale]),
+            b.release(&[fresh.clone(), stale], None),
             Err(Error::SequenceNumberMismatch {
                 requested: 99,
                 current: 100,
@@ -856,7 +980,7 @@ mod tests {
             handle: Some("someone-else".into()),
             sequence_number: None,
         };
-        let err = b.release(&[fresh, wrong_handle]).unwrap_err();
+        let err = b.release(&[fresh, wrong_handle], None).unwrap_err();
         assert!(err.to_string().contains("someone-else"), "{err}");
         assert_eq!(b, before);
     }
@@ -914,7 +1038,7 @@ mod tests {
         b.auto_assign(2, "h", &attrs("a"), &Reserved::default());
         b.auto_assign(1, "keep", &attrs("b"), &Reserved::default());
         b.assign(10, "h", &attrs("c")).unwrap();
-        let released = b.release_by_handle("h", None);
+        let released = b.release_by_handle("h", None, None);
         assert_eq!(released.ordinals, vec![0, 1, 10]);
         assert_eq!(released.by_handle, [("h".to_string(), 3)].into());
         assert_eq!(b.ordinals_of_handle("keep").collect::<Vec<_>>(), vec![2]);
@@ -1017,7 +1141,7 @@ mod tests {
     #[test]
     fn unknown_fields_survive_a_read_modify_write() {
         let json = r#"{"cidr":"10.0.0.0/31","allocations":[0,null],"unallocated":[1],
-            "attributes":[{"handle_id":"h","secondary":{"pod":"p"},"releasedAt":"2026-01-01T00:00:00Z"}],
+            "attributes":[{"handle_id":"h","secondary":{"pod":"p"},"futureAttribute":[3]}],
             "sequenceNumber":7,"sequenceNumberForAllocation":{"0":6},"deleted":false,
             "strictAffinity":false,"futureField":{"x":[1,2]}}"#;
         let spec: BlockSpec = serde_json::from_str(json).unwrap();
@@ -1026,7 +1150,10 @@ mod tests {
         b.bump_sequence_number();
         let out = serde_json::to_value(b.to_spec()).unwrap();
         assert_eq!(out["futureField"], serde_json::json!({"x": [1, 2]}));
-        assert_eq!(out["attributes"][0]["releasedAt"], "2026-01-01T00:00:00Z");
+        assert_eq!(
+            out["attributes"][0]["futureAttribute"],
+            serde_json::json!([3])
+        );
         assert_eq!(out["sequenceNumber"], 8);
     }
 
@@ -1048,5 +1175,133 @@ mod tests {
         }
         assert!(BlockOwner::parse("host:n").is_host("n"));
         assert_eq!(BlockOwner::parse("virtual:lb").name(), "lb");
+    }
+
+    fn held(b: &Block, handle: &str) -> Vec<u32> {
+        b.ordinals_of_handle(handle).collect()
+    }
+
+    #[test]
+    fn with_a_cooldown_release_marks_the_address_nobodys_and_keeps_it_in_use() {
+        let mut b = block("10.0.0.0/26");
+        b.auto_assign(2, "h", &attrs("a"), &Reserved::default());
+        b.bump_sequence_number();
+        let items = [ReleaseItem {
+            ordinal: 0,
+            handle: Some("h".into()),
+            sequence_number: None,
+        }];
+        let released = b.release(&items, Some(1_000)).unwrap();
+        assert_eq!(released.ordinals, vec![0]);
+        assert_eq!(released.by_handle, [("h".to_string(), 1)].into());
+        assert!(b.is_allocated(0), "in use through its cooldown");
+        assert_eq!(b.unallocated_len(), 62);
+        assert_eq!(b.attribute_of(0).unwrap().handle(), None);
+        assert_eq!(held(&b, "h"), vec![1]);
+        assert_eq!(b.released().collect::<Vec<_>>(), vec![(0, 1_000)]);
+        // Calico's release gives the ordinal the block's sequence number.
+        assert_eq!(b.sequence_number_of(0), 101);
+        assert!(!b.is_empty());
+        assert!(b.problems().is_empty());
+        // The stored form is Calico's: an entry with only releasedAt.
+        let spec = b.to_spec();
+        assert_eq!(spec.allocations[0], Some(1));
+        let entry = serde_json::to_value(&spec.attributes[1]).unwrap();
+        assert_eq!(
+            entry,
+            serde_json::json!({"releasedAt": "1970-01-01T00:16:40Z"})
+        );
+        assert_eq!(Block::from_spec(spec).unwrap(), b);
+    }
+
+    #[test]
+    fn releasing_a_released_address_again_changes_nothing() {
+        let mut b = block("10.0.0.0/26");
+        b.auto_assign(1, "h", &attrs("a"), &Reserved::default());
+        b.release_by_handle("h", None, Some(1_000));
+        let before = b.clone();
+        assert!(b
+            .release_by_handle("h", None, Some(2_000))
+            .ordinals
+            .is_empty());
+        let again = release_at(&mut b, &[0], Some(2_000));
+        assert_eq!(again.already_free, vec![0]);
+        assert!(again.by_handle.is_empty());
+        assert_eq!(b, before);
+    }
+
+    #[test]
+    fn release_by_handle_with_a_cooldown_keeps_sequence_numbers() {
+        let mut b = block("10.0.0.0/26");
+        b.auto_assign(2, "h", &attrs("a"), &Reserved::default());
+        b.bump_sequence_number();
+        let released = b.release_by_handle("h", None, Some(1_000));
+        assert_eq!(released.ordinals, vec![0, 1]);
+        assert_eq!(released.by_handle, [("h".to_string(), 2)].into());
+        assert_eq!(
+            (b.sequence_number_of(0), b.sequence_number_of(1)),
+            (100, 100)
+        );
+        // The handle's own entry is gone; one cooldown entry serves both.
+        assert_eq!(b.to_spec().attributes.len(), 1);
+    }
+
+    #[test]
+    fn cooled_addresses_go_to_the_back_of_the_queue_in_ordinal_order() {
+        let mut b = block("10.0.0.0/29");
+        b.auto_assign(8, "h", &attrs("a"), &Reserved::default());
+        release_at(&mut b, &[5, 2], Some(100));
+        release_at(&mut b, &[7], Some(200));
+        assert!(
+            b.deallocate_cooled(100).is_empty(),
+            "released at 100: not before 100"
+        );
+        assert_eq!(b.deallocate_cooled(101), vec![2, 5]);
+        assert_eq!(b.to_spec().unallocated, vec![2, 5]);
+        assert_eq!(b.sequence_number_of(2), 0);
+        assert_eq!(b.earliest_release(), Some(200));
+        assert_eq!(b.deallocate_cooled(201), vec![7]);
+        assert_eq!(b.to_spec().unallocated, vec![2, 5, 7]);
+        assert_eq!(b.earliest_release(), None);
+        // Only the pod's entry is left.
+        assert_eq!(b.to_spec().attributes.len(), 1);
+        assert!(b.problems().is_empty());
+    }
+
+    #[test]
+    fn a_released_attribute_is_never_reused_for_a_new_allocation() {
+        let mut b = block("10.0.0.0/26");
+        b.auto_assign(1, "h", &attrs("a"), &Reserved::default());
+        b.release_by_handle("h", None, Some(1_000));
+        b.auto_assign(1, "h", &attrs("a"), &Reserved::default());
+        assert_eq!(held(&b, "h"), vec![1]);
+        assert_eq!(b.to_spec().attributes.len(), 2);
+    }
+
+    #[test]
+    fn released_at_must_be_a_timestamp() {
+        let json = r#"{"cidr":"10.0.0.0/31","allocations":[0,null],"unallocated":[1],
+            "attributes":[{"releasedAt":"yesterday"}]}"#;
+        let err = serde_json::from_str::<BlockSpec>(json).unwrap_err();
+        assert!(err.to_string().contains("\"yesterday\""), "{err}");
+        let calico = r#"{"cidr":"10.0.0.0/31","allocations":[0,null],"unallocated":[1],
+            "attributes":[{"releasedAt":"2026-07-01T10:00:00Z"}]}"#;
+        let b = Block::from_spec(serde_json::from_str(calico).unwrap()).unwrap();
+        assert_eq!(
+            b.earliest_release(),
+            crate::timestamp::parse_rfc3339("2026-07-01T10:00:00Z")
+        );
+    }
+
+    fn release_at(b: &mut Block, ordinals: &[u32], stamp: Option<i64>) -> Released {
+        let items: Vec<ReleaseItem> = ordinals
+            .iter()
+            .map(|&ordinal| ReleaseItem {
+                ordinal,
+                handle: None,
+                sequence_number: None,
+            })
+            .collect();
+        b.release(&items, stamp).unwrap()
     }
 }

@@ -7,7 +7,12 @@
 //! The check only reads: it never repairs. What exists in Kubernetes (pods,
 //! nodes) is not the core's to look up; a caller that knows passes the live
 //! sets in [`Liveness`], and a set left out is a check skipped and listed in
-//! [`CheckReport::skipped`].
+//! [`CheckReport::skipped`]. The check is made as of a time the caller
+//! passes, against which released addresses are judged (IP cooldown):
+//! within their cooldown they are in use and nobody's, which is fine (as
+//! calicoctl's check, which skips addresses `CoolingDown`); past it they
+//! should have been deallocated, and are reported; released in the future
+//! means a writer's clock is ahead, as calicoctl's validateBlock says.
 //!
 //! # Report schema (version [`REPORT_SCHEMA_VERSION`])
 //!
@@ -15,7 +20,8 @@
 //! {
 //!   "schemaVersion": 2,
 //!   "summary": {
-//!     "blocksChecked": 3, "addressesInUse": 41, "handles": 40, "affinities": 3,
+//!     "blocksChecked": 3, "addressesInUse": 41, "addressesReleased": 0,
+//!     "handles": 40, "affinities": 3,
 //!     "findingsByKind": { "podGone": 1 }
 //!   },
 //!   "skipped": ["nodeLiveness"],
@@ -34,16 +40,19 @@
 //! every finding about one allocation; `sequenceNumber` is the block's
 //! record for that ordinal, so that a release from the report can refuse an
 //! address handed out again since (Calico's release.go passes it on in
-//! `ReleaseOptions`). `attributeIndex` is set on `unusedAttribute`;
-//! `recordedByHandle` and `heldInBlock` on `handleCountMismatch`; `pool` on
-//! `poolsOverlap` (the first of the two by name; the message names both);
-//! `block` and `node` on `stalePendingAffinity`. Findings are ordered by
-//! block (findings about no block last), ordinal (findings about the whole
-//! block first), handle, kind, node and pool. Readers ignore fields they do
-//! not know; a new kind, or a field whose meaning changes, raises
+//! `ReleaseOptions`); a released address has no handle. `releasedAt` and
+//! `freeFrom` are set on `releasedPastCooldown` and `releasedInFuture`;
+//! `attributeIndex` on `unusedAttribute`; `recordedByHandle` and
+//! `heldInBlock` on `handleCountMismatch`; `pool` on `poolsOverlap` (the
+//! first of the two by name; the message names both); `block` and `node` on
+//! `stalePendingAffinity`. Findings are ordered by block (findings about no
+//! block last), ordinal (findings about the whole block first), handle,
+//! kind, node and pool. Readers ignore fields they do not know; a new kind,
+//! or a field whose meaning changes, raises
 //! `schemaVersion`, so that a reader can refuse a report it would misread.
-//! Version 2 added `poolsOverlap`, `stalePendingAffinity` and `pool`; a
-//! version 1 report reads as version 2.
+//! Version 2 added `poolsOverlap`, `stalePendingAffinity`,
+//! `releasedPastCooldown`, `releasedInFuture` and the fields `pool`,
+//! `releasedAt` and `freeFrom`; a version 1 report reads as version 2.
 //!
 //! # Pending affinities
 //!
@@ -75,9 +84,10 @@ use serde::{Deserialize, Serialize};
 use crate::affinity::AffinityState;
 use crate::block::{Attribute, Block, BlockOwner, BlockProblem, WINDOWS_RESERVED_HANDLE};
 use crate::cidr::BlockCidr;
+use crate::cooldown::Cooldown;
 use crate::plan::Now;
 use crate::snapshot::Snapshot;
-use crate::timestamp::parse_rfc3339;
+use crate::timestamp::{format_rfc3339, parse_rfc3339};
 
 /// The version written in [`CheckReport::schema_version`].
 pub const REPORT_SCHEMA_VERSION: u32 = 2;
@@ -142,7 +152,8 @@ pub enum FindingKind {
     /// The address is allocated in more than one (overlapping) block.
     AddressAllocatedTwice,
     /// The allocation's attribute has no `handle_id`: no release by handle
-    /// can ever free it.
+    /// can ever free it. (Released addresses have none by design and are
+    /// judged by their cooldown instead.)
     AllocationWithoutHandle,
     /// The allocation names a handle that does not exist (Calico: "handles
     /// mentioned in blocks with no matching handle resource").
@@ -168,6 +179,14 @@ pub enum FindingKind {
     /// documentation): a claim that died before confirming it, or that lost
     /// the block and did not take it back.
     StalePendingAffinity,
+    /// The address was released and its cooldown has passed, but it is not
+    /// deallocated yet: nothing has written its block since (the
+    /// collector's backstop frees it; any allocation from the block does).
+    ReleasedPastCooldown,
+    /// The address was released at a time still to come: a writer's clock
+    /// is ahead (calicoctl's validateBlock: "releasedAt in the future,
+    /// suggesting clock skew"), and the address stays out of use longer.
+    ReleasedInFuture,
 }
 
 impl FindingKind {
@@ -182,6 +201,8 @@ impl FindingKind {
     /// handle before its block and releases from the block before the handle,
     /// so `handleWithoutAllocations` and `handleCountMismatch` can also show
     /// an operation caught half-way: check a quiet datastore, or check twice.
+    /// An address past its cooldown (`releasedPastCooldown`) is a leftover
+    /// too; one released in the future is wrong data, as calicoctl counts it.
     pub fn is_inconsistency(self) -> bool {
         !matches!(
             self,
@@ -191,6 +212,7 @@ impl FindingKind {
                 | FindingKind::PodGone
                 | FindingKind::AllocationNodeGone
                 | FindingKind::StalePendingAffinity
+                | FindingKind::ReleasedPastCooldown
         )
     }
 }
@@ -238,6 +260,14 @@ pub struct Finding {
     /// The pool concerned (`poolsOverlap`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// When the address was released, RFC 3339 (`releasedPastCooldown`,
+    /// `releasedInFuture`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<String>,
+    /// The first second it is free again, RFC 3339 (`releasedPastCooldown`,
+    /// `releasedInFuture`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_from: Option<String>,
     /// The finding in words.
     pub message: String,
 }
@@ -248,9 +278,12 @@ pub struct Finding {
 pub struct Summary {
     /// Blocks walked.
     pub blocks_checked: u64,
-    /// Allocated ordinals over all blocks (Windows-reserved ones included;
-    /// an address allocated in two blocks counts twice).
+    /// Allocated ordinals over all blocks (Windows-reserved and released
+    /// ones included; an address allocated in two blocks counts twice).
     pub addresses_in_use: u64,
+    /// Of those, released addresses not yet deallocated.
+    #[serde(default)]
+    pub addresses_released: u64,
     /// Handle objects.
     pub handles: u64,
     /// Affinity objects, in any state.
@@ -281,11 +314,13 @@ impl CheckReport {
     }
 }
 
-/// Checks every block, handle and affinity of `snapshot`, and, where
-/// `live` says what exists, the pods and nodes they name.
+/// Checks every block, handle and affinity of `snapshot` as of `now`, and,
+/// where `live` says what exists, the pods and nodes they name.
 ///
-/// `now` dates pending affinities; the core has no clock.
+/// `now` dates pending affinities and released addresses; the core has no
+/// clock.
 pub fn check(snapshot: &Snapshot, live: &Liveness, now: Now) -> CheckReport {
+    let cooldown = snapshot.config().cooldown(now);
     let mut findings = Vec::new();
     let mut summary = Summary::default();
     // What each handle holds, block by block, as the blocks say.
@@ -295,6 +330,11 @@ pub fn check(snapshot: &Snapshot, live: &Liveness, now: Now) -> CheckReport {
         check_block(snapshot, live, block, &mut findings);
         for (ordinal, attribute) in block.allocations() {
             summary.addresses_in_use += 1;
+            if let Some(released_at) = attribute.released_at {
+                summary.addresses_released += 1;
+                check_released(block, ordinal, released_at, cooldown, now, &mut findings);
+                continue;
+            }
             if let Some(handle) = attribute.handle() {
                 *held
                     .entry(handle)
@@ -393,6 +433,8 @@ impl Finding {
             recorded_by_handle: None,
             held_in_block: None,
             pool: None,
+            released_at: None,
+            free_from: None,
             message: String::new(),
         }
     }
@@ -507,6 +549,49 @@ fn check_block(snapshot: &Snapshot, live: &Liveness, block: &Block, findings: &m
         };
         findings.push(finding);
     }
+}
+
+// A released address past its cooldown, or released in the future.
+fn check_released(
+    block: &Block,
+    ordinal: u32,
+    released_at: i64,
+    cooldown: Cooldown,
+    now: Now,
+    findings: &mut Vec<Finding>,
+) {
+    let cidr = block.cidr();
+    let address = cidr.address(ordinal);
+    let (kind, message) = if released_at > now.unix_seconds() {
+        (
+            FindingKind::ReleasedInFuture,
+            format!(
+                "{address} in block {cidr} was released at {}, which is in the future: a writer's clock is ahead",
+                format_rfc3339(released_at)
+            ),
+        )
+    } else if cooldown.has_passed(released_at) {
+        (
+            FindingKind::ReleasedPastCooldown,
+            format!(
+                "{address} in block {cidr} was released at {} and free from {}, but is not deallocated yet",
+                format_rfc3339(released_at),
+                cooldown.free_from_rfc3339(released_at)
+            ),
+        )
+    } else {
+        return;
+    };
+    findings.push(Finding {
+        address: Some(address),
+        block: Some(cidr),
+        ordinal: Some(ordinal),
+        sequence_number: Some(block.sequence_number_of(ordinal)),
+        released_at: Some(format_rfc3339(released_at)),
+        free_from: Some(cooldown.free_from_rfc3339(released_at)),
+        message,
+        ..Finding::new(kind)
+    });
 }
 
 // Findings about one allocation: its handle, its pod, its node.
@@ -836,7 +921,7 @@ mod tests {
         fn delete_pod(&mut self, name: &str) {
             let plan = self
                 .s
-                .plan_release_by_handle(&format!("k8s-pod-network.{name}"))
+                .plan_release_by_handle(&format!("k8s-pod-network.{name}"), NOW)
                 .unwrap();
             self.s.apply(plan.plan);
             self.pods.remove(&pod(name));
@@ -995,6 +1080,7 @@ mod tests {
             Summary {
                 blocks_checked: c.s.blocks().count() as u64,
                 addresses_in_use: in_use,
+                addresses_released: 0,
                 handles: c.s.handles().count() as u64,
                 affinities: c.s.affinities().count() as u64,
                 findings_by_kind: BTreeMap::new(),

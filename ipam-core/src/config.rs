@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cooldown::{Cooldown, MAX_IP_COOLDOWN_SECONDS};
 use crate::error::Error;
+use crate::plan::Now;
 use crate::unknown::UnknownFields;
 
 /// Calico 3.32 caps a host at this many blocks when `maxBlocksPerHost` is 0
@@ -22,6 +24,11 @@ pub struct IpamConfig {
     /// Most blocks one host may hold; 0 means Calico's default cap.
     #[serde(default)]
     pub max_blocks_per_host: u32,
+    /// Seconds a released address stays out of use before it is handed out
+    /// again; 0 frees it at once (Calico's IPCooldownSeconds, see
+    /// [`crate::cooldown`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ip_cooldown_seconds: u32,
     /// Fields of a newer Calico (such as kubeVirtVMAddressPersistence), kept verbatim.
     #[serde(flatten)]
     pub unknown: UnknownFields,
@@ -35,9 +42,14 @@ impl Default for IpamConfig {
             strict_affinity: false,
             auto_allocate_blocks: true,
             max_blocks_per_host: 0,
+            ip_cooldown_seconds: 0,
             unknown: UnknownFields::new(),
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl IpamConfig {
@@ -58,16 +70,31 @@ impl IpamConfig {
         }
     }
 
-    /// Calico's rules for storing a new config (ipam.go, SetIPAMConfig).
+    /// The cooldown in force at `now`.
+    pub fn cooldown(&self, now: Now) -> Cooldown {
+        Cooldown::new(self.ip_cooldown_seconds, now)
+    }
+
+    /// Calico's rules for storing a new config (ipam.go, SetIPAMConfig),
+    /// plus the bounds its CRD puts on ipCooldownSeconds (0 to 1200), which
+    /// the Kubernetes API server enforces and etcd would not.
     pub fn validate(&self) -> Result<(), Error> {
         if !self.strict_affinity && !self.auto_allocate_blocks {
             return Err(Error::InvalidConfig {
-                reason: "strictAffinity and autoAllocateBlocks cannot both be false",
+                reason: "strictAffinity and autoAllocateBlocks cannot both be false".to_string(),
             });
         }
         if self.max_blocks_per_host > 0 && !self.strict_affinity {
             return Err(Error::InvalidConfig {
-                reason: "maxBlocksPerHost requires strictAffinity to be true",
+                reason: "maxBlocksPerHost requires strictAffinity to be true".to_string(),
+            });
+        }
+        if self.ip_cooldown_seconds > MAX_IP_COOLDOWN_SECONDS {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "ipCooldownSeconds {} is out of range: must be 0 to {MAX_IP_COOLDOWN_SECONDS}",
+                    self.ip_cooldown_seconds
+                ),
             });
         }
         Ok(())
@@ -82,6 +109,7 @@ mod tests {
     fn default_matches_calico_fresh_config() {
         let c = IpamConfig::default();
         assert!(!c.strict_affinity && c.auto_allocate_blocks && c.max_blocks_per_host == 0);
+        assert_eq!(c.ip_cooldown_seconds, 0);
         assert!(c.validate().is_ok());
     }
 
@@ -128,5 +156,36 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("maxBlocksPerHost"));
+    }
+
+    #[test]
+    fn a_cooldown_beyond_calicos_maximum_is_refused_naming_field_and_value() {
+        let at_max = IpamConfig {
+            ip_cooldown_seconds: 1200,
+            ..IpamConfig::default()
+        };
+        assert!(at_max.validate().is_ok());
+        let over = IpamConfig {
+            ip_cooldown_seconds: 1201,
+            ..IpamConfig::default()
+        };
+        let message = over.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("ipCooldownSeconds 1201") && message.contains("0 to 1200"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_zero_cooldown_is_left_out_of_the_stored_form() {
+        let json = serde_json::to_value(IpamConfig::default()).unwrap();
+        assert!(json.get("ipCooldownSeconds").is_none(), "{json}");
+        let with = IpamConfig {
+            ip_cooldown_seconds: 30,
+            ..IpamConfig::default()
+        };
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json["ipCooldownSeconds"], 30);
+        assert_eq!(serde_json::from_value::<IpamConfig>(json).unwrap(), with);
     }
 }

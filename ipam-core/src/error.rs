@@ -70,8 +70,8 @@ pub enum Error {
     /// An IPAM config Calico would refuse to store.
     #[error("invalid IPAM config: {reason}")]
     InvalidConfig {
-        /// Which rule it breaks.
-        reason: &'static str,
+        /// Which rule it breaks, naming the field and value at fault.
+        reason: String,
     },
     /// A stored block is not internally consistent enough to use.
     #[error("block {block}: field {field}: {problem}")]
@@ -104,6 +104,19 @@ pub enum Error {
         address: IpAddr,
         /// Who holds it (empty when the allocation has no handle).
         handle: String,
+    },
+    /// The address was released and its cooldown has not passed: Calico
+    /// keeps it allocated and refuses an explicit assignment of it
+    /// (libcalico-go/lib/ipam/ipam_block.go, assign:
+    /// ErrorResourceAlreadyExists) until the cooldown is over.
+    #[error("address {address} was released at {released_at} and is in its cooldown (ipCooldownSeconds) until {free_from}")]
+    AddressInCooldown {
+        /// The address.
+        address: IpAddr,
+        /// When it was released (RFC 3339).
+        released_at: String,
+        /// The first second at which it may be assigned again (RFC 3339).
+        free_from: String,
     },
     /// No handle by that id exists.
     #[error("handle {handle} not found")]

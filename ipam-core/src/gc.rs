@@ -233,6 +233,12 @@ impl LeakTracker {
         for block in snapshot.blocks() {
             let cidr = block.cidr();
             for (ordinal, attribute) in block.allocations() {
+                // A released address is nobody's and is freed by its
+                // cooldown, not judged (kube-controllers' onBlockUpdated
+                // skips allocations without a handle).
+                if attribute.is_released() {
+                    continue;
+                }
                 let address = cidr.address(ordinal);
                 let node = attribute.secondary.get("node");
                 let node_gone = node.is_some_and(|n| !cluster.nodes.contains(n));
@@ -432,6 +438,7 @@ mod tests {
     use crate::pool::{AllowedUse, Pool, PoolSpec};
 
     const T0: u64 = 1_700_000_000_000_000_000;
+    const NOW: Now = Now { unix_nanos: T0 };
     const GRACE: Duration = Duration::from_secs(900);
 
     fn at(seconds: u64) -> Now {
@@ -515,7 +522,7 @@ mod tests {
 
         fn release(&mut self, leaks: &[&Leak]) {
             let requests: Vec<ReleaseRequest> = leaks.iter().map(|l| l.release_request()).collect();
-            let plan = self.s.plan_release(&requests).unwrap();
+            let plan = self.s.plan_release(&requests, NOW).unwrap();
             self.s.apply(plan.plan);
         }
     }
@@ -615,7 +622,7 @@ mod tests {
         assert_ne!(second.leaks[0].sequence_number, stale.sequence_number);
         // The old judgement's release names the old sequence number, which
         // the planner refuses now.
-        assert!(w.s.plan_release(&[stale.release_request()]).is_err());
+        assert!(w.s.plan_release(&[stale.release_request()], NOW).is_err());
     }
 
     #[test]
@@ -720,7 +727,9 @@ mod tests {
     fn a_gone_node_with_nothing_allocated_is_released() {
         let mut w = World::new(&["n1", "n2"]);
         w.pod("n2", "p");
-        let released = w.s.plan_release_by_handle("k8s-pod-network.p").unwrap();
+        let released =
+            w.s.plan_release_by_handle("k8s-pod-network.p", NOW)
+                .unwrap();
         w.s.apply(released.plan);
         assert!(w.s.affinities_of("n2").count() > 0);
         w.cluster.nodes.remove("n2");
@@ -785,7 +794,7 @@ mod tests {
         w.pod("n2", "other");
         let release = |w: &mut World, name: &str| {
             let plan =
-                w.s.plan_release_by_handle(&format!("k8s-pod-network.{name}"))
+                w.s.plan_release_by_handle(&format!("k8s-pod-network.{name}"), NOW)
                     .unwrap();
             w.s.apply(plan.plan);
             w.cluster.pods.remove(&pod_ref(name));

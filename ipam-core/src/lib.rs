@@ -16,6 +16,7 @@ pub mod block;
 pub mod check;
 pub mod cidr;
 pub mod config;
+pub mod cooldown;
 pub mod error;
 pub mod gc;
 pub mod handle;

@@ -229,9 +229,10 @@ impl ReleaseRequest {
 pub struct ReleasePlan {
     /// The writes that make it so.
     pub plan: Plan,
-    /// Addresses freed.
+    /// Addresses released: freed, or with an IP cooldown marked released.
     pub released: Vec<IpAddr>,
-    /// Addresses that were not allocated (not an error, as in Calico).
+    /// Addresses that were not held: free, or already released (not an
+    /// error, as in Calico).
     pub already_free: Vec<IpAddr>,
 }
 

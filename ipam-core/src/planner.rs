@@ -14,13 +14,22 @@
 //! Running short is not an error (Calico returns fewer addresses and a
 //! message); refusals are. Planning never mutates the snapshot: it works on
 //! copies and returns them as writes.
+//!
+//! Every block a plan reads is read as Calico's blockFromBackend reads it:
+//! released addresses whose cooldown has passed are deallocated first
+//! (ipam_block.go, garbageCollect). The deallocation is written only with a
+//! write the plan makes to the block anyway, as Calico folds it into the
+//! same compare-and-swap; [`Snapshot::plan_deallocate_cooled`] writes the
+//! blocks nobody else does (kube-controllers' garbageCollectColdIPs).
 
 use ipnet::IpNet;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::affinity::{Affinity, AffinityKey, AffinityState};
 use crate::block::{sanitize_handle, Block, BlockOwner, ReleaseItem};
 use crate::cidr::{node_spread, BlockCidr, IpVersion};
+use crate::cooldown::Cooldown;
 use crate::error::Error;
 use crate::handle::Handle;
 use crate::plan::{
@@ -29,7 +38,7 @@ use crate::plan::{
 };
 use crate::pool::Pool;
 use crate::reservation::Reserved;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{merge_sorted, Snapshot};
 use crate::timestamp::{format_rfc3339, parse_rfc3339};
 
 /// Another node's empty block is not reclaimed until it has been claimed
@@ -119,17 +128,32 @@ impl Snapshot {
         let ordinal = cidr
             .ordinal_of(address)
             .ok_or(Error::AddressNotInPool { address })?;
-        draft
-            .block_mut(cidr)
-            .assign(ordinal, &request.handle, &request.attributes)?;
+        let cooldown = draft.cooldown;
+        let block = draft.block_mut(cidr);
+        // The block was read with its cooled addresses deallocated; one
+        // still released is in its cooldown. Calico's assign refuses it as
+        // already assigned (ErrorResourceAlreadyExists) and never waits.
+        if let Some(released_at) = block.attribute_of(ordinal).and_then(|a| a.released_at) {
+            return Err(Error::AddressInCooldown {
+                address,
+                released_at: format_rfc3339(released_at),
+                free_from: cooldown.free_from_rfc3339(released_at),
+            });
+        }
+        block.assign(ordinal, &request.handle, &request.attributes)?;
         draft.mark_changed(cidr);
         draft.count_for_handle(&request.handle, cidr, 1);
         Ok(draft.finish(true))
     }
 
-    /// Plans the release of addresses. Stale expectations (handle or
-    /// sequence number) fail the whole plan; free addresses are reported.
-    pub fn plan_release(&self, requests: &[ReleaseRequest]) -> Result<ReleasePlan, Error> {
+    /// Plans the release of addresses at `now`: freed, or with a cooldown
+    /// marked released. Stale expectations (handle or sequence number) fail
+    /// the whole plan; free and already released addresses are reported.
+    pub fn plan_release(
+        &self,
+        requests: &[ReleaseRequest],
+        now: Now,
+    ) -> Result<ReleasePlan, Error> {
         let mut by_block: BTreeMap<BlockCidr, Vec<ReleaseItem>> = BTreeMap::new();
         let mut outcome = ReleasePlan::default();
         for request in requests {
@@ -149,9 +173,10 @@ impl Snapshot {
                 sequence_number: request.sequence_number,
             });
         }
-        let mut draft = Draft::new(self, Now { unix_nanos: 0 });
+        let mut draft = Draft::new(self, now);
+        let stamp = draft.cooldown.release_stamp();
         for (cidr, items) in by_block {
-            let released = draft.block_mut(cidr).release(&items)?;
+            let released = draft.block_mut(cidr).release(&items, stamp)?;
             if !released.ordinals.is_empty() {
                 draft.mark_changed(cidr);
             }
@@ -169,15 +194,17 @@ impl Snapshot {
         Ok(outcome)
     }
 
-    /// Plans the release of every address of a handle and the handle itself.
-    pub fn plan_release_by_handle(&self, handle_id: &str) -> Result<ReleasePlan, Error> {
+    /// Plans the release of every address of a handle and the handle itself,
+    /// at `now`: freed, or with a cooldown marked released.
+    pub fn plan_release_by_handle(&self, handle_id: &str, now: Now) -> Result<ReleasePlan, Error> {
         let handle_id = sanitize_handle(handle_id);
         let handle = self
             .handle(handle_id)
             .ok_or_else(|| Error::HandleNotFound {
                 handle: handle_id.to_string(),
             })?;
-        let mut draft = Draft::new(self, Now { unix_nanos: 0 });
+        let mut draft = Draft::new(self, now);
+        let stamp = draft.cooldown.release_stamp();
         let mut outcome = ReleasePlan::default();
         for (cidr, _) in handle.blocks() {
             // A handle only counts addresses in blocks that existed when it
@@ -188,7 +215,9 @@ impl Snapshot {
             if self.block(cidr).is_none() {
                 continue;
             }
-            let released = draft.block_mut(*cidr).release_by_handle(handle_id, None);
+            let released = draft
+                .block_mut(*cidr)
+                .release_by_handle(handle_id, None, stamp);
             // Written even when it holds none of the handle's addresses: a
             // count the block does not show may be an assignment between
             // its handle write and its block write, planned on the block as
@@ -213,12 +242,14 @@ impl Snapshot {
     /// Plans releasing a node's affinity for one block: the affinity is
     /// marked pendingDeletion, the block deleted if empty or else left
     /// without affinity, then the affinity deleted
-    /// (ipam_block_reader_writer.go, releaseBlockAffinity).
+    /// (ipam_block_reader_writer.go, releaseBlockAffinity). The block is
+    /// judged as read at `now`, cooled addresses deallocated.
     pub fn plan_release_affinity(
         &self,
         node: &str,
         cidr: BlockCidr,
         require_empty: bool,
+        now: Now,
     ) -> Result<Plan, Error> {
         let key = AffinityKey {
             node: node.to_string(),
@@ -229,9 +260,11 @@ impl Snapshot {
             block: cidr,
         })?;
         let mut writes = Vec::new();
+        let cutoff = self.config().cooldown(now).cutoff();
         let block = self
             .block(&cidr)
-            .filter(|b| b.owner().is_some_and(|o| o.is_host(node)));
+            .filter(|b| b.owner().is_some_and(|o| o.is_host(node)))
+            .map(|b| cooled(b, cutoff));
         if let Some(block) = block {
             if require_empty && !block.is_empty() {
                 return Err(Error::BlockNotEmpty {
@@ -245,7 +278,7 @@ impl Snapshot {
             if block.is_empty() {
                 writes.push(Write::DeleteBlock(cidr));
             } else {
-                let mut orphaned = block.clone();
+                let mut orphaned = block.into_owned();
                 orphaned.set_owner(None, None);
                 orphaned.bump_sequence_number();
                 writes.push(Write::UpdateBlock(orphaned));
@@ -307,16 +340,47 @@ impl Snapshot {
     /// Plans releasing every affinity of a node (a node that was deleted):
     /// its empty blocks are deleted, the others keep their addresses but
     /// lose their affinity.
-    pub fn plan_release_node(&self, node: &str) -> Plan {
+    pub fn plan_release_node(&self, node: &str, now: Now) -> Plan {
         let mut plan = Plan::default();
         let cidrs: Vec<BlockCidr> = self.affinities_of(node).map(|a| a.cidr).collect();
         for cidr in cidrs {
             // The affinity was just listed, so it exists.
-            if let Ok(part) = self.plan_release_affinity(node, cidr, false) {
+            if let Ok(part) = self.plan_release_affinity(node, cidr, false, now) {
                 plan.writes.extend(part.writes);
             }
         }
         plan
+    }
+
+    /// Plans writing back every block holding released addresses whose
+    /// cooldown has passed by `now`, deallocated: the backstop for blocks
+    /// no allocation or release writes (kube-controllers' ipam.go,
+    /// garbageCollectColdIPs, which visits only the blocks whose earliest
+    /// `releasedAt` has cooled). A block left empty without affinity is
+    /// deleted, as any release that empties one does.
+    pub fn plan_deallocate_cooled(&self, now: Now) -> Plan {
+        let mut draft = Draft::new(self, now);
+        let cutoff = draft.cooldown.cutoff();
+        for (cidr, earliest) in self.cold_blocks() {
+            if earliest < cutoff {
+                draft.block_mut(cidr);
+                draft.mark_changed(cidr);
+            }
+        }
+        draft.finish(false)
+    }
+}
+
+/// The block as Calico's blockFromBackend reads it: cooled addresses
+/// deallocated (a copy only when there are some).
+fn cooled(block: &Block, cutoff: i64) -> Cow<'_, Block> {
+    match block.earliest_release() {
+        Some(at) if at < cutoff => {
+            let mut copy = block.clone();
+            copy.deallocate_cooled(cutoff);
+            Cow::Owned(copy)
+        }
+        _ => Cow::Borrowed(block),
     }
 }
 
@@ -325,6 +389,7 @@ impl Snapshot {
 struct Draft<'s> {
     snapshot: &'s Snapshot,
     now: Now,
+    cooldown: Cooldown,
     blocks: Touched<BlockCidr, DraftBlock>,
     // Handle id -> new version (None: delete).
     handles: Touched<String, Option<Handle>>,
@@ -420,6 +485,7 @@ impl<'s> Draft<'s> {
         Draft {
             snapshot,
             now,
+            cooldown: snapshot.config().cooldown(now),
             blocks: Touched::default(),
             handles: Touched::default(),
             reclaims: Vec::new(),
@@ -435,19 +501,40 @@ impl<'s> Draft<'s> {
     }
 
     // Callers only ask for blocks that exist in the draft or the snapshot.
+    // A block taken from the snapshot is read as Calico reads it: cooled
+    // addresses deallocated, which is written only if the plan changes the
+    // block anyway.
     fn block_mut(&mut self, cidr: BlockCidr) -> &mut Block {
         let snapshot = self.snapshot;
+        let cutoff = self.cooldown.cutoff();
         &mut self
             .blocks
             .get_or_insert_with(&cidr, || DraftBlock {
-                block: snapshot
-                    .block(&cidr)
-                    .expect("block exists in snapshot")
-                    .clone(),
+                block: cooled(
+                    snapshot.block(&cidr).expect("block exists in snapshot"),
+                    cutoff,
+                )
+                .into_owned(),
                 claimed: None,
                 changed: false,
             })
             .block
+    }
+
+    // Free addresses automatic assignment may take from a block, as read
+    // now (cooled addresses deallocated).
+    fn room_in(&mut self, cidr: BlockCidr, reserved: &crate::reservation::Reserved) -> u32 {
+        let ripe = !self.blocks.contains(&cidr)
+            && self
+                .snapshot
+                .block(&cidr)
+                .and_then(Block::earliest_release)
+                .is_some_and(|at| at < self.cooldown.cutoff());
+        if ripe {
+            self.block_mut(cidr);
+        }
+        self.current_block(&cidr)
+            .map_or(0, |b| b.free_count(reserved))
     }
 
     fn mark_changed(&mut self, cidr: BlockCidr) {
@@ -556,17 +643,18 @@ impl<'s> Draft<'s> {
 
         // 2. The node's own blocks with room, in address order. Calico walks
         // every affine block; full ones are skipped either way, and keeping
-        // to those with room keeps this cost independent of pool size.
+        // to those with room (or with cooled addresses) keeps this cost
+        // independent of pool size.
         let in_pools = |c: &BlockCidr| pools.iter().any(|p| p.contains(c.net().network()));
-        for cidr in snapshot.affine_blocks_with_room(node, version) {
+        let cutoff = self.cooldown.cutoff();
+        for cidr in merge_sorted(
+            snapshot.affine_blocks_with_room(node, version),
+            snapshot.affine_cooled_blocks(node, version, cutoff),
+        ) {
             if remaining == 0 {
                 break;
             }
-            let usable = in_pools(&cidr)
-                && self
-                    .current_block(&cidr)
-                    .is_some_and(|b| b.free_count(reserved) > 0);
-            if usable {
+            if in_pools(&cidr) && self.room_in(cidr, reserved) > 0 {
                 take(self, cidr, &mut remaining, &mut out);
             }
         }
@@ -624,14 +712,11 @@ impl<'s> Draft<'s> {
             let spread = u128::from(node_spread(node));
             for pool in &pools {
                 let start = pool.block_at(spread % pool.block_count());
-                for cidr in snapshot.blocks_with_room(pool, start) {
+                for cidr in snapshot.blocks_with_room(pool, start, cutoff) {
                     if remaining == 0 {
                         break;
                     }
-                    if self
-                        .current_block(&cidr)
-                        .is_some_and(|b| b.free_count(reserved) > 0)
-                    {
+                    if self.room_in(cidr, reserved) > 0 {
                         take(self, cidr, &mut remaining, &mut out);
                     }
                 }
@@ -671,15 +756,20 @@ impl<'s> Draft<'s> {
             }
         }
         let now = self.now.unix_seconds();
+        let cutoff = self.cooldown.cutoff();
         for pool in pools {
             let reclaimable = snapshot.blocks().find(|b| {
                 pool.contains(b.cidr().net().network())
                     && !self.blocks.contains(&b.cidr())
                     && matches!(b.owner(), Some(BlockOwner::Host(other)) if other != node)
-                    && b.is_empty()
-                    && b.free_count(reserved) > 0
                     && now - b.claim_time().and_then(parse_rfc3339).unwrap_or(0)
                         >= EMPTY_BLOCK_MIN_RECLAIM_AGE_SECONDS
+                    && {
+                        // Judged as Calico's findUsableBlock reads it
+                        // (blockFromBackend): addresses in cooldown keep it.
+                        let b = cooled(b, cutoff);
+                        b.is_empty() && b.free_count(reserved) > 0
+                    }
             });
             if let Some(block) = reclaimable {
                 let cidr = block.cidr();

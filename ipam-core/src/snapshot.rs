@@ -1,8 +1,9 @@
 //! A snapshot: the IPAM objects a plan reads, held in memory with the
 //! indexes that keep planning cost independent of pool size (which node owns
 //! which blocks, which block slots of each pool are unclaimed, which blocks
-//! have room for borrowing). Plans are applied back to it, so a caller can
-//! keep one as a cache and validate it by compare-and-swap.
+//! have room for borrowing, which blocks hold released addresses and since
+//! when). Plans are applied back to it, so a caller can keep one as a cache
+//! and validate it by compare-and-swap.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -45,6 +46,13 @@ pub struct Snapshot {
     // Blocks with room by the host in their affinity: a node's next
     // address is found without walking its full blocks.
     room_by_host: HashMap<String, BTreeSet<BlockCidr>>,
+    // Blocks holding released addresses, with the earliest `releasedAt`
+    // among them: a full block whose released addresses have cooled has
+    // room again, and the cooldown backstop visits only these
+    // (kube-controllers' ipam.go, `coldBlocks`).
+    cold: BTreeMap<BlockCidr, i64>,
+    // The same blocks by the host in their affinity.
+    cold_by_host: HashMap<String, BTreeSet<BlockCidr>>,
 }
 
 impl Snapshot {
@@ -71,6 +79,8 @@ impl Snapshot {
             confirmed_by_node: HashMap::new(),
             with_room: BTreeSet::new(),
             room_by_host: HashMap::new(),
+            cold: BTreeMap::new(),
+            cold_by_host: HashMap::new(),
         }
     }
 
@@ -173,6 +183,34 @@ impl Snapshot {
             .filter(move |c| c.version() == version && confirmed.is_some_and(|set| set.contains(c)))
     }
 
+    /// The node's confirmed blocks holding released addresses that have
+    /// cooled down by `cutoff` (see [`crate::cooldown::Cooldown::cutoff`]),
+    /// in address order: they have room once read.
+    pub(crate) fn affine_cooled_blocks<'a>(
+        &'a self,
+        node: &'a str,
+        version: IpVersion,
+        cutoff: i64,
+    ) -> impl Iterator<Item = BlockCidr> + 'a {
+        let confirmed = self.confirmed_by_node.get(node);
+        self.cold_by_host
+            .get(node)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |c| {
+                c.version() == version
+                    && confirmed.is_some_and(|set| set.contains(c))
+                    && self.cold.get(c).is_some_and(|&at| at < cutoff)
+            })
+    }
+
+    /// Blocks holding released addresses, each with the earliest
+    /// `releasedAt` among them, in address order.
+    pub fn cold_blocks(&self) -> impl Iterator<Item = (BlockCidr, i64)> + '_ {
+        self.cold.iter().map(|(cidr, at)| (*cidr, *at))
+    }
+
     /// A handle by id.
     pub fn handle(&self, id: &str) -> Option<&Handle> {
         self.handles.get(id)
@@ -241,9 +279,27 @@ impl Snapshot {
         } else {
             self.with_room.remove(&cidr);
         }
+        match block.earliest_release() {
+            Some(at) => {
+                self.cold.insert(cidr, at);
+                if let Some(BlockOwner::Host(node)) = block.owner() {
+                    self.cold_by_host
+                        .entry(node.clone())
+                        .or_default()
+                        .insert(cidr);
+                }
+            }
+            None => {
+                self.cold.remove(&cidr);
+            }
+        }
         match self.blocks.insert(cidr, block) {
             None => self.mark_slots(cidr, true),
-            Some(old) => forget_room(&mut self.room_by_host, &old, self.blocks.get(&cidr)),
+            Some(old) => {
+                let new = self.blocks.get(&cidr);
+                forget_room(&mut self.room_by_host, &old, new);
+                forget_cold(&mut self.cold_by_host, &old, new);
+            }
         }
     }
 
@@ -251,7 +307,9 @@ impl Snapshot {
     pub fn remove_block(&mut self, cidr: &BlockCidr) {
         if let Some(old) = self.blocks.remove(cidr) {
             self.with_room.remove(cidr);
+            self.cold.remove(cidr);
             forget_room(&mut self.room_by_host, &old, None);
+            forget_cold(&mut self.cold_by_host, &old, None);
             self.mark_slots(*cidr, false);
         }
     }
@@ -307,18 +365,29 @@ impl Snapshot {
         &self.pool_space[pool_index]
     }
 
-    /// Blocks of `pool` with at least one unallocated ordinal, from `start`
-    /// onwards and then wrapping around to the pool's first block.
+    /// Blocks of `pool` with at least one unallocated ordinal, or with
+    /// released addresses cooled down by `cutoff`, from `start` onwards and
+    /// then wrapping around to the pool's first block.
     pub(crate) fn blocks_with_room<'a>(
         &'a self,
         pool: &'a Pool,
         start: BlockCidr,
+        cutoff: i64,
     ) -> impl Iterator<Item = BlockCidr> + 'a {
         let first = pool.block_at(0);
-        let in_pool = move |c: &&BlockCidr| pool.contains(c.net().network());
-        let tail = self.with_room.range(start..).take_while(in_pool);
-        let head = self.with_room.range(first..start).filter(in_pool);
-        tail.chain(head).copied()
+        let in_pool = move |c: &BlockCidr| pool.contains(c.net().network());
+        let cooled = move |(c, at): (&BlockCidr, &i64)| (*at < cutoff).then_some(*c);
+        let tail = merge_sorted(
+            self.with_room.range(start..).copied(),
+            self.cold.range(start..).filter_map(cooled),
+        )
+        .take_while(in_pool);
+        let head = merge_sorted(
+            self.with_room.range(first..start).copied(),
+            self.cold.range(first..start).filter_map(cooled),
+        )
+        .filter(in_pool);
+        tail.chain(head)
     }
 
     // Keeps each pool's unclaimed-slot index in step with the blocks that
@@ -357,6 +426,41 @@ fn forget_room(
             set.remove(&old.cidr());
         }
     }
+}
+
+// Drops `old` from its host's cold blocks unless `new` keeps it there.
+fn forget_cold(
+    cold_by_host: &mut HashMap<String, BTreeSet<BlockCidr>>,
+    old: &Block,
+    new: Option<&Block>,
+) {
+    let Some(BlockOwner::Host(node)) = old.owner() else {
+        return;
+    };
+    let still = new.is_some_and(|b| b.earliest_release().is_some() && b.owner() == old.owner());
+    if !still {
+        if let Some(set) = cold_by_host.get_mut(node) {
+            set.remove(&old.cidr());
+        }
+    }
+}
+
+/// Two ascending iterators as one, without repeats.
+pub(crate) fn merge_sorted<T: Ord + Copy>(
+    a: impl Iterator<Item = T>,
+    b: impl Iterator<Item = T>,
+) -> impl Iterator<Item = T> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x < y => a.next(),
+        (Some(x), Some(y)) if x > y => b.next(),
+        (Some(_), Some(_)) => {
+            b.next();
+            a.next()
+        }
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 // The first block in key order: blocks sort by address, then prefix, and
@@ -421,7 +525,9 @@ mod tests {
             handle: Some("net.a".into()),
             sequence_number: Some(a.sequence_number),
         };
-        assert!(s.plan_release(&[release]).is_ok());
+        assert!(s
+            .plan_release(&[release], crate::Now { unix_nanos: 0 })
+            .is_ok());
         assert_eq!(s.holding(seen[0].addr(), "net.b"), None);
         assert_eq!(s.holding("10.0.0.200".parse().unwrap(), "net.a"), None);
     }

@@ -69,6 +69,36 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
 }
 
+/// Serde for an optional `*metav1.Time` held as seconds since the epoch:
+/// written as [`format_rfc3339`] writes it, absent when `None`, and refused
+/// with the text at fault when it is not a timestamp (Go's metav1.Time
+/// refuses it too).
+pub mod optional_rfc3339 {
+    use serde::de::{Error, Unexpected};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `Some(seconds)` as RFC 3339 and `None` as null.
+    pub fn serialize<S: Serializer>(value: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(seconds) => s.serialize_str(&super::format_rfc3339(*seconds)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads an RFC 3339 timestamp or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => super::parse_rfc3339(&text).map(Some).ok_or_else(|| {
+                D::Error::invalid_value(
+                    Unexpected::Str(&text),
+                    &"an RFC 3339 timestamp such as 2026-01-02T03:04:05Z",
+                )
+            }),
+        }
+    }
+}
+
 // Howard Hinnant's days-from-civil algorithm (proleptic Gregorian calendar).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };

@@ -1,6 +1,11 @@
 //! Usage summaries: what `calicoctl ipam show` and its flags print, computed
 //! from a snapshot (calicoctl/commands/ipam/show.go and ipam.go,
 //! GetUtilization).
+//!
+//! Released addresses (in or past their cooldown, not yet deallocated) are
+//! in use as calicoctl counts them: GetUtilization reads blocks as stored,
+//! without garbageCollect, and counts the block size minus `unallocated`.
+//! They are also counted apart, for metrics and the usage page.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -9,7 +14,9 @@ use ipnet::IpNet;
 
 use crate::block::{Attribute, Block};
 use crate::cidr::BlockCidr;
+use crate::plan::Now;
 use crate::snapshot::Snapshot;
+use crate::timestamp::format_rfc3339;
 
 /// Figures for one block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +32,8 @@ pub struct BlockUsage {
     pub owner: Option<String>,
     /// Allocated addresses whose `node` attribute names another node.
     pub borrowed: u32,
+    /// Released addresses not yet deallocated (counted in `in_use` too).
+    pub released: u32,
 }
 
 /// Figures for one pool and its blocks.
@@ -38,6 +47,9 @@ pub struct PoolUsage {
     pub capacity: u128,
     /// Addresses in use in its blocks.
     pub in_use: u128,
+    /// Released addresses not yet deallocated in its blocks (counted in
+    /// `in_use` too).
+    pub released: u128,
     /// Its blocks, ordered as Calico lists them (by object name).
     pub blocks: Vec<BlockUsage>,
 }
@@ -62,6 +74,7 @@ pub fn usage(snapshot: &Snapshot) -> Usage {
             cidr: p.cidr(),
             capacity: 1u128 << (p.cidr().max_prefix_len() - p.cidr().prefix_len()),
             in_use: 0,
+            released: 0,
             blocks: Vec::new(),
         })
         .collect();
@@ -77,6 +90,7 @@ pub fn usage(snapshot: &Snapshot) -> Usage {
         {
             Some(pool) => {
                 pool.in_use += u128::from(figures.in_use);
+                pool.released += u128::from(figures.released);
                 pool.blocks.push(figures);
             }
             None => orphaned_blocks.push(figures),
@@ -101,6 +115,7 @@ pub fn block_usage(block: &Block) -> BlockUsage {
         in_use: block.cidr().size() - block.unallocated_len(),
         owner,
         borrowed,
+        released: block.released().count() as u32,
     }
 }
 
@@ -123,7 +138,8 @@ pub struct BorrowedAddress {
 
 /// Borrowed addresses across all blocks, and how many allocations carry no
 /// `node` attribute and so cannot be classified (calicoctl show.go,
-/// getBorrowedIPs).
+/// getBorrowedIPs). A released address has no owner attributes, so
+/// calicoctl counts it among those; so does this.
 pub fn borrowed(snapshot: &Snapshot) -> (Vec<BorrowedAddress>, u32) {
     let mut found = Vec::new();
     let mut unclassified = 0;
@@ -214,6 +230,16 @@ pub enum AddressStatus {
         /// Owner details (pod, namespace, node ...).
         attributes: BTreeMap<String, String>,
     },
+    /// Released and in its cooldown: held by nobody, not yet free (Calico's
+    /// GetAssignmentAttributes answers ErrorIPInCooldown).
+    InCooldown {
+        /// Its block.
+        block: BlockCidr,
+        /// When it was released (RFC 3339).
+        released_at: String,
+        /// The first second at which it is free again (RFC 3339).
+        free_from: String,
+    },
     /// In a pool, not allocated.
     Free {
         /// The pool's name.
@@ -223,15 +249,31 @@ pub enum AddressStatus {
     NotInPool,
 }
 
-/// Whether an address is in use and by whom.
-pub fn address_status(snapshot: &Snapshot, address: IpAddr) -> AddressStatus {
+/// Whether an address is in use and by whom, at `now`. Its block is read
+/// as Calico's GetAssignmentAttributes reads it (blockFromBackend): a
+/// released address past its cooldown is free.
+pub fn address_status(snapshot: &Snapshot, address: IpAddr, now: Now) -> AddressStatus {
     if let Some(block) = snapshot.block_containing(address) {
-        if let Some(attribute) = block.attribute_of_address(address) {
-            return AddressStatus::InUse {
-                block: block.cidr(),
-                handle: attribute.handle().map(str::to_string),
-                attributes: attribute.secondary.to_map(),
-            };
+        let cooldown = snapshot.config().cooldown(now);
+        match block.attribute_of_address(address) {
+            Some(Attribute {
+                released_at: Some(at),
+                ..
+            }) if !cooldown.has_passed(*at) => {
+                return AddressStatus::InCooldown {
+                    block: block.cidr(),
+                    released_at: format_rfc3339(*at),
+                    free_from: cooldown.free_from_rfc3339(*at),
+                }
+            }
+            Some(attribute) if !attribute.is_released() => {
+                return AddressStatus::InUse {
+                    block: block.cidr(),
+                    handle: attribute.handle().map(str::to_string),
+                    attributes: attribute.secondary.to_map(),
+                }
+            }
+            _ => {}
         }
     }
     match snapshot.pool_of(address) {

@@ -43,11 +43,14 @@ fn nginx_assignment_and_release_of_ordinal_1_reproduce_the_after_block() {
     block.bump_sequence_number();
 
     let released = block
-        .release(&[ReleaseItem {
-            ordinal: 1,
-            handle: None,
-            sequence_number: None,
-        }])
+        .release(
+            &[ReleaseItem {
+                ordinal: 1,
+                handle: None,
+                sequence_number: None,
+            }],
+            None,
+        )
         .unwrap();
     assert_eq!(released.ordinals, vec![1]);
     assert_eq!(

@@ -652,17 +652,20 @@ fn release_frees_the_address_and_deletes_the_emptied_handle_after_the_block() {
     let got = assign(&mut s, "h", "n1", 2);
     let first: ipnet::IpNet = got[0].parse().unwrap();
     let plan = s
-        .plan_release(&[ReleaseRequest::address(first.addr())])
+        .plan_release(&[ReleaseRequest::address(first.addr())], at(0))
         .unwrap();
     assert_eq!(kinds(&plan.plan.writes), ["update-block", "update-handle"]);
     assert_eq!(plan.released, vec![first.addr()]);
     s.apply(plan.plan);
     let second: ipnet::IpNet = got[1].parse().unwrap();
     let plan = s
-        .plan_release(&[
-            ReleaseRequest::address(second.addr()),
-            ReleaseRequest::address(ip("172.16.0.1")),
-        ])
+        .plan_release(
+            &[
+                ReleaseRequest::address(second.addr()),
+                ReleaseRequest::address(ip("172.16.0.1")),
+            ],
+            at(0),
+        )
         .unwrap();
     assert_eq!(kinds(&plan.plan.writes), ["update-block", "delete-handle"]);
     assert_eq!(plan.already_free, vec![ip("172.16.0.1")]);
@@ -683,7 +686,7 @@ fn a_stale_release_fails_and_writes_nothing() {
         sequence_number: Some(1),
     };
     assert!(matches!(
-        s.plan_release(&[stale]),
+        s.plan_release(&[stale], at(0)),
         Err(Error::SequenceNumberMismatch { .. })
     ));
     let wrong = ReleaseRequest {
@@ -692,7 +695,7 @@ fn a_stale_release_fails_and_writes_nothing() {
         sequence_number: None,
     };
     assert!(matches!(
-        s.plan_release(&[wrong]),
+        s.plan_release(&[wrong], at(0)),
         Err(Error::HandleMismatch { .. })
     ));
 }
@@ -702,7 +705,7 @@ fn release_by_handle_frees_every_block_and_deletes_the_handle() {
     let mut s = world(vec![pool("p", "10.0.0.0/24", 29)], IpamConfig::default());
     assign(&mut s, "big", "n1", 10);
     assign(&mut s, "small", "n1", 1);
-    let plan = s.plan_release_by_handle("big").unwrap();
+    let plan = s.plan_release_by_handle("big", at(0)).unwrap();
     assert_eq!(plan.released.len(), 10);
     assert_eq!(
         kinds(&plan.plan.writes),
@@ -711,7 +714,7 @@ fn release_by_handle_frees_every_block_and_deletes_the_handle() {
     s.apply(plan.plan);
     assert_eq!(addresses_of_handle(&s, "small").len(), 1);
     assert_eq!(
-        s.plan_release_by_handle("big").unwrap_err(),
+        s.plan_release_by_handle("big", at(0)).unwrap_err(),
         Error::HandleNotFound {
             handle: "big".into()
         }
@@ -731,7 +734,7 @@ fn release_by_handle_rewrites_a_block_that_shows_none_of_its_count_and_drops_a_m
     h.increment(existing.cidr(), 1);
     h.increment(missing, 1);
     s.insert_handle(h);
-    let plan = s.plan_release_by_handle("h").unwrap();
+    let plan = s.plan_release_by_handle("h", at(0)).unwrap();
     assert!(plan.released.is_empty());
     // The block is rewritten anyway, its sequence number raised, so that
     // the assignment planned on it fails its compare-and-swap; the missing
@@ -755,13 +758,15 @@ fn releasing_an_empty_blocks_affinity_deletes_the_block() {
     let got = assign(&mut s, "h", "n1", 1);
     let cidr = s.blocks().next().unwrap().cidr();
     assert!(matches!(
-        s.plan_release_affinity("n1", cidr, true),
+        s.plan_release_affinity("n1", cidr, true, at(0)),
         Err(Error::BlockNotEmpty { in_use: 1, .. })
     ));
     let address = got[0].parse::<ipnet::IpNet>().unwrap().addr();
-    let plan = s.plan_release(&[ReleaseRequest::address(address)]).unwrap();
+    let plan = s
+        .plan_release(&[ReleaseRequest::address(address)], at(0))
+        .unwrap();
     s.apply(plan.plan);
-    let plan = s.plan_release_affinity("n1", cidr, true).unwrap();
+    let plan = s.plan_release_affinity("n1", cidr, true, at(0)).unwrap();
     assert_eq!(
         kinds(&plan.writes),
         [
@@ -779,7 +784,7 @@ fn releasing_an_empty_blocks_affinity_deletes_the_block() {
         })
         .is_none());
     assert!(matches!(
-        s.plan_release_affinity("n1", cidr, false),
+        s.plan_release_affinity("n1", cidr, false, at(0)),
         Err(Error::AffinityNotFound { .. })
     ));
 }
@@ -788,10 +793,10 @@ fn releasing_an_empty_blocks_affinity_deletes_the_block() {
 fn releasing_a_deleted_node_orphans_its_used_blocks_and_deletes_its_empty_ones() {
     let mut s = world(vec![pool("p", "10.0.0.0/24", 29)], IpamConfig::default());
     assign(&mut s, "h", "gone", 9);
-    let plan = s.plan_release_by_handle("h").unwrap();
+    let plan = s.plan_release_by_handle("h", at(0)).unwrap();
     s.apply(plan.plan);
     assign(&mut s, "h2", "gone", 1);
-    let plan = s.plan_release_node("gone");
+    let plan = s.plan_release_node("gone", at(0));
     s.apply(plan);
     assert_eq!(s.affinities().count(), 0);
     let remaining: Vec<_> = s.blocks().collect();
@@ -803,7 +808,9 @@ fn releasing_a_deleted_node_orphans_its_used_blocks_and_deletes_its_empty_ones()
     assert!(remaining[0].owner().is_none());
     // Releasing its last address now deletes the unowned block (Calico does).
     let address = addresses_of_handle(&s, "h2")[0].addr();
-    let plan = s.plan_release(&[ReleaseRequest::address(address)]).unwrap();
+    let plan = s
+        .plan_release(&[ReleaseRequest::address(address)], at(0))
+        .unwrap();
     assert_eq!(kinds(&plan.plan.writes), ["delete-block", "delete-handle"]);
 }
 
@@ -811,7 +818,7 @@ fn releasing_a_deleted_node_orphans_its_used_blocks_and_deletes_its_empty_ones()
 fn another_nodes_empty_block_is_reclaimed_only_after_a_minute() {
     let mut s = world(vec![pool("p", "10.0.0.0/30", 30)], IpamConfig::default());
     s.apply(plan(&s, "h", "n1", 1, 0, 0).unwrap().plan);
-    s.apply(s.plan_release_by_handle("h").unwrap().plan);
+    s.apply(s.plan_release_by_handle("h", at(0)).unwrap().plan);
     // n1's block is empty but claimed just now: n2 borrows from it instead.
     let early = plan(&s, "x", "n2", 1, 0, 30).unwrap();
     assert!(!kinds(&early.plan.writes).contains(&"delete-block"));
@@ -872,13 +879,16 @@ fn address_status_tells_in_use_free_and_outside() {
     let got = assign(&mut s, "h", "n1", 1);
     let used = got[0].parse::<ipnet::IpNet>().unwrap().addr();
     assert!(
-        matches!(address_status(&s, used), AddressStatus::InUse { handle: Some(ref h), .. } if h == "h")
+        matches!(address_status(&s, used, at(0)), AddressStatus::InUse { handle: Some(ref h), .. } if h == "h")
     );
     assert_eq!(
-        address_status(&s, ip("10.0.0.200")),
+        address_status(&s, ip("10.0.0.200"), at(0)),
         AddressStatus::Free { pool: "p".into() }
     );
-    assert_eq!(address_status(&s, ip("10.9.0.1")), AddressStatus::NotInPool);
+    assert_eq!(
+        address_status(&s, ip("10.9.0.1"), at(0)),
+        AddressStatus::NotInPool
+    );
 }
 
 #[test]

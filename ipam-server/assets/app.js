@@ -9,6 +9,10 @@
 //
 // The URL holds the selection (?pool=NAME&block=CIDR), so a view can be
 // bookmarked or linked.
+//
+// Released addresses (IP cooldown: in use, held by nobody, until their
+// cooldown has passed) have their own striped colour, apart from every
+// node's, in the tiles, the legend and the address table.
 'use strict';
 
 // Distinct on a white page and for the commoner colour-vision deficiencies
@@ -194,6 +198,7 @@ function renderPools() {
         pool: pool.name, cidr: pool.cidr, blockSize: pool.blockSize, disabled: pool.disabled,
         size: big(pool.size), inUse: big(pool.inUse), free: big(pool.free),
         percent: percent(pool.inUse, pool.size), blocks: pool.blocks.length,
+        released: big(pool.released ?? 0),
       },
       onclick: (event) => { if (!event.target.closest('a')) navigate(pool.name, null); },
     },
@@ -203,7 +208,9 @@ function renderPools() {
     h('td', { class: 'num' }, '/' + pool.blockSize),
     h('td', { class: 'num' }, count(pool.blocks.length)),
     h('td', { class: 'num' }, countNode(pool.size)),
-    h('td', { class: 'num' }, count(pool.inUse)),
+    h('td', { class: 'num' }, count(pool.inUse),
+      pool.released ? h('span', { class: 'tag released', title: 'released, in their IP cooldown' },
+        `${count(pool.released)} released`) : null),
     h('td', { class: 'num' }, countNode(pool.free)),
     h('td', {}, h('div', { class: 'util' }, bar(pool.inUse, pool.size),
       h('span', { class: 'pct' }, percentText(pool.inUse, pool.size)))));
@@ -216,11 +223,13 @@ function renderPools() {
 
 function blockTile(block, poolName) {
   const pct = percent(block.inUse, block.size);
+  const released = block.released ?? 0;
   const tooltip = [
     block.cidr,
     block.node ? `node ${block.node}` : 'no node affinity',
     `${count(block.inUse)} of ${count(block.size)} in use (${percentText(block.inUse, block.size)}), ${count(block.free)} free`,
     block.borrowed ? `${plural(block.borrowed, 'address', 'addresses')} used by other nodes (borrowed)` : null,
+    released ? `${plural(released, 'address', 'addresses')} released, out of use until the IP cooldown has passed` : null,
   ].filter(Boolean).join('\n');
   const chosen = block.cidr === state.block;
   return viewLink(poolName, block.cidr, {
@@ -230,11 +239,13 @@ function blockTile(block, poolName) {
     'aria-current': chosen ? 'true' : null,
     data: {
       cidr: block.cidr, node: block.node ?? '', size: block.size, inUse: block.inUse,
-      free: block.free, borrowed: block.borrowed, percent: pct,
+      free: block.free, borrowed: block.borrowed, percent: pct, released,
     },
-    vars: { '--node': nodeColor(block.node), '--fill': pct + '%' },
+    vars: { '--node': nodeColor(block.node), '--fill': pct + '%',
+      '--released-fill': percent(released, block.size) + '%' },
   },
   h('span', { class: 'block-fill' }),
+  released ? h('span', { class: 'block-released' }) : null,
   h('span', { class: 'block-cidr' }, block.cidr),
   h('span', { class: 'block-count' }, `${count(block.inUse)}/${count(block.size)}`),
   block.borrowed ? h('span', { class: 'block-borrowed', 'aria-hidden': 'true' }, `↪${block.borrowed}`) : null);
@@ -256,7 +267,17 @@ function renderLegend(blocks) {
       h('span', { class: 'swatch', vars: { '--node': nodeColor(node || null) } }),
       h('span', { class: node ? 'legend-node' : 'legend-node muted' }, node || 'no affinity'),
       h('span', { class: 'muted' }, ` ${plural(n, 'block', 'blocks')}, ${count(inUse)} in use`));
-  }));
+  }), ...releasedLegend(blocks));
+}
+
+// The released colour's own legend entry, when the blocks hold any.
+function releasedLegend(blocks) {
+  const released = blocks.reduce((sum, b) => sum + (b.released ?? 0), 0);
+  if (!released) return [];
+  return [h('li', { class: 'legend-released', data: { released } },
+    h('span', { class: 'swatch released' }),
+    h('span', { class: 'legend-node' }, 'released'),
+    h('span', { class: 'muted' }, ` ${count(released)} in IP cooldown, held by nobody`))];
 }
 
 function renderPoolDetail() {
@@ -271,7 +292,9 @@ function renderPoolDetail() {
   const possible = pool.blockSize >= prefix ? 1n << BigInt(pool.blockSize - prefix) : 0n;
   const nodes = new Set(pool.blocks.map((b) => b.node).filter(Boolean));
   const borrowed = pool.blocks.reduce((sum, b) => sum + b.borrowed, 0);
+  const released = pool.blocks.reduce((sum, b) => sum + (b.released ?? 0), 0);
   section.dataset.pool = pool.name;
+  section.dataset.released = released;
   section.dataset.blocks = pool.blocks.length;
   section.dataset.possibleBlocks = possible;
   section.dataset.nodes = nodes.size;
@@ -281,7 +304,8 @@ function renderPoolDetail() {
   byId('pool-summary').replaceChildren(
     `${plural(pool.blocks.length, 'block', 'blocks')} of `, countNode(possible),
     ` possible (/${pool.blockSize} in ${pool.cidr}) · ${plural(nodes.size, 'node', 'nodes')}`
-    + (borrowed ? ` · ${plural(borrowed, 'borrowed address', 'borrowed addresses')}` : ''));
+    + (borrowed ? ` · ${plural(borrowed, 'borrowed address', 'borrowed addresses')}` : '')
+    + (released ? ` · ${plural(released, 'released address', 'released addresses')} in cooldown` : ''));
   renderLegend(pool.blocks);
   byId('grid').replaceChildren(pool.blocks.length === 0
     ? empty('no-blocks', 'No blocks yet: a node claims its first block of this pool when it assigns an address from it.')
@@ -325,12 +349,14 @@ async function renderBlockDetail() {
     h('button', { type: 'button', class: 'close', 'aria-label': 'Close block',
       onclick: () => navigate(state.pool, null) }, '×'));
   const borrowedRows = detail.allocations.filter((a) => a.attributes.node && a.attributes.node !== detail.node);
+  const releasedRows = detail.allocations.filter((a) => a.releasedAt);
   byId('block-summary').replaceChildren(
     h('span', { class: 'swatch', vars: { '--node': nodeColor(detail.node) } }),
     detail.node ? `node ${detail.node}` : 'no node affinity',
     usage ? ` · ${count(usage.inUse)} of ${count(usage.size)} in use (${percentText(usage.inUse, usage.size)})`
       : ` · ${plural(detail.allocations.length, 'address', 'addresses')} in use`,
-    borrowedRows.length ? ` · ${count(borrowedRows.length)} borrowed by other nodes` : '');
+    borrowedRows.length ? ` · ${count(borrowedRows.length)} borrowed by other nodes` : '',
+    releasedRows.length ? ` · ${count(releasedRows.length)} released, in IP cooldown` : '');
   const body = byId('block-body');
   if (detail.allocations.length === 0) {
     body.replaceChildren(empty('no-addresses', 'No address of this block is in use.'));
@@ -348,20 +374,29 @@ async function renderBlockDetail() {
     h('tbody', {}, detail.allocations.map((a) => {
       const attrs = a.attributes;
       const borrowed = Boolean(attrs.node && attrs.node !== detail.node);
+      const released = Boolean(a.releasedAt);
       return h('tr', {
-        class: borrowed ? 'address borrowed' : 'address',
+        class: 'address' + (borrowed ? ' borrowed' : '') + (released ? ' released' : ''),
         data: {
           address: a.address, ordinal: a.ordinal, handle: a.handle ?? '', sequence: a.sequenceNumber,
           pod: attrs.pod ?? '', namespace: attrs.namespace ?? '', node: attrs.node ?? '', borrowed,
+          released, releasedAt: a.releasedAt ?? '',
         },
       },
-      h('td', { class: 'mono' }, a.address),
+      h('td', { class: 'mono nowrap' }, released ? h('span', { class: 'swatch released' }) : null, a.address),
       h('td', { class: 'num' }, String(a.ordinal)),
-      h('td', { class: 'mono handle' }, a.handle ? breakable(a.handle) : '—'),
-      h('td', {}, attrs.pod ?? '—'),
-      h('td', {}, attrs.namespace ?? '—'),
-      h('td', {}, attrs.node ? h('span', { class: 'swatch', vars: { '--node': nodeColor(attrs.node) } }) : null,
-        attrs.node ?? '—', borrowed ? h('span', { class: 'tag' }, 'borrowed') : null),
+      // A released address is nobody's: its row says when it was released
+      // where a holder's handle and pod would be.
+      released
+        ? h('td', { colspan: 4, class: 'muted' }, h('span', { class: 'tag released' }, 'released'),
+          ` at ${a.releasedAt}, out of use until the IP cooldown has passed`)
+        : [
+          h('td', { class: 'mono handle' }, a.handle ? breakable(a.handle) : '—'),
+          h('td', {}, attrs.pod ?? '—'),
+          h('td', {}, attrs.namespace ?? '—'),
+          h('td', {}, attrs.node ? h('span', { class: 'swatch', vars: { '--node': nodeColor(attrs.node) } }) : null,
+            attrs.node ?? '—', borrowed ? h('span', { class: 'tag' }, 'borrowed') : null),
+        ],
       withOther ? h('td', { class: 'muted small' }, others(a).join(', ')) : null);
     }))));
 }

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
@@ -11,7 +12,7 @@ use axum::Json;
 use ipam_core::block::BlockOwner;
 use ipam_core::check::{check, Liveness};
 use ipam_core::{
-    AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, Pool, PoolSpec, ReleaseRequest,
+    AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, Now, Pool, PoolSpec, ReleaseRequest,
 };
 use ipam_store::{Datastore, Ipam};
 use serde::Deserialize;
@@ -292,17 +293,17 @@ pub async fn address_info(
         .iter()
         .find(|p| p.contains(ip))
         .map(|p| p.name().to_string());
-    let info = match attribute {
-        Some(attribute) => AddressInfo {
-            address: ip,
-            status: AddressState::InUse,
-            pool,
-            handle: attribute.handle().map(str::to_string),
-            attributes: attribute.secondary.to_map(),
-        },
-        None => AddressInfo::unheld(ip, pool),
-    };
-    Ok(Json(info))
+    let cooldown = state
+        .engine
+        .config()
+        .await?
+        .cooldown(Now::from(SystemTime::now()));
+    Ok(Json(AddressInfo::of(
+        ip,
+        attribute.as_ref(),
+        pool,
+        cooldown,
+    )))
 }
 
 // ----- pools -----------------------------------------------------------------
@@ -406,7 +407,8 @@ pub async fn get_config(State(state): Shared) -> Result<Json<ConfigBody>, ApiErr
 }
 
 /// Replaces the IPAM configuration (Calico's rules: strictAffinity and
-/// autoAllocateBlocks not both false; maxBlocksPerHost needs strictAffinity).
+/// autoAllocateBlocks not both false; maxBlocksPerHost needs strictAffinity;
+/// ipCooldownSeconds at most 1200).
 #[utoipa::path(put, path = "/v1/config", tag = "config", request_body = ConfigBody,
     responses(
         (status = 200, description = "Stored", body = ConfigBody),
@@ -418,9 +420,7 @@ pub async fn set_config(
 ) -> Result<Json<ConfigBody>, ApiError> {
     // Fields of a newer Calico stored in the config are kept.
     let mut config = state.engine.config().await?;
-    config.strict_affinity = body.strict_affinity;
-    config.auto_allocate_blocks = body.auto_allocate_blocks;
-    config.max_blocks_per_host = body.max_blocks_per_host;
+    body.apply_to(&mut config);
     state.engine.set_config(config).await?;
     Ok(Json(body))
 }
@@ -593,13 +593,7 @@ pub async fn block_detail(
         .ok_or_else(|| ApiError::not_found("block_not_found", format!("no block {cidr}")))?;
     let allocations = block
         .allocations()
-        .map(|(ordinal, attribute)| AllocationBody {
-            address: cidr.address(ordinal),
-            ordinal,
-            handle: attribute.handle().map(str::to_string),
-            sequence_number: block.sequence_number_of(ordinal),
-            attributes: attribute.secondary.to_map(),
-        })
+        .map(|(ordinal, attribute)| AllocationBody::of(&block, ordinal, attribute))
         .collect();
     Ok(Json(BlockDetail {
         cidr: cidr.net(),
@@ -621,7 +615,7 @@ pub async fn block_detail(
     ))]
 pub async fn check_report(State(state): Shared) -> Result<Json<CheckResponse>, ApiError> {
     let snapshot = state.engine.snapshot().await?;
-    let now = ipam_core::Now::from(std::time::SystemTime::now());
+    let now = Now::from(SystemTime::now());
     let report = check(&snapshot, &Liveness::default(), now);
     Ok(Json(CheckResponse {
         consistent: report.is_consistent(),

@@ -138,7 +138,10 @@ fn refusal_status(refusal: &Refusal) -> (StatusCode, &'static str) {
         Refusal::MalformedBlock { .. } | Refusal::MalformedHandle { .. } => {
             (S::INTERNAL_SERVER_ERROR, "datastore_invalid")
         }
-        Refusal::AddressInUse { .. } => (S::CONFLICT, "address_in_use"),
+        // Calico refuses an address in its cooldown as already assigned.
+        Refusal::AddressInUse { .. } | Refusal::AddressInCooldown { .. } => {
+            (S::CONFLICT, "address_in_use")
+        }
         Refusal::BlockNotEmpty { .. } => (S::CONFLICT, "block_in_use"),
         Refusal::PoolsOverlap { .. } => (S::CONFLICT, "pool_overlap"),
         Refusal::SequenceNumberMismatch { .. } | Refusal::HandleMismatch { .. } => {

@@ -5,7 +5,11 @@
 //!   exports (`ipam_ippool_size`, `ipam_allocations_in_use`,
 //!   `ipam_allocations_borrowed`, `ipam_blocks`) and with its label values
 //!   for the odd cases (`no_ippool`, `no_affinity`, `unknown_node`), plus
-//!   `ipam_ippool_free`, which agrees with `/v1/usage` and `ipamctl show`;
+//!   `ipam_ippool_free`, which agrees with `/v1/usage` and `ipamctl show`,
+//!   and `ipam_ippool_released`, the released addresses not yet deallocated
+//!   (IP cooldown), in use as `ipamctl show` counts them but nobody's, so
+//!   not in `ipam_allocations_in_use` (kube-controllers tracks no
+//!   allocation without a handle);
 //! - HTTP requests and their latency by route template, never by raw path;
 //! - datastore round trips, compare-and-swap conflicts and retries, read
 //!   from the store and the engine while the scrape is encoded;
@@ -278,6 +282,8 @@ struct PoolFigures {
     borrowed: BTreeMap<(String, String), u64>,
     /// Blocks by the host they are affine to.
     blocks: BTreeMap<(String, String), u64>,
+    /// Per pool: released addresses not yet deallocated.
+    released: BTreeMap<String, u64>,
 }
 
 impl PoolFigures {
@@ -305,6 +311,9 @@ impl PoolFigures {
                 .or_default() += 1;
             nodes.extend(host.map(str::to_string));
             for (_, attribute) in block.allocations() {
+                if attribute.is_released() {
+                    continue;
+                }
                 let node = attribute.secondary.get("node").filter(|n| !n.is_empty());
                 *figures
                     .in_use
@@ -329,8 +338,44 @@ impl PoolFigures {
                 figures.borrowed.entry(key).or_default();
             }
         }
+        figures.released = released_by_pool(&usage);
         figures
     }
+}
+
+/// Released addresses not yet deallocated, by pool (`no_ippool` for blocks
+/// outside every pool, when they hold some); every pool is listed.
+fn released_by_pool(usage: &ipam_core::usage::Usage) -> BTreeMap<String, u64> {
+    let mut released: BTreeMap<String, u64> = usage
+        .pools
+        .iter()
+        .map(|pool| (pool.name.clone(), pool.released as u64))
+        .collect();
+    let orphaned: u64 = usage
+        .orphaned_blocks
+        .iter()
+        .map(|b| u64::from(b.released))
+        .sum();
+    if orphaned > 0 {
+        released.insert(NO_POOL.to_string(), orphaned);
+    }
+    released
+}
+
+fn encode_released(
+    encoder: &mut DescriptorEncoder,
+    released: &BTreeMap<String, u64>,
+) -> Result<(), fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        "ipam_ippool_released",
+        "Released addresses of the pool not yet free again (IP cooldown): in use, held by nobody",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (pool, count) in released {
+        ConstGauge::new(*count as i64).encode(metric.encode_family(&[("ippool", pool)])?)?;
+    }
+    Ok(())
 }
 
 /// The figures read while a scrape is encoded: engine and store counters
@@ -425,7 +470,8 @@ impl Collector for Live {
             "ipam_blocks",
             "Blocks, by pool and by the host they are affine to",
             &figures.blocks,
-        )
+        )?;
+        encode_released(&mut encoder, &figures.released)
     }
 }
 
@@ -535,6 +581,34 @@ mod tests {
                 (key("pool-a", "n2"), 1),
                 (key("pool-a", "n3"), 1),
             ])
+        );
+    }
+
+    #[test]
+    fn released_addresses_are_counted_per_pool_and_not_as_anyones() {
+        let mut snapshot = Snapshot::new(IpamConfig::default(), vec![pool_a()], &[]);
+        let mut b = block("10.0.0.0/26", Some("n1"), &[Some("n1"), Some("n1")]);
+        b.release_by_handle("h1", None, Some(1_782_900_000));
+        snapshot.insert_block(b);
+        let mut outside = block("192.168.0.0/26", Some("n1"), &[Some("n1")]);
+        outside.release_by_handle("h0", None, Some(1_782_900_000));
+        snapshot.insert_block(outside);
+
+        let figures = PoolFigures::of(&snapshot);
+
+        assert_eq!(
+            figures.released,
+            BTreeMap::from([("no_ippool".to_string(), 1), ("pool-a".to_string(), 1)])
+        );
+        assert_eq!(
+            figures.in_use,
+            BTreeMap::from([(key("pool-a", "n1"), 1)]),
+            "the released address is in no node's count"
+        );
+        // In use as `ipamctl show` counts it: two of the pool's addresses.
+        assert_eq!(
+            figures.size_and_free,
+            BTreeMap::from([("pool-a".to_string(), (65536, 65534))])
         );
     }
 

@@ -575,9 +575,11 @@ async fn the_ipam_config_is_read_and_validated() {
     let (_, config) = app.get("/v1/config").await;
     assert_eq!(
         config,
-        json!({"strictAffinity": false, "autoAllocateBlocks": true, "maxBlocksPerHost": 0})
+        json!({"strictAffinity": false, "autoAllocateBlocks": true, "maxBlocksPerHost": 0,
+               "ipCooldownSeconds": 0})
     );
-    let strict = json!({"strictAffinity": true, "autoAllocateBlocks": true, "maxBlocksPerHost": 3});
+    let strict = json!({"strictAffinity": true, "autoAllocateBlocks": true, "maxBlocksPerHost": 3,
+                        "ipCooldownSeconds": 120});
     assert_eq!(
         app.call(Method::PUT, "/v1/config", Some(strict.clone()))
             .await
@@ -595,6 +597,18 @@ async fn the_ipam_config_is_read_and_validated() {
         400,
         "invalid_config",
         "cannot both be false",
+    );
+    refused(
+        app.call(
+            Method::PUT,
+            "/v1/config",
+            Some(json!({"strictAffinity": false, "autoAllocateBlocks": true,
+                        "ipCooldownSeconds": 1201})),
+        )
+        .await,
+        400,
+        "invalid_config",
+        "ipCooldownSeconds 1201 is out of range: must be 0 to 1200",
     );
     assert_eq!(
         app.get("/v1/config").await.1,

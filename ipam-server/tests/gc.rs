@@ -574,3 +574,46 @@ async fn the_server_binary_collects_on_the_kubernetes_datastore_and_gives_its_le
     server.await.unwrap().unwrap();
     assert_eq!(w.lease_holder().await, None, "given up on shutdown");
 }
+
+#[tokio::test]
+async fn a_pass_deallocates_released_addresses_once_their_cooldown_has_passed() {
+    let w = World::start(&["n1"]).await;
+    let mut config = w.engine.config().await.unwrap();
+    config.ip_cooldown_seconds = 1;
+    w.engine.set_config(config).await.unwrap();
+    let kept = w.pod("n1", "kept").await;
+    let gone = w.pod("n1", "gone").await;
+    w.delete_pod("gone");
+    let released = w
+        .engine
+        .release_by_handle("k8s-pod-network.gone")
+        .await
+        .unwrap();
+    assert_eq!(released, [gone]);
+    let cidr = w
+        .engine
+        .snapshot()
+        .await
+        .unwrap()
+        .block_containing(gone)
+        .unwrap()
+        .cidr();
+    let (mut collector, _metrics) = w.collector("a", Duration::from_secs(900));
+    // Within the cooldown the pass leaves the released address alone.
+    let report = pass(&mut collector).await;
+    assert_eq!(report, PassReport::default());
+    let block = w.engine.block(cidr).await.unwrap().unwrap();
+    assert_eq!(block.released().count(), 1, "still in its cooldown");
+    // Released in second s: free from second s + 2 at the latest. The
+    // cooldown runs on the engine's clock, which stamped releasedAt, not on
+    // the collector's: this wait is real.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = pass_until(&mut collector, |r| !r.blocks_cooled.is_empty()).await;
+    assert_eq!(report.blocks_cooled, [cidr]);
+    let block = w.engine.block(cidr).await.unwrap().unwrap();
+    assert_eq!(block.released().count(), 0);
+    assert!(block.attribute_of_address(gone).is_none(), "free again");
+    assert!(w.held(kept).await);
+    // Nothing more to do.
+    assert_eq!(pass(&mut collector).await, PassReport::default());
+}

@@ -633,3 +633,65 @@ async fn a_token_protected_api_is_explained_not_hidden() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_addresses_have_their_own_colour() {
+    let address = serve(AppConfig::default()).await;
+    let api = Api {
+        base: format!("http://{address}"),
+        client: reqwest::Client::new(),
+    };
+    api.pool("pods", "10.40.0.0/24", 26).await;
+    let config =
+        json!({"strictAffinity": false, "autoAllocateBlocks": true, "ipCooldownSeconds": 600});
+    api.send(reqwest::Method::PUT, "/v1/config", config).await;
+    for i in 0..3 {
+        api.pod("node-a", "shop", &format!("web-{i}"), 0).await;
+    }
+    api.send(
+        reqwest::Method::DELETE,
+        "/v1/handles/k8s-pod-network.node-a-web-1",
+        json!({}),
+    )
+    .await;
+    let usage = api.usage().await;
+    let pool = &usage.pools[0];
+    assert_eq!((pool.in_use, pool.released), (3, 1));
+    let block = &pool.blocks[0];
+    let detail = api.block(block.cidr).await;
+    let url = format!(
+        "http://{address}/?pool=pods&block={}",
+        block.cidr.to_string().replace('/', "%2F")
+    );
+    let dom = dom(&url).await;
+    assert_eq!(
+        dom.find("tr", "data-pool", "pods").attr("data-released"),
+        "1"
+    );
+    let tile = dom.find("a", "data-cidr", &block.cidr.to_string());
+    assert_eq!(tile.attr("data-released"), "1");
+    assert_eq!(tile.attr("data-in-use"), "3");
+    let bands = dom.all("span", "class");
+    let bands = bands.iter().filter(|s| s.attr("class") == "block-released");
+    assert_eq!(bands.count(), 1);
+    let legend = dom.one("li", "data-released");
+    assert_eq!(legend.attr("data-released"), "1");
+    assert_eq!(legend.attr("class"), "legend-released");
+    let rows = dom.all("tr", "data-address");
+    let marked: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.attr("data-released") == "true")
+        .map(|r| r.attr("data-address"))
+        .collect();
+    let expected: Vec<String> = detail
+        .allocations
+        .iter()
+        .filter(|a| a.released_at.is_some())
+        .map(|a| a.address.to_string())
+        .collect();
+    assert_eq!(marked, expected);
+    assert_eq!(expected.len(), 1);
+    let row = dom.find("tr", "data-released", "true");
+    assert_eq!(row.attr("class"), "address released");
+    assert!(row.text().contains("released"), "{}", row.text());
+}

@@ -176,9 +176,10 @@ pub struct AutoAssigned {
 /// What a release did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Released {
-    /// Addresses freed.
+    /// Addresses released: freed, or with an IP cooldown marked released.
     pub released: Vec<IpAddr>,
-    /// Addresses that were already free (not an error, as in Calico).
+    /// Addresses that were not held: free, or already released (not an
+    /// error, as in Calico).
     pub already_free: Vec<IpAddr>,
 }
 
@@ -1028,10 +1029,13 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     })
                 })
                 .collect();
-            let planned = cache.snapshot.plan_release(&requests).map(|mut planned| {
-                let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
-                (planned, prepared)
-            });
+            let planned = cache
+                .snapshot
+                .plan_release(&requests, now())
+                .map(|mut planned| {
+                    let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
+                    (planned, prepared)
+                });
             (owned, planned)
         };
         let Ok((planned, prepared)) = planned else {
@@ -1430,7 +1434,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         requests: &[ReleaseRequest],
     ) -> Result<(ipam_core::ReleasePlan, Prepared), ipam_core::Error> {
         let cache = self.cache();
-        let mut planned = cache.snapshot.plan_release(requests)?;
+        let mut planned = cache.snapshot.plan_release(requests, now())?;
         let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
         Ok((planned, prepared))
     }
@@ -1560,7 +1564,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             }
             let (planned, prepared) = {
                 let cache = self.cache();
-                let mut planned = match cache.snapshot.plan_release_by_handle(handle_id) {
+                let mut planned = match cache.snapshot.plan_release_by_handle(handle_id, now()) {
                     Ok(planned) => planned,
                     // Read just now, then gone: the cache forgets a handle
                     // only once it is seen deleted (by a concurrent release
@@ -1779,7 +1783,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         .await?;
         self.reload(&Key::Block(cidr)).await?;
         self.run_affinity_plan("release affinity", |s| {
-            s.plan_release_affinity(node, cidr, require_empty)
+            s.plan_release_affinity(node, cidr, require_empty, now())
                 .map(|plan| ClaimPlan {
                     plan,
                     ..ClaimPlan::default()
@@ -1813,7 +1817,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             .collect();
         self.run_affinity_plan("release node", |s| {
             Ok(ClaimPlan {
-                plan: s.plan_release_node(node),
+                plan: s.plan_release_node(node, now()),
                 ..ClaimPlan::default()
             })
         })
@@ -2061,5 +2065,37 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         self.store.delete(&key, &revision).await?;
         self.cache().loaded_at = None;
         Ok(())
+    }
+}
+
+impl<S: Datastore + ?Sized> Ipam<S> {
+    /// Deallocates released addresses whose cooldown has passed, writing
+    /// each block that holds some once: the backstop for blocks no
+    /// allocation or release writes (kube-controllers' ipam.go,
+    /// garbageCollectColdIPs), which visits only blocks whose earliest
+    /// `releasedAt` has cooled. A block changed since it was read is read
+    /// again and left to the next pass, as Calico skips a stale block.
+    /// Returns the blocks written (or deleted, when left empty without
+    /// affinity).
+    pub async fn deallocate_cooled(&self) -> Result<Vec<BlockCidr>, IpamError> {
+        self.ensure_fresh().await?;
+        let Prepared {
+            steps,
+            mut expected,
+        } = {
+            let cache = self.cache();
+            let plan = cache.snapshot.plan_deallocate_cooled(now());
+            prepare(&cache, plan)
+        };
+        let mut written = Vec::new();
+        for step in steps {
+            let cidr = block_of_write(&step.write);
+            match self.apply(step.write, &mut expected).await {
+                Ok(()) => written.extend(cidr),
+                Err(e) if is_cas_failure(&e) => self.recover(&e).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(written)
     }
 }

@@ -1,7 +1,9 @@
 //! Strategies shared by the properties: a small IPAM world whose pools run
 //! out within a few dozen requests (so that borrowing, exhaustion, the block
 //! limit and the reclaiming of empty blocks all happen), and a run of steps
-//! to play on it.
+//! to play on it; with or without an IP cooldown, whose runs also move time
+//! on by fractions of a second, so that the stored second of a release is
+//! not always the second it happened in.
 
 use std::net::IpAddr;
 
@@ -25,6 +27,10 @@ const MAX_STEPS: usize = 150;
 /// The most seconds between two steps: enough for a block to pass the
 /// 60-second reclaim age within a step or two, and sometimes not.
 const MAX_SECONDS_BETWEEN_STEPS: u64 = 120;
+
+/// The longest IP cooldown of a run: a few steps long, so that addresses
+/// come out of their cooldown within a run, and some within one step.
+const MAX_COOLDOWN_SECONDS: u32 = 300;
 
 /// The range and block size of one pool.
 #[derive(Debug, Clone)]
@@ -122,6 +128,17 @@ pub enum Operation {
         /// The node.
         node: String,
     },
+    /// Assignment of an address still released when the step runs (IP
+    /// cooldown), chosen by position among them in address order; nothing
+    /// when none is. Only runs with a cooldown have it.
+    AssignReleased {
+        /// The requesting node.
+        node: String,
+        /// The handle that will own the address.
+        handle: String,
+        /// Which released address.
+        released: Index,
+    },
 }
 
 /// An operation and how long after the previous step it happens.
@@ -129,6 +146,8 @@ pub enum Operation {
 pub struct Step {
     /// Seconds since the previous step.
     pub seconds_later: u64,
+    /// And nanoseconds (under 1 s; always 0 in runs without a cooldown).
+    pub nanos_later: u64,
     /// What happens.
     pub operation: Operation,
 }
@@ -151,6 +170,57 @@ pub fn scenario() -> impl Strategy<Value = Scenario> {
 /// A world under strict affinity, and one to [`MAX_STEPS`] steps in it.
 pub fn strict_affinity_scenario() -> impl Strategy<Value = Scenario> {
     scenario_under(strict_affinity_config())
+}
+
+/// A world under any configuration with an IP cooldown of 1 to
+/// [`MAX_COOLDOWN_SECONDS`] seconds, and one to [`MAX_STEPS`] steps in it,
+/// time moving on by whole and fractional seconds.
+pub fn cooldown_scenario() -> impl Strategy<Value = Scenario> {
+    let config = prop_oneof![Just(IpamConfig::default()), strict_affinity_config()];
+    let nodes = (1..=MAX_NODES).prop_map(|count| (0..count).map(|n| format!("node-{n}")).collect());
+    // Short cooldowns too, so that steps land on either side of the end of
+    // one.
+    let cooldown = prop_oneof![1..=5u32, 1..=MAX_COOLDOWN_SECONDS];
+    (config, cooldown, pools(), nodes)
+        .prop_map(|(config, cooldown, pools, nodes)| World {
+            config: IpamConfig {
+                ip_cooldown_seconds: cooldown,
+                ..config
+            },
+            pools,
+            nodes,
+        })
+        .prop_flat_map(|world| {
+            let steps = vec(cooldown_step(&world), 1..=MAX_STEPS);
+            (Just(world), steps)
+        })
+        .prop_map(|(world, steps)| Scenario { world, steps })
+}
+
+// A step of a run with a cooldown: often less than a second or two after
+// the previous one, and sometimes an assignment of a released address.
+fn cooldown_step(world: &World) -> impl Strategy<Value = Step> {
+    let node = select(world.nodes.clone());
+    let handle = (0..HANDLE_NAMES).prop_map(|n| format!("pod-{n}"));
+    let assign_released = (node, handle, any::<Index>()).prop_map(|(node, handle, released)| {
+        Operation::AssignReleased {
+            node,
+            handle,
+            released,
+        }
+    });
+    let operation = prop_oneof![
+        4 => step(world).prop_map(|step| step.operation),
+        1 => assign_released,
+    ];
+    let seconds_later = prop_oneof![0..=2u64, 1..=MAX_SECONDS_BETWEEN_STEPS];
+    (seconds_later, 0u64..1_000_000_000, operation).prop_map(
+        |(seconds_later, nanos_later, operation)| Step {
+            seconds_later,
+            nanos_later,
+            operation,
+        },
+    )
 }
 
 fn scenario_under(config: impl Strategy<Value = IpamConfig>) -> impl Strategy<Value = Scenario> {
@@ -230,6 +300,7 @@ fn step(world: &World) -> impl Strategy<Value = Step> {
     ];
     (1..=MAX_SECONDS_BETWEEN_STEPS, operation).prop_map(|(seconds_later, operation)| Step {
         seconds_later,
+        nanos_later: 0,
         operation,
     })
 }

@@ -13,6 +13,13 @@
 //! were judged, so an address handed out again in the meantime is refused,
 //! not freed. `run` keeps the Lease beside the passes.
 //!
+//! Each pass also writes back the blocks holding released addresses whose
+//! IP cooldown has passed (kube-controllers' garbageCollectColdIPs): an
+//! allocation from a block deallocates them anyway, but a block nobody
+//! allocates from would keep them, and stay non-empty, for ever. The
+//! cooldown is measured on the engine's clock, the one that stamped
+//! `releasedAt`.
+//!
 //! Time, for the grace period and the Lease, comes from the injected
 //! [`Clock`]. The watch tasks belong to the [`Collector`]: dropping it
 //! stops them.
@@ -69,6 +76,8 @@ pub struct PassReport {
     pub nodes_released: Vec<String>,
     /// Empty blocks of live nodes released (and so deleted).
     pub blocks_released: Vec<BlockCidr>,
+    /// Blocks written back with addresses past their cooldown deallocated.
+    pub blocks_cooled: Vec<BlockCidr>,
 }
 
 /// Why a pass failed.

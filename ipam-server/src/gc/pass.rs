@@ -8,7 +8,7 @@ use ipam_core::Now;
 use tokio::sync::watch;
 
 use super::confirm::confirm;
-use super::release::release;
+use super::release::{deallocate_cooled, release};
 use super::{Collector, GcError, PassReport};
 
 impl Collector {
@@ -29,7 +29,16 @@ impl Collector {
         } else {
             first
         };
-        Ok(release(&self.engine, &self.metrics, leading, &snapshot, confirmed).await)
+        // The cooldown backstop goes first, as in Calico's syncIPAM (after
+        // its leak collection, before releaseUnusedBlocks and
+        // releaseNodes): nodes and blocks then go with cooled addresses
+        // gone.
+        let blocks_cooled = deallocate_cooled(&self.engine, leading).await;
+        let report = release(&self.engine, &self.metrics, leading, &snapshot, confirmed).await;
+        Ok(PassReport {
+            blocks_cooled,
+            ..report
+        })
     }
 
     fn now(&self) -> Now {

@@ -8,12 +8,37 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipam_core::gc::Collection;
-use ipam_core::{ReleaseRequest, Snapshot};
+use ipam_core::{BlockCidr, ReleaseRequest, Snapshot};
 use ipam_store::{Datastore, Ipam};
 use tokio::sync::watch;
 
 use super::metrics::GcMetrics;
 use super::PassReport;
+
+/// Writes back the blocks whose released addresses are past their
+/// cooldown, with those addresses deallocated, while `leading` says so;
+/// returns the blocks written. A failure is logged and left for the next
+/// pass: allocation frees them too.
+pub(super) async fn deallocate_cooled(
+    engine: &Ipam<dyn Datastore>,
+    leading: &watch::Receiver<bool>,
+) -> Vec<BlockCidr> {
+    if !*leading.borrow() {
+        return Vec::new();
+    }
+    match engine.deallocate_cooled().await {
+        Ok(blocks) => {
+            for block in &blocks {
+                tracing::info!(%block, "deallocated addresses past their cooldown");
+            }
+            blocks
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "deallocating addresses past their cooldown");
+            Vec::new()
+        }
+    }
+}
 
 /// Releases what `collection` found releasable while `leading` says so,
 /// records the outcome in `metrics`, and reports it.

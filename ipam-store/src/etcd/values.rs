@@ -128,12 +128,28 @@ struct ConfigValue {
     auto_allocate_blocks: bool,
     #[serde(rename = "maxBlocksPerHost", default, skip_serializing_if = "is_zero")]
     max_blocks_per_host: u32,
+    /// A Go `int`: nothing stops calicoctl from storing a negative one on
+    /// etcd, which Calico's garbageCollect reads as no cooldown.
+    #[serde(
+        rename = "ipCooldownSeconds",
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "negative_as_zero"
+    )]
+    ip_cooldown_seconds: u32,
     #[serde(flatten)]
     unknown: UnknownFields,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn negative_as_zero<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n.max(0)).map_err(|_| {
+        serde::de::Error::custom(format!("ipCooldownSeconds {n} is larger than any cooldown"))
+    })
 }
 
 /// Go decodes `null` into a nil slice or map, which reads as empty.
@@ -230,6 +246,7 @@ fn encode_with(
                 strict_affinity,
                 auto_allocate_blocks,
                 max_blocks_per_host,
+                ip_cooldown_seconds,
                 unknown,
             } = config.clone();
             to_json(
@@ -238,6 +255,7 @@ fn encode_with(
                     strict_affinity,
                     auto_allocate_blocks,
                     max_blocks_per_host,
+                    ip_cooldown_seconds,
                     unknown,
                 },
             )?
@@ -428,12 +446,14 @@ pub(super) fn decode(path: &str, key: &Key, bytes: &[u8]) -> Result<Value, Store
                 strict_affinity,
                 auto_allocate_blocks,
                 max_blocks_per_host,
+                ip_cooldown_seconds,
                 unknown,
             } = from_json(path, bytes)?;
             Value::Config(IpamConfig {
                 strict_affinity,
                 auto_allocate_blocks,
                 max_blocks_per_host,
+                ip_cooldown_seconds,
                 unknown,
             })
         }
@@ -649,6 +669,50 @@ mod tests {
         assert_eq!(written["affinity"], Json::Null);
         assert!(written.get("affinity_claim_time").is_none());
         assert!(written.get("strictAffinity").is_none());
+    }
+
+    #[test]
+    fn a_released_address_is_stored_with_calicos_releasedat() {
+        let mut block = Block::new(cidr("10.0.0.0/30"), None, None, 7);
+        block.auto_assign(
+            1,
+            "k8s-pod-network.aaaa",
+            &BTreeMap::new(),
+            &Default::default(),
+        );
+        block.release_by_handle("k8s-pod-network.aaaa", None, Some(1_782_900_000));
+        let path = keys::path(&Key::Block(block.cidr())).unwrap();
+        let bytes = encode(&path, &Value::Block(block.clone()), None).unwrap();
+        let stored: Json = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            stored["attributes"],
+            json!([{"releasedAt": "2026-07-01T10:00:00Z"}])
+        );
+        let key = Key::Block(block.cidr());
+        assert_eq!(decode(&path, &key, &bytes).unwrap(), Value::Block(block));
+    }
+
+    #[test]
+    fn the_cooldown_is_stored_as_calicos_ipcooldownseconds() {
+        let config = IpamConfig {
+            ip_cooldown_seconds: 90,
+            ..IpamConfig::default()
+        };
+        let bytes = encode(keys::CONFIG, &Value::Config(config.clone()), None).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Json>(&bytes).unwrap(),
+            json!({"auto_allocate_blocks": true, "ipCooldownSeconds": 90})
+        );
+        assert_eq!(
+            decode(keys::CONFIG, &Key::Config, &bytes).unwrap(),
+            Value::Config(config)
+        );
+        // A Go int calicoctl may have stored negative: no cooldown.
+        let negative = br#"{"auto_allocate_blocks": true, "ipCooldownSeconds": -5}"#;
+        let Value::Config(read) = decode(keys::CONFIG, &Key::Config, negative).unwrap() else {
+            panic!("not a config")
+        };
+        assert_eq!(read.ip_cooldown_seconds, 0);
     }
 
     #[test]

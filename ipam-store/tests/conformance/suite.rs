@@ -67,8 +67,9 @@ fn pool(name: &str, net: &str) -> Pool {
     Pool::new(name, spec).expect("test pool")
 }
 
-/// A block with two allocations (one with pod attributes) and one release,
-/// so that attributes, `unallocated` order and sequence numbers all matter.
+/// A block with two allocations (one with pod attributes), one release and
+/// one address in its cooldown (`releasedAt`), so that attributes,
+/// `unallocated` order and sequence numbers all matter.
 fn busy_block(net: &str, node: &str) -> Block {
     let mut block = Block::new(
         cidr(net),
@@ -90,7 +91,11 @@ fn busy_block(net: &str, node: &str) -> Block {
     block.bump_sequence_number();
     block.auto_assign(2, "ipip-tunnel-addr-node-1", &BTreeMap::new(), &none);
     block.bump_sequence_number();
-    block.release_by_handle("ipip-tunnel-addr-node-1", None);
+    block.release_by_handle("ipip-tunnel-addr-node-1", None, None);
+    block.bump_sequence_number();
+    block.auto_assign(1, "k8s-pod-network.bbbb", &attrs, &none);
+    block.bump_sequence_number();
+    block.release_by_handle("k8s-pod-network.bbbb", None, Some(1_763_856_060));
     block.bump_sequence_number();
     block
 }
@@ -108,6 +113,7 @@ fn one_of_each() -> Vec<Value> {
     let config = IpamConfig {
         strict_affinity: true,
         max_blocks_per_host: 7,
+        ip_cooldown_seconds: 45,
         ..IpamConfig::default()
     };
     vec![

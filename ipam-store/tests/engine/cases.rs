@@ -63,6 +63,7 @@ macro_rules! engine_tests {
             concurrent_creates_of_overlapping_pools_create_exactly_one,
             concurrent_claims_of_one_block_leave_one_confirmed_affinity,
         );
+        cooldown_tests!($present, $make);
     };
     (@cases $present:expr; $make:expr; $module:ident; $($case:ident),* $(,)?) => {
         $(
@@ -162,14 +163,15 @@ pub async fn allocations(store: &dyn Datastore) -> BTreeMap<IpAddr, String> {
 }
 
 /// Handles and blocks agree: every handle's per-block count is what the
-/// block holds for it, and no allocation lacks its handle.
+/// block holds for it, and no allocation lacks its handle but released
+/// ones (IP cooldown), which are nobody's.
 pub async fn assert_consistent(store: &dyn Datastore) {
     let mut held: BTreeMap<(String, BlockCidr), u32> = BTreeMap::new();
     for item in store.list(&ListQuery::All(Kind::Block)).await.unwrap() {
         let Value::Block(b) = item.value else {
             panic!()
         };
-        for (_, attribute) in b.allocations() {
+        for (_, attribute) in b.allocations().filter(|(_, a)| !a.is_released()) {
             *held
                 .entry((attribute.handle().unwrap().to_string(), b.cidr()))
                 .or_default() += 1;
@@ -953,7 +955,11 @@ pub async fn two_engines_on_one_store_never_double_allocate(store: Arc<dyn Datas
     );
     for address in seen.keys() {
         assert!(matches!(
-            address_status(&snapshot, *address),
+            address_status(
+                &snapshot,
+                *address,
+                ipam_core::Now::from(std::time::SystemTime::now())
+            ),
             AddressStatus::InUse { .. }
         ));
     }

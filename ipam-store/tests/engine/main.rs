@@ -2,6 +2,8 @@
 //! calls [`engine_tests!`] with an expression that starts a fresh store.
 
 #[macro_use]
+mod cooldown;
+#[macro_use]
 mod cases;
 mod concurrency;
 mod embedded;
