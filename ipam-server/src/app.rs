@@ -21,8 +21,9 @@ use crate::metrics::{self, Metrics};
 use crate::page;
 use crate::ratelimit::{self, Limiter, RateLimit};
 
-/// How the application is set up.
-#[derive(Debug, Clone)]
+/// How the application is set up. Its `Debug` leaves the token out, so
+/// that logging the configuration never leaks the secret.
+#[derive(Clone)]
 pub struct AppConfig {
     /// The bearer token clients must send, when one is required.
     pub token: Option<String>,
@@ -36,6 +37,28 @@ pub struct AppConfig {
     pub rate_limit: Option<RateLimit>,
     /// The garbage collector's figures, served on `/metrics`, when it runs.
     pub gc_metrics: Option<Arc<GcMetrics>>,
+}
+
+impl std::fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so that a field added later must be listed here.
+        let AppConfig {
+            token,
+            max_addresses_per_request,
+            max_body_bytes,
+            request_timeout,
+            rate_limit,
+            gc_metrics,
+        } = self;
+        f.debug_struct("AppConfig")
+            .field("token", &token.as_ref().map(|_| "<redacted>"))
+            .field("max_addresses_per_request", max_addresses_per_request)
+            .field("max_body_bytes", max_body_bytes)
+            .field("request_timeout", request_timeout)
+            .field("rate_limit", rate_limit)
+            .field("gc_metrics", &gc_metrics.is_some())
+            .finish()
+    }
 }
 
 impl Default for AppConfig {
@@ -163,6 +186,8 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
     };
     v1.merge(probes)
         .merge(page)
+        // After every route is registered: it applies to those present.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, limit_time))
         // Outermost, so that requests cut short by the time limit or
         // refused for want of the token are counted too.
@@ -209,7 +234,7 @@ async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_credentials);
     // Compared in constant time, so the answer's timing tells nothing of
     // how much of a guess was right.
     let matches = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
@@ -222,6 +247,31 @@ async fn require_token(
             message: "send the server's token as `Authorization: Bearer <token>`".to_string(),
         }
         .into_response()
+    }
+}
+
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme
+/// is case-insensitive and separated by one or more spaces (RFC 9110
+/// §11.1, §11.4; RFC 6750 §2.1), so `bearer x` and `BEARER  x` are both the
+/// token `x`.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_matches(' ').split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
+}
+
+/// The answer to a method a route does not have: a JSON error like every
+/// other (axum's own 405 has no body); axum adds the `Allow` header.
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!(
+            "{} is not a method of {} (the Allow header lists those it has)",
+            request.method(),
+            request.uri().path()
+        ),
     }
 }
 
@@ -243,6 +293,29 @@ async fn limit_time(State(limit): State<Duration>, request: Request, next: Next)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER   t0k", " bEaReR t0k "] {
+            assert_eq!(bearer_credentials(value), Some("t0k"), "{value:?}");
+        }
+        for value in ["Basic t0k", "Bearert0k", "t0k", "Bearer", ""] {
+            assert_eq!(bearer_credentials(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let config = AppConfig {
+            token: Some("s3cret-token".to_string()),
+            ..AppConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-token"), "{shown}");
+        assert!(shown.contains("token: Some(\"<redacted>\")"), "{shown}");
+        let none = format!("{:?}", AppConfig::default());
+        assert!(none.contains("token: None"), "{none}");
+    }
 
     #[test]
     fn the_served_openapi_document_is_the_checked_in_one() {

@@ -776,6 +776,17 @@ async fn the_token_guards_the_api_but_not_the_probes() {
         let body: Value = wrong.json().await.unwrap();
         refused((status, body), 401, "unauthorized", "Authorization: Bearer");
     }
+    // RFC 9110: the scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = app
+            .client
+            .get(format!("{}/v1/pools", app.base))
+            .header("authorization", format!("{scheme} t0ken"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "scheme {scheme:?}");
+    }
     for path in ["/healthz", "/readyz"] {
         let bare = app
             .client
@@ -826,4 +837,31 @@ async fn an_unreachable_or_slow_datastore_is_503() {
         "timeout",
         "longer than 0.3 s",
     );
+}
+
+#[tokio::test]
+async fn a_method_a_route_lacks_is_a_json_405_with_allow() {
+    let app = App::with_pool(AppConfig::default()).await;
+    for (method, path, allow) in [
+        (Method::PATCH, "/v1/pools/pool-a", "GET,HEAD,PUT,DELETE"),
+        (Method::DELETE, "/v1/assign", "POST"),
+        (Method::POST, "/healthz", "GET,HEAD"),
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "method_not_allowed", "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{method} is not a method of {path}")),
+            "{message}"
+        );
+    }
 }
