@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ipam_core::block::BlockOwner;
@@ -19,7 +19,9 @@ use serde::Deserialize;
 /// The wire types live in ipam-api, shared with the clients.
 pub use ipam_api::*;
 
+pub use crate::body::Body;
 use crate::error::ApiError;
+use crate::names::{check_attributes, check_handle, check_handle_prefix, check_node, check_pool};
 
 /// What every handler shares.
 pub struct ApiState {
@@ -30,11 +32,6 @@ pub struct ApiState {
 }
 
 type Shared = State<Arc<ApiState>>;
-
-/// `Json` whose rejections are [`ApiError`]s with a stable code.
-#[derive(Debug, FromRequest)]
-#[from_request(via(Json), rejection(ApiError))]
-pub struct Body<T>(pub T);
 
 /// `Query` whose rejections are [`ApiError`]s.
 #[derive(Debug, FromRequestParts)]
@@ -52,16 +49,6 @@ fn invalid(field: &str, value: &str, why: impl std::fmt::Display) -> ApiError {
 
 // ----- assignment ------------------------------------------------------------
 
-fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_value",
-            format!("{field} must not be empty"),
-        ));
-    }
-    Ok(())
-}
-
 /// Assigns addresses. All or nothing: when a family cannot be satisfied in
 /// full, what was taken is given back and the answer is 422.
 #[utoipa::path(post, path = "/v1/assign", tag = "assignment", request_body = AssignBody,
@@ -75,8 +62,9 @@ pub async fn assign(
     State(state): Shared,
     Body(body): Body<AssignBody>,
 ) -> Result<Json<AssignResponse>, ApiError> {
-    check_name("handle", &body.handle)?;
-    check_name("node", &body.node)?;
+    check_handle("handle", &body.handle)?;
+    check_node("node", &body.node)?;
+    check_attributes("attributes", &body.attributes)?;
     let asked = u64::from(body.ipv4) + u64::from(body.ipv6);
     if asked == 0 {
         return Err(ApiError::bad_request(
@@ -122,8 +110,9 @@ pub async fn assign_ip(
     State(state): Shared,
     Body(body): Body<AssignIpBody>,
 ) -> Result<Json<AssignIpBody>, ApiError> {
-    check_name("handle", &body.handle)?;
-    check_name("node", &body.node)?;
+    check_handle("handle", &body.handle)?;
+    check_node("node", &body.node)?;
+    check_attributes("attributes", &body.attributes)?;
     let request = AssignIpRequest {
         handle: body.handle.clone(),
         node: body.node.clone(),
@@ -158,6 +147,11 @@ pub async fn release(
             ),
         ));
     }
+    for (index, item) in body.addresses.iter().enumerate() {
+        if let Some(handle) = &item.handle {
+            check_handle(&format!("addresses[{index}].handle"), handle)?;
+        }
+    }
     let requests: Vec<ReleaseRequest> = body
         .addresses
         .into_iter()
@@ -186,6 +180,7 @@ pub async fn release_handle(
     State(state): Shared,
     Segment(handle): Segment<String>,
 ) -> Result<Json<ReleaseResponse>, ApiError> {
+    check_handle("handle", &handle)?;
     let released = state.engine.release_by_handle(&handle).await?;
     Ok(Json(ReleaseResponse {
         released,
@@ -205,6 +200,7 @@ pub async fn handle_addresses(
     State(state): Shared,
     Segment(handle): Segment<String>,
 ) -> Result<Json<HandleAddresses>, ApiError> {
+    check_handle("handle", &handle)?;
     let addresses = state.engine.addresses_of_handle(&handle).await?;
     if addresses.is_empty() {
         return Err(ApiError::not_found(
@@ -238,7 +234,8 @@ pub async fn handles_on_node(
     State(state): Shared,
     Params(query): Params<HandlesQuery>,
 ) -> Result<Json<Vec<HandleAddresses>>, ApiError> {
-    check_name("node", &query.node)?;
+    check_node("node", &query.node)?;
+    check_handle_prefix("prefix", &query.prefix)?;
     let found = state
         .engine
         .handles_on_node(&query.node, &query.prefix)
@@ -290,7 +287,7 @@ pub async fn address_info(
 // ----- pools -----------------------------------------------------------------
 
 fn validated_pool(name: &str, spec: PoolSpec) -> Result<Pool, ApiError> {
-    check_name("name", name)?;
+    check_pool("name", name)?;
     Ok(Pool::new(name, spec).map_err(ipam_store::IpamError::from)?)
 }
 
@@ -316,6 +313,7 @@ pub async fn get_pool(
     State(state): Shared,
     Segment(name): Segment<String>,
 ) -> Result<Json<PoolBody>, ApiError> {
+    check_pool("name", &name)?;
     let pools = state.engine.pools().await?;
     pools
         .iter()
@@ -371,6 +369,7 @@ pub async fn delete_pool(
     State(state): Shared,
     Segment(name): Segment<String>,
 ) -> Result<StatusCode, ApiError> {
+    check_pool("name", &name)?;
     state.engine.delete_pool(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -420,6 +419,7 @@ pub async fn node_affinities(
     State(state): Shared,
     Segment(node): Segment<String>,
 ) -> Result<Json<Vec<AffinityBody>>, ApiError> {
+    check_node("node", &node)?;
     let affinities = state.engine.affinities_of(&node).await?;
     Ok(Json(
         affinities
@@ -471,6 +471,7 @@ pub async fn claim_affinity(
     Segment(node): Segment<String>,
     Body(body): Body<ClaimBody>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
+    check_node("node", &node)?;
     let claim = state.engine.claim_affinity(&node, body.cidr).await?;
     Ok(Json(ClaimResponse {
         claimed: claim.claimed.iter().map(BlockCidr::net).collect(),
@@ -503,6 +504,7 @@ pub async fn release_affinity(
     Segment(node): Segment<String>,
     Params(query): Params<ReleaseAffinityQuery>,
 ) -> Result<StatusCode, ApiError> {
+    check_node("node", &node)?;
     let cidr: BlockCidr = query
         .cidr
         .parse()
@@ -525,6 +527,7 @@ pub async fn release_node(
     State(state): Shared,
     Segment(node): Segment<String>,
 ) -> Result<Json<ReleaseNodeResponse>, ApiError> {
+    check_node("node", &node)?;
     let blocks = state.engine.release_node(&node).await?;
     Ok(Json(ReleaseNodeResponse {
         node,

@@ -1,7 +1,7 @@
 //! Every failure the API reports: a stable machine-readable `code`, a
 //! message for people, and the HTTP status that fits.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -56,22 +56,6 @@ impl IntoResponse for ApiError {
             message: self.message,
         };
         (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> ApiError {
-        let status = match rejection {
-            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            JsonRejection::BytesRejection(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        let code = match status {
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-            _ => "invalid_body",
-        };
-        ApiError::new(status, code, rejection.body_text())
     }
 }
 
