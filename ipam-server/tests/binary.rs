@@ -462,3 +462,31 @@ async fn default_pools_follow_calico_nodes_variables() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_default_pool_stays_deleted_across_restarts() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start(dir.path(), port).await;
+    let (_, pools) = get_json(&client, format!("{}/v1/pools", server.base)).await;
+    assert_eq!(pools[0]["name"], "default-ipv4-ippool", "{pools}");
+    let deleted = client
+        .delete(format!("{}/v1/pools/default-ipv4-ippool", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    drop(server);
+
+    // The README's "on first start": the same data dir, started again.
+    let port = free_port();
+    let server = start(dir.path(), port).await;
+    let (_, pools) = get_json(&client, format!("{}/v1/pools", server.base)).await;
+    assert_eq!(pools, json!([]), "the operator's delete stands");
+    let (_, config) = get_json(&client, format!("{}/v1/config", server.base)).await;
+    assert_eq!(
+        config,
+        json!({"strictAffinity": false, "autoAllocateBlocks": true, "maxBlocksPerHost": 0})
+    );
+}
