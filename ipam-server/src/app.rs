@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 use utoipa::OpenApi;
 
 use crate::api::{self, ApiState};
+use crate::connections::ConnectionMetrics;
 use crate::error::ApiError;
 use crate::gc::GcMetrics;
 use crate::metrics::{self, Metrics};
@@ -37,6 +38,9 @@ pub struct AppConfig {
     pub rate_limit: Option<RateLimit>,
     /// The garbage collector's figures, served on `/metrics`, when it runs.
     pub gc_metrics: Option<Arc<GcMetrics>>,
+    /// The connection counts, served on `/metrics`, when the server counts
+    /// them ([`crate::connections`]).
+    pub connection_metrics: Option<Arc<ConnectionMetrics>>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -49,6 +53,7 @@ impl std::fmt::Debug for AppConfig {
             request_timeout,
             rate_limit,
             gc_metrics,
+            connection_metrics,
         } = self;
         f.debug_struct("AppConfig")
             .field("token", &token.as_ref().map(|_| "<redacted>"))
@@ -57,6 +62,7 @@ impl std::fmt::Debug for AppConfig {
             .field("request_timeout", request_timeout)
             .field("rate_limit", rate_limit)
             .field("gc_metrics", &gc_metrics.is_some())
+            .field("connection_metrics", &connection_metrics.is_some())
             .finish()
     }
 }
@@ -70,6 +76,7 @@ impl Default for AppConfig {
             request_timeout: Duration::from_secs(30),
             rate_limit: None,
             gc_metrics: None,
+            connection_metrics: None,
         }
     }
 }
@@ -119,7 +126,11 @@ pub fn openapi_json() -> String {
 
 /// Builds the application over an engine.
 pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
-    let metrics = Arc::new(Metrics::new(engine.clone(), config.gc_metrics.as_deref()));
+    let metrics = Arc::new(Metrics::new(
+        engine.clone(),
+        config.gc_metrics.as_deref(),
+        config.connection_metrics,
+    ));
     let state = Arc::new(ApiState {
         engine,
         max_addresses_per_request: config.max_addresses_per_request,
@@ -189,6 +200,12 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
         // After every route is registered: it applies to those present.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, limit_time))
+        // Before the time limit, the token check and the handlers: a body
+        // announced too long is refused before a byte of it is read.
+        .layer(middleware::from_fn_with_state(
+            config.max_body_bytes,
+            refuse_long_bodies,
+        ))
         // Outermost, so that requests cut short by the time limit or
         // refused for want of the token are counted too.
         .layer(middleware::from_fn_with_state(metrics, metrics::record))
@@ -272,6 +289,28 @@ async fn method_not_allowed(request: Request) -> ApiError {
             request.method(),
             request.uri().path()
         ),
+    }
+}
+
+/// 413 for a request whose `Content-Length` is over the body limit,
+/// without reading the body (which the client might take minutes to send).
+/// A body without a length (chunked) is cut at the limit as it is read.
+async fn refuse_long_bodies(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(length) if length > limit as u64 => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "body_too_large",
+            message: format!(
+                "Content-Length {length}: the body limit is {limit} bytes (--max-body-bytes)"
+            ),
+        }
+        .into_response(),
+        _ => next.run(request).await,
     }
 }
 

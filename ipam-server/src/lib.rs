@@ -4,7 +4,7 @@
 //! `/openapi.json`, `/`), [`api`] holds the handlers and their request and
 //! response types, [`body`] reads request bodies strictly, [`error`] maps every failure to a status and a stable
 //! code, [`metrics`] serves `/metrics`, [`names`] holds names to what the Kubernetes datastore stores, [`page`] serves the usage page, [`server`] opens the datastore
-//! and serves, [`defaults`] chooses the default pools as calico-node does,
+//! and serves, [`connections`] bounds slow, idle and too many connections, [`defaults`] chooses the default pools as calico-node does,
 //! [`args`] parses the flags, [`ratelimit`] bounds each client's request rate,
 //! [`gc`] collects leaked addresses on the Kubernetes datastore while this
 //! replica holds the [`lease`].
@@ -16,6 +16,7 @@ pub mod api;
 pub mod app;
 pub mod args;
 pub mod body;
+pub mod connections;
 pub mod defaults;
 pub mod error;
 pub mod gc;

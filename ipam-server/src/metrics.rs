@@ -15,6 +15,8 @@
 //! - datastore round trips, compare-and-swap conflicts and retries, read
 //!   from the store and the engine while the scrape is encoded;
 //! - the build;
+//! - connections open, refused at the caps and closed by the timeouts, when
+//!   the server runs its own accept loop ([`crate::connections`]);
 //! - the garbage collector's candidates, reclamations, passes and
 //!   leadership, when it runs ([`crate::gc`]).
 //!
@@ -47,6 +49,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::connections::ConnectionMetrics;
 use crate::gc::GcMetrics;
 
 /// How long pool figures are served before the datastore is read again.
@@ -93,11 +96,20 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric, reporting on `engine`, and the garbage
     /// collector's figures when one runs.
-    pub fn new(engine: Arc<Ipam<dyn Datastore>>, gc: Option<&GcMetrics>) -> Metrics {
+    pub fn new(
+        engine: Arc<Ipam<dyn Datastore>>,
+        gc: Option<&GcMetrics>,
+        connections: Option<Arc<ConnectionMetrics>>,
+    ) -> Metrics {
         let mut metrics =
             Metrics::with_limits(engine, POOL_FIGURES_MAX_AGE, POOL_FIGURES_READ_LIMIT);
         if let Some(gc) = gc {
             gc.register(&mut metrics.registry);
+        }
+        if let Some(connections) = connections {
+            metrics
+                .registry
+                .register_collector(Box::new(Connections(connections)));
         }
         metrics
     }
@@ -629,6 +641,16 @@ impl Collector for Live {
             "Blocks, by pool and by the host they are affine to",
             &figures.blocks,
         )
+    }
+}
+
+/// The connection counts, read while a scrape is encoded.
+#[derive(Debug)]
+struct Connections(Arc<ConnectionMetrics>);
+
+impl Collector for Connections {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        self.0.encode(&mut encoder)
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::app::{router, AppConfig};
 use crate::args::{Args, DatastoreKind, Listen};
+use crate::connections::{self, ConnectionMetrics};
 use crate::defaults::default_pools;
 use crate::gc::{Collector, GcMetrics};
 
@@ -175,6 +176,7 @@ pub async fn run(
     let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(opened.store));
     ensure_default_pools(&engine, |name| std::env::var(name).ok()).await?;
     let gc_metrics = Arc::new(GcMetrics::default());
+    let connection_metrics = Arc::new(ConnectionMetrics::default());
     let (stop_gc, gc_stopped) = tokio::sync::watch::channel(false);
     let collector = match (opened.kubernetes, args.gc()) {
         (Some(client), Some(options)) => {
@@ -193,9 +195,10 @@ pub async fn run(
             request_timeout: Duration::from_secs(args.request_timeout_seconds),
             rate_limit: args.rate_limit(),
             gc_metrics: collector.is_some().then_some(gc_metrics),
+            connection_metrics: Some(connection_metrics.clone()),
         },
     );
-    let served = serve(&args, app, shutdown).await;
+    let served = serve(&args, app, connection_metrics, shutdown).await;
     if let Some((task, watches)) = collector {
         // The collector gives its Lease up before the process ends, so
         // another replica takes over at once.
@@ -209,23 +212,18 @@ pub async fn run(
 async fn serve(
     args: &Args,
     app: axum::Router,
+    metrics: Arc<ConnectionMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let io = |what: String| move |source| StartError::Io { what, source };
+    let limits = args.connection_limits();
     match &args.listen {
         Listen::Tcp(address) => {
             let listener = TcpListener::bind(address)
                 .await
                 .map_err(io(format!("listening on {address}")))?;
             tracing::info!(listen = %args.listen, datastore = ?args.datastore, "ipam-server ready");
-            // The peer address is what the per-client rate limit keys on.
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(io("serving".to_string()))
+            connections::serve(listener, app, limits, metrics, shutdown).await;
         }
         Listen::Unix(path) => {
             // A socket left by a killed server would make bind fail.
@@ -238,12 +236,10 @@ async fn serve(
             let listener =
                 UnixListener::bind(path).map_err(io(format!("listening on {}", path.display())))?;
             tracing::info!(listen = %args.listen, datastore = ?args.datastore, "ipam-server ready");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(io("serving".to_string()))
+            connections::serve(listener, app, limits, metrics, shutdown).await;
         }
     }
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.
