@@ -21,7 +21,9 @@ pub use ipam_api::*;
 
 pub use crate::body::Body;
 use crate::error::ApiError;
-use crate::names::{check_attributes, check_handle, check_handle_prefix, check_node, check_pool};
+use ipam_api::names::{
+    check_attributes, check_handle, check_handle_prefix, check_node, check_pool,
+};
 
 /// What every handler shares.
 pub struct ApiState {

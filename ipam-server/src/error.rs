@@ -8,6 +8,7 @@ use axum::Json;
 use ipam_core::Error as Refusal;
 use ipam_store::{IpamError, StoreError};
 
+use ipam_api::names::NameError;
 pub use ipam_api::ErrorBody;
 
 /// An error answer.
@@ -56,6 +57,16 @@ impl IntoResponse for ApiError {
             message: self.message,
         };
         (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(error: NameError) -> ApiError {
+        let code = match error {
+            NameError::Empty { .. } => "missing_value",
+            NameError::Invalid { .. } | NameError::TooMany { .. } => "invalid_value",
+        };
+        ApiError::bad_request(code, error.to_string())
     }
 }
 

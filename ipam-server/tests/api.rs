@@ -188,7 +188,7 @@ async fn assign_refuses_bad_requests() {
         app.post("/v1/assign", huge).await,
         413,
         "body_too_large",
-        "length limit exceeded",
+        "the body limit is 512 bytes",
     );
 }
 

@@ -2,7 +2,9 @@
 //! allocation attributes, held to what Calico's Kubernetes datastore can
 //! store, on every datastore, so that state written through one backend
 //! can move to another (and a handle accepted today is not refused by
-//! Kubernetes tomorrow).
+//! Kubernetes tomorrow). The server checks them; the patterns here are
+//! also those of its OpenAPI document, and clients may check before
+//! sending.
 //!
 //! - A pool is an IPPool object: its name must be a Kubernetes object name
 //!   (RFC 1123 subdomain: at most 253 characters of `a-z`, `0-9`, `-` and
@@ -21,8 +23,6 @@
 //!   allocation, so they are bounded: see [`check_attributes`].
 
 use std::collections::BTreeMap;
-
-use crate::error::ApiError;
 
 /// Kubernetes' limit on an object name (and on an RFC 1123 subdomain).
 pub const MAX_NAME: usize = 253;
@@ -61,25 +61,56 @@ fn is_subdomain(name: &str, capitals: bool) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME && name.split('.').all(part_ok)
 }
 
-fn refuse(field: &str, value: &str, rule: &str) -> ApiError {
-    // A long value is shown cut, so that a 900 KB name does not come back
-    // in full.
-    const SHOWN: usize = 80;
-    let shown: String = value.chars().take(SHOWN).collect();
-    let shown = if shown.len() < value.len() {
-        format!("{shown:?}... ({} bytes)", value.len())
-    } else {
-        format!("{shown:?}")
-    };
-    ApiError::bad_request("invalid_value", format!("{field}: {shown} {rule}"))
+/// A name or attribute the API refuses, naming the field and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The field is empty.
+    #[error("{field} must not be empty")]
+    Empty {
+        /// The field (`handle`, `attributes.node`).
+        field: String,
+    },
+    /// The value breaks the rule.
+    #[error("{field}: {shown} {rule}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// The value quoted, cut after 80 characters so that a 900 KB name
+        /// does not come back in full.
+        shown: String,
+        /// What the value must be.
+        rule: &'static str,
+    },
+    /// Too many attributes.
+    #[error("{field}: {count} attributes, at most {MAX_ATTRIBUTES}")]
+    TooMany {
+        /// The field.
+        field: String,
+        /// How many were given.
+        count: usize,
+    },
 }
 
-fn require(field: &str, value: &str) -> Result<(), ApiError> {
+fn refuse(field: &str, value: &str, rule: &'static str) -> NameError {
+    const SHOWN: usize = 80;
+    let cut: String = value.chars().take(SHOWN).collect();
+    let shown = if cut.len() < value.len() {
+        format!("{cut:?}... ({} bytes)", value.len())
+    } else {
+        format!("{cut:?}")
+    };
+    NameError::Invalid {
+        field: field.to_string(),
+        shown,
+        rule,
+    }
+}
+
+fn require(field: &str, value: &str) -> Result<(), NameError> {
     if value.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_value",
-            format!("{field} must not be empty"),
-        ));
+        return Err(NameError::Empty {
+            field: field.to_string(),
+        });
     }
     Ok(())
 }
@@ -87,7 +118,7 @@ fn require(field: &str, value: &str) -> Result<(), ApiError> {
 const OBJECT_NAME_RULE: &str = "is not a Kubernetes object name: at most 253 characters of a-z, 0-9, '-' and '.', each '.'-separated part starting and ending with a letter or digit";
 
 /// A handle id: an IPAMHandle name once lower-cased.
-pub fn check_handle(field: &str, handle: &str) -> Result<(), ApiError> {
+pub fn check_handle(field: &str, handle: &str) -> Result<(), NameError> {
     require(field, handle)?;
     if !is_subdomain(handle, true) {
         return Err(refuse(
@@ -100,7 +131,7 @@ pub fn check_handle(field: &str, handle: &str) -> Result<(), ApiError> {
 }
 
 /// The start of handle ids: their characters, at most 253 of them.
-pub fn check_handle_prefix(field: &str, prefix: &str) -> Result<(), ApiError> {
+pub fn check_handle_prefix(field: &str, prefix: &str) -> Result<(), NameError> {
     let valid = prefix.len() <= MAX_NAME
         && prefix
             .bytes()
@@ -116,7 +147,7 @@ pub fn check_handle_prefix(field: &str, prefix: &str) -> Result<(), ApiError> {
 }
 
 /// A node name: a Kubernetes Node's.
-pub fn check_node(field: &str, node: &str) -> Result<(), ApiError> {
+pub fn check_node(field: &str, node: &str) -> Result<(), NameError> {
     require(field, node)?;
     if !is_subdomain(node, false) {
         return Err(refuse(field, node, OBJECT_NAME_RULE));
@@ -125,12 +156,12 @@ pub fn check_node(field: &str, node: &str) -> Result<(), ApiError> {
 }
 
 /// A pool name: an IPPool's object name.
-pub fn check_pool(field: &str, pool: &str) -> Result<(), ApiError> {
+pub fn check_pool(field: &str, pool: &str) -> Result<(), NameError> {
     check_object_name(field, pool)
 }
 
 /// A Kubernetes object name (a pool's, a pod's).
-fn check_object_name(field: &str, value: &str) -> Result<(), ApiError> {
+fn check_object_name(field: &str, value: &str) -> Result<(), NameError> {
     require(field, value)?;
     if !is_subdomain(value, false) {
         return Err(refuse(field, value, OBJECT_NAME_RULE));
@@ -169,15 +200,12 @@ fn is_key_name(name: &str) -> bool {
 pub fn check_attributes(
     field: &str,
     attributes: &BTreeMap<String, String>,
-) -> Result<(), ApiError> {
+) -> Result<(), NameError> {
     if attributes.len() > MAX_ATTRIBUTES {
-        return Err(ApiError::bad_request(
-            "invalid_value",
-            format!(
-                "{field}: {} attributes, at most {MAX_ATTRIBUTES}",
-                attributes.len()
-            ),
-        ));
+        return Err(NameError::TooMany {
+            field: field.to_string(),
+            count: attributes.len(),
+        });
     }
     for (key, value) in attributes {
         let (prefix, name) = match key.split_once('/') {
@@ -246,16 +274,18 @@ mod tests {
             "é",
             &"a".repeat(254),
         ] {
-            let error = check_node("node", bad).unwrap_err();
-            assert_eq!(error.code, "invalid_value", "{bad}");
-            assert!(error.message.starts_with("node: \""), "{}", error.message);
+            let error = check_node("node", bad).unwrap_err().to_string();
+            assert!(error.starts_with("node: \""), "{bad}: {error}");
             assert!(check_pool("name", bad).is_err(), "{bad}");
         }
         let empty = check_node("node", "").unwrap_err();
         assert_eq!(
-            (empty.code, empty.message.as_str()),
-            ("missing_value", "node must not be empty")
+            empty,
+            NameError::Empty {
+                field: "node".to_string()
+            }
         );
+        assert_eq!(empty.to_string(), "node must not be empty");
     }
 
     #[test]
@@ -270,17 +300,15 @@ mod tests {
             assert!(check_handle("handle", good).is_ok(), "{good}");
         }
         for bad in ["my_net.abc", "a..b", "h/1", "h ", &"h".repeat(254)] {
-            let error = check_handle("handle", bad).unwrap_err();
-            assert!(
-                error.message.contains("is not a handle id"),
-                "{}",
-                error.message
-            );
+            let error = check_handle("handle", bad).unwrap_err().to_string();
+            assert!(error.contains("is not a handle id"), "{error}");
         }
         // A huge value is named, not echoed.
-        let huge = check_handle("handle", &"x_".repeat(450_000)).unwrap_err();
-        assert!(huge.message.len() < 600, "{}", huge.message.len());
-        assert!(huge.message.contains("(900000 bytes)"), "{}", huge.message);
+        let huge = check_handle("handle", &"x_".repeat(450_000))
+            .unwrap_err()
+            .to_string();
+        assert!(huge.len() < 600, "{}", huge.len());
+        assert!(huge.contains("(900000 bytes)"), "{huge}");
         assert!(check_handle_prefix("prefix", "k8s-pod-network.").is_ok());
         assert!(check_handle_prefix("prefix", "").is_ok());
         assert!(check_handle_prefix("prefix", "a_b").is_err());
@@ -328,17 +356,15 @@ mod tests {
             ),
         ];
         for (pairs, expected) in cases {
-            let error = check_attributes("attributes", &of(pairs)).unwrap_err();
-            assert!(
-                error.message.contains(expected),
-                "{pairs:?}: {}",
-                error.message
-            );
+            let error = check_attributes("attributes", &of(pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{pairs:?}: {error}");
         }
         let many: BTreeMap<String, String> = (0..17)
             .map(|i| (format!("k{i}"), "v".to_string()))
             .collect();
         let error = check_attributes("attributes", &many).unwrap_err();
-        assert_eq!(error.message, "attributes: 17 attributes, at most 16");
+        assert_eq!(error.to_string(), "attributes: 17 attributes, at most 16");
     }
 }
