@@ -51,6 +51,19 @@ fn invalid(field: &str, value: &str, why: impl std::fmt::Display) -> ApiError {
 
 // ----- assignment ------------------------------------------------------------
 
+/// Calico's IPAMConfig keeps `maxBlocksPerHost` in an int32 (its CRD says
+/// `maximum: 2147483647`); a larger number could be stored on no datastore.
+fn check_int32(field: &str, value: u32) -> Result<(), ApiError> {
+    if i32::try_from(value).is_err() {
+        return Err(invalid(
+            field,
+            &value.to_string(),
+            "is over 2147483647, Calico's maximum (an int32)",
+        ));
+    }
+    Ok(())
+}
+
 /// Assigns addresses. All or nothing: when a family cannot be satisfied in
 /// full, what was taken is given back and the answer is 422.
 #[utoipa::path(post, path = "/v1/assign", tag = "assignment", request_body = AssignBody,
@@ -67,22 +80,26 @@ pub async fn assign(
     check_handle("handle", &body.handle)?;
     check_node("node", &body.node)?;
     check_attributes("attributes", &body.attributes)?;
-    let asked = u64::from(body.ipv4) + u64::from(body.ipv6);
-    if asked == 0 {
+    if body.ipv4 == 0 && body.ipv6 == 0 {
         return Err(ApiError::bad_request(
             "missing_value",
             "ipv4 and ipv6 are both 0: ask for at least one address",
         ));
     }
-    if asked > u64::from(state.max_addresses_per_request) {
-        return Err(ApiError::bad_request(
-            "too_many_addresses",
-            format!(
-                "ipv4 + ipv6 = {asked} addresses: at most {} per request",
-                state.max_addresses_per_request
-            ),
-        ));
+    // Per family, so that the OpenAPI document can state the bound as a
+    // maximum on each field (a sum it could not).
+    for (field, asked) in [("ipv4", body.ipv4), ("ipv6", body.ipv6)] {
+        if asked > state.max_addresses_per_request {
+            return Err(ApiError::bad_request(
+                "too_many_addresses",
+                format!(
+                    "{field}: {asked} addresses: at most {} of a family per request",
+                    state.max_addresses_per_request
+                ),
+            ));
+        }
     }
+    check_int32("maxBlocksPerHost", body.max_blocks_per_host)?;
     let mut request = AutoAssignRequest::new(&body.handle, &body.node, body.ipv4, body.ipv6);
     request.ipv4_pools = body.ipv4_pools;
     request.ipv6_pools = body.ipv6_pools;
@@ -288,8 +305,21 @@ pub async fn address_info(
 
 // ----- pools -----------------------------------------------------------------
 
-fn validated_pool(name: &str, spec: PoolSpec) -> Result<Pool, ApiError> {
+/// A pool from a request: its name checked, its CIDR normalised to its
+/// network as Calico does before storing (libcalico-go
+/// clientv3/ippool.go, validateAndSetDefaults: "Normalize the CIDR before
+/// persisting"), its spec free of fields the API does not know (a pool's
+/// fields from a newer Calico are kept by [`update_pool`], never taken from
+/// a client).
+fn validated_pool(name: &str, mut spec: PoolSpec) -> Result<Pool, ApiError> {
     check_pool("name", name)?;
+    if let Some(field) = spec.unknown.keys().next() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("spec: unknown field `{field}`"),
+        ));
+    }
+    spec.cidr = spec.cidr.trunc();
     Ok(Pool::new(name, spec).map_err(ipam_store::IpamError::from)?)
 }
 
@@ -354,7 +384,15 @@ pub async fn update_pool(
     Segment(name): Segment<String>,
     Body(body): Body<PoolSpecBody>,
 ) -> Result<Json<PoolBody>, ApiError> {
-    let pool = validated_pool(&name, body.spec)?;
+    let mut pool = validated_pool(&name, body.spec)?;
+    // Fields a newer Calico stored in the pool are kept, as set_config keeps
+    // the config's.
+    let stored = state.engine.pools().await?;
+    if let Some(current) = stored.iter().find(|p| p.name() == name) {
+        let mut spec = pool.spec().clone();
+        spec.unknown = current.spec().unknown.clone();
+        pool = Pool::new(&name, spec).map_err(ipam_store::IpamError::from)?;
+    }
     state.engine.update_pool(pool.clone()).await?;
     Ok(Json(PoolBody::from(&pool)))
 }
@@ -399,6 +437,7 @@ pub async fn set_config(
     State(state): Shared,
     Body(body): Body<ConfigBody>,
 ) -> Result<Json<ConfigBody>, ApiError> {
+    check_int32("maxBlocksPerHost", body.max_blocks_per_host)?;
     // Fields of a newer Calico stored in the config are kept.
     let mut config = state.engine.config().await?;
     config.strict_affinity = body.strict_affinity;

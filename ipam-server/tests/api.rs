@@ -144,7 +144,28 @@ async fn assign_refuses_bad_requests() {
             .await,
         400,
         "too_many_addresses",
-        "at most 4 per request",
+        "ipv4: 5 addresses: at most 4 of a family per request",
+    );
+    refused(
+        app.post(
+            "/v1/assign",
+            json!({"handle": "h", "node": "n", "ipv4": 1, "ipv6": 5}),
+        )
+        .await,
+        400,
+        "too_many_addresses",
+        "ipv6: 5 addresses",
+    );
+    // Calico's IPAMConfig keeps it in an int32, as the document says.
+    refused(
+        app.post(
+            "/v1/assign",
+            json!({"handle": "h", "node": "n", "ipv4": 1, "maxBlocksPerHost": 3_000_000_000u32}),
+        )
+        .await,
+        400,
+        "invalid_value",
+        "maxBlocksPerHost: \"3000000000\" is over 2147483647",
     );
     refused(
         app.post("/v1/assign", json!({"handle": "h", "node": "n"}))
@@ -441,16 +462,19 @@ async fn pools_are_created_listed_updated_and_deleted() {
         "invalid_block_size",
         "blockSize 33",
     );
-    refused(
-        app.post(
+    // Normalised to its network before it is stored, as Calico does.
+    let (status, normalised) = app
+        .post(
             "/v1/pools",
-            json!({"name": "c", "spec": {"cidr": "10.2.0.1/16"}}),
+            json!({"name": "pool-d", "spec": {"cidr": "10.2.0.1/16"}}),
         )
-        .await,
-        400,
-        "cidr_not_aligned",
-        "10.2.0.1/16",
+        .await;
+    assert_eq!(
+        (status, &normalised["spec"]["cidr"]),
+        (201, &json!("10.2.0.0/16"))
     );
+    let (status, _) = app.call(Method::DELETE, "/v1/pools/pool-d", None).await;
+    assert_eq!(status, 204);
     refused(
         app.post(
             "/v1/pools",
@@ -864,4 +888,41 @@ async fn a_method_a_route_lacks_is_a_json_405_with_allow() {
             "{message}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_pools_fields_from_a_newer_calico_survive_an_update_and_stay_out_of_answers() {
+    let store: Arc<dyn Datastore> = Arc::new(MemoryStore::new());
+    let spec: PoolSpec = serde_json::from_value(
+        json!({"cidr": "10.5.0.0/16", "blockSize": 26, "futureField": {"a": 1}}),
+    )
+    .unwrap();
+    store
+        .create(&Object::Pool(Pool::new("newer", spec).unwrap()))
+        .await
+        .unwrap();
+    let app = App::over(store.clone(), AppConfig::default()).await;
+    let (status, shown) = app.get("/v1/pools/newer").await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["spec"].get("futureField"), None, "{shown}");
+    let (status, _) = app
+        .call(
+            Method::PUT,
+            "/v1/pools/newer",
+            Some(json!({"spec": {"cidr": "10.5.0.0/16", "blockSize": 26, "disabled": true}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let stored = store
+        .get(&ipam_store::Key::Pool("newer".to_string()))
+        .await
+        .unwrap();
+    let Object::Pool(pool) = stored.value else {
+        panic!("{stored:?}")
+    };
+    assert!(pool.spec().disabled);
+    assert_eq!(
+        serde_json::to_value(pool.spec()).unwrap()["futureField"],
+        json!({"a": 1})
+    );
 }

@@ -451,9 +451,9 @@ fn corpus() -> Vec<Case> {
             "blockSize",
         ),
         (
-            "CIDR not aligned",
-            pool(json!({"cidr": "10.1.0.1/24"})),
-            "10.1.0.1/24",
+            "unknown spec field",
+            pool(json!({"cidr": "10.1.0.0/24", "colour": "red"})),
+            "spec: unknown field `colour`",
         ),
         ("CIDR not a CIDR", pool(json!({"cidr": "10.1.0.0"})), "cidr"),
         ("CIDR /33", pool(json!({"cidr": "10.1.0.0/33"})), "cidr"),
@@ -544,6 +544,11 @@ fn corpus() -> Vec<Case> {
             "missing field",
             json!({"strictAffinity": true}),
             "autoAllocateBlocks",
+        ),
+        (
+            "cap beyond an int32",
+            json!({"strictAffinity": true, "autoAllocateBlocks": true, "maxBlocksPerHost": 3_000_000_000u32}),
+            "maxBlocksPerHost: \"3000000000\" is over 2147483647",
         ),
     ];
     for (label, body, named) in configs {
