@@ -123,6 +123,7 @@ pub async fn assign(
         (status = 200, description = "Assigned (or already this handle's)", body = AssignIpBody),
         (status = 400, description = "Not in any pool, or bad request", body = ErrorBody),
         (status = 409, description = "Held by another handle", body = ErrorBody),
+        (status = 422, description = "The node may not take it: its block is another node's under strict affinity, or the node's block limit is reached (`unsatisfiable`)", body = ErrorBody),
         (status = 503, description = "Datastore unreachable", body = ErrorBody),
     ))]
 pub async fn assign_ip(
@@ -232,12 +233,14 @@ pub async fn handle_addresses(
 
 /// Query of `GET /v1/handles`.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HandlesQuery {
     /// The node the addresses were recorded for (their `node` attribute).
     pub node: String,
     /// Only handles whose id starts with this (`k8s-pod-network.`).
     #[serde(default)]
+    #[param(required = false)]
     pub prefix: String,
 }
 
@@ -449,6 +452,18 @@ pub async fn set_config(
 
 // ----- nodes and affinities ----------------------------------------------------
 
+/// The block a `cidr` query names. Host bits are dropped, as Calico drops
+/// them from a pool's CIDR (`10.0.0.70/26` names the block
+/// `10.0.0.64/26`); the prefix must be a block's (IPv4 /20 to /32, IPv6
+/// /116 to /128, ipam-core's `BlockCidr`).
+fn block_cidr(text: &str) -> Result<BlockCidr, ApiError> {
+    let net: ipnet::IpNet = text
+        .parse()
+        .map_err(|_| invalid("cidr", text, "is not a CIDR"))?;
+    BlockCidr::new(net.trunc())
+        .map_err(|e| invalid("cidr", text, format!("is not a block CIDR: {e}")))
+}
+
 /// A node's block affinities.
 #[utoipa::path(get, path = "/v1/nodes/{node}/affinities", tag = "nodes",
     params(("node" = String, Path, description = "The node")),
@@ -500,12 +515,17 @@ pub async fn list_affinities(
     Ok(Json(affinities))
 }
 
-/// Claims every block of a CIDR for a node (Calico's ClaimAffinity).
+/// Most blocks one claim may cover, as a power of two: a /16 of /26
+/// blocks.
+const MAX_CLAIM_BITS: u8 = 10;
+
+/// Claims every block of a CIDR for a node (Calico's ClaimAffinity), at
+/// most 1024 blocks at once.
 #[utoipa::path(post, path = "/v1/nodes/{node}/affinities", tag = "nodes", request_body = ClaimBody,
     params(("node" = String, Path, description = "The node")),
     responses(
         (status = 200, description = "Claimed", body = ClaimResponse),
-        (status = 400, description = "Not whole blocks of one pool", body = ErrorBody),
+        (status = 400, description = "Not whole blocks of one pool (`claim_outside_pool`, `cidr_not_aligned`), or more than 1024 of them (`invalid_value`)", body = ErrorBody),
     ))]
 pub async fn claim_affinity(
     State(state): Shared,
@@ -513,6 +533,23 @@ pub async fn claim_affinity(
     Body(body): Body<ClaimBody>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
     check_node("node", &node)?;
+    // The claim visits every block of the range: a /64 of /122 blocks
+    // would be 2^58 of them.
+    let pools = state.engine.pools().await?;
+    if let Some(pool) = pools.iter().find(|p| p.cidr().contains(&body.cidr)) {
+        let bits = pool.block_size().saturating_sub(body.cidr.prefix_len());
+        if bits > MAX_CLAIM_BITS {
+            return Err(invalid(
+                "cidr",
+                &body.cidr.to_string(),
+                format!(
+                    "covers 2^{bits} blocks of pool {}: claim at most {} at once",
+                    pool.name(),
+                    1u32 << MAX_CLAIM_BITS
+                ),
+            ));
+        }
+    }
     let claim = state.engine.claim_affinity(&node, body.cidr).await?;
     Ok(Json(ClaimResponse {
         claimed: claim.claimed.iter().map(BlockCidr::net).collect(),
@@ -522,12 +559,14 @@ pub async fn claim_affinity(
 
 /// Query of `DELETE /v1/nodes/{node}/affinities`.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReleaseAffinityQuery {
     /// The block.
     pub cidr: String,
     /// Refuse when the block still has addresses in use.
     #[serde(default)]
+    #[param(required = false)]
     pub require_empty: bool,
 }
 
@@ -546,10 +585,7 @@ pub async fn release_affinity(
     Params(query): Params<ReleaseAffinityQuery>,
 ) -> Result<StatusCode, ApiError> {
     check_node("node", &node)?;
-    let cidr: BlockCidr = query
-        .cidr
-        .parse()
-        .map_err(|e| invalid("cidr", &query.cidr, format!("is not a block CIDR: {e}")))?;
+    let cidr = block_cidr(&query.cidr)?;
     state
         .engine
         .release_affinity(&node, cidr, query.require_empty)
@@ -591,6 +627,7 @@ pub async fn usage_summary(State(state): Shared) -> Result<Json<UsageResponse>, 
 
 /// Query of `GET /v1/blocks`.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BlockQuery {
     /// The block's CIDR (`10.0.0.64/26`).
@@ -608,10 +645,7 @@ pub async fn block_detail(
     State(state): Shared,
     Params(query): Params<BlockQuery>,
 ) -> Result<Json<BlockDetail>, ApiError> {
-    let cidr: BlockCidr = query
-        .cidr
-        .parse()
-        .map_err(|e| invalid("cidr", &query.cidr, format!("is not a block CIDR: {e}")))?;
+    let cidr = block_cidr(&query.cidr)?;
     let block = state
         .engine
         .block(cidr)

@@ -262,7 +262,6 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Strict<V> {
         visit_u64(u64),
         visit_u128(u128),
         visit_f32(f32),
-        visit_f64(f64),
         visit_char(char),
         visit_str(&str),
         visit_borrowed_str(&'de str),
@@ -271,6 +270,20 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Strict<V> {
         visit_borrowed_bytes(&'de [u8]),
         visit_byte_buf(Vec<u8>),
     );
+
+    /// A number without a fraction is an integer, as JSON Schema counts
+    /// it (`45.0` is a valid `integer`), so an integer field takes it.
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<V::Value, E> {
+        const TWO_TO_64: f64 = 18_446_744_073_709_551_616.0;
+        const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
+        if value.fract() == 0.0 && (0.0..TWO_TO_64).contains(&value) {
+            self.inner.visit_u64(value as u64)
+        } else if value.fract() == 0.0 && (-TWO_TO_63..0.0).contains(&value) {
+            self.inner.visit_i64(value as i64)
+        } else {
+            self.inner.visit_f64(value)
+        }
+    }
 
     fn visit_none<E: serde::de::Error>(self) -> Result<V::Value, E> {
         self.inner.visit_none()
@@ -496,6 +509,35 @@ mod tests {
         assert!(
             unknown.starts_with("uses[0]: unknown variant `Mining`, expected one of `Workload`, `Tunnel`, `Weighted`"),
             "{unknown}"
+        );
+    }
+
+    #[test]
+    fn a_number_without_a_fraction_is_an_integer_as_json_schema_says() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Counts {
+            a: u32,
+            b: i64,
+            c: f64,
+        }
+        let counts: Counts = from_slice(br#"{"a": 45.0, "b": -3.0, "c": 2.5}"#).unwrap();
+        assert_eq!(
+            counts,
+            Counts {
+                a: 45,
+                b: -3,
+                c: 2.5
+            }
+        );
+        let fraction = message::<Counts>(r#"{"a": 45.5, "b": 0, "c": 0}"#);
+        assert!(
+            fraction.starts_with("a: invalid type: floating point `45.5`"),
+            "{fraction}"
+        );
+        let negative = message::<Counts>(r#"{"a": -1.0, "b": 0, "c": 0}"#);
+        assert!(
+            negative.starts_with("a: invalid value: integer `-1`"),
+            "{negative}"
         );
     }
 

@@ -264,7 +264,17 @@ impl Format {
     }
 }
 
-/// `GET /metrics`.
+/// Prometheus metrics: the classic text format 0.0.4, or OpenMetrics
+/// 1.0.0 when the `Accept` header prefers it.
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    responses(
+        (status = 200, description = "The exposition", content(
+            (String = "text/plain"),
+            (String = "application/openmetrics-text"),
+        )),
+        (status = 401, description = "The server has a token and the request does not carry it (`unauthorized`)", body = crate::error::ErrorBody),
+        (status = 503, description = "The request took longer than --request-timeout-seconds (`timeout`)", body = crate::error::ErrorBody),
+    ))]
 pub async fn scrape(State(metrics): State<Arc<Metrics>>, headers: HeaderMap) -> Response {
     let accept = headers
         .get(header::ACCEPT)

@@ -684,11 +684,17 @@ async fn usage_blocks_and_check_describe_the_state() {
         unused,
     );
     refused(
-        app.get("/v1/blocks?cidr=10.0.0.1/26").await,
+        app.get("/v1/blocks?cidr=10.0.0.0/16").await,
         400,
         "invalid_value",
-        "10.0.0.1/26",
+        "cidr: \"10.0.0.0/16\" is not a block CIDR",
     );
+    // Host bits are dropped, as Calico drops them from a pool's CIDR.
+    let (network, prefix) = cidr.split_once('/').unwrap();
+    let inside: std::net::Ipv4Addr = network.parse().unwrap();
+    let inside = std::net::Ipv4Addr::from(u32::from(inside) + 5);
+    let (status, same) = app.get(&format!("/v1/blocks?cidr={inside}/{prefix}")).await;
+    assert_eq!((status, &same["cidr"]), (200, &json!(cidr)));
     let (status, check) = app.get("/v1/check").await;
     assert_eq!(status, 200);
     assert_eq!(check["consistent"], true, "{check}");
@@ -741,7 +747,14 @@ async fn the_openapi_document_lists_every_route() {
     let (status, doc) = app.get("/openapi.json").await;
     assert_eq!(status, 200, "{doc}");
     let mut documented = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
+    // The probes and /metrics are documented too; app.rs's /v1 routes are
+    // compared here.
+    let v1 = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .filter(|(path, _)| path.starts_with("/v1/"));
+    for (path, item) in v1 {
         for method in item.as_object().unwrap().keys() {
             documented.insert((method.clone(), path.clone()));
         }
@@ -925,4 +938,29 @@ async fn a_pools_fields_from_a_newer_calico_survive_an_update_and_stay_out_of_an
         serde_json::to_value(pool.spec()).unwrap()["futureField"],
         json!({"a": 1})
     );
+}
+
+#[tokio::test]
+async fn a_claim_covers_at_most_1024_blocks() {
+    let app = App::with_pool(AppConfig::default()).await;
+    let (status, _) = app
+        .post(
+            "/v1/pools",
+            json!({"name": "wide", "spec": {"cidr": "fd00::/64", "blockSize": 122}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // 2^58 blocks: the claim would never end.
+    refused(
+        app.post("/v1/nodes/n/affinities", json!({"cidr": "fd00::/64"}))
+            .await,
+        400,
+        "invalid_value",
+        "covers 2^58 blocks of pool wide: claim at most 1024 at once",
+    );
+    let (status, claimed) = app
+        .post("/v1/nodes/n/affinities", json!({"cidr": "fd00::/112"}))
+        .await;
+    assert_eq!(status, 200, "{claimed}");
+    assert_eq!(claimed["claimed"].as_array().unwrap().len(), 1024);
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 fn main() -> anyhow::Result<()> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
-    std::fs::write(&path, ipam_server::app::openapi_json())?;
+    std::fs::write(&path, ipam_server::openapi::openapi_json())?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }
