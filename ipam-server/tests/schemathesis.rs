@@ -78,10 +78,15 @@ fn python_tools() -> Result<PathBuf, String> {
     Ok(python)
 }
 
+/// Runs the venv's python in `cwd` (a temp dir: schemathesis writes a
+/// cache there), with the hooks importable and no bytecode written into the
+/// source tree.
 fn run(python: &Path, args: &[&str], cwd: &Path) -> Output {
     Command::new(python)
         .args(args)
         .current_dir(cwd)
+        .env("PYTHONPATH", schemathesis_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .output()
         .expect("the venv's python runs")
@@ -138,11 +143,12 @@ async fn schemathesis(datastore: &str, token: bool) {
     }
     let server = start_with(cmd, port).await;
     let url = format!("{}/openapi.json", server.base);
+    let config = schemathesis_dir().join("schemathesis.toml");
     let mut args = vec![
         "-m",
         "schemathesis.cli",
         "--config-file",
-        "schemathesis.toml",
+        config.to_str().unwrap(),
         "run",
         &url,
         "--checks",
@@ -157,7 +163,7 @@ async fn schemathesis(datastore: &str, token: bool) {
     }
     let started = Instant::now();
     // Blocking: schemathesis is a child process and the server another.
-    let out = tokio::task::block_in_place(|| run(&python, &args, &schemathesis_dir()));
+    let out = tokio::task::block_in_place(|| run(&python, &args, dir.path()));
     let elapsed = started.elapsed();
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     let figures: Vec<&str> = said
