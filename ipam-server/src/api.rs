@@ -29,7 +29,7 @@ use ipam_api::names::{
 pub struct ApiState {
     /// The engine.
     pub engine: Arc<Ipam<dyn Datastore>>,
-    /// Most addresses one request may ask for.
+    /// Most addresses of each family one request may ask for.
     pub max_addresses_per_request: u32,
 }
 
@@ -65,7 +65,11 @@ fn check_int32(field: &str, value: u32) -> Result<(), ApiError> {
 }
 
 /// Assigns addresses. All or nothing: when a family cannot be satisfied in
-/// full, what was taken is given back and the answer is 422.
+/// full the answer is 422 and the addresses taken for the other family are
+/// released. A block claimed for them stays affine to the node, as in
+/// Calico (calico-ipam releases them with ReleaseIPs, which keeps the
+/// block: cni-plugin/pkg/ipamplugin/ipam_plugin.go): the node's next
+/// allocation uses it.
 #[utoipa::path(post, path = "/v1/assign", tag = "assignment", request_body = AssignBody,
     responses(
         (status = 200, description = "Assigned (or already held)", body = AssignResponse),

@@ -27,7 +27,7 @@ use crate::{openapi, page};
 pub struct AppConfig {
     /// The bearer token clients must send, when one is required.
     pub token: Option<String>,
-    /// Most addresses one request may ask for.
+    /// Most addresses of each family one request may ask for.
     pub max_addresses_per_request: u32,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,

@@ -47,7 +47,8 @@ pub struct Args {
     #[arg(long, env = "IPAM_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
-    /// Most addresses one request may ask for (IPv4 and IPv6 together).
+    /// Most addresses of each family one request may ask for (and most
+    /// addresses one release may name).
     #[arg(long, env = "IPAM_MAX_ADDRESSES_PER_REQUEST", default_value_t = 128)]
     pub max_addresses_per_request: u32,
 
