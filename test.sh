@@ -39,6 +39,12 @@ apt_packages=(
   # the podman test's image: a static busybox and its links, imported
   # with `podman import` (there is no image registry)
   busybox-static
+  # promtool lints /metrics in both exposition formats
+  # (ipam-server/tests/metrics.rs); its daemon is kept from starting below
+  prometheus
+  # a virtualenv for the OpenAPI tests' pinned schemathesis and
+  # openapi-spec-validator from PyPI (ipam-server/tests/schemathesis.rs)
+  python3-venv
 )
 missing=()
 for package in "${apt_packages[@]}"; do
@@ -47,10 +53,21 @@ for package in "${apt_packages[@]}"; do
 done
 if ((${#missing[@]})); then
   apt-get update
+  # No package starts a service meanwhile (prometheus and etcd-server would
+  # leave daemons running): invoke-rc.d asks policy-rc.d, 101 is "not now".
+  policy_added=false
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    policy_added=true
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  if $policy_added; then
+    rm -f /usr/sbin/policy-rc.d
+  fi
 fi
-# Debian's etcd-server package may start a system etcd on 127.0.0.1:2379;
-# the tests start their own on free ports and never use it.
+# An etcd-server installed before this script may run a system etcd on
+# 127.0.0.1:2379; the tests start their own on free ports and never use it.
 
 nextest_version=0.9.143
 if ! cargo nextest --version 2>/dev/null | grep -q "^cargo-nextest $nextest_version"; then

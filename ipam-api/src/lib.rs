@@ -20,6 +20,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod names;
+
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -380,10 +382,15 @@ pub struct PoolBody {
 }
 
 impl From<&Pool> for PoolBody {
+    /// The fields the API knows: those a newer Calico stored in the pool
+    /// stay in the datastore (the server's update keeps them) and are not
+    /// part of the API's schema.
     fn from(pool: &Pool) -> PoolBody {
+        let mut spec = pool.spec().clone();
+        spec.unknown.clear();
         PoolBody {
             name: pool.name().to_string(),
-            spec: pool.spec().clone(),
+            spec,
         }
     }
 }

@@ -252,9 +252,13 @@ impl Pool {
         self.spec.cidr.contains(&address)
     }
 
-    /// Number of blocks the pool is cut into.
+    /// Number of blocks the pool is cut into. `::/0` in /128 blocks has
+    /// 2^128, one more than a u128 holds: it saturates, and its last block
+    /// is never chosen (Calico accepts such a pool; nobody needs that block).
     pub fn block_count(&self) -> u128 {
-        1u128 << (self.block_size - self.spec.cidr.prefix_len())
+        1u128
+            .checked_shl(u32::from(self.block_size - self.spec.cidr.prefix_len()))
+            .unwrap_or(u128::MAX)
     }
 
     /// Number of addresses in one block.
@@ -439,6 +443,12 @@ mod tests {
         assert_eq!(pool.block_index_of("10.0.0.1".parse().unwrap()), None);
         let v6 = Pool::new("v6", spec("fd00::/48", None)).unwrap();
         assert_eq!(v6.block_count(), 1u128 << 74);
+        let everything = PoolSpec {
+            block_size: Some(128),
+            ..PoolSpec::new("::/0".parse().unwrap())
+        };
+        let everything = Pool::new("everything", everything).unwrap();
+        assert_eq!(everything.block_count(), u128::MAX, "saturates");
         assert_eq!(v6.block_at(1).to_string(), "fd00::40/122");
     }
 

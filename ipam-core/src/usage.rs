@@ -72,7 +72,11 @@ pub fn usage(snapshot: &Snapshot) -> Usage {
         .map(|p| PoolUsage {
             name: p.name().to_string(),
             cidr: p.cidr(),
-            capacity: 1u128 << (p.cidr().max_prefix_len() - p.cidr().prefix_len()),
+            // `::/0` holds 2^128 addresses, one more than a u128: it
+            // saturates (Calico reports sizes as floats).
+            capacity: 1u128
+                .checked_shl(u32::from(p.cidr().max_prefix_len() - p.cidr().prefix_len()))
+                .unwrap_or(u128::MAX),
             in_use: 0,
             released: 0,
             blocks: Vec::new(),

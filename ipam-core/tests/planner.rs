@@ -1011,3 +1011,13 @@ fn a_refused_request_in_a_batch_leaves_no_trace() {
     assert_eq!(held.len(), 2);
     assert_ne!(held[0], held[1]);
 }
+
+#[test]
+fn a_pool_of_every_ipv6_address_is_planned_and_counted_without_overflow() {
+    // Calico accepts ::/0; it holds 2^128 addresses and, in /128 blocks,
+    // 2^128 blocks: one more than a u128, so both saturate.
+    let s = world(vec![pool("everything", "::/0", 128)], IpamConfig::default());
+    assert_eq!(usage(&s).pools[0].capacity, u128::MAX);
+    let planned = plan(&s, "h", "n", 0, 1, 0).unwrap();
+    assert_eq!(planned.ipv6.addresses.len(), 1, "{planned:?}");
+}

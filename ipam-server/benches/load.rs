@@ -11,20 +11,27 @@
 //! (defaults: 10 s at 1, 64 and 256). The server runs in this process,
 //! on 127.0.0.1 with a temp data dir; the table goes to stderr.
 //!
-//! Each worker keeps one HTTP/1.1 connection and writes its requests by
-//! hand, as wrk does: the load generator shares the two cores with the
-//! server, so it must cost as little as possible.
+//! Each worker keeps one HTTP/1.1 keep-alive connection through hyper's
+//! client connection (`hyper::client::conn::http1`, no pool), the stack
+//! ipam-client uses: the load generator shares the two cores with the
+//! server, so it must cost little, and the request path is the one real
+//! clients take.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
 use ipam_core::{IpamConfig, Pool, PoolSpec};
 use ipam_server::app::{router, AppConfig};
 use ipam_store::embedded::EmbeddedStore;
 use ipam_store::{Datastore, Ipam};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const NODES: usize = 64;
@@ -33,56 +40,44 @@ const NODES: usize = 64;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// One keep-alive HTTP/1.1 connection, spoken by hand.
+/// One keep-alive HTTP/1.1 connection.
 struct Connection {
-    stream: BufReader<TcpStream>,
+    sender: SendRequest<Full<Bytes>>,
 }
 
 impl Connection {
     async fn open(address: SocketAddr) -> Connection {
         let stream = TcpStream::connect(address).await.expect("connect");
         stream.set_nodelay(true).unwrap();
-        Connection {
-            stream: BufReader::new(stream),
-        }
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("an HTTP/1.1 connection");
+        // Drives the socket; ends when the sender is dropped.
+        tokio::spawn(connection);
+        Connection { sender }
     }
 
     /// Sends a request and reads the whole answer: (status, body).
     async fn send(&mut self, method: &str, path: &str, body: Option<&str>) -> (u16, Vec<u8>) {
-        let body = body.unwrap_or("");
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.stream
-            .get_mut()
-            .write_all(request.as_bytes())
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, "bench")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::copy_from_slice(
+                body.unwrap_or_default().as_bytes(),
+            )))
+            .expect("a valid request");
+        self.sender.ready().await.expect("the connection is open");
+        let response = self.sender.send_request(request).await.expect("an answer");
+        let status = response.status().as_u16();
+        let answer = response
+            .into_body()
+            .collect()
             .await
-            .unwrap();
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await.unwrap();
-        let status: u16 = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("a status line");
-        let mut length = 0;
-        loop {
-            line.clear();
-            self.stream.read_line(&mut line).await.unwrap();
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut answer = vec![0; length];
-        self.stream.read_exact(&mut answer).await.unwrap();
-        (status, answer)
+            .expect("the whole answer")
+            .to_bytes();
+        (status, answer.to_vec())
     }
 }
 

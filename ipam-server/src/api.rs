@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ipam_core::block::BlockOwner;
@@ -20,22 +20,21 @@ use serde::Deserialize;
 /// The wire types live in ipam-api, shared with the clients.
 pub use ipam_api::*;
 
+pub use crate::body::Body;
 use crate::error::ApiError;
+use ipam_api::names::{
+    check_attributes, check_handle, check_handle_prefix, check_node, check_pool,
+};
 
 /// What every handler shares.
 pub struct ApiState {
     /// The engine.
     pub engine: Arc<Ipam<dyn Datastore>>,
-    /// Most addresses one request may ask for.
+    /// Most addresses of each family one request may ask for.
     pub max_addresses_per_request: u32,
 }
 
 type Shared = State<Arc<ApiState>>;
-
-/// `Json` whose rejections are [`ApiError`]s with a stable code.
-#[derive(Debug, FromRequest)]
-#[from_request(via(Json), rejection(ApiError))]
-pub struct Body<T>(pub T);
 
 /// `Query` whose rejections are [`ApiError`]s.
 #[derive(Debug, FromRequestParts)]
@@ -53,18 +52,25 @@ fn invalid(field: &str, value: &str, why: impl std::fmt::Display) -> ApiError {
 
 // ----- assignment ------------------------------------------------------------
 
-fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_value",
-            format!("{field} must not be empty"),
+/// Calico's IPAMConfig keeps `maxBlocksPerHost` in an int32 (its CRD says
+/// `maximum: 2147483647`); a larger number could be stored on no datastore.
+fn check_int32(field: &str, value: u32) -> Result<(), ApiError> {
+    if i32::try_from(value).is_err() {
+        return Err(invalid(
+            field,
+            &value.to_string(),
+            "is over 2147483647, Calico's maximum (an int32)",
         ));
     }
     Ok(())
 }
 
 /// Assigns addresses. All or nothing: when a family cannot be satisfied in
-/// full, what was taken is given back and the answer is 422.
+/// full the answer is 422 and the addresses taken for the other family are
+/// released. A block claimed for them stays affine to the node, as in
+/// Calico (calico-ipam releases them with ReleaseIPs, which keeps the
+/// block: cni-plugin/pkg/ipamplugin/ipam_plugin.go): the node's next
+/// allocation uses it.
 #[utoipa::path(post, path = "/v1/assign", tag = "assignment", request_body = AssignBody,
     responses(
         (status = 200, description = "Assigned (or already held)", body = AssignResponse),
@@ -76,24 +82,29 @@ pub async fn assign(
     State(state): Shared,
     Body(body): Body<AssignBody>,
 ) -> Result<Json<AssignResponse>, ApiError> {
-    check_name("handle", &body.handle)?;
-    check_name("node", &body.node)?;
-    let asked = u64::from(body.ipv4) + u64::from(body.ipv6);
-    if asked == 0 {
+    check_handle("handle", &body.handle)?;
+    check_node("node", &body.node)?;
+    check_attributes("attributes", &body.attributes)?;
+    if body.ipv4 == 0 && body.ipv6 == 0 {
         return Err(ApiError::bad_request(
             "missing_value",
             "ipv4 and ipv6 are both 0: ask for at least one address",
         ));
     }
-    if asked > u64::from(state.max_addresses_per_request) {
-        return Err(ApiError::bad_request(
-            "too_many_addresses",
-            format!(
-                "ipv4 + ipv6 = {asked} addresses: at most {} per request",
-                state.max_addresses_per_request
-            ),
-        ));
+    // Per family, so that the OpenAPI document can state the bound as a
+    // maximum on each field (a sum it could not).
+    for (field, asked) in [("ipv4", body.ipv4), ("ipv6", body.ipv6)] {
+        if asked > state.max_addresses_per_request {
+            return Err(ApiError::bad_request(
+                "too_many_addresses",
+                format!(
+                    "{field}: {asked} addresses: at most {} of a family per request",
+                    state.max_addresses_per_request
+                ),
+            ));
+        }
     }
+    check_int32("maxBlocksPerHost", body.max_blocks_per_host)?;
     let mut request = AutoAssignRequest::new(&body.handle, &body.node, body.ipv4, body.ipv6);
     request.ipv4_pools = body.ipv4_pools;
     request.ipv6_pools = body.ipv6_pools;
@@ -128,14 +139,16 @@ pub async fn assign(
         (status = 200, description = "Assigned (or already this handle's)", body = AssignIpResponse),
         (status = 400, description = "Not in any pool, or bad request", body = ErrorBody),
         (status = 409, description = "Held by another handle", body = ErrorBody),
+        (status = 422, description = "The node may not take it: its block is another node's under strict affinity, or the node's block limit is reached (`unsatisfiable`)", body = ErrorBody),
         (status = 503, description = "Datastore unreachable", body = ErrorBody),
     ))]
 pub async fn assign_ip(
     State(state): Shared,
     Body(body): Body<AssignIpBody>,
 ) -> Result<Json<AssignIpResponse>, ApiError> {
-    check_name("handle", &body.handle)?;
-    check_name("node", &body.node)?;
+    check_handle("handle", &body.handle)?;
+    check_node("node", &body.node)?;
+    check_attributes("attributes", &body.attributes)?;
     let request = AssignIpRequest {
         handle: body.handle.clone(),
         node: body.node.clone(),
@@ -177,6 +190,11 @@ pub async fn release(
             ),
         ));
     }
+    for (index, item) in body.addresses.iter().enumerate() {
+        if let Some(handle) = &item.handle {
+            check_handle(&format!("addresses[{index}].handle"), handle)?;
+        }
+    }
     let requests: Vec<ReleaseRequest> = body
         .addresses
         .into_iter()
@@ -205,6 +223,7 @@ pub async fn release_handle(
     State(state): Shared,
     Segment(handle): Segment<String>,
 ) -> Result<Json<ReleaseResponse>, ApiError> {
+    check_handle("handle", &handle)?;
     let released = state.engine.release_by_handle(&handle).await?;
     Ok(Json(ReleaseResponse {
         released,
@@ -224,6 +243,7 @@ pub async fn handle_addresses(
     State(state): Shared,
     Segment(handle): Segment<String>,
 ) -> Result<Json<HandleAddresses>, ApiError> {
+    check_handle("handle", &handle)?;
     let addresses = state.engine.addresses_of_handle(&handle).await?;
     if addresses.is_empty() {
         return Err(ApiError::not_found(
@@ -236,12 +256,14 @@ pub async fn handle_addresses(
 
 /// Query of `GET /v1/handles`.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HandlesQuery {
     /// The node the addresses were recorded for (their `node` attribute).
     pub node: String,
     /// Only handles whose id starts with this (`k8s-pod-network.`).
     #[serde(default)]
+    #[param(required = false)]
     pub prefix: String,
 }
 
@@ -257,7 +279,8 @@ pub async fn handles_on_node(
     State(state): Shared,
     Params(query): Params<HandlesQuery>,
 ) -> Result<Json<Vec<HandleAddresses>>, ApiError> {
-    check_name("node", &query.node)?;
+    check_node("node", &query.node)?;
+    check_handle_prefix("prefix", &query.prefix)?;
     let found = state
         .engine
         .handles_on_node(&query.node, &query.prefix)
@@ -308,8 +331,21 @@ pub async fn address_info(
 
 // ----- pools -----------------------------------------------------------------
 
-fn validated_pool(name: &str, spec: PoolSpec) -> Result<Pool, ApiError> {
-    check_name("name", name)?;
+/// A pool from a request: its name checked, its CIDR normalised to its
+/// network as Calico does before storing (libcalico-go
+/// clientv3/ippool.go, validateAndSetDefaults: "Normalize the CIDR before
+/// persisting"), its spec free of fields the API does not know (a pool's
+/// fields from a newer Calico are kept by [`update_pool`], never taken from
+/// a client).
+fn validated_pool(name: &str, mut spec: PoolSpec) -> Result<Pool, ApiError> {
+    check_pool("name", name)?;
+    if let Some(field) = spec.unknown.keys().next() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("spec: unknown field `{field}`"),
+        ));
+    }
+    spec.cidr = spec.cidr.trunc();
     Ok(Pool::new(name, spec).map_err(ipam_store::IpamError::from)?)
 }
 
@@ -335,6 +371,7 @@ pub async fn get_pool(
     State(state): Shared,
     Segment(name): Segment<String>,
 ) -> Result<Json<PoolBody>, ApiError> {
+    check_pool("name", &name)?;
     let pools = state.engine.pools().await?;
     pools
         .iter()
@@ -373,7 +410,15 @@ pub async fn update_pool(
     Segment(name): Segment<String>,
     Body(body): Body<PoolSpecBody>,
 ) -> Result<Json<PoolBody>, ApiError> {
-    let pool = validated_pool(&name, body.spec)?;
+    let mut pool = validated_pool(&name, body.spec)?;
+    // Fields a newer Calico stored in the pool are kept, as set_config keeps
+    // the config's.
+    let stored = state.engine.pools().await?;
+    if let Some(current) = stored.iter().find(|p| p.name() == name) {
+        let mut spec = pool.spec().clone();
+        spec.unknown = current.spec().unknown.clone();
+        pool = Pool::new(&name, spec).map_err(ipam_store::IpamError::from)?;
+    }
     state.engine.update_pool(pool.clone()).await?;
     Ok(Json(PoolBody::from(&pool)))
 }
@@ -390,6 +435,7 @@ pub async fn delete_pool(
     State(state): Shared,
     Segment(name): Segment<String>,
 ) -> Result<StatusCode, ApiError> {
+    check_pool("name", &name)?;
     state.engine.delete_pool(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -418,6 +464,7 @@ pub async fn set_config(
     State(state): Shared,
     Body(body): Body<ConfigBody>,
 ) -> Result<Json<ConfigBody>, ApiError> {
+    check_int32("maxBlocksPerHost", body.max_blocks_per_host)?;
     // Fields of a newer Calico stored in the config are kept.
     let mut config = state.engine.config().await?;
     body.apply_to(&mut config);
@@ -426,6 +473,18 @@ pub async fn set_config(
 }
 
 // ----- nodes and affinities ----------------------------------------------------
+
+/// The block a `cidr` query names. Host bits are dropped, as Calico drops
+/// them from a pool's CIDR (`10.0.0.70/26` names the block
+/// `10.0.0.64/26`); the prefix must be a block's (IPv4 /20 to /32, IPv6
+/// /116 to /128, ipam-core's `BlockCidr`).
+fn block_cidr(text: &str) -> Result<BlockCidr, ApiError> {
+    let net: ipnet::IpNet = text
+        .parse()
+        .map_err(|_| invalid("cidr", text, "is not a CIDR"))?;
+    BlockCidr::new(net.trunc())
+        .map_err(|e| invalid("cidr", text, format!("is not a block CIDR: {e}")))
+}
 
 /// A node's block affinities.
 #[utoipa::path(get, path = "/v1/nodes/{node}/affinities", tag = "nodes",
@@ -438,6 +497,7 @@ pub async fn node_affinities(
     State(state): Shared,
     Segment(node): Segment<String>,
 ) -> Result<Json<Vec<AffinityBody>>, ApiError> {
+    check_node("node", &node)?;
     let affinities = state.engine.affinities_of(&node).await?;
     Ok(Json(
         affinities
@@ -477,18 +537,41 @@ pub async fn list_affinities(
     Ok(Json(affinities))
 }
 
-/// Claims every block of a CIDR for a node (Calico's ClaimAffinity).
+/// Most blocks one claim may cover, as a power of two: a /16 of /26
+/// blocks.
+const MAX_CLAIM_BITS: u8 = 10;
+
+/// Claims every block of a CIDR for a node (Calico's ClaimAffinity), at
+/// most 1024 blocks at once.
 #[utoipa::path(post, path = "/v1/nodes/{node}/affinities", tag = "nodes", request_body = ClaimBody,
     params(("node" = String, Path, description = "The node")),
     responses(
         (status = 200, description = "Claimed", body = ClaimResponse),
-        (status = 400, description = "Not whole blocks of one pool", body = ErrorBody),
+        (status = 400, description = "Not whole blocks of one pool (`claim_outside_pool`, `cidr_not_aligned`), or more than 1024 of them (`invalid_value`)", body = ErrorBody),
     ))]
 pub async fn claim_affinity(
     State(state): Shared,
     Segment(node): Segment<String>,
     Body(body): Body<ClaimBody>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
+    check_node("node", &node)?;
+    // The claim visits every block of the range: a /64 of /122 blocks
+    // would be 2^58 of them.
+    let pools = state.engine.pools().await?;
+    if let Some(pool) = pools.iter().find(|p| p.cidr().contains(&body.cidr)) {
+        let bits = pool.block_size().saturating_sub(body.cidr.prefix_len());
+        if bits > MAX_CLAIM_BITS {
+            return Err(invalid(
+                "cidr",
+                &body.cidr.to_string(),
+                format!(
+                    "covers 2^{bits} blocks of pool {}: claim at most {} at once",
+                    pool.name(),
+                    1u32 << MAX_CLAIM_BITS
+                ),
+            ));
+        }
+    }
     let claim = state.engine.claim_affinity(&node, body.cidr).await?;
     Ok(Json(ClaimResponse {
         claimed: claim.claimed.iter().map(BlockCidr::net).collect(),
@@ -498,12 +581,14 @@ pub async fn claim_affinity(
 
 /// Query of `DELETE /v1/nodes/{node}/affinities`.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReleaseAffinityQuery {
     /// The block.
     pub cidr: String,
     /// Refuse when the block still has addresses in use.
     #[serde(default)]
+    #[param(required = false)]
     pub require_empty: bool,
 }
 
@@ -521,10 +606,8 @@ pub async fn release_affinity(
     Segment(node): Segment<String>,
     Params(query): Params<ReleaseAffinityQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let cidr: BlockCidr = query
-        .cidr
-        .parse()
-        .map_err(|e| invalid("cidr", &query.cidr, format!("is not a block CIDR: {e}")))?;
+    check_node("node", &node)?;
+    let cidr = block_cidr(&query.cidr)?;
     state
         .engine
         .release_affinity(&node, cidr, query.require_empty)
@@ -543,6 +626,7 @@ pub async fn release_node(
     State(state): Shared,
     Segment(node): Segment<String>,
 ) -> Result<Json<ReleaseNodeResponse>, ApiError> {
+    check_node("node", &node)?;
     let blocks = state.engine.release_node(&node).await?;
     Ok(Json(ReleaseNodeResponse {
         node,
@@ -565,6 +649,7 @@ pub async fn usage_summary(State(state): Shared) -> Result<Json<UsageResponse>, 
 
 /// Query of `GET /v1/blocks`.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BlockQuery {
     /// The block's CIDR (`10.0.0.64/26`).
@@ -582,10 +667,7 @@ pub async fn block_detail(
     State(state): Shared,
     Params(query): Params<BlockQuery>,
 ) -> Result<Json<BlockDetail>, ApiError> {
-    let cidr: BlockCidr = query
-        .cidr
-        .parse()
-        .map_err(|e| invalid("cidr", &query.cidr, format!("is not a block CIDR: {e}")))?;
+    let cidr = block_cidr(&query.cidr)?;
     let block = state
         .engine
         .block(cidr)

@@ -1,7 +1,7 @@
 //! The HTTP application: routes, the bearer-token check, body and time
 //! limits, health probes, the usage page and the OpenAPI document.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -12,21 +12,22 @@ use axum::routing::{get, post};
 use axum::Router;
 use ipam_store::{Datastore, Ipam, IpamError, Key, StoreError};
 use subtle::ConstantTimeEq;
-use utoipa::OpenApi;
 
 use crate::api::{self, ApiState};
-use crate::error::ApiError;
+use crate::connections::ConnectionMetrics;
+use crate::error::{ApiError, ErrorBody};
 use crate::gc::GcMetrics;
 use crate::metrics::{self, Metrics};
-use crate::page;
 use crate::ratelimit::{self, Limiter, RateLimit};
+use crate::{openapi, page};
 
-/// How the application is set up.
-#[derive(Debug, Clone)]
+/// How the application is set up. Its `Debug` leaves the token out, so
+/// that logging the configuration never leaks the secret.
+#[derive(Clone)]
 pub struct AppConfig {
     /// The bearer token clients must send, when one is required.
     pub token: Option<String>,
-    /// Most addresses one request may ask for.
+    /// Most addresses of each family one request may ask for.
     pub max_addresses_per_request: u32,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
@@ -36,6 +37,33 @@ pub struct AppConfig {
     pub rate_limit: Option<RateLimit>,
     /// The garbage collector's figures, served on `/metrics`, when it runs.
     pub gc_metrics: Option<Arc<GcMetrics>>,
+    /// The connection counts, served on `/metrics`, when the server counts
+    /// them ([`crate::connections`]).
+    pub connection_metrics: Option<Arc<ConnectionMetrics>>,
+}
+
+impl std::fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so that a field added later must be listed here.
+        let AppConfig {
+            token,
+            max_addresses_per_request,
+            max_body_bytes,
+            request_timeout,
+            rate_limit,
+            gc_metrics,
+            connection_metrics,
+        } = self;
+        f.debug_struct("AppConfig")
+            .field("token", &token.as_ref().map(|_| "<redacted>"))
+            .field("max_addresses_per_request", max_addresses_per_request)
+            .field("max_body_bytes", max_body_bytes)
+            .field("request_timeout", request_timeout)
+            .field("rate_limit", rate_limit)
+            .field("gc_metrics", &gc_metrics.is_some())
+            .field("connection_metrics", &connection_metrics.is_some())
+            .finish()
+    }
 }
 
 impl Default for AppConfig {
@@ -47,56 +75,18 @@ impl Default for AppConfig {
             request_timeout: Duration::from_secs(30),
             rate_limit: None,
             gc_metrics: None,
+            connection_metrics: None,
         }
     }
 }
 
-/// The OpenAPI document of the `/v1` API.
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "ipam-server",
-        description = "Calico-compatible IP address management: assign and release pod addresses, pools, IPAM config, node affinities, usage. Errors are `{code, message}` with a stable code.",
-        version = "1"
-    ),
-    paths(
-        api::assign, api::assign_ip, api::release, api::release_handle, api::handle_addresses,
-        api::handles_on_node,
-        api::address_info, api::list_pools, api::get_pool, api::create_pool, api::update_pool,
-        api::delete_pool, api::get_config, api::set_config, api::node_affinities, api::list_affinities,
-        api::claim_affinity, api::release_affinity, api::release_node, api::usage_summary,
-        api::block_detail, api::check_report,
-    ),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
-/// The OpenAPI document as served and as checked in (`openapi.json`).
-pub fn openapi_json() -> String {
-    let mut text = ApiDoc::openapi()
-        .to_pretty_json()
-        .expect("the OpenAPI document serialises");
-    text.push('\n');
-    text
-}
-
 /// Builds the application over an engine.
 pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
-    let metrics = Arc::new(Metrics::new(engine.clone(), config.gc_metrics.as_deref()));
+    let metrics = Arc::new(Metrics::new(
+        engine.clone(),
+        config.gc_metrics.as_deref(),
+        config.connection_metrics,
+    ));
     let state = Arc::new(ApiState {
         engine,
         max_addresses_per_request: config.max_addresses_per_request,
@@ -130,7 +120,10 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
         .route("/v1/usage", get(api::usage_summary))
         .route("/v1/blocks", get(api::block_detail))
         .route("/v1/check", get(api::check_report))
-        .route("/openapi.json", get(serve_openapi))
+        .route(
+            "/openapi.json",
+            get(serve_openapi).with_state(config.token.is_some()),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state.clone())
@@ -163,14 +156,32 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
     };
     v1.merge(probes)
         .merge(page)
+        // After every route is registered: it applies to those present.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, limit_time))
+        // Before the time limit, the token check and the handlers: a body
+        // announced too long is refused before a byte of it is read.
+        .layer(middleware::from_fn_with_state(
+            config.max_body_bytes,
+            refuse_long_bodies,
+        ))
         // Outermost, so that requests cut short by the time limit or
         // refused for want of the token are counted too.
         .layer(middleware::from_fn_with_state(metrics, metrics::record))
 }
 
-async fn serve_openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+/// The document of this server: with the token's security requirement
+/// when it has a token.
+async fn serve_openapi(State(with_token): State<bool>) -> Response {
+    // Built once: refining it walks the whole document.
+    static GUARDED: LazyLock<String> = LazyLock::new(openapi::openapi_json);
+    static OPEN: LazyLock<String> = LazyLock::new(openapi::open_openapi_json);
+    let document = if with_token { &GUARDED } else { &OPEN };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.as_str(),
+    )
+        .into_response()
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -184,13 +195,22 @@ async fn not_found(request: Request) -> ApiError {
     )
 }
 
-/// Process up.
-async fn healthz() -> &'static str {
+/// Process up (kubelet's liveness probe; open without the token).
+#[utoipa::path(get, path = "/healthz", tag = "probes", security(()),
+    responses((status = 200, description = "Up", body = String, content_type = "text/plain")))]
+pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Datastore reachable: the IPAM config can be read (absent counts).
-async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+/// Datastore reachable: the IPAM config can be read, absent counting
+/// (kubelet's readiness probe; open without the token).
+#[utoipa::path(get, path = "/readyz", tag = "probes", security(()),
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "The datastore is unreachable (`datastore_unavailable`)", body = ErrorBody),
+        (status = 500, description = "The stored config cannot be read (`datastore_invalid`)", body = ErrorBody),
+    ))]
+pub async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     match state.engine.store().get(&Key::Config).await {
         Ok(_) | Err(StoreError::NotFound { .. }) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => ApiError::from(IpamError::Store(e)).into_response(),
@@ -209,7 +229,7 @@ async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_credentials);
     // Compared in constant time, so the answer's timing tells nothing of
     // how much of a guess was right.
     let matches = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
@@ -225,6 +245,53 @@ async fn require_token(
     }
 }
 
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme
+/// is case-insensitive and separated by one or more spaces (RFC 9110
+/// §11.1, §11.4; RFC 6750 §2.1), so `bearer x` and `BEARER  x` are both the
+/// token `x`.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_matches(' ').split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
+}
+
+/// The answer to a method a route does not have: a JSON error like every
+/// other (axum's own 405 has no body); axum adds the `Allow` header.
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!(
+            "{} is not a method of {} (the Allow header lists those it has)",
+            request.method(),
+            request.uri().path()
+        ),
+    }
+}
+
+/// 413 for a request whose `Content-Length` is over the body limit,
+/// without reading the body (which the client might take minutes to send).
+/// A body without a length (chunked) is cut at the limit as it is read.
+async fn refuse_long_bodies(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(length) if length > limit as u64 => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "body_too_large",
+            message: format!(
+                "Content-Length {length}: the body limit is {limit} bytes (--max-body-bytes)"
+            ),
+        }
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
 async fn limit_time(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
@@ -237,5 +304,33 @@ async fn limit_time(State(limit): State<Duration>, request: Request, next: Next)
             ),
         }
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER   t0k", " bEaReR t0k "] {
+            assert_eq!(bearer_credentials(value), Some("t0k"), "{value:?}");
+        }
+        for value in ["Basic t0k", "Bearert0k", "t0k", "Bearer", ""] {
+            assert_eq!(bearer_credentials(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let config = AppConfig {
+            token: Some("s3cret-token".to_string()),
+            ..AppConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-token"), "{shown}");
+        assert!(shown.contains("token: Some(\"<redacted>\")"), "{shown}");
+        let none = format!("{:?}", AppConfig::default());
+        assert!(none.contains("token: None"), "{none}");
     }
 }

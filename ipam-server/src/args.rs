@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::connections::ConnectionLimits;
 use crate::gc::GcOptions;
 use crate::lease::LeaseOptions;
 use crate::ratelimit::RateLimit;
@@ -46,7 +47,8 @@ pub struct Args {
     #[arg(long, env = "IPAM_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
-    /// Most addresses one request may ask for (IPv4 and IPv6 together).
+    /// Most addresses of each family one request may ask for (and most
+    /// addresses one release may name).
     #[arg(long, env = "IPAM_MAX_ADDRESSES_PER_REQUEST", default_value_t = 128)]
     pub max_addresses_per_request: u32,
 
@@ -57,6 +59,28 @@ pub struct Args {
     /// Longest a request may take, in seconds, before it is answered 503.
     #[arg(long, env = "IPAM_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     pub request_timeout_seconds: u64,
+
+    /// Longest from a request's first byte to the end of its headers; a
+    /// client slower than that is disconnected. Clients on a node or in a
+    /// cluster send their headers in milliseconds.
+    #[arg(long, env = "IPAM_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Longest a connection may stay open with no request in flight (a new
+    /// one that sends nothing, a keep-alive one between requests).
+    #[arg(long, env = "IPAM_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+
+    /// Most connections open at once; beyond it, new ones are answered 503
+    /// and closed. Keep it below the process's open-file limit.
+    #[arg(long, env = "IPAM_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Most connections open at once from one IP address (all unix-socket
+    /// clients together are not limited by this): a node's CNI calls for
+    /// all its pods at once fit (Kubernetes' default is 110 pods a node).
+    #[arg(long, env = "IPAM_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_client: u32,
 
     /// Requests a second each client (by IP address; all unix-socket
     /// clients together) may make on /v1; beyond it, 429. 0: no limit.
@@ -116,6 +140,16 @@ impl Args {
         let per_second = NonZeroU32::new(self.rate_limit_per_client)?;
         let burst = NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_second);
         Some(RateLimit { per_second, burst })
+    }
+
+    /// The bounds on connections the flags set.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections as usize,
+            max_connections_per_client: self.max_connections_per_client as usize,
+        }
     }
 
     /// How the garbage collector should run, unless `--no-gc`.
@@ -281,6 +315,47 @@ mod tests {
         assert!(err.to_string().contains("--gc-interval"), "{err}");
         let off = Args::try_parse_from(["ipam-server", "--no-gc"]).unwrap();
         assert!(off.gc().is_none());
+    }
+
+    #[test]
+    fn connection_bounds_have_defaults_and_refuse_zero() {
+        let args = Args::try_parse_from(["ipam-server"]).unwrap();
+        assert_eq!(
+            args.connection_limits(),
+            ConnectionLimits {
+                header_read_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 1024,
+                max_connections_per_client: 128,
+            }
+        );
+        let args = Args::try_parse_from([
+            "ipam-server",
+            "--header-read-timeout",
+            "2s",
+            "--idle-timeout",
+            "1m30s",
+            "--max-connections",
+            "10",
+            "--max-connections-per-client",
+            "3",
+        ])
+        .unwrap();
+        let limits = args.connection_limits();
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(90));
+        assert_eq!(
+            (limits.max_connections, limits.max_connections_per_client),
+            (10, 3)
+        );
+        for flag in [
+            "--max-connections",
+            "--max-connections-per-client",
+            "--idle-timeout",
+        ] {
+            let err = Args::try_parse_from(["ipam-server", flag, "0"]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{err}");
+        }
     }
 
     #[test]

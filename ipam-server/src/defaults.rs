@@ -6,10 +6,19 @@
 //! `NO_DEFAULT_POOLS=true`; a family's pool is skipped when its CIDR is
 //! `none`.
 //!
-//! One difference: calico-node makes up a random ULA /48 for IPv6 when the
-//! host supports IPv6 and no `CALICO_IPV6POOL_CIDR` is set. A server has no
-//! host network to judge by, so it creates an IPv6 pool only when the CIDR
-//! is given.
+//! Two differences:
+//! - calico-node runs this on every start (v3.32.1), so a default pool an
+//!   operator deletes comes back at its next restart unless another pool
+//!   of that family exists. ipam-server runs it on a datastore's first
+//!   start only, known by the IPAMConfig `default` being absent, and then
+//!   writes that IPAMConfig ([`crate::server::ensure_default_pools`]): a
+//!   deleted default pool stays deleted, and `NO_DEFAULT_POOLS` on the
+//!   first start holds for good. Deleting the IPAMConfig makes the next
+//!   start a first one again.
+//! - calico-node makes up a random ULA /48 for IPv6 when the host supports
+//!   IPv6 and no `CALICO_IPV6POOL_CIDR` is set. A server has no host
+//!   network to judge by, so it creates an IPv6 pool only when the CIDR is
+//!   given.
 
 use ipam_core::{IpVersion, Pool, PoolSpec};
 use ipnet::IpNet;

@@ -1,13 +1,14 @@
 //! Every failure the API reports: a stable machine-readable `code`, a
 //! message for people, and the HTTP status that fits.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ipam_core::Error as Refusal;
 use ipam_store::{IpamError, StoreError};
 
+use ipam_api::names::NameError;
 pub use ipam_api::ErrorBody;
 
 /// An error answer.
@@ -59,19 +60,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> ApiError {
-        let status = match rejection {
-            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            JsonRejection::BytesRejection(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
+impl From<NameError> for ApiError {
+    fn from(error: NameError) -> ApiError {
+        let code = match error {
+            NameError::Empty { .. } => "missing_value",
+            NameError::Invalid { .. } | NameError::TooMany { .. } => "invalid_value",
         };
-        let code = match status {
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-            _ => "invalid_body",
-        };
-        ApiError::new(status, code, rejection.body_text())
+        ApiError::bad_request(code, error.to_string())
     }
 }
 

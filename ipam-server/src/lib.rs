@@ -2,9 +2,9 @@
 //!
 //! [`app`] builds the routes (`/v1/...`, `/healthz`, `/readyz`,
 //! `/openapi.json`, `/`), [`api`] holds the handlers and their request and
-//! response types, [`error`] maps every failure to a status and a stable
-//! code, [`metrics`] serves `/metrics`, [`page`] serves the usage page, [`server`] opens the datastore
-//! and serves, [`defaults`] chooses the default pools as calico-node does,
+//! response types, [`body`] reads request bodies strictly, [`error`] maps every failure to a status and a stable
+//! code, [`metrics`] serves `/metrics`, [`openapi`] writes the OpenAPI document, [`page`] serves the usage page, [`server`] opens the datastore
+//! and serves, [`connections`] bounds slow, idle and too many connections, [`defaults`] chooses the default pools as calico-node does,
 //! [`args`] parses the flags, [`ratelimit`] bounds each client's request rate,
 //! [`gc`] collects leaked addresses on the Kubernetes datastore while this
 //! replica holds the [`lease`], both on the injected [`clock`].
@@ -15,12 +15,15 @@
 pub mod api;
 pub mod app;
 pub mod args;
+pub mod body;
 pub mod clock;
+pub mod connections;
 pub mod defaults;
 pub mod error;
 pub mod gc;
 pub mod lease;
 pub mod metrics;
+pub mod openapi;
 pub mod page;
 pub mod ratelimit;
 pub mod server;

@@ -1,4 +1,9 @@
-//! `/metrics` in the OpenMetrics text format, which Prometheus reads.
+//! `/metrics` in the exposition format the client asks for: the classic
+//! Prometheus text format 0.0.4 by default (what `promtool check metrics`,
+//! older Prometheus servers and most scrapers read), OpenMetrics 1.0.0 when
+//! the `Accept` header prefers it (Prometheus 2.x and later ask for it
+//! first). prometheus-client encodes OpenMetrics only, so the classic text
+//! is converted from it ([`to_classic`]).
 //!
 //! What it reports:
 //! - pool and node figures under the names Calico's kube-controllers
@@ -14,6 +19,8 @@
 //! - datastore round trips, compare-and-swap conflicts and retries, read
 //!   from the store and the engine while the scrape is encoded;
 //! - the build;
+//! - connections open, refused at the caps and closed by the timeouts, when
+//!   the server runs its own accept loop ([`crate::connections`]);
 //! - the garbage collector's candidates, reclamations, passes and
 //!   leadership, when it runs ([`crate::gc`]).
 //!
@@ -31,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipam_core::{BlockCidr, BlockOwner, Snapshot};
@@ -46,6 +53,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::connections::ConnectionMetrics;
 use crate::gc::GcMetrics;
 
 /// How long pool figures are served before the datastore is read again.
@@ -92,11 +100,20 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric, reporting on `engine`, and the garbage
     /// collector's figures when one runs.
-    pub fn new(engine: Arc<Ipam<dyn Datastore>>, gc: Option<&GcMetrics>) -> Metrics {
+    pub fn new(
+        engine: Arc<Ipam<dyn Datastore>>,
+        gc: Option<&GcMetrics>,
+        connections: Option<Arc<ConnectionMetrics>>,
+    ) -> Metrics {
         let mut metrics =
             Metrics::with_limits(engine, POOL_FIGURES_MAX_AGE, POOL_FIGURES_READ_LIMIT);
         if let Some(gc) = gc {
             gc.register(&mut metrics.registry);
+        }
+        if let Some(connections) = connections {
+            metrics
+                .registry
+                .register_collector(Box::new(Connections(connections)));
         }
         metrics
     }
@@ -165,7 +182,7 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition text, with pool figures at most
+    /// The OpenMetrics exposition, with pool figures at most
     /// [`POOL_FIGURES_MAX_AGE`] old when the datastore answers.
     async fn render(&self) -> String {
         self.pools.refresh(&self.engine).await;
@@ -174,18 +191,226 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
+
+    /// The exposition in `format`.
+    async fn render_as(&self, format: Format) -> String {
+        let openmetrics = self.render().await;
+        match format {
+            Format::OpenMetrics => openmetrics,
+            Format::Classic => to_classic(&openmetrics),
+        }
+    }
 }
 
-/// `GET /metrics`.
-pub async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
+/// The exposition formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus's text format 0.0.4.
+    Classic,
+    /// OpenMetrics 1.0.0 text.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format an `Accept` header prefers: OpenMetrics only when it is
+    /// asked for with a higher quality than the classic text (Prometheus
+    /// sends `application/openmetrics-text;version=1.0.0,...,
+    /// text/plain;version=0.0.4;q=0.5,*/*;q=0.1`); the classic text
+    /// otherwise, also without a header or when nothing offered matches, as
+    /// Prometheus's own client libraries fall back to it.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let (mut openmetrics, mut classic) = (0.0_f32, 0.0_f32);
+        for range in accept.unwrap_or_default().split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let (mut quality, mut version) = (1.0_f32, None);
+            for parameter in parts {
+                let Some((key, value)) = parameter.split_once('=') else {
+                    continue;
+                };
+                let value = value.trim().trim_matches('"');
+                match key.trim().to_ascii_lowercase().as_str() {
+                    // An unreadable weight counts as 0: not acceptable.
+                    "q" => quality = value.parse().unwrap_or(0.0),
+                    "version" => version = Some(value.to_string()),
+                    _ => {}
+                }
+            }
+            let version = version.as_deref();
+            match media.as_str() {
+                // 0.0.1 is OpenMetrics' draft, which 1.0.0 text satisfies.
+                "application/openmetrics-text"
+                    if matches!(version, None | Some("1.0.0" | "0.0.1")) =>
+                {
+                    openmetrics = openmetrics.max(quality);
+                }
+                "application/*" => openmetrics = openmetrics.max(quality),
+                "text/plain" if matches!(version, None | Some("0.0.4")) => {
+                    classic = classic.max(quality);
+                }
+                "text/*" | "*/*" => classic = classic.max(quality),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics > classic {
+            Format::OpenMetrics
+        } else {
+            Format::Classic
+        }
+    }
+
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Classic => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Prometheus metrics: the classic text format 0.0.4, or OpenMetrics
+/// 1.0.0 when the `Accept` header prefers it.
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    responses(
+        (status = 200, description = "The exposition", content(
+            (String = "text/plain"),
+            (String = "application/openmetrics-text"),
+        )),
+        (status = 401, description = "The server has a token and the request does not carry it (`unauthorized`)", body = crate::error::ErrorBody),
+        (status = 503, description = "The request took longer than --request-timeout-seconds (`timeout`)", body = crate::error::ErrorBody),
+    ))]
+pub async fn scrape(State(metrics): State<Arc<Metrics>>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.render().await,
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            // Caches between Prometheus and the server must not hand one
+            // format to a client that asked for the other.
+            (header::VARY, "accept"),
+        ],
+        metrics.render_as(format).await,
     )
         .into_response()
+}
+
+/// Rewrites an OpenMetrics text exposition in the classic text format
+/// 0.0.4, where the two differ
+/// (<https://prometheus.io/docs/instrumenting/exposition_formats/> and
+/// OpenMetrics 1.0 "Text format"):
+/// - a counter family `x` has samples `x_total`; the classic format names
+///   the family after its samples, so HELP and TYPE say `x_total` (without
+///   that, a classic parser sees samples of an untyped family with no
+///   HELP), and `x_created` samples, which it has no place for, go;
+/// - an info family `x` (sample `x_info`, value 1) becomes the gauge
+///   `x_info`, the classic convention for the same thing;
+/// - `unknown` is `untyped`;
+/// - `# UNIT` and `# EOF` lines go (the unit stays in the family name);
+/// - HELP text escapes only backslash and newline, so `\"` becomes `"`;
+/// - exemplars (` # {...} v`) go; timestamps turn from seconds into
+///   milliseconds.
+pub fn to_classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, &str)> = None;
+    let mut counter = false;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            counter = kind == "counter";
+            let (name, kind) = match kind {
+                "counter" => (format!("{family}_total"), "counter"),
+                "info" => (format!("{family}_info"), "gauge"),
+                "unknown" => (family.to_string(), "untyped"),
+                _ => (family.to_string(), kind),
+            };
+            if let Some((_, text)) = help.take().filter(|(named, _)| *named == family) {
+                out.push_str("# HELP ");
+                out.push_str(&name);
+                out.push(' ');
+                unescape_quotes(text, &mut out);
+                out.push('\n');
+            }
+            out.push_str("# TYPE ");
+            out.push_str(&name);
+            out.push(' ');
+            out.push_str(kind);
+            out.push('\n');
+            continue;
+        }
+        // `# UNIT`, `# EOF` and any other comment.
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, rest) = split_series(line);
+        if counter && series_name(series).ends_with("_created") {
+            continue;
+        }
+        out.push_str(series);
+        // What follows the series: ` value [timestamp] [# exemplar]`.
+        let rest = rest.split(" # ").next().unwrap_or_default();
+        let mut fields = rest.split_whitespace();
+        if let Some(value) = fields.next() {
+            out.push(' ');
+            out.push_str(value);
+        }
+        if let Some(seconds) = fields.next().and_then(|t| t.parse::<f64>().ok()) {
+            out.push(' ');
+            out.push_str(&((seconds * 1000.0).round() as i64).to_string());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A sample line's series (`name{labels}`) and the rest of the line. Label
+/// values may hold spaces, `}` and escaped quotes, so the end of the
+/// labels is found by walking them.
+fn split_series(line: &str) -> (&str, &str) {
+    let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+    if !line[name_end..].starts_with('{') {
+        return line.split_at(name_end);
+    }
+    let (mut quoted, mut escaped) = (false, false);
+    for (at, c) in line.char_indices().skip(name_end) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return line.split_at(at + 1),
+            _ => {}
+        }
+    }
+    (line, "")
+}
+
+fn series_name(series: &str) -> &str {
+    series.split('{').next().unwrap_or(series)
+}
+
+/// Appends OpenMetrics HELP text with `\"` turned into `"`; the other
+/// escapes (`\\`, `\n`) are the classic format's too.
+fn unescape_quotes(text: &str, out: &mut String) {
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('"') => out.push('"'),
+            Some(next) => {
+                out.push('\\');
+                out.push(next);
+            }
+            None => out.push('\\'),
+        }
+    }
 }
 
 /// Middleware recording every request: labelled by the route's template
@@ -475,6 +700,16 @@ impl Collector for Live {
     }
 }
 
+/// The connection counts, read while a scrape is encoded.
+#[derive(Debug)]
+struct Connections(Arc<ConnectionMetrics>);
+
+impl Collector for Connections {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        self.0.encode(&mut encoder)
+    }
+}
+
 fn counter(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -610,6 +845,94 @@ mod tests {
             figures.size_and_free,
             BTreeMap::from([("pool-a".to_string(), (65536, 65534))])
         );
+    }
+
+    #[test]
+    fn prometheus_gets_openmetrics_and_everyone_else_the_classic_text() {
+        // Prometheus 2.42's scrape Accept header.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let cases = [
+            (Some(prometheus), Format::OpenMetrics),
+            (Some("application/openmetrics-text"), Format::OpenMetrics),
+            (
+                Some("Application/OpenMetrics-Text; version=\"1.0.0\""),
+                Format::OpenMetrics,
+            ),
+            (None, Format::Classic),
+            (Some(""), Format::Classic),
+            (Some("*/*"), Format::Classic),
+            (Some("text/plain;version=0.0.4"), Format::Classic),
+            (Some("text/plain"), Format::Classic),
+            (Some("application/json"), Format::Classic),
+            // A version we do not write is not what was asked for.
+            (
+                Some("application/openmetrics-text;version=2.0.0"),
+                Format::Classic,
+            ),
+            (Some("application/openmetrics-text;q=0"), Format::Classic),
+            (
+                Some("text/plain;version=0.0.4,application/openmetrics-text;q=0.5"),
+                Format::Classic,
+            ),
+            (
+                Some("text/plain;version=0.0.4;q=0.2,application/openmetrics-text;q=0.5"),
+                Format::OpenMetrics,
+            ),
+            // Equal weights: the format every tool reads.
+            (
+                Some("application/openmetrics-text,text/plain"),
+                Format::Classic,
+            ),
+        ];
+        for (accept, expected) in cases {
+            assert_eq!(Format::negotiate(accept), expected, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn openmetrics_converts_to_the_classic_text_family_by_family() {
+        let openmetrics = concat!(
+            "# HELP c Conflicts \\\"recovered\\\" \\\\ per\\nline.\n",
+            "# TYPE c counter\n",
+            "c_total{kind=\"a} # {\\\"\"} 3 # {trace=\"x\"} 1.0 1.5\n",
+            "c_created 1700000000.5\n",
+            "# HELP b The build.\n",
+            "# TYPE b info\n",
+            "b_info{version=\"1\"} 1\n",
+            "# HELP d_seconds Age.\n",
+            "# TYPE d_seconds gauge\n",
+            "# UNIT d_seconds seconds\n",
+            "d_seconds 1.5 1700000000.25\n",
+            "# HELP u Whatever.\n",
+            "# TYPE u unknown\n",
+            "u 2\n",
+            "# HELP h Latency.\n",
+            "# TYPE h histogram\n",
+            "h_bucket{le=\"+Inf\"} 1\n",
+            "h_sum 0.5\n",
+            "h_count 1\n",
+            "# EOF\n",
+        );
+        let expected = concat!(
+            "# HELP c_total Conflicts \"recovered\" \\\\ per\\nline.\n",
+            "# TYPE c_total counter\n",
+            "c_total{kind=\"a} # {\\\"\"} 3\n",
+            "# HELP b_info The build.\n",
+            "# TYPE b_info gauge\n",
+            "b_info{version=\"1\"} 1\n",
+            "# HELP d_seconds Age.\n",
+            "# TYPE d_seconds gauge\n",
+            "d_seconds 1.5 1700000000250\n",
+            "# HELP u Whatever.\n",
+            "# TYPE u untyped\n",
+            "u 2\n",
+            "# HELP h Latency.\n",
+            "# TYPE h histogram\n",
+            "h_bucket{le=\"+Inf\"} 1\n",
+            "h_sum 0.5\n",
+            "h_count 1\n",
+        );
+        assert_eq!(to_classic(openmetrics), expected);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Starting the server: open the datastore the flags name, create the
-//! default pools, refuse to listen beyond this machine without a token,
+//! default pools on the datastore's first start, refuse to listen beyond this machine without a token,
 //! start the garbage collector on the Kubernetes datastore, serve until
 //! SIGTERM or SIGINT, then finish in-flight requests and give the
 //! collector's Lease up.
@@ -9,16 +9,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipam_core::IpamConfig;
 use ipam_store::embedded::EmbeddedStore;
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::kubernetes::KubernetesStore;
 use ipam_store::memory::MemoryStore;
-use ipam_store::{Datastore, Ipam};
+use ipam_store::{Datastore, Ipam, IpamError, Key, StoreError, Value};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::app::{router, AppConfig};
 use crate::args::{Args, DatastoreKind, Listen};
 use crate::clock::SystemClock;
+use crate::connections::{self, ConnectionMetrics};
 use crate::defaults::default_pools;
 use crate::gc::{Collector, GcMetrics};
 
@@ -112,18 +114,48 @@ pub async fn open_store(args: &Args) -> Result<Opened, StartError> {
     })
 }
 
-/// Creates the default pools the environment asks for, when their family
-/// has none yet.
+/// Creates the default pools the environment asks for on a datastore's
+/// first start only, so that a default pool an operator deleted is not
+/// created again ([`crate::defaults`] says how this differs from
+/// calico-node).
+///
+/// The IPAMConfig `default` marks a datastore as set up: this writes it
+/// (with Calico's defaults) after the pools, as calico-node's startup does
+/// since Calico 3.33 (node/pkg/lifecycle/startup/startup.go,
+/// `ensureDefaultIPAMConfigExists` after `configureIPPools`), and
+/// `calicoctl ipam configure` and `PUT /v1/config` write it too. While it
+/// exists, nothing is created. Written last, a start that dies half-way
+/// leaves the next one to finish: the pools it made are there, so their
+/// family gets none again.
 pub async fn ensure_default_pools(
     engine: &Ipam<dyn Datastore>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<(), StartError> {
+    match engine.store().get(&Key::Config).await {
+        Ok(_) => return Ok(()),
+        Err(StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     let existing = engine.pools().await?;
     for pool in default_pools(env, &existing)? {
         tracing::info!(pool = pool.name(), cidr = %pool.cidr(), "creating default pool");
-        engine.create_pool(pool).await?;
+        match engine.create_pool(pool).await {
+            // Another replica starting at the same moment made it (or one
+            // in its place): either way the family has its pool.
+            Err(IpamError::Store(StoreError::AlreadyExists { .. }))
+            | Err(IpamError::Refused(ipam_core::Error::PoolsOverlap { .. }))
+            | Ok(()) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(())
+    match engine
+        .store()
+        .create(&Value::Config(IpamConfig::default()))
+        .await
+    {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Runs the server until `shutdown` completes, then lets in-flight
@@ -145,6 +177,7 @@ pub async fn run(
     let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(opened.store));
     ensure_default_pools(&engine, |name| std::env::var(name).ok()).await?;
     let gc_metrics = Arc::new(GcMetrics::default());
+    let connection_metrics = Arc::new(ConnectionMetrics::default());
     let (stop_gc, gc_stopped) = tokio::sync::watch::channel(false);
     let collector = match (opened.kubernetes, args.gc()) {
         (Some(client), Some(options)) => {
@@ -168,9 +201,10 @@ pub async fn run(
             request_timeout: Duration::from_secs(args.request_timeout_seconds),
             rate_limit: args.rate_limit(),
             gc_metrics: collector.is_some().then_some(gc_metrics),
+            connection_metrics: Some(connection_metrics.clone()),
         },
     );
-    let served = serve(&args, app, shutdown).await;
+    let served = serve(&args, app, connection_metrics, shutdown).await;
     if let Some(task) = collector {
         // The collector gives its Lease up before the process ends, so
         // another replica takes over at once; its watches end with it.
@@ -183,23 +217,18 @@ pub async fn run(
 async fn serve(
     args: &Args,
     app: axum::Router,
+    metrics: Arc<ConnectionMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let io = |what: String| move |source| StartError::Io { what, source };
+    let limits = args.connection_limits();
     match &args.listen {
         Listen::Tcp(address) => {
             let listener = TcpListener::bind(address)
                 .await
                 .map_err(io(format!("listening on {address}")))?;
             tracing::info!(listen = %args.listen, datastore = ?args.datastore, "ipam-server ready");
-            // The peer address is what the per-client rate limit keys on.
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(io("serving".to_string()))
+            connections::serve(listener, app, limits, metrics, shutdown).await;
         }
         Listen::Unix(path) => {
             // A socket left by a killed server would make bind fail.
@@ -212,12 +241,10 @@ async fn serve(
             let listener =
                 UnixListener::bind(path).map_err(io(format!("listening on {}", path.display())))?;
             tracing::info!(listen = %args.listen, datastore = ?args.datastore, "ipam-server ready");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(io("serving".to_string()))
+            connections::serve(listener, app, limits, metrics, shutdown).await;
         }
     }
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -235,5 +262,66 @@ pub async fn termination() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
         _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ipam_store::memory::MemoryStore;
+
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    async fn pool_names(engine: &Ipam<dyn Datastore>) -> Vec<String> {
+        let pools = engine.pools().await.unwrap();
+        pools.iter().map(|p| p.name().to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn default_pools_are_created_on_the_first_start_only() {
+        let engine: Ipam<dyn Datastore> = Ipam::new(Arc::new(MemoryStore::new()));
+        ensure_default_pools(&engine, no_env).await.unwrap();
+        assert_eq!(pool_names(&engine).await, ["default-ipv4-ippool"]);
+        // The marker: Calico's default IPAMConfig, stored.
+        let stored = engine.store().get(&Key::Config).await.unwrap();
+        assert_eq!(stored.value, Value::Config(IpamConfig::default()));
+
+        engine.delete_pool("default-ipv4-ippool").await.unwrap();
+        ensure_default_pools(&engine, no_env).await.unwrap();
+        assert!(
+            pool_names(&engine).await.is_empty(),
+            "an operator's delete stands"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_datastore_set_up_before_gets_no_default_pool() {
+        // An IPAMConfig written by calicoctl or an earlier start, no pool.
+        let engine: Ipam<dyn Datastore> = Ipam::new(Arc::new(MemoryStore::new()));
+        let config = IpamConfig {
+            strict_affinity: true,
+            ..IpamConfig::default()
+        };
+        engine.set_config(config.clone()).await.unwrap();
+        ensure_default_pools(&engine, no_env).await.unwrap();
+        assert!(pool_names(&engine).await.is_empty());
+        assert_eq!(engine.config().await.unwrap(), config, "left as it was");
+    }
+
+    #[tokio::test]
+    async fn a_start_that_died_before_the_marker_is_finished_without_a_second_pool() {
+        // Pools from Calico (or a start that died), no IPAMConfig yet.
+        let engine: Ipam<dyn Datastore> = Ipam::new(Arc::new(MemoryStore::new()));
+        let spec = ipam_core::PoolSpec::new("10.9.0.0/16".parse().unwrap());
+        engine
+            .create_pool(ipam_core::Pool::new("operators-pool", spec).unwrap())
+            .await
+            .unwrap();
+        ensure_default_pools(&engine, no_env).await.unwrap();
+        assert_eq!(pool_names(&engine).await, ["operators-pool"]);
+        assert!(engine.store().get(&Key::Config).await.is_ok());
     }
 }

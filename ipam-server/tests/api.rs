@@ -203,7 +203,28 @@ async fn assign_refuses_bad_requests() {
             .await,
         400,
         "too_many_addresses",
-        "at most 4 per request",
+        "ipv4: 5 addresses: at most 4 of a family per request",
+    );
+    refused(
+        app.post(
+            "/v1/assign",
+            json!({"handle": "h", "node": "n", "ipv4": 1, "ipv6": 5}),
+        )
+        .await,
+        400,
+        "too_many_addresses",
+        "ipv6: 5 addresses",
+    );
+    // Calico's IPAMConfig keeps it in an int32, as the document says.
+    refused(
+        app.post(
+            "/v1/assign",
+            json!({"handle": "h", "node": "n", "ipv4": 1, "maxBlocksPerHost": 3_000_000_000u32}),
+        )
+        .await,
+        400,
+        "invalid_value",
+        "maxBlocksPerHost: \"3000000000\" is over 2147483647",
     );
     refused(
         app.post("/v1/assign", json!({"handle": "h", "node": "n"}))
@@ -247,7 +268,7 @@ async fn assign_refuses_bad_requests() {
         app.post("/v1/assign", huge).await,
         413,
         "body_too_large",
-        "length limit exceeded",
+        "the body limit is 512 bytes",
     );
 }
 
@@ -500,16 +521,19 @@ async fn pools_are_created_listed_updated_and_deleted() {
         "invalid_block_size",
         "blockSize 33",
     );
-    refused(
-        app.post(
+    // Normalised to its network before it is stored, as Calico does.
+    let (status, normalised) = app
+        .post(
             "/v1/pools",
-            json!({"name": "c", "spec": {"cidr": "10.2.0.1/16"}}),
+            json!({"name": "pool-d", "spec": {"cidr": "10.2.0.1/16"}}),
         )
-        .await,
-        400,
-        "cidr_not_aligned",
-        "10.2.0.1/16",
+        .await;
+    assert_eq!(
+        (status, &normalised["spec"]["cidr"]),
+        (201, &json!("10.2.0.0/16"))
     );
+    let (status, _) = app.call(Method::DELETE, "/v1/pools/pool-d", None).await;
+    assert_eq!(status, 204);
     refused(
         app.post(
             "/v1/pools",
@@ -733,11 +757,17 @@ async fn usage_blocks_and_check_describe_the_state() {
         unused,
     );
     refused(
-        app.get("/v1/blocks?cidr=10.0.0.1/26").await,
+        app.get("/v1/blocks?cidr=10.0.0.0/16").await,
         400,
         "invalid_value",
-        "10.0.0.1/26",
+        "cidr: \"10.0.0.0/16\" is not a block CIDR",
     );
+    // Host bits are dropped, as Calico drops them from a pool's CIDR.
+    let (network, prefix) = cidr.split_once('/').unwrap();
+    let inside: std::net::Ipv4Addr = network.parse().unwrap();
+    let inside = std::net::Ipv4Addr::from(u32::from(inside) + 5);
+    let (status, same) = app.get(&format!("/v1/blocks?cidr={inside}/{prefix}")).await;
+    assert_eq!((status, &same["cidr"]), (200, &json!(cidr)));
     let (status, check) = app.get("/v1/check").await;
     assert_eq!(status, 200);
     assert_eq!(check["consistent"], true, "{check}");
@@ -843,7 +873,14 @@ async fn the_openapi_document_lists_every_route() {
     let (status, doc) = app.get("/openapi.json").await;
     assert_eq!(status, 200, "{doc}");
     let mut documented = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
+    // The probes and /metrics are documented too; app.rs's /v1 routes are
+    // compared here.
+    let v1 = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .filter(|(path, _)| path.starts_with("/v1/"));
+    for (path, item) in v1 {
         for method in item.as_object().unwrap().keys() {
             documented.insert((method.clone(), path.clone()));
         }
@@ -902,6 +939,17 @@ async fn the_token_guards_the_api_but_not_the_probes() {
         let body: Value = wrong.json().await.unwrap();
         refused((status, body), 401, "unauthorized", "Authorization: Bearer");
     }
+    // RFC 9110: the scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = app
+            .client
+            .get(format!("{}/v1/pools", app.base))
+            .header("authorization", format!("{scheme} t0ken"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "scheme {scheme:?}");
+    }
     for path in ["/healthz", "/readyz"] {
         let bare = app
             .client
@@ -952,4 +1000,93 @@ async fn an_unreachable_or_slow_datastore_is_503() {
         "timeout",
         "longer than 0.3 s",
     );
+}
+
+#[tokio::test]
+async fn a_method_a_route_lacks_is_a_json_405_with_allow() {
+    let app = App::with_pool(AppConfig::default()).await;
+    for (method, path, allow) in [
+        (Method::PATCH, "/v1/pools/pool-a", "GET,HEAD,PUT,DELETE"),
+        (Method::DELETE, "/v1/assign", "POST"),
+        (Method::POST, "/healthz", "GET,HEAD"),
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "method_not_allowed", "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{method} is not a method of {path}")),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pools_fields_from_a_newer_calico_survive_an_update_and_stay_out_of_answers() {
+    let store: Arc<dyn Datastore> = Arc::new(MemoryStore::new());
+    let spec: PoolSpec = serde_json::from_value(
+        json!({"cidr": "10.5.0.0/16", "blockSize": 26, "futureField": {"a": 1}}),
+    )
+    .unwrap();
+    store
+        .create(&Object::Pool(Pool::new("newer", spec).unwrap()))
+        .await
+        .unwrap();
+    let app = App::over(store.clone(), AppConfig::default()).await;
+    let (status, shown) = app.get("/v1/pools/newer").await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["spec"].get("futureField"), None, "{shown}");
+    let (status, _) = app
+        .call(
+            Method::PUT,
+            "/v1/pools/newer",
+            Some(json!({"spec": {"cidr": "10.5.0.0/16", "blockSize": 26, "disabled": true}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let stored = store
+        .get(&ipam_store::Key::Pool("newer".to_string()))
+        .await
+        .unwrap();
+    let Object::Pool(pool) = stored.value else {
+        panic!("{stored:?}")
+    };
+    assert!(pool.spec().disabled);
+    assert_eq!(
+        serde_json::to_value(pool.spec()).unwrap()["futureField"],
+        json!({"a": 1})
+    );
+}
+
+#[tokio::test]
+async fn a_claim_covers_at_most_1024_blocks() {
+    let app = App::with_pool(AppConfig::default()).await;
+    let (status, _) = app
+        .post(
+            "/v1/pools",
+            json!({"name": "wide", "spec": {"cidr": "fd00::/64", "blockSize": 122}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // 2^58 blocks: the claim would never end.
+    refused(
+        app.post("/v1/nodes/n/affinities", json!({"cidr": "fd00::/64"}))
+            .await,
+        400,
+        "invalid_value",
+        "covers 2^58 blocks of pool wide: claim at most 1024 at once",
+    );
+    let (status, claimed) = app
+        .post("/v1/nodes/n/affinities", json!({"cidr": "fd00::/112"}))
+        .await;
+    assert_eq!(status, 200, "{claimed}");
+    assert_eq!(claimed["claimed"].as_array().unwrap().len(), 1024);
 }

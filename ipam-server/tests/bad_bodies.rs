@@ -134,19 +134,89 @@ fn corpus() -> Vec<Case> {
                 named: String::new(),
             });
         }
+        // serde takes a struct's fields by position from an array; the
+        // API wants an object and says so.
+        let positional = Value::Array(good.as_object().unwrap().values().cloned().collect());
         for (label, body) in [
             ("array", json!([])),
+            ("its fields by position", positional),
             ("null", json!(null)),
             ("number", json!(7)),
+            ("string", json!("x")),
         ] {
             cases.push(json_case(
                 format!("{method} {path}: body is {label}"),
                 method.clone(),
                 path,
                 &body,
-                "",
+                "expected a JSON object",
             ));
         }
+    }
+    // The issue's probes, byte for byte, and objects nested in arrays.
+    for (path, method, body, named) in [
+        (
+            "/v1/assign",
+            Method::POST,
+            r#"["h","n",1]"#,
+            "body: invalid type: sequence, expected a JSON object (AssignBody)",
+        ),
+        (
+            "/v1/release",
+            Method::POST,
+            r#"[[["10.0.0.0"]]]"#,
+            "expected a JSON object (ReleaseBody)",
+        ),
+        (
+            "/v1/release",
+            Method::POST,
+            r#"{"addresses":[["10.0.0.0"]]}"#,
+            "addresses[0]: invalid type: sequence, expected a JSON object (ReleaseItem)",
+        ),
+        (
+            "/v1/pools",
+            Method::POST,
+            r#"["pool-c",["10.2.0.0/24"]]"#,
+            "expected a JSON object (PoolBody)",
+        ),
+        (
+            "/v1/pools",
+            Method::POST,
+            r#"{"name":"pool-c","spec":["10.2.0.0/24"]}"#,
+            "spec: invalid type: sequence",
+        ),
+        (
+            "/v1/pools/pool-a",
+            Method::PUT,
+            r#"[["10.0.0.0/24",26,"all()",true]]"#,
+            "expected a JSON object (PoolSpecBody)",
+        ),
+        (
+            "/v1/config",
+            Method::PUT,
+            "[true,true,3]",
+            "expected a JSON object (ConfigBody)",
+        ),
+        (
+            "/v1/nodes/n/affinities",
+            Method::POST,
+            r#"["10.0.0.64/26"]"#,
+            "expected a JSON object (ClaimBody)",
+        ),
+        (
+            "/v1/assign",
+            Method::POST,
+            r#"{"handle":"h","node":"n","ipv4":1,"intendedUse":["Workload"]}"#,
+            "intendedUse: invalid type: sequence, expected one of Workload, Tunnel, LoadBalancer",
+        ),
+    ] {
+        cases.push(Case {
+            label: format!("{method} {path}: {body}"),
+            method,
+            path: path.to_string(),
+            body: body.as_bytes().to_vec(),
+            named: named.to_string(),
+        });
     }
     let assign = &routes[0].2;
     let with = |base: &Value, field: &str, value: Value| {
@@ -262,6 +332,48 @@ fn corpus() -> Vec<Case> {
             "handle",
         ),
         (
+            "/v1/assign",
+            "handle Kubernetes could not store",
+            with(assign, "handle", json!("my_net.abc")),
+            "handle: \"my_net.abc\" is not a handle id",
+        ),
+        (
+            "/v1/assign",
+            "handle of 300 characters",
+            with(assign, "handle", json!("h".repeat(300))),
+            "(300 bytes) is not a handle id",
+        ),
+        (
+            "/v1/assign",
+            "node in capitals",
+            with(assign, "node", json!("Node-1")),
+            "node: \"Node-1\" is not a Kubernetes object name",
+        ),
+        (
+            "/v1/assign",
+            "empty node attribute",
+            with(assign, "attributes", json!({"node": ""})),
+            "attributes.node must not be empty",
+        ),
+        (
+            "/v1/assign",
+            "attribute key with a space",
+            with(assign, "attributes", json!({"pod name": "p"})),
+            "\"pod name\" is not a Kubernetes label key",
+        ),
+        (
+            "/v1/assign-ip",
+            "namespace attribute with a dot",
+            json!({"handle": "h", "node": "n", "address": "10.0.0.9", "attributes": {"namespace": "a.b"}}),
+            "attributes.namespace: \"a.b\" is not a namespace name",
+        ),
+        (
+            "/v1/release",
+            "expected handle Kubernetes could not store",
+            json!({"addresses": [{"address": "10.0.0.7", "handle": "a b"}]}),
+            "addresses[0].handle: \"a b\"",
+        ),
+        (
             "/v1/release",
             "address not an address",
             json!({"addresses": [{"address": "x"}]}),
@@ -339,9 +451,9 @@ fn corpus() -> Vec<Case> {
             "blockSize",
         ),
         (
-            "CIDR not aligned",
-            pool(json!({"cidr": "10.1.0.1/24"})),
-            "10.1.0.1/24",
+            "unknown spec field",
+            pool(json!({"cidr": "10.1.0.0/24", "colour": "red"})),
+            "spec: unknown field `colour`",
         ),
         ("CIDR not a CIDR", pool(json!({"cidr": "10.1.0.0"})), "cidr"),
         ("CIDR /33", pool(json!({"cidr": "10.1.0.0/33"})), "cidr"),
@@ -370,6 +482,11 @@ fn corpus() -> Vec<Case> {
             "empty name",
             json!({"name": "", "spec": {"cidr": "10.1.0.0/24"}}),
             "name",
+        ),
+        (
+            "name Kubernetes could not store",
+            json!({"name": "Pool_B", "spec": {"cidr": "10.1.0.0/24"}}),
+            "name: \"Pool_B\" is not a Kubernetes object name",
         ),
         (
             "disabled as string",
@@ -427,6 +544,11 @@ fn corpus() -> Vec<Case> {
             "missing field",
             json!({"strictAffinity": true}),
             "autoAllocateBlocks",
+        ),
+        (
+            "cap beyond an int32",
+            json!({"strictAffinity": true, "autoAllocateBlocks": true, "maxBlocksPerHost": 3_000_000_000u32}),
+            "maxBlocksPerHost: \"3000000000\" is over 2147483647",
         ),
     ];
     for (label, body, named) in configs {

@@ -466,3 +466,73 @@ async fn default_pools_follow_calico_nodes_variables() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_default_pool_stays_deleted_across_restarts() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start(dir.path(), port).await;
+    let (_, pools) = get_json(&client, format!("{}/v1/pools", server.base)).await;
+    assert_eq!(pools[0]["name"], "default-ipv4-ippool", "{pools}");
+    let deleted = client
+        .delete(format!("{}/v1/pools/default-ipv4-ippool", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    drop(server);
+
+    // The README's "on first start": the same data dir, started again.
+    let port = free_port();
+    let server = start(dir.path(), port).await;
+    let (_, pools) = get_json(&client, format!("{}/v1/pools", server.base)).await;
+    assert_eq!(pools, json!([]), "the operator's delete stands");
+    let (_, config) = get_json(&client, format!("{}/v1/config", server.base)).await;
+    assert_eq!(
+        config,
+        json!({"strictAffinity": false, "autoAllocateBlocks": true, "maxBlocksPerHost": 0})
+    );
+}
+
+#[tokio::test]
+async fn the_connection_flags_reach_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = command(dir.path(), &format!("127.0.0.1:{port}"));
+    cmd.args(["--idle-timeout", "1s", "--max-connections-per-client", "3"]);
+    let server = start_with(cmd, port).await;
+    // Silent: closed by the idle timeout.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut [0u8; 64])).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "a silent connection is closed: {read:?}"
+    );
+    // Three held, the fourth refused.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 15];
+        stream.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200 OK");
+        held.push(stream);
+    }
+    let mut fourth = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut said = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), fourth.read_to_end(&mut said)).await;
+    let said = String::from_utf8_lossy(&said);
+    assert!(said.contains("too_many_connections"), "{said}");
+    drop(server);
+}

@@ -2,6 +2,7 @@
 //! labels, the exposition format, the token, and a datastore that is down.
 
 mod support;
+mod tools;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,6 +16,14 @@ use ipam_store::{Datastore, Ipam, Value as Object};
 use serde_json::json;
 
 async fn serve(token: Option<&str>) -> (String, reqwest::Client) {
+    serve_with(AppConfig {
+        token: token.map(str::to_string),
+        ..AppConfig::default()
+    })
+    .await
+}
+
+async fn serve_with(config: AppConfig) -> (String, reqwest::Client) {
     let store: Arc<dyn Datastore> = Arc::new(MemoryStore::new());
     let spec = PoolSpec {
         block_size: Some(26),
@@ -28,13 +37,7 @@ async fn serve(token: Option<&str>) -> (String, reqwest::Client) {
     let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = router(
-        engine,
-        AppConfig {
-            token: token.map(str::to_string),
-            ..AppConfig::default()
-        },
-    );
+    let app = router(engine, config);
     tokio::spawn(async move { axum::serve(listener, app).await });
     (base, reqwest::Client::new())
 }
@@ -317,4 +320,149 @@ async fn metrics_answer_while_the_datastore_is_down_and_count_timeouts() {
         !text.contains("ipam_ippool_size{"),
         "no figures were ever read, so none are made up"
     );
+}
+
+/// Prometheus 2.42's scrape `Accept` header.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// Runs `promtool` with `args` and `stdin`: (success, stdout + stderr).
+fn promtool(promtool: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(promtool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn both_exposition_formats_pass_prometheus_own_parsers() {
+    let Some(promtool_path) = tools::on_path("promtool") else {
+        tools::skip("promtool is not on PATH (Debian package `prometheus`)");
+        return;
+    };
+    // The collector's families too, so that every family is linted.
+    let (base, client) = serve_with(AppConfig {
+        gc_metrics: Some(Arc::new(ipam_server::gc::GcMetrics::default())),
+        ..AppConfig::default()
+    })
+    .await;
+    let body =
+        json!({"handle": "h1", "node": "node-1", "ipv4": 1, "attributes": {"node": "node-1"}});
+    let r = client
+        .post(format!("{base}/v1/assign"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    client.get(format!("{base}/nowhere")).send().await.unwrap();
+
+    // No Accept header: the classic text, which `promtool check metrics`
+    // lints (HELP on every family, counters ending in _total, names).
+    let r = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let classic = r.text().await.unwrap();
+    assert!(
+        classic.contains("# TYPE ipam_retries_total counter"),
+        "{classic}"
+    );
+    assert!(
+        classic.contains("# TYPE ipam_build_info gauge"),
+        "{classic}"
+    );
+    assert!(!classic.contains("# EOF"), "{classic}");
+    let (ok, said) = promtool(&promtool_path, &["check", "metrics"], &classic);
+    assert!(
+        ok && said.trim().is_empty(),
+        "promtool check metrics:\n{said}\n{classic}"
+    );
+    let asked = client
+        .get(format!("{base}/metrics"))
+        .header("accept", "text/plain;version=0.0.4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        asked.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+
+    // What Prometheus asks for: OpenMetrics. `promtool check metrics` (2.42)
+    // reads only the classic format: it refuses the `info` type and takes
+    // a counter's `_total` samples for a family of their own, so it cannot
+    // judge this format. promtool's backfill reads it with the parser
+    // Prometheus scrapes OpenMetrics with (types, UNIT suffixes, the EOF
+    // marker); backfilling needs a timestamp on every sample, so one is
+    // appended to each.
+    let r = client
+        .get(format!("{base}/metrics"))
+        .header("accept", PROMETHEUS_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(r.headers()["vary"], "accept");
+    let openmetrics = r.text().await.unwrap();
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    assert!(
+        openmetrics.contains("# TYPE ipam_build info"),
+        "{openmetrics}"
+    );
+    assert!(
+        openmetrics.contains("# TYPE ipam_retries counter"),
+        "{openmetrics}"
+    );
+    let mut samples = 0;
+    let stamped: String = openmetrics
+        .lines()
+        .map(|line| {
+            if line.starts_with('#') {
+                format!("{line}\n")
+            } else {
+                samples += 1;
+                format!("{line} 1700000000\n")
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("metrics.om");
+    std::fs::write(&input, &stamped).unwrap();
+    let (ok, said) = promtool(
+        &promtool_path,
+        &[
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            input.to_str().unwrap(),
+            dir.path().join("blocks").to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(ok, "promtool's OpenMetrics parser:\n{said}\n{openmetrics}");
+    // Every sample became a series: none was dropped as unreadable.
+    let series: usize = said
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(6)?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(series, samples, "{said}");
 }

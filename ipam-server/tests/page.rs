@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ipam_core::AutoAssignRequest;
 use ipam_server::api::{BlockDetail, UsageResponse};
 use ipam_server::app::{router, AppConfig};
 use ipam_store::memory::MemoryStore;
@@ -30,14 +31,20 @@ const CHROMIUM_LIMIT: Duration = Duration::from_secs(60);
 const HOSTILE_POD: &str = "web-<img src=x onerror=alert(1)>";
 
 async fn serve(config: AppConfig) -> SocketAddr {
+    serve_engine(config).await.0
+}
+
+/// The server and its engine, for data the API would refuse.
+async fn serve_engine(config: AppConfig) -> (SocketAddr, Arc<Ipam<dyn Datastore>>) {
     let store: Arc<dyn Datastore> = Arc::new(MemoryStore::new());
     let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let app = router(engine.clone(), config);
     tokio::spawn(async move {
-        axum::serve(listener, router(engine, config)).await.unwrap();
+        axum::serve(listener, app).await.unwrap();
     });
-    address
+    (address, engine)
 }
 
 struct Api {
@@ -100,7 +107,7 @@ impl Api {
 /// an IPv4 and an IPv6 pool, one address borrowed from another node's
 /// block, a pod name that is markup, and a pool with no blocks yet.
 async fn populated() -> (SocketAddr, Api) {
-    let address = serve(AppConfig::default()).await;
+    let (address, engine) = serve_engine(AppConfig::default()).await;
     let api = Api {
         base: format!("http://{address}"),
         client: reqwest::Client::new(),
@@ -113,7 +120,24 @@ async fn populated() -> (SocketAddr, Api) {
             api.pod(node, "shop", &format!("web-{i}"), ipv6).await;
         }
     }
-    api.pod("node-b", "evil", HOSTILE_POD, 0).await;
+    // The API refuses such a name; a client writing to the datastore
+    // directly (ipamctl --datastore, Calico itself on etcd) does not, and
+    // the page must still show it as text.
+    let mut hostile = AutoAssignRequest::new(
+        format!("k8s-pod-network.node-b-{HOSTILE_POD}"),
+        "node-b",
+        1,
+        0,
+    );
+    hostile.attributes = [
+        ("node", "node-b"),
+        ("namespace", "evil"),
+        ("pod", HOSTILE_POD),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    engine.auto_assign_all(&hostile).await.unwrap();
     // node-c takes an address in node-a's block: a borrowed address.
     let usage = api.usage().await;
     let block_a = usage.pools[0]

@@ -30,7 +30,7 @@ pub fn all() -> anyhow::Result<Vec<Generated>> {
     let mut files = vec![
         Generated {
             path: PathBuf::from("ipam-server/openapi.json"),
-            content: ipam_server::app::openapi_json(),
+            content: ipam_server::openapi::openapi_json(),
         },
         etcd_client()?,
     ];
