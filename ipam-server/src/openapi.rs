@@ -300,6 +300,11 @@ pub fn refine(doc: &mut Value) {
         ("AssignBody", "attributes", attributes_schema()),
         (
             "AssignBody",
+            "exclude",
+            json!({"items": network_schema("An address or range never to hand out, as CIDR (an address as /32 or /128)"), "description": "Addresses never to hand out for this request: the gateway a main plugin puts on the host's bridge"}),
+        ),
+        (
+            "AssignBody",
             "intendedUse",
             json!({"type": ["string", "null"], "enum": ["Workload", "Tunnel", "LoadBalancer", null], "description": "What the addresses are for (absent or null: Workload)"}),
         ),
@@ -331,6 +336,11 @@ pub fn refine(doc: &mut Value) {
             "ConfigBody",
             "maxBlocksPerHost",
             int32_cap("Most blocks per node (0: Calico's default of 20); needs strictAffinity"),
+        ),
+        (
+            "ConfigBody",
+            "ipCooldownSeconds",
+            json!({"minimum": 0, "maximum": ipam_core::cooldown::MAX_IP_COOLDOWN_SECONDS, "description": "Seconds a released address waits before it is handed out again (Calico's CRD bounds: 0 to 1200)"}),
         ),
         (
             "ClaimBody",

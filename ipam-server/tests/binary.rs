@@ -491,7 +491,7 @@ async fn a_deleted_default_pool_stays_deleted_across_restarts() {
     let (_, config) = get_json(&client, format!("{}/v1/config", server.base)).await;
     assert_eq!(
         config,
-        json!({"strictAffinity": false, "autoAllocateBlocks": true, "maxBlocksPerHost": 0})
+        json!({"strictAffinity": false, "autoAllocateBlocks": true, "maxBlocksPerHost": 0, "ipCooldownSeconds": 0})
     );
 }
 
