@@ -1002,7 +1002,7 @@ pub async fn handle_goes_before_block_on_assign_and_after_on_release(store: Arc<
 pub async fn a_block_write_that_keeps_failing_leaves_nothing_behind(store: Arc<dyn Datastore>) {
     let faulty: Arc<dyn Datastore> = Arc::new(Faulty::new(store.clone(), conflict_on(Kind::Block)));
     let options = ipam_store::IpamOptions {
-        max_attempts: 5,
+        max_attempts: std::num::NonZeroU32::new(5).expect("not zero"),
         ..Default::default()
     };
     let engine: Engine = Ipam::with_options(faulty, options);
