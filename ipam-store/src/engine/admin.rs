@@ -38,13 +38,13 @@
 //! read transaction, the memory map).
 
 use crate::model::ListQuery;
-use ipam_core::plan::ClaimPlan;
+use ipam_core::plan::{ClaimPlan, HandleChange};
 use ipam_core::pool::check_no_overlap;
 use ipam_core::{AffinityKey, BlockCidr, IpamConfig, Pool, Snapshot};
 use ipnet::IpNet;
 
 use super::retrying::Attempt;
-use super::writes::{block_of_write, prepare, ClaimFailure, Prepared};
+use super::writes::{prepare, AssignFailure, Interrupted};
 use super::{now, Ipam, IpamError};
 use crate::datastore::Datastore;
 use crate::error::StoreError;
@@ -139,15 +139,13 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 let prepared = prepare(&cache, planned.plan.clone());
                 (planned, prepared)
             };
-            let Prepared {
-                steps,
-                mut expected,
-            } = prepared;
-            let writes = steps.into_iter().map(|step| step.write).collect();
-            match self.write_claims(writes, &mut expected).await {
+            match self.run_assignment(prepared, false).await {
                 Ok(()) => Ok(Attempt::Done(planned)),
-                Err(ClaimFailure::Fatal(e)) => Err(e),
-                Err(ClaimFailure::Store(cause)) => Ok(Attempt::Failed(cause)),
+                Err(AssignFailure::Fatal(e)) => Err(e),
+                Err(
+                    AssignFailure::Interrupted(Interrupted { cause, .. })
+                    | AssignFailure::HandleHeld(cause),
+                ) => Ok(Attempt::Failed(cause)),
             }
         })
         .await
@@ -324,23 +322,38 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// affinity).
     pub async fn deallocate_cooled(&self) -> Result<Vec<BlockCidr>, IpamError> {
         self.ensure_fresh().await?;
-        let Prepared {
-            steps,
-            mut expected,
-        } = {
+        let mut prepared = {
             let cache = self.cache();
             let plan = cache.snapshot.plan_deallocate_cooled(now());
             prepare(&cache, plan)
         };
         let mut written = Vec::new();
-        for step in steps {
-            let cidr = block_of_write(&step.write);
-            match self.apply(step.write, &mut expected).await {
-                Ok(()) => written.extend(cidr),
+        for block in std::mem::take(&mut prepared.plan.blocks) {
+            let cidr = block.cidr();
+            match self.apply(block.into_write(), &mut prepared.expected).await {
+                Ok(()) => written.push(cidr),
                 // A stale block is read again and left to the next pass.
                 Err(e) => self.recover(&e).await?,
             }
         }
+        // Cooled addresses belong to no handle: no count changes, unless
+        // the plan says so.
+        let changes = std::mem::take(&mut prepared.plan.handles);
+        let changes = changes
+            .into_iter()
+            .filter_map(|change| match change {
+                HandleChange::Adjust { id, deltas } => {
+                    let deltas: Vec<_> = deltas
+                        .into_iter()
+                        .filter(|(c, _)| written.contains(c))
+                        .collect();
+                    (!deltas.is_empty()).then_some(HandleChange::Adjust { id, deltas })
+                }
+                HandleChange::Delete(id) => Some(HandleChange::Delete(id)),
+            })
+            .collect();
+        self.write_handle_changes(changes, &mut prepared.expected)
+            .await?;
         Ok(written)
     }
 }

@@ -10,8 +10,6 @@ use super::retrying::Attempt;
 use super::writes::{prepare, AssignFailure, Interrupted, Prepared};
 use super::{now, AutoAssigned, Ipam, IpamError, Released};
 use crate::datastore::Datastore;
-use crate::error::StoreError;
-use crate::model::Key;
 
 pub(super) fn in_blocks(addresses: &[IpNet], blocks: &[BlockCidr]) -> Vec<IpNet> {
     addresses
@@ -69,26 +67,24 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             let prepared = prepare(&cache, planned.plan);
             (planned.outcomes, prepared)
         };
-        let clean = outcomes.iter().all(|o| {
-            o.as_ref()
-                .is_ok_and(|(v4, v6)| v4.shortfall.is_empty() && v6.shortfall.is_empty())
-        });
-        // Claims of new blocks come before and write no address.
-        let block_writes = prepared
-            .steps
-            .iter()
-            .filter(|s| !s.handle_deltas.is_empty())
-            .count();
-        if !clean || block_writes != 1 {
+        // Every request served in full, and by one block write (claims of
+        // new blocks come before it and write no address).
+        let served: Option<Vec<_>> = outcomes
+            .into_iter()
+            .map(|o| o.ok())
+            .collect::<Option<Vec<_>>>()
+            .filter(|all| {
+                all.iter()
+                    .all(|(v4, v6)| v4.shortfall.is_empty() && v6.shortfall.is_empty())
+            });
+        let Some(served) = served.filter(|_| prepared.plan.blocks.len() == 1) else {
             return together.into_iter().chain(alone).collect();
-        }
-        let handles: Vec<&str> = requests.iter().map(|r| r.handle.as_str()).collect();
-        if self.run_assignment(&handles, prepared, true).await.is_err() {
+        };
+        if self.run_assignment(prepared, true).await.is_err() {
             // Undone; each request gets the full single-request treatment.
             return together.into_iter().chain(alone).collect();
         }
-        for ((_, reply), outcome) in together.into_iter().zip(outcomes) {
-            let (ipv4, ipv6) = outcome.expect("checked clean above");
+        for ((_, reply), (ipv4, ipv6)) in together.into_iter().zip(served) {
             let _ = reply.send(Ok(AutoAssigned {
                 ipv4,
                 ipv6,
@@ -149,7 +145,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     }
                     let (prepared, planned_v4, planned_v6) = planned?;
                     let fresh = got.ipv4.addresses.is_empty() && got.ipv6.addresses.is_empty();
-                    match self.run_assignment(&[handle_id], prepared, fresh).await {
+                    match self.run_assignment(prepared, fresh).await {
                         Ok(()) => {
                             got.ipv4.addresses.extend(planned_v4.addresses);
                             got.ipv6.addresses.extend(planned_v6.addresses);
@@ -157,14 +153,12 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                             got.ipv6.shortfall = planned_v6.shortfall;
                             Ok(Attempt::Done(None))
                         }
-                        Err(AssignFailure::HandleHeld) => {
+                        Err(AssignFailure::HandleHeld(cause)) => {
                             match self.existing_assignment(request).await? {
                                 Some(existing) => Ok(Attempt::Done(Some(existing))),
                                 // The handle exists but holds nothing:
                                 // plan again with it.
-                                None => Ok(Attempt::Lost(StoreError::AlreadyExists {
-                                    key: Key::Handle(handle_id.to_string()),
-                                })),
+                                None => Ok(Attempt::Lost(cause)),
                             }
                         }
                         Err(AssignFailure::Interrupted(Interrupted {
@@ -334,20 +328,13 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     };
                     // Not a fresh handle: assigning to one that holds addresses
                     // is what this operation does.
-                    match self
-                        .run_assignment(&[request.handle.as_str()], prepared, false)
-                        .await
-                    {
+                    match self.run_assignment(prepared, false).await {
                         Ok(()) => Ok(Attempt::Done(())),
                         Err(AssignFailure::Interrupted(Interrupted { cause, .. })) => {
                             Ok(Attempt::Failed(cause))
                         }
                         // Someone created the handle meanwhile: plan again on it.
-                        Err(AssignFailure::HandleHeld) => {
-                            Ok(Attempt::Lost(StoreError::AlreadyExists {
-                                key: Key::Handle(request.handle.clone()),
-                            }))
-                        }
+                        Err(AssignFailure::HandleHeld(cause)) => Ok(Attempt::Lost(cause)),
                         Err(AssignFailure::Fatal(e)) => Err(e),
                     }
                 }

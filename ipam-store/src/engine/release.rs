@@ -1,21 +1,18 @@
 //! Release: of addresses (Calico's ReleaseIPs) and of every address of a
 //! handle (Calico's ReleaseByHandle), alone or a node's burst together.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipam_core::block::BlockOwner;
 use ipam_core::planner::addresses_of_handle;
-use ipam_core::{ReleaseRequest, Write};
+use ipam_core::ReleaseRequest;
 use ipnet::IpNet;
 
 use super::lane::{Job, Reply};
 use super::retrying::Attempt;
-use super::writes::{prepare, Prepared};
+use super::writes::{prepare, BlocksWritten, Prepared};
 use super::{now, Ipam, IpamError, Released};
 use crate::datastore::Datastore;
-use crate::error::StoreError;
-use crate::model::{Key, Revision};
 
 impl<S: Datastore + ?Sized> Ipam<S> {
     /// Releases addresses (Calico's ReleaseIPs). Free addresses are
@@ -55,15 +52,20 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                         planned = self.plan_release(&remaining);
                     }
                     let (planned, prepared) = planned?;
-                    let (deltas, written, failure) = self.write_release_blocks(prepared).await;
+                    let BlocksWritten {
+                        written,
+                        failure,
+                        handles,
+                        mut expected,
+                    } = self.write_release_blocks(prepared).await?;
                     out.released.extend(
                         planned
                             .released
                             .iter()
                             .filter(|a| written.iter().any(|b| b.net().contains(*a))),
                     );
-                    self.apply_handle_deltas(deltas).await?;
-                    Ok(match failure {
+                    let lost = self.write_handle_changes(handles, &mut expected).await?;
+                    Ok(match failure.or(lost) {
                         None => {
                             out.already_free.extend(planned.already_free);
                             Attempt::Done(())
@@ -148,10 +150,18 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         let Ok((planned, prepared)) = planned else {
             return untouched(known.into_iter().chain(unknown).collect());
         };
-        let (deltas, written, failure) = self.write_release_blocks(prepared).await;
+        let Ok(BlocksWritten {
+            written,
+            failure,
+            handles,
+            mut expected,
+        }) = self.write_release_blocks(prepared).await
+        else {
+            return untouched(known.into_iter().chain(unknown).collect());
+        };
         // Whatever was written is released: the handles must follow.
-        let handles_done = self.apply_handle_deltas(deltas).await;
-        let finished = failure.is_none() && handles_done.is_ok();
+        let handles_done = self.write_handle_changes(handles, &mut expected).await;
+        let finished = failure.is_none() && matches!(handles_done, Ok(None));
         let mut unfinished = untouched(unknown);
         for ((handle, reply), addresses) in known.into_iter().zip(owned) {
             let mine: Vec<IpAddr> = addresses
@@ -242,37 +252,24 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                             let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
                             (planned, prepared)
                         };
-                        let handle_key = Key::Handle(handle_id.to_string());
-                        let mut handle_revision: HashMap<Key, Revision> = prepared
-                            .expected
-                            .get(&handle_key)
-                            .map(|r| (handle_key.clone(), r.clone()))
-                            .into_iter()
-                            .collect();
-                        let (_, written, failure) = self.write_release_blocks(prepared).await;
+                        let BlocksWritten {
+                            written,
+                            failure,
+                            handles,
+                            mut expected,
+                        } = self.write_release_blocks(prepared).await?;
                         released.extend(
                             planned
                                 .released
                                 .iter()
                                 .filter(|a| written.iter().any(|b| b.net().contains(*a))),
                         );
-                        let cause = match failure {
-                            Some(cause) => cause,
-                            None => match self
-                                .apply(
-                                    Write::DeleteHandle(handle_id.to_string()),
-                                    &mut handle_revision,
-                                )
-                                .await
-                            {
-                                Ok(()) | Err(StoreError::NotFound { .. }) => {
-                                    self.cache().remove(&handle_key);
-                                    return Ok(Attempt::Done(()));
-                                }
-                                // The handle changed while its blocks were released
-                                // (a concurrent assignment to it): release again.
-                                Err(cause) => cause,
-                            },
+                        // The handle goes once every block is written; if it
+                        // changed meanwhile (a concurrent assignment to it),
+                        // the release starts again.
+                        let lost = self.write_handle_changes(handles, &mut expected).await?;
+                        let Some(cause) = failure.or(lost) else {
+                            return Ok(Attempt::Done(()));
                         };
                         Ok(Attempt::Failed(cause))
                     }

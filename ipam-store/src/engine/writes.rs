@@ -4,9 +4,10 @@
 //! handles when releasing, and undoing what an interrupted plan would
 //! otherwise leave dangling.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use ipam_core::{AffinityKey, AffinityState, Block, BlockCidr, Handle, Plan, Write};
+use ipam_core::plan::{AffinityRelease, BlockWrite, Claim, HandleChange};
+use ipam_core::{AffinityKey, AffinityState, Block, BlockCidr, Plan, Write};
 
 use super::retrying::Attempt;
 use super::{Ipam, IpamError};
@@ -15,48 +16,45 @@ use crate::datastore::Datastore;
 use crate::error::StoreError;
 use crate::model::{Key, Revision, Value};
 
-// The writes of one plan with what they were planned against: the
-// revision each update or delete must find, and how each block write
-// changes each handle's count. Captured under the same lock as the
-// planning, so that no write carries a newer revision than the content it
-// was computed from (which would let it overwrite a change it never saw).
+// A plan with what it was planned against: the revision each update or
+// delete must find. Captured under the same lock as the planning, so that
+// no write carries a newer revision than the content it was computed from
+// (which would let it overwrite a change it never saw).
 pub(super) struct Prepared {
-    pub(super) steps: Vec<Step>,
+    pub(super) plan: Plan,
     pub(super) expected: HashMap<Key, Revision>,
 }
 
-pub(super) struct Step {
-    pub(super) write: Write,
-    pub(super) handle_deltas: BTreeMap<String, i64>,
-}
-
-// Handle writes are left out: the engine derives them from the block
-// writes' deltas, so that a plan interrupted half way can be finished or
-// undone exactly. Their revisions are kept, for the handle's deletion.
 pub(super) fn prepare(cache: &Cache, plan: Plan) -> Prepared {
     let mut expected = HashMap::new();
-    let mut steps = Vec::with_capacity(plan.writes.len());
-    for write in plan.writes {
-        let key = write_key(&write);
+    for key in keys_of(&plan) {
         if let Some(revision) = cache.revision(&key) {
             expected.entry(key).or_insert_with(|| revision.clone());
         }
-        if is_handle_write(&write) {
-            continue;
-        }
-        let handle_deltas = match &write {
-            Write::CreateBlock(b) | Write::UpdateBlock(b) => {
-                handle_deltas(cache.snapshot.block(&b.cidr()), Some(b))
-            }
-            Write::DeleteBlock(cidr) => handle_deltas(cache.snapshot.block(cidr), None),
-            _ => BTreeMap::new(),
-        };
-        steps.push(Step {
-            write,
-            handle_deltas,
-        });
     }
-    Prepared { steps, expected }
+    Prepared { plan, expected }
+}
+
+// Every object a plan writes.
+fn keys_of(plan: &Plan) -> Vec<Key> {
+    let mut keys = Vec::new();
+    for release in &plan.releases {
+        keys.extend(
+            release
+                .pending_deletion
+                .iter()
+                .map(|a| Key::Affinity(a.key())),
+        );
+        keys.extend(release.block.iter().map(|b| Key::Block(b.cidr())));
+        keys.extend(release.delete.iter().cloned().map(Key::Affinity));
+    }
+    for claim in &plan.claims {
+        keys.push(Key::Affinity(claim.key()));
+        keys.push(Key::Block(claim.block.cidr()));
+    }
+    keys.extend(plan.handles.iter().map(|h| Key::Handle(h.id().to_string())));
+    keys.extend(plan.blocks.iter().map(|b| Key::Block(b.cidr())));
+    keys
 }
 
 // An assignment plan stopped part way: the blocks already written hold
@@ -75,8 +73,9 @@ pub(super) enum ClaimFailure {
 
 pub(super) enum AssignFailure {
     Interrupted(Interrupted),
-    // The handle already holds addresses: a repeated request.
-    HandleHeld,
+    // The handle already holds addresses: a repeated request. The cause
+    // is the creation of the handle that was lost.
+    HandleHeld(StoreError),
     Fatal(IpamError),
 }
 
@@ -84,7 +83,7 @@ impl AssignFailure {
     pub(super) fn describe(&self) -> String {
         match self {
             AssignFailure::Interrupted(i) => i.cause.to_string(),
-            AssignFailure::HandleHeld => "the handle already holds addresses".to_string(),
+            AssignFailure::HandleHeld(_) => "the handle already holds addresses".to_string(),
             AssignFailure::Fatal(e) => e.to_string(),
         }
     }
@@ -96,7 +95,30 @@ impl From<IpamError> for AssignFailure {
     }
 }
 
-pub(super) fn write_key(write: &Write) -> Key {
+// Per handle of a plan, its count's change in the blocks `within`, times
+// `sign`: what writing those blocks gives it (1) or takes back (-1).
+fn deltas_within(
+    changes: &[HandleChange],
+    within: &[BlockCidr],
+    sign: i64,
+) -> Vec<(String, Vec<(BlockCidr, i64)>)> {
+    changes
+        .iter()
+        .filter_map(|change| match change {
+            HandleChange::Adjust { id, deltas } => {
+                let deltas: Vec<(BlockCidr, i64)> = deltas
+                    .iter()
+                    .filter(|(cidr, _)| within.contains(cidr))
+                    .map(|&(cidr, delta)| (cidr, sign * delta))
+                    .collect();
+                (!deltas.is_empty()).then(|| (id.clone(), deltas))
+            }
+            HandleChange::Delete(_) => None,
+        })
+        .collect()
+}
+
+fn write_key(write: &Write) -> Key {
     match write {
         Write::CreateAffinity(a) | Write::UpdateAffinity(a) => Key::Affinity(a.key()),
         Write::DeleteAffinity(key) => Key::Affinity(key.clone()),
@@ -107,43 +129,17 @@ pub(super) fn write_key(write: &Write) -> Key {
     }
 }
 
-pub(super) fn is_handle_write(write: &Write) -> bool {
-    matches!(
-        write,
-        Write::CreateHandle(_) | Write::UpdateHandle(_) | Write::DeleteHandle(_)
-    )
-}
-
-pub(super) fn block_of_write(write: &Write) -> Option<BlockCidr> {
-    match write {
-        Write::CreateBlock(b) | Write::UpdateBlock(b) => Some(b.cidr()),
-        Write::DeleteBlock(cidr) => Some(*cidr),
-        _ => None,
-    }
-}
-
-// How many ordinals each handle holds in a block.
-pub(super) fn handle_counts(block: Option<&Block>) -> BTreeMap<String, i64> {
-    let mut counts = BTreeMap::new();
-    for (_, attribute) in block.into_iter().flat_map(Block::allocations) {
-        if let Some(handle) = attribute.handle() {
-            *counts.entry(handle.to_string()).or_insert(0) += 1;
-        }
-    }
-    counts
-}
-
-// Per handle, how its count in a block changes from `before` to `after`.
-pub(super) fn handle_deltas(
-    before: Option<&Block>,
-    after: Option<&Block>,
-) -> BTreeMap<String, i64> {
-    let mut deltas = handle_counts(after);
-    for (handle, count) in handle_counts(before) {
-        *deltas.entry(handle).or_insert(0) -= count;
-    }
-    deltas.retain(|_, d| *d != 0);
-    deltas
+/// What writing a release plan's blocks did.
+pub(super) struct BlocksWritten {
+    /// The blocks written, in order.
+    pub(super) written: Vec<BlockCidr>,
+    /// The write that failed, when one did; nothing after it was written.
+    pub(super) failure: Option<StoreError>,
+    /// The handle changes that follow: counts in the blocks written, and a
+    /// whole handle's deletion only when every block was written.
+    pub(super) handles: Vec<HandleChange>,
+    /// Revisions, for the handles' writes.
+    pub(super) expected: HashMap<Key, Revision>,
 }
 
 impl<S: Datastore + ?Sized> Ipam<S> {
@@ -200,6 +196,11 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         fresh: bool,
     ) -> Result<(), AssignFailure> {
         let handle_key = Key::Handle(id.to_string());
+        let change = HandleChange::Adjust {
+            id: id.to_string(),
+            deltas: changes.to_vec(),
+        };
+        let change = &change;
         let losing = changes.iter().any(|&(_, delta)| delta < 0);
         if losing && self.cache().handle(id).is_none() {
             // Someone else created it: read it, or its count would stay.
@@ -213,30 +214,16 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         let (_, result) = self
             .retrying_with("update handle", false, move |_, lost_create| async move {
                 if lost_create && fresh && self.cache().handle(id).is_some_and(|h| !h.is_empty()) {
-                    return (lost_create, Err(AssignFailure::HandleHeld));
+                    let cause = StoreError::AlreadyExists {
+                        key: handle_key.clone(),
+                    };
+                    return (lost_create, Err(AssignFailure::HandleHeld(cause)));
                 }
                 let (current, mut expected) =
                     self.cached_with_revision(handle_key.clone(), |c| c.handle(id).cloned());
                 let existed = current.is_some();
-                let mut handle = current.unwrap_or_else(|| Handle::new(id));
-                for &(cidr, delta) in changes {
-                    if delta > 0 {
-                        handle.increment(cidr, delta as u32);
-                    } else {
-                        // Never below zero: the blocks, not the handle, are the
-                        // truth, and a handle that over-counts is what a crash
-                        // between the two writes leaves behind.
-                        let take = (delta.unsigned_abs() as u32).min(handle.count_in(&cidr));
-                        if let Err(e) = handle.decrement(cidr, take) {
-                            return (lost_create, Err(AssignFailure::Fatal(e.into())));
-                        }
-                    }
-                }
-                let write = match (existed, handle.is_empty()) {
-                    (true, true) => Write::DeleteHandle(id.to_string()),
-                    (true, false) => Write::UpdateHandle(handle),
-                    (false, false) => Write::CreateHandle(handle),
-                    (false, true) => return (lost_create, Ok(Attempt::Done(()))),
+                let Some(write) = change.write_over(current.as_ref()) else {
+                    return (lost_create, Ok(Attempt::Done(())));
                 };
                 let outcome = match self.apply(write, &mut expected).await {
                     Ok(()) => Attempt::Done(()),
@@ -248,51 +235,28 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         result
     }
 
-    /// Writes an assignment plan for one or more handles: the claims of new
+    /// Writes a plan that assigns (its handles first): the claims of new
     /// blocks first (see [`Ipam::write_claims`]), then the handles (all at
     /// once, so that a store that groups commits makes them one), then the
     /// blocks. Stops at the first failed write and undoes what would
     /// otherwise be left dangling.
     pub(super) async fn run_assignment(
         &self,
-        handles: &[&str],
         prepared: Prepared,
         fresh_handles: bool,
     ) -> Result<(), AssignFailure> {
         let Prepared {
-            steps,
+            plan:
+                Plan {
+                    releases,
+                    claims,
+                    handles,
+                    blocks,
+                    order: _,
+                },
             mut expected,
         } = prepared;
-        // Everything before the first write that gives a handle addresses
-        // is claiming: reclaims of other nodes' empty blocks, and each new
-        // block's pending affinity, empty block and confirmation.
-        let split = steps
-            .iter()
-            .position(|step| !step.handle_deltas.is_empty())
-            .unwrap_or(steps.len());
-        let mut blocks = steps;
-        let claims: Vec<Write> = blocks.drain(..split).map(|step| step.write).collect();
-        // Per block written, how many addresses each handle gains in it.
-        let gains: Vec<(BlockCidr, BTreeMap<String, i64>)> = blocks
-            .iter()
-            .map(|step| {
-                let cidr = block_of_write(&step.write).expect("a block write");
-                (cidr, step.handle_deltas.clone())
-            })
-            .collect();
-        let gains_of = |handle: &str, range: &[(BlockCidr, BTreeMap<String, i64>)], sign: i64| {
-            range
-                .iter()
-                .filter_map(|(cidr, deltas)| {
-                    deltas
-                        .get(handle)
-                        .filter(|d| **d != 0)
-                        .map(|d| (*cidr, sign * d))
-                })
-                .collect::<Vec<(BlockCidr, i64)>>()
-        };
-
-        match self.write_claims(claims, &mut expected).await {
+        match self.write_claims(releases, claims, &mut expected).await {
             Ok(()) => {}
             Err(ClaimFailure::Store(cause)) => {
                 return Err(AssignFailure::Interrupted(Interrupted {
@@ -305,39 +269,45 @@ impl<S: Datastore + ?Sized> Ipam<S> {
 
         // The handles, before any block names them. Claimed blocks stay
         // claimed whatever happens from here, as in Calico.
-        let results = futures_util::future::join_all(handles.iter().map(|handle| {
-            let changes = gains_of(handle, &gains, 1);
-            async move { self.adjust_handle(handle, &changes, fresh_handles).await }
-        }))
+        let cidrs: Vec<BlockCidr> = blocks.iter().map(BlockWrite::cidr).collect();
+        let gains = deltas_within(&handles, &cidrs, 1);
+        let results = futures_util::future::join_all(
+            gains
+                .iter()
+                .map(|(id, changes)| self.adjust_handle(id, changes, fresh_handles)),
+        )
         .await;
-        if let Some(failed) = results.iter().position(Result::is_err) {
-            for (handle, result) in handles.iter().zip(&results) {
-                if result.is_ok() {
-                    let undo = gains_of(handle, &gains, -1);
-                    if let Err(e) = self.adjust_handle(handle, &undo, false).await {
-                        tracing::warn!(handle, error = ?e.describe(), "a handle keeps a count it does not hold");
+        if results.iter().any(Result::is_err) {
+            let mut failure = None;
+            for ((id, changes), result) in gains.iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        let undo: Vec<(BlockCidr, i64)> =
+                            changes.iter().map(|&(cidr, d)| (cidr, -d)).collect();
+                        if let Err(e) = self.adjust_handle(id, &undo, false).await {
+                            tracing::warn!(handle = id, error = ?e.describe(), "a handle keeps a count it does not hold");
+                        }
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
                     }
                 }
             }
-            return Err(results
-                .into_iter()
-                .nth(failed)
-                .and_then(Result::err)
-                .expect("a failed result"));
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
         }
 
-        for (index, step) in blocks.into_iter().enumerate() {
-            if let Err(cause) = self.apply(step.write, &mut expected).await {
-                let unwritten = &gains[index..];
+        for (index, block) in blocks.into_iter().enumerate() {
+            if let Err(cause) = self.apply(block.into_write(), &mut expected).await {
                 let mut undone = Ok(());
-                for handle in handles {
-                    let undo = gains_of(handle, unwritten, -1);
-                    let result = self.adjust_handle(handle, &undo, false).await;
+                for (id, undo) in deltas_within(&handles, &cidrs[index..], -1) {
+                    let result = self.adjust_handle(&id, &undo, false).await;
                     undone = undone.and(result);
                 }
                 undone?;
                 return Err(AssignFailure::Interrupted(Interrupted {
-                    written_blocks: gains[..index].iter().map(|(c, _)| *c).collect(),
+                    written_blocks: cidrs[..index].to_vec(),
                     cause,
                 }));
             }
@@ -345,11 +315,11 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         Ok(())
     }
 
-    /// Writes the claiming part of a plan in order: reclaims of other
-    /// nodes' blocks, then per new block its pending affinity, the block
-    /// created empty and the affinity confirmed (Calico's getPendingAffinity
-    /// then claimAffineBlock, ipam_block_reader_writer.go). Writes that
-    /// claim nothing (releasing an affinity) pass through unchanged.
+    /// Writes the claiming phases of a plan in order: the affinities given
+    /// up (other nodes' blocks reclaimed, a node's affinities released),
+    /// then per new block its pending affinity, the block created empty and
+    /// the affinity confirmed (Calico's getPendingAffinity then
+    /// claimAffineBlock, ipam_block_reader_writer.go).
     ///
     /// Once a block is created the claim stands: a failed confirmation is
     /// retried on its own. A claim that loses its block (the create fails)
@@ -358,42 +328,43 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// affinity pending for good.
     pub(super) async fn write_claims(
         &self,
-        writes: Vec<Write>,
+        releases: Vec<AffinityRelease>,
+        claims: Vec<Claim>,
         expected: &mut HashMap<Key, Revision>,
     ) -> Result<(), ClaimFailure> {
-        // Our pending affinity whose block is not created yet.
-        let mut awaiting: Option<AffinityKey> = None;
-        for write in writes {
-            let (pending, confirming) = match &write {
-                Write::CreateAffinity(a) | Write::UpdateAffinity(a) => (
-                    (a.state == AffinityState::Pending).then(|| a.key()),
-                    (a.state == AffinityState::Confirmed).then(|| a.key()),
-                ),
-                _ => (None, None),
+        for release in releases {
+            let writes = release
+                .pending_deletion
+                .map(Write::UpdateAffinity)
+                .into_iter()
+                .chain(release.block.map(BlockWrite::into_write))
+                .chain(release.delete.map(Write::DeleteAffinity));
+            for write in writes {
+                self.apply(write, expected)
+                    .await
+                    .map_err(ClaimFailure::Store)?;
+            }
+        }
+        for claim in claims {
+            let key = claim.key();
+            let pending = if claim.reused {
+                Write::UpdateAffinity(claim.pending)
+            } else {
+                Write::CreateAffinity(claim.pending)
             };
-            let creates_block = matches!(write, Write::CreateBlock(_));
-            match self.apply(write, expected).await {
-                Ok(()) => {
-                    if pending.is_some() {
-                        awaiting = pending;
-                    } else if creates_block {
-                        awaiting = None;
-                    }
-                }
-                Err(cause) => match confirming {
-                    Some(key) => {
-                        self.recover(&cause).await.map_err(ClaimFailure::Fatal)?;
-                        self.confirm_affinity(key)
-                            .await
-                            .map_err(ClaimFailure::Fatal)?;
-                    }
-                    None => {
-                        if let Some(key) = awaiting {
-                            self.abandon_claim(key, expected).await;
-                        }
-                        return Err(ClaimFailure::Store(cause));
-                    }
-                },
+            self.apply(pending, expected)
+                .await
+                .map_err(ClaimFailure::Store)?;
+            if let Err(cause) = self.apply(Write::CreateBlock(claim.block), expected).await {
+                self.abandon_claim(key, expected).await;
+                return Err(ClaimFailure::Store(cause));
+            }
+            let confirmed = Write::UpdateAffinity(claim.confirmed);
+            if let Err(cause) = self.apply(confirmed, expected).await {
+                self.recover(&cause).await.map_err(ClaimFailure::Fatal)?;
+                self.confirm_affinity(key)
+                    .await
+                    .map_err(ClaimFailure::Fatal)?;
             }
         }
         Ok(())
@@ -466,49 +437,86 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         }
     }
 
-    /// Writes the block part of a release plan, block by block, and says how
-    /// each handle's counts changed in the blocks written. Stops at the
-    /// first failure.
+    /// Writes a plan that releases (its blocks first): the blocks one by
+    /// one, stopping at the first failure, and says which handle changes
+    /// must follow.
     pub(super) async fn write_release_blocks(
         &self,
         prepared: Prepared,
-    ) -> (
-        BTreeMap<String, Vec<(BlockCidr, i64)>>,
-        Vec<BlockCidr>,
-        Option<StoreError>,
-    ) {
+    ) -> Result<BlocksWritten, IpamError> {
         let Prepared {
-            steps,
+            plan:
+                Plan {
+                    releases,
+                    claims,
+                    handles,
+                    blocks,
+                    order: _,
+                },
             mut expected,
         } = prepared;
-        let mut deltas: BTreeMap<String, Vec<(BlockCidr, i64)>> = BTreeMap::new();
         let mut written = Vec::new();
-        for step in steps {
-            let cidr = block_of_write(&step.write);
-            if let Err(cause) = self.apply(step.write, &mut expected).await {
-                return (deltas, written, Some(cause));
-            }
-            written.extend(cidr);
-            for (handle, delta) in step.handle_deltas {
-                deltas
-                    .entry(handle)
-                    .or_default()
-                    .push((cidr.expect("only block writes change handles"), delta));
+        let mut failure = match self.write_claims(releases, claims, &mut expected).await {
+            Ok(()) => None,
+            Err(ClaimFailure::Store(cause)) => Some(cause),
+            Err(ClaimFailure::Fatal(e)) => return Err(e),
+        };
+        if failure.is_none() {
+            for block in blocks {
+                let cidr = block.cidr();
+                if let Err(cause) = self.apply(block.into_write(), &mut expected).await {
+                    failure = Some(cause);
+                    break;
+                }
+                written.push(cidr);
             }
         }
-        (deltas, written, None)
+        let complete = failure.is_none();
+        let mut changes: Vec<HandleChange> = deltas_within(&handles, &written, 1)
+            .into_iter()
+            .map(|(id, deltas)| HandleChange::Adjust { id, deltas })
+            .collect();
+        changes.extend(
+            handles
+                .into_iter()
+                .filter(|change| complete && matches!(change, HandleChange::Delete(_))),
+        );
+        Ok(BlocksWritten {
+            written,
+            failure,
+            handles: changes,
+            expected,
+        })
     }
 
-    pub(super) async fn apply_handle_deltas(
+    /// Writes the handle changes that follow a release's blocks. A handle
+    /// deleted as a whole that changed since it was read (a concurrent
+    /// assignment to it) is not deleted: that lost compare-and-swap is
+    /// returned, for the release to start again.
+    pub(super) async fn write_handle_changes(
         &self,
-        deltas: BTreeMap<String, Vec<(BlockCidr, i64)>>,
-    ) -> Result<(), IpamError> {
-        for (handle, changes) in deltas {
-            match self.adjust_handle(&handle, &changes, false).await {
-                Ok(()) | Err(AssignFailure::HandleHeld) | Err(AssignFailure::Interrupted(_)) => {}
-                Err(AssignFailure::Fatal(e)) => return Err(e),
+        changes: Vec<HandleChange>,
+        expected: &mut HashMap<Key, Revision>,
+    ) -> Result<Option<StoreError>, IpamError> {
+        for change in changes {
+            match change {
+                HandleChange::Adjust { id, deltas } => {
+                    match self.adjust_handle(&id, &deltas, false).await {
+                        Ok(())
+                        | Err(AssignFailure::HandleHeld(_))
+                        | Err(AssignFailure::Interrupted(_)) => {}
+                        Err(AssignFailure::Fatal(e)) => return Err(e),
+                    }
+                }
+                HandleChange::Delete(id) => {
+                    let key = Key::Handle(id.clone());
+                    match self.apply(Write::DeleteHandle(id), expected).await {
+                        Ok(()) | Err(StoreError::NotFound { .. }) => self.cache().remove(&key),
+                        Err(cause) => return Ok(Some(cause)),
+                    }
+                }
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
