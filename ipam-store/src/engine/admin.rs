@@ -158,8 +158,8 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         let value = &value;
         self.retrying("set IPAM config", move |_| async move {
             let result = match self.store.get(&Key::Config).await {
-                Ok(current) => self.store.update(&value, &current.revision).await,
-                Err(StoreError::NotFound { .. }) => self.store.create(&value).await,
+                Ok(current) => self.store.update(value, &current.revision).await,
+                Err(StoreError::NotFound { .. }) => self.store.create(value).await,
                 Err(e) => Err(e),
             };
             Ok::<_, IpamError>(match result {
@@ -184,15 +184,15 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         let (key, pool, placeholder) = (&key, &pool, &placeholder);
         self.retrying("create pool", move |_| async move {
             // A pool that is there now refuses the request for good.
-            check_no_overlap(&pool, &self.pools().await?)?;
-            let revision = self.store.create(&placeholder).await?;
+            check_no_overlap(pool, &self.pools().await?)?;
+            let revision = self.store.create(placeholder).await?;
             // Any overlapping pool listed now was created before this look,
             // so its own look, after its creation, may miss ours: ours
             // yields, and of two creates that race, at most one goes on.
             let overlap = match self.pools().await {
-                Ok(pools) => check_no_overlap(&pool, &pools).err(),
+                Ok(pools) => check_no_overlap(pool, &pools).err(),
                 Err(e) => {
-                    self.remove_placeholder(&key, &revision).await;
+                    self.remove_placeholder(key, &revision).await;
                     return Err(e);
                 }
             };
@@ -206,13 +206,13 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     };
                     self.cache().loaded_at = None;
                     if let Err(e) = made {
-                        self.remove_placeholder(&key, &revision).await;
+                        self.remove_placeholder(key, &revision).await;
                         return Err(e.into());
                     }
                     Ok(Attempt::Done(()))
                 }
                 Some(overlap) => {
-                    self.remove_placeholder(&key, &revision).await;
+                    self.remove_placeholder(key, &revision).await;
                     // The other may be a create that yields in turn: look
                     // again after a pause, and refuse if it stayed.
                     Ok(Attempt::Yield(overlap.into()))
