@@ -139,7 +139,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 let prepared = prepare(&cache, planned.plan.clone());
                 (planned, prepared)
             };
-            match self.run_assignment(prepared, false).await {
+            match self.write_plan(prepared, false).await {
                 Ok(()) => Ok(Attempt::Done(planned)),
                 Err(AssignFailure::Fatal(e)) => Err(e),
                 Err(

@@ -80,7 +80,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         let Some(served) = served.filter(|_| prepared.plan.blocks.len() == 1) else {
             return together.into_iter().chain(alone).collect();
         };
-        if self.run_assignment(prepared, true).await.is_err() {
+        if self.write_plan(prepared, true).await.is_err() {
             // Undone; each request gets the full single-request treatment.
             return together.into_iter().chain(alone).collect();
         }
@@ -145,7 +145,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     }
                     let (prepared, planned_v4, planned_v6) = planned?;
                     let fresh = got.ipv4.addresses.is_empty() && got.ipv6.addresses.is_empty();
-                    match self.run_assignment(prepared, fresh).await {
+                    match self.write_plan(prepared, fresh).await {
                         Ok(()) => {
                             got.ipv4.addresses.extend(planned_v4.addresses);
                             got.ipv6.addresses.extend(planned_v6.addresses);
@@ -328,7 +328,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     };
                     // Not a fresh handle: assigning to one that holds addresses
                     // is what this operation does.
-                    match self.run_assignment(prepared, false).await {
+                    match self.write_plan(prepared, false).await {
                         Ok(()) => Ok(Attempt::Done(())),
                         Err(AssignFailure::Interrupted(Interrupted { cause, .. })) => {
                             Ok(Attempt::Failed(cause))

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use ipam_core::plan::{AffinityRelease, BlockWrite, Claim, HandleChange};
+use ipam_core::plan::{AffinityRelease, BlockWrite, Claim, HandleChange, Order};
 use ipam_core::{AffinityKey, AffinityState, Block, BlockCidr, Plan, Write};
 
 use super::retrying::Attempt;
@@ -235,12 +235,41 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         result
     }
 
+    /// Writes a plan in its order: see [`Ipam::write_handles_first`] and
+    /// [`Ipam::write_release_blocks`]. A plan that releases and stops part
+    /// way is reported as interrupted after the blocks it wrote.
+    pub(super) async fn write_plan(
+        &self,
+        prepared: Prepared,
+        fresh_handles: bool,
+    ) -> Result<(), AssignFailure> {
+        match prepared.plan.order {
+            Order::HandlesFirst => self.write_handles_first(prepared, fresh_handles).await,
+            Order::BlocksFirst => {
+                let BlocksWritten {
+                    written,
+                    failure,
+                    handles,
+                    mut expected,
+                } = self.write_release_blocks(prepared).await?;
+                let lost = self.write_handle_changes(handles, &mut expected).await?;
+                match failure.or(lost) {
+                    None => Ok(()),
+                    Some(cause) => Err(AssignFailure::Interrupted(Interrupted {
+                        written_blocks: written,
+                        cause,
+                    })),
+                }
+            }
+        }
+    }
+
     /// Writes a plan that assigns (its handles first): the claims of new
     /// blocks first (see [`Ipam::write_claims`]), then the handles (all at
     /// once, so that a store that groups commits makes them one), then the
     /// blocks. Stops at the first failed write and undoes what would
     /// otherwise be left dangling.
-    pub(super) async fn run_assignment(
+    async fn write_handles_first(
         &self,
         prepared: Prepared,
         fresh_handles: bool,
@@ -437,9 +466,10 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         }
     }
 
-    /// Writes a plan that releases (its blocks first): the blocks one by
-    /// one, stopping at the first failure, and says which handle changes
-    /// must follow.
+    /// Writes a plan's phases up to its handles, blocks first whatever its
+    /// order (a release's): the claiming phases, then the blocks one by one,
+    /// stopping at the first failure, and says which handle changes must
+    /// follow.
     pub(super) async fn write_release_blocks(
         &self,
         prepared: Prepared,
