@@ -35,10 +35,11 @@
 //!
 //! # Layout
 //!
-//! - [`retrying`](self::retrying): the one retry loop, typed attempts, and
-//!   what a failure's [`RetryClass`](crate::RetryClass) makes it do;
+//! - `retrying`: the one retry loop; what a failure allows is its
+//!   [`RetryClass`](crate::RetryClass), decided in one place;
 //! - `reads`: the cache, fresh reads and the public queries;
-//! - `writes`: the leak-safe order of a plan's writes, and undoing them;
+//! - `writes`: the leak-safe order of a plan's phases (ipam-core's phased
+//!   [`Plan`](ipam_core::Plan)), and undoing an interrupted one;
 //! - `lane`: the per-node lane that serves a burst of requests together;
 //! - `assign`, `release`, `admin`: the operations.
 
