@@ -34,7 +34,7 @@ fn main() -> Result<(), Error> {
         eprintln!(
             "{pod:6} on {node}: {} ({} writes)",
             planned.ipv4.addresses[0],
-            planned.plan.writes.len()
+            planned.plan.writes(&snapshot).len()
         );
         snapshot.apply(planned.plan);
     }

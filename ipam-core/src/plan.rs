@@ -1,5 +1,7 @@
-//! What a planner returns: the new versions of the objects to write, in the
-//! order they must be written, plus what the caller is told.
+//! What a planner returns: the new versions of the objects to write, by
+//! phase, in the order they must be written, plus what the caller is told.
+//! The phases are typed ([`AffinityRelease`], [`Claim`], [`HandleChange`],
+//! [`BlockWrite`]) so that a writer needs no guessing which write is which.
 //!
 //! Order matters for safety. On assignment the handle is written before
 //! the block, so a crash in between leaves a handle that over-counts (found
@@ -45,17 +47,221 @@ pub enum Write {
     DeleteHandle(String),
 }
 
-/// Writes to perform, in order.
+/// A block written after a plan's claims: updated (addresses assigned or
+/// released, or left without affinity) or deleted (left empty without
+/// affinity).
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlockWrite {
+    /// Replace the block.
+    Update(Block),
+    /// Delete the block.
+    Delete(BlockCidr),
+}
+
+impl BlockWrite {
+    /// The block written.
+    pub fn cidr(&self) -> BlockCidr {
+        match self {
+            BlockWrite::Update(block) => block.cidr(),
+            BlockWrite::Delete(cidr) => *cidr,
+        }
+    }
+
+    /// As one datastore write.
+    pub fn into_write(self) -> Write {
+        match self {
+            BlockWrite::Update(block) => Write::UpdateBlock(block),
+            BlockWrite::Delete(cidr) => Write::DeleteBlock(cidr),
+        }
+    }
+}
+
+/// An affinity given up, with its block, in Calico's order
+/// (ipam_block_reader_writer.go, releaseBlockAffinity): the affinity marked
+/// pendingDeletion, the block deleted when empty or else left without
+/// affinity, the affinity deleted. Both a node's affinity released and
+/// another node's empty block reclaimed for a claim take this shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AffinityRelease {
+    /// The affinity marked pendingDeletion first; `None` when there is no
+    /// affinity, or no block to protect while it goes.
+    pub pending_deletion: Option<Affinity>,
+    /// The block; `None` when it is not the node's (the affinity is stale
+    /// and simply goes).
+    pub block: Option<BlockWrite>,
+    /// The affinity deleted last; `None` when there is none.
+    pub delete: Option<AffinityKey>,
+}
+
+impl AffinityRelease {
+    fn into_writes(self) -> impl Iterator<Item = Write> {
+        let pending = self.pending_deletion.map(Write::UpdateAffinity);
+        let block = self.block.map(BlockWrite::into_write);
+        let delete = self.delete.map(Write::DeleteAffinity);
+        pending.into_iter().chain(block).chain(delete)
+    }
+}
+
+/// A new block claimed for a node, as Calico's getPendingAffinity then
+/// claimAffineBlock do (ipam_block_reader_writer.go): the affinity written
+/// pending, the block created empty, the affinity confirmed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// The node's affinity in state pending.
+    pub pending: Affinity,
+    /// Whether the affinity exists already (left pending by an interrupted
+    /// claim, or confirmed while its block is gone): updated, not created.
+    pub reused: bool,
+    /// The block as claimed, owned by the node, with no address assigned.
+    pub block: Block,
+    /// The affinity in state confirmed, written once the block exists.
+    pub confirmed: Affinity,
+}
+
+impl Claim {
+    /// The affinity claimed.
+    pub fn key(&self) -> AffinityKey {
+        self.pending.key()
+    }
+
+    fn into_writes(self) -> [Write; 3] {
+        let pending = if self.reused {
+            Write::UpdateAffinity(self.pending)
+        } else {
+            Write::CreateAffinity(self.pending)
+        };
+        [
+            pending,
+            Write::CreateBlock(self.block),
+            Write::UpdateAffinity(self.confirmed),
+        ]
+    }
+}
+
+/// How a plan changes one handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandleChange {
+    /// Per block, how many addresses the handle gains (positive) or loses
+    /// (negative) with the plan's block writes. Applied to the handle as
+    /// stored, never below zero (the blocks, not the handle, are the truth:
+    /// a handle that over-counts is what a crash between the two writes
+    /// leaves): it is created when it gains its first addresses and
+    /// deleted when it holds none.
+    Adjust {
+        /// The handle.
+        id: String,
+        /// Per block, the change of its count; each block once.
+        deltas: Vec<(BlockCidr, i64)>,
+    },
+    /// The handle is deleted as a whole, whatever it counts (a release by
+    /// handle: counts no block showed were stale).
+    Delete(String),
+}
+
+impl HandleChange {
+    /// The handle changed.
+    pub fn id(&self) -> &str {
+        match self {
+            HandleChange::Adjust { id, .. } | HandleChange::Delete(id) => id,
+        }
+    }
+
+    /// The write that makes the change to `current`, the handle as stored
+    /// (`None`: absent); `None` when there is nothing to write.
+    pub fn write_over(&self, current: Option<&Handle>) -> Option<Write> {
+        match self {
+            HandleChange::Delete(id) => current.map(|_| Write::DeleteHandle(id.clone())),
+            HandleChange::Adjust { id, deltas } => {
+                let existed = current.is_some();
+                let mut handle = current.cloned().unwrap_or_else(|| Handle::new(id.clone()));
+                for &(cidr, delta) in deltas {
+                    if delta > 0 {
+                        handle.increment(cidr, u32::try_from(delta).unwrap_or(u32::MAX));
+                    } else {
+                        let lost = u32::try_from(delta.unsigned_abs()).unwrap_or(u32::MAX);
+                        let take = lost.min(handle.count_in(&cidr));
+                        // Cannot fail: never more than it counts.
+                        let _ = handle.decrement(cidr, take);
+                    }
+                }
+                match (existed, handle.is_empty()) {
+                    (true, true) => Some(Write::DeleteHandle(id.clone())),
+                    (true, false) => Some(Write::UpdateHandle(handle)),
+                    (false, false) => Some(Write::CreateHandle(handle)),
+                    (false, true) => None,
+                }
+            }
+        }
+    }
+}
+
+/// Whether a plan's handles are written before or after its blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Assigning: a crash between the two leaves a handle that over-counts,
+    /// never an address without an owner.
+    HandlesFirst,
+    /// Releasing: likewise, the block goes first.
+    #[default]
+    BlocksFirst,
+}
+
+/// The writes of a plan, by phase, in the order they must be written:
+/// [`releases`](Plan::releases), then [`claims`](Plan::claims), then the
+/// [`handles`](Plan::handles) and [`blocks`](Plan::blocks) in
+/// [`order`](Plan::order).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
-    /// The writes.
-    pub writes: Vec<Write>,
+    /// Affinities given up with their blocks: other nodes' empty blocks
+    /// reclaimed, or a node's affinities released.
+    pub releases: Vec<AffinityRelease>,
+    /// New blocks claimed, each complete before any handle counts an
+    /// address in it.
+    pub claims: Vec<Claim>,
+    /// Handles changed, in id order.
+    pub handles: Vec<HandleChange>,
+    /// Blocks changed, in address order.
+    pub blocks: Vec<BlockWrite>,
+    /// Whether handles or blocks go first.
+    pub order: Order,
 }
 
 impl Plan {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.releases.is_empty()
+            && self.claims.is_empty()
+            && self.handles.is_empty()
+            && self.blocks.is_empty()
+    }
+
+    /// The plan as single writes in the order they must be written, its
+    /// handles' written over `snapshot` (the one it was planned on).
+    pub fn writes(&self, snapshot: &crate::snapshot::Snapshot) -> Vec<Write> {
+        let handles: Vec<Write> = self
+            .handles
+            .iter()
+            .filter_map(|change| change.write_over(snapshot.handle(change.id())))
+            .collect();
+        let blocks = self.blocks.iter().cloned().map(BlockWrite::into_write);
+        let mut writes: Vec<Write> = self
+            .releases
+            .iter()
+            .cloned()
+            .flat_map(AffinityRelease::into_writes)
+            .chain(self.claims.iter().cloned().flat_map(Claim::into_writes))
+            .collect();
+        match self.order {
+            Order::HandlesFirst => {
+                writes.extend(handles);
+                writes.extend(blocks);
+            }
+            Order::BlocksFirst => {
+                writes.extend(blocks);
+                writes.extend(handles);
+            }
+        }
+        writes
     }
 }
 

@@ -345,10 +345,10 @@ impl Snapshot {
         self.handles.remove(id);
     }
 
-    /// Applies the writes of a plan, as a datastore that accepted them all
-    /// would now hold them.
+    /// Applies the writes of a plan planned on this snapshot, as a
+    /// datastore that accepted them all would now hold them.
     pub fn apply(&mut self, plan: Plan) {
-        for write in plan.writes {
+        for write in plan.writes(self) {
             match write {
                 Write::CreateAffinity(a) | Write::UpdateAffinity(a) => self.insert_affinity(a),
                 Write::DeleteAffinity(key) => self.remove_affinity(&key),

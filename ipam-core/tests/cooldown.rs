@@ -118,7 +118,7 @@ fn a_released_address_is_nobodys_and_its_handle_goes() {
     let planned = s.plan_release_by_handle("h", at(5.0)).unwrap();
     let kinds: Vec<bool> = planned
         .plan
-        .writes
+        .writes(&s)
         .iter()
         .map(|w| matches!(w, Write::DeleteHandle(id) if id == "h"))
         .collect();
@@ -201,7 +201,7 @@ fn a_full_block_whose_released_addresses_cooled_has_room_again() {
     assert_eq!(planned.ipv4.addresses[0].addr(), ip("10.0.0.4"));
     let block_writes = planned
         .plan
-        .writes
+        .writes(&s)
         .iter()
         .filter(|w| matches!(w, Write::UpdateBlock(_)))
         .count();
@@ -239,7 +239,7 @@ fn a_block_with_addresses_in_cooldown_is_not_empty() {
     let plan = s
         .plan_release_affinity("n1", block, true, at(31.0))
         .unwrap();
-    assert!(plan.writes.contains(&Write::DeleteBlock(block)));
+    assert!(plan.writes(&s).contains(&Write::DeleteBlock(block)));
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn another_nodes_block_in_cooldown_is_not_reclaimed() {
     assert_eq!(planned.ipv4.addresses.len(), 1);
     assert!(planned
         .plan
-        .writes
+        .writes(&s)
         .iter()
         .any(|w| matches!(w, Write::DeleteBlock(_))));
 }
@@ -281,7 +281,7 @@ fn the_backstop_writes_only_blocks_whose_earliest_release_has_cooled() {
     assert!(s.plan_deallocate_cooled(at(30.0)).is_empty());
     let plan = s.plan_deallocate_cooled(at(31.0));
     let written: Vec<BlockCidr> = plan
-        .writes
+        .writes(&s)
         .iter()
         .map(|w| match w {
             Write::UpdateBlock(b) => b.cidr(),
@@ -310,7 +310,7 @@ fn the_backstop_deletes_a_block_it_empties_that_has_no_affinity() {
     let block = cidr("10.0.0.0/29");
     assert!(s.block(&block).unwrap().owner().is_none());
     let plan = s.plan_deallocate_cooled(at(31.0));
-    assert_eq!(plan.writes, [Write::DeleteBlock(block)]);
+    assert_eq!(plan.writes(&s), [Write::DeleteBlock(block)]);
 }
 
 #[test]

@@ -33,5 +33,5 @@ pub mod model;
 
 pub use datastore::{Datastore, RoundTripCounter, RoundTrips};
 pub use engine::{AutoAssigned, EngineStats, Ipam, IpamError, IpamOptions, Released};
-pub use error::StoreError;
+pub use error::{RetryClass, StoreError};
 pub use model::{Key, Kind, ListQuery, Reservation, Revision, Value, Versioned};

@@ -5,10 +5,12 @@
 mod cooldown;
 #[macro_use]
 mod cases;
+mod admin;
 mod concurrency;
 mod embedded;
 mod etcd;
 mod faults;
 mod kubernetes;
+mod order;
 
 mod memory;

@@ -1,121 +1,13 @@
-//! The planner's choices, rule by rule, against Calico's behaviour
-//! (libcalico-go/lib/ipam/ipam.go).
+//! Automatic assignment and AssignIP: blocks, limits, borrowing, pools,
+//! reservations and bridge edges.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-
-use ipam_core::plan::{AutoAssignPlan, Shortfall};
-use ipam_core::planner::addresses_of_handle;
-use ipam_core::usage::{address_status, borrowed, usage, AddressStatus};
-use ipam_core::{
-    AffinityKey, AffinityState, AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, Error,
-    IpamConfig, Now, Pool, PoolSpec, ReleaseRequest, ReservationSpec, Snapshot, Write,
-};
-
-const T0: u64 = 1_700_000_000_000_000_000;
-
-fn pool(name: &str, cidr: &str, block_size: u8) -> Pool {
-    let spec = PoolSpec {
-        block_size: Some(block_size),
-        ..PoolSpec::new(cidr.parse().unwrap())
-    };
-    Pool::new(name, spec).unwrap()
-}
-
-fn world(pools: Vec<Pool>, config: IpamConfig) -> Snapshot {
-    Snapshot::new(config, pools, &[])
-}
-
-fn strict(limit: u32) -> IpamConfig {
-    IpamConfig {
-        strict_affinity: true,
-        max_blocks_per_host: limit,
-        ..IpamConfig::default()
-    }
-}
-
-fn at(seconds: u64) -> Now {
-    Now {
-        unix_nanos: T0 + seconds * 1_000_000_000,
-    }
-}
-
-/// Plans a workload auto-assign of `v4` IPv4 and `v6` IPv6 addresses at
-/// `seconds` after the test's epoch.
-fn plan(
-    s: &Snapshot,
-    handle: &str,
-    node: &str,
-    v4: u32,
-    v6: u32,
-    seconds: u64,
-) -> Result<AutoAssignPlan, Error> {
-    s.plan_auto_assign(&AutoAssignRequest::new(handle, node, v4, v6), at(seconds))
-}
-
-/// Plans and applies an auto-assign of `v4` addresses; returns them.
-fn assign(s: &mut Snapshot, handle: &str, node: &str, v4: u32) -> Vec<String> {
-    let plan = plan(s, handle, node, v4, 0, 0).unwrap();
-    let got = plan
-        .ipv4
-        .addresses
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    s.apply(plan.plan);
-    got
-}
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
-
-fn block(text: &str) -> BlockCidr {
-    text.parse().unwrap()
-}
-
-/// The writes of a first assignment in a new block: the claim first (the
-/// affinity pending, the block created empty, the affinity confirmed), as
-/// Calico's claimAffineBlock, then the handle, then the block's update
-/// with the address.
-const CLAIM_NEW_BLOCK: [&str; 5] = [
-    "create-affinity-pending",
-    "create-block",
-    "affinity-confirmed",
-    "create-handle",
-    "update-block",
-];
-
-fn kinds(writes: &[Write]) -> Vec<&'static str> {
-    writes
-        .iter()
-        .map(|w| match w {
-            Write::CreateAffinity(a) => match a.state {
-                AffinityState::Pending => "create-affinity-pending",
-                _ => "create-affinity",
-            },
-            Write::UpdateAffinity(a) => match a.state {
-                AffinityState::Pending => "affinity-pending",
-                AffinityState::Confirmed => "affinity-confirmed",
-                AffinityState::PendingDeletion => "affinity-pending-deletion",
-                AffinityState::Unset => "affinity-unset",
-            },
-            Write::DeleteAffinity(_) => "delete-affinity",
-            Write::CreateBlock(_) => "create-block",
-            Write::UpdateBlock(_) => "update-block",
-            Write::DeleteBlock(_) => "delete-block",
-            Write::CreateHandle(_) => "create-handle",
-            Write::UpdateHandle(_) => "update-handle",
-            Write::DeleteHandle(_) => "delete-handle",
-        })
-        .collect()
-}
+use super::*;
 
 #[test]
 fn first_assignment_claims_a_block_in_two_phases_with_the_handle_before_the_block() {
     let s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
     let plan = plan(&s, "h1", "n1", 1, 0, 0).unwrap();
-    assert_eq!(kinds(&plan.plan.writes), CLAIM_NEW_BLOCK);
+    assert_eq!(kinds(&plan.plan.writes(&s)), CLAIM_NEW_BLOCK);
     let address = plan.ipv4.addresses[0];
     assert_eq!(
         address.prefix_len(),
@@ -127,7 +19,7 @@ fn first_assignment_claims_a_block_in_two_phases_with_the_handle_before_the_bloc
         address.network(),
         "a fresh block hands out its base address"
     );
-    let Write::CreateBlock(created) = &plan.plan.writes[1] else {
+    let Write::CreateBlock(created) = &plan.plan.writes(&s)[1] else {
         panic!()
     };
     assert!(created.is_empty(), "the claim creates the block empty");
@@ -135,7 +27,7 @@ fn first_assignment_claims_a_block_in_two_phases_with_the_handle_before_the_bloc
     assert_eq!(created.claim_time(), Some("2023-11-14T22:13:20Z"));
     // Created at `now` in nanoseconds (Calico's newBlock) ...
     assert_eq!(created.sequence_number(), T0);
-    let Write::UpdateBlock(b) = &plan.plan.writes[4] else {
+    let Write::UpdateBlock(b) = &plan.plan.writes(&s)[4] else {
         panic!()
     };
     assert_eq!(b.owner().unwrap().to_string(), "host:n1");
@@ -149,7 +41,10 @@ fn steady_state_costs_one_handle_write_and_one_block_write() {
     let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
     assign(&mut s, "h1", "n1", 1);
     let plan = plan(&s, "h2", "n1", 1, 0, 1).unwrap();
-    assert_eq!(kinds(&plan.plan.writes), ["create-handle", "update-block"]);
+    assert_eq!(
+        kinds(&plan.plan.writes(&s)),
+        ["create-handle", "update-block"]
+    );
 }
 
 #[test]
@@ -187,15 +82,15 @@ fn a_request_larger_than_a_block_spans_blocks_with_one_handle_write() {
     assert_eq!(plan.ipv4.addresses.len(), 10);
     let handle_writes = plan
         .plan
-        .writes
+        .writes(&s)
         .iter()
         .filter(|w| matches!(w, Write::CreateHandle(_)))
         .count();
     assert_eq!(handle_writes, 1);
     let Some(Write::CreateHandle(h)) = plan
         .plan
-        .writes
-        .iter()
+        .writes(&s)
+        .into_iter()
         .find(|w| matches!(w, Write::CreateHandle(_)))
     else {
         panic!()
@@ -492,7 +387,7 @@ fn a_block_holding_only_excluded_addresses_is_never_claimed() {
     );
     let created: Vec<String> = planned
         .plan
-        .writes
+        .writes(&s)
         .iter()
         .filter_map(|w| match w {
             Write::CreateBlock(b) => Some(b.cidr().to_string()),
@@ -582,7 +477,7 @@ fn dual_stack_assigns_both_families_in_one_plan() {
     assert_eq!(plan.ipv6.addresses[0].prefix_len(), 122);
     let handle_writes = plan
         .plan
-        .writes
+        .writes(&s)
         .iter()
         .filter(|w| matches!(w, Write::CreateHandle(_)))
         .count();
@@ -601,7 +496,7 @@ fn assign_ip_claims_the_block_and_refuses_an_address_in_use() {
         attributes: BTreeMap::new(),
     };
     let plan = s.plan_assign_ip(&request, at(0)).unwrap();
-    assert_eq!(kinds(&plan.writes), CLAIM_NEW_BLOCK);
+    assert_eq!(kinds(&plan.writes(&s)), CLAIM_NEW_BLOCK);
     s.apply(plan);
     let again = AssignIpRequest {
         handle: "other".into(),
@@ -644,380 +539,4 @@ fn assign_ip_in_another_nodes_block_is_refused_under_strict_affinity() {
     let mut relaxed = s.clone();
     relaxed.set_config(IpamConfig::default());
     assert!(relaxed.plan_assign_ip(&request, at(0)).is_ok());
-}
-
-#[test]
-fn release_frees_the_address_and_deletes_the_emptied_handle_after_the_block() {
-    let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
-    let got = assign(&mut s, "h", "n1", 2);
-    let first: ipnet::IpNet = got[0].parse().unwrap();
-    let plan = s
-        .plan_release(&[ReleaseRequest::address(first.addr())], at(0))
-        .unwrap();
-    assert_eq!(kinds(&plan.plan.writes), ["update-block", "update-handle"]);
-    assert_eq!(plan.released, vec![first.addr()]);
-    s.apply(plan.plan);
-    let second: ipnet::IpNet = got[1].parse().unwrap();
-    let plan = s
-        .plan_release(
-            &[
-                ReleaseRequest::address(second.addr()),
-                ReleaseRequest::address(ip("172.16.0.1")),
-            ],
-            at(0),
-        )
-        .unwrap();
-    assert_eq!(kinds(&plan.plan.writes), ["update-block", "delete-handle"]);
-    assert_eq!(plan.already_free, vec![ip("172.16.0.1")]);
-    s.apply(plan.plan);
-    assert!(s.handle("h").is_none());
-    // The affine block stays, empty, for the node's next pod.
-    assert_eq!(s.blocks().count(), 1);
-}
-
-#[test]
-fn a_stale_release_fails_and_writes_nothing() {
-    let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
-    let got = assign(&mut s, "h", "n1", 1);
-    let address = got[0].parse::<ipnet::IpNet>().unwrap().addr();
-    let stale = ReleaseRequest {
-        address,
-        handle: None,
-        sequence_number: Some(1),
-    };
-    assert!(matches!(
-        s.plan_release(&[stale], at(0)),
-        Err(Error::SequenceNumberMismatch { .. })
-    ));
-    let wrong = ReleaseRequest {
-        address,
-        handle: Some("not-h".into()),
-        sequence_number: None,
-    };
-    assert!(matches!(
-        s.plan_release(&[wrong], at(0)),
-        Err(Error::HandleMismatch { .. })
-    ));
-}
-
-#[test]
-fn release_by_handle_frees_every_block_and_deletes_the_handle() {
-    let mut s = world(vec![pool("p", "10.0.0.0/24", 29)], IpamConfig::default());
-    assign(&mut s, "big", "n1", 10);
-    assign(&mut s, "small", "n1", 1);
-    let plan = s.plan_release_by_handle("big", at(0)).unwrap();
-    assert_eq!(plan.released.len(), 10);
-    assert_eq!(
-        kinds(&plan.plan.writes),
-        ["update-block", "update-block", "delete-handle"]
-    );
-    s.apply(plan.plan);
-    assert_eq!(addresses_of_handle(&s, "small").len(), 1);
-    assert_eq!(
-        s.plan_release_by_handle("big", at(0)).unwrap_err(),
-        Error::HandleNotFound {
-            handle: "big".into()
-        }
-    );
-}
-
-#[test]
-fn release_by_handle_rewrites_a_block_that_shows_none_of_its_count_and_drops_a_missing_one() {
-    let mut s = world(vec![pool("p", "10.0.0.0/24", 26)], IpamConfig::default());
-    assign(&mut s, "other", "n1", 1);
-    let existing = s.blocks().next().unwrap().clone();
-    let missing: BlockCidr = block("10.0.0.192/26");
-    // The handle counts an address in the node's block that the block does
-    // not show (an assignment between its handle write and its block
-    // write), and one in a block that does not exist.
-    let mut h = ipam_core::Handle::new("h");
-    h.increment(existing.cidr(), 1);
-    h.increment(missing, 1);
-    s.insert_handle(h);
-    let plan = s.plan_release_by_handle("h", at(0)).unwrap();
-    assert!(plan.released.is_empty());
-    // The block is rewritten anyway, its sequence number raised, so that
-    // the assignment planned on it fails its compare-and-swap; the missing
-    // block is not written; the handle goes.
-    assert_eq!(kinds(&plan.plan.writes), ["update-block", "delete-handle"]);
-    let Write::UpdateBlock(fenced) = &plan.plan.writes[0] else {
-        panic!()
-    };
-    assert_eq!(fenced.cidr(), existing.cidr());
-    assert_eq!(fenced.sequence_number(), existing.sequence_number() + 1);
-    assert_eq!(
-        fenced.allocations().count(),
-        existing.allocations().count(),
-        "nothing else changes"
-    );
-}
-
-#[test]
-fn releasing_an_empty_blocks_affinity_deletes_the_block() {
-    let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
-    let got = assign(&mut s, "h", "n1", 1);
-    let cidr = s.blocks().next().unwrap().cidr();
-    assert!(matches!(
-        s.plan_release_affinity("n1", cidr, true, at(0)),
-        Err(Error::BlockNotEmpty { in_use: 1, .. })
-    ));
-    let address = got[0].parse::<ipnet::IpNet>().unwrap().addr();
-    let plan = s
-        .plan_release(&[ReleaseRequest::address(address)], at(0))
-        .unwrap();
-    s.apply(plan.plan);
-    let plan = s.plan_release_affinity("n1", cidr, true, at(0)).unwrap();
-    assert_eq!(
-        kinds(&plan.writes),
-        [
-            "affinity-pending-deletion",
-            "delete-block",
-            "delete-affinity"
-        ]
-    );
-    s.apply(plan);
-    assert_eq!(s.blocks().count(), 0);
-    assert!(s
-        .affinity(&AffinityKey {
-            node: "n1".into(),
-            cidr
-        })
-        .is_none());
-    assert!(matches!(
-        s.plan_release_affinity("n1", cidr, false, at(0)),
-        Err(Error::AffinityNotFound { .. })
-    ));
-}
-
-#[test]
-fn releasing_a_deleted_node_orphans_its_used_blocks_and_deletes_its_empty_ones() {
-    let mut s = world(vec![pool("p", "10.0.0.0/24", 29)], IpamConfig::default());
-    assign(&mut s, "h", "gone", 9);
-    let plan = s.plan_release_by_handle("h", at(0)).unwrap();
-    s.apply(plan.plan);
-    assign(&mut s, "h2", "gone", 1);
-    let plan = s.plan_release_node("gone", at(0));
-    s.apply(plan);
-    assert_eq!(s.affinities().count(), 0);
-    let remaining: Vec<_> = s.blocks().collect();
-    assert_eq!(
-        remaining.len(),
-        1,
-        "the used block stays, the empty one goes"
-    );
-    assert!(remaining[0].owner().is_none());
-    // Releasing its last address now deletes the unowned block (Calico does).
-    let address = addresses_of_handle(&s, "h2")[0].addr();
-    let plan = s
-        .plan_release(&[ReleaseRequest::address(address)], at(0))
-        .unwrap();
-    assert_eq!(kinds(&plan.plan.writes), ["delete-block", "delete-handle"]);
-}
-
-#[test]
-fn another_nodes_empty_block_is_reclaimed_only_after_a_minute() {
-    let mut s = world(vec![pool("p", "10.0.0.0/30", 30)], IpamConfig::default());
-    s.apply(plan(&s, "h", "n1", 1, 0, 0).unwrap().plan);
-    s.apply(s.plan_release_by_handle("h", at(0)).unwrap().plan);
-    // n1's block is empty but claimed just now: n2 borrows from it instead.
-    let early = plan(&s, "x", "n2", 1, 0, 30).unwrap();
-    assert!(!kinds(&early.plan.writes).contains(&"delete-block"));
-    let late = plan(&s, "x", "n2", 1, 0, 61).unwrap();
-    assert_eq!(
-        kinds(&late.plan.writes),
-        [
-            &[
-                "affinity-pending-deletion",
-                "delete-block",
-                "delete-affinity"
-            ][..],
-            &CLAIM_NEW_BLOCK[..]
-        ]
-        .concat()
-    );
-    s.apply(late.plan);
-    assert_eq!(
-        s.confirmed_blocks_of("n2", ipam_core::IpVersion::V4)
-            .collect::<Vec<_>>(),
-        vec![block("10.0.0.0/30")]
-    );
-    assert_eq!(
-        s.confirmed_blocks_of("n1", ipam_core::IpVersion::V4)
-            .count(),
-        0
-    );
-}
-
-#[test]
-fn usage_counts_per_pool_and_lists_orphaned_blocks() {
-    let mut s = world(
-        vec![pool("a", "10.0.0.0/24", 26), pool("b", "10.1.0.0/24", 26)],
-        IpamConfig::default(),
-    );
-    assign(&mut s, "h", "n1", 3);
-    let figures = usage(&s);
-    assert_eq!(
-        figures
-            .pools
-            .iter()
-            .map(|p| (p.name.as_str(), p.capacity, p.in_use))
-            .collect::<Vec<_>>(),
-        [("a", 256, 3), ("b", 256, 0)]
-    );
-    assert_eq!(figures.pools[0].blocks[0].owner.as_deref(), Some("n1"));
-    // Drop pool "a": its block becomes orphaned.
-    let mut orphaned = world(vec![pool("b", "10.1.0.0/24", 26)], IpamConfig::default());
-    for b in s.blocks() {
-        orphaned.insert_block(b.clone());
-    }
-    assert_eq!(usage(&orphaned).orphaned_blocks.len(), 1);
-}
-
-#[test]
-fn address_status_tells_in_use_free_and_outside() {
-    let mut s = world(vec![pool("p", "10.0.0.0/24", 26)], IpamConfig::default());
-    let got = assign(&mut s, "h", "n1", 1);
-    let used = got[0].parse::<ipnet::IpNet>().unwrap().addr();
-    assert!(
-        matches!(address_status(&s, used, at(0)), AddressStatus::InUse { handle: Some(ref h), .. } if h == "h")
-    );
-    assert_eq!(
-        address_status(&s, ip("10.0.0.200"), at(0)),
-        AddressStatus::Free { pool: "p".into() }
-    );
-    assert_eq!(
-        address_status(&s, ip("10.9.0.1"), at(0)),
-        AddressStatus::NotInPool
-    );
-}
-
-#[test]
-fn nodes_start_their_search_in_different_places() {
-    let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
-    let a = assign(&mut s, "a", "node-a", 1);
-    let b = assign(&mut s, "b", "node-b", 1);
-    assert_ne!(
-        a[0].rsplit_once('.').unwrap().0,
-        b[0].rsplit_once('.').unwrap().0
-    );
-}
-
-#[test]
-fn claiming_a_cidr_creates_free_blocks_keeps_our_own_and_reports_others() {
-    let mut s = world(vec![pool("p", "10.0.0.0/24", 26)], IpamConfig::default());
-    assign(&mut s, "h-b", "node-b", 1);
-    let taken_by_b = s.blocks().next().unwrap().cidr();
-    let claim = s
-        .plan_claim_affinity("node-a", "10.0.0.0/24".parse().unwrap(), at(0))
-        .unwrap();
-    assert_eq!(claim.failed, vec![taken_by_b]);
-    assert_eq!(claim.claimed.len(), 3);
-    assert!(!claim.claimed.contains(&taken_by_b));
-    // Three blocks, each claimed in two phases, no handle touched.
-    assert_eq!(
-        kinds(&claim.plan.writes),
-        [
-            "create-affinity-pending",
-            "create-block",
-            "affinity-confirmed"
-        ]
-        .repeat(3)
-    );
-    s.apply(claim.plan);
-    let again = s
-        .plan_claim_affinity("node-a", "10.0.0.0/24".parse().unwrap(), at(1))
-        .unwrap();
-    assert!(
-        again.plan.is_empty(),
-        "claiming what the node holds writes nothing"
-    );
-    assert_eq!(again.claimed.len(), 3);
-    for cidr in &again.claimed {
-        let key = AffinityKey {
-            node: "node-a".into(),
-            cidr: *cidr,
-        };
-        assert_eq!(s.affinity(&key).unwrap().state, AffinityState::Confirmed);
-    }
-}
-
-#[test]
-fn claiming_outside_a_pool_or_below_block_size_is_refused() {
-    let s = world(vec![pool("p", "10.0.0.0/24", 26)], IpamConfig::default());
-    let refuse = |cidr: &str| {
-        s.plan_claim_affinity("n", cidr.parse().unwrap(), at(0))
-            .unwrap_err()
-            .to_string()
-    };
-    assert!(refuse("10.1.0.0/26").contains("not within any pool"));
-    assert!(refuse("10.0.0.0/27").contains("smaller than pool p's blocks (/26)"));
-    assert!(refuse("10.0.0.64/25").contains("not aligned"));
-}
-
-#[test]
-fn a_batch_shares_one_block_write_and_matches_planning_one_by_one() {
-    let s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
-    let mut one_by_one = s.clone();
-    let first = assign(&mut one_by_one, "warm", "n1", 1);
-    let mut batched = s.clone();
-    assert_eq!(assign(&mut batched, "warm", "n1", 1), first);
-    let requests: Vec<AutoAssignRequest> = (0..5)
-        .map(|i| AutoAssignRequest::new(format!("h{i}"), "n1", 1, 0))
-        .collect();
-    let batch = batched.plan_auto_assign_batch(&requests, at(1));
-    // Five handles, one block.
-    assert_eq!(
-        kinds(&batch.plan.writes),
-        [["create-handle"; 5].as_slice(), &["update-block"]].concat()
-    );
-    let got: Vec<String> = batch
-        .outcomes
-        .iter()
-        .map(|o| o.as_ref().unwrap().0.addresses[0].to_string())
-        .collect();
-    let expected: Vec<String> = (0..5)
-        .map(|i| assign(&mut one_by_one, &format!("h{i}"), "n1", 1)[0].clone())
-        .collect();
-    assert_eq!(
-        got, expected,
-        "the same addresses as one request after another"
-    );
-}
-
-#[test]
-fn a_refused_request_in_a_batch_leaves_no_trace() {
-    let s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
-    let mut bad = AutoAssignRequest::new("bad", "n1", 1, 0);
-    bad.ipv4_pools = vec!["10.9.0.0/16".parse().unwrap()];
-    let requests = vec![
-        AutoAssignRequest::new("a", "n1", 1, 0),
-        bad,
-        AutoAssignRequest::new("b", "n1", 1, 0),
-    ];
-    let batch = s.plan_auto_assign_batch(&requests, at(0));
-    assert!(batch.outcomes[0].is_ok() && batch.outcomes[2].is_ok());
-    assert!(matches!(
-        batch.outcomes[1],
-        Err(Error::RequestedPoolUnavailable { .. })
-    ));
-    let mut applied = s.clone();
-    applied.apply(batch.plan);
-    assert!(applied.handle("bad").is_none());
-    let held: Vec<String> = ["a", "b"]
-        .iter()
-        .flat_map(|h| addresses_of_handle(&applied, h))
-        .map(|a| a.to_string())
-        .collect();
-    assert_eq!(held.len(), 2);
-    assert_ne!(held[0], held[1]);
-}
-
-#[test]
-fn a_pool_of_every_ipv6_address_is_planned_and_counted_without_overflow() {
-    // Calico accepts ::/0; it holds 2^128 addresses and, in /128 blocks,
-    // 2^128 blocks: one more than a u128, so both saturate.
-    let s = world(vec![pool("everything", "::/0", 128)], IpamConfig::default());
-    assert_eq!(usage(&s).pools[0].capacity, u128::MAX);
-    let planned = plan(&s, "h", "n", 0, 1, 0).unwrap();
-    assert_eq!(planned.ipv6.addresses.len(), 1, "{planned:?}");
 }

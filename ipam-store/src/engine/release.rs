@@ -1,0 +1,283 @@
+//! Release: of addresses (Calico's ReleaseIPs) and of every address of a
+//! handle (Calico's ReleaseByHandle), alone or a node's burst together.
+
+use std::net::IpAddr;
+
+use ipam_core::block::BlockOwner;
+use ipam_core::planner::addresses_of_handle;
+use ipam_core::ReleaseRequest;
+use ipnet::IpNet;
+
+use super::lane::{Job, Reply};
+use super::retrying::Attempt;
+use super::writes::{prepare, BlocksWritten, Prepared};
+use super::{now, Ipam, IpamError, Released};
+use crate::datastore::Datastore;
+
+impl<S: Datastore + ?Sized> Ipam<S> {
+    /// Releases addresses (Calico's ReleaseIPs). Free addresses are
+    /// reported, not refused; an expectation that no longer holds (another
+    /// handle, another sequence number) refuses the whole request.
+    pub async fn release(&self, requests: &[ReleaseRequest]) -> Result<Released, IpamError> {
+        self.ensure_fresh().await?;
+        self.release_unlocked(requests).await
+    }
+
+    pub(super) async fn release_unlocked(
+        &self,
+        requests: &[ReleaseRequest],
+    ) -> Result<Released, IpamError> {
+        self.load_blocks_of(requests.iter().map(|r| r.address), false)
+            .await?;
+        let remaining = requests.to_vec();
+        // Carried from attempt to attempt: what is left to release, what
+        // was, and whether an unwritten answer was checked on fresh data.
+        let state = (remaining, Released::default(), false);
+        let ((_, out, _), result) = self
+            .retrying_with("release", state, move |_, state| async move {
+                let (mut remaining, mut out, mut verified) = state;
+                let outcome = async {
+                    let mut planned = self.plan_release(&remaining);
+                    // Calling an address free, or refusing a release, writes
+                    // nothing, so no compare-and-swap would catch a stale cache:
+                    // such an answer is given only from blocks read just now.
+                    let unwritten = match &planned {
+                        Ok((plan, _)) => !plan.already_free.is_empty(),
+                        Err(_) => true,
+                    };
+                    if unwritten && !verified {
+                        verified = true;
+                        self.load_blocks_of(remaining.iter().map(|r| r.address), true)
+                            .await?;
+                        planned = self.plan_release(&remaining);
+                    }
+                    let (planned, prepared) = planned?;
+                    let BlocksWritten {
+                        written,
+                        failure,
+                        handles,
+                        mut expected,
+                    } = self.write_release_blocks(prepared).await?;
+                    out.released.extend(
+                        planned
+                            .released
+                            .iter()
+                            .filter(|a| written.iter().any(|b| b.net().contains(*a))),
+                    );
+                    let lost = self.write_handle_changes(handles, &mut expected).await?;
+                    Ok(match failure.or(lost) {
+                        None => {
+                            out.already_free.extend(planned.already_free);
+                            Attempt::Done(())
+                        }
+                        Some(cause) => {
+                            remaining
+                                .retain(|r| !written.iter().any(|b| b.net().contains(&r.address)));
+                            Attempt::Failed(cause)
+                        }
+                    })
+                }
+                .await;
+                ((remaining, out, verified), outcome)
+            })
+            .await;
+        result.map(|()| out)
+    }
+
+    pub(super) fn plan_release(
+        &self,
+        requests: &[ReleaseRequest],
+    ) -> Result<(ipam_core::ReleasePlan, Prepared), ipam_core::Error> {
+        let cache = self.cache();
+        let mut planned = cache.snapshot.plan_release(requests, now())?;
+        let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
+        Ok((planned, prepared))
+    }
+
+    /// Releases a burst of one node's handles in one plan: one write per
+    /// block and one deletion per handle (issued together). Returns the
+    /// handles it did not finish, for one-by-one service: those whose
+    /// addresses the cache does not show in full, and all of them when a
+    /// write fails.
+    pub(super) async fn release_together(
+        &self,
+        jobs: Vec<(String, Reply<Vec<IpAddr>>)>,
+    ) -> Vec<(String, Reply<Vec<IpAddr>>, Vec<IpAddr>)> {
+        let untouched = |jobs: Vec<(String, Reply<Vec<IpAddr>>)>| {
+            jobs.into_iter()
+                .map(|(h, r)| (h, r, Vec::new()))
+                .collect::<Vec<_>>()
+        };
+        let (known, unknown): (Vec<_>, Vec<_>) = {
+            let cache = self.cache();
+            jobs.into_iter()
+                .partition(|(handle, _)| cache.knows_all_of(handle))
+        };
+        if known.len() < 2 {
+            return untouched(known.into_iter().chain(unknown).collect());
+        }
+        let (owned, planned) = {
+            let cache = self.cache();
+            let owned: Vec<Vec<IpAddr>> = known
+                .iter()
+                .map(|(handle, _)| {
+                    addresses_of_handle(&cache.snapshot, handle)
+                        .iter()
+                        .map(IpNet::addr)
+                        .collect()
+                })
+                .collect();
+            let requests: Vec<ReleaseRequest> = known
+                .iter()
+                .zip(&owned)
+                .flat_map(|((handle, _), addresses)| {
+                    addresses.iter().map(|a| ReleaseRequest {
+                        address: *a,
+                        handle: Some(handle.clone()),
+                        sequence_number: None,
+                    })
+                })
+                .collect();
+            let planned = cache
+                .snapshot
+                .plan_release(&requests, now())
+                .map(|mut planned| {
+                    let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
+                    (planned, prepared)
+                });
+            (owned, planned)
+        };
+        let Ok((planned, prepared)) = planned else {
+            return untouched(known.into_iter().chain(unknown).collect());
+        };
+        let Ok(BlocksWritten {
+            written,
+            failure,
+            handles,
+            mut expected,
+        }) = self.write_release_blocks(prepared).await
+        else {
+            return untouched(known.into_iter().chain(unknown).collect());
+        };
+        // Whatever was written is released: the handles must follow.
+        let handles_done = self.write_handle_changes(handles, &mut expected).await;
+        let finished = failure.is_none() && matches!(handles_done, Ok(None));
+        let mut unfinished = untouched(unknown);
+        for ((handle, reply), addresses) in known.into_iter().zip(owned) {
+            let mine: Vec<IpAddr> = addresses
+                .into_iter()
+                .filter(|a| {
+                    planned.released.contains(a) && written.iter().any(|b| b.net().contains(a))
+                })
+                .collect();
+            // The one-by-one path re-reads and finishes what is left: a
+            // failed write, or a handle holding more than this engine knew.
+            if !finished || self.cache().handle(&handle).is_some() {
+                unfinished.push((handle, reply, mine));
+            } else {
+                let _ = reply.send(Ok(mine));
+            }
+        }
+        unfinished
+    }
+
+    /// Releases every address of a handle and deletes the handle (Calico's
+    /// ReleaseByHandle). An unknown handle is not an error: nothing is
+    /// released.
+    ///
+    /// A handle this engine knows, held in blocks of one node, is released
+    /// in that node's lane: concurrent releases (and assignments) of one
+    /// node share block writes instead of conflicting on them.
+    pub async fn release_by_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>, IpamError> {
+        let handle_id = ipam_core::block::sanitize_handle(handle_id);
+        let node = {
+            let cache = self.cache();
+            let owners: Option<std::collections::BTreeSet<String>> =
+                cache.handle(handle_id).and_then(|h| {
+                    h.blocks()
+                        .iter()
+                        .map(|(cidr, _)| match cache.snapshot.block(cidr)?.owner()? {
+                            BlockOwner::Host(node) => Some(node.clone()),
+                            _ => None,
+                        })
+                        .collect()
+                });
+            owners
+                .filter(|o| o.len() == 1)
+                .and_then(|o| o.into_iter().next())
+        };
+        match node {
+            Some(node) => {
+                self.through_lane(&node, |reply| Job::Release(handle_id.to_string(), reply))
+                    .await
+            }
+            None => self.release_by_handle_now(handle_id).await,
+        }
+    }
+
+    pub(super) async fn release_by_handle_now(
+        &self,
+        handle_id: &str,
+    ) -> Result<Vec<IpAddr>, IpamError> {
+        self.ensure_fresh().await?;
+        // The state: what was released so far.
+        let (released, result) = self
+            .retrying_with(
+                "release by handle",
+                Vec::new(),
+                move |attempt, released| async move {
+                    let mut released = released;
+                    let outcome = async {
+                        // A handle this engine holds with every block it names needs no
+                        // read: the block writes and the handle's deletion name the
+                        // cached revisions, so anything stale fails and is read then.
+                        // Only "unknown handle" must come from a fresh read.
+                        let cached = attempt == 0 && self.cache().knows_all_of(handle_id);
+                        if !cached && !self.load_handle_and_blocks(handle_id).await? {
+                            return Ok(Attempt::Done(()));
+                        }
+                        let (planned, prepared) = {
+                            let cache = self.cache();
+                            let mut planned =
+                                match cache.snapshot.plan_release_by_handle(handle_id, now()) {
+                                    Ok(planned) => planned,
+                                    // Read just now, then gone: the cache forgets a handle
+                                    // only once it is seen deleted (by a concurrent release
+                                    // or an assignment undone), so there is nothing left.
+                                    Err(ipam_core::Error::HandleNotFound { .. }) => {
+                                        return Ok(Attempt::Done(()))
+                                    }
+                                    Err(refused) => return Err(refused.into()),
+                                };
+                            let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
+                            (planned, prepared)
+                        };
+                        let BlocksWritten {
+                            written,
+                            failure,
+                            handles,
+                            mut expected,
+                        } = self.write_release_blocks(prepared).await?;
+                        released.extend(
+                            planned
+                                .released
+                                .iter()
+                                .filter(|a| written.iter().any(|b| b.net().contains(*a))),
+                        );
+                        // The handle goes once every block is written; if it
+                        // changed meanwhile (a concurrent assignment to it),
+                        // the release starts again.
+                        let lost = self.write_handle_changes(handles, &mut expected).await?;
+                        let Some(cause) = failure.or(lost) else {
+                            return Ok(Attempt::Done(()));
+                        };
+                        Ok(Attempt::Failed(cause))
+                    }
+                    .await;
+                    (released, outcome)
+                },
+            )
+            .await;
+        result.map(|()| released)
+    }
+}
