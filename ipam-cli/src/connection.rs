@@ -23,7 +23,9 @@ use ipam_core::block::{Attribute, BlockSpec};
 use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, SkippedCheck};
 use ipam_core::timestamp::parse_rfc3339;
 use ipam_core::usage::{borrowed, classify, BorrowedAddress, Borrowing};
-use ipam_core::{Affinity, AffinityState, Block, BlockCidr, IpamConfig, Now, Pool, Snapshot};
+use ipam_core::{
+    Affinity, AffinityState, Block, BlockCidr, HandleId, IpamConfig, Now, Pool, PoolName, Snapshot,
+};
 use ipam_service::{open, DatastoreSettings, IpamService, LocalService, ServiceError};
 use ipam_store::{Ipam, StoreError};
 use ipnet::IpNet;
@@ -330,7 +332,7 @@ impl Connection {
     pub async fn handle_addresses(&self, handle: &str) -> Result<Vec<IpNet>, CliError> {
         Ok(self
             .service()
-            .handle_addresses(handle)
+            .handle_addresses(&HandleId::new(handle))
             .await
             .map_err(|e| self.error(e))?
             .map(|h| h.addresses)
@@ -341,7 +343,7 @@ impl Connection {
     pub async fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>, CliError> {
         Ok(self
             .service()
-            .release_handle(handle)
+            .release_handle(&HandleId::new(handle))
             .await
             .map_err(|e| self.error(e))?
             .released)
@@ -367,7 +369,7 @@ impl Connection {
             spec: pool.spec().clone(),
         };
         self.service()
-            .update_pool(pool.name(), spec)
+            .update_pool(&PoolName::new(pool.name()), spec)
             .await
             .map_err(|e| self.error(e))?;
         Ok(())
@@ -377,7 +379,7 @@ impl Connection {
     /// then removed; addresses in use stay allocated until released.
     pub async fn delete_pool(&self, name: &str) -> Result<(), CliError> {
         self.service()
-            .delete_pool(name)
+            .delete_pool(&PoolName::new(name))
             .await
             .map_err(|e| self.error(e))
     }

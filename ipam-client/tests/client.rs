@@ -191,7 +191,7 @@ async fn api_errors_carry_the_servers_code_and_message() {
             ..
         } => {
             assert_eq!(status.as_u16(), 400);
-            assert_eq!(code, ErrorCode::TooManyAddresses);
+            assert_eq!(*code, ErrorCode::TooManyAddresses);
             assert!(message.contains("300"), "{message}");
         }
         other => panic!("{other:?}"),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ipam_api::{AssignBody, AssignIpBody, AssignedAddress, ErrorCode, ReleaseBody, ReleaseItem};
 use ipam_client::{read_token_file, Client};
-use ipam_core::Holding;
+use ipam_core::{HandleId, Holding, NodeName};
 use ipam_service::{open, DatastoreSettings, IpamService, LocalService, ServiceError};
 use ipam_store::etcd::EtcdOptions;
 use ipam_store::{Ipam, StoreError};
@@ -165,7 +165,7 @@ impl Connection {
     pub async fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>, CniError> {
         Ok(self
             .service
-            .release_handle(handle)
+            .release_handle(&HandleId::new(handle))
             .await
             .map_err(from_service)?
             .released)
@@ -175,7 +175,7 @@ impl Connection {
     pub async fn addresses_of(&self, handle: &str) -> Result<Vec<IpNet>, CniError> {
         Ok(self
             .service
-            .handle_addresses(handle)
+            .handle_addresses(&HandleId::new(handle))
             .await
             .map_err(from_service)?
             .map(|h| h.addresses)
@@ -190,7 +190,7 @@ impl Connection {
     ) -> Result<Vec<HandleAddresses>, CniError> {
         Ok(self
             .service
-            .handles_on_node(node, prefix)
+            .handles_on_node(&NodeName::new(node), prefix)
             .await
             .map_err(from_service)?
             .into_iter()

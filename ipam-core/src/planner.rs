@@ -119,7 +119,7 @@ impl Snapshot {
                         owner: block
                             .owner()
                             .map_or_else(|| "none".to_string(), ToString::to_string),
-                        node: request.node.clone(),
+                        node: request.node.to_string(),
                     });
                 }
             }
@@ -169,7 +169,7 @@ impl Snapshot {
                 })?;
             by_block.entry(cidr).or_default().push(ReleaseItem {
                 ordinal,
-                handle: request.handle.clone(),
+                handle: request.handle.as_deref().map(str::to_string),
                 sequence_number: request.sequence_number,
             });
         }
@@ -893,7 +893,7 @@ fn select_pools<'s>(
             .filter(move |p| p.version() == version && p.enabled())
     };
     let no_pool = || Error::NoPoolForNode {
-        node: request.node.clone(),
+        node: request.node.to_string(),
         version,
         intended_use: request.intended_use.as_str(),
     };

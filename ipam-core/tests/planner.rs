@@ -1,6 +1,7 @@
 //! The planner's choices, rule by rule, against Calico's behaviour
 //! (libcalico-go/lib/ipam/ipam.go).
 
+use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -50,7 +51,10 @@ fn plan(
     v6: u32,
     seconds: u64,
 ) -> Result<AutoAssignPlan, Error> {
-    s.plan_auto_assign(&AutoAssignRequest::new(handle, node, v4, v6), at(seconds))
+    s.plan_auto_assign(
+        &AutoAssignRequest::new(HandleId::new(handle), NodeName::new(node), v4, v6),
+        at(seconds),
+    )
 }
 
 /// Plans and applies an auto-assign of `v4` addresses; returns them.
@@ -265,7 +269,7 @@ fn with_strict_affinity_off_a_node_borrows_when_no_block_is_free() {
 fn borrowed_addresses_are_listed_with_the_borrowing_node() {
     let mut s = world(vec![pool("p", "10.0.0.0/29", 30)], IpamConfig::default());
     let request = |handle: &str, node: &str, n: u32| {
-        let mut r = AutoAssignRequest::new(handle, node, n, 0);
+        let mut r = AutoAssignRequest::new(HandleId::new(handle), NodeName::new(node), n, 0);
         r.attributes = [("node", node), ("namespace", "ns"), ("pod", handle)]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -341,7 +345,7 @@ fn pools_whose_node_selector_does_not_match_are_not_used() {
     );
     let err = plan(&s, "h", "n1", 1, 0, 0).unwrap_err();
     assert!(matches!(err, Error::NoPoolForNode { .. }), "{err}");
-    let mut in_zone = AutoAssignRequest::new("h", "n1", 1, 0);
+    let mut in_zone = AutoAssignRequest::new(HandleId::new("h"), NodeName::new("n1"), 1, 0);
     in_zone.node_labels = [("zone".to_string(), "a".to_string())].into();
     assert_eq!(
         s.plan_auto_assign(&in_zone, at(0))
@@ -366,7 +370,7 @@ fn disabled_pools_are_skipped_and_refused_when_requested() {
     );
     let plan = plan(&s, "h", "n1", 1, 0, 0).unwrap();
     assert!(plan.ipv4.addresses[0].to_string().starts_with("10.3."));
-    let mut asks_disabled = AutoAssignRequest::new("h", "n1", 1, 0);
+    let mut asks_disabled = AutoAssignRequest::new(HandleId::new("h"), NodeName::new("n1"), 1, 0);
     asks_disabled.ipv4_pools = vec!["10.2.0.0/16".parse().unwrap()];
     assert_eq!(
         s.plan_auto_assign(&asks_disabled, at(0)).unwrap_err(),
@@ -387,7 +391,7 @@ fn requested_pools_override_selectors_and_must_be_of_the_right_family() {
         ],
         IpamConfig::default(),
     );
-    let mut request = AutoAssignRequest::new("h", "n1", 1, 0);
+    let mut request = AutoAssignRequest::new(HandleId::new("h"), NodeName::new("n1"), 1, 0);
     request.ipv4_pools = vec!["10.5.0.0/16".parse().unwrap()];
     let plan = s.plan_auto_assign(&request, at(0)).unwrap();
     assert!(plan.ipv4.addresses[0].to_string().starts_with("10.5."));
@@ -408,7 +412,12 @@ fn pools_not_allowing_the_use_are_not_used() {
     );
     let err = plan(&s, "h", "n1", 1, 0, 0).unwrap_err();
     assert!(err.to_string().contains("Workload"), "{err}");
-    let mut tunnel = AutoAssignRequest::new("vxlan-tunnel-addr-n1", "n1", 1, 0);
+    let mut tunnel = AutoAssignRequest::new(
+        HandleId::new("vxlan-tunnel-addr-n1"),
+        NodeName::new("n1"),
+        1,
+        0,
+    );
     tunnel.intended_use = AllowedUse::Tunnel;
     assert!(s.plan_auto_assign(&tunnel, at(0)).is_ok());
 }
@@ -434,7 +443,7 @@ fn reserved_addresses_are_never_auto_assigned() {
 /// A request for one address that a bridge network will use with the
 /// pool's prefix, its gateway excluded.
 fn on_bridge(handle: &str, node: &str, v4: u32, v6: u32, gateway: &str) -> AutoAssignRequest {
-    let mut request = AutoAssignRequest::new(handle, node, v4, v6);
+    let mut request = AutoAssignRequest::new(HandleId::new(handle), NodeName::new(node), v4, v6);
     request.exclude = vec![ip(gateway).into()];
     request.usable_with_pool_prefix = true;
     request
@@ -473,7 +482,7 @@ fn a_bridge_request_never_gets_the_pools_network_broadcast_or_gateway() {
 fn a_block_holding_only_excluded_addresses_is_never_claimed() {
     // /32 blocks: the network and broadcast addresses are whole blocks.
     let s = world(vec![pool("p", "10.0.0.0/30", 32)], IpamConfig::default());
-    let mut request = AutoAssignRequest::new("h", "n1", 4, 0);
+    let mut request = AutoAssignRequest::new(HandleId::new("h"), NodeName::new("n1"), 4, 0);
     request.usable_with_pool_prefix = true;
     let planned = s.plan_auto_assign(&request, at(0)).unwrap();
     let mut got: Vec<String> = planned
@@ -507,7 +516,7 @@ fn a_block_holding_only_excluded_addresses_is_never_claimed() {
 #[test]
 fn an_ipv6_bridge_request_skips_only_the_subnet_router_anycast_address() {
     let s = world(vec![pool("p6", "fd00::/126", 126)], IpamConfig::default());
-    let mut request = AutoAssignRequest::new("h", "n1", 0, 4);
+    let mut request = AutoAssignRequest::new(HandleId::new("h"), NodeName::new("n1"), 0, 4);
     request.usable_with_pool_prefix = true;
     let planned = s.plan_auto_assign(&request, at(0)).unwrap();
     let got: Vec<String> = planned
@@ -545,7 +554,7 @@ fn in_a_batch_each_request_keeps_its_own_exclusions() {
     assert_eq!(assign(&mut s, "warm", "n1", 1), ["10.0.0.0/29"]);
     let requests = vec![
         on_bridge("bridge-a", "n1", 1, 0, "10.0.0.1"),
-        AutoAssignRequest::new("plain", "n1", 1, 0),
+        AutoAssignRequest::new(HandleId::new("plain"), NodeName::new("n1"), 1, 0),
         on_bridge("bridge-b", "n1", 1, 0, "10.0.0.1"),
     ];
     let batch = s.plan_auto_assign_batch(&requests, at(0));
@@ -595,8 +604,8 @@ fn dual_stack_assigns_both_families_in_one_plan() {
 fn assign_ip_claims_the_block_and_refuses_an_address_in_use() {
     let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
     let request = AssignIpRequest {
-        handle: "h".into(),
-        node: "n1".into(),
+        handle: ipam_core::HandleId::new("h"),
+        node: ipam_core::NodeName::new("n1"),
         address: ip("10.0.3.7"),
         attributes: BTreeMap::new(),
     };
@@ -604,7 +613,7 @@ fn assign_ip_claims_the_block_and_refuses_an_address_in_use() {
     assert_eq!(kinds(&plan.writes), CLAIM_NEW_BLOCK);
     s.apply(plan);
     let again = AssignIpRequest {
-        handle: "other".into(),
+        handle: ipam_core::HandleId::new("other"),
         ..request.clone()
     };
     assert_eq!(
@@ -632,8 +641,8 @@ fn assign_ip_in_another_nodes_block_is_refused_under_strict_affinity() {
     let got = assign(&mut s, "h", "n1", 1);
     let taken: ipnet::IpNet = got[0].parse().unwrap();
     let request = AssignIpRequest {
-        handle: "x".into(),
-        node: "n2".into(),
+        handle: ipam_core::HandleId::new("x"),
+        node: ipam_core::NodeName::new("n2"),
         address: taken.hosts().nth(3).unwrap(),
         attributes: BTreeMap::new(),
     };
@@ -691,7 +700,7 @@ fn a_stale_release_fails_and_writes_nothing() {
     ));
     let wrong = ReleaseRequest {
         address,
-        handle: Some("not-h".into()),
+        handle: Some(ipam_core::HandleId::new("not-h")),
         sequence_number: None,
     };
     assert!(matches!(
@@ -962,7 +971,7 @@ fn a_batch_shares_one_block_write_and_matches_planning_one_by_one() {
     let mut batched = s.clone();
     assert_eq!(assign(&mut batched, "warm", "n1", 1), first);
     let requests: Vec<AutoAssignRequest> = (0..5)
-        .map(|i| AutoAssignRequest::new(format!("h{i}"), "n1", 1, 0))
+        .map(|i| AutoAssignRequest::new(HandleId::new(format!("h{i}")), NodeName::new("n1"), 1, 0))
         .collect();
     let batch = batched.plan_auto_assign_batch(&requests, at(1));
     // Five handles, one block.
@@ -987,12 +996,12 @@ fn a_batch_shares_one_block_write_and_matches_planning_one_by_one() {
 #[test]
 fn a_refused_request_in_a_batch_leaves_no_trace() {
     let s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
-    let mut bad = AutoAssignRequest::new("bad", "n1", 1, 0);
+    let mut bad = AutoAssignRequest::new(HandleId::new("bad"), NodeName::new("n1"), 1, 0);
     bad.ipv4_pools = vec!["10.9.0.0/16".parse().unwrap()];
     let requests = vec![
-        AutoAssignRequest::new("a", "n1", 1, 0),
+        AutoAssignRequest::new(HandleId::new("a"), NodeName::new("n1"), 1, 0),
         bad,
-        AutoAssignRequest::new("b", "n1", 1, 0),
+        AutoAssignRequest::new(HandleId::new("b"), NodeName::new("n1"), 1, 0),
     ];
     let batch = s.plan_auto_assign_batch(&requests, at(0));
     assert!(batch.outcomes[0].is_ok() && batch.outcomes[2].is_ok());

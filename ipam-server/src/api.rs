@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use ipam_core::{BlockCidr, PoolSpec};
+use ipam_core::{BlockCidr, HandleId, NodeName, PoolName, PoolSpec};
 use ipam_service::LocalService;
 use ipam_store::{Datastore, Ipam};
 use serde::Deserialize;
@@ -171,6 +171,7 @@ pub async fn release_handle(
     Segment(handle): Segment<String>,
 ) -> Result<Json<ReleaseResponse>, ApiError> {
     check_handle("handle", &handle)?;
+    let handle = HandleId::new(handle);
     Ok(Json(state.service.release_handle(&handle).await?))
 }
 
@@ -187,7 +188,11 @@ pub async fn handle_addresses(
     Segment(handle): Segment<String>,
 ) -> Result<Json<HandleAddresses>, ApiError> {
     check_handle("handle", &handle)?;
-    match state.service.handle_addresses(&handle).await? {
+    match state
+        .service
+        .handle_addresses(&HandleId::new(handle.as_str()))
+        .await?
+    {
         Some(held) => Ok(Json(held)),
         None => Err(ApiError::new(
             ErrorCode::HandleNotFound,
@@ -226,7 +231,7 @@ pub async fn handles_on_node(
     Ok(Json(
         state
             .service
-            .handles_on_node(&query.node, &query.prefix)
+            .handles_on_node(&NodeName::new(query.node), &query.prefix)
             .await?,
     ))
 }
@@ -330,7 +335,12 @@ pub async fn update_pool(
     Body(body): Body<PoolSpecBody>,
 ) -> Result<Json<PoolBody>, ApiError> {
     check_pool_body(&name, &body.spec)?;
-    Ok(Json(state.service.update_pool(&name, body).await?))
+    Ok(Json(
+        state
+            .service
+            .update_pool(&PoolName::new(name), body)
+            .await?,
+    ))
 }
 
 /// Deletes a pool as Calico does: disabled, its affinities released (empty
@@ -346,7 +356,7 @@ pub async fn delete_pool(
     Segment(name): Segment<String>,
 ) -> Result<StatusCode, ApiError> {
     check_pool("name", &name)?;
-    state.service.delete_pool(&name).await?;
+    state.service.delete_pool(&PoolName::new(name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

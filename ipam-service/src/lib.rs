@@ -31,7 +31,7 @@ use ipam_api::{
     BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
     ReleaseResponse, UsageResponse,
 };
-use ipam_core::BlockCidr;
+use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
 
 pub use datastore::{open, DatastoreSettings, Opened};
 pub use error::{code_of, code_of_store, ServiceError};
@@ -53,16 +53,18 @@ pub trait IpamService: Send + Sync {
     async fn release(&self, body: ReleaseBody) -> Result<ReleaseResponse, ServiceError>;
 
     /// `DELETE /v1/handles/{handle}`: an unknown handle releases nothing.
-    async fn release_handle(&self, handle: &str) -> Result<ReleaseResponse, ServiceError>;
+    async fn release_handle(&self, handle: &HandleId) -> Result<ReleaseResponse, ServiceError>;
 
     /// `GET /v1/handles/{handle}`: `None` when the handle holds nothing.
-    async fn handle_addresses(&self, handle: &str)
-        -> Result<Option<HandleAddresses>, ServiceError>;
+    async fn handle_addresses(
+        &self,
+        handle: &HandleId,
+    ) -> Result<Option<HandleAddresses>, ServiceError>;
 
     /// `GET /v1/handles?node=&prefix=`: the handles recorded for a node.
     async fn handles_on_node(
         &self,
-        node: &str,
+        node: &NodeName,
         prefix: &str,
     ) -> Result<Vec<HandleAddresses>, ServiceError>;
 
@@ -76,10 +78,14 @@ pub trait IpamService: Send + Sync {
     async fn create_pool(&self, pool: PoolBody) -> Result<PoolBody, ServiceError>;
 
     /// `PUT /v1/pools/{name}`: fields a newer Calico stored are kept.
-    async fn update_pool(&self, name: &str, spec: PoolSpecBody) -> Result<PoolBody, ServiceError>;
+    async fn update_pool(
+        &self,
+        name: &PoolName,
+        spec: PoolSpecBody,
+    ) -> Result<PoolBody, ServiceError>;
 
     /// `DELETE /v1/pools/{name}`.
-    async fn delete_pool(&self, name: &str) -> Result<(), ServiceError>;
+    async fn delete_pool(&self, name: &PoolName) -> Result<(), ServiceError>;
 
     /// `GET /v1/config`.
     async fn config(&self) -> Result<ConfigBody, ServiceError>;

@@ -17,7 +17,8 @@ use ipam_api::{
 use ipam_core::block::{Attribute, BlockOwner};
 use ipam_core::check::{check, Liveness};
 use ipam_core::{
-    AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, Now, Pool, ReleaseRequest,
+    AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, NodeName, Now, Pool,
+    PoolName, ReleaseRequest,
 };
 use ipam_store::{Datastore, Ipam, IpamError};
 
@@ -42,7 +43,12 @@ impl LocalService {
 
     /// `POST /v1/assign`.
     pub async fn assign(&self, body: AssignBody) -> Result<AssignResponse, IpamError> {
-        let mut request = AutoAssignRequest::new(&body.handle, &body.node, body.ipv4, body.ipv6);
+        let mut request = AutoAssignRequest::new(
+            HandleId::new(body.handle.as_str()),
+            NodeName::new(body.node.as_str()),
+            body.ipv4,
+            body.ipv6,
+        );
         request.ipv4_pools = body.ipv4_pools;
         request.ipv6_pools = body.ipv6_pools;
         request.attributes = body.attributes;
@@ -73,8 +79,8 @@ impl LocalService {
     /// `POST /v1/assign-ip`.
     pub async fn assign_ip(&self, body: AssignIpBody) -> Result<AssignIpResponse, IpamError> {
         let request = AssignIpRequest {
-            handle: body.handle.clone(),
-            node: body.node.clone(),
+            handle: HandleId::new(body.handle.as_str()),
+            node: NodeName::new(body.node.as_str()),
             address: body.address,
             attributes: body.attributes.clone(),
         };
@@ -96,7 +102,7 @@ impl LocalService {
             .into_iter()
             .map(|item| ReleaseRequest {
                 address: item.address,
-                handle: item.handle,
+                handle: item.handle.map(HandleId::new),
                 sequence_number: item.sequence_number,
             })
             .collect();
@@ -108,7 +114,7 @@ impl LocalService {
     }
 
     /// `DELETE /v1/handles/{handle}`.
-    pub async fn release_handle(&self, handle: &str) -> Result<ReleaseResponse, IpamError> {
+    pub async fn release_handle(&self, handle: &HandleId) -> Result<ReleaseResponse, IpamError> {
         Ok(ReleaseResponse {
             released: self.engine.release_by_handle(handle).await?,
             already_free: Vec::new(),
@@ -118,7 +124,7 @@ impl LocalService {
     /// `GET /v1/handles/{handle}`.
     pub async fn handle_addresses(
         &self,
-        handle: &str,
+        handle: &HandleId,
     ) -> Result<Option<HandleAddresses>, IpamError> {
         let addresses = self.engine.addresses_of_handle(handle).await?;
         Ok((!addresses.is_empty()).then(|| HandleAddresses {
@@ -130,7 +136,7 @@ impl LocalService {
     /// `GET /v1/handles?node=&prefix=`.
     pub async fn handles_on_node(
         &self,
-        node: &str,
+        node: &NodeName,
         prefix: &str,
     ) -> Result<Vec<HandleAddresses>, IpamError> {
         let found = self.engine.handles_on_node(node, prefix).await?;
@@ -186,20 +192,24 @@ impl LocalService {
     /// `PUT /v1/pools/{name}`: normalised as [`LocalService::create_pool`];
     /// fields a newer Calico stored in the pool are kept, as
     /// [`LocalService::set_config`] keeps the config's.
-    pub async fn update_pool(&self, name: &str, body: PoolSpecBody) -> Result<PoolBody, IpamError> {
+    pub async fn update_pool(
+        &self,
+        name: &PoolName,
+        body: PoolSpecBody,
+    ) -> Result<PoolBody, IpamError> {
         let mut spec = body.spec;
         spec.cidr = spec.cidr.trunc();
         let stored = self.engine.pools().await?;
-        if let Some(current) = stored.iter().find(|p| p.name() == name) {
+        if let Some(current) = stored.iter().find(|p| p.name() == name.as_str()) {
             spec.unknown = current.spec().unknown.clone();
         }
-        let pool = Pool::new(name, spec)?;
+        let pool = Pool::new(name.as_str(), spec)?;
         self.engine.update_pool(pool.clone()).await?;
         Ok(PoolBody::from(&pool))
     }
 
     /// `DELETE /v1/pools/{name}`.
-    pub async fn delete_pool(&self, name: &str) -> Result<(), IpamError> {
+    pub async fn delete_pool(&self, name: &PoolName) -> Result<(), IpamError> {
         self.engine.delete_pool(name).await
     }
 
@@ -288,20 +298,20 @@ impl IpamService for LocalService {
         Ok(LocalService::release(self, body).await?)
     }
 
-    async fn release_handle(&self, handle: &str) -> Result<ReleaseResponse, ServiceError> {
+    async fn release_handle(&self, handle: &HandleId) -> Result<ReleaseResponse, ServiceError> {
         Ok(LocalService::release_handle(self, handle).await?)
     }
 
     async fn handle_addresses(
         &self,
-        handle: &str,
+        handle: &HandleId,
     ) -> Result<Option<HandleAddresses>, ServiceError> {
         Ok(LocalService::handle_addresses(self, handle).await?)
     }
 
     async fn handles_on_node(
         &self,
-        node: &str,
+        node: &NodeName,
         prefix: &str,
     ) -> Result<Vec<HandleAddresses>, ServiceError> {
         Ok(LocalService::handles_on_node(self, node, prefix).await?)
@@ -319,11 +329,15 @@ impl IpamService for LocalService {
         Ok(LocalService::create_pool(self, pool).await?)
     }
 
-    async fn update_pool(&self, name: &str, spec: PoolSpecBody) -> Result<PoolBody, ServiceError> {
+    async fn update_pool(
+        &self,
+        name: &PoolName,
+        spec: PoolSpecBody,
+    ) -> Result<PoolBody, ServiceError> {
         Ok(LocalService::update_pool(self, name, spec).await?)
     }
 
-    async fn delete_pool(&self, name: &str) -> Result<(), ServiceError> {
+    async fn delete_pool(&self, name: &PoolName) -> Result<(), ServiceError> {
         Ok(LocalService::delete_pool(self, name).await?)
     }
 

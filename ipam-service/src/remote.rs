@@ -9,7 +9,7 @@ use ipam_api::{
     ReleaseResponse, UsageResponse,
 };
 use ipam_client::Client;
-use ipam_core::BlockCidr;
+use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
 
 use crate::{IpamService, ServiceError};
 
@@ -27,20 +27,20 @@ impl IpamService for Client {
         Ok(Client::release(self, &body).await?)
     }
 
-    async fn release_handle(&self, handle: &str) -> Result<ReleaseResponse, ServiceError> {
+    async fn release_handle(&self, handle: &HandleId) -> Result<ReleaseResponse, ServiceError> {
         Ok(Client::release_handle(self, handle).await?)
     }
 
     async fn handle_addresses(
         &self,
-        handle: &str,
+        handle: &HandleId,
     ) -> Result<Option<HandleAddresses>, ServiceError> {
         Ok(Client::handle_addresses(self, handle).await?)
     }
 
     async fn handles_on_node(
         &self,
-        node: &str,
+        node: &NodeName,
         prefix: &str,
     ) -> Result<Vec<HandleAddresses>, ServiceError> {
         Ok(Client::handles_on_node(self, node, prefix).await?)
@@ -58,11 +58,15 @@ impl IpamService for Client {
         Ok(Client::create_pool(self, &pool).await?)
     }
 
-    async fn update_pool(&self, name: &str, spec: PoolSpecBody) -> Result<PoolBody, ServiceError> {
+    async fn update_pool(
+        &self,
+        name: &PoolName,
+        spec: PoolSpecBody,
+    ) -> Result<PoolBody, ServiceError> {
         Ok(Client::update_pool(self, name, &spec).await?)
     }
 
-    async fn delete_pool(&self, name: &str) -> Result<(), ServiceError> {
+    async fn delete_pool(&self, name: &PoolName) -> Result<(), ServiceError> {
         Ok(Client::delete_pool(self, name).await?)
     }
 

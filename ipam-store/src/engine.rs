@@ -78,6 +78,7 @@ use ipam_core::block::{Attribute, BlockOwner};
 use ipam_core::plan::{Assignments, ClaimPlan};
 use ipam_core::planner::addresses_of_handle;
 use ipam_core::pool::check_no_overlap;
+use ipam_core::HandleId;
 use ipam_core::{
     AffinityKey, AffinityState, AssignIpRequest, AutoAssignRequest, Block, BlockCidr, Handle,
     Holding, IpamConfig, Now, Plan, Pool, ReleaseRequest, Snapshot, Write,
@@ -1024,7 +1025,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 .flat_map(|((handle, _), addresses)| {
                     addresses.iter().map(|a| ReleaseRequest {
                         address: *a,
-                        handle: Some(handle.clone()),
+                        handle: Some(HandleId::new(handle.clone())),
                         sequence_number: None,
                     })
                 })
@@ -1310,7 +1311,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             .chain(&got.ipv6.addresses)
             .map(|a| ReleaseRequest {
                 address: a.addr(),
-                handle: Some(handle_id.to_string()),
+                handle: Some(HandleId::new(handle_id)),
                 sequence_number: None,
             })
             .collect();
@@ -1349,7 +1350,9 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             }
             let prepared = match planned {
                 Ok(prepared) => prepared,
-                Err(ipam_core::Error::AddressInUse { handle, .. }) if handle == request.handle => {
+                Err(ipam_core::Error::AddressInUse { handle, .. })
+                    if handle == request.handle.as_str() =>
+                {
                     return Ok(())
                 }
                 Err(refused) => return Err(refused.into()),
