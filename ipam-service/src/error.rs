@@ -92,3 +92,81 @@ pub fn code_of_store(error: &StoreError) -> ErrorCode {
         StoreError::Invalid { .. } => ErrorCode::DatastoreInvalid,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_down() -> StoreError {
+        StoreError::Unavailable {
+            backend: "etcd",
+            message: "connection refused".into(),
+        }
+    }
+
+    #[test]
+    fn engine_failures_keep_the_codes_the_server_has_always_sent() {
+        let cases = [
+            (IpamError::Store(store_down()), "datastore_unavailable"),
+            (
+                IpamError::RetriesExhausted {
+                    operation: "assign",
+                    attempts: 3,
+                    last: store_down(),
+                },
+                "conflict_retries_exhausted",
+            ),
+            (
+                IpamError::Exhausted {
+                    ipv4_asked: 1,
+                    ipv4_found: 0,
+                    ipv6_asked: 0,
+                    ipv6_found: 0,
+                    reasons: String::new(),
+                },
+                "pool_exhausted",
+            ),
+            (
+                IpamError::PoolFieldImmutable {
+                    pool: "p".into(),
+                    field: "cidr",
+                    from: "10.0.0.0/24".into(),
+                    to: "10.1.0.0/24".into(),
+                },
+                "pool_field_immutable",
+            ),
+            (
+                IpamError::Refused(ipam_core::Error::HandleNotFound { handle: "h".into() }),
+                "handle_not_found",
+            ),
+        ];
+        for (error, wire) in cases {
+            let message = error.to_string();
+            let ServiceError::Refused { code, message: got } = ServiceError::from(error) else {
+                panic!("an engine failure is a refusal");
+            };
+            assert_eq!((code.as_str(), got), (wire, message));
+        }
+    }
+
+    #[test]
+    fn a_server_answer_keeps_its_code_and_a_silent_server_is_unanswered() {
+        let answered = ClientError::Api {
+            method: hyper::Method::POST,
+            path: "/v1/assign".into(),
+            status: hyper::StatusCode::UNPROCESSABLE_ENTITY,
+            code: ErrorCode::Other("quota_exceeded".into()),
+            message: "no".into(),
+        };
+        let error = ServiceError::from(answered);
+        assert_eq!(
+            error.code(),
+            Some(&ErrorCode::Other("quota_exceeded".into()))
+        );
+        let silent = ClientError::Decode {
+            path: "/v1/assign".into(),
+            reason: "not JSON".into(),
+        };
+        assert!(ServiceError::from(silent).code().is_none());
+    }
+}
