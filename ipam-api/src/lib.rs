@@ -20,7 +20,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod error_code;
 pub mod names;
+
+pub use error_code::ErrorCode;
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +96,8 @@ impl fmt::Display for Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable, machine-readable: what kind of failure.
-    pub code: String,
+    #[schema(value_type = String)]
+    pub code: ErrorCode,
     /// What went wrong, naming the field or value.
     pub message: String,
 }

@@ -8,8 +8,11 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
-use crate::backend::{Connection, DatastoreKind, DEFAULT_SERVER};
+use ipam_service::DatastoreSettings;
+use ipam_store::etcd::EtcdOptions;
+
 use crate::check::LivenessSource;
+use crate::connection::{Backend, DatastoreKind, DEFAULT_SERVER};
 
 const AFTER_HELP: &str = "\
 Connection: through ipam-server (--server, default http://127.0.0.1:9310), or
@@ -90,24 +93,29 @@ pub struct ConnectionArgs {
 }
 
 impl ConnectionArgs {
-    /// The connection these flags describe.
-    pub fn connection(&self) -> Connection {
-        match self.datastore {
-            None => Connection::Server {
-                url: self.server.clone(),
-                token_file: self.token_file.clone(),
-                timeout: Duration::from_secs(self.timeout_seconds),
-            },
-            Some(DatastoreKind::Embedded) => Connection::Embedded {
+    /// Where these flags say IPAM state is.
+    pub fn backend(&self) -> Backend {
+        let settings = match self.datastore {
+            None => {
+                return Backend::Server {
+                    url: self.server.clone(),
+                    token_file: self.token_file.clone(),
+                    timeout: Duration::from_secs(self.timeout_seconds),
+                }
+            }
+            Some(DatastoreKind::Embedded) => DatastoreSettings::Embedded {
                 data_dir: self.data_dir.clone(),
             },
-            Some(DatastoreKind::Etcd) => Connection::Etcd {
+            Some(DatastoreKind::Etcd) => DatastoreSettings::Etcd {
                 endpoints: self.etcd_endpoints.clone(),
+                options: EtcdOptions::default(),
             },
-            Some(DatastoreKind::Kubernetes) => Connection::Kubernetes {
+            Some(DatastoreKind::Kubernetes) => DatastoreSettings::Kubernetes {
                 kubeconfig: self.kubeconfig.clone(),
+                api_root: None,
             },
-        }
+        };
+        Backend::Datastore(settings)
     }
 }
 
@@ -381,15 +389,15 @@ mod tests {
     fn the_server_is_the_default_and_a_datastore_takes_precedence() {
         let cli = parse(&["show"]).unwrap();
         assert!(matches!(
-            cli.connection.connection(),
-            Connection::Server { url, .. } if url == DEFAULT_SERVER
+            cli.connection.backend(),
+            Backend::Server { url, .. } if url == DEFAULT_SERVER
         ));
         let cli = parse(&["--datastore", "embedded", "--data-dir", "/d", "show"]).unwrap();
         assert_eq!(
-            cli.connection.connection(),
-            Connection::Embedded {
+            cli.connection.backend(),
+            Backend::Datastore(DatastoreSettings::Embedded {
                 data_dir: "/d".into()
-            }
+            })
         );
         let cli = parse(&[
             "show",
@@ -400,10 +408,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            cli.connection.connection(),
-            Connection::Etcd {
-                endpoints: vec!["http://a:1".into(), "http://b:2".into()]
-            }
+            cli.connection.backend(),
+            Backend::Datastore(DatastoreSettings::Etcd {
+                endpoints: vec!["http://a:1".into(), "http://b:2".into()],
+                options: EtcdOptions::default(),
+            })
         );
     }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use ipam_core::check::{CheckReport, Liveness, SkippedCheck};
 
 use crate::args::CheckArgs;
-use crate::backend::Backend;
+use crate::connection::Connection;
 use crate::error::CliError;
 
 /// Where the live pods and nodes are read from.
@@ -36,7 +36,7 @@ pub enum LivenessSource {
 
 /// Runs `ipamctl check`.
 pub async fn run(
-    backend: &Backend,
+    connection: &Connection,
     args: &CheckArgs,
     source: &LivenessSource,
     out: &mut dyn Write,
@@ -47,7 +47,7 @@ pub async fn run(
         }
         LivenessSource::None => Liveness::default(),
     };
-    let report = backend.check(&live).await?;
+    let report = connection.check(&live).await?;
     if let Some(path) = &args.output {
         write_report(path, &report)?;
     }

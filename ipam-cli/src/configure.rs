@@ -11,18 +11,18 @@ use ipam_api::ConfigBody;
 use ipam_core::IpamConfig;
 
 use crate::args::ConfigureArgs;
-use crate::backend::Backend;
+use crate::connection::Connection;
 use crate::error::CliError;
 
 /// Runs `ipamctl configure`.
 pub async fn run(
-    backend: &Backend,
+    connection: &Connection,
     args: &ConfigureArgs,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let current = backend.config().await?;
+    let current = connection.config().await?;
     let wanted = apply(&current, args)?;
-    backend.set_config(&wanted).await?;
+    connection.set_config(&wanted).await?;
     let mut text = String::new();
     // calicoctl's confirmations, one per flag given.
     if let Some(value) = args.strict_affinity {

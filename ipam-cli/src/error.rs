@@ -2,8 +2,19 @@
 //! a script can tell a typo from a missing object from a server that is
 //! down.
 
+use ipam_api::ErrorCode;
 use ipam_client::ClientError;
+use ipam_service::{code_of, code_of_store};
 use ipam_store::{IpamError, StoreError};
+
+/// What to do when ipamctl cannot reach the datastore itself.
+pub const DATASTORE_HINT: &str = "check that the datastore is running and that \
+                                  --etcd-endpoints or --kubeconfig point at it";
+/// What to do when ipam-server answers but cannot reach its datastore.
+pub const SERVER_DATASTORE_HINT: &str =
+    "ipam-server answers but its datastore does not: check the datastore, then try again";
+/// What to do when ipam-server refuses the token.
+const TOKEN_HINT: &str = "pass the server's token with --token-file PATH (IPAM_TOKEN_FILE)";
 
 /// Exit codes (also listed in `ipamctl --help` and the README).
 pub mod exit {
@@ -60,6 +71,31 @@ impl CliError {
         }
     }
 
+    /// The class of a failure the IPAM reported with `code`, in either
+    /// mode (by the code's HTTP status: a bad request is a usage error, a
+    /// missing object not found, a datastore down unavailable); `hint`
+    /// says what to do about a datastore that is down.
+    pub fn refused(code: &ErrorCode, message: String, hint: &str) -> CliError {
+        CliError::answered(code.http_status(), message, hint)
+    }
+
+    // The class of an error answer with HTTP status `status`.
+    fn answered(status: u16, message: String, hint: &str) -> CliError {
+        match status {
+            400 => CliError::Usage(message),
+            404 => CliError::NotFound(message),
+            503 => CliError::Unavailable {
+                message,
+                hint: hint.to_string(),
+            },
+            401 | 403 => CliError::Unavailable {
+                message,
+                hint: TOKEN_HINT.to_string(),
+            },
+            _ => CliError::Refused(message),
+        }
+    }
+
     /// An I/O failure while doing `what`.
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
         let what = what.into();
@@ -69,38 +105,13 @@ impl CliError {
 
 impl From<StoreError> for CliError {
     fn from(error: StoreError) -> CliError {
-        match error {
-            StoreError::Unavailable { .. } => CliError::Unavailable {
-                message: error.to_string(),
-                hint: "check that the datastore is running and that --etcd-endpoints or \
-                       --kubeconfig point at it"
-                    .to_string(),
-            },
-            StoreError::NotFound { .. } => CliError::NotFound(error.to_string()),
-            other => CliError::Refused(other.to_string()),
-        }
+        CliError::refused(&code_of_store(&error), error.to_string(), DATASTORE_HINT)
     }
 }
 
 impl From<IpamError> for CliError {
     fn from(error: IpamError) -> CliError {
-        use ipam_core::Error as Core;
-        match error {
-            IpamError::Store(store) => store.into(),
-            IpamError::Refused(
-                refusal @ (Core::HandleNotFound { .. } | Core::AffinityNotFound { .. }),
-            ) => CliError::NotFound(refusal.to_string()),
-            IpamError::Refused(
-                refusal @ (Core::InvalidCidr { .. }
-                | Core::CidrNotAligned { .. }
-                | Core::BlockTooLarge { .. }
-                | Core::BlockSizeOutOfRange { .. }
-                | Core::PoolSmallerThanBlock { .. }
-                | Core::InvalidSelector { .. }
-                | Core::InvalidConfig { .. }),
-            ) => CliError::Usage(refusal.to_string()),
-            other => CliError::Refused(other.to_string()),
-        }
+        CliError::refused(&code_of(&error), error.to_string(), DATASTORE_HINT)
     }
 }
 
@@ -112,34 +123,23 @@ impl From<ipam_core::Error> for CliError {
 
 impl From<ClientError> for CliError {
     fn from(error: ClientError) -> CliError {
+        // By the status the server sent: a proxy in front of it may answer
+        // without the API's error body.
+        if let ClientError::Api { status, .. } = &error {
+            return CliError::answered(status.as_u16(), error.to_string(), SERVER_DATASTORE_HINT);
+        }
         if error.is_unavailable() {
-            let hint = match &error {
-                ClientError::Api { .. } => "ipam-server answers but its datastore does not: \
-                                            check the datastore, then try again"
-                    .to_string(),
-                _ => "start ipam-server, or point ipamctl at it with --server URL \
-                      (IPAM_SERVER), or read a datastore directly with --datastore"
-                    .to_string(),
-            };
             return CliError::Unavailable {
                 message: error.to_string(),
-                hint,
+                hint: "start ipam-server, or point ipamctl at it with --server URL \
+                       (IPAM_SERVER), or read a datastore directly with --datastore"
+                    .to_string(),
             };
         }
         match &error {
             ClientError::InvalidEndpoint { .. }
             | ClientError::TokenFile { .. }
             | ClientError::EmptyToken { .. } => CliError::Usage(error.to_string()),
-            ClientError::Api { status, .. } => match status.as_u16() {
-                400 => CliError::Usage(error.to_string()),
-                404 => CliError::NotFound(error.to_string()),
-                401 | 403 => CliError::Unavailable {
-                    message: error.to_string(),
-                    hint: "pass the server's token with --token-file PATH (IPAM_TOKEN_FILE)"
-                        .to_string(),
-                },
-                _ => CliError::Refused(error.to_string()),
-            },
             _ => CliError::Refused(error.to_string()),
         }
     }

@@ -1,8 +1,9 @@
 //! ipamctl: inspect and repair a Calico-compatible IPAM, through a running
 //! ipam-server or straight from its datastore.
 //!
-//! [`args`] parses the command line; [`backend`] opens the connection and
-//! answers every question in the same types whichever way it goes;
+//! [`args`] parses the command line into a [`connection::Backend`] (where
+//! IPAM state is); [`connection`] opens it and answers every question
+//! through ipam-service's facade, in the same types whichever way it goes;
 //! [`show`], [`check`], [`release`], [`configure`] and [`pool`] are the
 //! subcommands; [`table`] draws calicoctl's tables byte for byte;
 //! [`output`] writes JSON and YAML; [`progress`] draws progress on a
@@ -18,9 +19,9 @@
 use std::io::Write;
 
 pub mod args;
-pub mod backend;
 pub mod check;
 pub mod configure;
+pub mod connection;
 pub mod error;
 pub mod liveness;
 pub mod output;
@@ -31,19 +32,19 @@ pub mod show;
 pub mod table;
 
 pub use args::Cli;
-pub use backend::Backend;
+pub use connection::Connection;
 pub use error::CliError;
 
 /// Runs one command line.
 pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
-    let backend = Backend::open(&cli.connection.connection()).await?;
+    let connection = Connection::open(&cli.connection.backend()).await?;
     match &cli.command {
-        args::Command::Show(a) => show::run(&backend, a, out).await,
+        args::Command::Show(a) => show::run(&connection, a, out).await,
         args::Command::Check(a) => {
-            check::run(&backend, a, &cli.connection.liveness_source(), out).await
+            check::run(&connection, a, &cli.connection.liveness_source(), out).await
         }
-        args::Command::Release(a) => release::run(&backend, a, out).await,
-        args::Command::Configure(a) => configure::run(&backend, a, out).await,
-        args::Command::Pool(c) => pool::run(&backend, c, out).await,
+        args::Command::Release(a) => release::run(&connection, a, out).await,
+        args::Command::Configure(a) => configure::run(&connection, a, out).await,
+        args::Command::Pool(c) => pool::run(&connection, c, out).await,
     }
 }

@@ -11,20 +11,20 @@ use ipam_api::PoolBody;
 use ipam_core::{Pool, PoolSpec};
 
 use crate::args::{Format, PoolCommand, PoolCreateArgs};
-use crate::backend::Backend;
+use crate::connection::Connection;
 use crate::error::CliError;
 use crate::output::emit;
 use crate::table::Table;
 
 /// Runs `ipamctl pool ...`.
 pub async fn run(
-    backend: &Backend,
+    connection: &Connection,
     command: &PoolCommand,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let text = match command {
         PoolCommand::List { output } => {
-            let pools = backend.pools().await?;
+            let pools = connection.pools().await?;
             return match output {
                 Format::Table => out
                     .write_all(list_table(&pools).as_bytes())
@@ -35,19 +35,19 @@ pub async fn run(
         PoolCommand::Create(args) => {
             let pool = new_pool(args)?;
             let cidr = pool.cidr();
-            backend.create_pool(pool).await?;
+            connection.create_pool(pool).await?;
             format!("Created IP pool {} ({cidr}).\n", args.name)
         }
         PoolCommand::Delete { name } => {
-            backend.delete_pool(name).await?;
+            connection.delete_pool(name).await?;
             format!("Deleted IP pool {name}.\n")
         }
         PoolCommand::Disable { name } => {
-            set_disabled(backend, name, true).await?;
+            set_disabled(connection, name, true).await?;
             format!("Disabled IP pool {name}: it hands out no new addresses.\n")
         }
         PoolCommand::Enable { name } => {
-            set_disabled(backend, name, false).await?;
+            set_disabled(connection, name, false).await?;
             format!("Enabled IP pool {name}.\n")
         }
     };
@@ -73,8 +73,8 @@ pub fn new_pool(args: &PoolCreateArgs) -> Result<Pool, CliError> {
     Ok(Pool::new(args.name.clone(), spec)?)
 }
 
-async fn set_disabled(backend: &Backend, name: &str, disabled: bool) -> Result<(), CliError> {
-    let pools = backend.pools().await?;
+async fn set_disabled(connection: &Connection, name: &str, disabled: bool) -> Result<(), CliError> {
+    let pools = connection.pools().await?;
     let Some(body) = pools.into_iter().find(|p| p.name == name) else {
         return Err(CliError::NotFound(format!(
             "no IP pool named {name:?} (`ipamctl pool list` shows them)"
@@ -82,7 +82,7 @@ async fn set_disabled(backend: &Backend, name: &str, disabled: bool) -> Result<(
     };
     let mut spec = body.spec;
     spec.disabled = disabled;
-    backend.update_pool(Pool::new(name, spec)?).await
+    connection.update_pool(Pool::new(name, spec)?).await
 }
 
 /// `pool list` as a table.

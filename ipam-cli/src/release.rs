@@ -22,7 +22,7 @@ use ipam_api::{AddressState, ReleaseItem};
 use ipam_core::check::{CheckReport, FindingKind, REPORT_SCHEMA_VERSION};
 
 use crate::args::ReleaseArgs;
-use crate::backend::{Backend, ReleaseOutcome};
+use crate::connection::{Connection, ReleaseOutcome};
 use crate::error::CliError;
 
 /// One leaked allocation, as a report records it.
@@ -47,7 +47,7 @@ pub struct Leaks {
 
 /// Runs `ipamctl release`.
 pub async fn run(
-    backend: &Backend,
+    connection: &Connection,
     args: &ReleaseArgs,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -57,9 +57,9 @@ pub async fn run(
             .iter()
             .map(|path| read_report(path))
             .collect::<Result<Vec<_>, _>>()?;
-        return release_leaks(backend, &leaks_in_all(&reports), out).await;
+        return release_leaks(connection, &leaks_in_all(&reports), out).await;
     }
-    release_addresses(backend, &args.ips, out).await
+    release_addresses(connection, &args.ips, out).await
 }
 
 fn say(out: &mut dyn Write, line: &str) -> Result<(), CliError> {
@@ -69,7 +69,7 @@ fn say(out: &mut dyn Write, line: &str) -> Result<(), CliError> {
 // `--ip`: Calico's messages; an address that is not assigned is an error
 // (exit 3), after every other address has been tried.
 async fn release_addresses(
-    backend: &Backend,
+    connection: &Connection,
     addresses: &[IpAddr],
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -80,7 +80,7 @@ async fn release_addresses(
             handle: None,
             sequence_number: None,
         };
-        match backend.release_one(item).await? {
+        match connection.release_one(item).await? {
             ReleaseOutcome::Released => {
                 say(out, &format!("Successfully released IP address {address}"))?
             }
@@ -179,7 +179,7 @@ pub fn leaks_in_all(reports: &[CheckReport]) -> Leaks {
 }
 
 async fn release_leaks(
-    backend: &Backend,
+    connection: &Connection,
     leaks: &Leaks,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -197,18 +197,20 @@ async fn release_leaks(
                 handle: leak.handle.clone(),
                 sequence_number: Some(leak.sequence_number),
             };
-            match backend.release_one(item).await? {
+            match connection.release_one(item).await? {
                 ReleaseOutcome::Released => released += 1,
                 ReleaseOutcome::AlreadyFree => free += 1,
                 // The expectation fails on a free address too (its sequence
                 // number is gone with it): tell the two apart.
-                ReleaseOutcome::Changed => match backend.address(leak.address).await?.info.status {
-                    AddressState::InUse => changed.push(leak.address.to_string()),
-                    // Released since the report, and cooling down.
-                    AddressState::InCooldown | AddressState::Free | AddressState::NotInPool => {
-                        free += 1
+                ReleaseOutcome::Changed => {
+                    match connection.address(leak.address).await?.info.status {
+                        AddressState::InUse => changed.push(leak.address.to_string()),
+                        // Released since the report, and cooling down.
+                        AddressState::InCooldown | AddressState::Free | AddressState::NotInPool => {
+                            free += 1
+                        }
                     }
-                },
+                }
             }
         }
         say(out, &format!("Released {released} IPs successfully."))?;
@@ -241,11 +243,11 @@ async fn release_leaks(
     )?;
     let (mut deleted, mut skipped) = (0, Vec::new());
     for handle in &leaks.handles {
-        if !backend.handle_addresses(handle).await?.is_empty() {
+        if !connection.handle_addresses(handle).await?.is_empty() {
             skipped.push(handle.clone());
             continue;
         }
-        backend.release_handle(handle).await?;
+        connection.release_handle(handle).await?;
         deleted += 1;
     }
     say(

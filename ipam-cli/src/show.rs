@@ -39,35 +39,39 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::args::{Format, ShowArgs};
-use crate::backend::{AddressReport, Backend, Borrowed};
+use crate::connection::{AddressReport, Borrowed, Connection};
 use crate::error::CliError;
 use crate::output::emit;
 use crate::table::{go_f0, go_g5, Table};
 
 /// Runs `ipamctl show`.
-pub async fn run(backend: &Backend, args: &ShowArgs, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn run(
+    connection: &Connection,
+    args: &ShowArgs,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     if let Some(address) = args.ip {
-        let report = backend.address(address).await?;
+        let report = connection.address(address).await?;
         return match args.output {
             Format::Table => write_text(out, &address_text(&report)),
             format => emit(out, format, &report),
         };
     }
     if args.show_borrowed {
-        let borrowed = backend.borrowed().await?;
+        let borrowed = connection.borrowed().await?;
         return match args.output {
             Format::Table => write_text(out, &borrowed_table(&borrowed)),
             format => emit(out, format, &BorrowedBody::from(&borrowed)),
         };
     }
     if args.show_configuration {
-        let config = backend.config().await?;
+        let config = connection.config().await?;
         return match args.output {
             Format::Table => write_text(out, &configuration_table(&config)),
             format => emit(out, format, &config),
         };
     }
-    let usage = backend.usage().await?;
+    let usage = connection.usage().await?;
     match args.output {
         Format::Table => write_text(out, &usage_table(&usage, args.show_blocks)),
         format => emit(out, format, &usage),

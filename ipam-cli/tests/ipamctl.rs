@@ -178,8 +178,8 @@ async fn show_borrowed_lists_other_nodes_addresses_and_counts_unclassified_ones(
         ] {
             engine
                 .assign_ip(&AssignIpRequest {
-                    handle: handle.into(),
-                    node: "node-b".into(),
+                    handle: ipam_core::HandleId::new(handle),
+                    node: ipam_core::NodeName::new("node-b"),
                     address: block.address(n),
                     attributes,
                 })
@@ -808,8 +808,8 @@ async fn check_finds_gone_pods_and_nodes_and_release_from_report_leaves_reassign
         .unwrap();
     engine
         .assign_ip(&AssignIpRequest {
-            handle: "k8s-pod-network.reused".into(),
-            node: "node-1".into(),
+            handle: ipam_core::HandleId::new("k8s-pod-network.reused"),
+            node: ipam_core::NodeName::new("node-1"),
             address: reused,
             attributes: [
                 ("node", "node-1"),

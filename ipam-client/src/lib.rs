@@ -19,8 +19,8 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
-    BlockDetail, CheckResponse, ConfigBody, ErrorBody, HandleAddresses, PoolBody, PoolSpecBody,
-    ReleaseBody, ReleaseResponse, UsageResponse,
+    BlockDetail, CheckResponse, ConfigBody, ErrorBody, ErrorCode, HandleAddresses, PoolBody,
+    PoolSpecBody, ReleaseBody, ReleaseResponse, UsageResponse,
 };
 pub use ipam_api::{Endpoint, EndpointError};
 use ipnet::IpNet;
@@ -83,7 +83,7 @@ pub enum ClientError {
         /// The HTTP status.
         status: StatusCode,
         /// The API's error code (`pool_exhausted`, `datastore_unavailable` ...).
-        code: String,
+        code: ErrorCode,
         /// The server's message.
         message: String,
     },
@@ -112,7 +112,7 @@ impl ClientError {
     }
 
     /// The API's error code when the server answered with one.
-    pub fn api_code(&self) -> Option<&str> {
+    pub fn api_code(&self) -> Option<&ErrorCode> {
         match self {
             ClientError::Api { code, .. } => Some(code),
             _ => None,
@@ -383,7 +383,7 @@ impl Client {
         let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(error) => (error.code, error.message),
             Err(_) => (
-                "unknown".to_string(),
+                ErrorCode::Other("unknown".to_string()),
                 String::from_utf8_lossy(&bytes).into_owned(),
             ),
         };

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipam_api::{
-    AddressState, AssignBody, AssignIpBody, ConfigBody, PoolBody, PoolSpecBody, ReleaseBody,
-    ReleaseItem,
+    AddressState, AssignBody, AssignIpBody, ConfigBody, ErrorCode, PoolBody, PoolSpecBody,
+    ReleaseBody, ReleaseItem,
 };
 use ipam_client::{Client, ClientError, Endpoint};
 use ipam_core::{Pool, PoolSpec};
@@ -165,7 +165,7 @@ async fn pools_and_config_round_trip() {
     assert!(updated.spec.disabled);
     client.delete_pool("pool-b").await.unwrap();
     let error = client.delete_pool("pool-b").await.unwrap_err();
-    assert_eq!(error.api_code(), Some("not_found"), "{error}");
+    assert_eq!(error.api_code(), Some(&ErrorCode::NotFound), "{error}");
 
     let config = ConfigBody {
         strict_affinity: true,
@@ -191,7 +191,7 @@ async fn api_errors_carry_the_servers_code_and_message() {
             ..
         } => {
             assert_eq!(status.as_u16(), 400);
-            assert_eq!(code, "too_many_addresses");
+            assert_eq!(*code, ErrorCode::TooManyAddresses);
             assert!(message.contains("300"), "{message}");
         }
         other => panic!("{other:?}"),
@@ -208,7 +208,7 @@ async fn the_token_is_sent_and_a_missing_one_is_refused() {
     let endpoint = serve_tcp(config).await;
     let without = Client::new(endpoint.clone(), TIMEOUT);
     let error = without.usage().await.unwrap_err();
-    assert_eq!(error.api_code(), Some("unauthorized"), "{error}");
+    assert_eq!(error.api_code(), Some(&ErrorCode::Unauthorized), "{error}");
     let with = Client::new(endpoint, TIMEOUT).with_token("s3cret".into());
     with.usage().await.unwrap();
 }

@@ -1,6 +1,7 @@
 //! CNI error objects: the specification's well-known codes and ours (100
 //! and up), printed on stdout as `{"cniVersion", "code", "msg", "details"}`.
 
+use ipam_api::ErrorCode;
 use serde_json::{json, Value};
 
 /// Incompatible CNI version.
@@ -80,6 +81,29 @@ impl CniError {
         CniError::new(TRY_AGAIN_LATER, "try again later", details)
     }
 
+    /// The CNI error for a failure the IPAM reported with `code`, in
+    /// either mode: the one place API codes become CNI codes. A datastore
+    /// or server that is down, slow or busy is 11 (the runtime retries); no
+    /// free address 100; the address taken 101; a refused token is the
+    /// network config's fault (7); anything else 103.
+    pub fn from_ipam(code: &ErrorCode, details: String) -> CniError {
+        match code {
+            ErrorCode::DatastoreUnavailable
+            | ErrorCode::Timeout
+            | ErrorCode::TooManyConnections
+            | ErrorCode::Conflict
+            | ErrorCode::ConflictRetriesExhausted => CniError::try_again(details),
+            ErrorCode::PoolExhausted | ErrorCode::Unsatisfiable => {
+                CniError::new(POOL_EXHAUSTED, "no address available", details)
+            }
+            ErrorCode::AddressInUse => CniError::new(ADDRESS_IN_USE, "address in use", details),
+            ErrorCode::Unauthorized => CniError::invalid_config(format!(
+                "ipam.server_token_file: the server refused the token: {details}"
+            )),
+            _ => CniError::new(REFUSED, "refused by the IPAM", details),
+        }
+    }
+
     /// The JSON object printed on stdout.
     pub fn to_json(&self, cni_version: &str) -> Value {
         json!({
@@ -103,5 +127,33 @@ mod tests {
             json!({"cniVersion": "1.0.0", "code": 7, "msg": "invalid network config",
                    "details": "ipam.assign_ipv4: \"maybe\" is not true or false"})
         );
+    }
+
+    #[test]
+    fn every_code_the_server_answers_503_with_is_try_again_later() {
+        for code in ErrorCode::KNOWN {
+            let cni = CniError::from_ipam(code, "why".to_string()).code;
+            if code.http_status() == 503 {
+                assert_eq!(cni, TRY_AGAIN_LATER, "{code}");
+            } else {
+                assert!(cni >= 100 || cni == 7 || cni == 11, "{code}: {cni}");
+            }
+        }
+        // A code from a newer server is a refusal, not a retry.
+        let newer = ErrorCode::Other("quota_exceeded".into());
+        assert_eq!(CniError::from_ipam(&newer, "why".into()).code, REFUSED);
+    }
+
+    #[test]
+    fn the_codes_the_runtime_acts_on_are_stable() {
+        let cni = |code: ErrorCode| CniError::from_ipam(&code, "why".to_string());
+        assert_eq!(cni(ErrorCode::PoolExhausted).code, 100);
+        assert_eq!(cni(ErrorCode::Unsatisfiable).code, 100);
+        assert_eq!(cni(ErrorCode::AddressInUse).code, 101);
+        assert_eq!(cni(ErrorCode::DatastoreUnavailable).code, 11);
+        assert_eq!(cni(ErrorCode::InvalidCidr).code, 103);
+        let token = cni(ErrorCode::Unauthorized);
+        assert_eq!(token.code, 7);
+        assert!(token.details.contains("server_token_file"), "{token}");
     }
 }

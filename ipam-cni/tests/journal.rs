@@ -153,8 +153,8 @@ fn a_journaled_release_never_frees_an_address_handed_out_again_meanwhile() {
             }
             engine
                 .assign_ip(&AssignIpRequest {
-                    handle: handle.into(),
-                    node: "node-b".into(),
+                    handle: ipam_core::HandleId::new(handle),
+                    node: ipam_core::NodeName::new("node-b"),
                     address,
                     attributes: Default::default(),
                 })

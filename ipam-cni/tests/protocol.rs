@@ -142,8 +142,8 @@ fn del_also_releases_the_legacy_workload_handle() {
     let (ipam, server, plugins) = served();
     let run = Run { plugins: &plugins };
     let legacy = ipam_core::AssignIpRequest {
-        handle: "default.nginx".into(),
-        node: "node-a".into(),
+        handle: ipam_core::HandleId::new("default.nginx"),
+        node: ipam_core::NodeName::new("node-a"),
         address: "198.18.9.9".parse().unwrap(),
         attributes: Default::default(),
     };

@@ -4,6 +4,7 @@
 //! default) on the leading replica, so its cost bounds how large a cluster
 //! one replica can keep clean. Run with `cargo bench -p ipam-core --bench gc`.
 
+use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Duration;
@@ -36,7 +37,12 @@ fn cluster(nodes: usize) -> (Snapshot, Cluster) {
         cluster.nodes.insert(node.clone());
         for p in 0..PODS_PER_NODE {
             let pod = format!("pod-{n}-{p}");
-            let mut request = AutoAssignRequest::new(format!("k8s-pod-network.{pod}"), &node, 1, 0);
+            let mut request = AutoAssignRequest::new(
+                HandleId::new(format!("k8s-pod-network.{pod}")),
+                NodeName::new(&node),
+                1,
+                0,
+            );
             request.attributes = [
                 ("namespace", "default"),
                 ("node", node.as_str()),

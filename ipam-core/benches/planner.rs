@@ -3,6 +3,7 @@
 //! nodes (/16 and /12), whose per-assignment cost must not grow with pool
 //! size. Run with `cargo bench -p ipam-core`.
 
+use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -37,10 +38,18 @@ fn assign_release_one_in_a_26(c: &mut Criterion) {
     let mut s = snapshot("10.0.0.0/16");
     // Warm: the node already holds its block, as in steady state.
     let first = s
-        .plan_auto_assign(&AutoAssignRequest::new("warm", "node-1", 1, 0), NOW)
+        .plan_auto_assign(
+            &AutoAssignRequest::new(HandleId::new("warm"), NodeName::new("node-1"), 1, 0),
+            NOW,
+        )
         .expect("plan");
     s.apply(first.plan);
-    let mut request = AutoAssignRequest::new("k8s-pod-network.0123456789abcdef", "node-1", 1, 0);
+    let mut request = AutoAssignRequest::new(
+        HandleId::new("k8s-pod-network.0123456789abcdef"),
+        NodeName::new("node-1"),
+        1,
+        0,
+    );
     request.attributes = pod_attributes("node-1", "nginx");
     let mut group = c.benchmark_group("assign_release_26");
     group.throughput(Throughput::Elements(1));
@@ -83,8 +92,12 @@ fn fill_requests(addresses: u32) -> Vec<AutoAssignRequest> {
     (0..addresses)
         .map(|i| {
             let node = format!("node-{}", i % 256);
-            let mut r =
-                AutoAssignRequest::new(format!("k8s-pod-network.{i:016x}"), node.clone(), 1, 0);
+            let mut r = AutoAssignRequest::new(
+                HandleId::new(format!("k8s-pod-network.{i:016x}")),
+                NodeName::new(node.clone()),
+                1,
+                0,
+            );
             r.attributes = pod_attributes(&node, &format!("pod-{i}"));
             // A /12 needs 64 blocks per node; lift Calico's default cap of 20.
             r.max_blocks_per_host = 1024;

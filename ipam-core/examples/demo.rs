@@ -2,6 +2,7 @@
 //! assigned and released, a stale release refused, and the usage table.
 //! Run with `cargo run -p ipam-core --example demo`.
 
+use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeMap;
 
 use ipam_core::usage::usage;
@@ -24,7 +25,12 @@ fn main() -> Result<(), Error> {
         ("api", "node-b"),
         ("web", "node-c"),
     ] {
-        let mut request = AutoAssignRequest::new(format!("k8s-pod-network.{pod}"), node, 1, 0);
+        let mut request = AutoAssignRequest::new(
+            HandleId::new(format!("k8s-pod-network.{pod}")),
+            NodeName::new(node),
+            1,
+            0,
+        );
         request.attributes = BTreeMap::from([
             ("namespace".to_string(), "default".to_string()),
             ("node".to_string(), node.to_string()),
@@ -47,7 +53,7 @@ fn main() -> Result<(), Error> {
         ipam_core::planner::addresses_of_handle(&snapshot, "k8s-pod-network.nginx")[0].addr();
     let stale = ReleaseRequest {
         address: nginx,
-        handle: Some("k8s-pod-network.redis".to_string()),
+        handle: Some(ipam_core::HandleId::new("k8s-pod-network.redis")),
         sequence_number: None,
     };
     match snapshot.plan_release(&[stale], now) {

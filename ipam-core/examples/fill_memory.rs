@@ -2,6 +2,7 @@
 //! snapshot takes (Linux). Run with
 //! `cargo run --release -p ipam-core --example fill_memory -- 10.0.0.0/12`.
 
+use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeMap;
 
 use ipam_core::{AutoAssignRequest, IpamConfig, Now, Pool, PoolSpec, Snapshot};
@@ -33,8 +34,12 @@ fn main() {
     let start = std::time::Instant::now();
     for i in 0..addresses {
         let node = format!("node-{}", i % 256);
-        let mut request =
-            AutoAssignRequest::new(format!("k8s-pod-network.{i:016x}"), node.clone(), 1, 0);
+        let mut request = AutoAssignRequest::new(
+            HandleId::new(format!("k8s-pod-network.{i:016x}")),
+            NodeName::new(node.clone()),
+            1,
+            0,
+        );
         request.attributes = BTreeMap::from([
             ("namespace".to_string(), "default".to_string()),
             ("node".to_string(), node),

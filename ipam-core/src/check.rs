@@ -912,7 +912,12 @@ mod tests {
         }
 
         fn add_pod(&mut self, node: &str, name: &str) {
-            let mut request = AutoAssignRequest::new(format!("k8s-pod-network.{name}"), node, 1, 1);
+            let mut request = AutoAssignRequest::new(
+                crate::HandleId::new(format!("k8s-pod-network.{name}")),
+                crate::NodeName::new(node),
+                1,
+                1,
+            );
             request.attributes = labels(&[("namespace", "default"), ("pod", name), ("node", node)]);
             self.assign(request);
             self.pods.insert(pod(name));
@@ -985,7 +990,12 @@ mod tests {
             step: 0,
         };
         for node in NODES {
-            let mut tunnel = AutoAssignRequest::new(format!("ipip-tunnel-addr-{node}"), node, 1, 0);
+            let mut tunnel = AutoAssignRequest::new(
+                crate::HandleId::new(format!("ipip-tunnel-addr-{node}")),
+                crate::NodeName::new(node),
+                1,
+                0,
+            );
             tunnel.attributes = labels(&[("node", node), ("type", "ipipTunnelAddress")]);
             tunnel.intended_use = AllowedUse::Tunnel;
             c.assign(tunnel);

@@ -139,7 +139,7 @@ impl Leak {
     pub fn release_request(&self) -> ReleaseRequest {
         ReleaseRequest {
             address: self.address,
-            handle: Some(self.handle.clone()),
+            handle: Some(crate::HandleId::new(self.handle.clone())),
             sequence_number: Some(self.sequence_number),
         }
     }
@@ -492,7 +492,12 @@ mod tests {
         /// A running pod with its address reported, as the CNI plugin
         /// and the kubelet leave it.
         fn pod(&mut self, node: &str, name: &str) -> IpAddr {
-            let mut request = AutoAssignRequest::new(format!("k8s-pod-network.{name}"), node, 1, 0);
+            let mut request = AutoAssignRequest::new(
+                crate::HandleId::new(format!("k8s-pod-network.{name}")),
+                crate::NodeName::new(node),
+                1,
+                0,
+            );
             request.attributes = [("namespace", "default"), ("pod", name), ("node", node)]
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -510,8 +515,12 @@ mod tests {
         }
 
         fn tunnel(&mut self, node: &str) -> IpAddr {
-            let mut request =
-                AutoAssignRequest::new(format!("ipip-tunnel-addr-{node}"), node, 1, 0);
+            let mut request = AutoAssignRequest::new(
+                crate::HandleId::new(format!("ipip-tunnel-addr-{node}")),
+                crate::NodeName::new(node),
+                1,
+                0,
+            );
             request.attributes = [("node", node), ("type", "ipipTunnelAddress")]
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -606,8 +615,8 @@ mod tests {
         // The pod's DEL frees the address and a new pod asks for it.
         w.release(&[&stale]);
         let request = AssignIpRequest {
-            handle: "k8s-pod-network.new".into(),
-            node: "n1".into(),
+            handle: crate::HandleId::new("k8s-pod-network.new"),
+            node: crate::NodeName::new("n1"),
             address,
             attributes: [("namespace", "default"), ("pod", "new"), ("node", "n1")]
                 .iter()
@@ -708,7 +717,12 @@ mod tests {
 
         // An allocation with no pod metadata keeps the node too.
         let mut w = World::new(&["n1", "n3"]);
-        let mut request = AutoAssignRequest::new("manual", "n3", 1, 0);
+        let mut request = AutoAssignRequest::new(
+            crate::HandleId::new("manual"),
+            crate::NodeName::new("n3"),
+            1,
+            0,
+        );
         request.attributes = [("node".to_string(), "n3".to_string())].into();
         w.assign(request);
         w.pod("n3", "p");
@@ -745,7 +759,12 @@ mod tests {
     fn a_handle_is_released_only_when_all_its_addresses_are_leaked() {
         let mut w = World::new(&["n1"]);
         // One handle, two pods' attributes: one pod gone, one alive.
-        let mut request = AutoAssignRequest::new("shared", "n1", 1, 0);
+        let mut request = AutoAssignRequest::new(
+            crate::HandleId::new("shared"),
+            crate::NodeName::new("n1"),
+            1,
+            0,
+        );
         request.attributes = [("namespace", "default"), ("pod", "gone"), ("node", "n1")]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -773,7 +792,12 @@ mod tests {
     fn windows_reserved_and_tunnel_addresses_of_live_nodes_are_never_leaks() {
         let mut w = World::new(&["n1"]);
         w.tunnel("n1");
-        let mut request = AutoAssignRequest::new(WINDOWS_RESERVED_HANDLE, "n1", 1, 0);
+        let mut request = AutoAssignRequest::new(
+            crate::HandleId::new(WINDOWS_RESERVED_HANDLE),
+            crate::NodeName::new("n1"),
+            1,
+            0,
+        );
         request.attributes = [("namespace", "x"), ("pod", "y"), ("node", "n1")]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

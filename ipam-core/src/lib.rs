@@ -21,6 +21,7 @@ pub mod error;
 pub mod gc;
 pub mod handle;
 pub mod labels;
+pub mod names;
 pub mod plan;
 pub mod planner;
 pub mod pool;
@@ -38,6 +39,7 @@ pub use cidr::{BlockCidr, IpVersion};
 pub use config::IpamConfig;
 pub use error::Error;
 pub use handle::{Handle, HandleSpec};
+pub use names::{HandleId, NodeName, PoolName};
 pub use plan::{
     AssignIpRequest, AutoAssignPlan, AutoAssignRequest, Now, Plan, ReleasePlan, ReleaseRequest,
     Write,

@@ -21,6 +21,7 @@ use crate::affinity::{Affinity, AffinityKey};
 use crate::block::Block;
 use crate::cidr::BlockCidr;
 use crate::handle::Handle;
+use crate::names::{HandleId, NodeName};
 use crate::pool::AllowedUse;
 
 /// One datastore write. Creates must fail if the object exists; updates and
@@ -296,9 +297,9 @@ impl Now {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoAssignRequest {
     /// The handle that will own the addresses.
-    pub handle: String,
+    pub handle: HandleId,
     /// The node the addresses are for.
-    pub node: String,
+    pub node: NodeName,
     /// The node's labels, for pools' nodeSelector.
     pub node_labels: BTreeMap<String, String>,
     /// The pod namespace's labels, for pools' namespaceSelector.
@@ -329,10 +330,10 @@ pub struct AutoAssignRequest {
 
 impl AutoAssignRequest {
     /// A workload request for `ipv4` IPv4 addresses and nothing else set.
-    pub fn new(handle: impl Into<String>, node: impl Into<String>, ipv4: u32, ipv6: u32) -> Self {
+    pub fn new(handle: HandleId, node: NodeName, ipv4: u32, ipv6: u32) -> Self {
         AutoAssignRequest {
-            handle: handle.into(),
-            node: node.into(),
+            handle,
+            node,
             node_labels: BTreeMap::new(),
             namespace_labels: BTreeMap::new(),
             ipv4,
@@ -398,9 +399,9 @@ pub struct AutoAssignPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssignIpRequest {
     /// The handle that will own it.
-    pub handle: String,
+    pub handle: HandleId,
     /// The node it is for.
-    pub node: String,
+    pub node: NodeName,
     /// The address.
     pub address: IpAddr,
     /// Attributes recorded with it.
@@ -414,7 +415,7 @@ pub struct ReleaseRequest {
     /// The address.
     pub address: IpAddr,
     /// When set, the address must belong to this handle.
-    pub handle: Option<String>,
+    pub handle: Option<HandleId>,
     /// When set, the allocation must carry this sequence number.
     pub sequence_number: Option<u64>,
 }

@@ -487,7 +487,12 @@ mod tests {
             ("other.c", "n1", 1),
             ("net.d", "n1", 1),
         ] {
-            let mut request = crate::AutoAssignRequest::new(handle, node, count, 0);
+            let mut request = crate::AutoAssignRequest::new(
+                crate::HandleId::new(handle),
+                crate::NodeName::new(node),
+                count,
+                0,
+            );
             request.attributes.insert("node".into(), node.into());
             let plan = s.plan_auto_assign(&request, now).unwrap();
             s.apply(plan.plan);
@@ -508,7 +513,12 @@ mod tests {
         let now = crate::plan::Now { unix_nanos: 0 };
         let mut seen = Vec::new();
         for handle in ["net.a", "net.b"] {
-            let request = crate::AutoAssignRequest::new(handle, "n1", 1, 0);
+            let request = crate::AutoAssignRequest::new(
+                crate::HandleId::new(handle),
+                crate::NodeName::new("n1"),
+                1,
+                0,
+            );
             let plan = s.plan_auto_assign(&request, now).unwrap();
             seen.push(plan.ipv4.addresses[0]);
             s.apply(plan.plan);
@@ -522,7 +532,7 @@ mod tests {
         assert!(b.sequence_number > a.sequence_number, "{a:?} {b:?}");
         let release = crate::ReleaseRequest {
             address: a.address.addr(),
-            handle: Some("net.a".into()),
+            handle: Some(crate::HandleId::new("net.a")),
             sequence_number: Some(a.sequence_number),
         };
         assert!(s

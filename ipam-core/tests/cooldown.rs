@@ -4,6 +4,7 @@
 //! kube-controllers' garbageCollectColdIPs). Time is an argument: each test
 //! says at which second each step happens.
 
+use ipam_core::{HandleId, NodeName};
 use std::net::IpAddr;
 
 use ipam_core::check::{check, FindingKind, Liveness};
@@ -48,7 +49,10 @@ fn nth(s: &Snapshot, address: IpAddr, ordinal: u32) -> IpAddr {
 /// Assigns `count` addresses to `handle` on `node` at `seconds`.
 fn assign(s: &mut Snapshot, handle: &str, node: &str, count: u32, seconds: f64) -> Vec<IpAddr> {
     let planned = s
-        .plan_auto_assign(&AutoAssignRequest::new(handle, node, count, 0), at(seconds))
+        .plan_auto_assign(
+            &AutoAssignRequest::new(HandleId::new(handle), NodeName::new(node), count, 0),
+            at(seconds),
+        )
         .unwrap();
     let got = planned.ipv4.addresses.iter().map(|a| a.addr()).collect();
     s.apply(planned.plan);
@@ -163,8 +167,8 @@ fn an_explicit_request_for_an_address_in_cooldown_is_refused_until_it_has_passed
     assign(&mut s, "h", "n1", 1, 0.0);
     release_handle(&mut s, "h", 0.0);
     let request = AssignIpRequest {
-        handle: "h2".into(),
-        node: "n1".into(),
+        handle: ipam_core::HandleId::new("h2"),
+        node: ipam_core::NodeName::new("n1"),
         address: ip("10.0.0.0"),
         attributes: Default::default(),
     };
@@ -196,7 +200,10 @@ fn a_full_block_whose_released_addresses_cooled_has_room_again() {
     assert_eq!(s.block(&cidr("10.0.0.0/29")).unwrap().unallocated_len(), 0);
     // The deallocation is written with the allocation, in one block write.
     let planned = s
-        .plan_auto_assign(&AutoAssignRequest::new("x", "n1", 1, 0), at(31.0))
+        .plan_auto_assign(
+            &AutoAssignRequest::new(HandleId::new("x"), NodeName::new("n1"), 1, 0),
+            at(31.0),
+        )
         .unwrap();
     assert_eq!(planned.ipv4.addresses[0].addr(), ip("10.0.0.4"));
     let block_writes = planned
@@ -218,7 +225,10 @@ fn another_node_borrows_cooled_addresses_only() {
     assign(&mut s, "b", "n1", 8, 0.0);
     release_handle(&mut s, "a", 0.0);
     let early = s
-        .plan_auto_assign(&AutoAssignRequest::new("x", "n2", 1, 0), at(30.0))
+        .plan_auto_assign(
+            &AutoAssignRequest::new(HandleId::new("x"), NodeName::new("n2"), 1, 0),
+            at(30.0),
+        )
         .unwrap();
     assert!(early.ipv4.addresses.is_empty(), "{early:?}");
     assert!(!early.ipv4.shortfall.is_empty());
@@ -251,11 +261,17 @@ fn another_nodes_block_in_cooldown_is_not_reclaimed() {
         release_handle(&mut s, &format!("p{n}"), 0.0);
     }
     let planned = s
-        .plan_auto_assign(&AutoAssignRequest::new("x", "n2", 1, 0), at(120.0))
+        .plan_auto_assign(
+            &AutoAssignRequest::new(HandleId::new("x"), NodeName::new("n2"), 1, 0),
+            at(120.0),
+        )
         .unwrap();
     assert!(planned.ipv4.addresses.is_empty());
     let planned = s
-        .plan_auto_assign(&AutoAssignRequest::new("x", "n2", 1, 0), at(601.0))
+        .plan_auto_assign(
+            &AutoAssignRequest::new(HandleId::new("x"), NodeName::new("n2"), 1, 0),
+            at(601.0),
+        )
         .unwrap();
     assert_eq!(planned.ipv4.addresses.len(), 1);
     assert!(planned
@@ -317,7 +333,8 @@ fn the_backstop_deletes_a_block_it_empties_that_has_no_affinity() {
 fn usage_counts_released_addresses_as_calicoctl_does() {
     let mut s = world(COOLDOWN, 1);
     for (handle, count) in [("a", 3), ("b", 1)] {
-        let mut request = AutoAssignRequest::new(handle, "n1", count, 0);
+        let mut request =
+            AutoAssignRequest::new(HandleId::new(handle), NodeName::new("n1"), count, 0);
         request.attributes.insert("node".into(), "n1".into());
         let planned = s.plan_auto_assign(&request, at(0.0)).unwrap();
         s.apply(planned.plan);

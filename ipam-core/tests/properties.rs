@@ -12,6 +12,7 @@
 
 mod strategies;
 
+use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -93,7 +94,12 @@ impl Cluster {
                 ipv4,
                 ipv6,
             } => {
-                let mut request = AutoAssignRequest::new(handle, node, *ipv4, *ipv6);
+                let mut request = AutoAssignRequest::new(
+                    HandleId::new(handle),
+                    NodeName::new(node),
+                    *ipv4,
+                    *ipv6,
+                );
                 request.attributes = node_attribute(node);
                 match self.snapshot.plan_auto_assign(&request, self.now) {
                     Ok(planned) => {
@@ -146,8 +152,8 @@ impl Cluster {
 
     fn assign_ip(&mut self, node: &str, handle: &str, address: IpAddr) -> Outcome {
         let request = AssignIpRequest {
-            handle: handle.to_string(),
-            node: node.to_string(),
+            handle: ipam_core::HandleId::new(handle),
+            node: ipam_core::NodeName::new(node),
             address,
             attributes: node_attribute(node),
         };
@@ -346,7 +352,7 @@ fn check_stale_releases_are_refused(
 
     let other_holder = ReleaseRequest {
         address,
-        handle: Some(format!("not-{holder}")),
+        handle: Some(ipam_core::HandleId::new(format!("not-{holder}"))),
         sequence_number: None,
     };
     let refused = snapshot.plan_release(&[other_holder], now);
@@ -360,7 +366,7 @@ fn check_stale_releases_are_refused(
 
     let exact = ReleaseRequest {
         address,
-        handle: Some(holder),
+        handle: Some(ipam_core::HandleId::new(holder)),
         sequence_number: Some(current),
     };
     let accepted = snapshot.plan_release(&[exact], now);
@@ -644,7 +650,7 @@ proptest! {
                 continue;
             }
             cluster.now.unix_nanos += step.seconds_later * NANOS_PER_SECOND;
-            let mut request = AutoAssignRequest::new(handle, node, *ipv4, *ipv6);
+            let mut request = AutoAssignRequest::new(HandleId::new(handle), NodeName::new(node), *ipv4, *ipv6);
             request.attributes = node_attribute(node);
             request.exclude = gateways.clone();
             request.usable_with_pool_prefix = true;

@@ -4,16 +4,12 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use ipam_core::block::BlockOwner;
-use ipam_core::check::{check, Liveness};
-use ipam_core::{
-    AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, Now, Pool, PoolSpec, ReleaseRequest,
-};
+use ipam_core::{BlockCidr, HandleId, NodeName, PoolName, PoolSpec};
+use ipam_service::LocalService;
 use ipam_store::{Datastore, Ipam};
 use serde::Deserialize;
 
@@ -28,7 +24,10 @@ use ipam_api::names::{
 
 /// What every handler shares.
 pub struct ApiState {
-    /// The engine.
+    /// The `/v1` operations on the engine: each handler checks what its
+    /// request carries and leaves the rest to this.
+    pub service: LocalService,
+    /// The engine, for the operations only the server offers.
     pub engine: Arc<Ipam<dyn Datastore>>,
     /// Most addresses of each family one request may ask for.
     pub max_addresses_per_request: u32,
@@ -47,7 +46,7 @@ pub struct Params<T>(pub T);
 pub struct Segment<T>(pub T);
 
 fn invalid(field: &str, value: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request("invalid_value", format!("{field}: {value:?} {why}"))
+    ApiError::new(ErrorCode::InvalidValue, format!("{field}: {value:?} {why}"))
 }
 
 // ----- assignment ------------------------------------------------------------
@@ -86,8 +85,8 @@ pub async fn assign(
     check_node("node", &body.node)?;
     check_attributes("attributes", &body.attributes)?;
     if body.ipv4 == 0 && body.ipv6 == 0 {
-        return Err(ApiError::bad_request(
-            "missing_value",
+        return Err(ApiError::new(
+            ErrorCode::MissingValue,
             "ipv4 and ipv6 are both 0: ask for at least one address",
         ));
     }
@@ -95,8 +94,8 @@ pub async fn assign(
     // maximum on each field (a sum it could not).
     for (field, asked) in [("ipv4", body.ipv4), ("ipv6", body.ipv6)] {
         if asked > state.max_addresses_per_request {
-            return Err(ApiError::bad_request(
-                "too_many_addresses",
+            return Err(ApiError::new(
+                ErrorCode::TooManyAddresses,
                 format!(
                     "{field}: {asked} addresses: at most {} of a family per request",
                     state.max_addresses_per_request
@@ -105,32 +104,7 @@ pub async fn assign(
         }
     }
     check_int32("maxBlocksPerHost", body.max_blocks_per_host)?;
-    let mut request = AutoAssignRequest::new(&body.handle, &body.node, body.ipv4, body.ipv6);
-    request.ipv4_pools = body.ipv4_pools;
-    request.ipv6_pools = body.ipv6_pools;
-    request.attributes = body.attributes;
-    request.node_labels = body.node_labels;
-    request.namespace_labels = body.namespace_labels;
-    request.intended_use = body.intended_use.unwrap_or(AllowedUse::Workload);
-    request.max_blocks_per_host = body.max_blocks_per_host;
-    request.exclude = body.exclude;
-    request.usable_with_pool_prefix = body.usable_with_pool_prefix;
-    let got = state.engine.auto_assign_all(&request).await?;
-    let addresses: Vec<IpAddr> = got
-        .ipv4
-        .addresses
-        .iter()
-        .chain(&got.ipv6.addresses)
-        .map(|a| a.addr())
-        .collect();
-    let holdings = state.engine.holdings(&body.handle, &addresses).await?;
-    Ok(Json(AssignResponse {
-        handle: body.handle,
-        ipv4: got.ipv4.addresses,
-        ipv6: got.ipv6.addresses,
-        existing: got.existing,
-        assigned: holdings.into_iter().flatten().map(Into::into).collect(),
-    }))
+    Ok(Json(state.service.assign(body).await?))
 }
 
 /// Assigns one chosen address (a pod's `IP=` or an annotation).
@@ -149,21 +123,7 @@ pub async fn assign_ip(
     check_handle("handle", &body.handle)?;
     check_node("node", &body.node)?;
     check_attributes("attributes", &body.attributes)?;
-    let request = AssignIpRequest {
-        handle: body.handle.clone(),
-        node: body.node.clone(),
-        address: body.address,
-        attributes: body.attributes.clone(),
-    };
-    state.engine.assign_ip(&request).await?;
-    let held = state.engine.holdings(&body.handle, &[body.address]).await?;
-    Ok(Json(AssignIpResponse {
-        handle: body.handle,
-        node: body.node,
-        address: body.address,
-        attributes: body.attributes,
-        assigned: held.into_iter().flatten().next().map(Into::into),
-    }))
+    Ok(Json(state.service.assign_ip(body).await?))
 }
 
 // ----- release ---------------------------------------------------------------
@@ -182,8 +142,8 @@ pub async fn release(
 ) -> Result<Json<ReleaseResponse>, ApiError> {
     let count = body.addresses.len();
     if count as u64 > u64::from(state.max_addresses_per_request) {
-        return Err(ApiError::bad_request(
-            "too_many_addresses",
+        return Err(ApiError::new(
+            ErrorCode::TooManyAddresses,
             format!(
                 "addresses: {count} given, at most {} per request",
                 state.max_addresses_per_request
@@ -195,20 +155,7 @@ pub async fn release(
             check_handle(&format!("addresses[{index}].handle"), handle)?;
         }
     }
-    let requests: Vec<ReleaseRequest> = body
-        .addresses
-        .into_iter()
-        .map(|item| ReleaseRequest {
-            address: item.address,
-            handle: item.handle,
-            sequence_number: item.sequence_number,
-        })
-        .collect();
-    let out = state.engine.release(&requests).await?;
-    Ok(Json(ReleaseResponse {
-        released: out.released,
-        already_free: out.already_free,
-    }))
+    Ok(Json(state.service.release(body).await?))
 }
 
 /// Releases every address of a handle and the handle. An unknown handle
@@ -224,11 +171,8 @@ pub async fn release_handle(
     Segment(handle): Segment<String>,
 ) -> Result<Json<ReleaseResponse>, ApiError> {
     check_handle("handle", &handle)?;
-    let released = state.engine.release_by_handle(&handle).await?;
-    Ok(Json(ReleaseResponse {
-        released,
-        already_free: Vec::new(),
-    }))
+    let handle = HandleId::new(handle);
+    Ok(Json(state.service.release_handle(&handle).await?))
 }
 
 /// The addresses a handle holds.
@@ -244,14 +188,17 @@ pub async fn handle_addresses(
     Segment(handle): Segment<String>,
 ) -> Result<Json<HandleAddresses>, ApiError> {
     check_handle("handle", &handle)?;
-    let addresses = state.engine.addresses_of_handle(&handle).await?;
-    if addresses.is_empty() {
-        return Err(ApiError::not_found(
-            "handle_not_found",
+    match state
+        .service
+        .handle_addresses(&HandleId::new(handle.as_str()))
+        .await?
+    {
+        Some(held) => Ok(Json(held)),
+        None => Err(ApiError::new(
+            ErrorCode::HandleNotFound,
             format!("handle {handle:?} holds no address"),
-        ));
+        )),
     }
-    Ok(Json(HandleAddresses { handle, addresses }))
 }
 
 /// Query of `GET /v1/handles`.
@@ -281,15 +228,11 @@ pub async fn handles_on_node(
 ) -> Result<Json<Vec<HandleAddresses>>, ApiError> {
     check_node("node", &query.node)?;
     check_handle_prefix("prefix", &query.prefix)?;
-    let found = state
-        .engine
-        .handles_on_node(&query.node, &query.prefix)
-        .await?;
     Ok(Json(
-        found
-            .into_iter()
-            .map(|(handle, addresses)| HandleAddresses { handle, addresses })
-            .collect(),
+        state
+            .service
+            .handles_on_node(&NodeName::new(query.node), &query.prefix)
+            .await?,
     ))
 }
 
@@ -310,43 +253,23 @@ pub async fn address_info(
     let ip: IpAddr = address
         .parse()
         .map_err(|_| invalid("address", &address, "is not an IPv4 or IPv6 address"))?;
-    let attribute = state.engine.attributes_of(ip).await?;
-    let pools = state.engine.pools().await?;
-    let pool = pools
-        .iter()
-        .find(|p| p.contains(ip))
-        .map(|p| p.name().to_string());
-    let cooldown = state
-        .engine
-        .config()
-        .await?
-        .cooldown(Now::from(SystemTime::now()));
-    Ok(Json(AddressInfo::of(
-        ip,
-        attribute.as_ref(),
-        pool,
-        cooldown,
-    )))
+    Ok(Json(state.service.address_with_attribute(ip).await?.0))
 }
 
 // ----- pools -----------------------------------------------------------------
 
-/// A pool from a request: its name checked, its CIDR normalised to its
-/// network as Calico does before storing (libcalico-go
-/// clientv3/ippool.go, validateAndSetDefaults: "Normalize the CIDR before
-/// persisting"), its spec free of fields the API does not know (a pool's
-/// fields from a newer Calico are kept by [`update_pool`], never taken from
-/// a client).
-fn validated_pool(name: &str, mut spec: PoolSpec) -> Result<Pool, ApiError> {
+/// A pool from a request: its name checked, its spec free of fields the
+/// API does not know (a pool's fields from a newer Calico are kept by
+/// [`update_pool`], never taken from a client).
+fn check_pool_body(name: &str, spec: &PoolSpec) -> Result<(), ApiError> {
     check_pool("name", name)?;
     if let Some(field) = spec.unknown.keys().next() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
             format!("spec: unknown field `{field}`"),
         ));
     }
-    spec.cidr = spec.cidr.trunc();
-    Ok(Pool::new(name, spec).map_err(ipam_store::IpamError::from)?)
+    Ok(())
 }
 
 /// Every pool, by name.
@@ -356,8 +279,7 @@ fn validated_pool(name: &str, mut spec: PoolSpec) -> Result<Pool, ApiError> {
         (status = 503, description = "Datastore unreachable", body = ErrorBody),
     ))]
 pub async fn list_pools(State(state): Shared) -> Result<Json<Vec<PoolBody>>, ApiError> {
-    let pools = state.engine.pools().await?;
-    Ok(Json(pools.iter().map(PoolBody::from).collect()))
+    Ok(Json(state.service.pools().await?))
 }
 
 /// One pool.
@@ -372,12 +294,12 @@ pub async fn get_pool(
     Segment(name): Segment<String>,
 ) -> Result<Json<PoolBody>, ApiError> {
     check_pool("name", &name)?;
-    let pools = state.engine.pools().await?;
+    let pools = state.service.pools().await?;
     pools
-        .iter()
-        .find(|p| p.name() == name)
-        .map(|p| Json(PoolBody::from(p)))
-        .ok_or_else(|| ApiError::not_found("pool_not_found", format!("no pool named {name:?}")))
+        .into_iter()
+        .find(|p| p.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::new(ErrorCode::PoolNotFound, format!("no pool named {name:?}")))
 }
 
 /// Creates a pool; refused when it overlaps another or is invalid.
@@ -391,9 +313,11 @@ pub async fn create_pool(
     State(state): Shared,
     Body(body): Body<PoolBody>,
 ) -> Result<(StatusCode, Json<PoolBody>), ApiError> {
-    let pool = validated_pool(&body.name, body.spec)?;
-    state.engine.create_pool(pool.clone()).await?;
-    Ok((StatusCode::CREATED, Json(PoolBody::from(&pool))))
+    check_pool_body(&body.name, &body.spec)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(state.service.create_pool(body).await?),
+    ))
 }
 
 /// Replaces a pool's spec (its CIDR and block size cannot change).
@@ -410,17 +334,13 @@ pub async fn update_pool(
     Segment(name): Segment<String>,
     Body(body): Body<PoolSpecBody>,
 ) -> Result<Json<PoolBody>, ApiError> {
-    let mut pool = validated_pool(&name, body.spec)?;
-    // Fields a newer Calico stored in the pool are kept, as set_config keeps
-    // the config's.
-    let stored = state.engine.pools().await?;
-    if let Some(current) = stored.iter().find(|p| p.name() == name) {
-        let mut spec = pool.spec().clone();
-        spec.unknown = current.spec().unknown.clone();
-        pool = Pool::new(&name, spec).map_err(ipam_store::IpamError::from)?;
-    }
-    state.engine.update_pool(pool.clone()).await?;
-    Ok(Json(PoolBody::from(&pool)))
+    check_pool_body(&name, &body.spec)?;
+    Ok(Json(
+        state
+            .service
+            .update_pool(&PoolName::new(name), body)
+            .await?,
+    ))
 }
 
 /// Deletes a pool as Calico does: disabled, its affinities released (empty
@@ -436,7 +356,7 @@ pub async fn delete_pool(
     Segment(name): Segment<String>,
 ) -> Result<StatusCode, ApiError> {
     check_pool("name", &name)?;
-    state.engine.delete_pool(&name).await?;
+    state.service.delete_pool(&PoolName::new(name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -449,7 +369,7 @@ pub async fn delete_pool(
         (status = 503, description = "Datastore unreachable", body = ErrorBody),
     ))]
 pub async fn get_config(State(state): Shared) -> Result<Json<ConfigBody>, ApiError> {
-    Ok(Json(state.engine.config().await?.into()))
+    Ok(Json(state.service.config().await?))
 }
 
 /// Replaces the IPAM configuration (Calico's rules: strictAffinity and
@@ -465,11 +385,7 @@ pub async fn set_config(
     Body(body): Body<ConfigBody>,
 ) -> Result<Json<ConfigBody>, ApiError> {
     check_int32("maxBlocksPerHost", body.max_blocks_per_host)?;
-    // Fields of a newer Calico stored in the config are kept.
-    let mut config = state.engine.config().await?;
-    body.apply_to(&mut config);
-    state.engine.set_config(config).await?;
-    Ok(Json(body))
+    Ok(Json(state.service.set_config(body).await?))
 }
 
 // ----- nodes and affinities ----------------------------------------------------
@@ -520,21 +436,7 @@ pub async fn node_affinities(
 pub async fn list_affinities(
     State(state): Shared,
 ) -> Result<Json<Vec<AffinityListItem>>, ApiError> {
-    let snapshot = state.engine.snapshot().await?;
-    let mut affinities: Vec<AffinityListItem> = snapshot
-        .affinities()
-        .map(|a| AffinityListItem {
-            node: a.node.clone(),
-            cidr: a.cidr.net(),
-            state: a.state.as_str().to_string(),
-            affinity_type: a
-                .affinity_type
-                .clone()
-                .unwrap_or_else(|| "host".to_string()),
-        })
-        .collect();
-    affinities.sort_by(|a, b| (&a.node, a.cidr).cmp(&(&b.node, b.cidr)));
-    Ok(Json(affinities))
+    Ok(Json(state.service.affinities().await?))
 }
 
 /// Most blocks one claim may cover, as a power of two: a /16 of /26
@@ -643,8 +545,7 @@ pub async fn release_node(
         (status = 503, description = "Datastore unreachable", body = ErrorBody),
     ))]
 pub async fn usage_summary(State(state): Shared) -> Result<Json<UsageResponse>, ApiError> {
-    let snapshot = state.engine.snapshot().await?;
-    Ok(Json(UsageResponse::of(&snapshot)))
+    Ok(Json(state.service.usage().await?))
 }
 
 /// Query of `GET /v1/blocks`.
@@ -668,21 +569,12 @@ pub async fn block_detail(
     Params(query): Params<BlockQuery>,
 ) -> Result<Json<BlockDetail>, ApiError> {
     let cidr = block_cidr(&query.cidr)?;
-    let block = state
-        .engine
+    state
+        .service
         .block(cidr)
         .await?
-        .ok_or_else(|| ApiError::not_found("block_not_found", format!("no block {cidr}")))?;
-    let allocations = block
-        .allocations()
-        .map(|(ordinal, attribute)| AllocationBody::of(&block, ordinal, attribute))
-        .collect();
-    Ok(Json(BlockDetail {
-        cidr: cidr.net(),
-        node: block.owner().map(BlockOwner::name).map(str::to_string),
-        affinity: block.owner().map(ToString::to_string),
-        allocations,
-    }))
+        .map(Json)
+        .ok_or_else(|| ApiError::new(ErrorCode::BlockNotFound, format!("no block {cidr}")))
 }
 
 // ----- check -----------------------------------------------------------------
@@ -696,11 +588,5 @@ pub async fn block_detail(
         (status = 503, description = "Datastore unreachable", body = ErrorBody),
     ))]
 pub async fn check_report(State(state): Shared) -> Result<Json<CheckResponse>, ApiError> {
-    let snapshot = state.engine.snapshot().await?;
-    let now = Now::from(SystemTime::now());
-    let report = check(&snapshot, &Liveness::default(), now);
-    Ok(Json(CheckResponse {
-        consistent: report.is_consistent(),
-        report,
-    }))
+    Ok(Json(state.service.check().await?))
 }

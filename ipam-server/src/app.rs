@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 
 use crate::api::{self, ApiState};
 use crate::connections::ConnectionMetrics;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::gc::GcMetrics;
 use crate::metrics::{self, Metrics};
 use crate::ratelimit::{self, Limiter, RateLimit};
@@ -88,6 +88,7 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
         config.connection_metrics,
     ));
     let state = Arc::new(ApiState {
+        service: ipam_service::LocalService::new(engine.clone()),
         engine,
         max_addresses_per_request: config.max_addresses_per_request,
     });
@@ -185,8 +186,8 @@ async fn serve_openapi(State(with_token): State<bool>) -> Response {
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::not_found(
-        "no_such_route",
+    ApiError::new(
+        ErrorCode::NoSuchRoute,
         format!(
             "{} {} is not a route of this API (see /openapi.json)",
             request.method(),
@@ -236,11 +237,10 @@ async fn require_token(
     if matches {
         next.run(request).await
     } else {
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthorized",
-            message: "send the server's token as `Authorization: Bearer <token>`".to_string(),
-        }
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "send the server's token as `Authorization: Bearer <token>`",
+        )
         .into_response()
     }
 }
@@ -259,15 +259,14 @@ fn bearer_credentials(value: &str) -> Option<&str> {
 /// The answer to a method a route does not have: a JSON error like every
 /// other (axum's own 405 has no body); axum adds the `Allow` header.
 async fn method_not_allowed(request: Request) -> ApiError {
-    ApiError {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        code: "method_not_allowed",
-        message: format!(
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!(
             "{} is not a method of {} (the Allow header lists those it has)",
             request.method(),
             request.uri().path()
         ),
-    }
+    )
 }
 
 /// 413 for a request whose `Content-Length` is over the body limit,
@@ -280,13 +279,10 @@ async fn refuse_long_bodies(State(limit): State<usize>, request: Request, next: 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match announced {
-        Some(length) if length > limit as u64 => ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: "body_too_large",
-            message: format!(
-                "Content-Length {length}: the body limit is {limit} bytes (--max-body-bytes)"
-            ),
-        }
+        Some(length) if length > limit as u64 => ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("Content-Length {length}: the body limit is {limit} bytes (--max-body-bytes)"),
+        )
         .into_response(),
         _ => next.run(request).await,
     }
@@ -295,14 +291,13 @@ async fn refuse_long_bodies(State(limit): State<usize>, request: Request, next: 
 async fn limit_time(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "timeout",
-            message: format!(
+        Err(_) => ApiError::new(
+            ErrorCode::Timeout,
+            format!(
                 "the request took longer than {} s; the datastore may be slow or unreachable",
                 limit.as_secs_f64()
             ),
-        }
+        )
         .into_response(),
     }
 }

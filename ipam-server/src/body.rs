@@ -22,7 +22,7 @@ use serde::de::{
     SeqAccess, VariantAccess, Visitor,
 };
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// A JSON request body of type `T`, read strictly (see the module docs);
 /// its rejections are [`ApiError`]s: 415 without a JSON content type, 413
@@ -35,27 +35,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Body<T>, ApiError> {
         if !is_json(request.headers()) {
-            return Err(ApiError {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                code: "unsupported_media_type",
-                message: "send the body as JSON, with `Content-Type: application/json`".to_string(),
-            });
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the body as JSON, with `Content-Type: application/json`",
+            ));
         }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 // Over the body limit (DefaultBodyLimit) is 413; a body cut
                 // short by the client is a bad request.
-                let (status, code) = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+                let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ErrorCode::BodyTooLarge
                 } else {
-                    (StatusCode::BAD_REQUEST, "invalid_body")
+                    ErrorCode::InvalidBody
                 };
-                ApiError {
-                    status,
-                    code,
-                    message: rejection.body_text(),
-                }
+                ApiError::new(code, rejection.body_text())
             })?;
         from_slice(&bytes).map(Body)
     }
@@ -96,11 +91,11 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             } else {
                 format!("{path}: {inner}")
             };
-            ApiError::bad_request("invalid_body", message)
+            ApiError::new(ErrorCode::InvalidBody, message)
         })?;
     json.end().map_err(|error| {
-        ApiError::bad_request(
-            "invalid_body",
+        ApiError::new(
+            ErrorCode::InvalidBody,
             format!("the body holds more than one JSON value: {error}"),
         )
     })?;
@@ -439,8 +434,8 @@ mod tests {
 
     fn message<T: DeserializeOwned + fmt::Debug>(json: &str) -> String {
         let error = from_slice::<T>(json.as_bytes()).unwrap_err();
-        assert_eq!(error.status, StatusCode::BAD_REQUEST);
-        assert_eq!(error.code, "invalid_body");
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(error.code, ErrorCode::InvalidBody);
         error.message
     }
 

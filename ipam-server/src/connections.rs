@@ -50,7 +50,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use crate::error::ErrorBody;
+use crate::error::{ErrorBody, ErrorCode};
 
 /// The bounds on connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,7 +286,7 @@ async fn connection<I: Peer>(
 fn refuse<I: Peer>(io: &I, message: String) {
     tracing::warn!(%message, "connection refused");
     let body = serde_json::to_string(&ErrorBody {
-        code: "too_many_connections".to_string(),
+        code: ErrorCode::TooManyConnections,
         message,
     })
     .expect("an error body serialises");

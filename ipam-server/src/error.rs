@@ -1,153 +1,102 @@
-//! Every failure the API reports: a stable machine-readable `code`, a
-//! message for people, and the HTTP status that fits.
+//! Every failure the API reports: a stable machine-readable code
+//! ([`ErrorCode`], whose wire strings and HTTP statuses ipam-api owns) and
+//! a message for people.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ipam_core::Error as Refusal;
 use ipam_store::{IpamError, StoreError};
 
 use ipam_api::names::NameError;
-pub use ipam_api::ErrorBody;
+pub use ipam_api::{ErrorBody, ErrorCode};
 
-/// An error answer.
+/// An error answer; its HTTP status is its code's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
     /// See [`ErrorBody::code`].
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// See [`ErrorBody::message`].
     pub message: String,
 }
 
 impl ApiError {
-    /// A 400 for a request that is malformed or asks for something invalid.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    /// An answer with `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
             code,
             message: message.into(),
         }
     }
 
-    /// A 404.
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn new(status: StatusCode, code: &'static str, message: impl ToString) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.to_string(),
-        }
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
         let body = ErrorBody {
-            code: self.code.to_string(),
+            code: self.code,
             message: self.message,
         };
-        (self.status, Json(body)).into_response()
+        (status, Json(body)).into_response()
     }
 }
 
 impl From<NameError> for ApiError {
     fn from(error: NameError) -> ApiError {
-        let code = match error {
-            NameError::Empty { .. } => "missing_value",
-            NameError::Invalid { .. } | NameError::TooMany { .. } => "invalid_value",
-        };
-        ApiError::bad_request(code, error.to_string())
+        ApiError::new(ErrorCode::from(&error), error.to_string())
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> ApiError {
-        ApiError::bad_request("invalid_query", rejection.body_text())
+        ApiError::new(ErrorCode::InvalidQuery, rejection.body_text())
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> ApiError {
-        ApiError::bad_request("invalid_path", rejection.body_text())
+        ApiError::new(ErrorCode::InvalidPath, rejection.body_text())
     }
 }
 
 impl From<IpamError> for ApiError {
     fn from(error: IpamError) -> ApiError {
-        use StatusCode as S;
-        let (status, code) = match &error {
-            IpamError::Refused(refusal) => refusal_status(refusal),
-            IpamError::Store(store) => store_status(store),
-            IpamError::RetriesExhausted { .. } => (S::CONFLICT, "conflict_retries_exhausted"),
-            IpamError::PoolFieldImmutable { .. } => (S::BAD_REQUEST, "pool_field_immutable"),
-            IpamError::Exhausted { .. } => (S::UNPROCESSABLE_ENTITY, "pool_exhausted"),
-        };
-        ApiError::new(status, code, error)
+        ApiError::new(ipam_service::code_of(&error), error.to_string())
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
-        let (status, code) = store_status(&error);
-        ApiError::new(status, code, error)
+        ApiError::new(ipam_service::code_of_store(&error), error.to_string())
     }
 }
 
-fn store_status(error: &StoreError) -> (StatusCode, &'static str) {
-    match error {
-        StoreError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
-        StoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-        StoreError::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
-        StoreError::Unavailable { .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, "datastore_unavailable")
-        }
-        // A stored object that does not parse, or one the datastore refused.
-        StoreError::Invalid { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "datastore_invalid"),
+impl From<ipam_core::Error> for ApiError {
+    fn from(error: ipam_core::Error) -> ApiError {
+        IpamError::Refused(error).into()
     }
 }
 
-fn refusal_status(refusal: &Refusal) -> (StatusCode, &'static str) {
-    use StatusCode as S;
-    match refusal {
-        Refusal::InvalidCidr { .. } => (S::BAD_REQUEST, "invalid_cidr"),
-        Refusal::CidrNotAligned { .. } => (S::BAD_REQUEST, "cidr_not_aligned"),
-        Refusal::BlockTooLarge { .. } | Refusal::BlockSizeOutOfRange { .. } => {
-            (S::BAD_REQUEST, "invalid_block_size")
-        }
-        Refusal::PoolSmallerThanBlock { .. } => (S::BAD_REQUEST, "pool_smaller_than_block"),
-        Refusal::InvalidSelector { .. } => (S::BAD_REQUEST, "invalid_selector"),
-        Refusal::InvalidConfig { .. } => (S::BAD_REQUEST, "invalid_config"),
-        Refusal::PoolFamilyMismatch { .. } => (S::BAD_REQUEST, "pool_family_mismatch"),
-        Refusal::ClaimOutsidePool { .. } => (S::BAD_REQUEST, "claim_outside_pool"),
-        Refusal::AddressNotInPool { .. } => (S::BAD_REQUEST, "address_not_in_pool"),
-        Refusal::MalformedBlock { .. } | Refusal::MalformedHandle { .. } => {
-            (S::INTERNAL_SERVER_ERROR, "datastore_invalid")
-        }
-        // Calico refuses an address in its cooldown as already assigned.
-        Refusal::AddressInUse { .. } | Refusal::AddressInCooldown { .. } => {
-            (S::CONFLICT, "address_in_use")
-        }
-        Refusal::BlockNotEmpty { .. } => (S::CONFLICT, "block_in_use"),
-        Refusal::PoolsOverlap { .. } => (S::CONFLICT, "pool_overlap"),
-        Refusal::SequenceNumberMismatch { .. } | Refusal::HandleMismatch { .. } => {
-            (S::CONFLICT, "allocation_changed")
-        }
-        Refusal::HandleNotFound { .. } => (S::NOT_FOUND, "handle_not_found"),
-        Refusal::AffinityNotFound { .. } => (S::NOT_FOUND, "affinity_not_found"),
-        Refusal::NoPoolForNode { .. }
-        | Refusal::RequestedPoolUnavailable { .. }
-        | Refusal::AutoAllocateDisabled { .. }
-        | Refusal::BlockLimitReached { .. }
-        | Refusal::StrictAffinityViolation { .. } => (S::UNPROCESSABLE_ENTITY, "unsatisfiable"),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_has_its_codes_status() {
+        let refused = ApiError::from(IpamError::Refused(ipam_core::Error::HandleNotFound {
+            handle: "h".into(),
+        }));
+        assert_eq!(refused.code, ErrorCode::HandleNotFound);
+        assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+        let down = ApiError::from(StoreError::Unavailable {
+            backend: "etcd",
+            message: "connection refused".into(),
+        });
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// A rate allowed to each client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,14 +72,13 @@ pub async fn limit_rate(
     if limiter.admits(client) {
         return next.run(request).await;
     }
-    let mut response = ApiError {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        code: "rate_limited",
-        message: format!(
+    let mut response = ApiError::new(
+        ErrorCode::RateLimited,
+        format!(
             "client {client} sent more than {} requests a second (bursts of {}); slow down",
             limiter.limit.per_second, limiter.limit.burst
         ),
-    }
+    )
     .into_response();
     response
         .headers_mut()

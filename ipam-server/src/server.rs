@@ -10,10 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipam_core::IpamConfig;
-use ipam_store::embedded::EmbeddedStore;
-use ipam_store::etcd::{EtcdOptions, EtcdStore};
-use ipam_store::kubernetes::KubernetesStore;
-use ipam_store::memory::MemoryStore;
+use ipam_service::{open, DatastoreSettings, Opened};
+use ipam_store::etcd::EtcdOptions;
 use ipam_store::{Datastore, Ipam, IpamError, Key, StoreError, Value};
 use tokio::net::{TcpListener, UnixListener};
 
@@ -76,42 +74,30 @@ fn read_token(path: &Path) -> Result<String, StartError> {
     Ok(token.to_string())
 }
 
-/// The datastore the flags choose, and the Kubernetes client when it is
-/// the Kubernetes datastore (the garbage collector watches through it).
-pub struct Opened {
-    /// The datastore.
-    pub store: Arc<dyn Datastore>,
-    /// The client, for the Kubernetes datastore.
-    pub kubernetes: Option<kube::Client>,
-}
-
-/// Opens the datastore the flags choose.
+/// Opens the datastore the flags choose (with the Kubernetes client when
+/// it is the Kubernetes datastore: the garbage collector watches through
+/// it).
 pub async fn open_store(args: &Args) -> Result<Opened, StartError> {
-    if args.datastore == DatastoreKind::Kubernetes {
-        let store = KubernetesStore::connect(args.kubeconfig.as_deref()).await?;
-        return Ok(Opened {
-            kubernetes: Some(store.client().clone()),
-            store: Arc::new(store),
-        });
-    }
-    let store: Arc<dyn Datastore> = match args.datastore {
-        DatastoreKind::Memory => Arc::new(MemoryStore::new()),
-        DatastoreKind::Embedded => Arc::new(EmbeddedStore::open(&args.data_dir)?),
-        DatastoreKind::Etcd => {
-            if args.etcd_endpoints.is_empty() {
-                return Err(StartError::Flags(
-                    "--datastore etcd needs --etcd-endpoints URLS (or IPAM_ETCD_ENDPOINTS)"
-                        .to_string(),
-                ));
-            }
-            Arc::new(EtcdStore::connect(&args.etcd_endpoints, EtcdOptions::default()).await?)
+    let settings = match args.datastore {
+        DatastoreKind::Memory => DatastoreSettings::Memory,
+        DatastoreKind::Embedded => DatastoreSettings::Embedded {
+            data_dir: args.data_dir.clone(),
+        },
+        DatastoreKind::Etcd if args.etcd_endpoints.is_empty() => {
+            return Err(StartError::Flags(
+                "--datastore etcd needs --etcd-endpoints URLS (or IPAM_ETCD_ENDPOINTS)".to_string(),
+            ))
         }
-        DatastoreKind::Kubernetes => unreachable!("opened above"),
+        DatastoreKind::Etcd => DatastoreSettings::Etcd {
+            endpoints: args.etcd_endpoints.clone(),
+            options: EtcdOptions::default(),
+        },
+        DatastoreKind::Kubernetes => DatastoreSettings::Kubernetes {
+            kubeconfig: args.kubeconfig.clone(),
+            api_root: None,
+        },
     };
-    Ok(Opened {
-        store,
-        kubernetes: None,
-    })
+    Ok(open(&settings).await?)
 }
 
 /// Creates the default pools the environment asks for on a datastore's

@@ -5,6 +5,7 @@
 //! answer whose `code` is set and whose message names the field or value,
 //! and must leave the datastore exactly as it was.
 
+use ipam_core::{HandleId, NodeName};
 use std::sync::Arc;
 
 use ipam_core::{Pool, PoolSpec};
@@ -621,7 +622,8 @@ async fn every_malformed_body_gets_a_4xx_naming_the_fault_and_changes_nothing() 
         .unwrap();
     let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store.clone()));
     // Something allocated, so that a bad release has something to spoil.
-    let request = ipam_core::AutoAssignRequest::new("held", "n", 1, 0);
+    let request =
+        ipam_core::AutoAssignRequest::new(HandleId::new("held"), NodeName::new("n"), 1, 0);
     engine.auto_assign(&request).await.unwrap();
     let before = everything(&*store).await;
 

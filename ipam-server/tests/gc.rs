@@ -8,6 +8,7 @@
 //! Lease being written. Only the last test, of the server as `main` starts
 //! it, runs on the machine's clock.
 
+use ipam_core::{HandleId, NodeName};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +94,12 @@ impl World {
     }
 
     async fn allocate(&self, node: &str, name: &str) -> IpAddr {
-        let mut request = AutoAssignRequest::new(format!("k8s-pod-network.{name}"), node, 1, 0);
+        let mut request = AutoAssignRequest::new(
+            HandleId::new(format!("k8s-pod-network.{name}")),
+            NodeName::new(node),
+            1,
+            0,
+        );
         request.attributes = [("namespace", "default"), ("pod", name), ("node", node)]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -103,7 +109,12 @@ impl World {
     }
 
     async fn tunnel(&self, node: &str) -> IpAddr {
-        let mut request = AutoAssignRequest::new(format!("ipip-tunnel-addr-{node}"), node, 1, 0);
+        let mut request = AutoAssignRequest::new(
+            HandleId::new(format!("ipip-tunnel-addr-{node}")),
+            NodeName::new(node),
+            1,
+            0,
+        );
         request.attributes = [("node", node), ("type", "ipipTunnelAddress")]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

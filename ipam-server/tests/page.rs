@@ -9,6 +9,7 @@
 //! without it the tests are skipped, and fail under
 //! `IPAM_TEST_REQUIRE_ALL=1` (`testkit::require`).
 
+use ipam_core::{HandleId, NodeName};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -124,8 +125,8 @@ async fn populated() -> (SocketAddr, Api) {
     // directly (ipamctl --datastore, Calico itself on etcd) does not, and
     // the page must still show it as text.
     let mut hostile = AutoAssignRequest::new(
-        format!("k8s-pod-network.node-b-{HOSTILE_POD}"),
-        "node-b",
+        HandleId::new(format!("k8s-pod-network.node-b-{HOSTILE_POD}")),
+        NodeName::new("node-b"),
         1,
         0,
     );

@@ -11,6 +11,7 @@
 //! backends `memory`, `embedded`, `etcd` (default: all). Prints a Markdown
 //! table (to stderr, as the workspace keeps stdout for results of tools).
 
+use ipam_core::{HandleId, NodeName};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,12 @@ async fn engine(store: Arc<dyn Datastore>) -> Arc<Ipam<dyn Datastore>> {
 async fn one_node(store: Arc<dyn Datastore>, count: u64) -> Figures {
     let engine = engine(store.clone()).await;
     engine
-        .auto_assign(&AutoAssignRequest::new("warm-up", "node-0", 1, 0))
+        .auto_assign(&AutoAssignRequest::new(
+            HandleId::new("warm-up"),
+            NodeName::new("node-0"),
+            1,
+            0,
+        ))
         .await
         .unwrap();
     let start_trips = store.round_trips();
@@ -69,7 +75,12 @@ async fn one_node(store: Arc<dyn Datastore>, count: u64) -> Figures {
     for i in 0..count {
         let before = store.round_trips();
         let got = engine
-            .auto_assign(&AutoAssignRequest::new(format!("pod-{i}"), "node-0", 1, 0))
+            .auto_assign(&AutoAssignRequest::new(
+                HandleId::new(format!("pod-{i}")),
+                NodeName::new("node-0"),
+                1,
+                0,
+            ))
             .await
             .unwrap();
         assert_eq!(got.ipv4.addresses.len(), 1);
@@ -99,8 +110,12 @@ async fn many_nodes(store: Arc<dyn Datastore>, nodes: u64, per_node: u64) -> Fig
             let engine = engine.clone();
             tokio::spawn(async move {
                 for i in 0..per_node {
-                    let request =
-                        AutoAssignRequest::new(format!("n{n}-pod-{i}"), format!("node-{n}"), 1, 0);
+                    let request = AutoAssignRequest::new(
+                        HandleId::new(format!("n{n}-pod-{i}")),
+                        NodeName::new(format!("node-{n}")),
+                        1,
+                        0,
+                    );
                     let got = engine.auto_assign(&request).await.unwrap();
                     assert_eq!(got.ipv4.addresses.len(), 1);
                 }

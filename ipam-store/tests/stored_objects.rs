@@ -5,6 +5,7 @@
 //! key, an allocation must refuse rather than guess, and nothing in etcd
 //! may change.
 
+use ipam_core::{HandleId, NodeName};
 use std::sync::Arc;
 
 use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
@@ -179,7 +180,12 @@ async fn corrupt_stored_objects_are_named_refused_and_left_alone() {
         .set_config(ipam_core::IpamConfig::default())
         .await
         .unwrap();
-    let mut request = AutoAssignRequest::new("k8s-pod-network.a", "node-1", 1, 0);
+    let mut request = AutoAssignRequest::new(
+        HandleId::new("k8s-pod-network.a"),
+        NodeName::new("node-1"),
+        1,
+        0,
+    );
     request.attributes.insert("node".into(), "node-1".into());
     engine.auto_assign(&request).await.unwrap();
 
@@ -219,7 +225,12 @@ async fn corrupt_stored_objects_are_named_refused_and_left_alone() {
                 .await
                 .map(|_| ())
         } else {
-            let mut next = AutoAssignRequest::new("k8s-pod-network.b", "node-1", 1, 0);
+            let mut next = AutoAssignRequest::new(
+                HandleId::new("k8s-pod-network.b"),
+                NodeName::new("node-1"),
+                1,
+                0,
+            );
             next.attributes.insert("node".into(), "node-1".into());
             fresh.auto_assign(&next).await.map(|_| ())
         };

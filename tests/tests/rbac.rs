@@ -5,6 +5,7 @@
 //! them, and must name nothing the workload did not use, save the few
 //! permissions only a failure path needs (listed below, each with why).
 
+use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -346,7 +347,12 @@ async fn collect_garbage(
     api.put_core("nodes", json!({"metadata": {"name": "live"}}));
     let mut leaked = Vec::new();
     for (node, pod) in [("live", "gone-pod"), ("deleted", "pod-on-deleted-node")] {
-        let mut request = AutoAssignRequest::new(format!("k8s-pod-network.{pod}"), node, 1, 0);
+        let mut request = AutoAssignRequest::new(
+            HandleId::new(format!("k8s-pod-network.{pod}")),
+            NodeName::new(node),
+            1,
+            0,
+        );
         request.attributes = [("namespace", "default"), ("pod", pod), ("node", node)]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -1,6 +1,7 @@
 //! Test support: run the real `ipamctl`, seed an embedded datastore with
 //! the engine, serve ipam-server's API over a data dir on a free port.
 
+use ipam_core::{HandleId, NodeName};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -91,7 +92,7 @@ pub async fn assign_pod(
     v4: u32,
     v6: u32,
 ) {
-    let mut request = AutoAssignRequest::new(handle, node, v4, v6);
+    let mut request = AutoAssignRequest::new(HandleId::new(handle), NodeName::new(node), v4, v6);
     request.attributes.insert("node".into(), node.into());
     request
         .attributes

@@ -91,7 +91,7 @@ impl Snapshot {
                         owner: block
                             .owner()
                             .map_or_else(|| "none".to_string(), ToString::to_string),
-                        node: request.node.clone(),
+                        node: request.node.to_string(),
                     });
                 }
             }
@@ -344,7 +344,7 @@ fn select_pools<'s>(
             .filter(move |p| p.version() == version && p.enabled())
     };
     let no_pool = || Error::NoPoolForNode {
-        node: request.node.clone(),
+        node: request.node.to_string(),
         version,
         intended_use: request.intended_use.as_str(),
     };

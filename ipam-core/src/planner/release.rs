@@ -33,7 +33,7 @@ impl Snapshot {
                 })?;
             by_block.entry(cidr).or_default().push(ReleaseItem {
                 ordinal,
-                handle: request.handle.clone(),
+                handle: request.handle.as_deref().map(str::to_string),
                 sequence_number: request.sequence_number,
             });
         }

@@ -160,7 +160,7 @@ fn with_strict_affinity_off_a_node_borrows_when_no_block_is_free() {
 fn borrowed_addresses_are_listed_with_the_borrowing_node() {
     let mut s = world(vec![pool("p", "10.0.0.0/29", 30)], IpamConfig::default());
     let request = |handle: &str, node: &str, n: u32| {
-        let mut r = AutoAssignRequest::new(handle, node, n, 0);
+        let mut r = AutoAssignRequest::new(HandleId::new(handle), NodeName::new(node), n, 0);
         r.attributes = [("node", node), ("namespace", "ns"), ("pod", handle)]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -236,7 +236,7 @@ fn pools_whose_node_selector_does_not_match_are_not_used() {
     );
     let err = plan(&s, "h", "n1", 1, 0, 0).unwrap_err();
     assert!(matches!(err, Error::NoPoolForNode { .. }), "{err}");
-    let mut in_zone = AutoAssignRequest::new("h", "n1", 1, 0);
+    let mut in_zone = AutoAssignRequest::new(HandleId::new("h"), NodeName::new("n1"), 1, 0);
     in_zone.node_labels = [("zone".to_string(), "a".to_string())].into();
     assert_eq!(
         s.plan_auto_assign(&in_zone, at(0))
@@ -261,7 +261,7 @@ fn disabled_pools_are_skipped_and_refused_when_requested() {
     );
     let plan = plan(&s, "h", "n1", 1, 0, 0).unwrap();
     assert!(plan.ipv4.addresses[0].to_string().starts_with("10.3."));
-    let mut asks_disabled = AutoAssignRequest::new("h", "n1", 1, 0);
+    let mut asks_disabled = AutoAssignRequest::new(HandleId::new("h"), NodeName::new("n1"), 1, 0);
     asks_disabled.ipv4_pools = vec!["10.2.0.0/16".parse().unwrap()];
     assert_eq!(
         s.plan_auto_assign(&asks_disabled, at(0)).unwrap_err(),
@@ -282,7 +282,7 @@ fn requested_pools_override_selectors_and_must_be_of_the_right_family() {
         ],
         IpamConfig::default(),
     );
-    let mut request = AutoAssignRequest::new("h", "n1", 1, 0);
+    let mut request = AutoAssignRequest::new(HandleId::new("h"), NodeName::new("n1"), 1, 0);
     request.ipv4_pools = vec!["10.5.0.0/16".parse().unwrap()];
     let plan = s.plan_auto_assign(&request, at(0)).unwrap();
     assert!(plan.ipv4.addresses[0].to_string().starts_with("10.5."));
@@ -303,7 +303,12 @@ fn pools_not_allowing_the_use_are_not_used() {
     );
     let err = plan(&s, "h", "n1", 1, 0, 0).unwrap_err();
     assert!(err.to_string().contains("Workload"), "{err}");
-    let mut tunnel = AutoAssignRequest::new("vxlan-tunnel-addr-n1", "n1", 1, 0);
+    let mut tunnel = AutoAssignRequest::new(
+        HandleId::new("vxlan-tunnel-addr-n1"),
+        NodeName::new("n1"),
+        1,
+        0,
+    );
     tunnel.intended_use = AllowedUse::Tunnel;
     assert!(s.plan_auto_assign(&tunnel, at(0)).is_ok());
 }
@@ -329,7 +334,7 @@ fn reserved_addresses_are_never_auto_assigned() {
 /// A request for one address that a bridge network will use with the
 /// pool's prefix, its gateway excluded.
 fn on_bridge(handle: &str, node: &str, v4: u32, v6: u32, gateway: &str) -> AutoAssignRequest {
-    let mut request = AutoAssignRequest::new(handle, node, v4, v6);
+    let mut request = AutoAssignRequest::new(HandleId::new(handle), NodeName::new(node), v4, v6);
     request.exclude = vec![ip(gateway).into()];
     request.usable_with_pool_prefix = true;
     request
@@ -368,7 +373,7 @@ fn a_bridge_request_never_gets_the_pools_network_broadcast_or_gateway() {
 fn a_block_holding_only_excluded_addresses_is_never_claimed() {
     // /32 blocks: the network and broadcast addresses are whole blocks.
     let s = world(vec![pool("p", "10.0.0.0/30", 32)], IpamConfig::default());
-    let mut request = AutoAssignRequest::new("h", "n1", 4, 0);
+    let mut request = AutoAssignRequest::new(HandleId::new("h"), NodeName::new("n1"), 4, 0);
     request.usable_with_pool_prefix = true;
     let planned = s.plan_auto_assign(&request, at(0)).unwrap();
     let mut got: Vec<String> = planned
@@ -402,7 +407,7 @@ fn a_block_holding_only_excluded_addresses_is_never_claimed() {
 #[test]
 fn an_ipv6_bridge_request_skips_only_the_subnet_router_anycast_address() {
     let s = world(vec![pool("p6", "fd00::/126", 126)], IpamConfig::default());
-    let mut request = AutoAssignRequest::new("h", "n1", 0, 4);
+    let mut request = AutoAssignRequest::new(HandleId::new("h"), NodeName::new("n1"), 0, 4);
     request.usable_with_pool_prefix = true;
     let planned = s.plan_auto_assign(&request, at(0)).unwrap();
     let got: Vec<String> = planned
@@ -440,7 +445,7 @@ fn in_a_batch_each_request_keeps_its_own_exclusions() {
     assert_eq!(assign(&mut s, "warm", "n1", 1), ["10.0.0.0/29"]);
     let requests = vec![
         on_bridge("bridge-a", "n1", 1, 0, "10.0.0.1"),
-        AutoAssignRequest::new("plain", "n1", 1, 0),
+        AutoAssignRequest::new(HandleId::new("plain"), NodeName::new("n1"), 1, 0),
         on_bridge("bridge-b", "n1", 1, 0, "10.0.0.1"),
     ];
     let batch = s.plan_auto_assign_batch(&requests, at(0));
@@ -490,8 +495,8 @@ fn dual_stack_assigns_both_families_in_one_plan() {
 fn assign_ip_claims_the_block_and_refuses_an_address_in_use() {
     let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
     let request = AssignIpRequest {
-        handle: "h".into(),
-        node: "n1".into(),
+        handle: HandleId::new("h"),
+        node: NodeName::new("n1"),
         address: ip("10.0.3.7"),
         attributes: BTreeMap::new(),
     };
@@ -499,7 +504,7 @@ fn assign_ip_claims_the_block_and_refuses_an_address_in_use() {
     assert_eq!(kinds(&plan.writes(&s)), CLAIM_NEW_BLOCK);
     s.apply(plan);
     let again = AssignIpRequest {
-        handle: "other".into(),
+        handle: HandleId::new("other"),
         ..request.clone()
     };
     assert_eq!(
@@ -527,8 +532,8 @@ fn assign_ip_in_another_nodes_block_is_refused_under_strict_affinity() {
     let got = assign(&mut s, "h", "n1", 1);
     let taken: ipnet::IpNet = got[0].parse().unwrap();
     let request = AssignIpRequest {
-        handle: "x".into(),
-        node: "n2".into(),
+        handle: HandleId::new("x"),
+        node: NodeName::new("n2"),
         address: taken.hosts().nth(3).unwrap(),
         attributes: BTreeMap::new(),
     };

@@ -116,7 +116,7 @@ fn a_batch_shares_one_block_write_and_matches_planning_one_by_one() {
     let mut batched = s.clone();
     assert_eq!(assign(&mut batched, "warm", "n1", 1), first);
     let requests: Vec<AutoAssignRequest> = (0..5)
-        .map(|i| AutoAssignRequest::new(format!("h{i}"), "n1", 1, 0))
+        .map(|i| AutoAssignRequest::new(HandleId::new(format!("h{i}")), NodeName::new("n1"), 1, 0))
         .collect();
     let batch = batched.plan_auto_assign_batch(&requests, at(1));
     // Five handles, one block.
@@ -141,12 +141,12 @@ fn a_batch_shares_one_block_write_and_matches_planning_one_by_one() {
 #[test]
 fn a_refused_request_in_a_batch_leaves_no_trace() {
     let s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
-    let mut bad = AutoAssignRequest::new("bad", "n1", 1, 0);
+    let mut bad = AutoAssignRequest::new(HandleId::new("bad"), NodeName::new("n1"), 1, 0);
     bad.ipv4_pools = vec!["10.9.0.0/16".parse().unwrap()];
     let requests = vec![
-        AutoAssignRequest::new("a", "n1", 1, 0),
+        AutoAssignRequest::new(HandleId::new("a"), NodeName::new("n1"), 1, 0),
         bad,
-        AutoAssignRequest::new("b", "n1", 1, 0),
+        AutoAssignRequest::new(HandleId::new("b"), NodeName::new("n1"), 1, 0),
     ];
     let batch = s.plan_auto_assign_batch(&requests, at(0));
     assert!(batch.outcomes[0].is_ok() && batch.outcomes[2].is_ok());

@@ -15,6 +15,7 @@ use ipam_core::{
     AffinityKey, AffinityState, AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, Error,
     IpamConfig, Now, Pool, PoolSpec, ReleaseRequest, ReservationSpec, Snapshot, Write,
 };
+use ipam_core::{HandleId, NodeName};
 
 const T0: u64 = 1_700_000_000_000_000_000;
 
@@ -54,7 +55,10 @@ fn plan(
     v6: u32,
     seconds: u64,
 ) -> Result<AutoAssignPlan, Error> {
-    s.plan_auto_assign(&AutoAssignRequest::new(handle, node, v4, v6), at(seconds))
+    s.plan_auto_assign(
+        &AutoAssignRequest::new(HandleId::new(handle), NodeName::new(node), v4, v6),
+        at(seconds),
+    )
 }
 
 /// Plans and applies an auto-assign of `v4` addresses; returns them.

@@ -53,7 +53,7 @@ fn a_stale_release_fails_and_writes_nothing() {
     ));
     let wrong = ReleaseRequest {
         address,
-        handle: Some("not-h".into()),
+        handle: Some(HandleId::new("not-h")),
         sequence_number: None,
     };
     assert!(matches!(

@@ -81,7 +81,12 @@ mod tests {
             .await
             .unwrap();
         // A pod's address on a node that is gone: a confirmed leak at once.
-        let mut request = AutoAssignRequest::new("k8s-pod-network.p", "gone", 1, 0);
+        let mut request = AutoAssignRequest::new(
+            ipam_core::HandleId::new("k8s-pod-network.p"),
+            ipam_core::NodeName::new("gone"),
+            1,
+            0,
+        );
         request.attributes = [("namespace", "default"), ("pod", "p"), ("node", "gone")]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -2,7 +2,7 @@
 //! chosen address (Calico's AssignIP).
 
 use ipam_core::plan::Assignments;
-use ipam_core::{AssignIpRequest, AutoAssignRequest, BlockCidr, ReleaseRequest};
+use ipam_core::{AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, ReleaseRequest};
 use ipnet::IpNet;
 
 use super::lane::{Job, Reply};
@@ -281,7 +281,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             .chain(&got.ipv6.addresses)
             .map(|a| ReleaseRequest {
                 address: a.addr(),
-                handle: Some(handle_id.to_string()),
+                handle: Some(HandleId::new(handle_id)),
                 sequence_number: None,
             })
             .collect();
@@ -320,7 +320,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     let prepared = match planned {
                         Ok(prepared) => prepared,
                         Err(ipam_core::Error::AddressInUse { handle, .. })
-                            if handle == request.handle =>
+                            if handle == request.handle.as_str() =>
                         {
                             return Ok(Attempt::Done(()))
                         }

@@ -158,7 +158,7 @@ mod tests {
     use std::time::Duration;
 
     use async_trait::async_trait;
-    use ipam_core::{Pool, PoolSpec};
+    use ipam_core::{HandleId, NodeName, Pool, PoolSpec};
 
     use super::*;
     use crate::datastore::RoundTrips;
@@ -245,7 +245,7 @@ mod tests {
         handle: &str,
     ) -> tokio::task::JoinHandle<Result<AutoAssigned, IpamError>> {
         let engine = engine.clone();
-        let request = AutoAssignRequest::new(handle, "n", 1, 0);
+        let request = AutoAssignRequest::new(HandleId::new(handle), NodeName::new("n"), 1, 0);
         tokio::spawn(async move { engine.auto_assign(&request).await })
     }
 

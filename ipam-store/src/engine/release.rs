@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipam_core::block::BlockOwner;
 use ipam_core::planner::addresses_of_handle;
-use ipam_core::ReleaseRequest;
+use ipam_core::{HandleId, ReleaseRequest};
 use ipnet::IpNet;
 
 use super::lane::{Job, Reply};
@@ -133,7 +133,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 .flat_map(|((handle, _), addresses)| {
                     addresses.iter().map(|a| ReleaseRequest {
                         address: *a,
-                        handle: Some(handle.clone()),
+                        handle: Some(HandleId::new(handle.clone())),
                         sequence_number: None,
                     })
                 })

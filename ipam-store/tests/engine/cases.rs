@@ -8,6 +8,7 @@ use ipam_core::{
     AffinityState, AssignIpRequest, AutoAssignRequest, BlockCidr, Error, IpamConfig, Pool,
     PoolSpec, ReleaseRequest, ReservationSpec,
 };
+use ipam_core::{HandleId, NodeName};
 use ipam_store::{
     AutoAssigned, Datastore, Ipam, IpamError, Key, Kind, ListQuery, Reservation, Value,
 };
@@ -120,7 +121,7 @@ pub async fn engine_on(store: &Arc<dyn Datastore>, cidr: &str, block_size: u8) -
 }
 
 pub fn request(handle: &str, node: &str, v4: u32, v6: u32) -> AutoAssignRequest {
-    let mut request = AutoAssignRequest::new(handle, node, v4, v6);
+    let mut request = AutoAssignRequest::new(HandleId::new(handle), NodeName::new(node), v4, v6);
     request.attributes = [("node", node), ("namespace", "default"), ("pod", handle)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -313,7 +314,7 @@ pub async fn release_with_a_stale_expectation_changes_nothing(store: Arc<dyn Dat
     let before = allocations(&*store).await;
     let wrong_handle = ReleaseRequest {
         address: a,
-        handle: Some("someone-else".into()),
+        handle: Some(HandleId::new("someone-else")),
         sequence_number: None,
     };
     let err = engine.release(&[wrong_handle]).await.unwrap_err();
@@ -330,8 +331,8 @@ pub async fn release_with_a_stale_expectation_changes_nothing(store: Arc<dyn Dat
 pub async fn assign_ip_takes_the_chosen_address_and_refuses_a_taken_one(store: Arc<dyn Datastore>) {
     let engine = engine_on(&store, "10.0.0.0/24", 26).await;
     let chosen = AssignIpRequest {
-        handle: "h".into(),
-        node: "n".into(),
+        handle: HandleId::new("h"),
+        node: NodeName::new("n"),
         address: ip("10.0.0.77"),
         attributes: BTreeMap::new(),
     };
@@ -341,7 +342,7 @@ pub async fn assign_ip_takes_the_chosen_address_and_refuses_a_taken_one(store: A
         .await
         .expect("the same handle again is fine");
     let taken = AssignIpRequest {
-        handle: "other".into(),
+        handle: HandleId::new("other"),
         ..chosen.clone()
     };
     let err = engine.assign_ip(&taken).await.unwrap_err();

@@ -104,7 +104,7 @@ async fn thirty_two_tasks_on_eight_nodes_never_hold_an_address_twice() {
                             .iter()
                             .map(|a| ReleaseRequest {
                                 address: *a,
-                                handle: Some(handle.clone()),
+                                handle: Some(ipam_core::HandleId::new(handle.clone())),
                                 sequence_number: None,
                             })
                             .collect();

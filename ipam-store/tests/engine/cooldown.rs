@@ -101,8 +101,8 @@ pub async fn a_released_address_is_not_reused_within_its_cooldown_and_is_after(
     assert!(short.ipv4.addresses.is_empty(), "{short:?}");
     assert!(!short.ipv4.shortfall.is_empty());
     let explicit = AssignIpRequest {
-        handle: "j".to_string(),
-        node: "node-1".to_string(),
+        handle: ipam_core::HandleId::new("j"),
+        node: ipam_core::NodeName::new("node-1"),
         address,
         attributes: Default::default(),
     };

@@ -1,20 +1,22 @@
 //! Where ipamctl reads and writes IPAM state: through a running
 //! ipam-server (its `/v1` API, with ipam-client), or straight from a
-//! datastore with the same engine the server runs. Every command is written
-//! once against [`Backend`]; the two modes answer with the same types
-//! (ipam-api's wire types and ipam-core's reports), so that their output is
-//! the same.
+//! datastore with the same engine the server runs. The flags name a
+//! [`Backend`] (where state is); [`Connection`] is that backend opened.
+//! Every command is written once against [`Connection`], which asks
+//! ipam-service's [`IpamService`] in either mode, so that the two answer
+//! with the same types and the same failures, and their output is the
+//! same. Only reads the API has no single call for (a whole snapshot)
+//! take a shorter way in direct mode.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use std::collections::BTreeMap;
-
 use ipam_api::{
-    AddressInfo, AddressState, AffinityListItem, BlockDetail, ConfigBody, PoolBody, PoolSpecBody,
-    ReleaseBody, ReleaseItem, UsageResponse,
+    AddressInfo, AddressState, AffinityListItem, BlockDetail, ConfigBody, ErrorCode, PoolBody,
+    PoolSpecBody, ReleaseBody, ReleaseItem, UsageResponse,
 };
 use ipam_client::{read_token_file, Client, Endpoint};
 use ipam_core::block::{Attribute, BlockSpec};
@@ -22,15 +24,13 @@ use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, Skipp
 use ipam_core::timestamp::parse_rfc3339;
 use ipam_core::usage::{borrowed, classify, BorrowedAddress, Borrowing};
 use ipam_core::{
-    Affinity, AffinityState, Block, BlockCidr, IpamConfig, Now, Pool, ReleaseRequest, Snapshot,
+    Affinity, AffinityState, Block, BlockCidr, HandleId, IpamConfig, Now, Pool, PoolName, Snapshot,
 };
-use ipam_store::embedded::EmbeddedStore;
-use ipam_store::etcd::{EtcdOptions, EtcdStore};
-use ipam_store::kubernetes::KubernetesStore;
-use ipam_store::{Datastore, Ipam, StoreError};
+use ipam_service::{open, DatastoreSettings, IpamService, LocalService, ServiceError};
+use ipam_store::{Ipam, StoreError};
 use ipnet::IpNet;
 
-use crate::error::CliError;
+use crate::error::{CliError, DATASTORE_HINT, SERVER_DATASTORE_HINT};
 use crate::progress::Progress;
 
 /// The server ipamctl talks to when told nothing else.
@@ -48,9 +48,9 @@ pub enum DatastoreKind {
     Kubernetes,
 }
 
-/// How to reach IPAM state, as the flags say.
+/// Where IPAM state is, as the flags say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Connection {
+pub enum Backend {
     /// Through ipam-server.
     Server {
         /// `http://HOST:PORT` or `unix:PATH`.
@@ -60,27 +60,14 @@ pub enum Connection {
         /// Longest any one call may take.
         timeout: Duration,
     },
-    /// The embedded store in a directory.
-    Embedded {
-        /// The data directory.
-        data_dir: PathBuf,
-    },
-    /// etcd.
-    Etcd {
-        /// Endpoints (`http://127.0.0.1:2379`).
-        endpoints: Vec<String>,
-    },
-    /// Kubernetes.
-    Kubernetes {
-        /// A kubeconfig; else `KUBECONFIG`, `~/.kube/config` or in-cluster.
-        kubeconfig: Option<PathBuf>,
-    },
+    /// Straight to a datastore.
+    Datastore(DatastoreSettings),
 }
 
 /// An open connection to IPAM state.
-pub enum Backend {
+pub enum Connection {
     /// Straight to a datastore, through the engine.
-    Direct(Box<Ipam<dyn Datastore>>),
+    Direct(LocalService),
     /// Through ipam-server's API.
     Server(Client),
 }
@@ -120,13 +107,13 @@ pub enum ReleaseOutcome {
     Changed,
 }
 
-impl Backend {
-    /// Opens the connection the flags describe. A datastore that cannot be
+impl Connection {
+    /// Opens the backend the flags describe. A datastore that cannot be
     /// reached fails here (etcd and Kubernetes connect lazily, so their
     /// first call is made here), not half-way through a command.
-    pub async fn open(connection: &Connection) -> Result<Backend, CliError> {
-        let store: Arc<dyn Datastore> = match connection {
-            Connection::Server {
+    pub async fn open(backend: &Backend) -> Result<Connection, CliError> {
+        let settings = match backend {
+            Backend::Server {
                 url,
                 token_file,
                 timeout,
@@ -138,71 +125,90 @@ impl Backend {
                 if let Some(path) = token_file {
                     client = client.with_token(read_token_file(path)?);
                 }
-                return Ok(Backend::Server(client));
+                return Ok(Connection::Server(client));
             }
+            Backend::Datastore(settings) => settings,
+        };
+        match settings {
             // Opening creates a missing directory: a mistyped --data-dir
             // would show an empty store instead of an error.
-            Connection::Embedded { data_dir } if !data_dir.is_dir() => {
+            DatastoreSettings::Embedded { data_dir } if !data_dir.is_dir() => {
                 return Err(CliError::NotFound(format!(
                     "--data-dir {}: no such directory (ipam-server creates its data dir on first \
                      start; pass the one it uses)",
                     data_dir.display()
                 )))
             }
-            Connection::Embedded { data_dir } => match EmbeddedStore::open(data_dir) {
-                Ok(store) => Arc::new(store),
-                Err(error @ StoreError::Unavailable { .. }) => {
-                    return Err(CliError::Unavailable {
-                        message: error.to_string(),
-                        hint: format!(
-                            "an ipam-server using {} holds it while it runs: go through it with \
-                             --server URL (default {DEFAULT_SERVER}) instead of --datastore embedded",
-                            data_dir.display()
-                        ),
-                    })
-                }
-                Err(error) => return Err(error.into()),
-            },
-            Connection::Etcd { endpoints } => {
-                if endpoints.is_empty() {
-                    return Err(CliError::Usage(
-                        "--datastore etcd needs --etcd-endpoints URL[,URL...] (or IPAM_ETCD_ENDPOINTS)"
-                            .to_string(),
-                    ));
-                }
-                Arc::new(
-                    EtcdStore::connect(endpoints, EtcdOptions::default())
-                        .await
-                        .map_err(flag_error)?,
-                )
+            DatastoreSettings::Etcd { endpoints, .. } if endpoints.is_empty() => {
+                return Err(CliError::Usage(
+                    "--datastore etcd needs --etcd-endpoints URL[,URL...] (or IPAM_ETCD_ENDPOINTS)"
+                        .to_string(),
+                ))
             }
-            Connection::Kubernetes { kubeconfig } => Arc::new(
-                KubernetesStore::connect(kubeconfig.as_deref())
-                    .await
-                    .map_err(flag_error)?,
-            ),
+            _ => {}
+        }
+        let opened = match (open(settings).await, settings) {
+            (Ok(opened), _) => opened,
+            (
+                Err(error @ StoreError::Unavailable { .. }),
+                DatastoreSettings::Embedded { data_dir },
+            ) => {
+                return Err(CliError::Unavailable {
+                    message: error.to_string(),
+                    hint: format!(
+                        "an ipam-server using {} holds it while it runs: go through it with \
+                         --server URL (default {DEFAULT_SERVER}) instead of --datastore embedded",
+                        data_dir.display()
+                    ),
+                })
+            }
+            (Err(error), DatastoreSettings::Embedded { .. }) => return Err(error.into()),
+            (Err(error), _) => return Err(flag_error(error)),
         };
-        let engine = Ipam::new(store);
+        let connection = Connection::Direct(LocalService::new(Arc::new(Ipam::new(opened.store))));
         // One read now, so that an unreachable datastore is reported as such
         // before anything else.
-        engine.config().await?;
-        Ok(Backend::Direct(Box::new(engine)))
+        connection
+            .service()
+            .ready()
+            .await
+            .map_err(|e| connection.error(e))?;
+        Ok(connection)
+    }
+
+    /// The `/v1` operations, in whichever mode.
+    fn service(&self) -> &dyn IpamService {
+        match self {
+            Connection::Direct(local) => local,
+            Connection::Server(client) => client,
+        }
+    }
+
+    /// What a failure means to the user: the same codes in both modes; the
+    /// hint for an unreachable datastore says which process could not
+    /// reach it.
+    fn error(&self, error: ServiceError) -> CliError {
+        let hint = match self {
+            Connection::Direct(_) => DATASTORE_HINT,
+            Connection::Server(_) => SERVER_DATASTORE_HINT,
+        };
+        match error {
+            ServiceError::Refused { code, message } => CliError::refused(&code, message, hint),
+            ServiceError::Unanswered(error) => error.into(),
+        }
     }
 
     /// Per-pool and per-block usage (`GET /v1/usage`).
     pub async fn usage(&self) -> Result<UsageResponse, CliError> {
-        Ok(match self {
-            Backend::Direct(engine) => UsageResponse::of(&engine.snapshot().await?),
-            Backend::Server(client) => client.usage().await?,
-        })
+        self.service().usage().await.map_err(|e| self.error(e))
     }
 
     /// Borrowed addresses. Through the server, every block is read one by
     /// one (`GET /v1/blocks`), with a progress bar on a terminal.
     pub async fn borrowed(&self) -> Result<Borrowed, CliError> {
         let (mut addresses, unclassified) = match self {
-            Backend::Direct(engine) => borrowed(&engine.snapshot().await?),
-            Backend::Server(client) => {
+            Connection::Direct(local) => borrowed(&local.engine().snapshot().await?),
+            Connection::Server(client) => {
                 let cidrs = client.usage().await?.block_cidrs();
                 let progress = Progress::bar(cidrs.len() as u64, "reading blocks");
                 let mut found = Vec::new();
@@ -239,43 +245,24 @@ impl Backend {
 
     /// The IPAM configuration.
     pub async fn config(&self) -> Result<ConfigBody, CliError> {
-        Ok(match self {
-            Backend::Direct(engine) => engine.config().await?.into(),
-            Backend::Server(client) => client.config().await?,
-        })
+        self.service().config().await.map_err(|e| self.error(e))
     }
 
-    /// Stores the IPAM configuration (validated as Calico validates it).
+    /// Stores the IPAM configuration (validated as Calico validates it;
+    /// fields of a newer Calico stored in the config are kept).
     pub async fn set_config(&self, config: &ConfigBody) -> Result<(), CliError> {
-        match self {
-            Backend::Direct(engine) => {
-                // Fields of a newer Calico stored in the config are kept.
-                let mut stored = engine.config().await?;
-                config.apply_to(&mut stored);
-                engine.set_config(stored).await?;
-            }
-            Backend::Server(client) => {
-                client.set_config(config).await?;
-            }
-        }
+        self.service()
+            .set_config(config.clone())
+            .await
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
 
     /// Who holds an address, or that it is free, or in no pool.
     pub async fn address(&self, address: IpAddr) -> Result<AddressReport, CliError> {
         match self {
-            Backend::Direct(engine) => {
-                let attribute = engine.attributes_of(address).await?;
-                let pools = engine.pools().await?;
-                let pool = pools
-                    .iter()
-                    .find(|p| p.contains(address))
-                    .map(|p| p.name().to_string());
-                let cooldown = engine
-                    .config()
-                    .await?
-                    .cooldown(Now::from(SystemTime::now()));
-                let info = AddressInfo::of(address, attribute.as_ref(), pool, cooldown);
+            Connection::Direct(local) => {
+                let (info, attribute) = local.address_with_attribute(address).await?;
                 let alternate_attributes = match (&info.status, attribute) {
                     (AddressState::InUse, Some(attribute)) => attribute.alternate_owner.to_map(),
                     _ => Default::default(),
@@ -285,7 +272,7 @@ impl Backend {
                     alternate_attributes,
                 })
             }
-            Backend::Server(client) => Ok(AddressReport {
+            Connection::Server(client) => Ok(AddressReport {
                 info: client.address(address).await?,
                 alternate_attributes: Default::default(),
             }),
@@ -298,15 +285,15 @@ impl Backend {
     /// block by block, and `GET /v1/affinities`).
     pub async fn check(&self, live: &Liveness) -> Result<CheckReport, CliError> {
         match self {
-            Backend::Direct(engine) => {
+            Connection::Direct(local) => {
                 let progress = Progress::spinner("reading blocks, handles and affinities");
-                let snapshot = engine.snapshot().await?;
+                let snapshot = local.engine().snapshot().await?;
                 progress.message(&format!("checking {} blocks", snapshot.blocks().count()));
                 let report = check(&snapshot, live, Now::from(SystemTime::now()));
                 progress.finish();
                 Ok(report)
             }
-            Backend::Server(client) => {
+            Connection::Server(client) => {
                 let progress = Progress::spinner("ipam-server is checking");
                 let mut report = client.check().await?.report;
                 progress.finish();
@@ -328,102 +315,73 @@ impl Backend {
     /// number given (when given).
     pub async fn release_one(&self, item: ReleaseItem) -> Result<ReleaseOutcome, CliError> {
         let address = item.address;
-        let result = match self {
-            Backend::Direct(engine) => engine
-                .release(&[ReleaseRequest {
-                    address: item.address,
-                    handle: item.handle,
-                    sequence_number: item.sequence_number,
-                }])
-                .await
-                .map(|r| r.released.contains(&address))
-                .map_err(|e| match e {
-                    ipam_store::IpamError::Refused(
-                        ipam_core::Error::SequenceNumberMismatch { .. }
-                        | ipam_core::Error::HandleMismatch { .. },
-                    ) => None,
-                    other => Some(CliError::from(other)),
-                }),
-            Backend::Server(client) => client
-                .release(&ReleaseBody {
-                    addresses: vec![item],
-                })
-                .await
-                .map(|r| r.released.contains(&address))
-                .map_err(|e| match e.api_code() {
-                    Some("allocation_changed") => None,
-                    _ => Some(CliError::from(e)),
-                }),
+        let body = ReleaseBody {
+            addresses: vec![item],
         };
-        match result {
-            Ok(true) => Ok(ReleaseOutcome::Released),
-            Ok(false) => Ok(ReleaseOutcome::AlreadyFree),
-            Err(None) => Ok(ReleaseOutcome::Changed),
-            Err(Some(error)) => Err(error),
+        match self.service().release(body).await {
+            Ok(out) if out.released.contains(&address) => Ok(ReleaseOutcome::Released),
+            Ok(_) => Ok(ReleaseOutcome::AlreadyFree),
+            Err(e) if e.code() == Some(&ErrorCode::AllocationChanged) => {
+                Ok(ReleaseOutcome::Changed)
+            }
+            Err(e) => Err(self.error(e)),
         }
     }
 
     /// The addresses a handle holds now.
     pub async fn handle_addresses(&self, handle: &str) -> Result<Vec<IpNet>, CliError> {
-        Ok(match self {
-            Backend::Direct(engine) => engine.addresses_of_handle(handle).await?,
-            Backend::Server(client) => client
-                .handle_addresses(handle)
-                .await?
-                .map(|h| h.addresses)
-                .unwrap_or_default(),
-        })
+        Ok(self
+            .service()
+            .handle_addresses(&HandleId::new(handle))
+            .await
+            .map_err(|e| self.error(e))?
+            .map(|h| h.addresses)
+            .unwrap_or_default())
     }
 
     /// Releases a handle's addresses and deletes the handle.
     pub async fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>, CliError> {
-        Ok(match self {
-            Backend::Direct(engine) => engine.release_by_handle(handle).await?,
-            Backend::Server(client) => client.release_handle(handle).await?.released,
-        })
+        Ok(self
+            .service()
+            .release_handle(&HandleId::new(handle))
+            .await
+            .map_err(|e| self.error(e))?
+            .released)
     }
 
     /// Every pool, by name.
     pub async fn pools(&self) -> Result<Vec<PoolBody>, CliError> {
-        Ok(match self {
-            Backend::Direct(engine) => engine.pools().await?.iter().map(PoolBody::from).collect(),
-            Backend::Server(client) => client.pools().await?,
-        })
+        self.service().pools().await.map_err(|e| self.error(e))
     }
 
     /// Creates a pool; one that overlaps another is refused.
     pub async fn create_pool(&self, pool: Pool) -> Result<(), CliError> {
-        match self {
-            Backend::Direct(engine) => engine.create_pool(pool).await?,
-            Backend::Server(client) => {
-                client.create_pool(&PoolBody::from(&pool)).await?;
-            }
-        }
+        self.service()
+            .create_pool(PoolBody::from(&pool))
+            .await
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
 
     /// Replaces a pool's spec (its CIDR and block size cannot change).
     pub async fn update_pool(&self, pool: Pool) -> Result<(), CliError> {
-        match self {
-            Backend::Direct(engine) => engine.update_pool(pool).await?,
-            Backend::Server(client) => {
-                let spec = PoolSpecBody {
-                    spec: pool.spec().clone(),
-                };
-                client.update_pool(pool.name(), &spec).await?;
-            }
-        }
+        let spec = PoolSpecBody {
+            spec: pool.spec().clone(),
+        };
+        self.service()
+            .update_pool(&PoolName::new(pool.name()), spec)
+            .await
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
 
     /// Deletes a pool as Calico does: disabled, its affinities released,
     /// then removed; addresses in use stay allocated until released.
     pub async fn delete_pool(&self, name: &str) -> Result<(), CliError> {
-        match self {
-            Backend::Direct(engine) => engine.delete_pool(name).await?,
-            Backend::Server(client) => client.delete_pool(name).await?,
-        }
-        Ok(())
+        self.service()
+            .delete_pool(&PoolName::new(name))
+            .await
+            .map_err(|e| self.error(e))
     }
 }
 

@@ -1,0 +1,372 @@
+//! The `/v1` operations on the engine: the one place a wire request
+//! becomes the engine's request (every field of it) and the engine's
+//! answer becomes the wire answer. ipam-server's handlers call this after
+//! checking what the request carries; the direct modes of the CNI plugin
+//! and ipamctl call it in-process.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use ipam_api::{
+    AddressInfo, AffinityListItem, AllocationBody, AssignBody, AssignIpBody, AssignIpResponse,
+    AssignResponse, BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody,
+    PoolSpecBody, ReleaseBody, ReleaseResponse, UsageResponse,
+};
+use ipam_core::block::{Attribute, BlockOwner};
+use ipam_core::check::{check, Liveness};
+use ipam_core::{
+    AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, NodeName, Now, Pool,
+    PoolName, ReleaseRequest,
+};
+use ipam_store::{Datastore, Ipam, IpamError};
+
+use crate::{IpamService, ServiceError};
+
+/// The engine on a datastore, answering as ipam-server would.
+#[derive(Clone)]
+pub struct LocalService {
+    engine: Arc<Ipam<dyn Datastore>>,
+}
+
+impl LocalService {
+    /// The operations on `engine`.
+    pub fn new(engine: Arc<Ipam<dyn Datastore>>) -> LocalService {
+        LocalService { engine }
+    }
+
+    /// The engine, for what the API does not offer (a whole snapshot).
+    pub fn engine(&self) -> &Arc<Ipam<dyn Datastore>> {
+        &self.engine
+    }
+
+    /// `POST /v1/assign`.
+    pub async fn assign(&self, body: AssignBody) -> Result<AssignResponse, IpamError> {
+        let mut request = AutoAssignRequest::new(
+            HandleId::new(body.handle.as_str()),
+            NodeName::new(body.node.as_str()),
+            body.ipv4,
+            body.ipv6,
+        );
+        request.ipv4_pools = body.ipv4_pools;
+        request.ipv6_pools = body.ipv6_pools;
+        request.attributes = body.attributes;
+        request.node_labels = body.node_labels;
+        request.namespace_labels = body.namespace_labels;
+        request.intended_use = body.intended_use.unwrap_or(AllowedUse::Workload);
+        request.max_blocks_per_host = body.max_blocks_per_host;
+        request.exclude = body.exclude;
+        request.usable_with_pool_prefix = body.usable_with_pool_prefix;
+        let got = self.engine.auto_assign_all(&request).await?;
+        let addresses: Vec<IpAddr> = got
+            .ipv4
+            .addresses
+            .iter()
+            .chain(&got.ipv6.addresses)
+            .map(|a| a.addr())
+            .collect();
+        let holdings = self.engine.holdings(&body.handle, &addresses).await?;
+        Ok(AssignResponse {
+            handle: body.handle,
+            ipv4: got.ipv4.addresses,
+            ipv6: got.ipv6.addresses,
+            existing: got.existing,
+            assigned: holdings.into_iter().flatten().map(Into::into).collect(),
+        })
+    }
+
+    /// `POST /v1/assign-ip`.
+    pub async fn assign_ip(&self, body: AssignIpBody) -> Result<AssignIpResponse, IpamError> {
+        let request = AssignIpRequest {
+            handle: HandleId::new(body.handle.as_str()),
+            node: NodeName::new(body.node.as_str()),
+            address: body.address,
+            attributes: body.attributes.clone(),
+        };
+        self.engine.assign_ip(&request).await?;
+        let held = self.engine.holdings(&body.handle, &[body.address]).await?;
+        Ok(AssignIpResponse {
+            handle: body.handle,
+            node: body.node,
+            address: body.address,
+            attributes: body.attributes,
+            assigned: held.into_iter().flatten().next().map(Into::into),
+        })
+    }
+
+    /// `POST /v1/release`.
+    pub async fn release(&self, body: ReleaseBody) -> Result<ReleaseResponse, IpamError> {
+        let requests: Vec<ReleaseRequest> = body
+            .addresses
+            .into_iter()
+            .map(|item| ReleaseRequest {
+                address: item.address,
+                handle: item.handle.map(HandleId::new),
+                sequence_number: item.sequence_number,
+            })
+            .collect();
+        let out = self.engine.release(&requests).await?;
+        Ok(ReleaseResponse {
+            released: out.released,
+            already_free: out.already_free,
+        })
+    }
+
+    /// `DELETE /v1/handles/{handle}`.
+    pub async fn release_handle(&self, handle: &HandleId) -> Result<ReleaseResponse, IpamError> {
+        Ok(ReleaseResponse {
+            released: self.engine.release_by_handle(handle).await?,
+            already_free: Vec::new(),
+        })
+    }
+
+    /// `GET /v1/handles/{handle}`.
+    pub async fn handle_addresses(
+        &self,
+        handle: &HandleId,
+    ) -> Result<Option<HandleAddresses>, IpamError> {
+        let addresses = self.engine.addresses_of_handle(handle).await?;
+        Ok((!addresses.is_empty()).then(|| HandleAddresses {
+            handle: handle.to_string(),
+            addresses,
+        }))
+    }
+
+    /// `GET /v1/handles?node=&prefix=`.
+    pub async fn handles_on_node(
+        &self,
+        node: &NodeName,
+        prefix: &str,
+    ) -> Result<Vec<HandleAddresses>, IpamError> {
+        let found = self.engine.handles_on_node(node, prefix).await?;
+        Ok(found
+            .into_iter()
+            .map(|(handle, addresses)| HandleAddresses { handle, addresses })
+            .collect())
+    }
+
+    /// `GET /v1/addresses/{address}`, and the attribute it was read from
+    /// (ipamctl shows an alternate owner's, which the API does not carry).
+    pub async fn address_with_attribute(
+        &self,
+        address: IpAddr,
+    ) -> Result<(AddressInfo, Option<Attribute>), IpamError> {
+        let attribute = self.engine.attributes_of(address).await?;
+        let pools = self.engine.pools().await?;
+        let pool = pools
+            .iter()
+            .find(|p| p.contains(address))
+            .map(|p| p.name().to_string());
+        let cooldown = self
+            .engine
+            .config()
+            .await?
+            .cooldown(Now::from(SystemTime::now()));
+        let info = AddressInfo::of(address, attribute.as_ref(), pool, cooldown);
+        Ok((info, attribute))
+    }
+
+    /// `GET /v1/pools`.
+    pub async fn pools(&self) -> Result<Vec<PoolBody>, IpamError> {
+        Ok(self
+            .engine
+            .pools()
+            .await?
+            .iter()
+            .map(PoolBody::from)
+            .collect())
+    }
+
+    /// `POST /v1/pools`: the CIDR normalised to its network as Calico does
+    /// before storing (libcalico-go clientv3/ippool.go,
+    /// validateAndSetDefaults: "Normalize the CIDR before persisting").
+    pub async fn create_pool(&self, body: PoolBody) -> Result<PoolBody, IpamError> {
+        let mut spec = body.spec;
+        spec.cidr = spec.cidr.trunc();
+        let pool = Pool::new(&body.name, spec)?;
+        self.engine.create_pool(pool.clone()).await?;
+        Ok(PoolBody::from(&pool))
+    }
+
+    /// `PUT /v1/pools/{name}`: normalised as [`LocalService::create_pool`];
+    /// fields a newer Calico stored in the pool are kept, as
+    /// [`LocalService::set_config`] keeps the config's.
+    pub async fn update_pool(
+        &self,
+        name: &PoolName,
+        body: PoolSpecBody,
+    ) -> Result<PoolBody, IpamError> {
+        let mut spec = body.spec;
+        spec.cidr = spec.cidr.trunc();
+        let stored = self.engine.pools().await?;
+        if let Some(current) = stored.iter().find(|p| p.name() == name.as_str()) {
+            spec.unknown = current.spec().unknown.clone();
+        }
+        let pool = Pool::new(name.as_str(), spec)?;
+        self.engine.update_pool(pool.clone()).await?;
+        Ok(PoolBody::from(&pool))
+    }
+
+    /// `DELETE /v1/pools/{name}`.
+    pub async fn delete_pool(&self, name: &PoolName) -> Result<(), IpamError> {
+        self.engine.delete_pool(name).await
+    }
+
+    /// `GET /v1/config`.
+    pub async fn config(&self) -> Result<ConfigBody, IpamError> {
+        Ok(self.engine.config().await?.into())
+    }
+
+    /// `PUT /v1/config`: fields of a newer Calico stored in the config are
+    /// kept.
+    pub async fn set_config(&self, body: ConfigBody) -> Result<ConfigBody, IpamError> {
+        let mut config = self.engine.config().await?;
+        body.apply_to(&mut config);
+        self.engine.set_config(config).await?;
+        Ok(body)
+    }
+
+    /// `GET /v1/usage`.
+    pub async fn usage(&self) -> Result<UsageResponse, IpamError> {
+        Ok(UsageResponse::of(&self.engine.snapshot().await?))
+    }
+
+    /// `GET /v1/blocks?cidr=`.
+    pub async fn block(&self, cidr: BlockCidr) -> Result<Option<BlockDetail>, IpamError> {
+        let Some(block) = self.engine.block(cidr).await? else {
+            return Ok(None);
+        };
+        let allocations = block
+            .allocations()
+            .map(|(ordinal, attribute)| AllocationBody::of(&block, ordinal, attribute))
+            .collect();
+        Ok(Some(BlockDetail {
+            cidr: cidr.net(),
+            node: block.owner().map(BlockOwner::name).map(str::to_string),
+            affinity: block.owner().map(ToString::to_string),
+            allocations,
+        }))
+    }
+
+    /// `GET /v1/affinities`: by node, then block.
+    pub async fn affinities(&self) -> Result<Vec<AffinityListItem>, IpamError> {
+        let snapshot = self.engine.snapshot().await?;
+        let mut affinities: Vec<AffinityListItem> = snapshot
+            .affinities()
+            .map(|a| AffinityListItem {
+                node: a.node.clone(),
+                cidr: a.cidr.net(),
+                state: a.state.as_str().to_string(),
+                affinity_type: a
+                    .affinity_type
+                    .clone()
+                    .unwrap_or_else(|| "host".to_string()),
+            })
+            .collect();
+        affinities.sort_by(|a, b| (&a.node, a.cidr).cmp(&(&b.node, b.cidr)));
+        Ok(affinities)
+    }
+
+    /// `GET /v1/check`: no pods or nodes are known here, so those checks
+    /// are listed as skipped.
+    pub async fn check(&self) -> Result<CheckResponse, IpamError> {
+        let snapshot = self.engine.snapshot().await?;
+        let report = check(
+            &snapshot,
+            &Liveness::default(),
+            Now::from(SystemTime::now()),
+        );
+        Ok(CheckResponse {
+            consistent: report.is_consistent(),
+            report,
+        })
+    }
+}
+
+#[async_trait]
+impl IpamService for LocalService {
+    async fn assign(&self, body: AssignBody) -> Result<AssignResponse, ServiceError> {
+        Ok(LocalService::assign(self, body).await?)
+    }
+
+    async fn assign_ip(&self, body: AssignIpBody) -> Result<AssignIpResponse, ServiceError> {
+        Ok(LocalService::assign_ip(self, body).await?)
+    }
+
+    async fn release(&self, body: ReleaseBody) -> Result<ReleaseResponse, ServiceError> {
+        Ok(LocalService::release(self, body).await?)
+    }
+
+    async fn release_handle(&self, handle: &HandleId) -> Result<ReleaseResponse, ServiceError> {
+        Ok(LocalService::release_handle(self, handle).await?)
+    }
+
+    async fn handle_addresses(
+        &self,
+        handle: &HandleId,
+    ) -> Result<Option<HandleAddresses>, ServiceError> {
+        Ok(LocalService::handle_addresses(self, handle).await?)
+    }
+
+    async fn handles_on_node(
+        &self,
+        node: &NodeName,
+        prefix: &str,
+    ) -> Result<Vec<HandleAddresses>, ServiceError> {
+        Ok(LocalService::handles_on_node(self, node, prefix).await?)
+    }
+
+    async fn address(&self, address: IpAddr) -> Result<AddressInfo, ServiceError> {
+        Ok(self.address_with_attribute(address).await?.0)
+    }
+
+    async fn pools(&self) -> Result<Vec<PoolBody>, ServiceError> {
+        Ok(LocalService::pools(self).await?)
+    }
+
+    async fn create_pool(&self, pool: PoolBody) -> Result<PoolBody, ServiceError> {
+        Ok(LocalService::create_pool(self, pool).await?)
+    }
+
+    async fn update_pool(
+        &self,
+        name: &PoolName,
+        spec: PoolSpecBody,
+    ) -> Result<PoolBody, ServiceError> {
+        Ok(LocalService::update_pool(self, name, spec).await?)
+    }
+
+    async fn delete_pool(&self, name: &PoolName) -> Result<(), ServiceError> {
+        Ok(LocalService::delete_pool(self, name).await?)
+    }
+
+    async fn config(&self) -> Result<ConfigBody, ServiceError> {
+        Ok(LocalService::config(self).await?)
+    }
+
+    async fn set_config(&self, config: ConfigBody) -> Result<ConfigBody, ServiceError> {
+        Ok(LocalService::set_config(self, config).await?)
+    }
+
+    async fn usage(&self) -> Result<UsageResponse, ServiceError> {
+        Ok(LocalService::usage(self).await?)
+    }
+
+    async fn block(&self, cidr: BlockCidr) -> Result<Option<BlockDetail>, ServiceError> {
+        Ok(LocalService::block(self, cidr).await?)
+    }
+
+    async fn affinities(&self) -> Result<Vec<AffinityListItem>, ServiceError> {
+        Ok(LocalService::affinities(self).await?)
+    }
+
+    async fn check(&self) -> Result<CheckResponse, ServiceError> {
+        Ok(LocalService::check(self).await?)
+    }
+
+    async fn ready(&self) -> Result<(), ServiceError> {
+        self.engine.config().await?;
+        Ok(())
+    }
+}
