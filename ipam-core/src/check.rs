@@ -82,9 +82,11 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::affinity::AffinityState;
-use crate::block::{Attribute, Block, BlockOwner, BlockProblem, WINDOWS_RESERVED_HANDLE};
+use crate::block::{Attribute, Block, BlockOwner, BlockProblem};
 use crate::cidr::BlockCidr;
 use crate::cooldown::Cooldown;
+use crate::holder::Holder;
+pub use crate::holder::PodRef;
 use crate::plan::Now;
 use crate::snapshot::Snapshot;
 use crate::timestamp::{format_rfc3339, parse_rfc3339};
@@ -96,16 +98,6 @@ pub const REPORT_SCHEMA_VERSION: u32 = 2;
 /// times the longest a request may run (30 s), so that no claim still under
 /// way is reported (see the module documentation).
 pub const PENDING_AFFINITY_MAX_AGE_SECONDS: i64 = 300;
-
-/// A pod by namespace and name, as allocation attributes record it
-/// (`namespace`, `pod`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PodRef {
-    /// The pod's namespace.
-    pub namespace: String,
-    /// The pod's name.
-    pub name: String,
-}
 
 /// What exists outside IPAM, when the caller knows it. `None` skips the
 /// checks that need it.
@@ -239,13 +231,15 @@ pub struct Finding {
     /// The block's sequence number for the allocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence_number: Option<u64>,
-    /// The allocation's `pod` attribute.
+    /// The allocation's pod, when it is a pod's address (both `namespace`
+    /// and `pod` set and not empty; see [`crate::holder`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
-    /// The allocation's `namespace` attribute.
+    /// The allocation's pod's namespace, with `pod`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// The allocation's `node` attribute, or the node of a block or affinity.
+    /// The allocation's `node` attribute when not empty, or the node of a
+    /// block or affinity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// The index into the block's `attributes` (`unusedAttribute`).
@@ -447,16 +441,17 @@ impl Finding {
         ordinal: u32,
         attribute: &Attribute,
     ) -> Finding {
-        let label = |key: &str| attribute.secondary.get(key).map(str::to_string);
+        let holder = Holder::of(attribute);
+        let pod = holder.pod();
         Finding {
             address: Some(block.cidr().address(ordinal)),
             block: Some(block.cidr()),
             ordinal: Some(ordinal),
             handle: attribute.handle().map(str::to_string),
             sequence_number: Some(block.sequence_number_of(ordinal)),
-            pod: label("pod"),
-            namespace: label("namespace"),
-            node: label("node"),
+            namespace: pod.as_ref().map(|p| p.namespace.clone()),
+            pod: pod.map(|p| p.name),
+            node: holder.node().map(str::to_string),
             ..Finding::new(kind)
         }
     }
@@ -606,6 +601,7 @@ fn check_allocation(
     let cidr = block.cidr();
     let address = cidr.address(ordinal);
     let at = |kind| Finding::allocation(kind, block, ordinal, attribute);
+    let holder = Holder::of(attribute);
     match attribute.handle() {
         None => findings.push(Finding {
             message: format!("{address} in block {cidr} is allocated without a handle"),
@@ -613,10 +609,7 @@ fn check_allocation(
         }),
         // Calico pre-allocates Windows-reserved addresses in the block and
         // creates no handle object for them (ipam_block.go, newBlock).
-        Some(handle)
-            if snapshot.handle(handle).is_none()
-                && !handle.eq_ignore_ascii_case(WINDOWS_RESERVED_HANDLE) =>
-        {
+        Some(handle) if snapshot.handle(handle).is_none() && !holder.is_windows_reserved() => {
             findings.push(Finding {
                 message: format!(
                     "{address}: handle {handle} is in use in block {cidr} but doesn't exist"
@@ -627,27 +620,21 @@ fn check_allocation(
         Some(_) => {}
     }
     if let Some(pods) = &live.pods {
-        // Only an allocation that names both is a pod's; a pod without a
-        // namespace is not guessed at.
-        let (namespace, pod) = (
-            attribute.secondary.get("namespace"),
-            attribute.secondary.get("pod"),
-        );
-        if let (Some(namespace), Some(pod)) = (namespace, pod) {
-            let key = PodRef {
-                namespace: namespace.to_string(),
-                name: pod.to_string(),
-            };
-            if !pods.contains(&key) {
+        // Only a pod's address (see crate::holder) names a pod to look for.
+        if let Some(pod) = holder.pod() {
+            if !pods.contains(&pod) {
                 findings.push(Finding {
-                    message: format!("{address} leaked: pod {namespace}/{pod} no longer exists"),
+                    message: format!(
+                        "{address} leaked: pod {}/{} no longer exists",
+                        pod.namespace, pod.name
+                    ),
                     ..at(FindingKind::PodGone)
                 });
             }
         }
     }
     if let Some(nodes) = &live.nodes {
-        if let Some(node) = attribute.secondary.get("node") {
+        if let Some(node) = holder.node() {
             if !nodes.contains(node) {
                 findings.push(Finding {
                     message: format!("{address} leaked: node {node} no longer exists"),
@@ -870,6 +857,7 @@ fn overlaps(a: IpNet, b: IpNet) -> bool {
 mod tests {
     use super::*;
     use crate::affinity::{Affinity, AffinityState};
+    use crate::block::WINDOWS_RESERVED_HANDLE;
     use crate::cidr::IpVersion;
     use crate::config::IpamConfig;
     use crate::handle::Handle;

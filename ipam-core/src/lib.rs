@@ -20,6 +20,7 @@ pub mod cooldown;
 pub mod error;
 pub mod gc;
 pub mod handle;
+pub mod holder;
 pub mod labels;
 pub mod plan;
 pub mod planner;
@@ -38,6 +39,7 @@ pub use cidr::{BlockCidr, IpVersion};
 pub use config::IpamConfig;
 pub use error::Error;
 pub use handle::{Handle, HandleSpec};
+pub use holder::{Holder, PodRef, TunnelKind};
 pub use plan::{
     AssignIpRequest, AutoAssignPlan, AutoAssignRequest, Now, Plan, ReleasePlan, ReleaseRequest,
     Write,

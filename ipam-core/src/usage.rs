@@ -14,6 +14,7 @@ use ipnet::IpNet;
 
 use crate::block::{Attribute, Block};
 use crate::cidr::BlockCidr;
+use crate::holder::Holder;
 use crate::plan::Now;
 use crate::snapshot::Snapshot;
 use crate::timestamp::format_rfc3339;
@@ -141,8 +142,8 @@ pub struct BorrowedAddress {
 }
 
 /// Borrowed addresses across all blocks, and how many allocations carry no
-/// `node` attribute and so cannot be classified (calicoctl show.go,
-/// getBorrowedIPs). A released address has no owner attributes, so
+/// `node` attribute (or an empty one, read as none: see [`crate::holder`])
+/// and so cannot be classified (calicoctl show.go, getBorrowedIPs). A released address has no owner attributes, so
 /// calicoctl counts it among those; so does this.
 pub fn borrowed(snapshot: &Snapshot) -> (Vec<BorrowedAddress>, u32) {
     let mut found = Vec::new();
@@ -173,13 +174,15 @@ pub enum Borrowing {
     Own,
     /// Used by another node, or from a block with no owner.
     Borrowed(BorrowedAddress),
-    /// No `node` attribute: cannot be told.
+    /// No `node` attribute, or an empty one: cannot be told.
     Unclassified,
 }
 
 /// Classifies one allocation of `block`, whose owner's name is
 /// `block_owner` (empty when it has no affinity), from its attributes
-/// (`attribute(key)`), as calicoctl's getBorrowedIPs does. For callers that
+/// (`attribute(key)`), as calicoctl's getBorrowedIPs does, except that
+/// attributes are read as [`Holder`] reads them: an empty `node` is none,
+/// and a `pod` without a `namespace` is not a pod's. For callers that
 /// hold allocations without a [`Snapshot`] (ipamctl through ipam-server's
 /// API).
 pub fn classify<'a>(
@@ -188,22 +191,24 @@ pub fn classify<'a>(
     block_owner: &str,
     attribute: impl Fn(&str) -> Option<&'a str>,
 ) -> Borrowing {
-    let Some(node) = attribute("node") else {
+    // The handle plays no part here: calicoctl reads attributes only.
+    let holder = Holder::read(None, attribute);
+    let Some(node) = holder.node() else {
         return Borrowing::Unclassified;
     };
     if node == block_owner {
         return Borrowing::Own;
     }
-    let namespace = attribute("namespace").unwrap_or_default();
-    let (kind, allocated_to) = if let Some(vmi) = attribute("vmi-name") {
-        ("vmi".to_string(), format!("{namespace}/{vmi}"))
-    } else if let Some(pod) = attribute("pod") {
-        ("pod".to_string(), format!("{namespace}/{pod}"))
-    } else {
-        (
-            attribute("type").unwrap_or_default().to_string(),
-            String::new(),
-        )
+    let (kind, allocated_to) = match holder {
+        Holder::Pod {
+            namespace,
+            vmi: Some(vmi),
+            ..
+        } => ("vmi".to_string(), format!("{namespace}/{vmi}")),
+        Holder::Pod { namespace, pod, .. } => ("pod".to_string(), format!("{namespace}/{pod}")),
+        Holder::Tunnel { kind, .. } => (kind.as_str().to_string(), String::new()),
+        Holder::Node { kind, .. } => (kind.unwrap_or_default().to_string(), String::new()),
+        Holder::WindowsReserved { .. } | Holder::Nobody => (String::new(), String::new()),
     };
     Borrowing::Borrowed(BorrowedAddress {
         address,
@@ -216,9 +221,8 @@ pub fn classify<'a>(
 }
 
 fn borrowing_node<'a>(attribute: &'a Attribute, owner: Option<&str>) -> Option<&'a str> {
-    attribute
-        .secondary
-        .get("node")
+    Holder::of(attribute)
+        .node()
         .filter(|node| Some(*node) != owner)
 }
 

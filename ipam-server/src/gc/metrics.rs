@@ -16,7 +16,8 @@ use prometheus_client::registry::Registry;
 
 /// Calico's label for addresses no pool covers.
 const NO_POOL: &str = "no_ippool";
-/// Calico's label for allocations without a `node` attribute.
+/// Calico's label for allocations without a `node` attribute (or with an
+/// empty one: [`Leak::node`] is read by [`ipam_core::Holder`]).
 const UNKNOWN_NODE: &str = "unknown_node";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
