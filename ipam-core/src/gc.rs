@@ -758,6 +758,46 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_node_is_no_node_and_an_empty_pod_is_no_pod() {
+        let mut w = World::new(&["n1"]);
+        let assign = |w: &mut World, handle: &str, attributes: &[(&str, &str)]| {
+            let mut request = AutoAssignRequest::new(handle, "n1", 1, 0);
+            request.attributes = attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            w.assign(request)
+        };
+        let gone = assign(
+            &mut w,
+            "gone",
+            &[("namespace", "default"), ("pod", "gone"), ("node", "")],
+        );
+        assign(
+            &mut w,
+            "tunnel",
+            &[("type", "vxlanTunnelAddress"), ("node", "")],
+        );
+        assign(
+            &mut w,
+            "nameless",
+            &[("namespace", "default"), ("pod", ""), ("node", "n1")],
+        );
+        let found = LeakTracker::new().scan(&w.s, &w.cluster, GRACE, at(0));
+        // The gone pod's address is a candidate as on a live node, not a
+        // confirmed leak of a gone node called "", and not judged moved.
+        assert_eq!(addresses(found.leaks.iter()), [gone]);
+        let leak = &found.leaks[0];
+        assert_eq!(
+            (leak.reason, leak.node.as_deref(), leak.confirmed),
+            (LeakReason::PodGone, None, false)
+        );
+        // The tunnel address without a node and the nameless pod's address
+        // cannot be judged; no node "" is ever released.
+        assert!(found.nodes_to_release.is_empty(), "{found:?}");
+    }
+
+    #[test]
     fn windows_reserved_and_tunnel_addresses_of_live_nodes_are_never_leaks() {
         let mut w = World::new(&["n1"]);
         w.tunnel("n1");

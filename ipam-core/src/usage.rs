@@ -291,3 +291,83 @@ pub fn address_status(snapshot: &Snapshot, address: IpAddr, now: Now) -> Address
         None => AddressStatus::NotInPool,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::BlockOwner;
+
+    fn block(pairs: &[&[(&str, &str)]]) -> Block {
+        let cidr = BlockCidr::new("10.0.0.0/26".parse().unwrap()).unwrap();
+        let mut block = Block::new(cidr, Some(BlockOwner::Host("n1".into())), None, 1);
+        for (ordinal, attributes) in pairs.iter().enumerate() {
+            let attributes = attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            block
+                .assign(ordinal as u32, &format!("h{ordinal}"), &attributes)
+                .unwrap();
+        }
+        block
+    }
+
+    #[test]
+    fn an_empty_node_is_unclassified_and_never_borrowing() {
+        let b = block(&[
+            &[("namespace", "ns"), ("pod", "p"), ("node", "")],
+            &[("namespace", "ns"), ("pod", "q"), ("node", "n2")],
+        ]);
+        assert_eq!(block_usage(&b).borrowed, 1);
+        let attribute = |ordinal| {
+            let a = b.attribute_of(ordinal).unwrap();
+            move |key: &str| a.secondary.get(key)
+        };
+        let address = |ordinal| b.cidr().address(ordinal);
+        assert_eq!(
+            classify(address(0), b.cidr(), "n1", attribute(0)),
+            Borrowing::Unclassified
+        );
+        // Not even from a block affine to no node, whose owner reads "".
+        assert_eq!(
+            classify(address(0), b.cidr(), "", attribute(0)),
+            Borrowing::Unclassified
+        );
+        let Borrowing::Borrowed(borrowed) = classify(address(1), b.cidr(), "n1", attribute(1))
+        else {
+            panic!("n2 borrows from n1's block");
+        };
+        assert_eq!(
+            (borrowed.kind.as_str(), borrowed.allocated_to.as_str()),
+            ("pod", "ns/q")
+        );
+    }
+
+    #[test]
+    fn an_empty_pod_or_a_pod_without_namespace_is_listed_by_its_type() {
+        let b = block(&[
+            &[("namespace", "ns"), ("pod", ""), ("node", "n2")],
+            &[("pod", "p"), ("node", "n2"), ("type", "custom")],
+            &[("type", "ipipTunnelAddress"), ("node", "n2"), ("pod", "p")],
+        ]);
+        let kinds: Vec<(String, String)> = (0..3)
+            .map(|ordinal| {
+                let a = b.attribute_of(ordinal).unwrap();
+                match classify(b.cidr().address(ordinal), b.cidr(), "n1", |key| {
+                    a.secondary.get(key)
+                }) {
+                    Borrowing::Borrowed(x) => (x.kind, x.allocated_to),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (String::new(), String::new()),
+                ("custom".to_string(), String::new()),
+                ("ipipTunnelAddress".to_string(), String::new()),
+            ]
+        );
+    }
+}

@@ -821,6 +821,23 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_node_is_unknown_node_as_usage_reads_it() {
+        let mut snapshot = Snapshot::new(IpamConfig::default(), vec![pool_a()], &[]);
+        let b = block("10.0.0.0/26", Some("n1"), &[Some("n1"), Some(""), None]);
+        // Usage reads the empty node as no node too: nothing is borrowed.
+        assert_eq!(ipam_core::usage::block_usage(&b).borrowed, 0);
+        snapshot.insert_block(b);
+
+        let figures = PoolFigures::of(&snapshot);
+
+        assert_eq!(
+            figures.in_use,
+            BTreeMap::from([(key("pool-a", "n1"), 1), (key("pool-a", "unknown_node"), 2),])
+        );
+        assert_eq!(figures.borrowed, BTreeMap::from([(key("pool-a", "n1"), 0)]));
+    }
+
+    #[test]
     fn released_addresses_are_counted_per_pool_and_not_as_anyones() {
         let mut snapshot = Snapshot::new(IpamConfig::default(), vec![pool_a()], &[]);
         let mut b = block("10.0.0.0/26", Some("n1"), &[Some("n1"), Some("n1")]);
