@@ -214,9 +214,17 @@ mod tests {
         }
     }
 
-    fn holder_of(handle: Option<&str>, pairs: &[(&str, &str)]) -> Holder<'static> {
-        // Leaked so the borrowed holder can be compared with literals.
-        Holder::of(Box::leak(Box::new(attribute(handle, pairs))))
+    /// The holder of an allocation with `handle` and `pairs`, read through
+    /// [`Holder::of`] and checked against [`Holder::read`] over the pairs.
+    fn holder_of(
+        handle: Option<&'static str>,
+        pairs: &[(&'static str, &'static str)],
+    ) -> Holder<'static> {
+        let read = Holder::read(handle, |key| {
+            pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        });
+        assert_eq!(Holder::of(&attribute(handle, pairs)), read);
+        read
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The allocation core of a Calico-compatible IPAM: pools cut into blocks,
 //! blocks whose ordinals are handed out and returned in Calico's order,
-//! handles that record who holds what, node affinities, the IPAM config and
+//! handles that record who holds what (and [`holder`], what an allocation's
+//! attributes say of its holder), node affinities, the IPAM config and
 //! reservations, and the planner that turns a request plus a [`Snapshot`] of
 //! those objects into the writes that fulfil it.
 //!
