@@ -6,12 +6,13 @@
 //! markLeak, isPodIP, isTunnelAddress), taken as one pure step over a
 //! [`Snapshot`] and what the caller knows of the cluster.
 //!
-//! An allocation is judged by its owner attributes:
-//! - a tunnel address (`type` ipipTunnelAddress, vxlanTunnelAddress, ...)
-//!   is valid while its node exists;
-//! - a pod's address (`namespace` and `pod` both set) is valid while the
-//!   pod exists, runs on the allocation's node, and either has no address
-//!   reported yet or reports this one, unless it failed or finished;
+//! An allocation is judged by its [`Holder`] (see [`crate::holder`] for how
+//! attributes are read, an empty one as absent):
+//! - a tunnel address is valid while its node exists; one without a node
+//!   cannot be judged;
+//! - a pod's address is valid while the pod exists, runs on the
+//!   allocation's node, and either has no address reported yet or reports
+//!   this one, unless it failed or finished;
 //! - anything else (no pod metadata, the Windows-reserved handle, no
 //!   handle) is never collected and keeps its node from being cleaned up.
 //!
@@ -39,21 +40,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::block::{Attribute, BlockOwner, WINDOWS_RESERVED_HANDLE};
-use crate::check::PodRef;
+use crate::block::BlockOwner;
 use crate::cidr::BlockCidr;
+use crate::holder::{Holder, PodRef};
 use crate::plan::{Now, ReleaseRequest};
 use crate::snapshot::Snapshot;
-
-/// The `type` attribute values of node tunnel addresses (libcalico-go
-/// ipam: AttributeTypeIPIP, VXLAN, VXLANV6, Wireguard, WireguardV6).
-const TUNNEL_TYPES: [&str; 5] = [
-    "ipipTunnelAddress",
-    "vxlanTunnelAddress",
-    "vxlanV6TunnelAddress",
-    "wireguardTunnelAddress",
-    "wireguardV6TunnelAddress",
-];
 
 /// What the collector needs to know of a live pod.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,7 +110,7 @@ pub struct Leak {
     pub handle: String,
     /// The block's sequence number for the ordinal when it was judged.
     pub sequence_number: u64,
-    /// The allocation's `node` attribute.
+    /// The allocation's `node` attribute, when not empty.
     pub node: Option<String>,
     /// The allocation's pod, for a pod address.
     pub pod: Option<PodRef>,
@@ -240,7 +231,8 @@ impl LeakTracker {
                     continue;
                 }
                 let address = cidr.address(ordinal);
-                let node = attribute.secondary.get("node");
+                let holder = Holder::of(attribute);
+                let node = holder.node();
                 let node_gone = node.is_some_and(|n| !cluster.nodes.contains(n));
                 let releasable_node = node.map(|n| {
                     ipam_nodes
@@ -249,10 +241,8 @@ impl LeakTracker {
                 });
                 let handle = attribute.handle();
                 let verdict = match handle {
-                    Some(h) if !h.eq_ignore_ascii_case(WINDOWS_RESERVED_HANDLE) => {
-                        judge(attribute, address, node, cluster)
-                    }
-                    _ => Verdict::Unknown,
+                    Some(_) => judge(&holder, address, cluster),
+                    None => Verdict::Unknown,
                 };
                 let (handle, reason) = match (handle, verdict) {
                     (Some(handle), Verdict::Leaked(reason)) => (handle, reason),
@@ -269,16 +259,7 @@ impl LeakTracker {
                 let first = *self.since.get(&key).unwrap_or(&now);
                 since.insert(key, first);
                 let waited = now.unix_nanos.saturating_sub(first.unix_nanos);
-                let pod = match (
-                    attribute.secondary.get("namespace"),
-                    attribute.secondary.get("pod"),
-                ) {
-                    (Some(namespace), Some(name)) => Some(PodRef {
-                        namespace: namespace.to_string(),
-                        name: name.to_string(),
-                    }),
-                    _ => None,
-                };
+                let pod = holder.pod();
                 let leak = Leak {
                     address,
                     block: cidr,
@@ -385,25 +366,31 @@ impl LeakTracker {
 }
 
 // Calico's allocationIsValid, with tunnel addresses judged by their node.
-fn judge(attribute: &Attribute, address: IpAddr, node: Option<&str>, cluster: &Cluster) -> Verdict {
-    let attrs = &attribute.secondary;
-    if attrs.get("type").is_some_and(|t| TUNNEL_TYPES.contains(&t)) {
-        return match node {
-            Some(n) if !cluster.nodes.contains(n) => Verdict::Leaked(LeakReason::NodeGone),
-            // A tunnel address without a node cannot be judged.
-            None => Verdict::Unknown,
-            Some(_) => Verdict::Valid,
-        };
-    }
-    let (Some(namespace), Some(name)) = (attrs.get("namespace"), attrs.get("pod")) else {
-        return Verdict::Unknown;
-    };
-    if namespace.is_empty() || name.is_empty() {
-        return Verdict::Unknown;
-    }
-    let key = PodRef {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
+fn judge(holder: &Holder, address: IpAddr, cluster: &Cluster) -> Verdict {
+    let (key, node) = match *holder {
+        Holder::Tunnel { node, .. } => {
+            return match node {
+                Some(n) if !cluster.nodes.contains(n) => Verdict::Leaked(LeakReason::NodeGone),
+                // A tunnel address without a node cannot be judged.
+                None => Verdict::Unknown,
+                Some(_) => Verdict::Valid,
+            };
+        }
+        Holder::Pod {
+            namespace,
+            pod,
+            node,
+            ..
+        } => (
+            PodRef {
+                namespace: namespace.to_string(),
+                name: pod.to_string(),
+            },
+            node,
+        ),
+        Holder::WindowsReserved { .. } | Holder::Node { .. } | Holder::Nobody => {
+            return Verdict::Unknown
+        }
     };
     let Some(pod) = cluster.pods.get(&key) else {
         return Verdict::Leaked(LeakReason::PodGone);
@@ -433,6 +420,7 @@ fn judge(attribute: &Attribute, address: IpAddr, node: Option<&str>, cluster: &C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::WINDOWS_RESERVED_HANDLE;
     use crate::config::IpamConfig;
     use crate::plan::{AssignIpRequest, AutoAssignRequest};
     use crate::pool::{AllowedUse, Pool, PoolSpec};
@@ -786,6 +774,51 @@ mod tests {
         assert_eq!(addresses(due.leaks.iter()), [leaked]);
         assert!(due.leaks[0].confirmed);
         assert!(!due.leaks[0].releasable);
+    }
+
+    #[test]
+    fn an_empty_node_is_no_node_and_an_empty_pod_is_no_pod() {
+        let mut w = World::new(&["n1"]);
+        let assign = |w: &mut World, handle: &str, attributes: &[(&str, &str)]| {
+            let mut request = AutoAssignRequest::new(
+                crate::HandleId::new(handle),
+                crate::NodeName::new("n1"),
+                1,
+                0,
+            );
+            request.attributes = attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            w.assign(request)
+        };
+        let gone = assign(
+            &mut w,
+            "gone",
+            &[("namespace", "default"), ("pod", "gone"), ("node", "")],
+        );
+        assign(
+            &mut w,
+            "tunnel",
+            &[("type", "vxlanTunnelAddress"), ("node", "")],
+        );
+        assign(
+            &mut w,
+            "nameless",
+            &[("namespace", "default"), ("pod", ""), ("node", "n1")],
+        );
+        let found = LeakTracker::new().scan(&w.s, &w.cluster, GRACE, at(0));
+        // The gone pod's address is a candidate as on a live node, not a
+        // confirmed leak of a gone node called "", and not judged moved.
+        assert_eq!(addresses(found.leaks.iter()), [gone]);
+        let leak = &found.leaks[0];
+        assert_eq!(
+            (leak.reason, leak.node.as_deref(), leak.confirmed),
+            (LeakReason::PodGone, None, false)
+        );
+        // The tunnel address without a node and the nameless pod's address
+        // cannot be judged; no node "" is ever released.
+        assert!(found.nodes_to_release.is_empty(), "{found:?}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The allocation core of a Calico-compatible IPAM: pools cut into blocks,
 //! blocks whose ordinals are handed out and returned in Calico's order,
-//! handles that record who holds what, node affinities, the IPAM config and
+//! handles that record who holds what (and [`holder`], what an allocation's
+//! attributes say of its holder), node affinities, the IPAM config and
 //! reservations, and the planner that turns a request plus a [`Snapshot`] of
 //! those objects into the writes that fulfil it.
 //!
@@ -20,6 +21,7 @@ pub mod cooldown;
 pub mod error;
 pub mod gc;
 pub mod handle;
+pub mod holder;
 pub mod labels;
 pub mod names;
 pub mod plan;
@@ -39,6 +41,7 @@ pub use cidr::{BlockCidr, IpVersion};
 pub use config::IpamConfig;
 pub use error::Error;
 pub use handle::{Handle, HandleSpec};
+pub use holder::{Holder, PodRef, TunnelKind};
 pub use names::{HandleId, NodeName, PoolName};
 pub use plan::{
     AssignIpRequest, AutoAssignPlan, AutoAssignRequest, Now, Plan, ReleasePlan, ReleaseRequest,

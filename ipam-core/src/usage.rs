@@ -14,6 +14,7 @@ use ipnet::IpNet;
 
 use crate::block::{Attribute, Block};
 use crate::cidr::BlockCidr;
+use crate::holder::Holder;
 use crate::plan::Now;
 use crate::snapshot::Snapshot;
 use crate::timestamp::format_rfc3339;
@@ -141,8 +142,8 @@ pub struct BorrowedAddress {
 }
 
 /// Borrowed addresses across all blocks, and how many allocations carry no
-/// `node` attribute and so cannot be classified (calicoctl show.go,
-/// getBorrowedIPs). A released address has no owner attributes, so
+/// `node` attribute (or an empty one, read as none: see [`crate::holder`])
+/// and so cannot be classified (calicoctl show.go, getBorrowedIPs). A released address has no owner attributes, so
 /// calicoctl counts it among those; so does this.
 pub fn borrowed(snapshot: &Snapshot) -> (Vec<BorrowedAddress>, u32) {
     let mut found = Vec::new();
@@ -173,13 +174,15 @@ pub enum Borrowing {
     Own,
     /// Used by another node, or from a block with no owner.
     Borrowed(BorrowedAddress),
-    /// No `node` attribute: cannot be told.
+    /// No `node` attribute, or an empty one: cannot be told.
     Unclassified,
 }
 
 /// Classifies one allocation of `block`, whose owner's name is
 /// `block_owner` (empty when it has no affinity), from its attributes
-/// (`attribute(key)`), as calicoctl's getBorrowedIPs does. For callers that
+/// (`attribute(key)`), as calicoctl's getBorrowedIPs does, except that
+/// attributes are read as [`Holder`] reads them: an empty `node` is none,
+/// and a `pod` without a `namespace` is not a pod's. For callers that
 /// hold allocations without a [`Snapshot`] (ipamctl through ipam-server's
 /// API).
 pub fn classify<'a>(
@@ -188,22 +191,24 @@ pub fn classify<'a>(
     block_owner: &str,
     attribute: impl Fn(&str) -> Option<&'a str>,
 ) -> Borrowing {
-    let Some(node) = attribute("node") else {
+    // The handle plays no part here: calicoctl reads attributes only.
+    let holder = Holder::read(None, attribute);
+    let Some(node) = holder.node() else {
         return Borrowing::Unclassified;
     };
     if node == block_owner {
         return Borrowing::Own;
     }
-    let namespace = attribute("namespace").unwrap_or_default();
-    let (kind, allocated_to) = if let Some(vmi) = attribute("vmi-name") {
-        ("vmi".to_string(), format!("{namespace}/{vmi}"))
-    } else if let Some(pod) = attribute("pod") {
-        ("pod".to_string(), format!("{namespace}/{pod}"))
-    } else {
-        (
-            attribute("type").unwrap_or_default().to_string(),
-            String::new(),
-        )
+    let (kind, allocated_to) = match holder {
+        Holder::Pod {
+            namespace,
+            vmi: Some(vmi),
+            ..
+        } => ("vmi".to_string(), format!("{namespace}/{vmi}")),
+        Holder::Pod { namespace, pod, .. } => ("pod".to_string(), format!("{namespace}/{pod}")),
+        Holder::Tunnel { kind, .. } => (kind.as_str().to_string(), String::new()),
+        Holder::Node { kind, .. } => (kind.unwrap_or_default().to_string(), String::new()),
+        Holder::WindowsReserved { .. } | Holder::Nobody => (String::new(), String::new()),
     };
     Borrowing::Borrowed(BorrowedAddress {
         address,
@@ -216,9 +221,8 @@ pub fn classify<'a>(
 }
 
 fn borrowing_node<'a>(attribute: &'a Attribute, owner: Option<&str>) -> Option<&'a str> {
-    attribute
-        .secondary
-        .get("node")
+    Holder::of(attribute)
+        .node()
         .filter(|node| Some(*node) != owner)
 }
 
@@ -285,5 +289,85 @@ pub fn address_status(snapshot: &Snapshot, address: IpAddr, now: Now) -> Address
             pool: pool.name().to_string(),
         },
         None => AddressStatus::NotInPool,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::BlockOwner;
+
+    fn block(pairs: &[&[(&str, &str)]]) -> Block {
+        let cidr = BlockCidr::new("10.0.0.0/26".parse().unwrap()).unwrap();
+        let mut block = Block::new(cidr, Some(BlockOwner::Host("n1".into())), None, 1);
+        for (ordinal, attributes) in pairs.iter().enumerate() {
+            let attributes = attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            block
+                .assign(ordinal as u32, &format!("h{ordinal}"), &attributes)
+                .unwrap();
+        }
+        block
+    }
+
+    #[test]
+    fn an_empty_node_is_unclassified_and_never_borrowing() {
+        let b = block(&[
+            &[("namespace", "ns"), ("pod", "p"), ("node", "")],
+            &[("namespace", "ns"), ("pod", "q"), ("node", "n2")],
+        ]);
+        assert_eq!(block_usage(&b).borrowed, 1);
+        let attribute = |ordinal| {
+            let a = b.attribute_of(ordinal).unwrap();
+            move |key: &str| a.secondary.get(key)
+        };
+        let address = |ordinal| b.cidr().address(ordinal);
+        assert_eq!(
+            classify(address(0), b.cidr(), "n1", attribute(0)),
+            Borrowing::Unclassified
+        );
+        // Not even from a block affine to no node, whose owner reads "".
+        assert_eq!(
+            classify(address(0), b.cidr(), "", attribute(0)),
+            Borrowing::Unclassified
+        );
+        let Borrowing::Borrowed(borrowed) = classify(address(1), b.cidr(), "n1", attribute(1))
+        else {
+            panic!("n2 borrows from n1's block");
+        };
+        assert_eq!(
+            (borrowed.kind.as_str(), borrowed.allocated_to.as_str()),
+            ("pod", "ns/q")
+        );
+    }
+
+    #[test]
+    fn an_empty_pod_or_a_pod_without_namespace_is_listed_by_its_type() {
+        let b = block(&[
+            &[("namespace", "ns"), ("pod", ""), ("node", "n2")],
+            &[("pod", "p"), ("node", "n2"), ("type", "custom")],
+            &[("type", "ipipTunnelAddress"), ("node", "n2"), ("pod", "p")],
+        ]);
+        let kinds: Vec<(String, String)> = (0..3)
+            .map(|ordinal| {
+                let a = b.attribute_of(ordinal).unwrap();
+                match classify(b.cidr().address(ordinal), b.cidr(), "n1", |key| {
+                    a.secondary.get(key)
+                }) {
+                    Borrowing::Borrowed(x) => (x.kind, x.allocated_to),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (String::new(), String::new()),
+                ("custom".to_string(), String::new()),
+                ("ipipTunnelAddress".to_string(), String::new()),
+            ]
+        );
     }
 }

@@ -41,7 +41,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use ipam_core::{BlockCidr, BlockOwner, Snapshot};
+use ipam_core::{BlockCidr, BlockOwner, Holder, Snapshot};
 use ipam_store::{Datastore, Ipam};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -71,7 +71,8 @@ const POOL_FIGURES_READ_LIMIT: Duration = Duration::from_secs(5);
 const NO_POOL: &str = "no_ippool";
 /// Calico's label for blocks affine to no host.
 const NO_AFFINITY: &str = "no_affinity";
-/// Calico's label for allocations without a `node` attribute.
+/// Calico's label for allocations without a `node` attribute (or with an
+/// empty one, see [`ipam_core::holder`]).
 const UNKNOWN_NODE: &str = "unknown_node";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -539,7 +540,7 @@ impl PoolFigures {
                 if attribute.is_released() {
                     continue;
                 }
-                let node = attribute.secondary.get("node").filter(|n| !n.is_empty());
+                let node = Holder::of(attribute).node();
                 *figures
                     .in_use
                     .entry(key(node.unwrap_or(UNKNOWN_NODE)))
@@ -817,6 +818,23 @@ mod tests {
                 (key("pool-a", "n3"), 1),
             ])
         );
+    }
+
+    #[test]
+    fn an_empty_node_is_unknown_node_as_usage_reads_it() {
+        let mut snapshot = Snapshot::new(IpamConfig::default(), vec![pool_a()], &[]);
+        let b = block("10.0.0.0/26", Some("n1"), &[Some("n1"), Some(""), None]);
+        // Usage reads the empty node as no node too: nothing is borrowed.
+        assert_eq!(ipam_core::usage::block_usage(&b).borrowed, 0);
+        snapshot.insert_block(b);
+
+        let figures = PoolFigures::of(&snapshot);
+
+        assert_eq!(
+            figures.in_use,
+            BTreeMap::from([(key("pool-a", "n1"), 1), (key("pool-a", "unknown_node"), 2),])
+        );
+        assert_eq!(figures.borrowed, BTreeMap::from([(key("pool-a", "n1"), 0)]));
     }
 
     #[test]

@@ -16,7 +16,8 @@ use prometheus_client::registry::Registry;
 
 /// Calico's label for addresses no pool covers.
 const NO_POOL: &str = "no_ippool";
-/// Calico's label for allocations without a `node` attribute.
+/// Calico's label for allocations without a `node` attribute (or with an
+/// empty one: [`Leak::node`] is read by [`ipam_core::Holder`]).
 const UNKNOWN_NODE: &str = "unknown_node";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -107,5 +108,60 @@ impl GcMetrics {
             }
         }
         held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use ipam_core::gc::{Cluster, LeakTracker};
+    use ipam_core::{AutoAssignRequest, IpamConfig, Now, Pool, PoolSpec};
+
+    use super::*;
+
+    #[test]
+    fn a_leak_with_an_empty_node_is_counted_as_unknown_node() {
+        let pool = Pool::new("pool-a", PoolSpec::new("10.0.0.0/16".parse().unwrap())).unwrap();
+        let mut snapshot = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
+        let mut request = AutoAssignRequest::new(
+            ipam_core::HandleId::new("h"),
+            ipam_core::NodeName::new("n1"),
+            1,
+            0,
+        );
+        request.attributes = BTreeMap::from([
+            ("namespace".to_string(), "ns".to_string()),
+            ("pod".to_string(), "gone".to_string()),
+            ("node".to_string(), String::new()),
+        ]);
+        let now = Now {
+            unix_nanos: 1_700_000_000_000_000_000,
+        };
+        let plan = snapshot.plan_auto_assign(&request, now).unwrap();
+        snapshot.apply(plan.plan);
+        let cluster = Cluster {
+            nodes: ["n1".to_string()].into(),
+            ..Cluster::default()
+        };
+        let found = LeakTracker::new().scan(&snapshot, &cluster, Duration::from_secs(900), now);
+        assert_eq!(found.leaks.len(), 1);
+        assert_eq!(found.leaks[0].node, None);
+
+        let metrics = GcMetrics::default();
+        let held = metrics.record_leaks(&snapshot, &found.leaks, &BTreeSet::new());
+
+        assert_eq!(held, 1);
+        let count = |node: &str| {
+            metrics
+                .candidates
+                .get_or_create(&PoolNode {
+                    ippool: "pool-a".to_string(),
+                    node: node.to_string(),
+                })
+                .get()
+        };
+        assert_eq!((count(UNKNOWN_NODE), count("")), (1, 0));
     }
 }
