@@ -252,6 +252,9 @@ fn a_gc_replays_the_journal_first() {
 
 #[test]
 fn direct_mode_on_etcd_journals_a_del_the_datastore_did_not_answer() {
+    if !testkit::require::etcd() {
+        return;
+    }
     let (_runtime, etcd) = support::started_etcd();
     let ipam = support::etcd_ipam(&etcd.endpoint());
     let node = Node::new();

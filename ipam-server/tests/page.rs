@@ -661,6 +661,9 @@ async fn a_token_protected_api_is_explained_not_hidden() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn released_addresses_have_their_own_colour() {
+    if !testkit::require::chromium() {
+        return;
+    }
     let address = serve(AppConfig::default()).await;
     let api = Api {
         base: format!("http://{address}"),

@@ -154,6 +154,9 @@ macro_rules! on_every_datastore {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn etcd() {
+                    if !testkit::require::etcd() {
+                        return;
+                    }
                     super::$case(Datastore::Etcd).await;
                 }
 
