@@ -136,6 +136,24 @@ fn rows() -> Vec<Row> {
             code: 101,
             sentence: "resource already exists: 198.18.7.7 with error: Address already assigned in block",
         },
+        // cni-plugin/internal/pkg/utils/utils.go, ResolvePools.
+        Row {
+            name: "requested_pool_of_other_family",
+            setup: nothing,
+            ipam: json!({"ipv4_pools": ["fd00::/64"]}),
+            args: K8S_ARGS,
+            code: 7,
+            sentence: "\"fd00::\" isn't a IPv4 address",
+        },
+        // cni-plugin/internal/pkg/utils/utils.go, ResolvePools.
+        Row {
+            name: "requested_pool_name_unknown",
+            setup: nothing,
+            ipam: json!({"ipv4_pools": ["no-such-pool"]}),
+            args: K8S_ARGS,
+            code: 7,
+            sentence: "error parsing pool \"no-such-pool\": invalid CIDR address: no-such-pool",
+        },
     ]
 }
 
