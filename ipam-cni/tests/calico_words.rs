@@ -67,6 +67,24 @@ fn one_full_block(ipam: &TestIpam) {
     assert_eq!(got.ipv4.addresses.len(), 64);
 }
 
+/// Another node holds every address of the pool.
+fn pool_full(ipam: &TestIpam) {
+    let spec = PoolSpec {
+        block_size: Some(30),
+        ..PoolSpec::new("198.18.0.0/30".parse().unwrap())
+    };
+    ipam.runtime
+        .block_on(ipam.engine.delete_pool("test-pool"))
+        .unwrap();
+    ipam.runtime
+        .block_on(ipam.engine.create_pool(Pool::new("tiny", spec).unwrap()))
+        .unwrap();
+    let request = AutoAssignRequest::new(HandleId::new("full"), NodeName::new("node-b"), 4, 0);
+    ipam.runtime
+        .block_on(ipam.engine.auto_assign(&request))
+        .unwrap();
+}
+
 /// 198.18.7.7 is held by handle `h`.
 fn address_taken(ipam: &TestIpam) {
     let request = AssignIpRequest {
@@ -117,6 +135,15 @@ fn rows() -> Vec<Row> {
             args: K8S_ARGS,
             code: 100,
             sentence: "cannot allocate new block due to per host block limit",
+        },
+        // ipam.go, PartialFulfillmentError, as ipam_plugin.go wraps it.
+        Row {
+            name: "pools_exhausted",
+            setup: pool_full,
+            ipam: json!({}),
+            args: K8S_ARGS,
+            code: 100,
+            sentence: "failed to request IPv4 addresses: Assigned 0 out of 1 requested IPv4 addresses; No IPs available in pools: [198.18.0.0/30]",
         },
         // ipam.go, AssignIP.
         Row {

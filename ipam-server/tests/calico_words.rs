@@ -142,6 +142,28 @@ fn rows() -> Vec<Row> {
             code: "unsatisfiable",
             sentence: "cannot allocate new block due to per host block limit",
         },
+        // ipam.go, PartialFulfillmentError, as Calico's CNI plugin wraps it.
+        Row {
+            name: "pools_exhausted",
+            setup: vec![pool("tiny", "10.0.0.0/30", 30, json!({})), host2_holds_all()],
+            refused: assign(json!({})),
+            status: 422,
+            code: "pool_exhausted",
+            sentence: "failed to request IPv4 addresses: Assigned 0 out of 1 requested IPv4 addresses; No IPs available in pools: [10.0.0.0/30]",
+        },
+        // ipam.go, autoAssign under strict affinity, then as above.
+        Row {
+            name: "strict_affinity_no_free_blocks",
+            setup: vec![
+                pool("tiny", "10.0.0.0/30", 30, json!({})),
+                config(true, true, 0),
+                host2_holds_all(),
+            ],
+            refused: assign(json!({})),
+            status: 422,
+            code: "pool_exhausted",
+            sentence: "Assigned 0 out of 1 requested IPv4 addresses; No more free affine blocks and strict affinity enabled",
+        },
         // ipam.go, findOrClaimBlock with AutoAllocateBlocks off.
         Row {
             name: "auto_allocate_off",
@@ -254,6 +276,15 @@ fn rows() -> Vec<Row> {
             sentence: "MaxBlocksPerHost requires StrictAffinity to be enabled",
         },
     ]
+}
+
+/// host2 holds all four addresses of the pool.
+fn host2_holds_all() -> Call {
+    (
+        Method::POST,
+        "/v1/assign",
+        json!({"handle": "h", "node": "host2", "ipv4": 4}),
+    )
 }
 
 /// host1 holds every address of its one /30 block and may hold no other.

@@ -246,3 +246,45 @@ fn every_refusal_calico_has_a_sentence_for_carries_it() {
         );
     }
 }
+
+/// host2 holds the pool's one block, 10.0.0.0/30, full.
+fn pool_taken_by_host2(config: IpamConfig) -> Snapshot {
+    let mut s = world(vec![pool("p", "10.0.0.0/30", 30)], config);
+    assign(&mut s, "h", "host2", 4);
+    s
+}
+
+fn shortfall_of(s: &Snapshot) -> String {
+    let request = AutoAssignRequest::new(HandleId::new("h2"), NodeName::new("host1"), 1, 0);
+    let plan = s.plan_auto_assign(&request, at(0)).unwrap();
+    plan.ipv4
+        .partial_fulfillment(ipam_core::IpVersion::V4)
+        .expect("a shortfall")
+}
+
+/// A family that gets fewer addresses than asked is not a refusal of the
+/// planner; the all-or-nothing callers report it in Calico's words
+/// (ipam.go, PartialFulfillmentError, as cni-plugin's ipam_plugin.go wraps it).
+const SHORTFALL_ROWS: &[(&str, &str, fn() -> String)] = &[
+    (
+        "pools_exhausted",
+        "failed to request IPv4 addresses: Assigned 0 out of 1 requested IPv4 addresses; No IPs available in pools: [10.0.0.0/30]",
+        || shortfall_of(&pool_taken_by_host2(IpamConfig::default())),
+    ),
+    (
+        "strict_affinity_no_free_blocks",
+        "Assigned 0 out of 1 requested IPv4 addresses; No more free affine blocks and strict affinity enabled",
+        || shortfall_of(&pool_taken_by_host2(strict(0))),
+    ),
+];
+
+#[test]
+fn every_shortfall_is_told_in_calicos_words() {
+    for (name, sentence, short) in SHORTFALL_ROWS {
+        let said = short();
+        assert!(
+            said.contains(sentence),
+            "{name}: {said:?} lacks {sentence:?}"
+        );
+    }
+}
