@@ -247,6 +247,9 @@ fn every_refusal_calico_has_a_sentence_for_carries_it() {
     }
 }
 
+/// A row name, Calico's sentence, and what our words are.
+type ShortfallRow = (&'static str, &'static str, fn() -> String);
+
 /// host2 holds the pool's one block, 10.0.0.0/30, full.
 fn pool_taken_by_host2(config: IpamConfig) -> Snapshot {
     let mut s = world(vec![pool("p", "10.0.0.0/30", 30)], config);
@@ -265,7 +268,7 @@ fn shortfall_of(s: &Snapshot) -> String {
 /// A family that gets fewer addresses than asked is not a refusal of the
 /// planner; the all-or-nothing callers report it in Calico's words
 /// (ipam.go, PartialFulfillmentError, as cni-plugin's ipam_plugin.go wraps it).
-const SHORTFALL_ROWS: &[(&str, &str, fn() -> String)] = &[
+const SHORTFALL_ROWS: &[ShortfallRow] = &[
     (
         "pools_exhausted",
         "failed to request IPv4 addresses: Assigned 0 out of 1 requested IPv4 addresses; No IPs available in pools: [10.0.0.0/30]",
