@@ -170,7 +170,9 @@ impl From<&ipam_core::Error> for ErrorCode {
             Refusal::InvalidSelector { .. } => ErrorCode::InvalidSelector,
             Refusal::InvalidConfig { .. } => ErrorCode::InvalidConfig,
             Refusal::PoolFamilyMismatch { .. } => ErrorCode::PoolFamilyMismatch,
-            Refusal::ClaimOutsidePool { .. } => ErrorCode::ClaimOutsidePool,
+            Refusal::ClaimOutsidePool { .. } | Refusal::ClaimSmallerThanBlock { .. } => {
+                ErrorCode::ClaimOutsidePool
+            }
             Refusal::AddressNotInPool { .. } => ErrorCode::AddressNotInPool,
             Refusal::MalformedBlock { .. } | Refusal::MalformedHandle { .. } => {
                 ErrorCode::DatastoreInvalid

@@ -512,9 +512,12 @@ impl<'a> Fields<'a> {
                 };
                 match text.parse::<IpNet>() {
                     Ok(cidr) if matches!(cidr, IpNet::V6(_)) == ipv6 => Ok(PoolRef::Cidr(cidr)),
-                    Ok(_) => Err(CniError::invalid_config(format!(
-                        "{}{key}[{i}]: {text:?} is not an {family} CIDR",
-                        self.path
+                    // Calico's words first (cni-plugin/internal/pkg/utils/
+                    // utils.go, ResolvePools).
+                    Ok(cidr) => Err(CniError::invalid_config(format!(
+                        "{}{key}[{i}]: {:?} isn't a {family} address ({text:?} is not an {family} CIDR)",
+                        self.path,
+                        cidr.network().to_string()
                     ))),
                     // Looks like an address but is not a CIDR: a typo, not a name.
                     Err(_) if text.contains('/') || text.parse::<std::net::IpAddr>().is_ok() => {

@@ -342,18 +342,23 @@ async fn resolve_pools(
     } else {
         Vec::new()
     };
+    // Refusals start with Calico's words (cni-plugin/internal/pkg/utils/
+    // utils.go, ResolvePools), as Go prints them.
     let resolve = |refs: &[PoolRef], key: &str, ipv6: bool| -> Result<Vec<IpNet>, CniError> {
         refs.iter()
             .map(|pool| match pool {
                 PoolRef::Cidr(cidr) => Ok(*cidr),
                 PoolRef::Name(name) => match known.iter().find(|(n, _)| n == name) {
                     Some((_, cidr)) if matches!(cidr, IpNet::V6(_)) == ipv6 => Ok(*cidr),
-                    Some((_, cidr)) => Err(CniError::invalid_config(format!(
-                        "ipam.{key}: pool {name:?} is {cidr}, not an {} pool",
-                        if ipv6 { "IPv6" } else { "IPv4" }
-                    ))),
+                    Some((_, cidr)) => {
+                        let family = if ipv6 { "IPv6" } else { "IPv4" };
+                        Err(CniError::invalid_config(format!(
+                            "ipam.{key}: {:?} isn't a {family} address (pool {name:?} is {cidr}, not an {family} pool)",
+                            cidr.network().to_string()
+                        )))
+                    }
                     None => Err(CniError::invalid_config(format!(
-                        "ipam.{key}: there is no pool named {name:?}"
+                        "ipam.{key}: error parsing pool {name:?}: invalid CIDR address: {name} (there is no pool named {name:?})"
                     ))),
                 },
             })

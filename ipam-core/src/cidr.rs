@@ -35,6 +35,14 @@ impl IpVersion {
             IpVersion::V6 => 6,
         }
     }
+
+    /// The other family (Calico's messages about mixed lists name both).
+    pub fn other(self) -> Self {
+        match self {
+            IpVersion::V4 => IpVersion::V6,
+            IpVersion::V6 => IpVersion::V4,
+        }
+    }
 }
 
 impl fmt::Display for IpVersion {

@@ -75,18 +75,21 @@ impl IpamConfig {
         Cooldown::new(self.ip_cooldown_seconds, now)
     }
 
-    /// Calico's rules for storing a new config (ipam.go, SetIPAMConfig),
-    /// plus the bounds its CRD puts on ipCooldownSeconds (0 to 1200), which
+    /// Calico's rules for storing a new config (ipam.go, SetIPAMConfig,
+    /// whose sentences the refusals start with), plus the bounds its CRD puts on ipCooldownSeconds (0 to 1200), which
     /// the Kubernetes API server enforces and etcd would not.
     pub fn validate(&self) -> Result<(), Error> {
         if !self.strict_affinity && !self.auto_allocate_blocks {
             return Err(Error::InvalidConfig {
-                reason: "strictAffinity and autoAllocateBlocks cannot both be false".to_string(),
+                reason: "Cannot disable 'StrictAffinity' and 'AutoAllocateBlocks' at the same time (strictAffinity and autoAllocateBlocks are both false)".to_string(),
             });
         }
         if self.max_blocks_per_host > 0 && !self.strict_affinity {
             return Err(Error::InvalidConfig {
-                reason: "maxBlocksPerHost requires strictAffinity to be true".to_string(),
+                reason: format!(
+                    "MaxBlocksPerHost requires StrictAffinity to be enabled (maxBlocksPerHost is {}, strictAffinity is false)",
+                    self.max_blocks_per_host
+                ),
             });
         }
         if self.ip_cooldown_seconds > MAX_IP_COOLDOWN_SECONDS {

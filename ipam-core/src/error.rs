@@ -1,5 +1,11 @@
 //! Every refusal of the core, in the domain's words. Each variant names the
 //! object, field or value at fault so that an operator can act on it.
+//!
+//! Where Calico 3.32 refuses the same thing, the message starts with (or
+//! contains) Calico's own sentence verbatim, and the comment next to the
+//! variant says where Calico has it: operators search kubelet events for
+//! those sentences and Calico's CNI tests grep for them. Our details follow
+//! in parentheses.
 
 use std::net::IpAddr;
 
@@ -91,14 +97,16 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
-    /// An address is outside every configured pool.
-    #[error("address {address} is not in any configured IP pool")]
+    /// An address is outside every configured pool (ipam.go, AssignIP).
+    #[error("The provided IP address is not in a configured pool (address {address})")]
     AddressNotInPool {
         /// The address.
         address: IpAddr,
     },
-    /// The address is already assigned.
-    #[error("address {address} is already in use by handle {handle}")]
+    /// The address is already assigned: Calico's ErrorResourceAlreadyExists
+    /// with "Address already assigned in block" (ipam_block.go, assign),
+    /// printed as libcalico-go/lib/errors prints it.
+    #[error("resource already exists: {address} with error: Address already assigned in block (held by handle {handle})")]
     AddressInUse {
         /// The address.
         address: IpAddr,
@@ -109,7 +117,7 @@ pub enum Error {
     /// keeps it allocated and refuses an explicit assignment of it
     /// (libcalico-go/lib/ipam/ipam_block.go, assign:
     /// ErrorResourceAlreadyExists) until the cooldown is over.
-    #[error("address {address} was released at {released_at} and is in its cooldown (ipCooldownSeconds) until {free_from}")]
+    #[error("resource already exists: {address} with error: Address already assigned in block (it was released at {released_at} and is in its cooldown, ipCooldownSeconds, until {free_from})")]
     AddressInCooldown {
         /// The address.
         address: IpAddr,
@@ -124,8 +132,9 @@ pub enum Error {
         /// The handle id.
         handle: String,
     },
-    /// No enabled pool of the family selects the node.
-    #[error("no enabled {version} pool selects node {node} for {intended_use} use")]
+    /// No enabled pool of the family serves the node; [`NoPoolCause`] says
+    /// which of Calico's checks found none, each with Calico's words.
+    #[error("{}", cause.describe(node, *version, intended_use))]
     NoPoolForNode {
         /// The requesting node.
         node: String,
@@ -133,31 +142,38 @@ pub enum Error {
         version: IpVersion,
         /// What the addresses are for.
         intended_use: &'static str,
+        /// Which check found no pool.
+        cause: NoPoolCause,
     },
-    /// A pool named in the request does not exist or is disabled.
-    #[error("requested pool {pool} does not exist or is not enabled")]
+    /// A pool named in the request does not exist or is disabled
+    /// (ipam.go, determinePools).
+    #[error("the given pool ({}) does not exist, or is not enabled", pool.trunc())]
     RequestedPoolUnavailable {
         /// The CIDR requested.
         pool: IpNet,
     },
-    /// A requested pool of the wrong family (an IPv6 pool in ipv4_pools).
-    #[error("requested {expected} pool {pool} is not an {expected} CIDR")]
+    /// A requested pool of the wrong family (an IPv6 pool in ipv4_pools):
+    /// ipam.go, AutoAssign.
+    #[error("provided {expected} IPPools list contains one or more {} IPPools ({pool} is not an {expected} CIDR)", expected.other())]
     PoolFamilyMismatch {
         /// The CIDR requested.
         pool: IpNet,
         /// The family of the list it was in.
         expected: IpVersion,
     },
-    /// The node has no affine block with room and may not claim one.
-    #[error("node {node} has no affine {version} block with free addresses and autoAllocateBlocks is false")]
+    /// The node has no affine block with room and may not claim one
+    /// (ipam.go, findOrClaimBlock, when AutoAllocateBlocks is false).
+    #[error("failed to find or claim a block (node {node} has no affine {version} block with free addresses and autoAllocateBlocks is false)")]
     AutoAllocateDisabled {
         /// The requesting node.
         node: String,
         /// The family requested.
         version: IpVersion,
     },
-    /// The node already holds as many blocks as it may.
-    #[error("node {node} needs another {version} block but already holds {limit}, the limit of blocks per host")]
+    /// The node already holds as many blocks as it may. Calico's CNI
+    /// plugin reports ErrBlockLimit and its assignment message (ipam.go,
+    /// autoAssign); both sentences are here.
+    #[error("cannot allocate new block due to per host block limit: Need to allocate an IPAM block but could not - limit of {limit} blocks reached for this node (node {node}, {version})")]
     BlockLimitReached {
         /// The requesting node.
         node: String,
@@ -166,8 +182,11 @@ pub enum Error {
         /// The limit in force.
         limit: u32,
     },
-    /// Strict affinity forbids the node to use another node's block.
-    #[error("address {address} is in block {block} affine to {owner}, and strictAffinity forbids node {node} to use it")]
+    /// Strict affinity forbids the node to use another node's block
+    /// (ipam_block.go, assign: "Block host affinity does not match", or
+    /// "Attempt to assign from block ... with no affinity" for a block
+    /// affine to no one).
+    #[error("{} (address {address} is in block {block} affine to {owner}, and strictAffinity forbids node {node} to use it)", strict_affinity_words(block, owner))]
     StrictAffinityViolation {
         /// The address requested.
         address: IpAddr,
@@ -178,8 +197,9 @@ pub enum Error {
         /// The requesting node.
         node: String,
     },
-    /// A release named a sequence number the allocation no longer has.
-    #[error("address {address}: release asked for sequence number {requested} but the allocation has {current}; it was reassigned meanwhile")]
+    /// A release named a sequence number the allocation no longer has
+    /// (ipam_block.go, release: ErrorBadSequenceNumber).
+    #[error("the given sequence number ({requested}) does not match ({current}) when attempting to release IP (address {address} was reassigned meanwhile)")]
     SequenceNumberMismatch {
         /// The address.
         address: IpAddr,
@@ -188,10 +208,9 @@ pub enum Error {
         /// The number stored.
         current: u64,
     },
-    /// A release named a handle other than the allocation's.
-    #[error(
-        "address {address}: release named handle {requested} but the address belongs to {current}"
-    )]
+    /// A release named a handle other than the allocation's
+    /// (ipam_block.go, release: ErrorBadHandle).
+    #[error("the given handle ({requested}) does not match ({current}) when attempting to release IP (address {address})")]
     HandleMismatch {
         /// The address.
         address: IpAddr,
@@ -208,16 +227,27 @@ pub enum Error {
         /// The block.
         block: BlockCidr,
     },
-    /// A CIDR to claim for a node is not a whole number of blocks of one pool.
-    #[error("cannot claim {cidr}: {reason}")]
+    /// A CIDR to claim for a node is in no configured pool (ipam.go,
+    /// ClaimAffinity).
+    #[error("The requested CIDR ({cidr}) is not within any configured pools.")]
     ClaimOutsidePool {
         /// The CIDR given.
         cidr: IpNet,
-        /// Why it cannot be claimed.
-        reason: String,
     },
-    /// An affinity release that requires an empty block found addresses in it.
-    #[error("block {block} still has {in_use} addresses in use")]
+    /// A CIDR to claim for a node is smaller than its pool's blocks
+    /// (ipam.go, ClaimAffinity).
+    #[error("The requested CIDR ({cidr}) is smaller than the minimum. (pool {pool}'s blocks are /{block_size})")]
+    ClaimSmallerThanBlock {
+        /// The CIDR given.
+        cidr: IpNet,
+        /// The pool that contains it.
+        pool: String,
+        /// That pool's blockSize.
+        block_size: u8,
+    },
+    /// An affinity release that requires an empty block found addresses in
+    /// it (ipam_block_reader_writer.go, releaseBlockAffinity: errBlockNotEmpty).
+    #[error("block '{block}' is not empty ({in_use} addresses in use)")]
     BlockNotEmpty {
         /// The block.
         block: BlockCidr,
@@ -236,4 +266,45 @@ pub enum Error {
         /// That pool's CIDR.
         other_cidr: IpNet,
     },
+}
+
+/// Which of Calico's checks found no pool for a node. Calico words each
+/// one differently (libcalico-go/lib/ipam/ipam.go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPoolCause {
+    /// No pool of the family is enabled (determinePools: ErrNoQualifiedPool).
+    NoneEnabled,
+    /// Enabled pools exist, but none selects the node and its namespace
+    /// for automatic assignment (prepareAffinityBlocksForHost).
+    NoneSelects,
+    /// Pools select the node, but none allows the intended use
+    /// (prepareAffinityBlocksForHost: ErrNoQualifiedPool with the use).
+    NoneAllowsUse,
+}
+
+impl NoPoolCause {
+    /// Calico's sentence for the cause, then ours.
+    fn describe(self, node: &str, version: IpVersion, intended_use: &str) -> String {
+        match self {
+            NoPoolCause::NoneEnabled => format!(
+                "cannot find a qualified ippool (no {version} pool is enabled; node {node} asked for {intended_use} use)"
+            ),
+            NoPoolCause::NoneSelects => format!(
+                "no configured Calico pools for node {node} (no enabled {version} pool selects it and its namespace for automatic assignment)"
+            ),
+            NoPoolCause::NoneAllowsUse => format!(
+                "cannot find a qualified ippool, no pools match the required use ({intended_use}) (node {node}, {version})"
+            ),
+        }
+    }
+}
+
+/// Calico's sentence for a strict-affinity refusal (ipam_block.go, assign):
+/// a block affine to no one has its own.
+fn strict_affinity_words(block: &BlockCidr, owner: &str) -> String {
+    if owner == "none" {
+        format!("Attempt to assign from block {block} with no affinity")
+    } else {
+        "Block host affinity does not match".to_string()
+    }
 }

@@ -39,7 +39,7 @@ pub use affinity::{Affinity, AffinityKey, AffinityState};
 pub use block::{Attribute, Block, BlockOwner, BlockSpec};
 pub use cidr::{BlockCidr, IpVersion};
 pub use config::IpamConfig;
-pub use error::Error;
+pub use error::{Error, NoPoolCause};
 pub use handle::{Handle, HandleSpec};
 pub use holder::{Holder, PodRef, TunnelKind};
 pub use names::{HandleId, NodeName, PoolName};

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 
 use crate::affinity::{Affinity, AffinityKey};
 use crate::block::Block;
-use crate::cidr::BlockCidr;
+use crate::cidr::{BlockCidr, IpVersion};
 use crate::handle::Handle;
 use crate::names::{HandleId, NodeName};
 use crate::pool::AllowedUse;
@@ -382,6 +382,28 @@ pub struct Assignments {
     pub requested: u32,
     /// Why fewer than asked, when so.
     pub shortfall: Vec<Shortfall>,
+}
+
+impl Assignments {
+    /// Calico's words for a family that got fewer addresses than asked,
+    /// as its CNI plugin reports them (libcalico-go/lib/ipam/ipam.go,
+    /// PartialFulfillmentError, wrapped by cni-plugin/pkg/ipamplugin/
+    /// ipam_plugin.go as "failed to request IPv4 addresses: ..."); `None`
+    /// when it got them all.
+    pub fn partial_fulfillment(&self, version: IpVersion) -> Option<String> {
+        let got = self.addresses.len() as u32;
+        if got >= self.requested {
+            return None;
+        }
+        let mut words = format!(
+            "failed to request {version} addresses: Assigned {got} out of {} requested {version} addresses",
+            self.requested
+        );
+        for reason in &self.shortfall {
+            words.push_str(&format!("; {reason}"));
+        }
+        Some(words)
+    }
 }
 
 /// The outcome of planning an auto-assign.

@@ -181,6 +181,13 @@ fn an_explicit_request_for_an_address_in_cooldown_is_refused_until_it_has_passed
             free_from: "2026-01-01T00:00:31Z".into(),
         }
     );
+    // Calico refuses it as already assigned (ipam_block.go, assign).
+    assert!(
+        refused
+            .to_string()
+            .contains("with error: Address already assigned in block"),
+        "{refused}"
+    );
     assert!(
         refused.to_string().contains("ipCooldownSeconds"),
         "{refused}"

@@ -12,7 +12,7 @@ async fn configure_changes_what_it_names_and_refuses_what_calico_refuses() {
     assert_eq!(run.code, 2, "{}", run.stdout);
     assert!(
         run.stderr
-            .contains("maxBlocksPerHost requires strictAffinity"),
+            .contains("MaxBlocksPerHost requires StrictAffinity to be enabled"),
         "{}",
         run.stderr
     );
@@ -48,7 +48,8 @@ async fn configure_changes_what_it_names_and_refuses_what_calico_refuses() {
     );
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains("cannot both be false"),
+        run.stderr
+            .contains("Cannot disable 'StrictAffinity' and 'AutoAllocateBlocks' at the same time"),
         "{}",
         run.stderr
     );

@@ -8,7 +8,7 @@ use super::{cooled, Draft, EMPTY_BLOCK_MIN_RECLAIM_AGE_SECONDS};
 use crate::affinity::{AffinityKey, AffinityState};
 use crate::block::BlockOwner;
 use crate::cidr::{node_spread, BlockCidr, IpVersion};
-use crate::error::Error;
+use crate::error::{Error, NoPoolCause};
 use crate::plan::{
     AffinityRelease, AssignIpRequest, Assignments, AutoAssignPlan, AutoAssignRequest, BatchPlan,
     BlockWrite, Now, Plan, Shortfall,
@@ -343,10 +343,11 @@ fn select_pools<'s>(
             .iter()
             .filter(move |p| p.version() == version && p.enabled())
     };
-    let no_pool = || Error::NoPoolForNode {
+    let no_pool = |cause| Error::NoPoolForNode {
         node: request.node.to_string(),
         version,
         intended_use: request.intended_use.as_str(),
+        cause,
     };
     let mut chosen = Vec::with_capacity(snapshot.pools().len());
     for cidr in requested {
@@ -369,11 +370,16 @@ fn select_pools<'s>(
         }));
     }
     if chosen.is_empty() {
-        return Err(no_pool());
+        let cause = if enabled().next().is_none() {
+            NoPoolCause::NoneEnabled
+        } else {
+            NoPoolCause::NoneSelects
+        };
+        return Err(no_pool(cause));
     }
     chosen.retain(|p| p.allows(request.intended_use));
     if chosen.is_empty() {
-        return Err(no_pool());
+        return Err(no_pool(NoPoolCause::NoneAllowsUse));
     }
     Ok(chosen)
 }

@@ -83,7 +83,6 @@ impl Snapshot {
         cidr: IpNet,
         now: Now,
     ) -> Result<ClaimPlan, Error> {
-        let refuse = |reason: String| Error::ClaimOutsidePool { cidr, reason };
         if cidr.trunc() != cidr {
             return Err(Error::CidrNotAligned { cidr });
         }
@@ -91,13 +90,13 @@ impl Snapshot {
             .pools()
             .iter()
             .find(|p| p.cidr().contains(&cidr))
-            .ok_or_else(|| refuse("it is not within any pool".to_string()))?;
+            .ok_or(Error::ClaimOutsidePool { cidr })?;
         if cidr.prefix_len() > pool.block_size() {
-            return Err(refuse(format!(
-                "it is smaller than pool {}'s blocks (/{})",
-                pool.name(),
-                pool.block_size()
-            )));
+            return Err(Error::ClaimSmallerThanBlock {
+                cidr,
+                pool: pool.name().to_string(),
+                block_size: pool.block_size(),
+            });
         }
         let first = pool
             .block_index_of(cidr.network())

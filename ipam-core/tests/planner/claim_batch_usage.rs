@@ -103,8 +103,10 @@ fn claiming_outside_a_pool_or_below_block_size_is_refused() {
             .unwrap_err()
             .to_string()
     };
-    assert!(refuse("10.1.0.0/26").contains("not within any pool"));
-    assert!(refuse("10.0.0.0/27").contains("smaller than pool p's blocks (/26)"));
+    assert!(refuse("10.1.0.0/26")
+        .contains("The requested CIDR (10.1.0.0/26) is not within any configured pools."));
+    assert!(refuse("10.0.0.0/27")
+        .contains("The requested CIDR (10.0.0.0/27) is smaller than the minimum."));
     assert!(refuse("10.0.0.64/25").contains("not aligned"));
 }
 

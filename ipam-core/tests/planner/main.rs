@@ -2,6 +2,7 @@
 //! (libcalico-go/lib/ipam/ipam.go).
 
 mod assign;
+mod calico_words;
 mod claim_batch_usage;
 mod release;
 

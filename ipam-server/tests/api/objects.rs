@@ -231,7 +231,7 @@ async fn the_ipam_config_is_read_and_validated() {
         .await,
         400,
         "invalid_config",
-        "cannot both be false",
+        "Cannot disable 'StrictAffinity' and 'AutoAllocateBlocks' at the same time",
     );
     refused(
         app.call(
@@ -276,7 +276,7 @@ async fn node_affinities_are_claimed_listed_and_released() {
         .await,
         400,
         "claim_outside_pool",
-        "not within any pool",
+        "The requested CIDR (10.9.0.0/26) is not within any configured pools.",
     );
     app.assign("h", "node-1", 1).await;
     let (_, held) = app.get("/v1/handles/h").await;

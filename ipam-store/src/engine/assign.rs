@@ -2,7 +2,9 @@
 //! chosen address (Calico's AssignIP).
 
 use ipam_core::plan::Assignments;
-use ipam_core::{AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, ReleaseRequest};
+use ipam_core::{
+    AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, IpVersion, ReleaseRequest,
+};
 use ipnet::IpNet;
 
 use super::lane::{Job, Reply};
@@ -250,13 +252,13 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             return Ok(got);
         }
         self.release_assigned(&request.handle, &got).await?;
-        let reasons: Vec<String> = got
-            .ipv4
-            .shortfall
-            .iter()
-            .chain(&got.ipv6.shortfall)
-            .map(ToString::to_string)
-            .collect();
+        let reasons: Vec<String> = [
+            got.ipv4.partial_fulfillment(IpVersion::V4),
+            got.ipv6.partial_fulfillment(IpVersion::V6),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Err(IpamError::Exhausted {
             ipv4_asked: got.ipv4.requested,
             ipv4_found: got.ipv4.addresses.len() as u32,

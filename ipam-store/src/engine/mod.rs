@@ -111,7 +111,7 @@ pub enum IpamError {
     },
     /// An all-or-nothing auto-assign found fewer free addresses than asked
     /// for; what it had taken was given back.
-    #[error("asked for {ipv4_asked} IPv4 and {ipv6_asked} IPv6 addresses, found {ipv4_found} and {ipv6_found}: {reasons}")]
+    #[error("{reasons} (asked for {ipv4_asked} IPv4 and {ipv6_asked} IPv6 addresses, found {ipv4_found} and {ipv6_found})")]
     Exhausted {
         /// IPv4 addresses asked for.
         ipv4_asked: u32,
@@ -121,7 +121,8 @@ pub enum IpamError {
         ipv6_asked: u32,
         /// IPv6 addresses there were.
         ipv6_found: u32,
-        /// Why, per pool or block (the planner's shortfalls).
+        /// Why, in Calico's words for each short family
+        /// ([`Assignments::partial_fulfillment`](ipam_core::plan::Assignments::partial_fulfillment)).
         reasons: String,
     },
     /// A pool update tried to change what Calico never lets change.

@@ -117,7 +117,7 @@ pub async fn config_round_trips_and_is_validated(store: Arc<dyn Datastore>) {
     let err = engine.set_config(bad).await.unwrap_err();
     assert!(
         err.to_string()
-            .contains("maxBlocksPerHost requires strictAffinity"),
+            .contains("MaxBlocksPerHost requires StrictAffinity to be enabled"),
         "{err}"
     );
     assert_eq!(
