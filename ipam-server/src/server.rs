@@ -213,7 +213,13 @@ async fn serve(
             let listener = TcpListener::bind(address)
                 .await
                 .map_err(io(format!("listening on {address}")))?;
-            tracing::info!(listen = %args.listen, datastore = ?args.datastore, "ipam-server ready");
+            // The bound address, not the one asked for: with port 0 (a
+            // test's, or an operator's who wants any free port) this line
+            // is how the caller learns where to connect.
+            let bound = listener
+                .local_addr()
+                .map_err(io(format!("reading the address bound for {address}")))?;
+            tracing::info!(listen = %args.listen, address = %bound, datastore = ?args.datastore, "ipam-server ready");
             connections::serve(listener, app, limits, metrics, shutdown).await;
         }
         Listen::Unix(path) => {

@@ -4,7 +4,7 @@
 
 mod process;
 
-use process::{command, free_port, start_with, Server};
+use process::{command, start_with, Server};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-async fn start(data_dir: &Path, port: u16) -> Server {
-    start_with(command(data_dir, &format!("127.0.0.1:{port}")), port).await
+async fn start(data_dir: &Path) -> Server {
+    start_with(command(data_dir, "127.0.0.1:0")).await
 }
 
 /// Runs the binary to completion (it is expected to stop by itself).
@@ -78,11 +78,10 @@ async fn every_acknowledged_allocation_survives_twenty_kill_9s() {
     const ROUNDS: usize = 20;
     const PER_ROUND: usize = 100;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let client = reqwest::Client::new();
     // handle -> the address it was acknowledged with.
     let mut acknowledged: BTreeMap<String, String> = BTreeMap::new();
-    let mut server = start(dir.path(), port).await;
+    let mut server = start(dir.path()).await;
     for round in 0..ROUNDS {
         let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
         let tasks: Vec<_> = (0..PER_ROUND)
@@ -126,7 +125,7 @@ async fn every_acknowledged_allocation_survives_twenty_kill_9s() {
             "round {round}: {acknowledged_now} answers"
         );
         drop(server);
-        server = start(dir.path(), port).await;
+        server = start(dir.path()).await;
         let held = holders(&client, &server.base).await;
         for (handle, address) in &acknowledged {
             assert_eq!(
@@ -174,7 +173,7 @@ async fn every_acknowledged_allocation_survives_twenty_kill_9s() {
 #[test]
 fn listening_beyond_loopback_without_a_token_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let output = run_to_end(command(dir.path(), &format!("0.0.0.0:{}", free_port())));
+    let output = run_to_end(command(dir.path(), "0.0.0.0:0"));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("requires a bearer token"), "{stderr}");
@@ -186,10 +185,9 @@ async fn a_token_file_makes_the_api_ask_for_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    let port = free_port();
-    let mut cmd = command(&dir.path().join("data"), &format!("127.0.0.1:{port}"));
+    let mut cmd = command(&dir.path().join("data"), "127.0.0.1:0");
     cmd.arg("--token-file").arg(&token_file);
-    let server = start_with(cmd, port).await;
+    let server = start_with(cmd).await;
     let client = reqwest::Client::new();
     let pools = format!("{}/v1/pools", server.base);
     assert_eq!(client.get(&pools).send().await.unwrap().status(), 401);
@@ -197,10 +195,7 @@ async fn a_token_file_makes_the_api_ask_for_the_token() {
     assert_eq!(with_token.unwrap().status(), 200);
     // An empty token file is refused at start.
     std::fs::write(&token_file, "\n").unwrap();
-    let mut cmd = command(
-        &dir.path().join("data2"),
-        &format!("127.0.0.1:{}", free_port()),
-    );
+    let mut cmd = command(&dir.path().join("data2"), "127.0.0.1:0");
     cmd.arg("--token-file").arg(&token_file);
     let output = run_to_end(cmd);
     assert!(!output.status.success());
@@ -212,13 +207,12 @@ async fn the_token_never_reaches_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token-4711\n").unwrap();
-    let port = free_port();
-    let mut cmd = command(&dir.path().join("data"), &format!("127.0.0.1:{port}"));
+    let mut cmd = command(&dir.path().join("data"), "127.0.0.1:0");
     cmd.arg("--token-file")
         .arg(&token_file)
         .arg("--log-level")
         .arg("trace");
-    let mut server = start_with(cmd, port).await;
+    let mut server = start_with(cmd).await;
     let client = reqwest::Client::new();
     let pools = format!("{}/v1/pools", server.base);
     for token in ["s3cret-token-4711", "a-wrong-guess-0815"] {
@@ -235,8 +229,7 @@ async fn the_token_never_reaches_the_log() {
     assert_eq!(assigned.status(), 200);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut server.child.stderr.take().unwrap(), &mut log).unwrap();
+    let log = server.whole_log();
     assert!(log.contains("ready"), "the log is empty: {log}");
     assert!(
         !log.contains("s3cret-token-4711"),
@@ -251,10 +244,9 @@ async fn the_token_never_reaches_the_log() {
 #[tokio::test]
 async fn each_client_gets_its_own_rate_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut cmd = command(dir.path(), &format!("127.0.0.1:{port}"));
+    let mut cmd = command(dir.path(), "127.0.0.1:0");
     cmd.args(["--rate-limit-per-client", "1", "--rate-limit-burst", "3"]);
-    let server = start_with(cmd, port).await;
+    let server = start_with(cmd).await;
     let from = |source: [u8; 4]| {
         reqwest::Client::builder()
             .local_address(std::net::IpAddr::from(source))
@@ -286,9 +278,8 @@ async fn each_client_gets_its_own_rate_limit() {
 #[tokio::test]
 async fn a_second_server_on_the_same_data_dir_is_refused_with_the_pid() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let first = start(dir.path(), port).await;
-    let output = run_to_end(command(dir.path(), &format!("127.0.0.1:{}", free_port())));
+    let first = start(dir.path()).await;
+    let output = run_to_end(command(dir.path(), "127.0.0.1:0"));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let expected = format!("already in use by pid {}", first.child.id());
@@ -337,13 +328,12 @@ async fn it_serves_on_a_unix_socket() {
 async fn sigterm_answers_the_request_in_flight_then_exits_0() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = start(dir.path(), port).await;
+    let mut server = start(dir.path()).await;
     // A request whose body is held back: `Expect: 100-continue` makes the
     // server say when the handler starts reading it, so the request is
     // known to be in flight before the signal.
     let body = r#"{"handle":"in-flight","node":"n","ipv4":1}"#;
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let mut stream = tokio::net::TcpStream::connect(server.address)
         .await
         .unwrap();
     let head = format!(
@@ -376,10 +366,7 @@ async fn sigterm_answers_the_request_in_flight_then_exits_0() {
     // Once the signal is handled the server stops accepting connections;
     // it must not exit while our request is unanswered.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_ok()
-    {
+    while tokio::net::TcpStream::connect(server.address).await.is_ok() {
         assert!(Instant::now() < deadline, "SIGTERM did not stop accepting");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -402,7 +389,7 @@ async fn sigterm_answers_the_request_in_flight_then_exits_0() {
     };
     assert_eq!(status.code(), Some(0), "{status}");
     // Its data dir is free again and the answered allocation is there.
-    let server = start(dir.path(), port).await;
+    let server = start(dir.path()).await;
     let client = reqwest::Client::new();
     let (status, held) = get_json(&client, format!("{}/v1/handles/in-flight", server.base)).await;
     assert_eq!(status, 200, "{held}");
@@ -413,11 +400,10 @@ async fn sigterm_answers_the_request_in_flight_then_exits_0() {
 async fn default_pools_follow_calico_nodes_variables() {
     let client = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut cmd = command(&dir.path().join("a"), &format!("127.0.0.1:{port}"));
+    let mut cmd = command(&dir.path().join("a"), "127.0.0.1:0");
     cmd.env("CALICO_IPV4POOL_CIDR", "10.44.0.0/16")
         .env("CALICO_IPV4POOL_BLOCK_SIZE", "28");
-    let server = start_with(cmd, port).await;
+    let server = start_with(cmd).await;
     let pools: Value = client
         .get(format!("{}/v1/pools", server.base))
         .send()
@@ -431,10 +417,9 @@ async fn default_pools_follow_calico_nodes_variables() {
     assert_eq!(pools[0]["spec"]["blockSize"], 28);
     drop(server);
 
-    let port = free_port();
-    let mut cmd = command(&dir.path().join("b"), &format!("127.0.0.1:{port}"));
+    let mut cmd = command(&dir.path().join("b"), "127.0.0.1:0");
     cmd.env("NO_DEFAULT_POOLS", "true");
-    let server = start_with(cmd, port).await;
+    let server = start_with(cmd).await;
     let pools: Value = client
         .get(format!("{}/v1/pools", server.base))
         .send()
@@ -446,7 +431,7 @@ async fn default_pools_follow_calico_nodes_variables() {
     assert_eq!(pools, json!([]));
     drop(server);
 
-    let mut cmd = command(&dir.path().join("c"), &format!("127.0.0.1:{}", free_port()));
+    let mut cmd = command(&dir.path().join("c"), "127.0.0.1:0");
     cmd.env("CALICO_IPV4POOL_BLOCK_SIZE", "33");
     let output = run_to_end(cmd);
     assert!(!output.status.success());
@@ -456,7 +441,7 @@ async fn default_pools_follow_calico_nodes_variables() {
         "{stderr}"
     );
 
-    let mut cmd = command(&dir.path().join("d"), &format!("127.0.0.1:{}", free_port()));
+    let mut cmd = command(&dir.path().join("d"), "127.0.0.1:0");
     cmd.env("CALICO_IPV4POOL_CIDR", "10.44.0.0/33");
     let output = run_to_end(cmd);
     assert!(!output.status.success());
@@ -471,8 +456,7 @@ async fn default_pools_follow_calico_nodes_variables() {
 async fn a_deleted_default_pool_stays_deleted_across_restarts() {
     let client = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = start(dir.path(), port).await;
+    let server = start(dir.path()).await;
     let (_, pools) = get_json(&client, format!("{}/v1/pools", server.base)).await;
     assert_eq!(pools[0]["name"], "default-ipv4-ippool", "{pools}");
     let deleted = client
@@ -484,8 +468,7 @@ async fn a_deleted_default_pool_stays_deleted_across_restarts() {
     drop(server);
 
     // The README's "on first start": the same data dir, started again.
-    let port = free_port();
-    let server = start(dir.path(), port).await;
+    let server = start(dir.path()).await;
     let (_, pools) = get_json(&client, format!("{}/v1/pools", server.base)).await;
     assert_eq!(pools, json!([]), "the operator's delete stands");
     let (_, config) = get_json(&client, format!("{}/v1/config", server.base)).await;
@@ -499,12 +482,11 @@ async fn a_deleted_default_pool_stays_deleted_across_restarts() {
 async fn the_connection_flags_reach_the_server() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut cmd = command(dir.path(), &format!("127.0.0.1:{port}"));
+    let mut cmd = command(dir.path(), "127.0.0.1:0");
     cmd.args(["--idle-timeout", "1s", "--max-connections-per-client", "3"]);
-    let server = start_with(cmd, port).await;
+    let server = start_with(cmd).await;
     // Silent: closed by the idle timeout.
-    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let mut silent = tokio::net::TcpStream::connect(server.address)
         .await
         .unwrap();
     let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut [0u8; 64])).await;
@@ -515,7 +497,7 @@ async fn the_connection_flags_reach_the_server() {
     // Three held, the fourth refused.
     let mut held = Vec::new();
     for _ in 0..3 {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        let mut stream = tokio::net::TcpStream::connect(server.address)
             .await
             .unwrap();
         stream
@@ -527,7 +509,7 @@ async fn the_connection_flags_reach_the_server() {
         assert_eq!(&answer, b"HTTP/1.1 200 OK");
         held.push(stream);
     }
-    let mut fourth = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let mut fourth = tokio::net::TcpStream::connect(server.address)
         .await
         .unwrap();
     let mut said = Vec::new();

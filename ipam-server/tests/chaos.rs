@@ -203,7 +203,9 @@ async fn start_server(dir: &std::path::Path, port: u16, etcd: &str) -> Server {
     let mut cmd = command(dir, &format!("127.0.0.1:{port}"));
     cmd.args(["--datastore", "etcd", "--etcd-endpoints", etcd])
         .env("NO_DEFAULT_POOLS", "true");
-    start_with(cmd, port).await
+    // A fixed port: the clients keep each server's address across its
+    // kills and restarts.
+    start_with(cmd).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ mod process;
 
 use std::collections::BTreeSet;
 
-use process::{command, free_port, start_with, Server};
+use process::{command, start_with, Server};
 use serde_json::{json, Value};
 use testkit::apiserver::ApiServer;
 use testkit::etcd::EtcdServer;
@@ -33,8 +33,7 @@ struct Running {
 
 async fn start(datastore: Datastore) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut cmd = command(dir.path(), &format!("127.0.0.1:{port}"));
+    let mut cmd = command(dir.path(), "127.0.0.1:0");
     let (mut etcd, mut api) = (None, None);
     match datastore {
         Datastore::Memory => {
@@ -61,7 +60,7 @@ async fn start(datastore: Datastore) -> Running {
         }
     }
     Running {
-        server: start_with(cmd, port).await,
+        server: start_with(cmd).await,
         client: reqwest::Client::new(),
         _etcd: etcd,
         _api: api,

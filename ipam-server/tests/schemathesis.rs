@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use process::{command, free_port, start_with};
+use process::{command, start_with};
 
 const REQUIREMENTS: &str = include_str!("schemathesis/requirements.txt");
 
@@ -132,8 +132,7 @@ async fn schemathesis(datastore: &str, token: bool) {
         Err(reason) => return tools::skip(&reason),
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut cmd = command(&dir.path().join("data"), &format!("127.0.0.1:{port}"));
+    let mut cmd = command(&dir.path().join("data"), "127.0.0.1:0");
     cmd.args(["--datastore", datastore]);
     let secret = "schemathesis-token";
     if token {
@@ -141,7 +140,7 @@ async fn schemathesis(datastore: &str, token: bool) {
         std::fs::write(&file, secret).unwrap();
         cmd.arg("--token-file").arg(&file);
     }
-    let server = start_with(cmd, port).await;
+    let server = start_with(cmd).await;
     let url = format!("{}/openapi.json", server.base);
     let config = schemathesis_dir().join("schemathesis.toml");
     let mut args = vec![
