@@ -4,7 +4,6 @@
 //! default) on the leading replica, so its cost bounds how large a cluster
 //! one replica can keep clean. Run with `cargo bench -p ipam-core --bench gc`.
 
-use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ipam_core::check::PodRef;
 use ipam_core::gc::{Cluster, LeakTracker, PodState};
 use ipam_core::{AutoAssignRequest, IpamConfig, Now, Pool, PoolSpec, Snapshot};
+use ipam_core::{HandleId, NodeName};
 
 const PODS_PER_NODE: usize = 110;
 

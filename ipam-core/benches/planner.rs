@@ -3,13 +3,13 @@
 //! nodes (/16 and /12), whose per-assignment cost must not grow with pool
 //! size. Run with `cargo bench -p ipam-core`.
 
-use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ipam_core::{AutoAssignRequest, IpamConfig, Now, Pool, PoolSpec, Snapshot};
+use ipam_core::{HandleId, NodeName};
 
 const NOW: Now = Now {
     unix_nanos: 1_700_000_000_000_000_000,

@@ -2,13 +2,13 @@
 //! assigned and released, a stale release refused, and the usage table.
 //! Run with `cargo run -p ipam-core --example demo`.
 
-use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeMap;
 
 use ipam_core::usage::usage;
 use ipam_core::{
     AutoAssignRequest, Error, IpamConfig, Now, Pool, PoolSpec, ReleaseRequest, Snapshot,
 };
+use ipam_core::{HandleId, NodeName};
 
 fn main() -> Result<(), Error> {
     let pool = Pool::new(

@@ -2,10 +2,10 @@
 //! snapshot takes (Linux). Run with
 //! `cargo run --release -p ipam-core --example fill_memory -- 10.0.0.0/12`.
 
-use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeMap;
 
 use ipam_core::{AutoAssignRequest, IpamConfig, Now, Pool, PoolSpec, Snapshot};
+use ipam_core::{HandleId, NodeName};
 
 fn resident_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -4,7 +4,6 @@
 //! kube-controllers' garbageCollectColdIPs). Time is an argument: each test
 //! says at which second each step happens.
 
-use ipam_core::{HandleId, NodeName};
 use std::net::IpAddr;
 
 use ipam_core::check::{check, FindingKind, Liveness};
@@ -13,6 +12,7 @@ use ipam_core::{
     AssignIpRequest, AutoAssignRequest, BlockCidr, Error, IpamConfig, Now, Pool, PoolSpec,
     ReleaseRequest, Snapshot, Write,
 };
+use ipam_core::{HandleId, NodeName};
 
 /// 2026-01-01T00:00:00Z, a whole second.
 const T0: u64 = 1_767_225_600;

@@ -5,9 +5,9 @@
 //! answer whose `code` is set and whose message names the field or value,
 //! and must leave the datastore exactly as it was.
 
-use ipam_core::{HandleId, NodeName};
 use std::sync::Arc;
 
+use ipam_core::{HandleId, NodeName};
 use ipam_core::{Pool, PoolSpec};
 use ipam_server::app::{router, AppConfig};
 use ipam_store::memory::MemoryStore;

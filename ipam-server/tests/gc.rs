@@ -8,12 +8,12 @@
 //! Lease being written. Only the last test, of the server as `main` starts
 //! it, runs on the machine's clock.
 
-use ipam_core::{HandleId, NodeName};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
+use ipam_core::{HandleId, NodeName};
 use ipam_server::clock::ManualClock;
 use ipam_server::gc::{Collector, GcMetrics, GcOptions, PassReport};
 use ipam_server::lease::LeaseOptions;

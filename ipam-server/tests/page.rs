@@ -9,7 +9,6 @@
 //! without it the tests are skipped, and fail under
 //! `IPAM_TEST_REQUIRE_ALL=1` (`testkit::require`).
 
-use ipam_core::{HandleId, NodeName};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipam_core::AutoAssignRequest;
+use ipam_core::{HandleId, NodeName};
 use ipam_server::api::{BlockDetail, UsageResponse};
 use ipam_server::app::{router, AppConfig};
 use ipam_store::memory::MemoryStore;

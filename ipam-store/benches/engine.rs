@@ -11,11 +11,11 @@
 //! backends `memory`, `embedded`, `etcd` (default: all). Prints a Markdown
 //! table (to stderr, as the workspace keeps stdout for results of tools).
 
-use ipam_core::{HandleId, NodeName};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipam_core::{AutoAssignRequest, IpamConfig, Pool, PoolSpec};
+use ipam_core::{HandleId, NodeName};
 use ipam_store::embedded::EmbeddedStore;
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::memory::MemoryStore;

@@ -5,10 +5,10 @@
 //! key, an allocation must refuse rather than guess, and nothing in etcd
 //! may change.
 
-use ipam_core::{HandleId, NodeName};
 use std::sync::Arc;
 
 use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
+use ipam_core::{HandleId, NodeName};
 use ipam_store::etcd::{EtcdKv, EtcdOptions, EtcdStore};
 use ipam_store::{Datastore, Ipam, IpamError, StoreError};
 use serde_json::{json, Value};

@@ -5,13 +5,13 @@
 //! them, and must name nothing the workload did not use, save the few
 //! permissions only a failure path needs (listed below, each with why).
 
-use ipam_core::{HandleId, NodeName};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use std::time::Duration;
 
 use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
+use ipam_core::{HandleId, NodeName};
 use ipam_server::app::{router, AppConfig};
 use ipam_server::clock::ManualClock;
 use ipam_server::gc::{Collector, GcMetrics, GcOptions};

@@ -1,12 +1,12 @@
 //! Test support: run the real `ipamctl`, seed an embedded datastore with
 //! the engine, serve ipam-server's API over a data dir on a free port.
 
-use ipam_core::{HandleId, NodeName};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
+use ipam_core::{HandleId, NodeName};
 use ipam_server::app::{router, AppConfig};
 use ipam_store::embedded::EmbeddedStore;
 use ipam_store::{Datastore, Ipam};
