@@ -9,25 +9,13 @@
 //! Usage: `cargo bench -p ipam-cni --bench add_del -- [ROUNDS] [PER_ROUND] [PARALLEL]`
 //! (defaults 5, 200, 8).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
+mod harness;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ipam_core::{Pool, PoolSpec};
-use ipam_server::app::{router, AppConfig};
-use ipam_store::embedded::EmbeddedStore;
-use ipam_store::{Datastore, Ipam};
-use serde_json::{json, Value};
-
-const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
-
-struct Plugin {
-    name: &'static str,
-    binary: PathBuf,
-    config: Value,
-}
+use harness::{invoke, ms, require_host_local, serve_embedded, Plugin, HOST_LOCAL};
+use serde_json::json;
 
 #[derive(Default)]
 struct Figures {
@@ -36,41 +24,6 @@ struct Figures {
     sequential_time: Duration,
     parallel_pairs: usize,
     parallel_time: Duration,
-}
-
-fn invoke(plugin: &Plugin, command: &str, container: &str) -> Duration {
-    let started = Instant::now();
-    let mut child = Command::new(&plugin.binary)
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", "/run/netns/bench")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", plugin.binary.parent().unwrap())
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={container}"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(plugin.config.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let elapsed = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{} {command} {container}: {}",
-        plugin.name,
-        String::from_utf8_lossy(&out.stdout)
-    );
-    elapsed
 }
 
 fn sequential(plugin: &Plugin, round: usize, count: usize, figures: &mut Figures) {
@@ -108,10 +61,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -121,10 +70,7 @@ fn main() {
     let rounds = args.first().copied().unwrap_or(5);
     let per_round = args.get(1).copied().unwrap_or(200);
     let workers = args.get(2).copied().unwrap_or(8);
-    assert!(
-        Path::new(HOST_LOCAL).exists(),
-        "{HOST_LOCAL} is missing: apt-get install containernetworking-plugins"
-    );
+    require_host_local();
     let dir = tempfile::tempdir().unwrap();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -132,23 +78,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let store: Arc<dyn Datastore> =
-        Arc::new(EmbeddedStore::open(&dir.path().join("ipam-data")).unwrap());
-    let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store));
-    let spec = PoolSpec {
-        block_size: Some(26),
-        ..PoolSpec::new("198.18.0.0/16".parse().unwrap())
-    };
-    runtime
-        .block_on(engine.create_pool(Pool::new("bench", spec).unwrap()))
-        .unwrap();
-    let socket = dir.path().join("ipam.sock");
-    let listener = {
-        let _entered = runtime.enter();
-        tokio::net::UnixListener::bind(&socket).unwrap()
-    };
-    let app = router(engine, AppConfig::default());
-    runtime.spawn(async move { axum::serve(listener, app).await });
+    let socket = serve_embedded(&runtime, dir.path(), "198.18.0.0/16", 26);
 
     let ours = Plugin {
         name: "calico-ipam (server mode, embedded store)",
