@@ -14,7 +14,9 @@ mod harness;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use harness::{invoke, ms, require_host_local, serve_embedded, Plugin, HOST_LOCAL};
+use harness::{
+    invoke, ms, numbers_from_args, require_host_local, runtime, serve_embedded, Plugin, HOST_LOCAL,
+};
 use serde_json::json;
 
 #[derive(Default)]
@@ -62,22 +64,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let rounds = args.first().copied().unwrap_or(5);
-    let per_round = args.get(1).copied().unwrap_or(200);
-    let workers = args.get(2).copied().unwrap_or(8);
+    let [rounds, per_round, workers] = numbers_from_args([5, 200, 8]);
     require_host_local();
     let dir = tempfile::tempdir().unwrap();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let socket = serve_embedded(&runtime, dir.path(), "198.18.0.0/16", 26);
 
     let ours = Plugin {

@@ -21,7 +21,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::{invoke, require_host_local, serve_embedded, Plugin, HOST_LOCAL};
+use harness::{
+    invoke, numbers_from_args, require_host_local, runtime, serve_embedded, Plugin, HOST_LOCAL,
+};
 use serde_json::json;
 
 /// A plugin configured once per node.
@@ -62,26 +64,14 @@ fn per_op_ms(total: Duration, operations: usize) -> f64 {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let rounds = args.first().copied().unwrap_or(2);
-    let pods = args.get(1).copied().unwrap_or(1000);
-    let nodes = args.get(2).copied().unwrap_or(10);
-    let in_flight = args.get(3).copied().unwrap_or(100);
+    let [rounds, pods, nodes, in_flight] = numbers_from_args([2, 1000, 10, 100]);
     assert!(
         nodes <= 256,
         "host-local's ranges are 198.19.N.0/24: at most 256 nodes"
     );
     require_host_local();
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     // The pool sized to the pods: 1000 pods in a /22 (16 blocks of 64).
     let pool_prefix = 32 - (pods.next_power_of_two().max(64).trailing_zeros() as u8);
     let socket = serve_embedded(

@@ -106,6 +106,27 @@ pub fn serve_embedded(
     socket
 }
 
+/// The bench's numeric arguments, in order, each or its default
+/// (`cargo bench` adds flags such as `--bench`, which are skipped).
+pub fn numbers_from_args<const N: usize>(defaults: [usize; N]) -> [usize; N] {
+    let given: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    std::array::from_fn(|i| given.get(i).copied().unwrap_or(defaults[i]))
+}
+
+/// The runtime the in-process server runs on: two workers, as the
+/// machine has two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Milliseconds, for the tables.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
