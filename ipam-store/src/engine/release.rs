@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use super::lane::{Job, Reply};
 use super::retrying::Attempt;
-use super::writes::{prepare, BlocksWritten, Prepared};
+use super::writes::{prepare, BlocksFirst, BlocksWritten, Prepared};
 use super::{now, Ipam, IpamError, Released};
 use crate::datastore::Datastore;
 
@@ -52,20 +52,15 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                         planned = self.plan_release(&remaining);
                     }
                     let (planned, prepared) = planned?;
-                    let BlocksWritten {
-                        written,
-                        failure,
-                        handles,
-                        mut expected,
-                    } = self.write_release_blocks(prepared).await?;
+                    let BlocksFirst { written, failure } =
+                        self.write_blocks_first(prepared).await?;
                     out.released.extend(
                         planned
                             .released
                             .iter()
                             .filter(|a| written.iter().any(|b| b.net().contains(*a))),
                     );
-                    let lost = self.write_handle_changes(handles, &mut expected).await?;
-                    Ok(match failure.or(lost) {
+                    Ok(match failure {
                         None => {
                             out.already_free.extend(planned.already_free);
                             Attempt::Done(())
@@ -252,23 +247,18 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                             let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
                             (planned, prepared)
                         };
-                        let BlocksWritten {
-                            written,
-                            failure,
-                            handles,
-                            mut expected,
-                        } = self.write_release_blocks(prepared).await?;
+                        // The handle goes once every block is written; if it
+                        // changed meanwhile (a concurrent assignment to it),
+                        // the release starts again.
+                        let BlocksFirst { written, failure } =
+                            self.write_blocks_first(prepared).await?;
                         released.extend(
                             planned
                                 .released
                                 .iter()
                                 .filter(|a| written.iter().any(|b| b.net().contains(*a))),
                         );
-                        // The handle goes once every block is written; if it
-                        // changed meanwhile (a concurrent assignment to it),
-                        // the release starts again.
-                        let lost = self.write_handle_changes(handles, &mut expected).await?;
-                        let Some(cause) = failure.or(lost) else {
+                        let Some(cause) = failure else {
                             return Ok(Attempt::Done(()));
                         };
                         Ok(Attempt::Failed(cause))

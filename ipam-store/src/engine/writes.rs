@@ -129,7 +129,17 @@ fn write_key(write: &Write) -> Key {
     }
 }
 
-/// What writing a release plan's blocks did.
+/// What a plan written blocks first did.
+pub(super) struct BlocksFirst {
+    /// The blocks written, in order.
+    pub(super) written: Vec<BlockCidr>,
+    /// The first write that failed, a block's or then a handle's (a lost
+    /// compare-and-swap on a handle deleted as a whole); the operation
+    /// starts again from it.
+    pub(super) failure: Option<StoreError>,
+}
+
+/// What writing a release's blocks did, and the handle writes that follow.
 pub(super) struct BlocksWritten {
     /// The blocks written, in order.
     pub(super) written: Vec<BlockCidr>,
@@ -246,14 +256,8 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         match prepared.plan.order {
             Order::HandlesFirst => self.write_handles_first(prepared, fresh_handles).await,
             Order::BlocksFirst => {
-                let BlocksWritten {
-                    written,
-                    failure,
-                    handles,
-                    mut expected,
-                } = self.write_release_blocks(prepared).await?;
-                let lost = self.write_handle_changes(handles, &mut expected).await?;
-                match failure.or(lost) {
+                let BlocksFirst { written, failure } = self.write_blocks_first(prepared).await?;
+                match failure {
                     None => Ok(()),
                     Some(cause) => Err(AssignFailure::Interrupted(Interrupted {
                         written_blocks: written,
@@ -516,6 +520,26 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             failure,
             handles: changes,
             expected,
+        })
+    }
+
+    /// Writes a plan blocks first (a release's order): its blocks (see
+    /// [`Ipam::write_release_blocks`]), then the handle changes that follow
+    /// the blocks written.
+    pub(super) async fn write_blocks_first(
+        &self,
+        prepared: Prepared,
+    ) -> Result<BlocksFirst, IpamError> {
+        let BlocksWritten {
+            written,
+            failure,
+            handles,
+            mut expected,
+        } = self.write_release_blocks(prepared).await?;
+        let lost = self.write_handle_changes(handles, &mut expected).await?;
+        Ok(BlocksFirst {
+            written,
+            failure: failure.or(lost),
         })
     }
 
