@@ -136,23 +136,6 @@ proptest! {
 
     #[test]
     fn under_a_cooldown_a_failed_plan_changes_nothing(scenario in cooldown_scenario()) {
-        let mut cluster = Cluster::new(&scenario.world);
-        for step in &scenario.steps {
-            if let Operation::ReleaseAddress { held } = &step.operation {
-                if let Some(address) = cluster.held_address(held) {
-                    check_stale_releases_are_refused(&cluster.snapshot, address, cluster.now)?;
-                }
-            }
-            let before = Stored::of(&cluster.snapshot);
-            if let Outcome::Refused(error) = cluster.step(step) {
-                prop_assert!(
-                    is_legitimate_refusal(&step.operation, &error, &before),
-                    "{:?} refused: {}",
-                    step,
-                    error
-                );
-                prop_assert_eq!(&Stored::of(&cluster.snapshot), &before, "refused: {}", error);
-            }
-        }
+        check_failed_plans_change_nothing(&scenario)?;
     }
 }

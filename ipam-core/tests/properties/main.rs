@@ -31,7 +31,9 @@ use ipnet::IpNet;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use strategies::{cooldown_scenario, scenario, strict_affinity_scenario, Operation, Step, World};
+use strategies::{
+    cooldown_scenario, scenario, strict_affinity_scenario, Operation, Scenario, Step, World,
+};
 
 /// Runs per property.
 const CASES: u32 = 128;
@@ -404,4 +406,34 @@ fn is_legitimate_refusal(operation: &Operation, error: &Error, before: &Stored) 
         }
         _ => false,
     }
+}
+
+/// Runs `scenario`: every refusal is one the operation may meet and
+/// leaves the stored objects as they were, and a release naming an old
+/// sequence number or another handle is refused.
+fn check_failed_plans_change_nothing(scenario: &Scenario) -> Result<(), TestCaseError> {
+    let mut cluster = Cluster::new(&scenario.world);
+    for step in &scenario.steps {
+        if let Operation::ReleaseAddress { held } = &step.operation {
+            if let Some(address) = cluster.held_address(held) {
+                check_stale_releases_are_refused(&cluster.snapshot, address, cluster.now)?;
+            }
+        }
+        let before = Stored::of(&cluster.snapshot);
+        if let Outcome::Refused(error) = cluster.step(step) {
+            prop_assert!(
+                is_legitimate_refusal(&step.operation, &error, &before),
+                "{:?} refused: {}",
+                step,
+                error
+            );
+            prop_assert_eq!(
+                &Stored::of(&cluster.snapshot),
+                &before,
+                "refused: {}",
+                error
+            );
+        }
+    }
+    Ok(())
 }
