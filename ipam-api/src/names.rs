@@ -24,6 +24,8 @@
 
 use std::collections::BTreeMap;
 
+use ipam_core::holder;
+
 /// Kubernetes' limit on an object name (and on an RFC 1123 subdomain).
 pub const MAX_NAME: usize = 253;
 /// Kubernetes' limit on an RFC 1123 label (a namespace name).
@@ -228,9 +230,9 @@ pub fn check_attributes(
             ));
         }
         match key.as_str() {
-            "node" => check_node(&entry, value)?,
-            "pod" => check_object_name(&entry, value)?,
-            "namespace" => {
+            holder::NODE => check_node(&entry, value)?,
+            holder::POD => check_object_name(&entry, value)?,
+            holder::NAMESPACE => {
                 require(&entry, value)?;
                 if value.len() > MAX_LABEL || value.contains('.') || !is_subdomain(value, false) {
                     return Err(refuse(

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipam_api::{AssignBody, AssignIpBody};
+use ipam_core::holder;
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
@@ -157,12 +158,12 @@ pub fn go_timestamp(now: SystemTime) -> String {
 
 fn attributes(invocation: &Invocation, node: &str) -> BTreeMap<String, String> {
     let mut attributes = BTreeMap::from([
-        ("node".to_string(), node.to_string()),
+        (holder::NODE.to_string(), node.to_string()),
         ("timestamp".to_string(), go_timestamp(SystemTime::now())),
     ]);
     if let Some((namespace, pod)) = invocation.args.pod() {
-        attributes.insert("namespace".into(), namespace.into());
-        attributes.insert("pod".into(), pod.into());
+        attributes.insert(holder::NAMESPACE.into(), namespace.into());
+        attributes.insert(holder::POD.into(), pod.into());
     }
     attributes
 }

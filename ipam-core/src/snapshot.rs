@@ -15,6 +15,7 @@ use crate::block::{Block, BlockOwner};
 use crate::cidr::{BlockCidr, IpVersion};
 use crate::config::IpamConfig;
 use crate::handle::Handle;
+use crate::holder;
 use crate::plan::{Plan, Write};
 use crate::pool::Pool;
 use crate::reservation::{ReservationSpec, Reserved};
@@ -233,7 +234,8 @@ impl Snapshot {
                 let Some(handle) = attribute.handle() else {
                     continue;
                 };
-                if handle.starts_with(prefix) && attribute.secondary.get("node") == Some(node) {
+                if handle.starts_with(prefix) && attribute.secondary.get(holder::NODE) == Some(node)
+                {
                     found
                         .entry(handle.to_string())
                         .or_default()
