@@ -366,3 +366,228 @@ fn hosts_to_label_names_only_nodes_of_blocks_in_selecting_pools() {
     let hosts = s.hosts_to_label([block("10.0.0.0/26"), block("20.0.0.0/26")]);
     assert_eq!(hosts.into_iter().collect::<Vec<_>>(), ["n1"]);
 }
+
+/// Random runs of two nodes moving between zones, pools swapping their
+/// selectors, assignments and releases (with the nodes' labels known or
+/// not), with an IP cooldown or without.
+mod runs {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Assign { node: usize, handle: usize },
+        ReleaseHandle { handle: usize, labelled: bool },
+        ReleaseAddress { pick: usize, labelled: bool },
+        Relabel { node: usize, zone: usize },
+        SwapSelectors,
+        Wait { seconds: u64 },
+    }
+
+    const NODES: [&str; 2] = ["n1", "n2"];
+    const ZONES: [&str; 3] = ["a", "b", "c"];
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..2usize, 0..6usize).prop_map(|(node, handle)| Op::Assign { node, handle }),
+            2 => (0..6usize, any::<bool>())
+                .prop_map(|(handle, labelled)| Op::ReleaseHandle { handle, labelled }),
+            2 => (0..64usize, any::<bool>())
+                .prop_map(|(pick, labelled)| Op::ReleaseAddress { pick, labelled }),
+            1 => (0..2usize, 0..3usize).prop_map(|(node, zone)| Op::Relabel { node, zone }),
+            1 => Just(Op::SwapSelectors),
+            1 => (0..40u64).prop_map(|seconds| Op::Wait { seconds }),
+        ]
+    }
+
+    fn pools(swapped: bool) -> Vec<Pool> {
+        let (first, second) = if swapped { ("b", "a") } else { ("a", "b") };
+        vec![
+            small("za", "10.0.0.0/26", &format!("zone == '{first}'")),
+            small("zb", "10.0.1.0/26", &format!("zone == '{second}'")),
+            small("zc", "10.0.2.0/26", "zone == 'c'"),
+        ]
+    }
+
+    fn small(name: &str, cidr: &str, selector: &str) -> Pool {
+        let spec = PoolSpec {
+            block_size: Some(28),
+            node_selector: selector.to_string(),
+            ..PoolSpec::new(cidr.parse().unwrap())
+        };
+        Pool::new(name, spec).unwrap()
+    }
+
+    /// Every address held, by handle (released ones are nobody's).
+    fn held(s: &Snapshot) -> BTreeMap<IpAddr, String> {
+        let mut out = BTreeMap::new();
+        for block in s.blocks() {
+            for (ordinal, attribute) in block.allocations() {
+                if let Some(handle) = attribute.handle() {
+                    let previous = out.insert(block.cidr().address(ordinal), handle.to_string());
+                    assert!(previous.is_none(), "an address held twice");
+                }
+            }
+        }
+        out
+    }
+
+    /// Handles count exactly what the blocks hold.
+    fn handles_agree(s: &Snapshot) -> Result<(), TestCaseError> {
+        let mut counted: BTreeMap<(String, BlockCidr), u32> = BTreeMap::new();
+        for (address, handle) in held(s) {
+            let cidr = s.block_containing(address).unwrap().cidr();
+            *counted.entry((handle, cidr)).or_default() += 1;
+        }
+        let mut recorded = BTreeMap::new();
+        for handle in s.handles() {
+            for (cidr, count) in handle.blocks() {
+                recorded.insert((handle.id().to_string(), *cidr), *count);
+            }
+        }
+        prop_assert_eq!(recorded, counted);
+        Ok(())
+    }
+
+    /// The node's blocks that should have gone: affine, empty as read at
+    /// `now` (cooled addresses free), in an enabled pool not selecting
+    /// `labels`.
+    fn unselected_empty(
+        s: &Snapshot,
+        node: &str,
+        labels: &BTreeMap<String, String>,
+        now: Now,
+    ) -> Vec<BlockCidr> {
+        let cutoff = s.config().cooldown(now).cutoff();
+        s.affinities_of(node)
+            .filter_map(|a| {
+                let block = s.block(&a.cidr)?;
+                let pool = s.pools().iter().find(|p| p.contains(a.cidr.address(0)))?;
+                let empty = block
+                    .allocations()
+                    .all(|(_, at)| at.released_at.is_some_and(|r| r < cutoff));
+                (block.owner().is_some_and(|o| o.is_host(node))
+                    && empty
+                    && !pool.selects_node(labels))
+                .then_some(a.cidr)
+            })
+            .collect()
+    }
+
+    fn run(cooldown: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let config = IpamConfig {
+            ip_cooldown_seconds: cooldown,
+            ..IpamConfig::default()
+        };
+        let mut swapped = false;
+        let mut s = world(pools(swapped), config);
+        let mut zones = [0usize, 1];
+        let mut seconds = 0u64;
+        let all_labels = |zones: &[usize; 2]| -> NodeLabels {
+            NODES
+                .iter()
+                .zip(zones)
+                .map(|(n, z)| (n.to_string(), labels(&[("zone", ZONES[*z])])))
+                .collect()
+        };
+        for op in ops {
+            seconds += 1;
+            let now = at(seconds);
+            let before = held(&s);
+            match op {
+                Op::Assign { node, handle } => {
+                    let handle = format!("h{handle}");
+                    if s.handle(&handle).is_some() {
+                        continue;
+                    }
+                    let zone = ZONES[zones[node]];
+                    let Ok(planned) = s.plan_auto_assign(&request(&handle, NODES[node], zone), now)
+                    else {
+                        continue;
+                    };
+                    let got: Vec<IpAddr> =
+                        planned.ipv4.addresses.iter().map(|a| a.addr()).collect();
+                    s.apply(planned.plan);
+                    let mut expected = before.clone();
+                    for address in got {
+                        prop_assert!(expected.insert(address, handle.clone()).is_none());
+                    }
+                    prop_assert_eq!(held(&s), expected, "an assignment only adds");
+                    let stale = unselected_empty(&s, NODES[node], &labels(&[("zone", zone)]), now);
+                    prop_assert!(stale.is_empty(), "left behind after assigning: {:?}", stale);
+                }
+                Op::ReleaseHandle { handle, labelled } => {
+                    let handle = format!("h{handle}");
+                    let known = if labelled {
+                        all_labels(&zones)
+                    } else {
+                        NodeLabels::new()
+                    };
+                    let Ok(planned) = s.plan_release_by_handle_with(&handle, now, &known) else {
+                        continue;
+                    };
+                    s.apply(planned.plan);
+                    let expected: BTreeMap<IpAddr, String> =
+                        before.into_iter().filter(|(_, h)| *h != handle).collect();
+                    prop_assert_eq!(held(&s), expected, "a release only takes the handle's");
+                }
+                Op::ReleaseAddress { pick, labelled } => {
+                    let Some(address) = before.keys().nth(pick % before.len().max(1)).copied()
+                    else {
+                        continue;
+                    };
+                    let known = if labelled {
+                        all_labels(&zones)
+                    } else {
+                        NodeLabels::new()
+                    };
+                    let cidr = s.block_containing(address).unwrap().cidr();
+                    let planned = s
+                        .plan_release_with(&[ReleaseRequest::address(address)], now, &known)
+                        .unwrap();
+                    s.apply(planned.plan);
+                    let mut expected = before.clone();
+                    expected.remove(&address);
+                    prop_assert_eq!(held(&s), expected, "a release only takes its address");
+                    // ensureConsistentAffinity: with labels known, the
+                    // block it emptied does not stay affine unselected.
+                    if labelled && cooldown == 0 {
+                        for (node, zone) in NODES.iter().zip(&zones) {
+                            let stale =
+                                unselected_empty(&s, node, &labels(&[("zone", ZONES[*zone])]), now);
+                            prop_assert!(!stale.contains(&cidr), "{} stayed after release", cidr);
+                        }
+                    }
+                }
+                Op::Relabel { node, zone } => zones[node] = zone,
+                Op::SwapSelectors => {
+                    swapped = !swapped;
+                    s = with_pools(&s, pools(swapped));
+                }
+                Op::Wait { seconds: more } => seconds += more,
+            }
+            handles_agree(&s)?;
+            // No affinity ever loses a block that holds addresses: every
+            // held address's block is still there (checked by `held`), and
+            // every confirmed affinity's block, if any, is its node's.
+            for affinity in s.affinities() {
+                if let Some(block) = s.block(&affinity.cidr) {
+                    prop_assert!(block.owner().is_some_and(|o| o.is_host(&affinity.node)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn affinities_stay_consistent_and_no_address_is_lost_or_doubled(
+            cooldown in prop_oneof![Just(0u32), Just(20u32)],
+            ops in proptest::collection::vec(op(), 1..80),
+        ) {
+            run(cooldown, ops)?;
+        }
+    }
+}
