@@ -168,3 +168,41 @@ pub async fn an_empty_block_whose_pool_stopped_selecting_goes_at_the_next_assign
     );
     assert_consistent(store.as_ref()).await;
 }
+
+pub async fn a_release_racing_an_assignment_on_the_emptied_block_loses_no_address(
+    store: Arc<dyn Datastore>,
+) {
+    // Engine `a` reads n1 in zone b, so the last release of n1's zone-a
+    // block gives it up; engine `b` meanwhile assigns to n1 as zone a, into
+    // that same block. Compare-and-swap decides: whichever loses re-plans.
+    let labels = Arc::new(Labels::default());
+    labels.set("n1", "b");
+    let a = Arc::new(zoned(&store, Some(labels)).await);
+    let b = Arc::new(Ipam::new(store.clone()));
+    for round in 0..8 {
+        let first = assign_in_zone(&b, &format!("first-{round}"), "a").await;
+        assert!(in_cidr(first, "10.1.0.0/24"), "{first}");
+        let releasing = {
+            let a = a.clone();
+            tokio::spawn(async move { a.release_by_handle(&format!("first-{round}")).await })
+        };
+        let assigning = {
+            let b = b.clone();
+            tokio::spawn(async move { assign_in_zone(&b, &format!("second-{round}"), "a").await })
+        };
+        assert_eq!(releasing.await.unwrap().unwrap(), [first]);
+        let second = assigning.await.unwrap();
+        let held = crate::cases::allocations(store.as_ref()).await;
+        assert_eq!(
+            held.get(&second).map(String::as_str),
+            Some(&*format!("second-{round}"))
+        );
+        assert!(!held.contains_key(&first) || held[&first] != format!("first-{round}"));
+        assert_consistent(store.as_ref()).await;
+        b.release_by_handle(&format!("second-{round}"))
+            .await
+            .unwrap();
+    }
+    assert!(crate::cases::allocations(store.as_ref()).await.is_empty());
+    assert_consistent(store.as_ref()).await;
+}

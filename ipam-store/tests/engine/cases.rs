@@ -69,6 +69,7 @@ macro_rules! engine_tests {
             the_last_address_released_after_a_selector_change_takes_block_and_affinity,
             a_release_after_the_nodes_labels_changed_takes_its_emptied_block,
             an_empty_block_whose_pool_stopped_selecting_goes_at_the_next_assignment,
+            a_release_racing_an_assignment_on_the_emptied_block_loses_no_address,
         );
         cooldown_tests!($present, $make);
     };
