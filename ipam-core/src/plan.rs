@@ -80,8 +80,12 @@ impl BlockWrite {
 /// An affinity given up, with its block, in Calico's order
 /// (ipam_block_reader_writer.go, releaseBlockAffinity): the affinity marked
 /// pendingDeletion, the block deleted when empty or else left without
-/// affinity, the affinity deleted. Both a node's affinity released and
-/// another node's empty block reclaimed for a claim take this shape.
+/// affinity, the affinity deleted. A node's affinity released, another
+/// node's empty block reclaimed for a claim, and a node's empty block in a
+/// pool that no longer selects it (planner's affinity consistency) all
+/// take this shape. The last may delete a block the same plan released
+/// addresses from: the plan's handles follow that block as they follow
+/// [`Plan::blocks`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AffinityRelease {
     /// The affinity marked pendingDeletion first; `None` when there is no
@@ -214,7 +218,8 @@ pub enum Order {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
     /// Affinities given up with their blocks: other nodes' empty blocks
-    /// reclaimed, or a node's affinities released.
+    /// reclaimed, a node's affinities released, or a node's empty blocks
+    /// in pools that no longer select it.
     pub releases: Vec<AffinityRelease>,
     /// New blocks claimed, each complete before any handle counts an
     /// address in it.

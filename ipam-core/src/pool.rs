@@ -242,6 +242,12 @@ impl Pool {
         self.node_selector.matches(labels)
     }
 
+    /// Whether the pool's nodeSelector matches every node whatever its
+    /// labels (empty or `all()`): then no node's labels need reading.
+    pub fn selects_every_node(&self) -> bool {
+        self.node_selector.selects_all()
+    }
+
     /// Whether the pool's namespaceSelector matches a namespace's labels.
     pub fn selects_namespace(&self, labels: &BTreeMap<String, String>) -> bool {
         self.namespace_selector.matches(labels)

@@ -137,6 +137,15 @@ impl Draft<'_> {
         let snapshot = self.snapshot;
         let config = snapshot.config();
         let pools = select_pools(snapshot, request, version, requested_pools)?;
+        // Calico's prepareAffinityBlocksForHost, once pools are chosen (a
+        // refusal above releases nothing): the node's empty blocks in
+        // pools that no longer select it go first.
+        self.release_unselected_of_node(
+            &request.node,
+            version,
+            &request.node_labels,
+            requested_pools,
+        );
         // The request's own exclusions count as reservations everywhere
         // below: a block holding only excluded free addresses has no room,
         // one wholly excluded is never claimed.

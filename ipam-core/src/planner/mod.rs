@@ -11,6 +11,10 @@
 //!    a minute ago;
 //! 4. with strictAffinity off, free addresses in any other block of the pools.
 //!
+//! Before step 2, and after a release, the node's empty blocks in pools
+//! that no longer select it are given up (`consistency`, Calico's
+//! prepareAffinityBlocksForHost and ensureConsistentAffinity).
+//!
 //! Running short is not an error (Calico returns fewer addresses and a
 //! message); refusals are. Planning never mutates the snapshot: it works on
 //! copies and returns them as writes.
@@ -41,7 +45,10 @@ pub const EMPTY_BLOCK_MIN_RECLAIM_AGE_SECONDS: i64 = 60;
 
 mod assign;
 mod claim;
+mod consistency;
 mod release;
+
+pub use consistency::NodeLabels;
 
 /// The block as Calico's blockFromBackend reads it: cooled addresses
 /// deallocated (a copy only when there are some).
@@ -65,7 +72,8 @@ struct Draft<'s> {
     blocks: Touched<BlockCidr, DraftBlock>,
     // Handle id -> how the plan changes it.
     handles: Touched<String, DraftHandle>,
-    // What must come first: freeing other nodes' empty blocks.
+    // What must come first: freeing other nodes' empty blocks, and the
+    // node's own empty blocks its pools no longer select (`consistency`).
     reclaims: Vec<AffinityRelease>,
     // Blocks being claimed for a node, in claim order.
     claims: Vec<AffinityKey>,
@@ -159,6 +167,9 @@ struct DraftBlock {
     // Set by whoever changes the block, so that finishing never has to
     // compare whole blocks to find out.
     changed: bool,
+    // The block goes with its node's affinity (an `AffinityRelease` in
+    // `reclaims` deletes it): nothing more is taken from it or written.
+    gone: bool,
 }
 
 impl<'s> Draft<'s> {
@@ -198,6 +209,7 @@ impl<'s> Draft<'s> {
                 .into_owned(),
                 claimed: None,
                 changed: false,
+                gone: false,
             })
             .block
     }
@@ -211,11 +223,24 @@ impl<'s> Draft<'s> {
                 .block(&cidr)
                 .and_then(Block::earliest_release)
                 .is_some_and(|at| at < self.cooldown.cutoff());
+        if self.is_gone(&cidr) {
+            return 0;
+        }
         if ripe {
             self.block_mut(cidr);
         }
         self.current_block(&cidr)
             .map_or(0, |b| b.free_count(reserved))
+    }
+
+    fn is_gone(&self, cidr: &BlockCidr) -> bool {
+        self.blocks.get(cidr).is_some_and(|draft| draft.gone)
+    }
+
+    fn mark_gone(&mut self, cidr: BlockCidr) {
+        if let Some(draft) = self.blocks.get_mut(&cidr) {
+            draft.gone = true;
+        }
     }
 
     fn mark_changed(&mut self, cidr: BlockCidr) {
@@ -238,6 +263,7 @@ impl<'s> Draft<'s> {
                 claimed: Some(block.clone()),
                 block,
                 changed: false,
+                gone: false,
             },
         );
         self.claims.push(AffinityKey {
@@ -313,7 +339,7 @@ impl<'s> Draft<'s> {
             .collect();
         let blocks = blocks
             .into_iter()
-            .filter(|(_, draft)| draft.changed)
+            .filter(|(_, draft)| draft.changed && !draft.gone)
             .map(|(cidr, mut draft)| {
                 if draft.block.is_empty() && draft.block.owner().is_none() {
                     // Calico deletes a block left empty with no affinity.

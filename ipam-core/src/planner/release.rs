@@ -1,7 +1,7 @@
 //! Planning releases: of addresses, of a handle's addresses, and the
 //! write-back of blocks whose released addresses have cooled.
 
-use super::{Draft, DraftHandle};
+use super::{Draft, DraftHandle, NodeLabels};
 use crate::block::{sanitize_handle, ReleaseItem};
 use crate::cidr::BlockCidr;
 use crate::error::Error;
@@ -17,6 +17,24 @@ impl Snapshot {
         &self,
         requests: &[ReleaseRequest],
         now: Now,
+    ) -> Result<ReleasePlan, Error> {
+        self.plan_release_with(requests, now, &NodeLabels::new())
+    }
+
+    /// [`Snapshot::plan_release`], keeping affinities consistent as
+    /// Calico's ensureConsistentAffinity does (ipam.go, after
+    /// releaseIPsFromBlock): a block the release leaves empty, affine to a
+    /// node whose labels are in `labels` and held by an enabled pool whose
+    /// nodeSelector no longer matches them, is deleted with its affinity
+    /// (an [`AffinityRelease`](crate::plan::AffinityRelease) instead of a
+    /// block update; the handles still follow the block). A node missing
+    /// from `labels` keeps its blocks; [`Snapshot::hosts_to_label`] says
+    /// whose labels are worth reading.
+    pub fn plan_release_with(
+        &self,
+        requests: &[ReleaseRequest],
+        now: Now,
+        labels: &NodeLabels,
     ) -> Result<ReleasePlan, Error> {
         let mut by_block: BTreeMap<BlockCidr, Vec<ReleaseItem>> = BTreeMap::new();
         let mut outcome = ReleasePlan::default();
@@ -39,10 +57,12 @@ impl Snapshot {
         }
         let mut draft = Draft::new(self, now);
         let stamp = draft.cooldown.release_stamp();
+        let mut freed = Vec::new();
         for (cidr, items) in by_block {
             let released = draft.block_mut(cidr).release(&items, stamp)?;
             if !released.ordinals.is_empty() {
                 draft.mark_changed(cidr);
+                freed.push(cidr);
             }
             outcome
                 .already_free
@@ -54,6 +74,7 @@ impl Snapshot {
                 draft.count_for_handle(&handle, cidr, -i64::from(count));
             }
         }
+        draft.release_unselected_after(&freed, labels);
         outcome.plan = draft.finish(false);
         Ok(outcome)
     }
@@ -61,6 +82,18 @@ impl Snapshot {
     /// Plans the release of every address of a handle and the handle itself,
     /// at `now`: freed, or with a cooldown marked released.
     pub fn plan_release_by_handle(&self, handle_id: &str, now: Now) -> Result<ReleasePlan, Error> {
+        self.plan_release_by_handle_with(handle_id, now, &NodeLabels::new())
+    }
+
+    /// [`Snapshot::plan_release_by_handle`], keeping affinities consistent
+    /// as [`Snapshot::plan_release_with`] does (Calico's releaseByHandle
+    /// calls ensureConsistentAffinity for each block it released from).
+    pub fn plan_release_by_handle_with(
+        &self,
+        handle_id: &str,
+        now: Now,
+        labels: &NodeLabels,
+    ) -> Result<ReleasePlan, Error> {
         let handle_id = sanitize_handle(handle_id);
         let handle = self
             .handle(handle_id)
@@ -70,6 +103,7 @@ impl Snapshot {
         let mut draft = Draft::new(self, now);
         let stamp = draft.cooldown.release_stamp();
         let mut outcome = ReleasePlan::default();
+        let mut freed = Vec::new();
         for (cidr, _) in handle.blocks() {
             // A handle only counts addresses in blocks that existed when it
             // counted them (claims finish first, see `Draft::finish`), and
@@ -92,6 +126,12 @@ impl Snapshot {
             // an affinity (ipam.go, getBlockFromAffinity: "CAS the block to
             // get a new revision and invalidate any other instances").
             draft.mark_changed(*cidr);
+            // Only a block the handle held addresses in is checked, as
+            // releaseByHandle returns before ensureConsistentAffinity when
+            // the block has none of them.
+            if !released.ordinals.is_empty() {
+                freed.push(*cidr);
+            }
             outcome
                 .released
                 .extend(released.ordinals.iter().map(|&o| cidr.address(o)));
@@ -101,6 +141,7 @@ impl Snapshot {
         draft
             .handles
             .insert(handle_id.to_string(), DraftHandle::Delete);
+        draft.release_unselected_after(&freed, labels);
         outcome.plan = draft.finish(false);
         Ok(outcome)
     }

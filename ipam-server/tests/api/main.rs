@@ -1,6 +1,7 @@
 //! Every route of the `/v1` API, its answers and each error it documents,
 //! against the application served in-process on a loopback port.
 
+mod affinity;
 mod assign;
 mod contract;
 mod objects;

@@ -41,10 +41,13 @@
 //! - `writes`: the leak-safe order of a plan's phases (ipam-core's phased
 //!   [`Plan`](ipam_core::Plan)), and undoing an interrupted one;
 //! - `lane`: the per-node lane that serves a burst of requests together;
+//! - `labels`: where a release gets node labels ([`NodeLabelSource`]), to
+//!   keep affinities consistent as Calico's ensureConsistentAffinity does;
 //! - `assign`, `release`, `admin`: the operations.
 
 mod admin;
 mod assign;
+mod labels;
 mod lane;
 mod reads;
 mod release;
@@ -65,6 +68,7 @@ use crate::cache::Cache;
 use crate::datastore::Datastore;
 use crate::error::StoreError;
 
+pub use labels::NodeLabelSource;
 use lane::Lane;
 
 /// How hard the engine tries and how long it trusts what it read.
@@ -181,6 +185,7 @@ pub struct Ipam<S: Datastore + ?Sized> {
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
     conflicts: AtomicU64,
     retries: AtomicU64,
+    node_labels: Option<Arc<dyn NodeLabelSource>>,
 }
 
 fn now() -> Now {
@@ -205,6 +210,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             lanes: Mutex::new(HashMap::new()),
             conflicts: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            node_labels: None,
         }
     }
 

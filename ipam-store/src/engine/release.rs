@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use ipam_core::block::BlockOwner;
-use ipam_core::planner::addresses_of_handle;
+use ipam_core::planner::{addresses_of_handle, NodeLabels};
 use ipam_core::{HandleId, ReleaseRequest};
 use ipnet::IpNet;
 
@@ -29,6 +29,15 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     ) -> Result<Released, IpamError> {
         self.load_blocks_of(requests.iter().map(|r| r.address), false)
             .await?;
+        let blocks: Vec<_> = {
+            let cache = self.cache();
+            requests
+                .iter()
+                .filter_map(|r| cache.snapshot.block_containing(r.address))
+                .map(|b| b.cidr())
+                .collect()
+        };
+        let labels = &self.labels_for_release(blocks).await;
         let remaining = requests.to_vec();
         // Carried from attempt to attempt: what is left to release, what
         // was, and whether an unwritten answer was checked on fresh data.
@@ -37,7 +46,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             .retrying_with("release", state, move |_, state| async move {
                 let (mut remaining, mut out, mut verified) = state;
                 let outcome = async {
-                    let mut planned = self.plan_release(&remaining);
+                    let mut planned = self.plan_release(&remaining, labels);
                     // Calling an address free, or refusing a release, writes
                     // nothing, so no compare-and-swap would catch a stale cache:
                     // such an answer is given only from blocks read just now.
@@ -49,7 +58,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                         verified = true;
                         self.load_blocks_of(remaining.iter().map(|r| r.address), true)
                             .await?;
-                        planned = self.plan_release(&remaining);
+                        planned = self.plan_release(&remaining, labels);
                     }
                     let (planned, prepared) = planned?;
                     let BlocksFirst { written, failure } =
@@ -82,9 +91,10 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     pub(super) fn plan_release(
         &self,
         requests: &[ReleaseRequest],
+        labels: &NodeLabels,
     ) -> Result<(ipam_core::ReleasePlan, Prepared), ipam_core::Error> {
         let cache = self.cache();
-        let mut planned = cache.snapshot.plan_release(requests, now())?;
+        let mut planned = cache.snapshot.plan_release_with(requests, now(), labels)?;
         let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
         Ok((planned, prepared))
     }
@@ -111,6 +121,15 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         if known.len() < 2 {
             return untouched(known.into_iter().chain(unknown).collect());
         }
+        let blocks: Vec<_> = {
+            let cache = self.cache();
+            known
+                .iter()
+                .filter_map(|(handle, _)| cache.handle(handle))
+                .flat_map(|h| h.blocks().iter().map(|(cidr, _)| *cidr))
+                .collect()
+        };
+        let labels = self.labels_for_release(blocks).await;
         let (owned, planned) = {
             let cache = self.cache();
             let owned: Vec<Vec<IpAddr>> = known
@@ -135,7 +154,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 .collect();
             let planned = cache
                 .snapshot
-                .plan_release(&requests, now())
+                .plan_release_with(&requests, now(), &labels)
                 .map(|mut planned| {
                     let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
                     (planned, prepared)
@@ -231,19 +250,28 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                         if !cached && !self.load_handle_and_blocks(handle_id).await? {
                             return Ok(Attempt::Done(()));
                         }
+                        let blocks: Vec<_> = self
+                            .cache()
+                            .handle(handle_id)
+                            .map(|h| h.blocks().iter().map(|(cidr, _)| *cidr).collect())
+                            .unwrap_or_default();
+                        let labels = self.labels_for_release(blocks).await;
                         let (planned, prepared) = {
                             let cache = self.cache();
-                            let mut planned =
-                                match cache.snapshot.plan_release_by_handle(handle_id, now()) {
-                                    Ok(planned) => planned,
-                                    // Read just now, then gone: the cache forgets a handle
-                                    // only once it is seen deleted (by a concurrent release
-                                    // or an assignment undone), so there is nothing left.
-                                    Err(ipam_core::Error::HandleNotFound { .. }) => {
-                                        return Ok(Attempt::Done(()))
-                                    }
-                                    Err(refused) => return Err(refused.into()),
-                                };
+                            let mut planned = match cache.snapshot.plan_release_by_handle_with(
+                                handle_id,
+                                now(),
+                                &labels,
+                            ) {
+                                Ok(planned) => planned,
+                                // Read just now, then gone: the cache forgets a handle
+                                // only once it is seen deleted (by a concurrent release
+                                // or an assignment undone), so there is nothing left.
+                                Err(ipam_core::Error::HandleNotFound { .. }) => {
+                                    return Ok(Attempt::Done(()))
+                                }
+                                Err(refused) => return Err(refused.into()),
+                            };
                             let prepared = prepare(&cache, std::mem::take(&mut planned.plan));
                             (planned, prepared)
                         };

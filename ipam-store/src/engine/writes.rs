@@ -289,7 +289,13 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 },
             mut expected,
         } = prepared;
-        match self.write_claims(releases, claims, &mut expected).await {
+        // An assignment's releases delete empty blocks only: no handle
+        // counts an address in them.
+        let mut released_blocks = Vec::new();
+        match self
+            .write_claims(releases, claims, &mut expected, &mut released_blocks)
+            .await
+        {
             Ok(()) => {}
             Err(ClaimFailure::Store(cause)) => {
                 return Err(AssignFailure::Interrupted(Interrupted {
@@ -359,21 +365,33 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// takes its pending affinity back, as claimAffineBlock does when
     /// another host beat it to the block, so that no lost claim leaves an
     /// affinity pending for good.
+    ///
+    /// The blocks the releases write are added to `released_blocks` as
+    /// each is written: a release may delete a block it also released
+    /// addresses from (affinity consistency, ipam-core's `consistency`),
+    /// and the handles must then follow that block like any other.
     pub(super) async fn write_claims(
         &self,
         releases: Vec<AffinityRelease>,
         claims: Vec<Claim>,
         expected: &mut HashMap<Key, Revision>,
+        released_blocks: &mut Vec<BlockCidr>,
     ) -> Result<(), ClaimFailure> {
         for release in releases {
-            let writes = release
-                .pending_deletion
-                .map(Write::UpdateAffinity)
-                .into_iter()
-                .chain(release.block.map(BlockWrite::into_write))
-                .chain(release.delete.map(Write::DeleteAffinity));
-            for write in writes {
-                self.apply(write, expected)
+            if let Some(pending) = release.pending_deletion {
+                self.apply(Write::UpdateAffinity(pending), expected)
+                    .await
+                    .map_err(ClaimFailure::Store)?;
+            }
+            if let Some(block) = release.block {
+                let cidr = block.cidr();
+                self.apply(block.into_write(), expected)
+                    .await
+                    .map_err(ClaimFailure::Store)?;
+                released_blocks.push(cidr);
+            }
+            if let Some(key) = release.delete {
+                self.apply(Write::DeleteAffinity(key), expected)
                     .await
                     .map_err(ClaimFailure::Store)?;
             }
@@ -490,7 +508,10 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             mut expected,
         } = prepared;
         let mut written = Vec::new();
-        let mut failure = match self.write_claims(releases, claims, &mut expected).await {
+        let mut failure = match self
+            .write_claims(releases, claims, &mut expected, &mut written)
+            .await
+        {
             Ok(()) => None,
             Err(ClaimFailure::Store(cause)) => Some(cause),
             Err(ClaimFailure::Fatal(e)) => return Err(e),

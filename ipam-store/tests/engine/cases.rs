@@ -15,7 +15,7 @@ use ipam_store::{
 use ipnet::IpNet;
 
 /// Generates one `#[tokio::test]` per case (those of this module, of
-/// `admin`, `order` and `concurrency`). `$make` is an async block that yields
+/// `admin`, `order`, `concurrency` and `affinity`). `$make` is an async block that yields
 /// `(Arc<dyn Datastore>, guard)`. With `requires: $present,` first, each
 /// test returns at once when `$present` (a `testkit::require` check) is
 /// false.
@@ -64,6 +64,12 @@ macro_rules! engine_tests {
             a_release_between_a_claims_handle_and_block_writes_leaves_the_last_answer,
             concurrent_creates_of_overlapping_pools_create_exactly_one,
             concurrent_claims_of_one_block_leave_one_confirmed_affinity,
+        );
+        engine_tests!(@cases $present; $make; affinity;
+            the_last_address_released_after_a_selector_change_takes_block_and_affinity,
+            a_release_after_the_nodes_labels_changed_takes_its_emptied_block,
+            an_empty_block_whose_pool_stopped_selecting_goes_at_the_next_assignment,
+            a_release_racing_an_assignment_on_the_emptied_block_loses_no_address,
         );
         cooldown_tests!($present, $make);
     };

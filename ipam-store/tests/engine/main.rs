@@ -6,6 +6,7 @@ mod cooldown;
 #[macro_use]
 mod cases;
 mod admin;
+mod affinity;
 mod concurrency;
 mod embedded;
 mod etcd;
