@@ -1,11 +1,15 @@
 //! Load benchmark: durable auto-assign + release pairs through the HTTP
 //! API, on the embedded store (every acknowledged write fsynced), at
-//! several concurrencies, spread over 64 nodes.
+//! several concurrencies, spread over 64 nodes; at each concurrency the
+//! same run on the memory store follows, the ceiling the durable store is
+//! measured against in the same session.
 //!
 //! Each worker loops: `POST /v1/assign` (one IPv4 address for a new
 //! handle on its node) then `DELETE /v1/handles/{handle}`. Reported per
 //! concurrency: pairs per second, allocations per second, p50 and p99
-//! latency of each request kind, and durable commits per allocation.
+//! latency of each request kind, durable commits per allocation (the
+//! embedded store's; the memory store has none) and datastore writes per
+//! allocation.
 //!
 //! Run: `cargo bench -p ipam-server --bench load -- [SECONDS] [CONCURRENCY...]`
 //! (defaults: 10 s at 1, 64 and 256). The server runs in this process,
@@ -31,6 +35,7 @@ use hyper_util::rt::TokioIo;
 use ipam_core::{IpamConfig, Pool, PoolSpec};
 use ipam_server::app::{router, AppConfig};
 use ipam_store::embedded::EmbeddedStore;
+use ipam_store::memory::MemoryStore;
 use ipam_store::{Datastore, Ipam};
 use tokio::net::TcpStream;
 
@@ -86,8 +91,43 @@ struct Run {
     elapsed: Duration,
     assign: Vec<Duration>,
     release: Vec<Duration>,
-    commits: u64,
+    /// Durable commits, for the embedded store.
+    commits: Option<u64>,
     writes: u64,
+}
+
+/// The datastore a run serves from, and what must outlive it.
+enum Backing {
+    Embedded(Arc<EmbeddedStore>, tempfile::TempDir),
+    Memory(Arc<MemoryStore>),
+}
+
+impl Backing {
+    fn open(name: &str) -> Backing {
+        match name {
+            "embedded" => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
+                Backing::Embedded(Arc::new(store), dir)
+            }
+            "memory" => Backing::Memory(Arc::new(MemoryStore::new())),
+            other => panic!("unknown store {other:?}"),
+        }
+    }
+
+    fn store(&self) -> Arc<dyn Datastore> {
+        match self {
+            Backing::Embedded(store, _) => store.clone(),
+            Backing::Memory(store) => store.clone(),
+        }
+    }
+
+    fn commits(&self) -> Option<u64> {
+        match self {
+            Backing::Embedded(store, _) => Some(store.commits()),
+            Backing::Memory(_) => None,
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -98,10 +138,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-async fn run(concurrency: usize, seconds: u64) -> Run {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open embedded store"));
-    let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store.clone() as Arc<dyn Datastore>));
+async fn run(backing: &Backing, concurrency: usize, seconds: u64) -> Run {
+    let store = backing.store();
+    let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(store.clone()));
     engine
         .set_config(IpamConfig {
             strict_affinity: true,
@@ -132,7 +171,7 @@ async fn run(concurrency: usize, seconds: u64) -> Run {
         let (status, answer) = warm.send("POST", "/v1/assign", Some(&body)).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     }
-    let commits_before = store.commits();
+    let commits_before = backing.commits();
     let writes_before = store.round_trips().writes;
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -179,7 +218,7 @@ async fn run(concurrency: usize, seconds: u64) -> Run {
         elapsed,
         assign,
         release,
-        commits: store.commits() - commits_before,
+        commits: backing.commits().zip(commits_before).map(|(a, b)| a - b),
         writes: store.round_trips().writes - writes_before,
     }
 }
@@ -195,21 +234,35 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    eprintln!("| concurrency | pairs | pairs/s | allocations/s | assign p50 | assign p99 | release p50 | release p99 | commits per allocation | writes per allocation |");
-    eprintln!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    eprintln!("| store | concurrency | pairs | pairs/s | allocations/s | assign p50 | assign p99 | release p50 | release p99 | commits per allocation | writes per allocation |");
+    eprintln!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut ratios = Vec::new();
     for concurrency in levels {
-        let r = runtime.block_on(run(concurrency, seconds));
-        let rate = r.pairs as f64 / r.elapsed.as_secs_f64();
-        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
-        eprintln!(
-            "| {concurrency} | {} | {rate:.0} | {rate:.0} | {} | {} | {} | {} | {:.3} | {:.3} |",
-            r.pairs,
-            ms(percentile(&r.assign, 0.5)),
-            ms(percentile(&r.assign, 0.99)),
-            ms(percentile(&r.release, 0.5)),
-            ms(percentile(&r.release, 0.99)),
-            r.commits as f64 / r.pairs as f64,
-            r.writes as f64 / r.pairs as f64,
-        );
+        let mut embedded_rate = 0.0;
+        for name in ["embedded", "memory"] {
+            let backing = Backing::open(name);
+            let r = runtime.block_on(run(&backing, concurrency, seconds));
+            let rate = r.pairs as f64 / r.elapsed.as_secs_f64();
+            let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+            let commits = r.commits.map_or("-".to_string(), |c| {
+                format!("{:.3}", c as f64 / r.pairs as f64)
+            });
+            eprintln!(
+                "| {name} | {concurrency} | {} | {rate:.0} | {rate:.0} | {} | {} | {} | {} | {commits} | {:.3} |",
+                r.pairs,
+                ms(percentile(&r.assign, 0.5)),
+                ms(percentile(&r.assign, 0.99)),
+                ms(percentile(&r.release, 0.5)),
+                ms(percentile(&r.release, 0.99)),
+                r.writes as f64 / r.pairs as f64,
+            );
+            match name {
+                "embedded" => embedded_rate = rate,
+                _ => ratios.push((concurrency, embedded_rate / rate)),
+            }
+        }
+    }
+    for (concurrency, ratio) in ratios {
+        eprintln!("pairs/s, embedded / memory, at concurrency {concurrency}: {ratio:.2}");
     }
 }
