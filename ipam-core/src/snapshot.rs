@@ -15,6 +15,7 @@ use crate::block::{Block, BlockOwner};
 use crate::cidr::{BlockCidr, IpVersion};
 use crate::config::IpamConfig;
 use crate::handle::Handle;
+use crate::handle_index::HandleIndex;
 use crate::holder;
 use crate::plan::{Plan, Write};
 use crate::pool::Pool;
@@ -41,7 +42,7 @@ pub struct Snapshot {
     reserved: Reserved,
     blocks: BTreeMap<BlockCidr, Block>,
     affinities: BTreeMap<AffinityKey, Affinity>,
-    handles: HashMap<String, Handle>,
+    handles: HandleIndex,
     confirmed_by_node: HashMap<String, BTreeSet<BlockCidr>>,
     with_room: BTreeSet<BlockCidr>,
     // Blocks with room by the host in their affinity: a node's next
@@ -76,7 +77,7 @@ impl Snapshot {
             reserved: Reserved::new(reservations),
             blocks: BTreeMap::new(),
             affinities: BTreeMap::new(),
-            handles: HashMap::new(),
+            handles: HandleIndex::default(),
             confirmed_by_node: HashMap::new(),
             with_room: BTreeSet::new(),
             room_by_host: HashMap::new(),
@@ -219,7 +220,7 @@ impl Snapshot {
 
     /// Every handle, in no particular order.
     pub fn handles(&self) -> impl Iterator<Item = &Handle> {
-        self.handles.values()
+        self.handles.iter()
     }
 
     /// The handles whose addresses were recorded for `node` (the `node`
@@ -339,7 +340,7 @@ impl Snapshot {
 
     /// Adds or replaces a handle read from a datastore.
     pub fn insert_handle(&mut self, handle: Handle) {
-        self.handles.insert(handle.id().to_string(), handle);
+        self.handles.insert(handle);
     }
 
     /// Forgets a handle.
