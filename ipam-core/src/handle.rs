@@ -364,9 +364,7 @@ impl Handle {
     }
 
     fn position(&self, block: &BlockCidr) -> Option<usize> {
-        self.blocks()
-            .binary_search_by(|(b, _)| b.cmp(block))
-            .ok()
+        self.blocks().binary_search_by(|(b, _)| b.cmp(block)).ok()
     }
 }
 
@@ -413,7 +411,10 @@ mod tests {
             deleted: true,
             ..one.to_spec()
         };
-        assert_eq!(Handle::from_spec(deleted.clone()).unwrap().to_spec(), deleted);
+        assert_eq!(
+            Handle::from_spec(deleted.clone()).unwrap().to_spec(),
+            deleted
+        );
     }
 
     #[test]

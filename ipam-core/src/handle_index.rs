@@ -41,16 +41,18 @@ impl HandleIndex {
     pub(crate) fn insert(&mut self, handle: Handle) {
         let hash = self.hasher.hash_one(handle.id());
         let handles = &self.handles;
-        match self.table.find(hash, |&at| handles[at as usize].id() == handle.id()) {
+        match self
+            .table
+            .find(hash, |&at| handles[at as usize].id() == handle.id())
+        {
             Some(&at) => self.handles[at as usize] = handle,
             None => {
                 let at = u32::try_from(self.handles.len())
                     .expect("fewer than 2^32 handles: each holds an address");
                 self.handles.push(handle);
                 let (handles, hasher) = (&self.handles, &self.hasher);
-                self.table.insert_unique(hash, at, |&at| {
-                    hasher.hash_one(handles[at as usize].id())
-                });
+                self.table
+                    .insert_unique(hash, at, |&at| hasher.hash_one(handles[at as usize].id()));
             }
         }
     }

@@ -15,7 +15,7 @@ pub struct Labels(Vec<(String, String)>);
 
 impl Labels {
     /// No labels.
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Labels(Vec::new())
     }
 

@@ -235,7 +235,8 @@ impl Snapshot {
                 let Some(handle) = attribute.handle() else {
                     continue;
                 };
-                if handle.starts_with(prefix) && attribute.secondary.get(holder::NODE) == Some(node)
+                if handle.starts_with(prefix)
+                    && attribute.secondary().get(holder::NODE) == Some(node)
                 {
                     found
                         .entry(handle.to_string())
