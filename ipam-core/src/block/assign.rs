@@ -201,14 +201,11 @@ impl Block {
     }
 
     fn find_or_add_attribute(&mut self, handle: &str, secondary: &BTreeMap<String, String>) -> u32 {
-        if let Some(index) = self
-            .attributes
-            .iter()
-            .position(|a| a.is_for(handle, secondary))
-        {
+        let text = Attribute::text_for(handle, secondary);
+        if let Some(index) = self.attributes.iter().position(|a| a.has_text(&text)) {
             return index as u32;
         }
-        self.push_attribute(Attribute::new(handle, secondary))
+        self.push_attribute(Attribute::of_text(&text))
     }
 
     // A plan works on a copy of the block, whose vector has no room to

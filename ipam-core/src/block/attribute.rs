@@ -100,7 +100,7 @@ impl From<AttributeParts> for Attribute {
                 })
             });
         Attribute {
-            text: pack(handle_id.as_deref(), secondary.iter()),
+            text: Arc::from(pack(handle_id.as_deref(), secondary.iter())),
             rare,
         }
     }
@@ -113,8 +113,8 @@ impl From<Attribute> for AttributeParts {
 }
 
 // The text of an entry: the handle id, then the labels (in key order).
-fn pack<'a>(handle: Option<&str>, labels: impl Iterator<Item = (&'a str, &'a str)>) -> Arc<str> {
-    let mut text = String::new();
+fn pack<'a>(handle: Option<&str>, labels: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut text = String::with_capacity(handle.map_or(1, str::len) + 48);
     match handle {
         Some(handle) => packed::push_field(&mut text, handle),
         None => text.push(NO_HANDLE),
@@ -123,7 +123,7 @@ fn pack<'a>(handle: Option<&str>, labels: impl Iterator<Item = (&'a str, &'a str
         packed::push_key(&mut text, key);
         packed::push_field(&mut text, value);
     }
-    Arc::from(text)
+    text
 }
 
 impl Default for Attribute {
@@ -135,13 +135,29 @@ impl Default for Attribute {
 impl Attribute {
     /// An entry for `handle` with these labels, as an assignment writes it.
     pub fn new(handle: &str, secondary: &BTreeMap<String, String>) -> Attribute {
+        Attribute::of_text(&Attribute::text_for(handle, secondary))
+    }
+
+    // The text of `Attribute::new(handle, secondary)`: the form is
+    // canonical, so an entry is for exactly these when its text is this
+    // and it has nothing rare (Calico's findOrAddAttribute compares the
+    // handle and the labels).
+    pub(super) fn text_for(handle: &str, secondary: &BTreeMap<String, String>) -> String {
+        pack(
+            Some(handle),
+            secondary.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    }
+
+    pub(super) fn of_text(text: &str) -> Attribute {
         Attribute {
-            text: pack(
-                Some(handle),
-                secondary.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ),
+            text: Arc::from(text),
             rare: None,
         }
+    }
+
+    pub(super) fn has_text(&self, text: &str) -> bool {
+        self.rare.is_none() && *self.text == *text
     }
 
     /// An entry holding only `releasedAt`: the addresses of a release in
@@ -220,21 +236,6 @@ impl Attribute {
     /// cooldown.
     pub fn is_released(&self) -> bool {
         self.released_at().is_some()
-    }
-
-    pub(super) fn is_for(&self, handle: &str, secondary: &BTreeMap<String, String>) -> bool {
-        let (id, labels) = self.split();
-        id == Some(handle)
-            && self.rare.is_none()
-            && Pairs(labels)
-                .map(Some)
-                .chain(std::iter::once(None))
-                .zip(secondary.iter().map(Some).chain(std::iter::once(None)))
-                .all(|(ours, theirs)| match (ours, theirs) {
-                    (Some((k, v)), Some((tk, tv))) => k == tk && v == tv,
-                    (None, None) => true,
-                    _ => false,
-                })
     }
 
     // The handle id, and the text of the labels.
@@ -381,15 +382,28 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_for_exactly_its_handle_and_labels() {
+    fn an_entry_has_the_text_of_exactly_its_handle_and_labels() {
         let map: BTreeMap<String, String> = [("node".to_string(), "n1".to_string())].into();
         let attribute = Attribute::new("h", &map);
-        assert!(attribute.is_for("h", &map));
-        assert!(!attribute.is_for("g", &map));
-        assert!(!attribute.is_for("h", &BTreeMap::new()));
+        assert!(attribute.has_text(&Attribute::text_for("h", &map)));
+        assert!(!attribute.has_text(&Attribute::text_for("g", &map)));
+        assert!(!attribute.has_text(&Attribute::text_for("h", &BTreeMap::new())));
         let mut more = map.clone();
         more.insert("pod".into(), "p".into());
-        assert!(!attribute.is_for("h", &more));
-        assert!(Attribute::new("h", &BTreeMap::new()).is_for("h", &BTreeMap::new()));
+        assert!(!attribute.has_text(&Attribute::text_for("h", &more)));
+        // The same handle and labels built from parts: the same text.
+        let parts: Attribute = AttributeParts {
+            handle_id: Some("h".into()),
+            secondary: Labels::from(&map),
+            ..AttributeParts::default()
+        }
+        .into();
+        assert_eq!(parts, attribute);
+        let released: Attribute = AttributeParts {
+            released_at: Some(1),
+            ..parts.to_parts()
+        }
+        .into();
+        assert!(!released.has_text(&Attribute::text_for("h", &map)));
     }
 }
