@@ -33,10 +33,12 @@ pub struct HandleSpec {
 
 /// A handle's id, kept as the start of a shared text.
 ///
-/// The text begins with the id as a field of [`crate::packed`]; a handle
-/// made by the planner shares the text of the allocation that created it,
-/// whose labels follow the id, so that each id is held once in memory
-/// however many objects name it. Compares, hashes and prints as the id.
+/// The text begins with the id, written as `<length>:<id>`; a handle made
+/// by the planner shares the text of the block entry ([`crate::Attribute`])
+/// that created it, whose labels follow the id, so that each id is held
+/// once in memory (a filled pool has one handle per pod). The labels stay
+/// as long as the handle does, which is as long as it holds addresses.
+/// Compares, hashes and prints as the id.
 #[derive(Clone)]
 pub struct HandleName(Arc<str>);
 
