@@ -56,6 +56,12 @@ impl HandleName {
         HandleName(text)
     }
 
+    /// Whether both are the same text in memory, not only the same id.
+    #[cfg(test)]
+    pub(crate) fn shares_text_with(&self, other: &HandleName) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The id.
     pub fn as_str(&self) -> &str {
         packed::split_field(&self.0).map_or("", |(id, _)| id)

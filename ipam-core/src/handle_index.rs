@@ -85,6 +85,37 @@ impl HandleIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        // Any sequence of inserts and removes leaves what a map would hold.
+        #[test]
+        fn the_index_agrees_with_a_map(ops in prop::collection::vec((0u8..12, 0u32..4), 0..200)) {
+            let mut index = HandleIndex::default();
+            let mut model: BTreeMap<String, u32> = BTreeMap::new();
+            for (id, count) in ops {
+                let id = format!("k8s-pod-network.{id}");
+                if count == 0 {
+                    index.remove(&id);
+                    model.remove(&id);
+                } else {
+                    let mut handle = Handle::new(&id);
+                    handle.increment("10.0.0.0/26".parse().unwrap(), count);
+                    index.insert(handle);
+                    model.insert(id, count);
+                }
+                let mut held: Vec<(String, u32)> =
+                    index.iter().map(|h| (h.id().to_string(), h.total())).collect();
+                held.sort();
+                prop_assert_eq!(&held, &model.clone().into_iter().collect::<Vec<_>>());
+                for n in 0..12 {
+                    let id = format!("k8s-pod-network.{n}");
+                    prop_assert_eq!(index.get(&id).map(Handle::total), model.get(&id).copied());
+                }
+            }
+        }
+    }
 
     #[test]
     fn handles_are_found_replaced_and_removed_by_id() {

@@ -547,6 +547,35 @@ mod tests {
     }
 
     #[test]
+    fn a_new_handle_shares_its_id_with_its_entry_in_the_block() {
+        let pool = Pool::new("p", PoolSpec::new("10.0.0.0/24".parse().unwrap())).unwrap();
+        let mut s = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
+        let mut request = crate::AutoAssignRequest::new(
+            crate::HandleId::new("net.a"),
+            crate::NodeName::new("n1"),
+            2,
+            0,
+        );
+        request.attributes.insert("pod".into(), "p".into());
+        let plan = s
+            .plan_auto_assign(&request, crate::plan::Now { unix_nanos: 0 })
+            .unwrap();
+        let address = plan.ipv4.addresses[0].addr();
+        s.apply(plan.plan);
+        let handle = s.handle("net.a").unwrap();
+        assert_eq!(handle.total(), 2);
+        let entry = s
+            .block_containing(address)
+            .unwrap()
+            .attribute_of_address(address);
+        let name = entry
+            .and_then(crate::block::Attribute::handle_name)
+            .unwrap();
+        assert!(handle.name().shares_text_with(&name));
+        assert_eq!(entry.unwrap().secondary().get("pod"), Some("p"));
+    }
+
+    #[test]
     fn affinities_of_a_node_include_a_block_at_address_zero() {
         let pool = Pool::new("p", PoolSpec::new("0.0.0.0/16".parse().unwrap())).unwrap();
         let mut s = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
