@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use ipam_core::block::{Attribute, Block, BlockSpec};
+use ipam_core::block::{Attribute, AttributeParts, Block, BlockSpec};
 use ipam_core::labels::Labels;
 use ipam_core::unknown::UnknownFields;
 use kube::CustomResource;
@@ -194,25 +194,26 @@ impl From<AllocationAttribute> for Attribute {
             released_at,
             unknown,
         } = attribute;
-        Attribute {
+        AttributeParts {
             handle_id,
             secondary: Labels::from(&secondary),
             alternate_owner: Labels::from(&alternate_owner_attrs),
             released_at,
             unknown,
         }
+        .into()
     }
 }
 
 impl From<Attribute> for AllocationAttribute {
     fn from(attribute: Attribute) -> AllocationAttribute {
-        let Attribute {
+        let AttributeParts {
             handle_id,
             secondary,
             alternate_owner,
             released_at,
             unknown,
-        } = attribute;
+        } = attribute.into();
         AllocationAttribute {
             handle_id,
             secondary: secondary.to_map(),

@@ -321,20 +321,17 @@ impl AddressInfo {
         pool: Option<String>,
         cooldown: Cooldown,
     ) -> AddressInfo {
-        match attribute {
-            Some(Attribute {
-                released_at: Some(at),
-                ..
-            }) if !cooldown.has_passed(*at) => AddressInfo {
+        match attribute.map(|a| (a, a.released_at())) {
+            Some((_, Some(at))) if !cooldown.has_passed(at) => AddressInfo {
                 status: AddressState::InCooldown,
-                released_at: Some(format_rfc3339(*at)),
-                free_from: Some(cooldown.free_from_rfc3339(*at)),
+                released_at: Some(format_rfc3339(at)),
+                free_from: Some(cooldown.free_from_rfc3339(at)),
                 ..AddressInfo::unheld(address, pool)
             },
-            Some(attribute) if !attribute.is_released() => AddressInfo {
+            Some((attribute, None)) => AddressInfo {
                 status: AddressState::InUse,
                 handle: attribute.handle().map(str::to_string),
-                attributes: attribute.secondary.to_map(),
+                attributes: attribute.secondary().to_map(),
                 ..AddressInfo::unheld(address, pool)
             },
             _ => AddressInfo::unheld(address, pool),
@@ -639,8 +636,8 @@ impl AllocationBody {
             ordinal,
             handle: attribute.handle().map(str::to_string),
             sequence_number: block.sequence_number_of(ordinal),
-            attributes: attribute.secondary.to_map(),
-            released_at: attribute.released_at.map(format_rfc3339),
+            attributes: attribute.secondary().to_map(),
+            released_at: attribute.released_at().map(format_rfc3339),
         }
     }
 }

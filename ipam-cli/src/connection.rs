@@ -19,7 +19,7 @@ use ipam_api::{
     PoolSpecBody, ReleaseBody, ReleaseItem, UsageResponse,
 };
 use ipam_client::{read_token_file, Client, Endpoint};
-use ipam_core::block::{Attribute, BlockSpec};
+use ipam_core::block::{AttributeParts, BlockSpec};
 use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, SkippedCheck};
 use ipam_core::timestamp::parse_rfc3339;
 use ipam_core::usage::{borrowed, classify, BorrowedAddress, Borrowing};
@@ -264,7 +264,7 @@ impl Connection {
             Connection::Direct(local) => {
                 let (info, attribute) = local.address_with_attribute(address).await?;
                 let alternate_attributes = match (&info.status, attribute) {
-                    (AddressState::InUse, Some(attribute)) => attribute.alternate_owner.to_map(),
+                    (AddressState::InUse, Some(attribute)) => attribute.alternate_owner().to_map(),
                     _ => Default::default(),
                 };
                 Ok(AddressReport {
@@ -487,12 +487,15 @@ fn rebuilt_block(detail: &BlockDetail) -> Result<Block, CliError> {
             })?),
             None => None,
         };
-        attributes.push(Attribute {
-            handle_id: allocation.handle.clone(),
-            secondary: allocation.attributes.iter().collect(),
-            released_at,
-            ..Attribute::default()
-        });
+        attributes.push(
+            AttributeParts {
+                handle_id: allocation.handle.clone(),
+                secondary: allocation.attributes.iter().collect(),
+                released_at,
+                ..AttributeParts::default()
+            }
+            .into(),
+        );
         sequence_numbers.insert(allocation.ordinal.to_string(), allocation.sequence_number);
     }
     let unallocated = (0..cidr.size())

@@ -144,7 +144,7 @@ impl<'a> Holder<'a> {
         if attribute.is_released() {
             return Holder::Nobody;
         }
-        Holder::read(attribute.handle(), |key| attribute.secondary.get(key))
+        Holder::read(attribute.handle(), |key| attribute.secondary().get(key))
     }
 
     /// The holder named by a handle and attributes looked up by key, for
@@ -204,14 +204,16 @@ impl<'a> Holder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::AttributeParts;
     use crate::labels::Labels;
 
     fn attribute(handle: Option<&str>, pairs: &[(&str, &str)]) -> Attribute {
-        Attribute {
+        AttributeParts {
             handle_id: handle.map(str::to_string),
             secondary: pairs.iter().copied().collect::<Labels>(),
-            ..Attribute::default()
+            ..AttributeParts::default()
         }
+        .into()
     }
 
     /// The holder of an allocation with `handle` and `pairs`, read through
@@ -352,10 +354,11 @@ mod tests {
 
     #[test]
     fn released_addresses_and_bare_allocations_are_nobodys() {
-        let released = Attribute {
+        let released: Attribute = AttributeParts {
             released_at: Some(1_700_000_000),
-            ..attribute(Some("h"), &[("node", "n1")])
-        };
+            ..attribute(Some("h"), &[("node", "n1")]).to_parts()
+        }
+        .into();
         assert_eq!(Holder::of(&released), Holder::Nobody);
         assert_eq!(holder_of(None, &[]), Holder::Nobody);
         // A handle-less allocation still says where it is.

@@ -1,7 +1,8 @@
 //! A small string-to-string map for allocation attributes (`secondary`,
-//! `alternateOwnerAttrs`). A filled pool holds one per allocation, so it
-//! is a sorted vector (about 150 bytes for a pod's four entries) rather
-//! than a tree (a 500-byte node); it reads and writes as a JSON object.
+//! `alternateOwnerAttrs`) in their plain form ([`crate::block::AttributeParts`]):
+//! a sorted vector rather than a tree (a 500-byte node), read and written as
+//! a JSON object. A block keeps `secondary` packed in its entry's text
+//! instead (see [`crate::block::Secondary`]); this is what builds it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,7 +16,7 @@ pub struct Labels(Vec<(String, String)>);
 
 impl Labels {
     /// No labels.
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Labels(Vec::new())
     }
 

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use crate::affinity::{Affinity, AffinityKey};
 use crate::block::Block;
 use crate::cidr::{BlockCidr, IpVersion};
-use crate::handle::Handle;
+use crate::handle::{Handle, HandleName};
 use crate::names::{HandleId, NodeName};
 use crate::pool::AllowedUse;
 
@@ -154,13 +154,13 @@ pub enum HandleChange {
     /// deleted when it holds none.
     Adjust {
         /// The handle.
-        id: String,
+        id: HandleName,
         /// Per block, the change of its count; each block once.
         deltas: Vec<(BlockCidr, i64)>,
     },
     /// The handle is deleted as a whole, whatever it counts (a release by
     /// handle: counts no block showed were stale).
-    Delete(String),
+    Delete(HandleName),
 }
 
 impl HandleChange {
@@ -175,10 +175,12 @@ impl HandleChange {
     /// (`None`: absent); `None` when there is nothing to write.
     pub fn write_over(&self, current: Option<&Handle>) -> Option<Write> {
         match self {
-            HandleChange::Delete(id) => current.map(|_| Write::DeleteHandle(id.clone())),
+            HandleChange::Delete(id) => current.map(|_| Write::DeleteHandle(id.to_string())),
             HandleChange::Adjust { id, deltas } => {
                 let existed = current.is_some();
-                let mut handle = current.cloned().unwrap_or_else(|| Handle::new(id.clone()));
+                let mut handle = current
+                    .cloned()
+                    .unwrap_or_else(|| Handle::named(id.clone()));
                 for &(cidr, delta) in deltas {
                     if delta > 0 {
                         handle.increment(cidr, u32::try_from(delta).unwrap_or(u32::MAX));
@@ -190,7 +192,7 @@ impl HandleChange {
                     }
                 }
                 match (existed, handle.is_empty()) {
-                    (true, true) => Some(Write::DeleteHandle(id.clone())),
+                    (true, true) => Some(Write::DeleteHandle(id.to_string())),
                     (true, false) => Some(Write::UpdateHandle(handle)),
                     (false, false) => Some(Write::CreateHandle(handle)),
                     (false, true) => None,

@@ -15,6 +15,7 @@ use crate::block::{Block, BlockOwner};
 use crate::cidr::{BlockCidr, IpVersion};
 use crate::config::IpamConfig;
 use crate::handle::Handle;
+use crate::handle_index::HandleIndex;
 use crate::holder;
 use crate::plan::{Plan, Write};
 use crate::pool::Pool;
@@ -41,7 +42,7 @@ pub struct Snapshot {
     reserved: Reserved,
     blocks: BTreeMap<BlockCidr, Block>,
     affinities: BTreeMap<AffinityKey, Affinity>,
-    handles: HashMap<String, Handle>,
+    handles: HandleIndex,
     confirmed_by_node: HashMap<String, BTreeSet<BlockCidr>>,
     with_room: BTreeSet<BlockCidr>,
     // Blocks with room by the host in their affinity: a node's next
@@ -76,7 +77,7 @@ impl Snapshot {
             reserved: Reserved::new(reservations),
             blocks: BTreeMap::new(),
             affinities: BTreeMap::new(),
-            handles: HashMap::new(),
+            handles: HandleIndex::default(),
             confirmed_by_node: HashMap::new(),
             with_room: BTreeSet::new(),
             room_by_host: HashMap::new(),
@@ -219,7 +220,7 @@ impl Snapshot {
 
     /// Every handle, in no particular order.
     pub fn handles(&self) -> impl Iterator<Item = &Handle> {
-        self.handles.values()
+        self.handles.iter()
     }
 
     /// The handles whose addresses were recorded for `node` (the `node`
@@ -234,7 +235,8 @@ impl Snapshot {
                 let Some(handle) = attribute.handle() else {
                     continue;
                 };
-                if handle.starts_with(prefix) && attribute.secondary.get(holder::NODE) == Some(node)
+                if handle.starts_with(prefix)
+                    && attribute.secondary().get(holder::NODE) == Some(node)
                 {
                     found
                         .entry(handle.to_string())
@@ -339,7 +341,7 @@ impl Snapshot {
 
     /// Adds or replaces a handle read from a datastore.
     pub fn insert_handle(&mut self, handle: Handle) {
-        self.handles.insert(handle.id().to_string(), handle);
+        self.handles.insert(handle);
     }
 
     /// Forgets a handle.
@@ -542,6 +544,35 @@ mod tests {
             .is_ok());
         assert_eq!(s.holding(seen[0].addr(), "net.b"), None);
         assert_eq!(s.holding("10.0.0.200".parse().unwrap(), "net.a"), None);
+    }
+
+    #[test]
+    fn a_new_handle_shares_its_id_with_its_entry_in_the_block() {
+        let pool = Pool::new("p", PoolSpec::new("10.0.0.0/24".parse().unwrap())).unwrap();
+        let mut s = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
+        let mut request = crate::AutoAssignRequest::new(
+            crate::HandleId::new("net.a"),
+            crate::NodeName::new("n1"),
+            2,
+            0,
+        );
+        request.attributes.insert("pod".into(), "p".into());
+        let plan = s
+            .plan_auto_assign(&request, crate::plan::Now { unix_nanos: 0 })
+            .unwrap();
+        let address = plan.ipv4.addresses[0].addr();
+        s.apply(plan.plan);
+        let handle = s.handle("net.a").unwrap();
+        assert_eq!(handle.total(), 2);
+        let entry = s
+            .block_containing(address)
+            .unwrap()
+            .attribute_of_address(address);
+        let name = entry
+            .and_then(crate::block::Attribute::handle_name)
+            .unwrap();
+        assert!(handle.name().shares_text_with(&name));
+        assert_eq!(entry.unwrap().secondary().get("pod"), Some("p"));
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub fn borrowed(snapshot: &Snapshot) -> (Vec<BorrowedAddress>, u32) {
         for (ordinal, attribute) in block.allocations() {
             let address = block.cidr().address(ordinal);
             match classify(address, block.cidr(), &owner, |key| {
-                attribute.secondary.get(key)
+                attribute.secondary().get(key)
             }) {
                 Borrowing::Borrowed(b) => found.push(b),
                 Borrowing::Unclassified => unclassified += 1,
@@ -263,22 +263,20 @@ pub enum AddressStatus {
 pub fn address_status(snapshot: &Snapshot, address: IpAddr, now: Now) -> AddressStatus {
     if let Some(block) = snapshot.block_containing(address) {
         let cooldown = snapshot.config().cooldown(now);
-        match block.attribute_of_address(address) {
-            Some(Attribute {
-                released_at: Some(at),
-                ..
-            }) if !cooldown.has_passed(*at) => {
+        let attribute = block.attribute_of_address(address);
+        match attribute.map(|a| (a, a.released_at())) {
+            Some((_, Some(at))) if !cooldown.has_passed(at) => {
                 return AddressStatus::InCooldown {
                     block: block.cidr(),
-                    released_at: format_rfc3339(*at),
-                    free_from: cooldown.free_from_rfc3339(*at),
+                    released_at: format_rfc3339(at),
+                    free_from: cooldown.free_from_rfc3339(at),
                 }
             }
-            Some(attribute) if !attribute.is_released() => {
+            Some((attribute, None)) => {
                 return AddressStatus::InUse {
                     block: block.cidr(),
                     handle: attribute.handle().map(str::to_string),
-                    attributes: attribute.secondary.to_map(),
+                    attributes: attribute.secondary().to_map(),
                 }
             }
             _ => {}
@@ -321,7 +319,7 @@ mod tests {
         assert_eq!(block_usage(&b).borrowed, 1);
         let attribute = |ordinal| {
             let a = b.attribute_of(ordinal).unwrap();
-            move |key: &str| a.secondary.get(key)
+            move |key: &str| a.secondary().get(key)
         };
         let address = |ordinal| b.cidr().address(ordinal);
         assert_eq!(
@@ -354,7 +352,7 @@ mod tests {
             .map(|ordinal| {
                 let a = b.attribute_of(ordinal).unwrap();
                 match classify(b.cidr().address(ordinal), b.cidr(), "n1", |key| {
-                    a.secondary.get(key)
+                    a.secondary().get(key)
                 }) {
                     Borrowing::Borrowed(x) => (x.kind, x.allocated_to),
                     other => panic!("{other:?}"),

@@ -98,7 +98,11 @@ struct Run {
 
 /// The datastore a run serves from, and what must outlive it.
 enum Backing {
-    Embedded(Arc<EmbeddedStore>, tempfile::TempDir),
+    Embedded {
+        store: Arc<EmbeddedStore>,
+        // Removed when the run's backing is dropped.
+        _dir: tempfile::TempDir,
+    },
     Memory(Arc<MemoryStore>),
 }
 
@@ -108,7 +112,10 @@ impl Backing {
             "embedded" => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
-                Backing::Embedded(Arc::new(store), dir)
+                Backing::Embedded {
+                    store: Arc::new(store),
+                    _dir: dir,
+                }
             }
             "memory" => Backing::Memory(Arc::new(MemoryStore::new())),
             other => panic!("unknown store {other:?}"),
@@ -117,14 +124,14 @@ impl Backing {
 
     fn store(&self) -> Arc<dyn Datastore> {
         match self {
-            Backing::Embedded(store, _) => store.clone(),
+            Backing::Embedded { store, .. } => store.clone(),
             Backing::Memory(store) => store.clone(),
         }
     }
 
     fn commits(&self) -> Option<u64> {
         match self {
-            Backing::Embedded(store, _) => Some(store.commits()),
+            Backing::Embedded { store, .. } => Some(store.commits()),
             Backing::Memory(_) => None,
         }
     }

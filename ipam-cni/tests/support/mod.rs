@@ -179,7 +179,7 @@ impl TestIpam {
         self.runtime
             .block_on(self.engine.attributes_of(address))
             .unwrap()
-            .map(|a| a.secondary.to_map())
+            .map(|a| a.secondary().to_map())
             .unwrap_or_default()
     }
 }

@@ -6,11 +6,9 @@
 //! garbageCollect, deleteAttributes).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use super::{sanitize_handle, Attribute, BitIter, Block, Slot};
 use crate::error::Error;
-use crate::labels::Labels;
 use crate::reservation::Reserved;
 
 /// One address to release from a block, with the caller's expectations.
@@ -203,18 +201,23 @@ impl Block {
     }
 
     fn find_or_add_attribute(&mut self, handle: &str, secondary: &BTreeMap<String, String>) -> u32 {
-        if let Some(index) = self
-            .attributes
-            .iter()
-            .position(|a| a.is_for(handle, secondary))
-        {
+        let text = Attribute::text_for(handle, secondary);
+        if let Some(index) = self.attributes.iter().position(|a| a.has_text(&text)) {
             return index as u32;
         }
-        self.attributes.push(Arc::new(Attribute {
-            handle_id: Some(handle.to_string()),
-            secondary: Labels::from(secondary),
-            ..Attribute::default()
-        }));
+        self.push_attribute(Attribute::of_text(&text))
+    }
+
+    // A plan works on a copy of the block, whose vector has no room to
+    // spare: grow it by an eighth, not by doubling, so that a block
+    // filled one plan at a time does not keep up to twice the entries'
+    // room.
+    fn push_attribute(&mut self, attribute: Attribute) -> u32 {
+        if self.attributes.len() == self.attributes.capacity() {
+            self.attributes
+                .reserve_exact((self.attributes.len() / 8).max(1));
+        }
+        self.attributes.push(attribute);
         self.attributes.len() as u32 - 1
     }
 
@@ -245,11 +248,7 @@ impl Block {
                 }
             }
             Some(released_at) => {
-                self.attributes.push(Arc::new(Attribute {
-                    released_at: Some(released_at),
-                    ..Attribute::default()
-                }));
-                let index = self.attributes.len() as u32 - 1;
+                let index = self.push_attribute(Attribute::released(released_at));
                 for &ordinal in ordinals {
                     self.slots[ordinal as usize].attribute = index;
                 }

@@ -2,7 +2,6 @@
 //! into a [`Block`] (what Calico tolerates, what it refuses), and back.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +118,7 @@ impl Block {
                 }
             }
         }
-        block.attributes = spec.attributes.into_iter().map(Arc::new).collect();
+        block.attributes = spec.attributes;
         block.deleted = spec.deleted;
         block.strict_affinity = spec.strict_affinity;
         block.host_affinity = spec.host_affinity;
@@ -147,7 +146,7 @@ impl Block {
             affinity_claim_time: self.claim_time.as_deref().map(str::to_string),
             allocations,
             unallocated: self.unallocated.iter().copied().collect(),
-            attributes: self.attributes.iter().map(|a| (**a).clone()).collect(),
+            attributes: self.attributes.clone(),
             sequence_number: self.sequence_number,
             sequence_number_for_allocation,
             deleted: self.deleted,

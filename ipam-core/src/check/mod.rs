@@ -125,7 +125,7 @@ pub fn check(snapshot: &Snapshot, live: &Liveness, now: Now) -> CheckReport {
         check_block(snapshot, live, block, &mut findings);
         for (ordinal, attribute) in block.allocations() {
             summary.addresses_in_use += 1;
-            if let Some(released_at) = attribute.released_at {
+            if let Some(released_at) = attribute.released_at() {
                 summary.addresses_released += 1;
                 check_released(block, ordinal, released_at, cooldown, now, &mut findings);
                 continue;

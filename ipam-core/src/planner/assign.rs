@@ -6,7 +6,7 @@ use ipnet::IpNet;
 
 use super::{cooled, Draft, EMPTY_BLOCK_MIN_RECLAIM_AGE_SECONDS};
 use crate::affinity::{AffinityKey, AffinityState};
-use crate::block::BlockOwner;
+use crate::block::{Attribute, BlockOwner};
 use crate::cidr::{node_spread, BlockCidr, IpVersion};
 use crate::error::{Error, NoPoolCause};
 use crate::plan::{
@@ -105,7 +105,7 @@ impl Snapshot {
         // The block was read with its cooled addresses deallocated; one
         // still released is in its cooldown. Calico's assign refuses it as
         // already assigned (ErrorResourceAlreadyExists) and never waits.
-        if let Some(released_at) = block.attribute_of(ordinal).and_then(|a| a.released_at) {
+        if let Some(released_at) = block.attribute_of(ordinal).and_then(Attribute::released_at) {
             return Err(Error::AddressInCooldown {
                 address,
                 released_at: format_rfc3339(released_at),
@@ -113,8 +113,9 @@ impl Snapshot {
             });
         }
         block.assign(ordinal, &request.handle, &request.attributes)?;
+        let name = block.attribute_of(ordinal).and_then(Attribute::handle_name);
         draft.mark_changed(cidr);
-        draft.count_for_handle(&request.handle, cidr, 1);
+        draft.count_for_handle(&request.handle, cidr, 1, name);
         Ok(draft.finish(true))
     }
 }
@@ -166,18 +167,17 @@ impl Draft<'_> {
         let mut remaining = count;
         let take =
             |draft: &mut Draft<'_>, cidr: BlockCidr, remaining: &mut u32, out: &mut Assignments| {
-                let ordinals = draft.block_mut(cidr).auto_assign(
-                    *remaining,
-                    &request.handle,
-                    &request.attributes,
-                    reserved,
-                );
-                if !ordinals.is_empty() {
+                let block = draft.block_mut(cidr);
+                let ordinals =
+                    block.auto_assign(*remaining, &request.handle, &request.attributes, reserved);
+                if let Some(&first) = ordinals.first() {
+                    // A new handle shares the text of its entry in the block.
+                    let name = block.attribute_of(first).and_then(Attribute::handle_name);
                     draft.mark_changed(cidr);
                     *remaining -= ordinals.len() as u32;
                     out.addresses
                         .extend(ordinals.iter().map(|&o| cidr.address_net(o)));
-                    draft.count_for_handle(&request.handle, cidr, ordinals.len() as i64);
+                    draft.count_for_handle(&request.handle, cidr, ordinals.len() as i64, name);
                 }
             };
 

@@ -34,6 +34,7 @@ use crate::affinity::{Affinity, AffinityKey, AffinityState};
 use crate::block::{sanitize_handle, Block, BlockOwner};
 use crate::cidr::BlockCidr;
 use crate::cooldown::Cooldown;
+use crate::handle::HandleName;
 use crate::plan::{AffinityRelease, BlockWrite, Claim, HandleChange, Now, Order, Plan};
 use crate::snapshot::Snapshot;
 use crate::timestamp::format_rfc3339;
@@ -71,7 +72,7 @@ struct Draft<'s> {
     cooldown: Cooldown,
     blocks: Touched<BlockCidr, DraftBlock>,
     // Handle id -> how the plan changes it.
-    handles: Touched<String, DraftHandle>,
+    handles: Touched<HandleName, DraftHandle>,
     // What must come first: freeing other nodes' empty blocks, and the
     // node's own empty blocks its pools no longer select (`consistency`).
     reclaims: Vec<AffinityRelease>,
@@ -273,12 +274,22 @@ impl<'s> Draft<'s> {
     }
 
     // Per block, the count of a handle changes by what the block gains or
-    // loses; clamped at zero only when written (see `HandleChange`).
-    fn count_for_handle(&mut self, id: &str, cidr: BlockCidr, delta: i64) {
-        let draft = self
-            .handles
-            .get_or_insert_with(id, || DraftHandle::Adjust(BTreeMap::new()));
-        if let DraftHandle::Adjust(deltas) = draft {
+    // loses; clamped at zero only when written (see `HandleChange`). A
+    // handle the plan creates takes `name` when given: the text of its
+    // entry in the block, so that its id is held once.
+    fn count_for_handle(
+        &mut self,
+        id: &str,
+        cidr: BlockCidr,
+        delta: i64,
+        name: Option<HandleName>,
+    ) {
+        if !self.handles.contains(id) {
+            let name = name.unwrap_or_else(|| HandleName::new(id));
+            self.handles
+                .insert(name, DraftHandle::Adjust(BTreeMap::new()));
+        }
+        if let Some(DraftHandle::Adjust(deltas)) = self.handles.get_mut(id) {
             *deltas.entry(cidr).or_insert(0) += delta;
         }
     }

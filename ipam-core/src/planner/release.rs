@@ -71,7 +71,7 @@ impl Snapshot {
                 .released
                 .extend(released.ordinals.iter().map(|&o| cidr.address(o)));
             for (handle, count) in released.by_handle {
-                draft.count_for_handle(&handle, cidr, -i64::from(count));
+                draft.count_for_handle(&handle, cidr, -i64::from(count), None);
             }
         }
         draft.release_unselected_after(&freed, labels);
@@ -140,7 +140,7 @@ impl Snapshot {
         // handle goes as a whole rather than lingering as a leak.
         draft
             .handles
-            .insert(handle_id.to_string(), DraftHandle::Delete);
+            .insert(handle.name().clone(), DraftHandle::Delete);
         draft.release_unselected_after(&freed, labels);
         outcome.plan = draft.finish(false);
         Ok(outcome)

@@ -465,7 +465,7 @@ mod runs {
                 let pool = s.pools().iter().find(|p| p.contains(a.cidr.address(0)))?;
                 let empty = block
                     .allocations()
-                    .all(|(_, at)| at.released_at.is_some_and(|r| r < cutoff));
+                    .all(|(_, at)| at.released_at().is_some_and(|r| r < cutoff));
                 (block.owner().is_some_and(|o| o.is_host(node))
                     && empty
                     && !pool.selects_node(labels))

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use ipam_core::plan::{AffinityRelease, BlockWrite, Claim, HandleChange, Order};
-use ipam_core::{AffinityKey, AffinityState, Block, BlockCidr, Plan, Write};
+use ipam_core::{AffinityKey, AffinityState, Block, BlockCidr, HandleName, Plan, Write};
 
 use super::retrying::Attempt;
 use super::{Ipam, IpamError};
@@ -101,7 +101,7 @@ fn deltas_within(
     changes: &[HandleChange],
     within: &[BlockCidr],
     sign: i64,
-) -> Vec<(String, Vec<(BlockCidr, i64)>)> {
+) -> Vec<(HandleName, Vec<(BlockCidr, i64)>)> {
     changes
         .iter()
         .filter_map(|change| match change {
@@ -201,13 +201,15 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// that is a repeated request.
     pub(super) async fn adjust_handle(
         &self,
-        id: &str,
+        id: &HandleName,
         changes: &[(BlockCidr, i64)],
         fresh: bool,
     ) -> Result<(), AssignFailure> {
         let handle_key = Key::Handle(id.to_string());
         let change = HandleChange::Adjust {
-            id: id.to_string(),
+            // The plan's name: a new handle shares its text with the
+            // block's entry in the cache.
+            id: id.clone(),
             deltas: changes.to_vec(),
         };
         let change = &change;
@@ -324,7 +326,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                         let undo: Vec<(BlockCidr, i64)> =
                             changes.iter().map(|&(cidr, d)| (cidr, -d)).collect();
                         if let Err(e) = self.adjust_handle(id, &undo, false).await {
-                            tracing::warn!(handle = id, error = ?e.describe(), "a handle keeps a count it does not hold");
+                            tracing::warn!(handle = id.as_str(), error = ?e.describe(), "a handle keeps a count it does not hold");
                         }
                     }
                     Err(e) => {
@@ -584,8 +586,11 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     }
                 }
                 HandleChange::Delete(id) => {
-                    let key = Key::Handle(id.clone());
-                    match self.apply(Write::DeleteHandle(id), expected).await {
+                    let key = Key::Handle(id.to_string());
+                    match self
+                        .apply(Write::DeleteHandle(id.to_string()), expected)
+                        .await
+                    {
                         Ok(()) | Err(StoreError::NotFound { .. }) => self.cache().remove(&key),
                         Err(cause) => return Ok(Some(cause)),
                     }

@@ -382,8 +382,8 @@ pub async fn attributes_of_an_address_name_its_owner(store: Arc<dyn Datastore>) 
     let a = got.ipv4.addresses[0].addr();
     let attribute = engine.attributes_of(a).await.unwrap().expect("allocated");
     assert_eq!(attribute.handle(), Some("h"));
-    assert_eq!(attribute.secondary.get("node"), Some("node-7"));
-    assert_eq!(attribute.secondary.get("pod"), Some("h"));
+    assert_eq!(attribute.secondary().get("node"), Some("node-7"));
+    assert_eq!(attribute.secondary().get("pod"), Some("h"));
     assert!(engine
         .attributes_of(ip("10.0.0.250"))
         .await

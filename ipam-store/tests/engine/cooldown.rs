@@ -67,7 +67,7 @@ async fn released_at(engine: &Engine, address: IpAddr) -> i64 {
     let block = engine.block(cidr).await.unwrap().unwrap();
     block
         .attribute_of_address(address)
-        .and_then(|a| a.released_at)
+        .and_then(|a| a.released_at())
         .expect("the address is released")
 }
 

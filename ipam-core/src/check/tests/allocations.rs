@@ -261,10 +261,13 @@ fn each_problem_a_block_has_with_itself_is_its_own_finding() {
         (
             FindingKind::UnusedAttribute,
             Box::new(|s| {
-                s.attributes.push(Attribute {
-                    handle_id: Some("stale".into()),
-                    ..Attribute::default()
-                })
+                s.attributes.push(
+                    AttributeParts {
+                        handle_id: Some("stale".into()),
+                        ..AttributeParts::default()
+                    }
+                    .into(),
+                )
             }),
         ),
     ];

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use crate::affinity::{Affinity, AffinityState};
 
-use crate::block::{Attribute, Block, BlockOwner, WINDOWS_RESERVED_HANDLE};
+use crate::block::{AttributeParts, Block, BlockOwner, WINDOWS_RESERVED_HANDLE};
 
 use crate::cidr::IpVersion;
 
@@ -174,11 +174,14 @@ fn inject(
     let mut spec = s.block(&cidr).unwrap().to_spec();
     let ordinal = ordinal.unwrap_or(spec.unallocated[0]);
     spec.unallocated.retain(|&o| o != ordinal);
-    spec.attributes.push(Attribute {
-        handle_id: handle.map(str::to_string),
-        secondary: pairs.iter().copied().collect(),
-        ..Attribute::default()
-    });
+    spec.attributes.push(
+        AttributeParts {
+            handle_id: handle.map(str::to_string),
+            secondary: pairs.iter().copied().collect(),
+            ..AttributeParts::default()
+        }
+        .into(),
+    );
     spec.allocations[ordinal as usize] = Some(spec.attributes.len() as u32 - 1);
     spec.sequence_number_for_allocation
         .insert(ordinal.to_string(), spec.sequence_number);

@@ -71,7 +71,7 @@ fn when_a_node_goes_its_blocks_affinities_and_allocations_are_reported() {
         c.s.blocks()
             .flat_map(|b| {
                 b.allocations()
-                    .map(|(_, a)| a.secondary.get("node"))
+                    .map(|(_, a)| a.secondary().get("node"))
                     .collect::<Vec<_>>()
             })
             .filter(|n| *n == Some("n3"))
