@@ -41,13 +41,14 @@
 //! - `writes`: the leak-safe order of a plan's phases (ipam-core's phased
 //!   [`Plan`](ipam_core::Plan)), and undoing an interrupted one;
 //! - `lane`: the per-node lane that serves a burst of requests together;
-//! - `assign`, `release`, `admin`: the operations.
+//! - `assign`, `release`, `admin`, `reservations`: the operations.
 
 mod admin;
 mod assign;
 mod lane;
 mod reads;
 mod release;
+mod reservations;
 mod retrying;
 mod writes;
 
