@@ -45,12 +45,17 @@ pub async fn get_reservation(
     Segment(name): Segment<String>,
 ) -> Result<Json<ReservationBody>, ApiError> {
     check_object_name("name", &name)?;
-    state.service.reservation(&name).await?.map(Json).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::ReservationNotFound,
-            format!("no IP reservation named {name:?}"),
-        )
-    })
+    state
+        .service
+        .reservation(&name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ReservationNotFound,
+                format!("no IP reservation named {name:?}"),
+            )
+        })
 }
 
 /// Creates an IP reservation: from then on automatic assignment hands out
@@ -68,10 +73,7 @@ pub async fn create_reservation(
     Body(body): Body<ReservationBody>,
 ) -> Result<(StatusCode, Json<ReservationBody>), ApiError> {
     let spec = body.check()?;
-    let stored = state
-        .service
-        .create_reservation(&body.name, spec)
-        .await?;
+    let stored = state.service.create_reservation(&body.name, spec).await?;
     Ok((StatusCode::CREATED, Json(stored)))
 }
 

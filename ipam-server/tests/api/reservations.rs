@@ -186,10 +186,7 @@ async fn reserved_addresses_are_never_handed_out_until_the_reservation_goes() {
     assert_eq!(status, 204);
     let more = addresses(&app.assign("h2", "n", 1).await);
     assert_eq!(more.len(), 1);
-    assert!(
-        lower.contains(&more[0]) || more[0] == gateway,
-        "{more:?}"
-    );
+    assert!(lower.contains(&more[0]) || more[0] == gateway, "{more:?}");
 }
 
 #[tokio::test]
