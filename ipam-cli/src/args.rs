@@ -149,6 +149,10 @@ pub enum Command {
     /// List, create, delete, disable or enable IP pools.
     #[command(subcommand)]
     Pool(PoolCommand),
+    /// List, show, create or delete IP reservations (addresses never
+    /// handed out automatically).
+    #[command(subcommand)]
+    Reservation(crate::reservation::ReservationCommand),
 }
 
 /// Output formats.

@@ -6,6 +6,7 @@
 mod admin;
 mod check;
 mod reach;
+mod reservation;
 mod show;
 #[path = "../support/mod.rs"]
 mod support;
