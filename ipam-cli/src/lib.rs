@@ -5,8 +5,9 @@
 //! IPAM state is); [`connection`] opens it and answers every question
 //! through ipam-service's facade, in the same types whichever way it goes;
 //! [`show`], [`check`], [`release`], [`configure`], [`pool`] and
-//! [`reservation`] are the subcommands; [`table`] draws calicoctl's tables byte for byte;
-//! [`output`] writes JSON and YAML; [`progress`] draws progress on a
+//! [`reservation`] are the subcommands ([`all_ips`] lists every
+//! allocation for `check --show-all-ips`); [`table`] draws calicoctl's
+//! tables byte for byte; [`output`] writes JSON and YAML; [`progress`] draws progress on a
 //! terminal; [`liveness`] reads which pods and nodes exist; [`error`]
 //! classifies failures into exit codes.
 //!
@@ -18,6 +19,7 @@
 
 use std::io::Write;
 
+pub mod all_ips;
 pub mod args;
 pub mod check;
 pub mod configure;

@@ -4,6 +4,7 @@
 //! and release against injected leaks, and the exit codes.
 
 mod admin;
+mod all_ips;
 mod check;
 mod reach;
 mod reservation;
