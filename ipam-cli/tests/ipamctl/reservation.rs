@@ -127,3 +127,80 @@ fn reservations_are_created_listed_shown_and_deleted_in_both_modes() {
         );
     });
 }
+
+/// `reservation create` then `list` straight to a datastore, and the
+/// object Calico reads there: what `kubectl get ipreservations` or
+/// calicoctl on etcd would see.
+fn create_and_list(connection: &[String]) {
+    let run = ipamctl_with(
+        connection,
+        &[
+            "reservation",
+            "create",
+            "gw",
+            "--cidr",
+            "10.0.0.1",
+            "--cidr",
+            "fd00::/120",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = ipamctl_with(connection, &["reservation", "list", "-o", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let listed: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        listed,
+        json!([{"name": "gw", "spec": {"reservedCIDRs": ["10.0.0.1/32", "fd00::/120"]}}])
+    );
+}
+
+// The fake API server runs in this process: the runtime needs a thread to
+// serve it while the test waits for ipamctl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_mode_on_kubernetes_writes_calicos_ipreservation() {
+    let api = ApiServer::start().await;
+    let connection: Vec<String> = [
+        "--datastore",
+        "kubernetes",
+        "--kubeconfig",
+        &api.kubeconfig().display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    create_and_list(&connection);
+    let object = api
+        .object("ipreservations", "gw")
+        .expect("an IPReservation");
+    assert_eq!(object["apiVersion"], "crd.projectcalico.org/v1");
+    assert_eq!(
+        object["spec"],
+        json!({"reservedCIDRs": ["10.0.0.1/32", "fd00::/120"]})
+    );
+    let run = ipamctl_with(&connection, &["reservation", "delete", "gw"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(api.object("ipreservations", "gw").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_mode_on_etcd_writes_calicos_key() {
+    if !testkit::require::etcd() {
+        return;
+    }
+    let etcd = EtcdServer::start().await.unwrap();
+    let connection: Vec<String> = ["--datastore", "etcd", "--etcd-endpoints", &etcd.endpoint()]
+        .map(String::from)
+        .to_vec();
+    create_and_list(&connection);
+    let kv = ipam_store::etcd::EtcdKv::new(&[etcd.endpoint()], &EtcdOptions::default()).unwrap();
+    let key = "/calico/resources/v3/projectcalico.org/ipreservations/gw";
+    let stored = kv.get(key.as_bytes()).await.unwrap().expect("Calico's key");
+    let object: serde_json::Value = serde_json::from_slice(&stored.value).unwrap();
+    assert_eq!(
+        (&object["kind"], &object["apiVersion"]),
+        (&json!("IPReservation"), &json!("projectcalico.org/v3"))
+    );
+    assert_eq!(
+        object["spec"],
+        json!({"reservedCIDRs": ["10.0.0.1/32", "fd00::/120"]})
+    );
+}
