@@ -200,7 +200,11 @@ mod tests {
             shown,
             ["10.0.0.5/24", "10.0.1.1/32", "fd00::1/128", "fd00:1::/64"]
         );
-        assert!(body("empty", &[]).check().unwrap().reserved_cidrs.is_empty());
+        assert!(body("empty", &[])
+            .check()
+            .unwrap()
+            .reserved_cidrs
+            .is_empty());
     }
 
     #[test]
@@ -259,8 +263,7 @@ mod tests {
     #[test]
     fn the_wire_uses_calicos_field_name_and_refuses_unknown_fields() {
         let parsed: ReservationBody =
-            serde_json::from_str(r#"{"name":"r","spec":{"reservedCIDRs":["10.0.0.1"]}}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"name":"r","spec":{"reservedCIDRs":["10.0.0.1"]}}"#).unwrap();
         assert_eq!(parsed, body("r", &["10.0.0.1"]));
         assert!(serde_json::from_str::<ReservationBody>(
             r#"{"name":"r","spec":{"reservedCidrs":["10.0.0.1"]}}"#

@@ -45,9 +45,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// Creates a reservation; one of that name already there refuses it
     /// (`AlreadyExists`) and is left as it is.
     pub async fn create_reservation(&self, reservation: Reservation) -> Result<(), IpamError> {
-        self.store
-            .create(&Value::Reservation(reservation))
-            .await?;
+        self.store.create(&Value::Reservation(reservation)).await?;
         self.cache().loaded_at = None;
         Ok(())
     }
