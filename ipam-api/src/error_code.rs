@@ -85,6 +85,8 @@ error_codes! {
     TooManyConnections = "too_many_connections", 503;
     /// No pool of that name.
     PoolNotFound = "pool_not_found", 404;
+    /// No IP reservation of that name.
+    ReservationNotFound = "reservation_not_found", 404;
     /// No block of that CIDR.
     BlockNotFound = "block_not_found", 404;
     /// The handle holds nothing.
@@ -223,7 +225,7 @@ mod tests {
             assert_eq!(&serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
             assert!(!matches!(code, ErrorCode::Other(_)));
         }
-        assert_eq!(seen.len(), 40);
+        assert_eq!(seen.len(), 41);
     }
 
     #[test]

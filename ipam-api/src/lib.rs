@@ -22,8 +22,10 @@ use utoipa::ToSchema;
 
 pub mod error_code;
 pub mod names;
+pub mod reservations;
 
 pub use error_code::ErrorCode;
+pub use reservations::{ReservationBody, ReservationSpecBody};
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]

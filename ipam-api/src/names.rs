@@ -162,8 +162,8 @@ pub fn check_pool(field: &str, pool: &str) -> Result<(), NameError> {
     check_object_name(field, pool)
 }
 
-/// A Kubernetes object name (a pool's, a pod's).
-fn check_object_name(field: &str, value: &str) -> Result<(), NameError> {
+/// A Kubernetes object name (a pool's, a pod's, a reservation's).
+pub fn check_object_name(field: &str, value: &str) -> Result<(), NameError> {
     require(field, value)?;
     if !is_subdomain(value, false) {
         return Err(refuse(field, value, OBJECT_NAME_RULE));

@@ -149,6 +149,10 @@ pub enum Command {
     /// List, create, delete, disable or enable IP pools.
     #[command(subcommand)]
     Pool(PoolCommand),
+    /// List, show, create or delete IP reservations (addresses never
+    /// handed out automatically).
+    #[command(subcommand)]
+    Reservation(crate::reservation::ReservationCommand),
 }
 
 /// Output formats.
@@ -193,6 +197,10 @@ pub struct CheckArgs {
     /// Print every finding, not only the summary.
     #[arg(long)]
     pub show_problem_ips: bool,
+    /// Also print every allocation checked, block by block, as calicoctl
+    /// does (implies --show-problem-ips).
+    #[arg(long)]
+    pub show_all_ips: bool,
 }
 
 /// `ipamctl release`.

@@ -47,11 +47,19 @@ pub async fn run(
         }
         LivenessSource::None => Liveness::default(),
     };
+    // calicoctl prints the allocations as it loads the blocks, before
+    // anything else (check.go, checkIPAM).
+    let mut text = match args.show_all_ips {
+        true => crate::all_ips::listing(connection).await?,
+        false => String::new(),
+    };
     let report = connection.check(&live).await?;
     if let Some(path) = &args.output {
         write_report(path, &report)?;
     }
-    let text = summary(&report, args.show_problem_ips, args.output.as_deref());
+    // As in calicoctl, --show-all-ips implies --show-problem-ips.
+    let show_findings = args.show_problem_ips || args.show_all_ips;
+    text.push_str(&summary(&report, show_findings, args.output.as_deref()));
     out.write_all(text.as_bytes())
         .map_err(CliError::io("writing to stdout"))
 }

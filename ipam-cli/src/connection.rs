@@ -177,7 +177,7 @@ impl Connection {
     }
 
     /// The `/v1` operations, in whichever mode.
-    fn service(&self) -> &dyn IpamService {
+    pub(crate) fn service(&self) -> &dyn IpamService {
         match self {
             Connection::Direct(local) => local,
             Connection::Server(client) => client,
@@ -187,7 +187,7 @@ impl Connection {
     /// What a failure means to the user: the same codes in both modes; the
     /// hint for an unreachable datastore says which process could not
     /// reach it.
-    fn error(&self, error: ServiceError) -> CliError {
+    pub(crate) fn error(&self, error: ServiceError) -> CliError {
         let hint = match self {
             Connection::Direct(_) => DATASTORE_HINT,
             Connection::Server(_) => SERVER_DATASTORE_HINT,

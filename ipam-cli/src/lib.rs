@@ -4,9 +4,10 @@
 //! [`args`] parses the command line into a [`connection::Backend`] (where
 //! IPAM state is); [`connection`] opens it and answers every question
 //! through ipam-service's facade, in the same types whichever way it goes;
-//! [`show`], [`check`], [`release`], [`configure`] and [`pool`] are the
-//! subcommands; [`table`] draws calicoctl's tables byte for byte;
-//! [`output`] writes JSON and YAML; [`progress`] draws progress on a
+//! [`show`], [`check`], [`release`], [`configure`], [`pool`] and
+//! [`reservation`] are the subcommands ([`all_ips`] lists every
+//! allocation for `check --show-all-ips`); [`table`] draws calicoctl's
+//! tables byte for byte; [`output`] writes JSON and YAML; [`progress`] draws progress on a
 //! terminal; [`liveness`] reads which pods and nodes exist; [`error`]
 //! classifies failures into exit codes.
 //!
@@ -18,6 +19,7 @@
 
 use std::io::Write;
 
+pub mod all_ips;
 pub mod args;
 pub mod check;
 pub mod configure;
@@ -28,6 +30,7 @@ pub mod output;
 pub mod pool;
 pub mod progress;
 pub mod release;
+pub mod reservation;
 pub mod show;
 pub mod table;
 
@@ -46,5 +49,6 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
         args::Command::Release(a) => release::run(&connection, a, out).await,
         args::Command::Configure(a) => configure::run(&connection, a, out).await,
         args::Command::Pool(c) => pool::run(&connection, c, out).await,
+        args::Command::Reservation(c) => reservation::run(&connection, c, out).await,
     }
 }

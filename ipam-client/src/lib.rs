@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, ErrorBody, ErrorCode, HandleAddresses, PoolBody,
-    PoolSpecBody, ReleaseBody, ReleaseResponse, UsageResponse,
+    PoolSpecBody, ReleaseBody, ReleaseResponse, ReservationBody, UsageResponse,
 };
 pub use ipam_api::{Endpoint, EndpointError};
 use ipnet::IpNet;
@@ -255,6 +255,34 @@ impl Client {
     /// `DELETE /v1/pools/{name}`.
     pub async fn delete_pool(&self, name: &str) -> Result<(), ClientError> {
         let path = format!("/v1/pools/{}", encode(name));
+        self.exchange::<()>(Method::DELETE, path, None).await?;
+        Ok(())
+    }
+
+    /// `GET /v1/reservations`.
+    pub async fn reservations(&self) -> Result<Vec<ReservationBody>, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/reservations".into(), None)
+            .await
+    }
+
+    /// `GET /v1/reservations/{name}`: `None` when there is none.
+    pub async fn reservation(&self, name: &str) -> Result<Option<ReservationBody>, ClientError> {
+        let path = format!("/v1/reservations/{}", encode(name));
+        not_found_is_none(self.call::<(), _>(Method::GET, path, None).await)
+    }
+
+    /// `POST /v1/reservations`.
+    pub async fn create_reservation(
+        &self,
+        reservation: &ReservationBody,
+    ) -> Result<ReservationBody, ClientError> {
+        self.call(Method::POST, "/v1/reservations".into(), Some(reservation))
+            .await
+    }
+
+    /// `DELETE /v1/reservations/{name}`.
+    pub async fn delete_reservation(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/reservations/{}", encode(name));
         self.exchange::<()>(Method::DELETE, path, None).await?;
         Ok(())
     }

@@ -33,7 +33,8 @@ pub struct ApiState {
     pub max_addresses_per_request: u32,
 }
 
-type Shared = State<Arc<ApiState>>;
+/// The state every handler extracts.
+pub type Shared = State<Arc<ApiState>>;
 
 /// `Query` whose rejections are [`ApiError`]s.
 #[derive(Debug, FromRequestParts)]

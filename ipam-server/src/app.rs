@@ -19,7 +19,7 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::gc::GcMetrics;
 use crate::metrics::{self, Metrics};
 use crate::ratelimit::{self, Limiter, RateLimit};
-use crate::{openapi, page};
+use crate::{openapi, page, reservations};
 
 /// How the application is set up. Its `Debug` leaves the token out, so
 /// that logging the configuration never leaks the secret.
@@ -108,6 +108,14 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
             get(api::get_pool)
                 .put(api::update_pool)
                 .delete(api::delete_pool),
+        )
+        .route(
+            "/v1/reservations",
+            get(reservations::list_reservations).post(reservations::create_reservation),
+        )
+        .route(
+            "/v1/reservations/{name}",
+            get(reservations::get_reservation).delete(reservations::delete_reservation),
         )
         .route("/v1/config", get(api::get_config).put(api::set_config))
         .route(

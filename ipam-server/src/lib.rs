@@ -5,7 +5,7 @@
 //! response types, [`body`] reads request bodies strictly, [`error`] maps every failure to a status and a stable
 //! code, [`metrics`] serves `/metrics`, [`openapi`] writes the OpenAPI document, [`page`] serves the usage page, [`server`] opens the datastore
 //! and serves, [`connections`] bounds slow, idle and too many connections, [`defaults`] chooses the default pools as calico-node does,
-//! [`args`] parses the flags, [`ratelimit`] bounds each client's request rate,
+//! [`args`] parses the flags, [`ratelimit`] bounds each client's request rate, [`reservations`] serves `/v1/reservations`,
 //! [`gc`] collects leaked addresses on the Kubernetes datastore while this
 //! replica holds the [`lease`], both on the injected [`clock`].
 
@@ -26,4 +26,5 @@ pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod ratelimit;
+pub mod reservations;
 pub mod server;

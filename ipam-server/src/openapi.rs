@@ -24,7 +24,7 @@ use ipam_api::names::{
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use crate::{api, app, metrics};
+use crate::{api, app, metrics, reservations};
 
 /// The document as utoipa derives it.
 #[derive(OpenApi)]
@@ -38,7 +38,8 @@ use crate::{api, app, metrics};
         api::assign, api::assign_ip, api::release, api::release_handle, api::handle_addresses,
         api::handles_on_node,
         api::address_info, api::list_pools, api::get_pool, api::create_pool, api::update_pool,
-        api::delete_pool, api::get_config, api::set_config, api::node_affinities, api::list_affinities,
+        api::delete_pool, reservations::list_reservations, reservations::get_reservation,
+        reservations::create_reservation, reservations::delete_reservation, api::get_config, api::set_config, api::node_affinities, api::list_affinities,
         api::claim_affinity, api::release_affinity, api::release_node, api::usage_summary,
         api::block_detail, api::check_report, app::healthz, app::readyz, metrics::scrape,
     ),
@@ -194,6 +195,16 @@ fn network_schema(description: &str) -> Value {
     })
 }
 
+/// An IPReservation entry: a CIDR, host bits allowed, or a bare address
+/// (Calico's `cidrs` rule; [`ipam_api::reservations`]).
+fn reserved_schema() -> Value {
+    json!({
+        "type": "string",
+        "pattern": format!("^(({IPV4})(/{PREFIX_V4})?|{}(/{PREFIX_V6})?)$", ipv6()),
+        "description": "A CIDR (host bits allowed: 10.0.0.5/24 reserves 10.0.0.0/24) or a bare address (stored as /32 or /128)",
+    })
+}
+
 fn block_schema() -> Value {
     json!({
         "type": "string",
@@ -332,6 +343,16 @@ pub fn refine(doc: &mut Value) {
         ("PoolBody", "name", name_schema("The pool's name")),
         ("PoolBody", "spec", spec_ref.clone()),
         ("PoolSpecBody", "spec", spec_ref),
+        (
+            "ReservationBody",
+            "name",
+            name_schema("The reservation's name"),
+        ),
+        (
+            "ReservationSpecBody",
+            "reservedCIDRs",
+            json!({"items": reserved_schema(), "maxItems": ipam_api::reservations::MAX_RESERVED_CIDRS, "uniqueItems": true, "description": "Never handed out by automatic assignment; no range twice (`10.0.0.1` and `10.0.0.1/32` are one range), as Kubernetes keeps the list a set"}),
+        ),
         (
             "ConfigBody",
             "maxBlocksPerHost",

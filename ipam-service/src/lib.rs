@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
-    ReleaseResponse, UsageResponse,
+    ReleaseResponse, ReservationBody, UsageResponse,
 };
 use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
 
@@ -86,6 +86,23 @@ pub trait IpamService: Send + Sync {
 
     /// `DELETE /v1/pools/{name}`.
     async fn delete_pool(&self, name: &PoolName) -> Result<(), ServiceError>;
+
+    /// `GET /v1/reservations`: every IP reservation, by name.
+    async fn reservations(&self) -> Result<Vec<ReservationBody>, ServiceError>;
+
+    /// `GET /v1/reservations/{name}`: `None` when there is none.
+    async fn reservation(&self, name: &str) -> Result<Option<ReservationBody>, ServiceError>;
+
+    /// `POST /v1/reservations`: the reservation as stored (a bare address
+    /// as /32 or /128). Its entries are checked here, being parsed here
+    /// ([`ReservationBody::check`]), in both modes.
+    async fn create_reservation(
+        &self,
+        reservation: ReservationBody,
+    ) -> Result<ReservationBody, ServiceError>;
+
+    /// `DELETE /v1/reservations/{name}`.
+    async fn delete_reservation(&self, name: &str) -> Result<(), ServiceError>;
 
     /// `GET /v1/config`.
     async fn config(&self) -> Result<ConfigBody, ServiceError>;

@@ -12,17 +12,18 @@ use async_trait::async_trait;
 use ipam_api::{
     AddressInfo, AffinityListItem, AllocationBody, AssignBody, AssignIpBody, AssignIpResponse,
     AssignResponse, BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody,
-    PoolSpecBody, ReleaseBody, ReleaseResponse, UsageResponse,
+    PoolSpecBody, ReleaseBody, ReleaseResponse, ReservationBody, UsageResponse,
 };
 use ipam_core::block::{Attribute, BlockOwner};
 use ipam_core::check::{check, Liveness};
+use ipam_core::reservation::ReservationSpec;
 use ipam_core::{
     AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, NodeName, Now, Pool,
     PoolName, ReleaseRequest,
 };
-use ipam_store::{Datastore, Ipam, IpamError};
+use ipam_store::{Datastore, Ipam, IpamError, Reservation};
 
-use crate::{IpamService, ServiceError};
+use crate::{ErrorCode, IpamService, ServiceError};
 
 /// The engine on a datastore, answering as ipam-server would.
 #[derive(Clone)]
@@ -213,6 +214,45 @@ impl LocalService {
         self.engine.delete_pool(name).await
     }
 
+    /// `GET /v1/reservations`.
+    pub async fn reservations(&self) -> Result<Vec<ReservationBody>, IpamError> {
+        let stored = self.engine.reservations().await?;
+        Ok(stored
+            .iter()
+            .map(|r| ReservationBody::of(&r.name, &r.spec))
+            .collect())
+    }
+
+    /// `GET /v1/reservations/{name}`.
+    pub async fn reservation(&self, name: &str) -> Result<Option<ReservationBody>, IpamError> {
+        let stored = self.engine.reservation(name).await?;
+        Ok(stored.map(|r| ReservationBody::of(&r.name, &r.spec)))
+    }
+
+    /// `POST /v1/reservations`, of a reservation checked by ipam-api's
+    /// rules ([`ReservationBody::check`] gives `spec`): its entries are
+    /// stored as ranges, as Calico's IPAM reads them (a bare address as /32
+    /// or /128, a CIDR with its host bits as given).
+    pub async fn create_reservation(
+        &self,
+        name: &str,
+        spec: ReservationSpec,
+    ) -> Result<ReservationBody, IpamError> {
+        let stored = ReservationBody::of(name, &spec);
+        self.engine
+            .create_reservation(Reservation {
+                name: name.to_string(),
+                spec,
+            })
+            .await?;
+        Ok(stored)
+    }
+
+    /// `DELETE /v1/reservations/{name}`.
+    pub async fn delete_reservation(&self, name: &str) -> Result<(), IpamError> {
+        self.engine.delete_reservation(name).await
+    }
+
     /// `GET /v1/config`.
     pub async fn config(&self) -> Result<ConfigBody, IpamError> {
         Ok(self.engine.config().await?.into())
@@ -339,6 +379,31 @@ impl IpamService for LocalService {
 
     async fn delete_pool(&self, name: &PoolName) -> Result<(), ServiceError> {
         Ok(LocalService::delete_pool(self, name).await?)
+    }
+
+    async fn reservations(&self) -> Result<Vec<ReservationBody>, ServiceError> {
+        Ok(LocalService::reservations(self).await?)
+    }
+
+    async fn reservation(&self, name: &str) -> Result<Option<ReservationBody>, ServiceError> {
+        Ok(LocalService::reservation(self, name).await?)
+    }
+
+    async fn create_reservation(
+        &self,
+        reservation: ReservationBody,
+    ) -> Result<ReservationBody, ServiceError> {
+        // The check is the parse of the entries, so it is made here in
+        // direct mode too (the server makes it before calling the same).
+        let spec = reservation.check().map_err(|e| ServiceError::Refused {
+            code: ErrorCode::from(&e),
+            message: e.to_string(),
+        })?;
+        Ok(LocalService::create_reservation(self, &reservation.name, spec).await?)
+    }
+
+    async fn delete_reservation(&self, name: &str) -> Result<(), ServiceError> {
+        Ok(LocalService::delete_reservation(self, name).await?)
     }
 
     async fn config(&self) -> Result<ConfigBody, ServiceError> {

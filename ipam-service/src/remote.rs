@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
-    ReleaseResponse, UsageResponse,
+    ReleaseResponse, ReservationBody, UsageResponse,
 };
 use ipam_client::Client;
 use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
@@ -68,6 +68,25 @@ impl IpamService for Client {
 
     async fn delete_pool(&self, name: &PoolName) -> Result<(), ServiceError> {
         Ok(Client::delete_pool(self, name).await?)
+    }
+
+    async fn reservations(&self) -> Result<Vec<ReservationBody>, ServiceError> {
+        Ok(Client::reservations(self).await?)
+    }
+
+    async fn reservation(&self, name: &str) -> Result<Option<ReservationBody>, ServiceError> {
+        Ok(Client::reservation(self, name).await?)
+    }
+
+    async fn create_reservation(
+        &self,
+        reservation: ReservationBody,
+    ) -> Result<ReservationBody, ServiceError> {
+        Ok(Client::create_reservation(self, &reservation).await?)
+    }
+
+    async fn delete_reservation(&self, name: &str) -> Result<(), ServiceError> {
+        Ok(Client::delete_reservation(self, name).await?)
     }
 
     async fn config(&self) -> Result<ConfigBody, ServiceError> {

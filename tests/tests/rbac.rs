@@ -290,6 +290,15 @@ fn the_servers_role_allows_what_every_route_does_and_no_more() {
         )
         .await;
         call(Method::DELETE, "/v1/pools/p2", None).await;
+        call(
+            Method::POST,
+            "/v1/reservations",
+            Some(json!({"name": "r", "spec": {"reservedCIDRs": ["10.0.0.1"]}})),
+        )
+        .await;
+        call(Method::GET, "/v1/reservations", None).await;
+        call(Method::GET, "/v1/reservations/r", None).await;
+        call(Method::DELETE, "/v1/reservations/r", None).await;
         call(Method::GET, "/v1/config", None).await;
         call(
             Method::PUT,

@@ -4,8 +4,10 @@
 //! and release against injected leaks, and the exit codes.
 
 mod admin;
+mod all_ips;
 mod check;
 mod reach;
+mod reservation;
 mod show;
 #[path = "../support/mod.rs"]
 mod support;

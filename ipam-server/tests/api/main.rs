@@ -6,6 +6,7 @@ mod assign;
 mod contract;
 mod objects;
 mod reports;
+mod reservations;
 #[path = "../support/mod.rs"]
 mod support;
 

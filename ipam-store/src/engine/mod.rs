@@ -43,7 +43,7 @@
 //! - `lane`: the per-node lane that serves a burst of requests together;
 //! - `labels`: where a release gets node labels ([`NodeLabelSource`]), to
 //!   keep affinities consistent as Calico's ensureConsistentAffinity does;
-//! - `assign`, `release`, `admin`: the operations.
+//! - `assign`, `release`, `admin`, `reservations`: the operations.
 
 mod admin;
 mod assign;
@@ -51,6 +51,7 @@ mod labels;
 mod lane;
 mod reads;
 mod release;
+mod reservations;
 mod retrying;
 mod writes;
 
