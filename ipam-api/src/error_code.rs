@@ -135,6 +135,9 @@ error_codes! {
     PoolOverlap = "pool_overlap", 409;
     /// A release's expected handle or sequence number no longer holds.
     AllocationChanged = "allocation_changed", 409;
+    /// The node's labels belong to its Kubernetes Node or Calico Node
+    /// resource on this datastore, not to the IPAM.
+    NodeLabelsReadOnly = "node_labels_read_only", 409;
 }
 
 impl fmt::Display for ErrorCode {
@@ -202,7 +205,9 @@ impl From<&NameError> for ErrorCode {
     fn from(error: &NameError) -> ErrorCode {
         match error {
             NameError::Empty { .. } => ErrorCode::MissingValue,
-            NameError::Invalid { .. } | NameError::TooMany { .. } => ErrorCode::InvalidValue,
+            NameError::Invalid { .. }
+            | NameError::TooMany { .. }
+            | NameError::TooManyLabels { .. } => ErrorCode::InvalidValue,
         }
     }
 }

@@ -165,7 +165,8 @@ impl Connection {
             (Err(error), DatastoreSettings::Embedded { .. }) => return Err(error.into()),
             (Err(error), _) => return Err(flag_error(error)),
         };
-        let connection = Connection::Direct(LocalService::new(Arc::new(Ipam::new(opened.store))));
+        let engine = Arc::new(Ipam::new(opened.store));
+        let connection = Connection::Direct(LocalService::with_labels(engine, opened.labels));
         // One read now, so that an unreachable datastore is reported as such
         // before anything else.
         connection

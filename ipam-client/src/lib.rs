@@ -22,6 +22,7 @@ use ipam_api::{
     BlockDetail, CheckResponse, ConfigBody, ErrorBody, ErrorCode, HandleAddresses, PoolBody,
     PoolSpecBody, ReleaseBody, ReleaseResponse, UsageResponse,
 };
+use ipam_api::labels::{NodeLabelsBody, NodeLabelsResponse};
 pub use ipam_api::{Endpoint, EndpointError};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
@@ -293,6 +294,22 @@ impl Client {
     pub async fn check(&self) -> Result<CheckResponse, ClientError> {
         self.call::<(), _>(Method::GET, "/v1/check".into(), None)
             .await
+    }
+
+    /// `GET /v1/nodes/{node}/labels`.
+    pub async fn node_labels(&self, node: &str) -> Result<NodeLabelsResponse, ClientError> {
+        let path = format!("/v1/nodes/{}/labels", encode(node));
+        self.call::<(), _>(Method::GET, path, None).await
+    }
+
+    /// `PUT /v1/nodes/{node}/labels`.
+    pub async fn set_node_labels(
+        &self,
+        node: &str,
+        body: &NodeLabelsBody,
+    ) -> Result<NodeLabelsResponse, ClientError> {
+        let path = format!("/v1/nodes/{}/labels", encode(node));
+        self.call(Method::PUT, path, Some(body)).await
     }
 
     /// `GET /readyz`: the server answers and its datastore is reachable.

@@ -103,7 +103,9 @@ impl Connection {
         let opened = open(&settings).await.map_err(from_store)?;
         let engine = Arc::new(Ipam::new(opened.store));
         Ok(Connection {
-            service: Box::new(LocalService::new(engine)),
+            // Labels where the datastore keeps them: the Node and the
+            // Namespace on Kubernetes, as Calico's plugin reads them.
+            service: Box::new(LocalService::with_labels(engine, opened.labels)),
         })
     }
 

@@ -2,13 +2,15 @@
 //! becomes the engine's request (every field of it) and the engine's
 //! answer becomes the wire answer. ipam-server's handlers call this after
 //! checking what the request carries; the direct modes of the CNI plugin
-//! and ipamctl call it in-process.
+//! and ipamctl call it in-process. It is also the one place an
+//! assignment's missing labels are read, from its [`LabelSource`].
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use ipam_api::labels::NodeLabelsResponse;
 use ipam_api::{
     AddressInfo, AffinityListItem, AllocationBody, AssignBody, AssignIpBody, AssignIpResponse,
     AssignResponse, BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody,
@@ -20,20 +22,39 @@ use ipam_core::{
     AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, NodeName, Now, Pool,
     PoolName, ReleaseRequest,
 };
-use ipam_store::{Datastore, Ipam, IpamError};
+use ipam_core::holder;
+use ipam_store::{Datastore, Ipam, IpamError, Labels, MemoryNodeLabels};
 
+use crate::labels::{LabelSource, StoredLabels};
 use crate::{IpamService, ServiceError};
 
 /// The engine on a datastore, answering as ipam-server would.
 #[derive(Clone)]
 pub struct LocalService {
     engine: Arc<Ipam<dyn Datastore>>,
+    labels: Arc<dyn LabelSource>,
 }
 
 impl LocalService {
-    /// The operations on `engine`.
+    /// The operations on `engine`, with node labels kept in memory by this
+    /// service (for tests; [`crate::open`] gives each datastore's own
+    /// source, for [`LocalService::with_labels`]).
     pub fn new(engine: Arc<Ipam<dyn Datastore>>) -> LocalService {
-        LocalService { engine }
+        let labels = Arc::new(StoredLabels::new(Arc::new(MemoryNodeLabels::default())));
+        LocalService::with_labels(engine, labels)
+    }
+
+    /// The operations on `engine`, reading labels from `labels`.
+    pub fn with_labels(
+        engine: Arc<Ipam<dyn Datastore>>,
+        labels: Arc<dyn LabelSource>,
+    ) -> LocalService {
+        LocalService { engine, labels }
+    }
+
+    /// Where assignments read labels they do not carry.
+    pub fn labels(&self) -> &Arc<dyn LabelSource> {
+        &self.labels
     }
 
     /// The engine, for what the API does not offer (a whole snapshot).
@@ -43,6 +64,7 @@ impl LocalService {
 
     /// `POST /v1/assign`.
     pub async fn assign(&self, body: AssignBody) -> Result<AssignResponse, IpamError> {
+        let (node_labels, namespace_labels) = self.labels_for(&body).await?;
         let mut request = AutoAssignRequest::new(
             HandleId::new(body.handle.as_str()),
             NodeName::new(body.node.as_str()),
@@ -52,8 +74,8 @@ impl LocalService {
         request.ipv4_pools = body.ipv4_pools;
         request.ipv6_pools = body.ipv6_pools;
         request.attributes = body.attributes;
-        request.node_labels = body.node_labels;
-        request.namespace_labels = body.namespace_labels;
+        request.node_labels = node_labels;
+        request.namespace_labels = namespace_labels;
         request.intended_use = body.intended_use.unwrap_or(AllowedUse::Workload);
         request.max_blocks_per_host = body.max_blocks_per_host;
         request.exclude = body.exclude;
@@ -73,6 +95,51 @@ impl LocalService {
             ipv6: got.ipv6.addresses,
             existing: got.existing,
             assigned: holdings.into_iter().flatten().map(Into::into).collect(),
+        })
+    }
+
+    /// The node's and the namespace's labels for an assignment: those it
+    /// carries, else those its datastore keeps. A LoadBalancer address has
+    /// no node: Calico gives it a virtual node without labels
+    /// (libcalico-go/lib/ipam/ipam.go, prepareAffinityBlocksForHost). The
+    /// namespace is the `namespace` attribute, the pod's, which Calico's
+    /// plugin reads the Namespace of (ipam_plugin.go, cmdAdd).
+    async fn labels_for(&self, body: &AssignBody) -> Result<(Labels, Labels), IpamError> {
+        let node = match &body.node_labels {
+            Some(labels) => labels.clone(),
+            None if body.intended_use == Some(AllowedUse::LoadBalancer) => Labels::new(),
+            None => self.labels.node_labels(&body.node).await?,
+        };
+        let namespace = match (&body.namespace_labels, body.attributes.get(holder::NAMESPACE)) {
+            (Some(labels), _) => labels.clone(),
+            (None, Some(namespace)) if !namespace.is_empty() => {
+                self.labels.namespace_labels(namespace).await?
+            }
+            (None, _) => Labels::new(),
+        };
+        Ok((node, namespace))
+    }
+
+    /// `GET /v1/nodes/{node}/labels`.
+    pub async fn node_labels(&self, node: &NodeName) -> Result<NodeLabelsResponse, ServiceError> {
+        Ok(NodeLabelsResponse {
+            node: node.to_string(),
+            labels: self.labels.node_labels(node.as_str()).await?,
+            origin: self.labels.origin(),
+        })
+    }
+
+    /// `PUT /v1/nodes/{node}/labels`: where the IPAM keeps them.
+    pub async fn set_node_labels(
+        &self,
+        node: &NodeName,
+        labels: Labels,
+    ) -> Result<NodeLabelsResponse, ServiceError> {
+        self.labels.set_node_labels(node.as_str(), &labels).await?;
+        Ok(NodeLabelsResponse {
+            node: node.to_string(),
+            labels,
+            origin: self.labels.origin(),
         })
     }
 
@@ -368,5 +435,17 @@ impl IpamService for LocalService {
     async fn ready(&self) -> Result<(), ServiceError> {
         self.engine.config().await?;
         Ok(())
+    }
+
+    async fn node_labels(&self, node: &NodeName) -> Result<NodeLabelsResponse, ServiceError> {
+        LocalService::node_labels(self, node).await
+    }
+
+    async fn set_node_labels(
+        &self,
+        node: &NodeName,
+        labels: Labels,
+    ) -> Result<NodeLabelsResponse, ServiceError> {
+        LocalService::set_node_labels(self, node, labels).await
     }
 }

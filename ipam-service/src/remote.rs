@@ -9,7 +9,9 @@ use ipam_api::{
     ReleaseResponse, UsageResponse,
 };
 use ipam_client::Client;
+use ipam_api::labels::{NodeLabelsBody, NodeLabelsResponse};
 use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
+use ipam_store::Labels;
 
 use crate::{IpamService, ServiceError};
 
@@ -96,5 +98,18 @@ impl IpamService for Client {
 
     async fn ready(&self) -> Result<(), ServiceError> {
         Ok(Client::ready(self).await?)
+    }
+
+    async fn node_labels(&self, node: &NodeName) -> Result<NodeLabelsResponse, ServiceError> {
+        Ok(Client::node_labels(self, node.as_str()).await?)
+    }
+
+    async fn set_node_labels(
+        &self,
+        node: &NodeName,
+        labels: Labels,
+    ) -> Result<NodeLabelsResponse, ServiceError> {
+        let body = NodeLabelsBody { labels };
+        Ok(Client::set_node_labels(self, node.as_str(), &body).await?)
     }
 }
