@@ -18,13 +18,15 @@ use ipam_api::{
     AddressInfo, AddressState, AffinityListItem, BlockDetail, ConfigBody, ErrorCode, PoolBody,
     PoolSpecBody, ReleaseBody, ReleaseItem, UsageResponse,
 };
+use ipam_api::labels::NodeLabelsResponse;
 use ipam_client::{read_token_file, Client, Endpoint};
 use ipam_core::block::{Attribute, BlockSpec};
 use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, SkippedCheck};
 use ipam_core::timestamp::parse_rfc3339;
 use ipam_core::usage::{borrowed, classify, BorrowedAddress, Borrowing};
 use ipam_core::{
-    Affinity, AffinityState, Block, BlockCidr, HandleId, IpamConfig, Now, Pool, PoolName, Snapshot,
+    Affinity, AffinityState, Block, BlockCidr, HandleId, IpamConfig, NodeName, Now, Pool, PoolName,
+    Snapshot,
 };
 use ipam_service::{open, DatastoreSettings, IpamService, LocalService, ServiceError};
 use ipam_store::{Ipam, StoreError};
@@ -374,6 +376,26 @@ impl Connection {
             .await
             .map_err(|e| self.error(e))?;
         Ok(())
+    }
+
+    /// A node's labels and where they are kept.
+    pub async fn node_labels(&self, node: &NodeName) -> Result<NodeLabelsResponse, CliError> {
+        self.service()
+            .node_labels(node)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Replaces a node's labels, where the IPAM keeps them.
+    pub async fn set_node_labels(
+        &self,
+        node: &NodeName,
+        labels: BTreeMap<String, String>,
+    ) -> Result<NodeLabelsResponse, CliError> {
+        self.service()
+            .set_node_labels(node, labels)
+            .await
+            .map_err(|e| self.error(e))
     }
 
     /// Deletes a pool as Calico does: disabled, its affinities released,

@@ -4,8 +4,8 @@
 //! [`args`] parses the command line into a [`connection::Backend`] (where
 //! IPAM state is); [`connection`] opens it and answers every question
 //! through ipam-service's facade, in the same types whichever way it goes;
-//! [`show`], [`check`], [`release`], [`configure`] and [`pool`] are the
-//! subcommands; [`table`] draws calicoctl's tables byte for byte;
+//! [`show`], [`check`], [`release`], [`configure`], [`pool`] and [`node`]
+//! are the subcommands; [`table`] draws calicoctl's tables byte for byte;
 //! [`output`] writes JSON and YAML; [`progress`] draws progress on a
 //! terminal; [`liveness`] reads which pods and nodes exist; [`error`]
 //! classifies failures into exit codes.
@@ -24,6 +24,7 @@ pub mod configure;
 pub mod connection;
 pub mod error;
 pub mod liveness;
+pub mod node;
 pub mod output;
 pub mod pool;
 pub mod progress;
@@ -46,5 +47,6 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
         args::Command::Release(a) => release::run(&connection, a, out).await,
         args::Command::Configure(a) => configure::run(&connection, a, out).await,
         args::Command::Pool(c) => pool::run(&connection, c, out).await,
+        args::Command::Node(c) => node::run(&connection, c, out).await,
     }
 }
