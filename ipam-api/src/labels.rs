@@ -119,10 +119,16 @@ mod tests {
             assert_eq!(check_labels("labels", &good), Ok(()), "{good:?}");
         }
         for (bad, says) in [
-            (labels(&[("", "v")]), "labels key: \"\" is not a Kubernetes label key"),
+            (
+                labels(&[("", "v")]),
+                "labels key: \"\" is not a Kubernetes label key",
+            ),
             (labels(&[("Prefix.io/k", "v")]), "labels key"),
             (labels(&[("-k", "v")]), "labels key"),
-            (labels(&[("k", "-v")]), "labels.k: \"-v\" is not a Kubernetes label value"),
+            (
+                labels(&[("k", "-v")]),
+                "labels.k: \"-v\" is not a Kubernetes label value",
+            ),
             (labels(&[("k", "a b")]), "labels.k"),
             (labels(&[("k", &"v".repeat(64))]), "labels.k"),
         ] {

@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ipam_api::labels::NodeLabelsResponse;
 use ipam_api::{
     AddressInfo, AddressState, AffinityListItem, BlockDetail, ConfigBody, ErrorCode, PoolBody,
     PoolSpecBody, ReleaseBody, ReleaseItem, UsageResponse,
 };
-use ipam_api::labels::NodeLabelsResponse;
 use ipam_client::{read_token_file, Client, Endpoint};
 use ipam_core::block::{Attribute, BlockSpec};
 use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, SkippedCheck};

@@ -50,7 +50,10 @@ impl std::str::FromStr for LabelEdit {
 }
 
 /// `labels` with `edits` applied in order.
-pub fn apply(mut labels: BTreeMap<String, String>, edits: &[LabelEdit]) -> BTreeMap<String, String> {
+pub fn apply(
+    mut labels: BTreeMap<String, String>,
+    edits: &[LabelEdit],
+) -> BTreeMap<String, String> {
     for edit in edits {
         match edit {
             LabelEdit::Set(key, value) => {
@@ -73,7 +76,9 @@ pub async fn run(
     match command {
         NodeCommand::Labels { node, output } => {
             check_node("node", node).map_err(|e| CliError::Usage(e.to_string()))?;
-            let labels = connection.node_labels(&NodeName::new(node.as_str())).await?;
+            let labels = connection
+                .node_labels(&NodeName::new(node.as_str()))
+                .await?;
             match output {
                 Format::Table => out
                     .write_all(listing(&labels).as_bytes())

@@ -17,12 +17,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use ipam_api::labels::{NodeLabelsBody, NodeLabelsResponse};
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, ErrorBody, ErrorCode, HandleAddresses, PoolBody,
     PoolSpecBody, ReleaseBody, ReleaseResponse, UsageResponse,
 };
-use ipam_api::labels::{NodeLabelsBody, NodeLabelsResponse};
 pub use ipam_api::{Endpoint, EndpointError};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;

@@ -43,7 +43,10 @@ async fn zone_pools(engine: &Ipam<dyn Datastore>) {
             node_selector: selector.to_string(),
             ..PoolSpec::new(cidr.parse().unwrap())
         };
-        engine.create_pool(Pool::new(name, spec).unwrap()).await.unwrap();
+        engine
+            .create_pool(Pool::new(name, spec).unwrap())
+            .await
+            .unwrap();
     }
     engine.set_config(IpamConfig::default()).await.unwrap();
 }
@@ -60,7 +63,10 @@ async fn team_pools(engine: &Ipam<dyn Datastore>) {
             namespace_selector: selector.to_string(),
             ..PoolSpec::new(cidr.parse().unwrap())
         };
-        engine.create_pool(Pool::new(name, spec).unwrap()).await.unwrap();
+        engine
+            .create_pool(Pool::new(name, spec).unwrap())
+            .await
+            .unwrap();
     }
     engine.set_config(IpamConfig::default()).await.unwrap();
 }
@@ -156,7 +162,10 @@ fn config(node: &str, extra: Value) -> Value {
 
 fn assert_in(address: IpNet, pool: &str, what: &str) {
     let pool: IpNet = pool.parse().unwrap();
-    assert!(pool.contains(&address.addr()), "{what}: got {address}, wanted one of {pool}");
+    assert!(
+        pool.contains(&address.addr()),
+        "{what}: got {address}, wanted one of {pool}"
+    );
 }
 
 #[test]
@@ -165,31 +174,51 @@ fn embedded_a_node_labelled_through_the_api_gets_its_zones_pool_across_restarts(
     let data = dir.path().join("data");
     {
         // Set up before the server holds the data dir.
-        let engine: Ipam<dyn Datastore> =
-            Ipam::new(Arc::new(EmbeddedStore::open(&data).unwrap()));
+        let engine: Ipam<dyn Datastore> = Ipam::new(Arc::new(EmbeddedStore::open(&data).unwrap()));
         runtime().block_on(zone_pools(&engine));
     }
-    let flags = ["--datastore", "embedded", "--data-dir", data.to_str().unwrap()];
+    let flags = [
+        "--datastore",
+        "embedded",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
     let plugins = PluginDir::new();
     let rt = runtime();
     {
         let served = Served::start(dir.path(), &flags);
         let config = config("node-a", json!({"ipam": {"server": served.url}}));
         // Unlabelled: `foo != "bar"` selects it.
-        assert_in(add(&plugins, &config, "c1", "default"), OUT_OF_ZONE, "unlabelled");
+        assert_in(
+            add(&plugins, &config, "c1", "default"),
+            OUT_OF_ZONE,
+            "unlabelled",
+        );
         let labels = NodeLabelsBody {
             labels: [("foo".to_string(), "bar".to_string())].into(),
         };
         rt.block_on(served.client().set_node_labels("node-a", &labels))
             .unwrap();
-        assert_in(add(&plugins, &config, "c2", "default"), IN_ZONE, "labelled foo=bar");
+        assert_in(
+            add(&plugins, &config, "c2", "default"),
+            IN_ZONE,
+            "labelled foo=bar",
+        );
     }
     // The labels are in the data file: a restarted server still has them.
     let served = Served::start(dir.path(), &flags);
     let node_a = config("node-a", json!({"ipam": {"server": served.url}}));
-    assert_in(add(&plugins, &node_a, "c3", "default"), IN_ZONE, "after a restart");
+    assert_in(
+        add(&plugins, &node_a, "c3", "default"),
+        IN_ZONE,
+        "after a restart",
+    );
     let other = config("node-b", json!({"ipam": {"server": served.url}}));
-    assert_in(add(&plugins, &other, "c4", "default"), OUT_OF_ZONE, "another node");
+    assert_in(
+        add(&plugins, &other, "c4", "default"),
+        OUT_OF_ZONE,
+        "another node",
+    );
 }
 
 #[test]
@@ -200,7 +229,10 @@ fn etcd_the_calico_node_resources_labels_choose_the_pool_in_both_modes() {
     let (rt, etcd) = support::started_etcd();
     let endpoint = etcd.endpoint();
     let store = rt
-        .block_on(EtcdStore::connect(&[endpoint.clone()], EtcdOptions::default()))
+        .block_on(EtcdStore::connect(
+            std::slice::from_ref(&endpoint),
+            EtcdOptions::default(),
+        ))
         .unwrap();
     let engine: Ipam<dyn Datastore> = Ipam::new(Arc::new(store));
     rt.block_on(zone_pools(&engine));
@@ -208,7 +240,7 @@ fn etcd_the_calico_node_resources_labels_choose_the_pool_in_both_modes() {
     // backend: the v3 object's JSON under Calico's resource key).
     let kv = {
         let _entered = rt.enter();
-        EtcdKv::new(&[endpoint.clone()], &EtcdOptions::default()).unwrap()
+        EtcdKv::new(std::slice::from_ref(&endpoint), &EtcdOptions::default()).unwrap()
     };
     let node = json!({
         "kind": "Node", "apiVersion": "projectcalico.org/v3",
@@ -222,8 +254,16 @@ fn etcd_the_calico_node_resources_labels_choose_the_pool_in_both_modes() {
     .unwrap();
     let plugins = PluginDir::new();
     let direct = json!({"datastore_type": "etcdv3", "etcd_endpoints": endpoint});
-    assert_in(add(&plugins, &config("node-a", direct.clone()), "d1", "default"), IN_ZONE, "direct, labelled");
-    assert_in(add(&plugins, &config("node-b", direct), "d2", "default"), OUT_OF_ZONE, "direct, no Node resource");
+    assert_in(
+        add(&plugins, &config("node-a", direct.clone()), "d1", "default"),
+        IN_ZONE,
+        "direct, labelled",
+    );
+    assert_in(
+        add(&plugins, &config("node-b", direct), "d2", "default"),
+        OUT_OF_ZONE,
+        "direct, no Node resource",
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let served = Served::start(
@@ -231,8 +271,16 @@ fn etcd_the_calico_node_resources_labels_choose_the_pool_in_both_modes() {
         &["--datastore", "etcd", "--etcd-endpoints", &endpoint],
     );
     let server = json!({"ipam": {"server": served.url}});
-    assert_in(add(&plugins, &config("node-a", server.clone()), "s1", "default"), IN_ZONE, "server, labelled");
-    assert_in(add(&plugins, &config("node-b", server), "s2", "default"), OUT_OF_ZONE, "server, no Node resource");
+    assert_in(
+        add(&plugins, &config("node-a", server.clone()), "s1", "default"),
+        IN_ZONE,
+        "server, labelled",
+    );
+    assert_in(
+        add(&plugins, &config("node-b", server), "s2", "default"),
+        OUT_OF_ZONE,
+        "server, no Node resource",
+    );
     // The labels are calico-node's and calicoctl's to change.
     let refused = rt
         .block_on(served.client().set_node_labels(
@@ -296,14 +344,40 @@ fn kubernetes_the_nodes_labels_choose_the_pool_in_both_modes() {
     let (api, engine) = cluster(&rt);
     rt.block_on(zone_pools(&engine));
     let plugins = PluginDir::new();
-    assert_in(add(&plugins, &kubernetes_config(&api, "node-a"), "d1", "default"), IN_ZONE, "direct, labelled");
-    assert_in(add(&plugins, &kubernetes_config(&api, "node-b"), "d2", "default"), OUT_OF_ZONE, "direct, unlabelled");
+    assert_in(
+        add(
+            &plugins,
+            &kubernetes_config(&api, "node-a"),
+            "d1",
+            "default",
+        ),
+        IN_ZONE,
+        "direct, labelled",
+    );
+    assert_in(
+        add(
+            &plugins,
+            &kubernetes_config(&api, "node-b"),
+            "d2",
+            "default",
+        ),
+        OUT_OF_ZONE,
+        "direct, unlabelled",
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let served = kubernetes_server(&api, dir.path());
     let server = |node: &str| config(node, json!({"ipam": {"server": served.url}}));
-    assert_in(add(&plugins, &server("node-a"), "s1", "default"), IN_ZONE, "server, labelled");
-    assert_in(add(&plugins, &server("node-b"), "s2", "default"), OUT_OF_ZONE, "server, unlabelled");
+    assert_in(
+        add(&plugins, &server("node-a"), "s1", "default"),
+        IN_ZONE,
+        "server, labelled",
+    );
+    assert_in(
+        add(&plugins, &server("node-b"), "s2", "default"),
+        OUT_OF_ZONE,
+        "server, unlabelled",
+    );
     // `kubectl label node node-b foo=bar`: the server's watch sees it.
     api.put_core(
         "nodes",
@@ -311,17 +385,33 @@ fn kubernetes_the_nodes_labels_choose_the_pool_in_both_modes() {
     );
     let client = served.client();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while rt.block_on(client.node_labels("node-b")).unwrap().labels.is_empty() {
-        assert!(Instant::now() < deadline, "the relabelled Node was never read");
+    while rt
+        .block_on(client.node_labels("node-b"))
+        .unwrap()
+        .labels
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the relabelled Node was never read"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_in(add(&plugins, &server("node-b"), "s3", "default"), IN_ZONE, "server, relabelled");
+    assert_in(
+        add(&plugins, &server("node-b"), "s3", "default"),
+        IN_ZONE,
+        "server, relabelled",
+    );
     // A Node the server has not seen yet is read from the API server.
     api.put_core(
         "nodes",
         json!({"metadata": {"name": "node-c", "labels": {"foo": "bar"}}}),
     );
-    assert_in(add(&plugins, &server("node-c"), "s4", "default"), IN_ZONE, "server, new Node");
+    assert_in(
+        add(&plugins, &server("node-c"), "s4", "default"),
+        IN_ZONE,
+        "server, new Node",
+    );
     let refused = rt
         .block_on(client.set_node_labels(
             "node-a",
@@ -330,7 +420,10 @@ fn kubernetes_the_nodes_labels_choose_the_pool_in_both_modes() {
             },
         ))
         .unwrap_err();
-    assert!(refused.to_string().contains("kubectl label node"), "{refused}");
+    assert!(
+        refused.to_string().contains("kubectl label node"),
+        "{refused}"
+    );
 }
 
 #[test]
@@ -340,12 +433,28 @@ fn kubernetes_the_namespaces_labels_choose_the_pool_in_both_modes() {
     rt.block_on(team_pools(&engine));
     let plugins = PluginDir::new();
     let direct = kubernetes_config(&api, "node-b");
-    assert_in(add(&plugins, &direct, "d1", "blue-ns"), "30.0.0.0/24", "direct, team=blue");
-    assert_in(add(&plugins, &direct, "d2", "default"), "40.0.0.0/24", "direct, no team");
+    assert_in(
+        add(&plugins, &direct, "d1", "blue-ns"),
+        "30.0.0.0/24",
+        "direct, team=blue",
+    );
+    assert_in(
+        add(&plugins, &direct, "d2", "default"),
+        "40.0.0.0/24",
+        "direct, no team",
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let served = kubernetes_server(&api, dir.path());
     let server = config("node-b", json!({"ipam": {"server": served.url}}));
-    assert_in(add(&plugins, &server, "s1", "blue-ns"), "30.0.0.0/24", "server, team=blue");
-    assert_in(add(&plugins, &server, "s2", "default"), "40.0.0.0/24", "server, no team");
+    assert_in(
+        add(&plugins, &server, "s1", "blue-ns"),
+        "30.0.0.0/24",
+        "server, team=blue",
+    );
+    assert_in(
+        add(&plugins, &server, "s2", "default"),
+        "40.0.0.0/24",
+        "server, no team",
+    );
 }

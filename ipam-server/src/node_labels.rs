@@ -36,7 +36,9 @@ fn answer(error: ServiceError) -> ApiError {
     match error {
         ServiceError::Refused { code, message } => ApiError::new(code, message),
         // The server's own service is the engine: it always answers.
-        ServiceError::Unanswered(e) => ApiError::new(ErrorCode::DatastoreUnavailable, e.to_string()),
+        ServiceError::Unanswered(e) => {
+            ApiError::new(ErrorCode::DatastoreUnavailable, e.to_string())
+        }
     }
 }
 

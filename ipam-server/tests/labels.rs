@@ -50,8 +50,8 @@ async fn assigned_pool(server: &Server, body: Value) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn labels_set_with_ipamctl_survive_kill_9_and_choose_the_pool_unless_the_request_has_its_own(
-) {
+async fn labels_set_with_ipamctl_survive_kill_9_and_choose_the_pool_unless_the_request_has_its_own()
+{
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut server = start(&data).await;
@@ -68,9 +68,15 @@ async fn labels_set_with_ipamctl_survive_kill_9_and_choose_the_pool_unless_the_r
         assert_eq!(status, 201, "{body}");
     }
     let through_server = ["--server", server.base.as_str()];
-    let labelled = ipamctl(&[&through_server[..], &["node", "label", "node-a", "foo=bar", "rack=r1"]].concat())
-        .await
-        .unwrap();
+    let labelled = ipamctl(
+        &[
+            &through_server[..],
+            &["node", "label", "node-a", "foo=bar", "rack=r1"],
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap();
     assert_eq!(labelled, "Labelled node node-a.\nfoo=bar\nrack=r1\n");
     let pod = |handle: &str| json!({"handle": handle, "node": "node-a", "ipv4": 1});
     assert_eq!(assigned_pool(&server, pod("h1")).await, "10.0.0.0/24");
@@ -79,7 +85,12 @@ async fn labels_set_with_ipamctl_survive_kill_9_and_choose_the_pool_unless_the_r
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     // Straight on the data dir while no server holds it: KEY- removes.
-    let direct = ["--datastore", "embedded", "--data-dir", data.to_str().unwrap()];
+    let direct = [
+        "--datastore",
+        "embedded",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
     let shown = ipamctl(&[&direct[..], &["node", "label", "node-a", "rack-"]].concat())
         .await
         .unwrap();
@@ -115,14 +126,31 @@ async fn labels_set_with_ipamctl_survive_kill_9_and_choose_the_pool_unless_the_r
     .await;
     assert_eq!(status, 400, "{got}");
     assert_eq!(got["code"], "invalid_value");
-    assert!(got["message"].as_str().unwrap().starts_with("labels.foo: "), "{got}");
-    let refused = ipamctl(&[&["--server", server.base.as_str()][..], &["node", "label", "node-a", "bad key=x"]].concat())
-        .await
-        .unwrap_err();
+    assert!(
+        got["message"].as_str().unwrap().starts_with("labels.foo: "),
+        "{got}"
+    );
+    let refused = ipamctl(
+        &[
+            &["--server", server.base.as_str()][..],
+            &["node", "label", "node-a", "bad key=x"],
+        ]
+        .concat(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(refused.exit_code(), 2, "{refused}");
-    let shown = ipamctl(&["--server", server.base.as_str(), "node", "labels", "node-a", "-o", "json"])
-        .await
-        .unwrap();
+    let shown = ipamctl(&[
+        "--server",
+        server.base.as_str(),
+        "node",
+        "labels",
+        "node-a",
+        "-o",
+        "json",
+    ])
+    .await
+    .unwrap();
     let shown: Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["labels"], json!({"foo": "bar"}), "unchanged");
 }

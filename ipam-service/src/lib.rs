@@ -27,12 +27,12 @@ mod remote;
 use std::net::IpAddr;
 
 use async_trait::async_trait;
+use ipam_api::labels::NodeLabelsResponse;
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
     ReleaseResponse, UsageResponse,
 };
-use ipam_api::labels::NodeLabelsResponse;
 use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
 use ipam_store::Labels;
 

@@ -18,11 +18,11 @@ use ipam_api::{
 };
 use ipam_core::block::{Attribute, BlockOwner};
 use ipam_core::check::{check, Liveness};
+use ipam_core::holder;
 use ipam_core::{
     AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, NodeName, Now, Pool,
     PoolName, ReleaseRequest,
 };
-use ipam_core::holder;
 use ipam_store::{Datastore, Ipam, IpamError, Labels, MemoryNodeLabels};
 
 use crate::labels::{LabelSource, StoredLabels};
@@ -110,7 +110,10 @@ impl LocalService {
             None if body.intended_use == Some(AllowedUse::LoadBalancer) => Labels::new(),
             None => self.labels.node_labels(&body.node).await?,
         };
-        let namespace = match (&body.namespace_labels, body.attributes.get(holder::NAMESPACE)) {
+        let namespace = match (
+            &body.namespace_labels,
+            body.attributes.get(holder::NAMESPACE),
+        ) {
             (Some(labels), _) => labels.clone(),
             (None, Some(namespace)) if !namespace.is_empty() => {
                 self.labels.namespace_labels(namespace).await?
@@ -447,5 +450,136 @@ impl IpamService for LocalService {
         labels: Labels,
     ) -> Result<NodeLabelsResponse, ServiceError> {
         LocalService::set_node_labels(self, node, labels).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use ipam_api::labels::LabelOrigin;
+    use ipam_core::PoolSpec;
+    use ipam_store::memory::MemoryStore;
+    use ipam_store::StoreError;
+
+    use super::*;
+    use crate::labels::LabelError;
+
+    /// Labels `zone=a` for every node and `team=blue` for every
+    /// namespace, and a record of what was asked.
+    #[derive(Default)]
+    struct Recording {
+        asked: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl LabelSource for Recording {
+        fn origin(&self) -> LabelOrigin {
+            LabelOrigin::Ipam
+        }
+
+        async fn node_labels(&self, node: &str) -> Result<Labels, StoreError> {
+            self.asked.lock().unwrap().push(format!("node {node}"));
+            Ok([("zone".to_string(), "a".to_string())].into())
+        }
+
+        async fn namespace_labels(&self, namespace: &str) -> Result<Labels, StoreError> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(format!("namespace {namespace}"));
+            Ok([("team".to_string(), "blue".to_string())].into())
+        }
+
+        async fn set_node_labels(&self, _: &str, _: &Labels) -> Result<(), LabelError> {
+            unreachable!("assignments only read")
+        }
+    }
+
+    async fn service() -> (LocalService, Arc<Recording>) {
+        let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(Arc::new(MemoryStore::new())));
+        for (name, cidr, node, namespace, uses) in [
+            (
+                "zone-a-blue",
+                "10.0.0.0/24",
+                "zone == 'a'",
+                "team == 'blue'",
+                vec![],
+            ),
+            ("other", "20.0.0.0/24", "zone != 'a'", "", vec![]),
+            ("lb", "30.0.0.0/24", "", "", vec![AllowedUse::LoadBalancer]),
+        ] {
+            let spec = PoolSpec {
+                node_selector: node.to_string(),
+                namespace_selector: namespace.to_string(),
+                allowed_uses: uses,
+                ..PoolSpec::new(cidr.parse().unwrap())
+            };
+            engine
+                .create_pool(Pool::new(name, spec).unwrap())
+                .await
+                .unwrap();
+        }
+        let recording = Arc::new(Recording::default());
+        (
+            LocalService::with_labels(engine, recording.clone()),
+            recording,
+        )
+    }
+
+    fn body(handle: &str, attributes: &[(&str, &str)]) -> AssignBody {
+        serde_json::from_value(serde_json::json!({
+            "handle": handle, "node": "n1", "ipv4": 1,
+            "attributes": attributes.iter().copied().collect::<BTreeMap<_, _>>(),
+        }))
+        .unwrap()
+    }
+
+    fn pool_of(response: &AssignResponse) -> String {
+        response.assigned[0].pool.unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn labels_a_request_lacks_are_read_for_its_node_and_its_pods_namespace() {
+        let (service, recording) = service().await;
+        let got = service
+            .assign(body("h1", &[("namespace", "ns1"), ("pod", "p1")]))
+            .await
+            .unwrap();
+        assert_eq!(pool_of(&got), "10.0.0.0/24");
+        assert_eq!(
+            *recording.asked.lock().unwrap(),
+            ["node n1", "namespace ns1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_requests_own_labels_win_and_nothing_is_read() {
+        let (service, recording) = service().await;
+        let mut own = body("h1", &[("namespace", "ns1"), ("pod", "p1")]);
+        own.node_labels = Some(Labels::new());
+        own.namespace_labels = Some(Labels::new());
+        assert_eq!(pool_of(&service.assign(own).await.unwrap()), "20.0.0.0/24");
+        assert!(recording.asked.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_namespace_is_read_without_one_and_no_node_for_a_load_balancer() {
+        let (service, recording) = service().await;
+        // No namespace: `team == 'blue'` matches no labels, and the other
+        // pool does not select zone a.
+        let refused = service.assign(body("h1", &[])).await.unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                IpamError::Refused(ipam_core::Error::NoPoolForNode { .. })
+            ),
+            "{refused:?}"
+        );
+        let mut lb = body("h2", &[]);
+        lb.intended_use = Some(AllowedUse::LoadBalancer);
+        assert_eq!(pool_of(&service.assign(lb).await.unwrap()), "30.0.0.0/24");
+        assert_eq!(*recording.asked.lock().unwrap(), ["node n1"]);
     }
 }

@@ -3,13 +3,13 @@
 use std::net::IpAddr;
 
 use async_trait::async_trait;
+use ipam_api::labels::{NodeLabelsBody, NodeLabelsResponse};
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
     ReleaseResponse, UsageResponse,
 };
 use ipam_client::Client;
-use ipam_api::labels::{NodeLabelsBody, NodeLabelsResponse};
 use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
 use ipam_store::Labels;
 

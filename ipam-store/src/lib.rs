@@ -35,5 +35,5 @@ pub mod node_labels;
 pub use datastore::{Datastore, RoundTripCounter, RoundTrips};
 pub use engine::{AutoAssigned, EngineStats, Ipam, IpamError, IpamOptions, Released};
 pub use error::{RetryClass, StoreError};
-pub use node_labels::{Labels, MemoryNodeLabels, NodeLabelStore};
 pub use model::{Key, Kind, ListQuery, Reservation, Revision, Value, Versioned};
+pub use node_labels::{Labels, MemoryNodeLabels, NodeLabelStore};

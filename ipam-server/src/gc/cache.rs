@@ -5,12 +5,12 @@
 
 use futures_util::StreamExt;
 use ipam_core::gc::Cluster;
+use ipam_service::labels::CALICO_LABELS_ANNOTATION;
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use ipam_service::labels::CALICO_LABELS_ANNOTATION;
 use tokio::task::JoinSet;
 
 use super::pod::{pod_state, NETWORK_STATUS};
