@@ -228,7 +228,7 @@ mod tests {
             assert_eq!(&serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
             assert!(!matches!(code, ErrorCode::Other(_)));
         }
-        assert_eq!(seen.len(), 40);
+        assert_eq!(seen.len(), 41);
     }
 
     #[test]
@@ -257,6 +257,11 @@ mod tests {
             (
                 ErrorCode::ConflictRetriesExhausted,
                 "conflict_retries_exhausted",
+                409,
+            ),
+            (
+                ErrorCode::NodeLabelsReadOnly,
+                "node_labels_read_only",
                 409,
             ),
         ];
