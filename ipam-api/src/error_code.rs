@@ -259,11 +259,7 @@ mod tests {
                 "conflict_retries_exhausted",
                 409,
             ),
-            (
-                ErrorCode::NodeLabelsReadOnly,
-                "node_labels_read_only",
-                409,
-            ),
+            (ErrorCode::NodeLabelsReadOnly, "node_labels_read_only", 409),
         ];
         for (code, wire, status) in pairs {
             assert_eq!((code.as_str(), code.http_status()), (wire, status));
