@@ -153,11 +153,23 @@ fn the_cluster_roles_grant_only_ipam_resources_without_wildcards() {
             );
             assert!(rule.non_resource_urls.is_none(), "{name}: {rule:?}");
             if groups == [""] {
-                // Only the server's garbage collector reads core objects,
-                // and only pods and nodes.
-                assert_eq!(name, "calico-ipam-rs-server", "{rule:?}");
-                assert_eq!(resources, ["pods", "nodes"], "{name}: {rule:?}");
-                assert_eq!(rule.verbs, ["get", "list", "watch"], "{name}: {rule:?}");
+                // Core objects are only read: the server's garbage collector
+                // watches pods and nodes, and both read the labels of nodes
+                // and namespaces that pools' selectors match.
+                let read: [(&str, &[&str], &[&str]); 3] = [
+                    (
+                        "calico-ipam-rs-server",
+                        &["pods", "nodes"],
+                        &["get", "list", "watch"],
+                    ),
+                    ("calico-ipam-rs-server", &["namespaces"], &["get"]),
+                    ("calico-ipam-rs-plugin", &["nodes", "namespaces"], &["get"]),
+                ];
+                assert!(
+                    read.iter()
+                        .any(|(role, r, v)| *role == name && resources == *r && rule.verbs == *v),
+                    "{name}: {rule:?}"
+                );
                 continue;
             }
             assert_eq!(groups, ["crd.projectcalico.org"], "{name}: {rule:?}");

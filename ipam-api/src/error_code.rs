@@ -137,6 +137,9 @@ error_codes! {
     PoolOverlap = "pool_overlap", 409;
     /// A release's expected handle or sequence number no longer holds.
     AllocationChanged = "allocation_changed", 409;
+    /// The node's labels belong to its Kubernetes Node or Calico Node
+    /// resource on this datastore, not to the IPAM.
+    NodeLabelsReadOnly = "node_labels_read_only", 409;
 }
 
 impl fmt::Display for ErrorCode {
@@ -204,7 +207,9 @@ impl From<&NameError> for ErrorCode {
     fn from(error: &NameError) -> ErrorCode {
         match error {
             NameError::Empty { .. } => ErrorCode::MissingValue,
-            NameError::Invalid { .. } | NameError::TooMany { .. } => ErrorCode::InvalidValue,
+            NameError::Invalid { .. }
+            | NameError::TooMany { .. }
+            | NameError::TooManyLabels { .. } => ErrorCode::InvalidValue,
         }
     }
 }
@@ -225,7 +230,7 @@ mod tests {
             assert_eq!(&serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
             assert!(!matches!(code, ErrorCode::Other(_)));
         }
-        assert_eq!(seen.len(), 41);
+        assert_eq!(seen.len(), 42);
     }
 
     #[test]
@@ -256,6 +261,8 @@ mod tests {
                 "conflict_retries_exhausted",
                 409,
             ),
+            (ErrorCode::NodeLabelsReadOnly, "node_labels_read_only", 409),
+            (ErrorCode::ReservationNotFound, "reservation_not_found", 404),
         ];
         for (code, wire, status) in pairs {
             assert_eq!((code.as_str(), code.http_status()), (wire, status));

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod error_code;
+pub mod labels;
 pub mod names;
 pub mod reservations;
 
@@ -129,12 +130,15 @@ pub struct AssignBody {
     /// Recorded with the addresses: node, namespace, pod, timestamp.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
-    /// The node's labels, for pools' nodeSelector.
-    #[serde(default)]
-    pub node_labels: BTreeMap<String, String>,
-    /// The namespace's labels, for pools' namespaceSelector.
-    #[serde(default)]
-    pub namespace_labels: BTreeMap<String, String>,
+    /// The node's labels, for pools' nodeSelector; absent: the IPAM reads
+    /// them where the datastore keeps them ([`labels`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_labels: Option<BTreeMap<String, String>>,
+    /// The namespace's labels, for pools' namespaceSelector; absent: the
+    /// IPAM reads them for the `namespace` attribute's namespace, where it
+    /// can ([`labels`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_labels: Option<BTreeMap<String, String>>,
     /// `Workload` (default) or `Tunnel`.
     #[serde(default)]
     #[schema(value_type = Option<String>)]

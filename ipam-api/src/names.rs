@@ -49,7 +49,7 @@ pub const HANDLE_PREFIX_PATTERN: &str = "^[-.A-Za-z0-9]*$";
 
 /// Whether `name` is an RFC 1123 subdomain, capitals allowed when
 /// `capitals`.
-fn is_subdomain(name: &str, capitals: bool) -> bool {
+pub(crate) fn is_subdomain(name: &str, capitals: bool) -> bool {
     let part_ok = |part: &str| {
         let bytes = part.as_bytes();
         let alnum = |b: u8| {
@@ -91,9 +91,17 @@ pub enum NameError {
         /// How many were given.
         count: usize,
     },
+    /// Too many labels ([`crate::labels::check_labels`]).
+    #[error("{field}: {count} labels, at most {}", crate::labels::MAX_LABELS)]
+    TooManyLabels {
+        /// The field.
+        field: String,
+        /// How many were given.
+        count: usize,
+    },
 }
 
-fn refuse(field: &str, value: &str, rule: &'static str) -> NameError {
+pub(crate) fn refuse(field: &str, value: &str, rule: &'static str) -> NameError {
     const SHOWN: usize = 80;
     let cut: String = value.chars().take(SHOWN).collect();
     let shown = if cut.len() < value.len() {
@@ -174,7 +182,7 @@ pub fn check_object_name(field: &str, value: &str) -> Result<(), NameError> {
 /// The rule for a Kubernetes label key's name part (`IsQualifiedName`): at
 /// most 63 characters of letters, digits, `-`, `_` and `.`, starting and
 /// ending with a letter or digit.
-fn is_key_name(name: &str) -> bool {
+pub(crate) fn is_key_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     let alnum = |b: u8| b.is_ascii_alphanumeric();
     !bytes.is_empty()

@@ -153,6 +153,33 @@ pub enum Command {
     /// handed out automatically).
     #[command(subcommand)]
     Reservation(crate::reservation::ReservationCommand),
+    /// A node's labels, which pools' nodeSelector is matched against.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+/// `ipamctl node ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum NodeCommand {
+    /// Sets and removes a node's labels, as `kubectl label` takes them:
+    /// KEY=VALUE sets, KEY- removes. Only where the IPAM keeps labels (the
+    /// embedded store); on Kubernetes use `kubectl label node`, on etcd
+    /// `calicoctl label nodes`.
+    Label {
+        /// The node.
+        node: String,
+        /// KEY=VALUE to set, KEY- to remove.
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        edits: Vec<crate::node::LabelEdit>,
+    },
+    /// Shows a node's labels as assignments read them (on every datastore).
+    Labels {
+        /// The node.
+        node: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
 }
 
 /// Output formats.

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ipam_api::labels::NodeLabelsResponse;
 use ipam_api::{
     AddressInfo, AddressState, AffinityListItem, BlockDetail, ConfigBody, ErrorCode, PoolBody,
     PoolSpecBody, ReleaseBody, ReleaseItem, UsageResponse,
@@ -24,10 +25,11 @@ use ipam_core::check::{check, CheckReport, Finding, FindingKind, Liveness, Skipp
 use ipam_core::timestamp::parse_rfc3339;
 use ipam_core::usage::{borrowed, classify, BorrowedAddress, Borrowing};
 use ipam_core::{
-    Affinity, AffinityState, Block, BlockCidr, HandleId, IpamConfig, Now, Pool, PoolName, Snapshot,
+    Affinity, AffinityState, Block, BlockCidr, HandleId, IpamConfig, NodeName, Now, Pool, PoolName,
+    Snapshot,
 };
 use ipam_service::{open, DatastoreSettings, IpamService, LocalService, ServiceError};
-use ipam_store::{Ipam, StoreError};
+use ipam_store::StoreError;
 use ipnet::IpNet;
 
 use crate::error::{CliError, DATASTORE_HINT, SERVER_DATASTORE_HINT};
@@ -165,7 +167,8 @@ impl Connection {
             (Err(error), DatastoreSettings::Embedded { .. }) => return Err(error.into()),
             (Err(error), _) => return Err(flag_error(error)),
         };
-        let connection = Connection::Direct(LocalService::new(Arc::new(Ipam::new(opened.store))));
+        let engine = Arc::new(opened.engine());
+        let connection = Connection::Direct(LocalService::with_labels(engine, opened.labels));
         // One read now, so that an unreachable datastore is reported as such
         // before anything else.
         connection
@@ -373,6 +376,26 @@ impl Connection {
             .await
             .map_err(|e| self.error(e))?;
         Ok(())
+    }
+
+    /// A node's labels and where they are kept.
+    pub async fn node_labels(&self, node: &NodeName) -> Result<NodeLabelsResponse, CliError> {
+        self.service()
+            .node_labels(node)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Replaces a node's labels, where the IPAM keeps them.
+    pub async fn set_node_labels(
+        &self,
+        node: &NodeName,
+        labels: BTreeMap<String, String>,
+    ) -> Result<NodeLabelsResponse, CliError> {
+        self.service()
+            .set_node_labels(node, labels)
+            .await
+            .map_err(|e| self.error(e))
     }
 
     /// Deletes a pool as Calico does: disabled, its affinities released,

@@ -4,9 +4,9 @@
 //! [`args`] parses the command line into a [`connection::Backend`] (where
 //! IPAM state is); [`connection`] opens it and answers every question
 //! through ipam-service's facade, in the same types whichever way it goes;
-//! [`show`], [`check`], [`release`], [`configure`], [`pool`] and
-//! [`reservation`] are the subcommands ([`all_ips`] lists every
-//! allocation for `check --show-all-ips`); [`table`] draws calicoctl's
+//! [`show`], [`check`], [`release`], [`configure`], [`pool`],
+//! [`reservation`] and [`node`] are the subcommands ([`all_ips`] lists
+//! every allocation for `check --show-all-ips`); [`table`] draws calicoctl's
 //! tables byte for byte; [`output`] writes JSON and YAML; [`progress`] draws progress on a
 //! terminal; [`liveness`] reads which pods and nodes exist; [`error`]
 //! classifies failures into exit codes.
@@ -26,6 +26,7 @@ pub mod configure;
 pub mod connection;
 pub mod error;
 pub mod liveness;
+pub mod node;
 pub mod output;
 pub mod pool;
 pub mod progress;
@@ -50,5 +51,6 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
         args::Command::Configure(a) => configure::run(&connection, a, out).await,
         args::Command::Pool(c) => pool::run(&connection, c, out).await,
         args::Command::Reservation(c) => reservation::run(&connection, c, out).await,
+        args::Command::Node(c) => node::run(&connection, c, out).await,
     }
 }

@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use ipam_api::labels::{NodeLabelsBody, NodeLabelsResponse};
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, ErrorBody, ErrorCode, HandleAddresses, PoolBody,
@@ -321,6 +322,22 @@ impl Client {
     pub async fn check(&self) -> Result<CheckResponse, ClientError> {
         self.call::<(), _>(Method::GET, "/v1/check".into(), None)
             .await
+    }
+
+    /// `GET /v1/nodes/{node}/labels`.
+    pub async fn node_labels(&self, node: &str) -> Result<NodeLabelsResponse, ClientError> {
+        let path = format!("/v1/nodes/{}/labels", encode(node));
+        self.call::<(), _>(Method::GET, path, None).await
+    }
+
+    /// `PUT /v1/nodes/{node}/labels`.
+    pub async fn set_node_labels(
+        &self,
+        node: &str,
+        body: &NodeLabelsBody,
+    ) -> Result<NodeLabelsResponse, ClientError> {
+        let path = format!("/v1/nodes/{}/labels", encode(node));
+        self.call(Method::PUT, path, Some(body)).await
     }
 
     /// `GET /readyz`: the server answers and its datastore is reachable.

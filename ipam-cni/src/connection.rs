@@ -14,7 +14,7 @@ use ipam_client::{read_token_file, Client};
 use ipam_core::{HandleId, Holding, NodeName};
 use ipam_service::{open, DatastoreSettings, IpamService, LocalService, ServiceError};
 use ipam_store::etcd::EtcdOptions;
-use ipam_store::{Ipam, StoreError};
+use ipam_store::StoreError;
 use ipnet::IpNet;
 
 use crate::config::Backend;
@@ -101,9 +101,11 @@ impl Connection {
             },
         };
         let opened = open(&settings).await.map_err(from_store)?;
-        let engine = Arc::new(Ipam::new(opened.store));
+        let engine = Arc::new(opened.engine());
         Ok(Connection {
-            service: Box::new(LocalService::new(engine)),
+            // Labels where the datastore keeps them: the Node and the
+            // Namespace on Kubernetes, as Calico's plugin reads them.
+            service: Box::new(LocalService::with_labels(engine, opened.labels)),
         })
     }
 

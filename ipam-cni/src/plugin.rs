@@ -222,8 +222,10 @@ async fn add(
             ipv4_pools,
             ipv6_pools,
             attributes,
-            node_labels: BTreeMap::new(),
-            namespace_labels: BTreeMap::new(),
+            // The IPAM reads them where Calico does, in either mode (the
+            // server's datastore, or this plugin's: ipam-service's labels).
+            node_labels: None,
+            namespace_labels: None,
             intended_use: None,
             max_blocks_per_host: 0,
             // A container holding its own gateway's address is cut off

@@ -85,6 +85,12 @@ pub async fn assign(
     check_handle("handle", &body.handle)?;
     check_node("node", &body.node)?;
     check_attributes("attributes", &body.attributes)?;
+    if let Some(labels) = &body.node_labels {
+        ipam_api::labels::check_labels("nodeLabels", labels)?;
+    }
+    if let Some(labels) = &body.namespace_labels {
+        ipam_api::labels::check_labels("namespaceLabels", labels)?;
+    }
     if body.ipv4 == 0 && body.ipv6 == 0 {
         return Err(ApiError::new(
             ErrorCode::MissingValue,

@@ -19,7 +19,7 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::gc::GcMetrics;
 use crate::metrics::{self, Metrics};
 use crate::ratelimit::{self, Limiter, RateLimit};
-use crate::{openapi, page, reservations};
+use crate::{node_labels, openapi, page, reservations};
 
 /// How the application is set up. Its `Debug` leaves the token out, so
 /// that logging the configuration never leaks the secret.
@@ -40,6 +40,10 @@ pub struct AppConfig {
     /// The connection counts, served on `/metrics`, when the server counts
     /// them ([`crate::connections`]).
     pub connection_metrics: Option<Arc<ConnectionMetrics>>,
+    /// Where assignments read node and namespace labels: the datastore's
+    /// own ([`crate::server`] sets it); absent, labels set through the API
+    /// are kept in memory.
+    pub labels: Option<Arc<dyn ipam_service::labels::LabelSource>>,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -53,6 +57,7 @@ impl std::fmt::Debug for AppConfig {
             rate_limit,
             gc_metrics,
             connection_metrics,
+            labels,
         } = self;
         f.debug_struct("AppConfig")
             .field("token", &token.as_ref().map(|_| "<redacted>"))
@@ -62,6 +67,7 @@ impl std::fmt::Debug for AppConfig {
             .field("rate_limit", rate_limit)
             .field("gc_metrics", &gc_metrics.is_some())
             .field("connection_metrics", &connection_metrics.is_some())
+            .field("labels", &labels.as_ref().map(|l| l.origin()))
             .finish()
     }
 }
@@ -76,6 +82,7 @@ impl Default for AppConfig {
             rate_limit: None,
             gc_metrics: None,
             connection_metrics: None,
+            labels: None,
         }
     }
 }
@@ -88,7 +95,10 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
         config.connection_metrics,
     ));
     let state = Arc::new(ApiState {
-        service: ipam_service::LocalService::new(engine.clone()),
+        service: match config.labels {
+            Some(labels) => ipam_service::LocalService::with_labels(engine.clone(), labels),
+            None => ipam_service::LocalService::new(engine.clone()),
+        },
         engine,
         max_addresses_per_request: config.max_addresses_per_request,
     });
@@ -123,6 +133,10 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
             get(api::node_affinities)
                 .post(api::claim_affinity)
                 .delete(api::release_affinity),
+        )
+        .route(
+            "/v1/nodes/{node}/labels",
+            get(node_labels::get_node_labels).put(node_labels::set_node_labels),
         )
         .route("/v1/nodes/{node}", axum::routing::delete(api::release_node))
         .route("/v1/affinities", get(api::list_affinities))

@@ -6,6 +6,7 @@
 //! code, [`metrics`] serves `/metrics`, [`openapi`] writes the OpenAPI document, [`page`] serves the usage page, [`server`] opens the datastore
 //! and serves, [`connections`] bounds slow, idle and too many connections, [`defaults`] chooses the default pools as calico-node does,
 //! [`args`] parses the flags, [`ratelimit`] bounds each client's request rate, [`reservations`] serves `/v1/reservations`,
+//! [`node_labels`] reads and sets the labels pools' selectors match,
 //! [`gc`] collects leaked addresses on the Kubernetes datastore while this
 //! replica holds the [`lease`], both on the injected [`clock`].
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod gc;
 pub mod lease;
 pub mod metrics;
+pub mod node_labels;
 pub mod openapi;
 pub mod page;
 pub mod ratelimit;

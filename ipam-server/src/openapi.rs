@@ -17,6 +17,7 @@
 //! set: a pool, or a range to claim) and `ip-block` (a block: IPv4 /20 to
 //! /32, IPv6 /116 to /128, no host bits set).
 
+use ipam_api::labels::{LABEL_VALUE_PATTERN, MAX_LABELS};
 use ipam_api::names::{
     HANDLE_PATTERN, HANDLE_PREFIX_PATTERN, MAX_ATTRIBUTES, MAX_ATTRIBUTE_VALUE, MAX_LABEL,
     MAX_NAME, SUBDOMAIN_PATTERN,
@@ -24,7 +25,7 @@ use ipam_api::names::{
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use crate::{api, app, metrics, reservations};
+use crate::{api, app, metrics, node_labels, reservations};
 
 /// The document as utoipa derives it.
 #[derive(OpenApi)]
@@ -41,6 +42,7 @@ use crate::{api, app, metrics, reservations};
         api::delete_pool, reservations::list_reservations, reservations::get_reservation,
         reservations::create_reservation, reservations::delete_reservation, api::get_config, api::set_config, api::node_affinities, api::list_affinities,
         api::claim_affinity, api::release_affinity, api::release_node, api::usage_summary,
+        node_labels::get_node_labels, node_labels::set_node_labels,
         api::block_detail, api::check_report, app::healthz, app::readyz, metrics::scrape,
     ),
     modifiers(&BearerAuth),
@@ -221,14 +223,7 @@ fn attributes_schema() -> Value {
         "type": "object",
         "description": "Recorded with the addresses, in their block. At most 16; keys are Kubernetes label keys; values at most 253 characters without control characters; `node` a node name, `namespace` a namespace name, `pod` a pod name, none of them empty (Calico's node, namespace, pod and timestamp are what the CNI plugin sends)",
         "maxProperties": MAX_ATTRIBUTES,
-        "propertyNames": {
-            "maxLength": MAX_NAME + 1 + MAX_LABEL,
-            "pattern": format!(
-                "^({}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,{}}}[A-Za-z0-9])?$",
-                SUBDOMAIN_PATTERN.trim_start_matches('^').trim_end_matches('$'),
-                MAX_LABEL - 2
-            ),
-        },
+        "propertyNames": label_key_schema(),
         "properties": {
             "node": name_schema("The node"),
             "namespace": {"type": "string", "pattern": format!("^{label}$"), "description": "The pod's namespace"},
@@ -239,6 +234,30 @@ fn attributes_schema() -> Value {
             "maxLength": MAX_ATTRIBUTE_VALUE,
             "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$",
         },
+    })
+}
+
+/// The rule of [`ipam_api::labels::check_labels`]; `nullable` where the
+/// labels may be left to the IPAM.
+fn labels_schema(description: &str, nullable: bool) -> Value {
+    json!({
+        "type": if nullable { json!(["object", "null"]) } else { json!("object") },
+        "description": format!("{description} At most {MAX_LABELS}; keys are Kubernetes label keys, values empty or Kubernetes label values."),
+        "maxProperties": MAX_LABELS,
+        "propertyNames": label_key_schema(),
+        "additionalProperties": {"type": "string", "maxLength": MAX_LABEL, "pattern": LABEL_VALUE_PATTERN},
+    })
+}
+
+/// A Kubernetes label key (`[prefix/]name`), as attributes' keys are.
+fn label_key_schema() -> Value {
+    json!({
+        "maxLength": MAX_NAME + 1 + MAX_LABEL,
+        "pattern": format!(
+            "^({}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,{}}}[A-Za-z0-9])?$",
+            SUBDOMAIN_PATTERN.trim_start_matches('^').trim_end_matches('$'),
+            MAX_LABEL - 2
+        ),
     })
 }
 
@@ -309,6 +328,17 @@ pub fn refine(doc: &mut Value) {
             json!({"items": ipv6_network(), "description": "IPv6 pools (CIDRs of existing pools) to use instead of those selecting the node"}),
         ),
         ("AssignBody", "attributes", attributes_schema()),
+        (
+            "AssignBody",
+            "nodeLabels",
+            labels_schema("The node's labels, for pools' nodeSelector; absent or null: the IPAM reads the node's (the Kubernetes Node's, the Calico Node resource's on etcd, those set with PUT /v1/nodes/{node}/labels on the embedded store).", true),
+        ),
+        (
+            "AssignBody",
+            "namespaceLabels",
+            labels_schema("The namespace's labels, for pools' namespaceSelector; absent or null: on Kubernetes the IPAM reads the Namespace the `namespace` attribute names, elsewhere none.", true),
+        ),
+        ("NodeLabelsBody", "labels", labels_schema("Every label of the node.", false)),
         (
             "AssignBody",
             "exclude",

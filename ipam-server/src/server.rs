@@ -21,6 +21,8 @@ use crate::clock::SystemClock;
 use crate::connections::{self, ConnectionMetrics};
 use crate::defaults::default_pools;
 use crate::gc::{Collector, GcMetrics};
+use crate::node_labels::CachedKubernetesLabels;
+use ipam_service::labels::KubernetesLabels;
 
 /// Why the server did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -160,20 +162,26 @@ pub async fn run(
         }
     };
     let opened = open_store(&args).await?;
-    let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(opened.store));
+    let engine: Arc<Ipam<dyn Datastore>> = Arc::new(opened.engine());
     ensure_default_pools(&engine, |name| std::env::var(name).ok()).await?;
     let gc_metrics = Arc::new(GcMetrics::default());
     let connection_metrics = Arc::new(ConnectionMetrics::default());
     let (stop_gc, gc_stopped) = tokio::sync::watch::channel(false);
+    let mut labels = opened.labels;
     let collector = match (opened.kubernetes, args.gc()) {
         (Some(client), Some(options)) => {
             let collector = Collector::new(
-                client,
+                client.clone(),
                 engine.clone(),
                 options,
                 gc_metrics.clone(),
                 Arc::new(SystemClock),
             );
+            // The collector watches every Node: labels are read from it.
+            labels = Arc::new(CachedKubernetesLabels::new(
+                collector.nodes(),
+                KubernetesLabels::new(client),
+            ));
             Some(tokio::spawn(collector.run(gc_stopped)))
         }
         _ => None,
@@ -188,6 +196,7 @@ pub async fn run(
             rate_limit: args.rate_limit(),
             gc_metrics: collector.is_some().then_some(gc_metrics),
             connection_metrics: Some(connection_metrics.clone()),
+            labels: Some(labels),
         },
     );
     let served = serve(&args, app, connection_metrics, shutdown).await;

@@ -9,7 +9,9 @@ use ipam_store::embedded::EmbeddedStore;
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::kubernetes::KubernetesStore;
 use ipam_store::memory::MemoryStore;
-use ipam_store::{Datastore, StoreError};
+use ipam_store::{Datastore, Ipam, MemoryNodeLabels, StoreError};
+
+use crate::labels::{EtcdLabels, KubernetesLabels, LabelSource, ReleaseLabels, StoredLabels};
 
 /// A datastore to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,16 +48,34 @@ pub struct Opened {
     /// The Kubernetes client, on the Kubernetes datastore (ipam-server's
     /// garbage collector watches pods and nodes through it).
     pub kubernetes: Option<kube::Client>,
+    /// Where its assignments read node and namespace labels
+    /// ([`crate::labels`]).
+    pub labels: Arc<dyn LabelSource>,
+}
+
+impl Opened {
+    /// The engine over this datastore, reading node labels where its
+    /// assignments do when a release needs them (affinity consistency).
+    pub fn engine(&self) -> Ipam<dyn Datastore> {
+        Ipam::new(self.store.clone()).with_node_labels(Arc::new(ReleaseLabels(self.labels.clone())))
+    }
 }
 
 /// Opens the datastore `settings` describe. etcd and Kubernetes connect
 /// lazily: an unreachable one fails at its first call, not here.
 pub async fn open(settings: &DatastoreSettings) -> Result<Opened, StoreError> {
-    let store: Arc<dyn Datastore> = match settings {
-        DatastoreSettings::Memory => Arc::new(MemoryStore::new()),
-        DatastoreSettings::Embedded { data_dir } => Arc::new(EmbeddedStore::open(data_dir)?),
+    let (store, labels): (Arc<dyn Datastore>, Arc<dyn LabelSource>) = match settings {
+        DatastoreSettings::Memory => (
+            Arc::new(MemoryStore::new()),
+            Arc::new(StoredLabels::new(Arc::new(MemoryNodeLabels::default()))),
+        ),
+        DatastoreSettings::Embedded { data_dir } => {
+            let store = Arc::new(EmbeddedStore::open(data_dir)?);
+            (store.clone(), Arc::new(StoredLabels::new(store)))
+        }
         DatastoreSettings::Etcd { endpoints, options } => {
-            Arc::new(EtcdStore::connect(endpoints, options.clone()).await?)
+            let store = Arc::new(EtcdStore::connect(endpoints, options.clone()).await?);
+            (store.clone(), Arc::new(EtcdLabels::new(store)))
         }
         DatastoreSettings::Kubernetes {
             kubeconfig,
@@ -67,6 +87,7 @@ pub async fn open(settings: &DatastoreSettings) -> Result<Opened, StoreError> {
             };
             return Ok(Opened {
                 kubernetes: Some(store.client().clone()),
+                labels: Arc::new(KubernetesLabels::new(store.client().clone())),
                 store: Arc::new(store),
             });
         }
@@ -74,5 +95,6 @@ pub async fn open(settings: &DatastoreSettings) -> Result<Opened, StoreError> {
     Ok(Opened {
         store,
         kubernetes: None,
+        labels,
     })
 }

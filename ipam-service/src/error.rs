@@ -58,6 +58,18 @@ impl From<ipam_core::Error> for ServiceError {
     }
 }
 
+impl From<crate::labels::LabelError> for ServiceError {
+    fn from(error: crate::labels::LabelError) -> ServiceError {
+        match error {
+            crate::labels::LabelError::Store(store) => store.into(),
+            read_only @ crate::labels::LabelError::ReadOnly { .. } => ServiceError::Refused {
+                code: ErrorCode::NodeLabelsReadOnly,
+                message: read_only.to_string(),
+            },
+        }
+    }
+}
+
 impl From<ClientError> for ServiceError {
     fn from(error: ClientError) -> ServiceError {
         match &error {

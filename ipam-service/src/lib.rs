@@ -20,18 +20,21 @@
 
 mod datastore;
 mod error;
+pub mod labels;
 mod local;
 mod remote;
 
 use std::net::IpAddr;
 
 use async_trait::async_trait;
+use ipam_api::labels::NodeLabelsResponse;
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
     ReleaseResponse, ReservationBody, UsageResponse,
 };
 use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
+use ipam_store::Labels;
 
 pub use datastore::{open, DatastoreSettings, Opened};
 pub use error::{code_of, code_of_store, ServiceError};
@@ -125,4 +128,16 @@ pub trait IpamService: Send + Sync {
     /// Whether an assignment could be served now (`GET /readyz`; on a
     /// datastore, one read of the config).
     async fn ready(&self) -> Result<(), ServiceError>;
+
+    /// `GET /v1/nodes/{node}/labels`: the labels assignments for the node
+    /// read, and where they come from.
+    async fn node_labels(&self, node: &NodeName) -> Result<NodeLabelsResponse, ServiceError>;
+
+    /// `PUT /v1/nodes/{node}/labels`: replaces them, where the IPAM keeps
+    /// them (the embedded and memory stores).
+    async fn set_node_labels(
+        &self,
+        node: &NodeName,
+        labels: Labels,
+    ) -> Result<NodeLabelsResponse, ServiceError>;
 }

@@ -2,13 +2,15 @@
 //! becomes the engine's request (every field of it) and the engine's
 //! answer becomes the wire answer. ipam-server's handlers call this after
 //! checking what the request carries; the direct modes of the CNI plugin
-//! and ipamctl call it in-process.
+//! and ipamctl call it in-process. It is also the one place an
+//! assignment's missing labels are read, from its [`LabelSource`].
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use ipam_api::labels::NodeLabelsResponse;
 use ipam_api::{
     AddressInfo, AffinityListItem, AllocationBody, AssignBody, AssignIpBody, AssignIpResponse,
     AssignResponse, BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody,
@@ -16,25 +18,44 @@ use ipam_api::{
 };
 use ipam_core::block::{Attribute, BlockOwner};
 use ipam_core::check::{check, Liveness};
+use ipam_core::holder;
 use ipam_core::reservation::ReservationSpec;
 use ipam_core::{
     AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, NodeName, Now, Pool,
     PoolName, ReleaseRequest,
 };
-use ipam_store::{Datastore, Ipam, IpamError, Reservation};
+use ipam_store::{Datastore, Ipam, IpamError, Labels, MemoryNodeLabels, Reservation};
 
+use crate::labels::{LabelSource, StoredLabels};
 use crate::{ErrorCode, IpamService, ServiceError};
 
 /// The engine on a datastore, answering as ipam-server would.
 #[derive(Clone)]
 pub struct LocalService {
     engine: Arc<Ipam<dyn Datastore>>,
+    labels: Arc<dyn LabelSource>,
 }
 
 impl LocalService {
-    /// The operations on `engine`.
+    /// The operations on `engine`, with node labels kept in memory by this
+    /// service (for tests; [`crate::open`] gives each datastore's own
+    /// source, for [`LocalService::with_labels`]).
     pub fn new(engine: Arc<Ipam<dyn Datastore>>) -> LocalService {
-        LocalService { engine }
+        let labels = Arc::new(StoredLabels::new(Arc::new(MemoryNodeLabels::default())));
+        LocalService::with_labels(engine, labels)
+    }
+
+    /// The operations on `engine`, reading labels from `labels`.
+    pub fn with_labels(
+        engine: Arc<Ipam<dyn Datastore>>,
+        labels: Arc<dyn LabelSource>,
+    ) -> LocalService {
+        LocalService { engine, labels }
+    }
+
+    /// Where assignments read labels they do not carry.
+    pub fn labels(&self) -> &Arc<dyn LabelSource> {
+        &self.labels
     }
 
     /// The engine, for what the API does not offer (a whole snapshot).
@@ -44,6 +65,7 @@ impl LocalService {
 
     /// `POST /v1/assign`.
     pub async fn assign(&self, body: AssignBody) -> Result<AssignResponse, IpamError> {
+        let (node_labels, namespace_labels) = self.labels_for(&body).await?;
         let mut request = AutoAssignRequest::new(
             HandleId::new(body.handle.as_str()),
             NodeName::new(body.node.as_str()),
@@ -53,8 +75,8 @@ impl LocalService {
         request.ipv4_pools = body.ipv4_pools;
         request.ipv6_pools = body.ipv6_pools;
         request.attributes = body.attributes;
-        request.node_labels = body.node_labels;
-        request.namespace_labels = body.namespace_labels;
+        request.node_labels = node_labels;
+        request.namespace_labels = namespace_labels;
         request.intended_use = body.intended_use.unwrap_or(AllowedUse::Workload);
         request.max_blocks_per_host = body.max_blocks_per_host;
         request.exclude = body.exclude;
@@ -74,6 +96,54 @@ impl LocalService {
             ipv6: got.ipv6.addresses,
             existing: got.existing,
             assigned: holdings.into_iter().flatten().map(Into::into).collect(),
+        })
+    }
+
+    /// The node's and the namespace's labels for an assignment: those it
+    /// carries, else those its datastore keeps. A LoadBalancer address has
+    /// no node: Calico gives it a virtual node without labels
+    /// (libcalico-go/lib/ipam/ipam.go, prepareAffinityBlocksForHost). The
+    /// namespace is the `namespace` attribute, the pod's, which Calico's
+    /// plugin reads the Namespace of (ipam_plugin.go, cmdAdd).
+    async fn labels_for(&self, body: &AssignBody) -> Result<(Labels, Labels), IpamError> {
+        let node = match &body.node_labels {
+            Some(labels) => labels.clone(),
+            None if body.intended_use == Some(AllowedUse::LoadBalancer) => Labels::new(),
+            None => self.labels.node_labels(&body.node).await?,
+        };
+        let namespace = match (
+            &body.namespace_labels,
+            body.attributes.get(holder::NAMESPACE),
+        ) {
+            (Some(labels), _) => labels.clone(),
+            (None, Some(namespace)) if !namespace.is_empty() => {
+                self.labels.namespace_labels(namespace).await?
+            }
+            (None, _) => Labels::new(),
+        };
+        Ok((node, namespace))
+    }
+
+    /// `GET /v1/nodes/{node}/labels`.
+    pub async fn node_labels(&self, node: &NodeName) -> Result<NodeLabelsResponse, ServiceError> {
+        Ok(NodeLabelsResponse {
+            node: node.to_string(),
+            labels: self.labels.node_labels(node.as_str()).await?,
+            origin: self.labels.origin(),
+        })
+    }
+
+    /// `PUT /v1/nodes/{node}/labels`: where the IPAM keeps them.
+    pub async fn set_node_labels(
+        &self,
+        node: &NodeName,
+        labels: Labels,
+    ) -> Result<NodeLabelsResponse, ServiceError> {
+        self.labels.set_node_labels(node.as_str(), &labels).await?;
+        Ok(NodeLabelsResponse {
+            node: node.to_string(),
+            labels,
+            origin: self.labels.origin(),
         })
     }
 
@@ -433,5 +503,148 @@ impl IpamService for LocalService {
     async fn ready(&self) -> Result<(), ServiceError> {
         self.engine.config().await?;
         Ok(())
+    }
+
+    async fn node_labels(&self, node: &NodeName) -> Result<NodeLabelsResponse, ServiceError> {
+        LocalService::node_labels(self, node).await
+    }
+
+    async fn set_node_labels(
+        &self,
+        node: &NodeName,
+        labels: Labels,
+    ) -> Result<NodeLabelsResponse, ServiceError> {
+        LocalService::set_node_labels(self, node, labels).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use ipam_api::labels::LabelOrigin;
+    use ipam_core::PoolSpec;
+    use ipam_store::memory::MemoryStore;
+    use ipam_store::StoreError;
+
+    use super::*;
+    use crate::labels::LabelError;
+
+    /// Labels `zone=a` for every node and `team=blue` for every
+    /// namespace, and a record of what was asked.
+    #[derive(Default)]
+    struct Recording {
+        asked: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl LabelSource for Recording {
+        fn origin(&self) -> LabelOrigin {
+            LabelOrigin::Ipam
+        }
+
+        async fn node_labels(&self, node: &str) -> Result<Labels, StoreError> {
+            self.asked.lock().unwrap().push(format!("node {node}"));
+            Ok([("zone".to_string(), "a".to_string())].into())
+        }
+
+        async fn namespace_labels(&self, namespace: &str) -> Result<Labels, StoreError> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(format!("namespace {namespace}"));
+            Ok([("team".to_string(), "blue".to_string())].into())
+        }
+
+        async fn set_node_labels(&self, _: &str, _: &Labels) -> Result<(), LabelError> {
+            unreachable!("assignments only read")
+        }
+    }
+
+    async fn service() -> (LocalService, Arc<Recording>) {
+        let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(Arc::new(MemoryStore::new())));
+        for (name, cidr, node, namespace, uses) in [
+            (
+                "zone-a-blue",
+                "10.0.0.0/24",
+                "zone == 'a'",
+                "team == 'blue'",
+                vec![],
+            ),
+            ("other", "20.0.0.0/24", "zone != 'a'", "", vec![]),
+            ("lb", "30.0.0.0/24", "", "", vec![AllowedUse::LoadBalancer]),
+        ] {
+            let spec = PoolSpec {
+                node_selector: node.to_string(),
+                namespace_selector: namespace.to_string(),
+                allowed_uses: uses,
+                ..PoolSpec::new(cidr.parse().unwrap())
+            };
+            engine
+                .create_pool(Pool::new(name, spec).unwrap())
+                .await
+                .unwrap();
+        }
+        let recording = Arc::new(Recording::default());
+        (
+            LocalService::with_labels(engine, recording.clone()),
+            recording,
+        )
+    }
+
+    fn body(handle: &str, attributes: &[(&str, &str)]) -> AssignBody {
+        serde_json::from_value(serde_json::json!({
+            "handle": handle, "node": "n1", "ipv4": 1,
+            "attributes": attributes.iter().copied().collect::<BTreeMap<_, _>>(),
+        }))
+        .unwrap()
+    }
+
+    fn pool_of(response: &AssignResponse) -> String {
+        response.assigned[0].pool.unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn labels_a_request_lacks_are_read_for_its_node_and_its_pods_namespace() {
+        let (service, recording) = service().await;
+        let got = service
+            .assign(body("h1", &[("namespace", "ns1"), ("pod", "p1")]))
+            .await
+            .unwrap();
+        assert_eq!(pool_of(&got), "10.0.0.0/24");
+        assert_eq!(
+            *recording.asked.lock().unwrap(),
+            ["node n1", "namespace ns1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_requests_own_labels_win_and_nothing_is_read() {
+        let (service, recording) = service().await;
+        let mut own = body("h1", &[("namespace", "ns1"), ("pod", "p1")]);
+        own.node_labels = Some(Labels::new());
+        own.namespace_labels = Some(Labels::new());
+        assert_eq!(pool_of(&service.assign(own).await.unwrap()), "20.0.0.0/24");
+        assert!(recording.asked.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_namespace_is_read_without_one_and_no_node_for_a_load_balancer() {
+        let (service, recording) = service().await;
+        // No namespace: `team == 'blue'` matches no labels, and the other
+        // pool does not select zone a.
+        let refused = service.assign(body("h1", &[])).await.unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                IpamError::Refused(ipam_core::Error::NoPoolForNode { .. })
+            ),
+            "{refused:?}"
+        );
+        let mut lb = body("h2", &[]);
+        lb.intended_use = Some(AllowedUse::LoadBalancer);
+        assert_eq!(pool_of(&service.assign(lb).await.unwrap()), "30.0.0.0/24");
+        assert_eq!(*recording.asked.lock().unwrap(), ["node n1"]);
     }
 }

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use async_trait::async_trait;
+use ipam_api::labels::{NodeLabelsBody, NodeLabelsResponse};
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
@@ -10,6 +11,7 @@ use ipam_api::{
 };
 use ipam_client::Client;
 use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
+use ipam_store::Labels;
 
 use crate::{IpamService, ServiceError};
 
@@ -115,5 +117,18 @@ impl IpamService for Client {
 
     async fn ready(&self) -> Result<(), ServiceError> {
         Ok(Client::ready(self).await?)
+    }
+
+    async fn node_labels(&self, node: &NodeName) -> Result<NodeLabelsResponse, ServiceError> {
+        Ok(Client::node_labels(self, node.as_str()).await?)
+    }
+
+    async fn set_node_labels(
+        &self,
+        node: &NodeName,
+        labels: Labels,
+    ) -> Result<NodeLabelsResponse, ServiceError> {
+        let body = NodeLabelsBody { labels };
+        Ok(Client::set_node_labels(self, node.as_str(), &body).await?)
     }
 }

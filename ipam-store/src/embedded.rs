@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod node_labels;
+
 use async_trait::async_trait;
 use ipam_core::{
     Affinity, Block, BlockSpec, Handle, HandleSpec, IpamConfig, Pool, PoolSpec, ReservationSpec,

@@ -30,8 +30,10 @@ pub mod etcd;
 pub mod kubernetes;
 pub mod memory;
 pub mod model;
+pub mod node_labels;
 
 pub use datastore::{Datastore, RoundTripCounter, RoundTrips};
 pub use engine::{AutoAssigned, EngineStats, Ipam, IpamError, IpamOptions, Released};
 pub use error::{RetryClass, StoreError};
 pub use model::{Key, Kind, ListQuery, Reservation, Revision, Value, Versioned};
+pub use node_labels::{Labels, MemoryNodeLabels, NodeLabelStore};

@@ -16,6 +16,7 @@ use ipam_server::app::{router, AppConfig};
 use ipam_server::clock::ManualClock;
 use ipam_server::gc::{Collector, GcMetrics, GcOptions};
 use ipam_server::lease::LeaseOptions;
+use ipam_service::labels::KubernetesLabels;
 use ipam_store::kubernetes::KubernetesStore;
 use ipam_store::{Datastore, Ipam};
 use serde_json::{json, Value};
@@ -229,7 +230,17 @@ fn the_servers_role_allows_what_every_route_does_and_no_more() {
         let engine_for_gc = (engine.clone(), client);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(engine, AppConfig::default());
+        // Labels as the server reads them without a watch (the collector's
+        // watch, started below, covers the rest): a Node and a Namespace
+        // by name.
+        let labels = KubernetesLabels::new(engine_for_gc.1.clone());
+        let app = router(
+            engine,
+            AppConfig {
+                labels: Some(Arc::new(labels)),
+                ..AppConfig::default()
+            },
+        );
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client = reqwest::Client::new();
         let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
@@ -249,7 +260,8 @@ fn the_servers_role_allows_what_every_route_does_and_no_more() {
         let got = call(
             Method::POST,
             "/v1/assign",
-            Some(json!({"handle": "h1", "node": "n1", "ipv4": 1})),
+            Some(json!({"handle": "h1", "node": "n1", "ipv4": 1,
+                        "attributes": {"namespace": "default", "pod": "p1"}})),
         )
         .await;
         let address = got["ipv4"][0]
@@ -329,6 +341,7 @@ fn the_servers_role_allows_what_every_route_does_and_no_more() {
         .await;
         call(Method::DELETE, "/v1/nodes/n1", None).await;
         call(Method::GET, "/v1/affinities", None).await;
+        call(Method::GET, "/v1/nodes/n1/labels", None).await;
         let usage = call(Method::GET, "/v1/usage", None).await;
         if let Some(block) = usage["pools"][0]["blocks"].get(0) {
             call(

@@ -5,6 +5,7 @@
 
 use futures_util::StreamExt;
 use ipam_core::gc::Cluster;
+use ipam_service::labels::CALICO_LABELS_ANNOTATION;
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
@@ -56,6 +57,11 @@ impl Watched {
         let _ = self.nodes.wait_until_ready().await;
     }
 
+    /// The watched Nodes.
+    pub(super) fn nodes(&self) -> Store<Node> {
+        self.nodes.clone()
+    }
+
     /// How many pods and nodes are known, for the log.
     pub(super) fn counts(&self) -> (usize, usize) {
         (self.pods.state().len(), self.nodes.state().len())
@@ -93,8 +99,11 @@ where
     }
 }
 
-// The reflector keeps only what the collector reads: a node's status
-// (images, conditions) and a pod's spec are most of their size.
+// The reflector keeps only what the collector and assignments read: a
+// node's status (images, conditions) and a pod's spec are most of their
+// size. A node keeps its labels and the annotation holding its Calico
+// labels, which pools' nodeSelector is matched against
+// (ipam_service::labels::calico_node_labels).
 fn trim_pod(pod: &mut Pod) {
     let keep = pod
         .metadata
@@ -122,10 +131,17 @@ fn trim_pod(pod: &mut Pod) {
 }
 
 fn trim_node(node: &mut Node) {
+    let calico_labels = node
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CALICO_LABELS_ANNOTATION).cloned());
     node.metadata = ObjectMeta {
         name: node.metadata.name.take(),
         resource_version: node.metadata.resource_version.take(),
         uid: node.metadata.uid.take(),
+        labels: node.metadata.labels.take(),
+        annotations: calico_labels.map(|v| [(CALICO_LABELS_ANNOTATION.to_string(), v)].into()),
         ..ObjectMeta::default()
     };
     node.spec = None;
@@ -161,14 +177,17 @@ mod tests {
             })
         );
         let mut node: Node = serde_json::from_value(json!({
-            "metadata": {"name": "n1", "labels": {"a": "b"}},
+            "metadata": {"name": "n1", "labels": {"a": "b"},
+                         "annotations": {CALICO_LABELS_ANNOTATION: "{\"c\":\"d\"}", "other": "y"}},
             "status": {"images": [{"names": ["i"]}]},
         }))
         .unwrap();
         trim_node(&mut node);
         assert_eq!(
             serde_json::to_value(&node).unwrap(),
-            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+            json!({"apiVersion": "v1", "kind": "Node",
+                   "metadata": {"name": "n1", "labels": {"a": "b"},
+                                "annotations": {CALICO_LABELS_ANNOTATION: "{\"c\":\"d\"}"}}})
         );
     }
 }

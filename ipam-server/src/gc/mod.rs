@@ -123,4 +123,10 @@ impl Collector {
             tracker: LeakTracker::new(),
         }
     }
+
+    /// The Nodes the collector watches, labels included: assignments read
+    /// their node's labels from it ([`crate::node_labels`]).
+    pub fn nodes(&self) -> kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Node> {
+        self.watched.nodes()
+    }
 }

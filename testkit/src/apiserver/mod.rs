@@ -61,18 +61,19 @@
 //! under `<namespace>/<name>`. Besides the CRDs (cluster-scoped), three
 //! built-in kinds are served with every contract above but the schema:
 //! they are kept as written (`x-kubernetes-preserve-unknown-fields`).
-//! They are core/v1 `pods` (namespaced) and `nodes`, and
+//! They are core/v1 `pods` (namespaced), `nodes` and `namespaces`, and
 //! coordination.k8s.io/v1 `leases` (namespaced), at the API's paths
 //! (`/api/v1/namespaces/<ns>/pods/<name>`, `/api/v1/nodes/<name>`,
 //! `/apis/coordination.k8s.io/v1/namespaces/<ns>/leases/<name>`, and the
 //! cluster-wide lists `/api/v1/pods`, `/api/v1/nodes`,
 //! `/apis/coordination.k8s.io/v1/leases`): what a consistency check and
-//! the garbage collector read, and a leader election's Lease. A namespaced
+//! the garbage collector read, the labels pools' selectors match, and a
+//! leader election's Lease. A namespaced
 //! kind asked for without a namespace (but for a list), or a
 //! cluster-scoped one with one, is 404 as on a real server; a create takes
 //! the namespace from the path, and a body naming another is 400. A list
-//! or watch under a namespace sees that namespace only. Tests set pods
-//! and nodes up with [`ApiServer::put_core`] and [`ApiServer::remove_core`].
+//! or watch under a namespace sees that namespace only. Tests set pods,
+//! nodes and namespaces up with [`ApiServer::put_core`] and [`ApiServer::remove_core`].
 //!
 //! By concern: `store` holds the state (resources, objects, the revision
 //! counter, the change log), `routes` the handlers of each verb, `target`
@@ -231,7 +232,7 @@ impl ApiServer {
 }
 
 impl ApiServer {
-    /// Adds or replaces a core/v1 object (`pods`, `nodes`) as the cluster
+    /// Adds or replaces a core/v1 object (`pods`, `nodes`, `namespaces`) as the cluster
     /// would hold it; `object` needs `metadata.name` (and, for a pod,
     /// `metadata.namespace`). It takes the next resourceVersion.
     ///
