@@ -22,8 +22,10 @@ use utoipa::ToSchema;
 
 pub mod error_code;
 pub mod names;
+pub mod split;
 
 pub use error_code::ErrorCode;
+pub use split::{SplitBody, SplitResponse, SplitTargetError};
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]

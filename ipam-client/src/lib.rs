@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, ErrorBody, ErrorCode, HandleAddresses, PoolBody,
-    PoolSpecBody, ReleaseBody, ReleaseResponse, UsageResponse,
+    PoolSpecBody, ReleaseBody, ReleaseResponse, SplitBody, SplitResponse, UsageResponse,
 };
 pub use ipam_api::{Endpoint, EndpointError};
 use ipnet::IpNet;
@@ -257,6 +257,12 @@ impl Client {
         let path = format!("/v1/pools/{}", encode(name));
         self.exchange::<()>(Method::DELETE, path, None).await?;
         Ok(())
+    }
+
+    /// `POST /v1/pool-splits`.
+    pub async fn split_pool(&self, body: &SplitBody) -> Result<SplitResponse, ClientError> {
+        self.call(Method::POST, "/v1/pool-splits".into(), Some(body))
+            .await
     }
 
     /// `GET /v1/config`.

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
-    ReleaseResponse, UsageResponse,
+    ReleaseResponse, SplitBody, SplitResponse, UsageResponse,
 };
 use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
 
@@ -86,6 +86,11 @@ pub trait IpamService: Send + Sync {
 
     /// `DELETE /v1/pools/{name}`.
     async fn delete_pool(&self, name: &PoolName) -> Result<(), ServiceError>;
+
+    /// `POST /v1/pool-splits`: the pool replaced by 2^k child pools that
+    /// keep its blocks, affinities and addresses (calicoctl `ipam split`,
+    /// atomic against concurrent allocations).
+    async fn split_pool(&self, body: SplitBody) -> Result<SplitResponse, ServiceError>;
 
     /// `GET /v1/config`.
     async fn config(&self) -> Result<ConfigBody, ServiceError>;

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use ipam_api::{
     AddressInfo, AffinityListItem, AllocationBody, AssignBody, AssignIpBody, AssignIpResponse,
     AssignResponse, BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody,
-    PoolSpecBody, ReleaseBody, ReleaseResponse, UsageResponse,
+    PoolSpecBody, ReleaseBody, ReleaseResponse, SplitBody, SplitResponse, UsageResponse,
 };
 use ipam_core::block::{Attribute, BlockOwner};
 use ipam_core::check::{check, Liveness};
@@ -213,6 +213,16 @@ impl LocalService {
         self.engine.delete_pool(name).await
     }
 
+    /// `POST /v1/pool-splits`.
+    pub async fn split_pool(&self, body: SplitBody) -> Result<SplitResponse, ServiceError> {
+        let target = body.target().map_err(|e| ServiceError::Refused {
+            code: e.code(),
+            message: e.to_string(),
+        })?;
+        let split = self.engine.split_pool(&target, body.parts).await?;
+        Ok(SplitResponse::of(&split))
+    }
+
     /// `GET /v1/config`.
     pub async fn config(&self) -> Result<ConfigBody, IpamError> {
         Ok(self.engine.config().await?.into())
@@ -339,6 +349,10 @@ impl IpamService for LocalService {
 
     async fn delete_pool(&self, name: &PoolName) -> Result<(), ServiceError> {
         Ok(LocalService::delete_pool(self, name).await?)
+    }
+
+    async fn split_pool(&self, body: SplitBody) -> Result<SplitResponse, ServiceError> {
+        LocalService::split_pool(self, body).await
     }
 
     async fn config(&self) -> Result<ConfigBody, ServiceError> {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
-    ReleaseResponse, UsageResponse,
+    ReleaseResponse, SplitBody, SplitResponse, UsageResponse,
 };
 use ipam_client::Client;
 use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
@@ -68,6 +68,10 @@ impl IpamService for Client {
 
     async fn delete_pool(&self, name: &PoolName) -> Result<(), ServiceError> {
         Ok(Client::delete_pool(self, name).await?)
+    }
+
+    async fn split_pool(&self, body: SplitBody) -> Result<SplitResponse, ServiceError> {
+        Ok(Client::split_pool(self, &body).await?)
     }
 
     async fn config(&self) -> Result<ConfigBody, ServiceError> {

@@ -41,7 +41,7 @@
 //! - `writes`: the leak-safe order of a plan's phases (ipam-core's phased
 //!   [`Plan`](ipam_core::Plan)), and undoing an interrupted one;
 //! - `lane`: the per-node lane that serves a burst of requests together;
-//! - `assign`, `release`, `admin`: the operations.
+//! - `assign`, `release`, `admin`, `split`: the operations.
 
 mod admin;
 mod assign;
@@ -49,6 +49,7 @@ mod lane;
 mod reads;
 mod release;
 mod retrying;
+mod split;
 mod writes;
 
 use std::collections::HashMap;
@@ -125,6 +126,10 @@ pub enum IpamError {
         /// ([`Assignments::partial_fulfillment`](ipam_core::plan::Assignments::partial_fulfillment)).
         reasons: String,
     },
+    /// A pool split was refused (calicoctl's rules, ipam-core's
+    /// [`SplitError`](ipam_core::split::SplitError)).
+    #[error(transparent)]
+    Split(#[from] ipam_core::split::SplitError),
     /// A pool update tried to change what Calico never lets change.
     #[error(
         "pool {pool}: {field} cannot be changed (from {from} to {to}); create a new pool instead"
