@@ -27,3 +27,4 @@ pub mod openapi;
 pub mod page;
 pub mod ratelimit;
 pub mod server;
+pub mod split;

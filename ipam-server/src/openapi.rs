@@ -24,7 +24,7 @@ use ipam_api::names::{
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use crate::{api, app, metrics};
+use crate::{api, app, metrics, split};
 
 /// The document as utoipa derives it.
 #[derive(OpenApi)]
@@ -38,7 +38,7 @@ use crate::{api, app, metrics};
         api::assign, api::assign_ip, api::release, api::release_handle, api::handle_addresses,
         api::handles_on_node,
         api::address_info, api::list_pools, api::get_pool, api::create_pool, api::update_pool,
-        api::delete_pool, api::get_config, api::set_config, api::node_affinities, api::list_affinities,
+        api::delete_pool, split::split_pool, api::get_config, api::set_config, api::node_affinities, api::list_affinities,
         api::claim_affinity, api::release_affinity, api::release_node, api::usage_summary,
         api::block_detail, api::check_report, app::healthz, app::readyz, metrics::scrape,
     ),
@@ -333,6 +333,25 @@ pub fn refine(doc: &mut Value) {
         ("PoolBody", "spec", spec_ref.clone()),
         ("PoolSpecBody", "spec", spec_ref),
         (
+            "SplitBody",
+            "parts",
+            json!({"enum": split_parts(), "description": "How many equal child pools: a power of two from 2 to 1024"}),
+        ),
+        (
+            "SplitBody",
+            "name",
+            json!({"type": ["string", "null"], "minLength": 1, "maxLength": MAX_NAME, "pattern": SUBDOMAIN_PATTERN, "description": "The pool's name (calicoctl's --name); give this or cidr"}),
+        ),
+        (
+            "SplitBody",
+            "cidr",
+            {
+                let mut cidr = network_schema("The pool's exact CIDR (calicoctl's --cidr); give this or name");
+                cidr["type"] = json!(["string", "null"]);
+                cidr
+            },
+        ),
+        (
             "ConfigBody",
             "maxBlocksPerHost",
             int32_cap("Most blocks per node (0: Calico's default of 20); needs strictAffinity"),
@@ -376,12 +395,29 @@ pub fn refine(doc: &mut Value) {
         ]}),
     );
 
+    // Exactly one of name and cidr names the pool to split.
+    refine_schema(
+        schemas,
+        "SplitBody",
+        json!({"oneOf": [
+            {"required": ["name"], "properties": {"name": {"type": "string"}, "cidr": {"type": "null"}}},
+            {"required": ["cidr"], "properties": {"cidr": {"type": "string"}, "name": {"type": "null"}}},
+        ]}),
+    );
+
     let paths = doc["paths"].as_object_mut().expect("paths");
     for (path, item) in paths.iter_mut() {
         for (method, operation) in item.as_object_mut().expect("a path item") {
             refine_operation(path, method, operation);
         }
     }
+}
+
+/// The numbers of parts a split takes (ipam-core's `split::MAX_PARTS`).
+fn split_parts() -> Vec<u32> {
+    (1..=ipam_core::split::MAX_PARTS.trailing_zeros())
+        .map(|k| 1 << k)
+        .collect()
 }
 
 fn refine_property(

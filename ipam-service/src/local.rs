@@ -16,6 +16,7 @@ use ipam_api::{
 };
 use ipam_core::block::{Attribute, BlockOwner};
 use ipam_core::check::{check, Liveness};
+use ipam_core::split::SplitTarget;
 use ipam_core::{
     AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, NodeName, Now, Pool,
     PoolName, ReleaseRequest,
@@ -213,13 +214,14 @@ impl LocalService {
         self.engine.delete_pool(name).await
     }
 
-    /// `POST /v1/pool-splits`.
-    pub async fn split_pool(&self, body: SplitBody) -> Result<SplitResponse, ServiceError> {
-        let target = body.target().map_err(|e| ServiceError::Refused {
-            code: e.code(),
-            message: e.to_string(),
-        })?;
-        let split = self.engine.split_pool(&target, body.parts).await?;
+    /// `POST /v1/pool-splits`, once its body named one pool
+    /// ([`SplitBody::target`]).
+    pub async fn split_pool(
+        &self,
+        target: &SplitTarget,
+        parts: u32,
+    ) -> Result<SplitResponse, IpamError> {
+        let split = self.engine.split_pool(target, parts).await?;
         Ok(SplitResponse::of(&split))
     }
 
@@ -352,7 +354,11 @@ impl IpamService for LocalService {
     }
 
     async fn split_pool(&self, body: SplitBody) -> Result<SplitResponse, ServiceError> {
-        LocalService::split_pool(self, body).await
+        let target = body.target().map_err(|e| ServiceError::Refused {
+            code: e.code(),
+            message: e.to_string(),
+        })?;
+        Ok(LocalService::split_pool(self, &target, body.parts).await?)
     }
 
     async fn config(&self) -> Result<ConfigBody, ServiceError> {
