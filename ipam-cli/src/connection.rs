@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use ipam_api::{
     AddressInfo, AddressState, AffinityListItem, BlockDetail, ConfigBody, ErrorCode, PoolBody,
-    PoolSpecBody, ReleaseBody, ReleaseItem, UsageResponse,
+    PoolSpecBody, ReleaseBody, ReleaseItem, SplitBody, SplitResponse, UsageResponse,
 };
 use ipam_client::{read_token_file, Client, Endpoint};
 use ipam_core::block::{Attribute, BlockSpec};
@@ -373,6 +373,14 @@ impl Connection {
             .await
             .map_err(|e| self.error(e))?;
         Ok(())
+    }
+
+    /// Splits a pool into 2^k child pools (calicoctl `ipam split`).
+    pub async fn split_pool(&self, body: &SplitBody) -> Result<SplitResponse, CliError> {
+        self.service()
+            .split_pool(body.clone())
+            .await
+            .map_err(|e| self.error(e))
     }
 
     /// Deletes a pool as Calico does: disabled, its affinities released,

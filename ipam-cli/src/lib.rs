@@ -4,8 +4,8 @@
 //! [`args`] parses the command line into a [`connection::Backend`] (where
 //! IPAM state is); [`connection`] opens it and answers every question
 //! through ipam-service's facade, in the same types whichever way it goes;
-//! [`show`], [`check`], [`release`], [`configure`] and [`pool`] are the
-//! subcommands; [`table`] draws calicoctl's tables byte for byte;
+//! [`show`], [`check`], [`release`], [`configure`], [`pool`] and
+//! [`split`] (`pool split`) are the subcommands; [`table`] draws calicoctl's tables byte for byte;
 //! [`output`] writes JSON and YAML; [`progress`] draws progress on a
 //! terminal; [`liveness`] reads which pods and nodes exist; [`error`]
 //! classifies failures into exit codes.
@@ -29,6 +29,7 @@ pub mod pool;
 pub mod progress;
 pub mod release;
 pub mod show;
+pub mod split;
 pub mod table;
 
 pub use args::Cli;

@@ -15,7 +15,7 @@ use ipam_store::{
 use ipnet::IpNet;
 
 /// Generates one `#[tokio::test]` per case (those of this module, of
-/// `admin`, `order` and `concurrency`). `$make` is an async block that yields
+/// `admin`, `order`, `concurrency` and `split`). `$make` is an async block that yields
 /// `(Arc<dyn Datastore>, guard)`. With `requires: $present,` first, each
 /// test returns at once when `$present` (a `testkit::require` check) is
 /// false.
@@ -64,6 +64,12 @@ macro_rules! engine_tests {
             a_release_between_a_claims_handle_and_block_writes_leaves_the_last_answer,
             concurrent_creates_of_overlapping_pools_create_exactly_one,
             concurrent_claims_of_one_block_leave_one_confirmed_affinity,
+        );
+        engine_tests!(@cases $present; $make; split;
+            a_split_keeps_every_block_affinity_and_address_in_one_child,
+            split_refusals_name_the_field_and_value_and_change_nothing,
+            a_split_cut_short_stays_valid_and_running_it_again_finishes_it,
+            allocations_during_a_split_all_succeed_and_hold_each_address_once,
         );
         cooldown_tests!($present, $make);
     };

@@ -12,5 +12,6 @@ mod etcd;
 mod faults;
 mod kubernetes;
 mod order;
+mod split;
 
 mod memory;
