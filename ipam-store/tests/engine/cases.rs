@@ -70,6 +70,7 @@ macro_rules! engine_tests {
             split_refusals_name_the_field_and_value_and_change_nothing,
             a_split_cut_short_stays_valid_and_running_it_again_finishes_it,
             allocations_during_a_split_all_succeed_and_hold_each_address_once,
+            between_any_two_writes_of_a_split_every_node_gets_an_address,
         );
         cooldown_tests!($present, $make);
     };

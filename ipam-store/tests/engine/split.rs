@@ -6,11 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipam_core::split::{SplitError, SplitTarget};
 use ipam_core::{AffinityState, IpamConfig, Pool};
-use ipam_store::{Datastore, Ipam, IpamError, Key, Kind, ListQuery, StoreError, Value};
+use ipam_store::{
+    Datastore, Ipam, IpamError, IpamOptions, Key, Kind, ListQuery, StoreError, Value,
+};
 
 use crate::cases::{
     addrs, allocations, assert_consistent, block, engine_with, pool, pool_with, request, Engine,
@@ -84,6 +86,8 @@ pub async fn a_split_keeps_every_block_affinity_and_address_in_one_child(
     let affinities = stored(&*store, Kind::Affinity).await;
     let handles = stored(&*store, Kind::Handle).await;
     let held = allocations(&*store).await;
+    // As stored: Kubernetes defaults assignmentMode.
+    let parent = stored_pools(&*store).await["ippool-name1"].clone();
 
     let split = engine
         .split_pool(&SplitTarget::Cidr("10.0.1.0/24".parse().unwrap()), 4)
@@ -287,50 +291,63 @@ pub async fn a_split_cut_short_stays_valid_and_running_it_again_finishes_it(
 pub async fn allocations_during_a_split_all_succeed_and_hold_each_address_once(
     store: Arc<dyn Datastore>,
 ) {
+    // Every call pauses a little, so that allocations and the split's
+    // writes interleave even on the memory store.
+    let jittery = |most| -> Arc<dyn Datastore> {
+        Arc::new(Jittery::new(store.clone(), Duration::from_millis(most)))
+    };
     // 64 blocks of 16 addresses, so that claims go on through the split.
     let first: Arc<Engine> = Arc::new(
         engine_with(
-            store.clone(),
+            jittery(1),
             vec![pool("p", "10.0.0.0/22", 28)],
             IpamConfig::default(),
         )
         .await,
     );
     first.auto_assign(&request("warm", "node-0", 1, 0)).await.unwrap();
-    // A second process, whose cache holds the parent until it expires.
-    let second: Arc<Engine> = Arc::new(Ipam::new(store.clone()));
+    // The first keeps the parent in its cache; the second reads the pools
+    // afresh for every request, so it would see any moment without one.
+    let fresh = IpamOptions {
+        cache_ttl: Duration::ZERO,
+        ..IpamOptions::default()
+    };
+    let second: Arc<Engine> = Arc::new(Ipam::with_options(jittery(1), fresh));
     second.auto_assign(&request("warm2", "node-1", 1, 0)).await.unwrap();
-    // The split runs slowly, so that allocations fall between its writes.
-    let slow: Arc<dyn Datastore> = Arc::new(Jittery::new(store.clone(), Duration::from_millis(5)));
-    let splitter = Ipam::new(slow);
+    let splitter = Ipam::new(jittery(5));
     let mut tasks = Vec::new();
     for task in 0..8u32 {
         let engine = if task % 2 == 0 { first.clone() } else { second.clone() };
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
-            for round in 0..12u32 {
+            for round in 0..16u32 {
                 let handle = format!("t{task}-{round}");
                 let node = format!("node-{}", (task + round) % 6);
                 let assigned = engine
                     .auto_assign(&request(&handle, &node, 1, 0))
                     .await
                     .unwrap_or_else(|e| panic!("{handle} on {node} during the split: {e}"));
-                got.push((handle, addrs(&assigned)[0]));
+                got.push((handle, addrs(&assigned)[0], Instant::now()));
             }
             got
         }));
     }
+    let started = Instant::now();
     let split = splitter.split_pool(&by_name("p"), 8).await.unwrap();
+    let ended = Instant::now();
     assert_eq!(split.children().len(), 8);
     let mut answered = BTreeMap::new();
+    let mut during = 0;
     for task in tasks {
-        for (handle, address) in task.await.unwrap() {
+        for (handle, address, at) in task.await.unwrap() {
+            during += usize::from(started < at && at < ended);
             assert!(
                 answered.insert(address, handle.clone()).is_none(),
                 "{address} was handed out twice"
             );
         }
     }
+    assert!(during > 0, "no allocation ran during the split");
     // Every answer is in the store, held by its handle, and nothing else is.
     let held = allocations(&*store).await;
     for (address, handle) in &answered {
@@ -340,5 +357,52 @@ pub async fn allocations_during_a_split_all_succeed_and_hold_each_address_once(
     let names: Vec<String> = (0..8).map(|i| format!("split-p-{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     assert_blocks_in_one_pool_each(&*store, &names).await;
+    assert_consistent(&*store).await;
+}
+
+pub async fn between_any_two_writes_of_a_split_every_node_gets_an_address(
+    store: Arc<dyn Datastore>,
+) {
+    let engine = engine_with(
+        store.clone(),
+        vec![pool("p", "10.0.0.0/24", 28)],
+        IpamConfig::default(),
+    )
+    .await;
+    engine.auto_assign(&request("warm", "node-0", 1, 0)).await.unwrap();
+    // Before each write of the split reaches the store, a process that
+    // reads the pools afresh assigns an address to a new node (a new
+    // block: it needs a pool) and to the warm node (its affine block).
+    let fresh = IpamOptions {
+        cache_ttl: Duration::ZERO,
+        ..IpamOptions::default()
+    };
+    let probe = Arc::new(Ipam::with_options(store.clone(), fresh));
+    let answers: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (probe_in, answers_in) = (probe.clone(), answers.clone());
+    let watched: Arc<dyn Datastore> = Arc::new(Faulty::new(store.clone(), move |key, n| {
+        let (probe, answers) = (probe_in.clone(), answers_in.clone());
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            for node in [format!("new-{n}"), "node-0".to_string()] {
+                let handle = format!("probe-{n}-{node}");
+                let got = runtime.block_on(probe.auto_assign(&request(&handle, &node, 1, 0)));
+                answers.lock().unwrap().push(match got {
+                    Ok(_) => String::new(),
+                    Err(e) => format!("before writing {key}: {node}: {e}"),
+                });
+            }
+        });
+        None
+    }));
+    Ipam::new(watched).split_pool(&by_name("p"), 4).await.unwrap();
+    let answers = answers.lock().unwrap().clone();
+    let failed: Vec<&String> = answers.iter().filter(|a| !a.is_empty()).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(answers.len(), 2 * 5, "four children and the parent's delete");
+    probe.auto_assign(&request("after", "new-after", 1, 0)).await.unwrap();
+    assert_eq!(allocations(&*store).await.len(), 1 + 10 + 1);
+    assert_blocks_in_one_pool_each(&*store, &["split-p-0", "split-p-1", "split-p-2", "split-p-3"])
+        .await;
     assert_consistent(&*store).await;
 }
