@@ -5,6 +5,7 @@ mod assign;
 mod contract;
 mod objects;
 mod reports;
+mod split;
 #[path = "../support/mod.rs"]
 mod support;
 
