@@ -7,6 +7,7 @@ mod admin;
 mod check;
 mod reach;
 mod show;
+mod split;
 #[path = "../support/mod.rs"]
 mod support;
 
