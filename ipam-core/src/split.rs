@@ -321,10 +321,7 @@ impl Split {
             if pool.name() == self.parent.name() {
                 continue;
             }
-            let child = self
-                .children
-                .iter()
-                .position(|c| c.name() == pool.name());
+            let child = self.children.iter().position(|c| c.name() == pool.name());
             match child {
                 Some(index) if self.children[index].cidr() == pool.cidr() => {
                     states[index] = if *pool == self.children[index] {
@@ -536,10 +533,7 @@ mod tests {
         let err = split.progress(&begun).unwrap_err();
         assert!(matches!(
             err,
-            SplitError::ChildNameTaken {
-                begun: Some(2),
-                ..
-            }
+            SplitError::ChildNameTaken { begun: Some(2), .. }
         ));
         assert!(err.to_string().contains("into 2 parts was begun"), "{err}");
         let stranger = [parent.clone(), pool("stranger", "10.0.1.0/27", 27)];
@@ -549,7 +543,10 @@ mod tests {
         ));
         let taken = [parent, pool("split-ippool-name1-2", "10.7.0.0/16", 26)];
         let err = split.progress(&taken).unwrap_err();
-        assert!(matches!(err, SplitError::ChildNameTaken { begun: None, .. }));
+        assert!(matches!(
+            err,
+            SplitError::ChildNameTaken { begun: None, .. }
+        ));
     }
 
     proptest::proptest! {

@@ -342,15 +342,12 @@ pub fn refine(doc: &mut Value) {
             "name",
             json!({"type": ["string", "null"], "minLength": 1, "maxLength": MAX_NAME, "pattern": SUBDOMAIN_PATTERN, "description": "The pool's name (calicoctl's --name); give this or cidr"}),
         ),
-        (
-            "SplitBody",
-            "cidr",
-            {
-                let mut cidr = network_schema("The pool's exact CIDR (calicoctl's --cidr); give this or name");
-                cidr["type"] = json!(["string", "null"]);
-                cidr
-            },
-        ),
+        ("SplitBody", "cidr", {
+            let mut cidr =
+                network_schema("The pool's exact CIDR (calicoctl's --cidr); give this or name");
+            cidr["type"] = json!(["string", "null"]);
+            cidr
+        }),
         (
             "ConfigBody",
             "maxBlocksPerHost",

@@ -2,8 +2,8 @@
 //! with the code the API reports each with.
 
 use ipam_api::ErrorCode;
-use ipam_core::split::SplitError;
 use ipam_client::ClientError;
+use ipam_core::split::SplitError;
 use ipam_store::{IpamError, StoreError};
 
 /// A failed operation.

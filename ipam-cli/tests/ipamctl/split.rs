@@ -41,7 +41,11 @@ async fn pool_split_prints_what_calicoctl_prints_in_both_modes() {
     );
     let list = ipamctl_with(&direct, &["pool", "list"]);
     assert!(!list.stdout.contains("ippool-name1 "), "{}", list.stdout);
-    assert!(list.stdout.contains("split-ippool-name1-3"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("split-ippool-name1-3"),
+        "{}",
+        list.stdout
+    );
     // The pod's block is now a child's, with its address.
     let after = ipamctl_with(&direct, &["show", "--show-blocks"]);
     let blocks = |text: &str| {
@@ -51,9 +55,17 @@ async fn pool_split_prints_what_calicoctl_prints_in_both_modes() {
             .collect::<Vec<_>>()
     };
     assert_eq!(blocks(&before.stdout).len(), 1, "{}", before.stdout);
-    assert_eq!(blocks(&after.stdout), blocks(&before.stdout), "{}", after.stdout);
+    assert_eq!(
+        blocks(&after.stdout),
+        blocks(&before.stdout),
+        "{}",
+        after.stdout
+    );
     let server = Server::start(dir.path());
-    let run = ipamctl_with(&server.connection(), &["pool", "split", "2", "--name", "other"]);
+    let run = ipamctl_with(
+        &server.connection(),
+        &["pool", "split", "2", "--name", "other"],
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
         run.stdout,
@@ -78,7 +90,15 @@ fn pool_split_refusals_name_the_flag_and_value() {
                 "no name or CIDR provided. Provide a name or CIDR to denote the IP pool to split",
             ),
             (
-                &["pool", "split", "4", "--name", "other", "--cidr", "10.2.0.0/16"],
+                &[
+                    "pool",
+                    "split",
+                    "4",
+                    "--name",
+                    "other",
+                    "--cidr",
+                    "10.2.0.0/16",
+                ],
                 2,
                 "give one of them, not both (name \"other\", cidr 10.2.0.0/16)",
             ),

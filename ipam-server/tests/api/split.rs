@@ -8,7 +8,10 @@ async fn a_pool_is_split_by_name_or_cidr_and_its_addresses_stay() {
     let app = App::with_pool(AppConfig::default()).await;
     let held = app.assign("h1", "node-a", 2).await;
     let (status, split) = app
-        .post("/v1/pool-splits", json!({"parts": 2, "cidr": "10.0.0.0/24"}))
+        .post(
+            "/v1/pool-splits",
+            json!({"parts": 2, "cidr": "10.0.0.0/24"}),
+        )
         .await;
     assert_eq!(status, 200, "{split}");
     assert_eq!(split["parent"]["name"], "pool-a");
@@ -41,7 +44,10 @@ async fn a_pool_is_split_by_name_or_cidr_and_its_addresses_stay() {
     assert_eq!(app.get("/v1/handles/h1").await.1["addresses"], held["ipv4"]);
     // A child split again, by name.
     let (status, again) = app
-        .post("/v1/pool-splits", json!({"parts": 2, "name": "split-pool-a-1"}))
+        .post(
+            "/v1/pool-splits",
+            json!({"parts": 2, "name": "split-pool-a-1"}),
+        )
         .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["children"][1]["name"], "split-split-pool-a-1-1");
@@ -95,5 +101,9 @@ async fn split_refusals_name_the_field_and_value() {
         "Pool_A",
     );
     let (_, pools) = app.get("/v1/pools").await;
-    assert_eq!(pools.as_array().unwrap().len(), 1, "nothing changed: {pools}");
+    assert_eq!(
+        pools.as_array().unwrap().len(),
+        1,
+        "nothing changed: {pools}"
+    );
 }

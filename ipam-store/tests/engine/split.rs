@@ -80,7 +80,10 @@ pub async fn a_split_keeps_every_block_affinity_and_address_in_one_child(
     });
     let engine = engine_with(store.clone(), vec![parent.clone()], IpamConfig::default()).await;
     for (handle, node) in [("a", "node-1"), ("b", "node-2"), ("c", "node-3")] {
-        engine.auto_assign(&request(handle, node, 2, 0)).await.unwrap();
+        engine
+            .auto_assign(&request(handle, node, 2, 0))
+            .await
+            .unwrap();
     }
     let blocks = stored(&*store, Kind::Block).await;
     let affinities = stored(&*store, Kind::Affinity).await;
@@ -112,9 +115,14 @@ pub async fn a_split_keeps_every_block_affinity_and_address_in_one_child(
     .await;
     // The children are the parent's settings over a quarter each, enabled.
     let pools = stored_pools(&*store).await;
-    for (index, cidr) in ["10.0.1.0/26", "10.0.1.64/26", "10.0.1.128/26", "10.0.1.192/26"]
-        .iter()
-        .enumerate()
+    for (index, cidr) in [
+        "10.0.1.0/26",
+        "10.0.1.64/26",
+        "10.0.1.128/26",
+        "10.0.1.192/26",
+    ]
+    .iter()
+    .enumerate()
     {
         let child = &pools[&format!("split-ippool-name1-{index}")];
         assert_eq!(child.cidr().to_string(), *cidr);
@@ -124,7 +132,10 @@ pub async fn a_split_keeps_every_block_affinity_and_address_in_one_child(
     }
     // Nodes go on in their affine blocks, and a new node gets a block of a
     // child.
-    let again = engine.auto_assign(&request("a2", "node-1", 1, 0)).await.unwrap();
+    let again = engine
+        .auto_assign(&request("a2", "node-1", 1, 0))
+        .await
+        .unwrap();
     let node_1_blocks: BTreeSet<_> = engine
         .affinities_of("node-1")
         .await
@@ -136,7 +147,10 @@ pub async fn a_split_keeps_every_block_affinity_and_address_in_one_child(
     assert!(node_1_blocks
         .iter()
         .any(|b| b.net().contains(&addrs(&again)[0])));
-    engine.auto_assign(&request("d", "node-4", 1, 0)).await.unwrap();
+    engine
+        .auto_assign(&request("d", "node-4", 1, 0))
+        .await
+        .unwrap();
     assert_blocks_in_one_pool_each(
         &*store,
         &[
@@ -150,9 +164,7 @@ pub async fn a_split_keeps_every_block_affinity_and_address_in_one_child(
     assert_consistent(&*store).await;
 }
 
-pub async fn split_refusals_name_the_field_and_value_and_change_nothing(
-    store: Arc<dyn Datastore>,
-) {
+pub async fn split_refusals_name_the_field_and_value_and_change_nothing(store: Arc<dyn Datastore>) {
     let engine = engine_with(
         store.clone(),
         vec![pool("p", "10.0.0.0/22", 26)],
@@ -167,7 +179,17 @@ pub async fn split_refusals_name_the_field_and_value_and_change_nothing(
     let e = refusal(engine.split_pool(&by_name("p"), 3).await);
     assert_eq!(e, SplitError::PartsNotPowerOfTwo { parts: 3 });
     let e = refusal(engine.split_pool(&by_name("p"), 32).await);
-    assert!(matches!(e, SplitError::ChildSmallerThanBlock { child_prefix: 27, block_size: 26, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            SplitError::ChildSmallerThanBlock {
+                child_prefix: 27,
+                block_size: 26,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = refusal(engine.split_pool(&by_name("nope"), 2).await);
     assert!(e.to_string().contains("nope"), "{e}");
     let e = refusal(
@@ -182,11 +204,18 @@ pub async fn split_refusals_name_the_field_and_value_and_change_nothing(
         .await
         .unwrap();
     let e = refusal(engine.split_pool(&by_name("p"), 2).await);
-    assert!(matches!(&e, SplitError::OtherPoolOverlaps { other, .. } if other == "stranger"), "{e}");
+    assert!(
+        matches!(&e, SplitError::OtherPoolOverlaps { other, .. } if other == "stranger"),
+        "{e}"
+    );
     store
         .delete(
             &Key::Pool("stranger".into()),
-            &store.get(&Key::Pool("stranger".into())).await.unwrap().revision,
+            &store
+                .get(&Key::Pool("stranger".into()))
+                .await
+                .unwrap()
+                .revision,
         )
         .await
         .unwrap();
@@ -195,13 +224,23 @@ pub async fn split_refusals_name_the_field_and_value_and_change_nothing(
     // A block of another size, left by an earlier pool, that would lie
     // across two children.
     let wide = Ipam::new(store.clone());
-    wide.create_pool(pool("wide", "10.8.0.0/22", 23)).await.unwrap();
+    wide.create_pool(pool("wide", "10.8.0.0/22", 23))
+        .await
+        .unwrap();
     let mut in_wide = request("w", "node-1", 1, 0);
     in_wide.ipv4_pools = vec!["10.8.0.0/22".parse().unwrap()];
     let wide_address = addrs(&wide.auto_assign(&in_wide).await.unwrap())[0];
     wide.delete_pool("wide").await.unwrap();
-    engine.create_pool(pool("q", "10.8.0.0/22", 26)).await.unwrap();
-    let wide_block = block(&ipnet::IpNet::new(wide_address, 23).unwrap().trunc().to_string());
+    engine
+        .create_pool(pool("q", "10.8.0.0/22", 26))
+        .await
+        .unwrap();
+    let wide_block = block(
+        &ipnet::IpNet::new(wide_address, 23)
+            .unwrap()
+            .trunc()
+            .to_string(),
+    );
     let e = refusal(engine.split_pool(&by_name("q"), 4).await);
     assert_eq!(
         e,
@@ -227,7 +266,10 @@ pub async fn a_split_cut_short_stays_valid_and_running_it_again_finishes_it(
         IpamConfig::default(),
     )
     .await;
-    engine.auto_assign(&request("a", "node-1", 1, 0)).await.unwrap();
+    engine
+        .auto_assign(&request("a", "node-1", 1, 0))
+        .await
+        .unwrap();
     // The process dies at the parent's delete: every child is there, and
     // so is the parent.
     let dies: Arc<dyn Datastore> = Arc::new(Faulty::new(store.clone(), |key, _| {
@@ -254,37 +296,56 @@ pub async fn a_split_cut_short_stays_valid_and_running_it_again_finishes_it(
         })
     }));
     let names = stored_pools(&*store).await.into_keys().collect::<Vec<_>>();
-    assert_eq!(names, ["p", "split-p-0", "split-p-1", "split-p-2", "split-p-3"]);
+    assert_eq!(
+        names,
+        ["p", "split-p-0", "split-p-1", "split-p-2", "split-p-3"]
+    );
     // Allocations go on meanwhile, on every node, and hand out each
     // address once.
     let fresh = Ipam::new(store.clone());
     for (handle, node) in [("b", "node-1"), ("c", "node-2"), ("d", "node-3")] {
-        fresh.auto_assign(&request(handle, node, 1, 0)).await.unwrap();
+        fresh
+            .auto_assign(&request(handle, node, 1, 0))
+            .await
+            .unwrap();
     }
     assert_eq!(allocations(&*store).await.len(), 4);
     // A split into another number of parts says which one finishes it.
     let e = fresh.split_pool(&by_name("p"), 2).await.unwrap_err();
     assert!(
-        e.to_string().contains("a split of p into 4 parts was begun"),
+        e.to_string()
+            .contains("a split of p into 4 parts was begun"),
         "{e}"
     );
     // The same split finishes it.
     let split = fresh.split_pool(&by_name("p"), 4).await.unwrap();
     assert_eq!(split.children().len(), 4);
-    assert_blocks_in_one_pool_each(&*store, &["split-p-0", "split-p-1", "split-p-2", "split-p-3"])
-        .await;
+    assert_blocks_in_one_pool_each(
+        &*store,
+        &["split-p-0", "split-p-1", "split-p-2", "split-p-3"],
+    )
+    .await;
 
     // A second pool, cut short after two children.
-    fresh.create_pool(pool("r", "10.1.0.0/24", 26)).await.unwrap();
+    fresh
+        .create_pool(pool("r", "10.1.0.0/24", 26))
+        .await
+        .unwrap();
     let early = Ipam::new(dies_early);
     assert!(early.split_pool(&by_name("r"), 4).await.is_err());
     let names = stored_pools(&*store).await.into_keys().collect::<Vec<_>>();
     assert!(names.contains(&"r".to_string()) && names.contains(&"split-r-0".to_string()));
-    fresh.auto_assign(&request("e", "node-5", 1, 0)).await.unwrap();
+    fresh
+        .auto_assign(&request("e", "node-5", 1, 0))
+        .await
+        .unwrap();
     fresh.split_pool(&by_name("r"), 4).await.unwrap();
     let names = stored_pools(&*store).await.into_keys().collect::<Vec<_>>();
     assert!(!names.contains(&"r".to_string()), "{names:?}");
-    assert_eq!(names.iter().filter(|n| n.starts_with("split-r-")).count(), 4);
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("split-r-")).count(),
+        4
+    );
     assert_consistent(&*store).await;
 }
 
@@ -305,7 +366,10 @@ pub async fn allocations_during_a_split_all_succeed_and_hold_each_address_once(
         )
         .await,
     );
-    first.auto_assign(&request("warm", "node-0", 1, 0)).await.unwrap();
+    first
+        .auto_assign(&request("warm", "node-0", 1, 0))
+        .await
+        .unwrap();
     // The first keeps the parent in its cache; the second reads the pools
     // afresh for every request, so it would see any moment without one.
     let fresh = IpamOptions {
@@ -313,11 +377,18 @@ pub async fn allocations_during_a_split_all_succeed_and_hold_each_address_once(
         ..IpamOptions::default()
     };
     let second: Arc<Engine> = Arc::new(Ipam::with_options(jittery(1), fresh));
-    second.auto_assign(&request("warm2", "node-1", 1, 0)).await.unwrap();
+    second
+        .auto_assign(&request("warm2", "node-1", 1, 0))
+        .await
+        .unwrap();
     let splitter = Ipam::new(jittery(5));
     let mut tasks = Vec::new();
     for task in 0..8u32 {
-        let engine = if task % 2 == 0 { first.clone() } else { second.clone() };
+        let engine = if task % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             for round in 0..16u32 {
@@ -369,7 +440,10 @@ pub async fn between_any_two_writes_of_a_split_every_node_gets_an_address(
         IpamConfig::default(),
     )
     .await;
-    engine.auto_assign(&request("warm", "node-0", 1, 0)).await.unwrap();
+    engine
+        .auto_assign(&request("warm", "node-0", 1, 0))
+        .await
+        .unwrap();
     // Before each write of the split reaches the store, a process that
     // reads the pools afresh assigns an address to a new node (a new
     // block: it needs a pool) and to the warm node (its affine block).
@@ -395,14 +469,27 @@ pub async fn between_any_two_writes_of_a_split_every_node_gets_an_address(
         });
         None
     }));
-    Ipam::new(watched).split_pool(&by_name("p"), 4).await.unwrap();
+    Ipam::new(watched)
+        .split_pool(&by_name("p"), 4)
+        .await
+        .unwrap();
     let answers = answers.lock().unwrap().clone();
     let failed: Vec<&String> = answers.iter().filter(|a| !a.is_empty()).collect();
     assert!(failed.is_empty(), "{failed:#?}");
-    assert_eq!(answers.len(), 2 * 5, "four children and the parent's delete");
-    probe.auto_assign(&request("after", "new-after", 1, 0)).await.unwrap();
+    assert_eq!(
+        answers.len(),
+        2 * 5,
+        "four children and the parent's delete"
+    );
+    probe
+        .auto_assign(&request("after", "new-after", 1, 0))
+        .await
+        .unwrap();
     assert_eq!(allocations(&*store).await.len(), 1 + 10 + 1);
-    assert_blocks_in_one_pool_each(&*store, &["split-p-0", "split-p-1", "split-p-2", "split-p-3"])
-        .await;
+    assert_blocks_in_one_pool_each(
+        &*store,
+        &["split-p-0", "split-p-1", "split-p-2", "split-p-3"],
+    )
+    .await;
     assert_consistent(&*store).await;
 }
