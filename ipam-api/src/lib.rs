@@ -24,9 +24,11 @@ pub mod error_code;
 pub mod labels;
 pub mod names;
 pub mod reservations;
+pub mod split;
 
 pub use error_code::ErrorCode;
 pub use reservations::{ReservationBody, ReservationSpecBody};
+pub use split::{SplitBody, SplitResponse, SplitTargetError};
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]

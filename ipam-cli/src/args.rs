@@ -298,6 +298,11 @@ pub enum PoolCommand {
         /// The pool's name.
         name: String,
     },
+    /// Split a pool into NUMBER (2, 4, 8, ...) equal pools named
+    /// split-<pool>-<i>, with its settings, as `calicoctl ipam split` does;
+    /// its blocks, affinities and addresses stay. Needs no datastore lock:
+    /// allocations go on while it runs.
+    Split(crate::split::PoolSplitArgs),
 }
 
 /// `ipamctl pool create`.

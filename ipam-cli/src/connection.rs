@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use ipam_api::labels::NodeLabelsResponse;
 use ipam_api::{
     AddressInfo, AddressState, AffinityListItem, BlockDetail, ConfigBody, ErrorCode, PoolBody,
-    PoolSpecBody, ReleaseBody, ReleaseItem, UsageResponse,
+    PoolSpecBody, ReleaseBody, ReleaseItem, SplitBody, SplitResponse, UsageResponse,
 };
 use ipam_client::{read_token_file, Client, Endpoint};
 use ipam_core::block::{AttributeParts, BlockSpec};
@@ -394,6 +394,14 @@ impl Connection {
     ) -> Result<NodeLabelsResponse, CliError> {
         self.service()
             .set_node_labels(node, labels)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Splits a pool into 2^k child pools (calicoctl `ipam split`).
+    pub async fn split_pool(&self, body: &SplitBody) -> Result<SplitResponse, CliError> {
+        self.service()
+            .split_pool(body.clone())
             .await
             .map_err(|e| self.error(e))
     }

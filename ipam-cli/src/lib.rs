@@ -4,10 +4,11 @@
 //! [`args`] parses the command line into a [`connection::Backend`] (where
 //! IPAM state is); [`connection`] opens it and answers every question
 //! through ipam-service's facade, in the same types whichever way it goes;
-//! [`show`], [`check`], [`release`], [`configure`], [`pool`],
-//! [`reservation`] and [`node`] are the subcommands ([`all_ips`] lists
-//! every allocation for `check --show-all-ips`); [`table`] draws calicoctl's
-//! tables byte for byte; [`output`] writes JSON and YAML; [`progress`] draws progress on a
+//! [`show`], [`check`], [`release`], [`configure`], [`pool`] (with
+//! [`split`] for `pool split`), [`reservation`] and [`node`] are the
+//! subcommands ([`all_ips`] lists every allocation for
+//! `check --show-all-ips`); [`table`] draws calicoctl's tables byte for
+//! byte; [`output`] writes JSON and YAML; [`progress`] draws progress on a
 //! terminal; [`liveness`] reads which pods and nodes exist; [`error`]
 //! classifies failures into exit codes.
 //!
@@ -33,6 +34,7 @@ pub mod progress;
 pub mod release;
 pub mod reservation;
 pub mod show;
+pub mod split;
 pub mod table;
 
 pub use args::Cli;

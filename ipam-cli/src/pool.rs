@@ -50,6 +50,7 @@ pub async fn run(
             set_disabled(connection, name, false).await?;
             format!("Enabled IP pool {name}.\n")
         }
+        PoolCommand::Split(args) => return crate::split::run(connection, args, out).await,
     };
     out.write_all(text.as_bytes())
         .map_err(CliError::io("writing to stdout"))

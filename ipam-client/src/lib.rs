@@ -21,7 +21,8 @@ use ipam_api::labels::{NodeLabelsBody, NodeLabelsResponse};
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, ErrorBody, ErrorCode, HandleAddresses, PoolBody,
-    PoolSpecBody, ReleaseBody, ReleaseResponse, ReservationBody, UsageResponse,
+    PoolSpecBody, ReleaseBody, ReleaseResponse, ReservationBody, SplitBody, SplitResponse,
+    UsageResponse,
 };
 pub use ipam_api::{Endpoint, EndpointError};
 use ipnet::IpNet;
@@ -286,6 +287,12 @@ impl Client {
         let path = format!("/v1/reservations/{}", encode(name));
         self.exchange::<()>(Method::DELETE, path, None).await?;
         Ok(())
+    }
+
+    /// `POST /v1/pool-splits`.
+    pub async fn split_pool(&self, body: &SplitBody) -> Result<SplitResponse, ClientError> {
+        self.call(Method::POST, "/v1/pool-splits".into(), Some(body))
+            .await
     }
 
     /// `GET /v1/config`.

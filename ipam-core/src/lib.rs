@@ -33,6 +33,7 @@ pub mod reservation;
 pub mod selector;
 pub mod snapshot;
 pub mod space;
+pub mod split;
 pub mod timestamp;
 pub mod unknown;
 pub mod usage;

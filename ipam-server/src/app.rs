@@ -19,7 +19,7 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::gc::GcMetrics;
 use crate::metrics::{self, Metrics};
 use crate::ratelimit::{self, Limiter, RateLimit};
-use crate::{node_labels, openapi, page, reservations};
+use crate::{node_labels, openapi, page, reservations, split};
 
 /// How the application is set up. Its `Debug` leaves the token out, so
 /// that logging the configuration never leaks the secret.
@@ -127,6 +127,7 @@ pub fn router(engine: Arc<Ipam<dyn Datastore>>, config: AppConfig) -> Router {
             "/v1/reservations/{name}",
             get(reservations::get_reservation).delete(reservations::delete_reservation),
         )
+        .route("/v1/pool-splits", post(split::split_pool))
         .route("/v1/config", get(api::get_config).put(api::set_config))
         .route(
             "/v1/nodes/{node}/affinities",

@@ -30,3 +30,4 @@ pub mod page;
 pub mod ratelimit;
 pub mod reservations;
 pub mod server;
+pub mod split;

@@ -25,7 +25,7 @@ use ipam_api::names::{
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use crate::{api, app, metrics, node_labels, reservations};
+use crate::{api, app, metrics, node_labels, reservations, split};
 
 /// The document as utoipa derives it.
 #[derive(OpenApi)]
@@ -39,7 +39,7 @@ use crate::{api, app, metrics, node_labels, reservations};
         api::assign, api::assign_ip, api::release, api::release_handle, api::handle_addresses,
         api::handles_on_node,
         api::address_info, api::list_pools, api::get_pool, api::create_pool, api::update_pool,
-        api::delete_pool, reservations::list_reservations, reservations::get_reservation,
+        api::delete_pool, split::split_pool, reservations::list_reservations, reservations::get_reservation,
         reservations::create_reservation, reservations::delete_reservation, api::get_config, api::set_config, api::node_affinities, api::list_affinities,
         api::claim_affinity, api::release_affinity, api::release_node, api::usage_summary,
         node_labels::get_node_labels, node_labels::set_node_labels,
@@ -384,6 +384,22 @@ pub fn refine(doc: &mut Value) {
             json!({"items": reserved_schema(), "maxItems": ipam_api::reservations::MAX_RESERVED_CIDRS, "uniqueItems": true, "description": "Never handed out by automatic assignment; no range twice (`10.0.0.1` and `10.0.0.1/32` are one range), as Kubernetes keeps the list a set"}),
         ),
         (
+            "SplitBody",
+            "parts",
+            json!({"enum": split_parts(), "description": "How many equal child pools: a power of two from 2 to 1024"}),
+        ),
+        (
+            "SplitBody",
+            "name",
+            json!({"type": ["string", "null"], "minLength": 1, "maxLength": MAX_NAME, "pattern": SUBDOMAIN_PATTERN, "description": "The pool's name (calicoctl's --name); give this or cidr"}),
+        ),
+        ("SplitBody", "cidr", {
+            let mut cidr =
+                network_schema("The pool's exact CIDR (calicoctl's --cidr); give this or name");
+            cidr["type"] = json!(["string", "null"]);
+            cidr
+        }),
+        (
             "ConfigBody",
             "maxBlocksPerHost",
             int32_cap("Most blocks per node (0: Calico's default of 20); needs strictAffinity"),
@@ -427,12 +443,29 @@ pub fn refine(doc: &mut Value) {
         ]}),
     );
 
+    // Exactly one of name and cidr names the pool to split.
+    refine_schema(
+        schemas,
+        "SplitBody",
+        json!({"oneOf": [
+            {"required": ["name"], "properties": {"name": {"type": "string"}, "cidr": {"type": "null"}}},
+            {"required": ["cidr"], "properties": {"cidr": {"type": "string"}, "name": {"type": "null"}}},
+        ]}),
+    );
+
     let paths = doc["paths"].as_object_mut().expect("paths");
     for (path, item) in paths.iter_mut() {
         for (method, operation) in item.as_object_mut().expect("a path item") {
             refine_operation(path, method, operation);
         }
     }
+}
+
+/// The numbers of parts a split takes (ipam-core's `split::MAX_PARTS`).
+fn split_parts() -> Vec<u32> {
+    (1..=ipam_core::split::MAX_PARTS.trailing_zeros())
+        .map(|k| 1 << k)
+        .collect()
 }
 
 fn refine_property(

@@ -3,6 +3,7 @@
 
 use ipam_api::ErrorCode;
 use ipam_client::ClientError;
+use ipam_core::split::SplitError;
 use ipam_store::{IpamError, StoreError};
 
 /// A failed operation.
@@ -90,6 +91,25 @@ pub fn code_of(error: &IpamError) -> ErrorCode {
         IpamError::RetriesExhausted { .. } => ErrorCode::ConflictRetriesExhausted,
         IpamError::PoolFieldImmutable { .. } => ErrorCode::PoolFieldImmutable,
         IpamError::Exhausted { .. } => ErrorCode::PoolExhausted,
+        IpamError::Split(refusal) => code_of_split(refusal),
+    }
+}
+
+/// The code the API reports a refused split with.
+fn code_of_split(refusal: &SplitError) -> ErrorCode {
+    match refusal {
+        SplitError::NoPoolNamed { .. } | SplitError::NoPoolWithCidr { .. } => {
+            ErrorCode::PoolNotFound
+        }
+        SplitError::PartsNotPowerOfTwo { .. }
+        | SplitError::TooManyParts { .. }
+        | SplitError::ChildNameTooLong { .. } => ErrorCode::InvalidValue,
+        SplitError::PoolTooSmall { .. } | SplitError::ChildSmallerThanBlock { .. } => {
+            ErrorCode::PoolSmallerThanBlock
+        }
+        SplitError::BlockStraddles { .. } => ErrorCode::Unsatisfiable,
+        SplitError::ChildNameTaken { .. } => ErrorCode::AlreadyExists,
+        SplitError::OtherPoolOverlaps { .. } => ErrorCode::PoolOverlap,
     }
 }
 

@@ -31,7 +31,7 @@ use ipam_api::labels::NodeLabelsResponse;
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
-    ReleaseResponse, ReservationBody, UsageResponse,
+    ReleaseResponse, ReservationBody, SplitBody, SplitResponse, UsageResponse,
 };
 use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
 use ipam_store::Labels;
@@ -106,6 +106,11 @@ pub trait IpamService: Send + Sync {
 
     /// `DELETE /v1/reservations/{name}`.
     async fn delete_reservation(&self, name: &str) -> Result<(), ServiceError>;
+
+    /// `POST /v1/pool-splits`: the pool replaced by 2^k child pools that
+    /// keep its blocks, affinities and addresses (calicoctl `ipam split`,
+    /// atomic against concurrent allocations).
+    async fn split_pool(&self, body: SplitBody) -> Result<SplitResponse, ServiceError>;
 
     /// `GET /v1/config`.
     async fn config(&self) -> Result<ConfigBody, ServiceError>;

@@ -14,12 +14,14 @@ use ipam_api::labels::NodeLabelsResponse;
 use ipam_api::{
     AddressInfo, AffinityListItem, AllocationBody, AssignBody, AssignIpBody, AssignIpResponse,
     AssignResponse, BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody,
-    PoolSpecBody, ReleaseBody, ReleaseResponse, ReservationBody, UsageResponse,
+    PoolSpecBody, ReleaseBody, ReleaseResponse, ReservationBody, SplitBody, SplitResponse,
+    UsageResponse,
 };
 use ipam_core::block::{Attribute, BlockOwner};
 use ipam_core::check::{check, Liveness};
 use ipam_core::holder;
 use ipam_core::reservation::ReservationSpec;
+use ipam_core::split::SplitTarget;
 use ipam_core::{
     AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, NodeName, Now, Pool,
     PoolName, ReleaseRequest,
@@ -323,6 +325,17 @@ impl LocalService {
         self.engine.delete_reservation(name).await
     }
 
+    /// `POST /v1/pool-splits`, once its body named one pool
+    /// ([`SplitBody::target`]).
+    pub async fn split_pool(
+        &self,
+        target: &SplitTarget,
+        parts: u32,
+    ) -> Result<SplitResponse, IpamError> {
+        let split = self.engine.split_pool(target, parts).await?;
+        Ok(SplitResponse::of(&split))
+    }
+
     /// `GET /v1/config`.
     pub async fn config(&self) -> Result<ConfigBody, IpamError> {
         Ok(self.engine.config().await?.into())
@@ -474,6 +487,14 @@ impl IpamService for LocalService {
 
     async fn delete_reservation(&self, name: &str) -> Result<(), ServiceError> {
         Ok(LocalService::delete_reservation(self, name).await?)
+    }
+
+    async fn split_pool(&self, body: SplitBody) -> Result<SplitResponse, ServiceError> {
+        let target = body.target().map_err(|e| ServiceError::Refused {
+            code: e.code(),
+            message: e.to_string(),
+        })?;
+        Ok(LocalService::split_pool(self, &target, body.parts).await?)
     }
 
     async fn config(&self) -> Result<ConfigBody, ServiceError> {

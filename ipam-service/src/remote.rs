@@ -7,7 +7,7 @@ use ipam_api::labels::{NodeLabelsBody, NodeLabelsResponse};
 use ipam_api::{
     AddressInfo, AffinityListItem, AssignBody, AssignIpBody, AssignIpResponse, AssignResponse,
     BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody, PoolSpecBody, ReleaseBody,
-    ReleaseResponse, ReservationBody, UsageResponse,
+    ReleaseResponse, ReservationBody, SplitBody, SplitResponse, UsageResponse,
 };
 use ipam_client::Client;
 use ipam_core::{BlockCidr, HandleId, NodeName, PoolName};
@@ -89,6 +89,10 @@ impl IpamService for Client {
 
     async fn delete_reservation(&self, name: &str) -> Result<(), ServiceError> {
         Ok(Client::delete_reservation(self, name).await?)
+    }
+
+    async fn split_pool(&self, body: SplitBody) -> Result<SplitResponse, ServiceError> {
+        Ok(Client::split_pool(self, &body).await?)
     }
 
     async fn config(&self) -> Result<ConfigBody, ServiceError> {

@@ -9,6 +9,7 @@ mod check;
 mod reach;
 mod reservation;
 mod show;
+mod split;
 #[path = "../support/mod.rs"]
 mod support;
 

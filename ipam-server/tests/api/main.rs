@@ -7,6 +7,7 @@ mod contract;
 mod objects;
 mod reports;
 mod reservations;
+mod split;
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -25,7 +25,8 @@
 //! through. So among this project's processes (every server, ipamctl, the
 //! CNI plugin in direct mode) on any datastore, no two overlapping pools
 //! are ever enabled, even for a moment, and a request is refused only for
-//! a pool that exists. A pool's update cannot change its CIDR or block
+//! a pool that exists. The one exception is a pool being split and its
+//! children, which cut one range into the same blocks (see `split`). A pool's update cannot change its CIDR or block
 //! size, and names the revision it read, so it brings no overlap.
 //!
 //! What it cannot guarantee: a writer that does not follow it, calicoctl or

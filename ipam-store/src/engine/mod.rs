@@ -43,7 +43,7 @@
 //! - `lane`: the per-node lane that serves a burst of requests together;
 //! - `labels`: where a release gets node labels ([`NodeLabelSource`]), to
 //!   keep affinities consistent as Calico's ensureConsistentAffinity does;
-//! - `assign`, `release`, `admin`, `reservations`: the operations.
+//! - `assign`, `release`, `admin`, `reservations`, `split`: the operations.
 
 mod admin;
 mod assign;
@@ -53,6 +53,7 @@ mod reads;
 mod release;
 mod reservations;
 mod retrying;
+mod split;
 mod writes;
 
 use std::collections::HashMap;
@@ -130,6 +131,10 @@ pub enum IpamError {
         /// ([`Assignments::partial_fulfillment`](ipam_core::plan::Assignments::partial_fulfillment)).
         reasons: String,
     },
+    /// A pool split was refused (calicoctl's rules, ipam-core's
+    /// [`SplitError`](ipam_core::split::SplitError)).
+    #[error(transparent)]
+    Split(#[from] ipam_core::split::SplitError),
     /// A pool update tried to change what Calico never lets change.
     #[error(
         "pool {pool}: {field} cannot be changed (from {from} to {to}); create a new pool instead"

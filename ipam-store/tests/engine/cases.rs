@@ -15,7 +15,7 @@ use ipam_store::{
 use ipnet::IpNet;
 
 /// Generates one `#[tokio::test]` per case (those of this module, of
-/// `admin`, `order`, `concurrency` and `affinity`). `$make` is an async block that yields
+/// `admin`, `order`, `concurrency`, `affinity` and `split`). `$make` is an async block that yields
 /// `(Arc<dyn Datastore>, guard)`. With `requires: $present,` first, each
 /// test returns at once when `$present` (a `testkit::require` check) is
 /// false.
@@ -70,6 +70,13 @@ macro_rules! engine_tests {
             a_release_after_the_nodes_labels_changed_takes_its_emptied_block,
             an_empty_block_whose_pool_stopped_selecting_goes_at_the_next_assignment,
             a_release_racing_an_assignment_on_the_emptied_block_loses_no_address,
+        );
+        engine_tests!(@cases $present; $make; split;
+            a_split_keeps_every_block_affinity_and_address_in_one_child,
+            split_refusals_name_the_field_and_value_and_change_nothing,
+            a_split_cut_short_stays_valid_and_running_it_again_finishes_it,
+            allocations_during_a_split_all_succeed_and_hold_each_address_once,
+            between_any_two_writes_of_a_split_every_node_gets_an_address,
         );
         cooldown_tests!($present, $make);
     };

@@ -13,5 +13,6 @@ mod etcd;
 mod faults;
 mod kubernetes;
 mod order;
+mod split;
 
 mod memory;
