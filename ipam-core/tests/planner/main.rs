@@ -4,6 +4,7 @@
 mod assign;
 mod calico_words;
 mod claim_batch_usage;
+mod load_balancer;
 mod release;
 
 use std::collections::BTreeMap;
