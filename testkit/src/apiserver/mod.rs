@@ -74,6 +74,10 @@
 //! or watch under a namespace sees that namespace only. Tests set pods
 //! and nodes up with [`ApiServer::put_core`] and [`ApiServer::remove_core`].
 //!
+//! core/v1 `services` (namespaced) are served too, with their `status`
+//! subresource (`subresource`): a load-balancer controller's view. Tests
+//! create, change and delete them through the API as a user would.
+//!
 //! By concern: `store` holds the state (resources, objects, the revision
 //! counter, the change log), `routes` the handlers of each verb, `target`
 //! what a path names, `watch` the streams, `selectors` label selectors,
@@ -85,6 +89,7 @@ mod routes;
 mod selectors;
 mod status;
 mod store;
+mod subresource;
 mod target;
 mod watch;
 

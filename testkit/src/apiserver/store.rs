@@ -205,9 +205,10 @@ impl Store {
 }
 
 /// The built-in kinds served: (group, plural, kind, namespaced), all v1.
-const BUILT_IN_KINDS: [(&str, &str, &str, bool); 3] = [
+const BUILT_IN_KINDS: [(&str, &str, &str, bool); 4] = [
     ("", "pods", "Pod", true),
     ("", "nodes", "Node", false),
+    ("", "services", "Service", true),
     ("coordination.k8s.io", "leases", "Lease", true),
 ];
 
