@@ -22,6 +22,7 @@ pub mod defaults;
 pub mod error;
 pub mod gc;
 pub mod lease;
+pub mod loadbalancer;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
