@@ -270,6 +270,21 @@ impl ApiServer {
         store.record(&id, kind, &object);
     }
 
+    /// One stored core/v1 object (`services` in `namespace`, `nodes`
+    /// without), exactly as the server holds it.
+    pub fn core(&self, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let key = match namespace {
+            Some(namespace) => format!("{namespace}/{name}"),
+            None => name.to_string(),
+        };
+        self.shared
+            .store()
+            .objects
+            .get(&ResourceId::core(plural))
+            .and_then(|objects| objects.get(&key))
+            .cloned()
+    }
+
     /// Removes a core/v1 object, as if it had been deleted; false when
     /// there was none.
     pub fn remove_core(&self, plural: &str, namespace: Option<&str>, name: &str) -> bool {
