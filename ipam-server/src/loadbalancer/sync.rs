@@ -157,7 +157,13 @@ impl Controller {
                         )
                     })
                     .unwrap_or_default();
-                tracing::warn!(handle, service = name, error = %e, "load-balancer service: {e}");
+                if is_conflict(&e) {
+                    // The Service changed since the watch said: the watch
+                    // brings the change, and with it another pass.
+                    tracing::debug!(handle, service = name, "service changed while being served");
+                } else {
+                    tracing::warn!(handle, service = name, error = %e, "load-balancer service: {e}");
+                }
                 report.failed += 1;
             }
         }
@@ -396,6 +402,10 @@ impl Controller {
             .await?;
         Ok(())
     }
+}
+
+fn is_conflict(error: &LoadBalancerError) -> bool {
+    matches!(error, LoadBalancerError::Kubernetes(kube::Error::Api(status)) if status.code == 409)
 }
 
 fn is_load_balancer(service: &Service) -> bool {
