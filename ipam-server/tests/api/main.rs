@@ -3,6 +3,7 @@
 
 mod assign;
 mod contract;
+mod load_balancer;
 mod objects;
 mod reports;
 #[path = "../support/mod.rs"]
