@@ -5,6 +5,7 @@
 
 mod admin;
 mod check;
+mod load_balancer;
 mod reach;
 mod show;
 #[path = "../support/mod.rs"]
