@@ -7,7 +7,8 @@
 //! and serves, [`connections`] bounds slow, idle and too many connections, [`defaults`] chooses the default pools as calico-node does,
 //! [`args`] parses the flags, [`ratelimit`] bounds each client's request rate,
 //! [`gc`] collects leaked addresses on the Kubernetes datastore while this
-//! replica holds the [`lease`], both on the injected [`clock`].
+//! replica holds the [`lease`], both on the injected [`clock`]; [`loadbalancer`]
+//! gives Services of type LoadBalancer addresses there, behind its own Lease.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
