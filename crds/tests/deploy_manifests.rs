@@ -153,11 +153,18 @@ fn the_cluster_roles_grant_only_ipam_resources_without_wildcards() {
             );
             assert!(rule.non_resource_urls.is_none(), "{name}: {rule:?}");
             if groups == [""] {
-                // Only the server's garbage collector reads core objects,
-                // and only pods and nodes.
+                // Only the server reads core objects: its garbage collector
+                // pods, nodes and Services, and its load-balancer
+                // controller Services, whose status alone it writes.
                 assert_eq!(name, "calico-ipam-rs-server", "{rule:?}");
-                assert_eq!(resources, ["pods", "nodes"], "{name}: {rule:?}");
-                assert_eq!(rule.verbs, ["get", "list", "watch"], "{name}: {rule:?}");
+                let read = ["get", "list", "watch"].map(String::from).to_vec();
+                let shape = (resources.clone(), rule.verbs.clone());
+                assert!(
+                    shape == (vec!["pods".into(), "nodes".into()], read.clone())
+                        || shape == (vec!["services".into()], read)
+                        || shape == (vec!["services/status".into()], vec!["update".into()]),
+                    "{name}: {rule:?}"
+                );
                 continue;
             }
             assert_eq!(groups, ["crd.projectcalico.org"], "{name}: {rule:?}");
@@ -351,7 +358,7 @@ fn the_node_installer_writes_into_the_hosts_cni_folders_on_every_node() {
 }
 
 #[test]
-fn the_servers_lease_role_is_namespaced_and_names_its_lease() {
+fn the_servers_lease_role_is_namespaced_and_names_its_leases() {
     let all = load();
     let namespace = only(&all.namespaces, "Namespace").metadata.name.clone();
     let role = only(&all.roles, "Role");
@@ -364,7 +371,9 @@ fn the_servers_lease_role_is_namespaced_and_names_its_lease() {
         assert_eq!(rule.resources.as_deref(), Some(&["leases".to_string()][..]));
         match rule.resource_names.as_deref() {
             Some(names) => {
-                assert_eq!(names, ["ipam-server-gc"]);
+                // The garbage collector's and the load-balancer
+                // controller's, the flags' defaults.
+                assert_eq!(names, ["ipam-server-gc", "ipam-server-loadbalancer"]);
                 assert_eq!(rule.verbs, ["get", "update"]);
             }
             // Create cannot be limited to a name.
