@@ -68,12 +68,15 @@ fn check_int32(field: &str, value: u32) -> Result<(), ApiError> {
 /// LoadBalancer addresses are claimed for Calico's one virtual owner,
 /// `load-balancer` (its blocks are `virtual:load-balancer`): a request for
 /// them names that owner, so that its blocks are found again whoever asks.
+/// Another node is a well-formed request no pool can serve (422).
 fn check_virtual_owner(node: &str, intended_use: Option<AllowedUse>) -> Result<(), ApiError> {
     if intended_use == Some(AllowedUse::LoadBalancer) && node != LOAD_BALANCER_OWNER {
-        return Err(invalid(
-            "node",
-            node,
-            format!("must be {LOAD_BALANCER_OWNER:?} with intendedUse LoadBalancer"),
+        return Err(ApiError::new(
+            ErrorCode::Unsatisfiable,
+            format!(
+                "node: {node:?} cannot take LoadBalancer addresses: they are held by \
+                 {LOAD_BALANCER_OWNER:?}, the virtual owner"
+            ),
         ));
     }
     Ok(())

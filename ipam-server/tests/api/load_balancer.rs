@@ -90,8 +90,8 @@ async fn owner_assigns_and_releases(store: Arc<dyn Datastore>) {
             json!({"handle": "lb-x", "node": "node-1", "ipv4": 1, "intendedUse": "LoadBalancer"}),
         )
         .await,
-        400,
-        "invalid_value",
+        422,
+        "unsatisfiable",
         "load-balancer",
     );
 
