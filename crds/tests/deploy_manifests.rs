@@ -153,16 +153,25 @@ fn the_cluster_roles_grant_only_ipam_resources_without_wildcards() {
             );
             assert!(rule.non_resource_urls.is_none(), "{name}: {rule:?}");
             if groups == [""] {
-                // Core objects are only read: the server's garbage collector
-                // watches pods and nodes, and both read the labels of nodes
-                // and namespaces that pools' selectors match.
-                let read: [(&str, &[&str], &[&str]); 3] = [
+                // Core objects are only read, but for the status of Services:
+                // the server's garbage collector watches pods, nodes and
+                // Services, its load-balancer controller Services (whose
+                // status alone it writes), and both server and plugin read
+                // the labels of nodes and namespaces that pools' selectors
+                // match.
+                let read: [(&str, &[&str], &[&str]); 5] = [
                     (
                         "calico-ipam-rs-server",
                         &["pods", "nodes"],
                         &["get", "list", "watch"],
                     ),
                     ("calico-ipam-rs-server", &["namespaces"], &["get"]),
+                    (
+                        "calico-ipam-rs-server",
+                        &["services"],
+                        &["get", "list", "watch"],
+                    ),
+                    ("calico-ipam-rs-server", &["services/status"], &["update"]),
                     ("calico-ipam-rs-plugin", &["nodes", "namespaces"], &["get"]),
                 ];
                 assert!(
@@ -363,7 +372,7 @@ fn the_node_installer_writes_into_the_hosts_cni_folders_on_every_node() {
 }
 
 #[test]
-fn the_servers_lease_role_is_namespaced_and_names_its_lease() {
+fn the_servers_lease_role_is_namespaced_and_names_its_leases() {
     let all = load();
     let namespace = only(&all.namespaces, "Namespace").metadata.name.clone();
     let role = only(&all.roles, "Role");
@@ -376,7 +385,9 @@ fn the_servers_lease_role_is_namespaced_and_names_its_lease() {
         assert_eq!(rule.resources.as_deref(), Some(&["leases".to_string()][..]));
         match rule.resource_names.as_deref() {
             Some(names) => {
-                assert_eq!(names, ["ipam-server-gc"]);
+                // The garbage collector's and the load-balancer
+                // controller's, the flags' defaults.
+                assert_eq!(names, ["ipam-server-gc", "ipam-server-loadbalancer"]);
                 assert_eq!(rule.verbs, ["get", "update"]);
             }
             // Create cannot be limited to a name.

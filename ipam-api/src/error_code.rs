@@ -195,6 +195,7 @@ impl From<&ipam_core::Error> for ErrorCode {
             Refusal::AffinityNotFound { .. } => ErrorCode::AffinityNotFound,
             Refusal::NoPoolForNode { .. }
             | Refusal::RequestedPoolUnavailable { .. }
+            | Refusal::PoolUseMismatch { .. }
             | Refusal::AutoAllocateDisabled { .. }
             | Refusal::BlockLimitReached { .. }
             | Refusal::StrictAffinityViolation { .. } => ErrorCode::Unsatisfiable,

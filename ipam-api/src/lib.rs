@@ -141,7 +141,9 @@ pub struct AssignBody {
     /// can ([`labels`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_labels: Option<BTreeMap<String, String>>,
-    /// `Workload` (default) or `Tunnel`.
+    /// `Workload` (default), `Tunnel` or `LoadBalancer` (then `node` is
+    /// `load-balancer`, the virtual owner Calico claims LoadBalancer
+    /// blocks for).
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub intended_use: Option<AllowedUse>,
@@ -221,6 +223,12 @@ pub struct AssignIpBody {
     /// Recorded with the address.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// `Workload` (default) or `LoadBalancer` (then `node` is
+    /// `load-balancer`, the virtual owner, and the address must be in a
+    /// LoadBalancer pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub intended_use: Option<AllowedUse>,
 }
 
 /// The answer to `POST /v1/assign-ip`: the request, and how the address

@@ -78,6 +78,7 @@ async fn every_call_reaches_its_route_over_tcp() {
         node: "n1".into(),
         address: chosen,
         attributes: BTreeMap::from([("node".to_string(), "n1".to_string())]),
+        intended_use: None,
     };
     let answer = client.assign_ip(&pinned).await.unwrap();
     assert_eq!((answer.handle.as_str(), answer.address), ("net.c3", chosen));

@@ -192,6 +192,7 @@ async fn add(
                 node,
                 address,
                 attributes,
+                intended_use: None,
             })
             .await?;
         record_assignment(state, &handle, &[granted]);

@@ -9,6 +9,18 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::cidr::BlockCidr;
 use crate::unknown::UnknownFields;
 
+/// The affinity type of a node's claim (`spec.type`, the etcd key's type
+/// segment; absent in older Calico, meaning this).
+pub const HOST: &str = "host";
+/// The affinity type of a virtual owner's claim: LoadBalancer addresses
+/// (libcalico-go ipam.go, AffinityTypeVirtual).
+pub const VIRTUAL: &str = "virtual";
+/// The one virtual owner Calico has: LoadBalancer addresses are claimed
+/// for it, as `virtual:load-balancer` (api/pkg/apis/projectcalico/v3/
+/// constants.go, VirtualLoadBalancer). A node of that name would share its
+/// affinities' keys: affinities here are keyed by name and block only.
+pub const LOAD_BALANCER_OWNER: &str = "load-balancer";
+
 /// Where an affinity is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AffinityState {
@@ -88,7 +100,7 @@ impl Affinity {
             node: node.into(),
             cidr,
             state,
-            affinity_type: Some("host".to_string()),
+            affinity_type: Some(HOST.to_string()),
             deleted: false,
             unknown: UnknownFields::new(),
         }

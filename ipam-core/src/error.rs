@@ -145,6 +145,18 @@ pub enum Error {
         /// Which check found no pool.
         cause: NoPoolCause,
     },
+    /// A chosen address whose pool does not serve the intended use: a
+    /// LoadBalancer address outside a LoadBalancer pool, or anything else
+    /// inside one (see `Snapshot::plan_assign_ip_for`).
+    #[error("address {address} is in pool {pool}, which does not allow {intended_use} use")]
+    PoolUseMismatch {
+        /// The address.
+        address: IpAddr,
+        /// Its pool.
+        pool: IpNet,
+        /// What the address was asked for.
+        intended_use: &'static str,
+    },
     /// A pool named in the request does not exist or is disabled
     /// (ipam.go, determinePools).
     #[error("the given pool ({}) does not exist, or is not enabled", pool.trunc())]

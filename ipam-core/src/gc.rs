@@ -13,6 +13,11 @@
 //! - a pod's address is valid while the pod exists, runs on the
 //!   allocation's node, and either has no address reported yet or reports
 //!   this one, unless it failed or finished;
+//! - a Service's LoadBalancer address is valid while the Service exists
+//!   (Calico's load-balancer controller releases the address of a gone
+//!   Service itself, loadbalancer_controller.go syncService; here the
+//!   collector also takes it, after the grace period, so an address is
+//!   not held for ever when that controller is off or was down);
 //! - anything else (no pod metadata, the Windows-reserved handle, no
 //!   handle) is never collected and keeps its node from being cleaned up.
 //!
@@ -42,7 +47,7 @@ use std::time::Duration;
 
 use crate::block::BlockOwner;
 use crate::cidr::BlockCidr;
-use crate::holder::{Holder, PodRef};
+use crate::holder::{Holder, PodRef, ServiceRef};
 use crate::plan::{Now, ReleaseRequest};
 use crate::snapshot::Snapshot;
 
@@ -69,6 +74,8 @@ pub struct Cluster {
     pub pods: BTreeMap<PodRef, PodState>,
     /// Every node, by name.
     pub nodes: BTreeSet<String>,
+    /// Every Service, by namespace and name.
+    pub services: BTreeSet<ServiceRef>,
 }
 
 /// Why an allocation is judged leaked.
@@ -84,6 +91,8 @@ pub enum LeakReason {
     PodFinished,
     /// A tunnel address of a node that no longer exists.
     NodeGone,
+    /// A LoadBalancer address whose Service no longer exists.
+    ServiceGone,
 }
 
 impl LeakReason {
@@ -95,6 +104,7 @@ impl LeakReason {
             LeakReason::NotPodAddress => "notPodAddress",
             LeakReason::PodFinished => "podFinished",
             LeakReason::NodeGone => "nodeGone",
+            LeakReason::ServiceGone => "serviceGone",
         }
     }
 }
@@ -114,6 +124,8 @@ pub struct Leak {
     pub node: Option<String>,
     /// The allocation's pod, for a pod address.
     pub pod: Option<PodRef>,
+    /// The allocation's Service, for a LoadBalancer address.
+    pub service: Option<ServiceRef>,
     /// Why.
     pub reason: LeakReason,
     /// First judged leaked at.
@@ -260,6 +272,7 @@ impl LeakTracker {
                 since.insert(key, first);
                 let waited = now.unix_nanos.saturating_sub(first.unix_nanos);
                 let pod = holder.pod();
+                let service = holder.service();
                 let leak = Leak {
                     address,
                     block: cidr,
@@ -267,6 +280,7 @@ impl LeakTracker {
                     sequence_number,
                     node: node.map(str::to_string),
                     pod,
+                    service,
                     reason,
                     since: first,
                     // Calico skips the candidate stage when the node is gone
@@ -388,6 +402,17 @@ fn judge(holder: &Holder, address: IpAddr, cluster: &Cluster) -> Verdict {
             },
             node,
         ),
+        Holder::Service { namespace, service } => {
+            let key = ServiceRef {
+                namespace: namespace.to_string(),
+                name: service.to_string(),
+            };
+            return if cluster.services.contains(&key) {
+                Verdict::Valid
+            } else {
+                Verdict::Leaked(LeakReason::ServiceGone)
+            };
+        }
         Holder::WindowsReserved { .. } | Holder::Node { .. } | Holder::Nobody => {
             return Verdict::Unknown
         }
@@ -457,6 +482,7 @@ mod tests {
                 cluster: Cluster {
                     pods: BTreeMap::new(),
                     nodes: nodes.iter().map(|n| n.to_string()).collect(),
+                    services: BTreeSet::new(),
                 },
                 step: 0,
             }
@@ -533,6 +559,53 @@ mod tests {
 
     fn addresses<'a>(leaks: impl Iterator<Item = &'a Leak>) -> Vec<IpAddr> {
         leaks.map(|l| l.address).collect()
+    }
+
+    #[test]
+    fn a_gone_services_address_is_released_after_the_grace_period_a_live_ones_never() {
+        let mut w = World::new(&["n1"]);
+        let mut lb = PoolSpec::new("172.16.0.0/24".parse().unwrap());
+        lb.allowed_uses = vec![AllowedUse::LoadBalancer];
+        let mut pools = w.s.pools().to_vec();
+        pools.push(Pool::new("lb", lb).unwrap());
+        w.s = Snapshot::new(IpamConfig::default(), pools, &[]);
+        let mut lb_address = |service: &str| {
+            let mut request = AutoAssignRequest::new(
+                crate::HandleId::new(format!("lb-{service}")),
+                crate::NodeName::new(crate::affinity::LOAD_BALANCER_OWNER),
+                1,
+                0,
+            );
+            request.intended_use = AllowedUse::LoadBalancer;
+            request.attributes = [
+                ("namespace", "ns"),
+                ("service", service),
+                ("type", "LoadBalancer"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            w.assign(request)
+        };
+        let live = lb_address("live");
+        let gone = lb_address("gone");
+        w.cluster.services.insert(ServiceRef {
+            namespace: "ns".into(),
+            name: "live".into(),
+        });
+        let mut tracker = LeakTracker::new();
+        let first = tracker.scan(&w.s, &w.cluster, GRACE, at(0));
+        assert_eq!(addresses(first.leaks.iter()), [gone]);
+        assert_eq!(first.leaks[0].reason, LeakReason::ServiceGone);
+        assert_eq!(first.releasable().count(), 0, "a candidate first");
+        assert!(
+            first.nodes_to_release.is_empty(),
+            "the virtual owner is no node"
+        );
+        assert!(first.empty_blocks_to_release.is_empty());
+        let later = tracker.scan(&w.s, &w.cluster, GRACE, at(900));
+        assert_eq!(addresses(later.releasable()), [gone]);
+        assert!(!addresses(later.leaks.iter()).contains(&live));
     }
 
     #[test]

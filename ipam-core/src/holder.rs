@@ -25,6 +25,9 @@
 //!   first).
 //! - A pod's address names both a `namespace` and a `pod` (`isPodIP`): a pod
 //!   without a namespace is not a pod's, and is not guessed at.
+//! - A Service's LoadBalancer address names a `namespace` and a `service`
+//!   (kube-controllers/pkg/controllers/loadbalancer/loadbalancer_controller.go,
+//!   handleBlockUpdate: an allocation with both is the Service's).
 //! - Anything else names at most a node.
 //!
 //! A released address (IP cooldown) is held by nobody: Calico's cooldown
@@ -40,6 +43,14 @@ pub const NAMESPACE: &str = "namespace";
 pub const POD: &str = "pod";
 /// The attribute naming what a non-pod address is for (a tunnel's kind).
 pub const TYPE: &str = "type";
+/// The attribute naming the Service of a LoadBalancer address
+/// (libcalico-go model/block.go, IPAMBlockAttributeService).
+pub const SERVICE: &str = "service";
+/// The attribute recording when a LoadBalancer address was assigned
+/// (model/block.go, IPAMBlockAttributeTimestamp).
+pub const TIMESTAMP: &str = "timestamp";
+/// The `type` a LoadBalancer address records: the Service's `spec.type`.
+pub const LOAD_BALANCER_TYPE: &str = "LoadBalancer";
 /// The attribute naming a KubeVirt VM instance whose pod holds the address
 /// (libcalico-go model/block.go, IPAMBlockAttributeVMIName).
 pub const VMI_NAME: &str = "vmi-name";
@@ -51,6 +62,16 @@ pub struct PodRef {
     /// The pod's namespace.
     pub namespace: String,
     /// The pod's name.
+    pub name: String,
+}
+
+/// A Service by namespace and name, as a LoadBalancer address's attributes
+/// record it (`namespace`, `service`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceRef {
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name.
     pub name: String,
 }
 
@@ -126,6 +147,13 @@ pub enum Holder<'a> {
         /// `pod`).
         vmi: Option<&'a str>,
     },
+    /// A Service's LoadBalancer address.
+    Service {
+        /// The Service's namespace.
+        namespace: &'a str,
+        /// The Service's name.
+        service: &'a str,
+    },
     /// Something on a node that is neither a pod nor a tunnel.
     Node {
         /// The node.
@@ -167,6 +195,9 @@ impl<'a> Holder<'a> {
                 vmi: get(VMI_NAME),
             };
         }
+        if let (Some(namespace), Some(service)) = (get(NAMESPACE), get(SERVICE)) {
+            return Holder::Service { namespace, service };
+        }
         match node {
             Some(node) => Holder::Node { node, kind },
             None => Holder::Nobody,
@@ -180,7 +211,18 @@ impl<'a> Holder<'a> {
             | Holder::Tunnel { node, .. }
             | Holder::Pod { node, .. } => node,
             Holder::Node { node, .. } => Some(node),
-            Holder::Nobody => None,
+            Holder::Service { .. } | Holder::Nobody => None,
+        }
+    }
+
+    /// The Service, for a LoadBalancer address.
+    pub fn service(&self) -> Option<ServiceRef> {
+        match *self {
+            Holder::Service { namespace, service } => Some(ServiceRef {
+                namespace: namespace.to_string(),
+                name: service.to_string(),
+            }),
+            _ => None,
         }
     }
 
@@ -245,6 +287,33 @@ mod tests {
         );
         assert_eq!(pod.node(), None);
         assert_eq!(pod.pod().unwrap().name, "p");
+    }
+
+    #[test]
+    fn a_load_balancer_address_names_its_service() {
+        let holder = holder_of(
+            Some("lb-x"),
+            &[
+                ("service", "web"),
+                ("namespace", "ns"),
+                ("type", "LoadBalancer"),
+                ("timestamp", "2025-01-01 00:00:00 +0000 UTC"),
+            ],
+        );
+        assert_eq!(
+            holder,
+            Holder::Service {
+                namespace: "ns",
+                service: "web"
+            }
+        );
+        assert_eq!(holder.service().unwrap().name, "web");
+        assert_eq!(holder.node(), None);
+        // Without its namespace it is nobody's, as the controller skips it.
+        assert_eq!(
+            holder_of(Some("lb-x"), &[("service", "web")]),
+            Holder::Nobody
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub use cidr::{BlockCidr, IpVersion};
 pub use config::IpamConfig;
 pub use error::{Error, NoPoolCause};
 pub use handle::{Handle, HandleName, HandleSpec};
-pub use holder::{Holder, PodRef, TunnelKind};
+pub use holder::{Holder, PodRef, ServiceRef, TunnelKind};
 pub use names::{HandleId, NodeName, PoolName};
 pub use plan::{
     AssignIpRequest, AutoAssignPlan, AutoAssignRequest, Now, Plan, ReleasePlan, ReleaseRequest,

@@ -269,14 +269,14 @@ impl Snapshot {
         let cidr = block.cidr();
         if block.unallocated_len() > 0 {
             self.with_room.insert(cidr);
-            if let Some(BlockOwner::Host(node)) = block.owner() {
+            if let Some(node) = block.owner().and_then(BlockOwner::affine_name) {
                 match self.room_by_host.get_mut(node) {
                     Some(set) => {
                         set.insert(cidr);
                     }
                     None => {
                         self.room_by_host
-                            .insert(node.clone(), BTreeSet::from([cidr]));
+                            .insert(node.to_string(), BTreeSet::from([cidr]));
                     }
                 }
             }
@@ -286,9 +286,9 @@ impl Snapshot {
         match block.earliest_release() {
             Some(at) => {
                 self.cold.insert(cidr, at);
-                if let Some(BlockOwner::Host(node)) = block.owner() {
+                if let Some(node) = block.owner().and_then(BlockOwner::affine_name) {
                     self.cold_by_host
-                        .entry(node.clone())
+                        .entry(node.to_string())
                         .or_default()
                         .insert(cidr);
                 }
@@ -421,7 +421,7 @@ fn forget_room(
     old: &Block,
     new: Option<&Block>,
 ) {
-    let Some(BlockOwner::Host(node)) = old.owner() else {
+    let Some(node) = old.owner().and_then(BlockOwner::affine_name) else {
         return;
     };
     let still = new.is_some_and(|b| b.unallocated_len() > 0 && b.owner() == old.owner());
@@ -438,7 +438,7 @@ fn forget_cold(
     old: &Block,
     new: Option<&Block>,
 ) {
-    let Some(BlockOwner::Host(node)) = old.owner() else {
+    let Some(node) = old.owner().and_then(BlockOwner::affine_name) else {
         return;
     };
     let still = new.is_some_and(|b| b.earliest_release().is_some() && b.owner() == old.owner());

@@ -208,7 +208,9 @@ pub fn classify<'a>(
         Holder::Pod { namespace, pod, .. } => ("pod".to_string(), format!("{namespace}/{pod}")),
         Holder::Tunnel { kind, .. } => (kind.as_str().to_string(), String::new()),
         Holder::Node { kind, .. } => (kind.unwrap_or_default().to_string(), String::new()),
-        Holder::WindowsReserved { .. } | Holder::Nobody => (String::new(), String::new()),
+        Holder::WindowsReserved { .. } | Holder::Service { .. } | Holder::Nobody => {
+            (String::new(), String::new())
+        }
     };
     Borrowing::Borrowed(BorrowedAddress {
         address,

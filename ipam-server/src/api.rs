@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use ipam_core::{BlockCidr, HandleId, NodeName, PoolName, PoolSpec};
+use ipam_core::affinity::LOAD_BALANCER_OWNER;
+use ipam_core::{AllowedUse, BlockCidr, HandleId, NodeName, PoolName, PoolSpec};
 use ipam_service::LocalService;
 use ipam_store::{Datastore, Ipam};
 use serde::Deserialize;
@@ -65,6 +66,23 @@ fn check_int32(field: &str, value: u32) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// LoadBalancer addresses are claimed for Calico's one virtual owner,
+/// `load-balancer` (its blocks are `virtual:load-balancer`): a request for
+/// them names that owner, so that its blocks are found again whoever asks.
+/// Another node is a well-formed request no pool can serve (422).
+fn check_virtual_owner(node: &str, intended_use: Option<AllowedUse>) -> Result<(), ApiError> {
+    if intended_use == Some(AllowedUse::LoadBalancer) && node != LOAD_BALANCER_OWNER {
+        return Err(ApiError::new(
+            ErrorCode::Unsatisfiable,
+            format!(
+                "node: {node:?} cannot take LoadBalancer addresses: they are held by \
+                 {LOAD_BALANCER_OWNER:?}, the virtual owner"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Assigns addresses. All or nothing: when a family cannot be satisfied in
 /// full the answer is 422 and the addresses taken for the other family are
 /// released. A block claimed for them stays affine to the node, as in
@@ -91,6 +109,7 @@ pub async fn assign(
     if let Some(labels) = &body.namespace_labels {
         ipam_api::labels::check_labels("namespaceLabels", labels)?;
     }
+    check_virtual_owner(&body.node, body.intended_use)?;
     if body.ipv4 == 0 && body.ipv6 == 0 {
         return Err(ApiError::new(
             ErrorCode::MissingValue,
@@ -130,6 +149,7 @@ pub async fn assign_ip(
     check_handle("handle", &body.handle)?;
     check_node("node", &body.node)?;
     check_attributes("attributes", &body.attributes)?;
+    check_virtual_owner(&body.node, body.intended_use)?;
     Ok(Json(state.service.assign_ip(body).await?))
 }
 

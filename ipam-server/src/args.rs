@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 use crate::connections::ConnectionLimits;
 use crate::gc::GcOptions;
 use crate::lease::LeaseOptions;
+use crate::loadbalancer::{AssignIps, LoadBalancerOptions};
 use crate::ratelimit::RateLimit;
 
 /// ipam-server: Calico-compatible IP address management over HTTP.
@@ -124,6 +125,35 @@ pub struct Args {
     /// host name and process id).
     #[arg(long, env = "POD_NAME")]
     pub gc_identity: Option<String>,
+
+    /// Do not give Services of type LoadBalancer addresses (the Kubernetes
+    /// datastore does by default, from pools allowing LoadBalancer).
+    #[arg(long, env = "IPAM_NO_LOADBALANCER")]
+    pub no_loadbalancer: bool,
+
+    /// Which LoadBalancer Services get addresses, as Calico's
+    /// `controllers.loadBalancer.assignIPs`.
+    #[arg(
+        long,
+        env = "IPAM_LOADBALANCER_ASSIGN_IPS",
+        value_enum,
+        default_value = "AllServices"
+    )]
+    pub loadbalancer_assign_ips: AssignIps,
+
+    /// Time between the load-balancer controller's passes over every
+    /// Service (it also runs on every change; Calico's period is 5m).
+    #[arg(long, env = "IPAM_LOADBALANCER_INTERVAL", default_value = "5m", value_parser = parse_positive_duration)]
+    pub loadbalancer_interval: Duration,
+
+    /// Name of the Lease that picks the one replica serving LoadBalancer
+    /// Services (in --gc-lease-namespace, with --gc-lease-duration).
+    #[arg(
+        long,
+        env = "IPAM_LOADBALANCER_LEASE_NAME",
+        default_value = "ipam-server-loadbalancer"
+    )]
+    pub loadbalancer_lease_name: String,
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
@@ -157,23 +187,41 @@ impl Args {
         if self.no_gc {
             return None;
         }
+        Some(GcOptions {
+            grace: self.gc_leak_grace_period,
+            interval: self.gc_interval,
+            lease: self.lease(&self.gc_lease_name),
+        })
+    }
+
+    /// How the load-balancer controller should run, unless
+    /// `--no-loadbalancer`.
+    pub fn loadbalancer(&self) -> Option<LoadBalancerOptions> {
+        if self.no_loadbalancer {
+            return None;
+        }
+        Some(LoadBalancerOptions {
+            assign_ips: self.loadbalancer_assign_ips,
+            interval: self.loadbalancer_interval,
+            lease: self.lease(&self.loadbalancer_lease_name),
+        })
+    }
+
+    // A Lease of this replica's, by name.
+    fn lease(&self, name: &str) -> LeaseOptions {
         let identity = self.gc_identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "ipam-server".to_string());
             format!("{host}-{}", std::process::id())
         });
-        Some(GcOptions {
-            grace: self.gc_leak_grace_period,
-            interval: self.gc_interval,
-            lease: LeaseOptions {
-                namespace: self.gc_lease_namespace.clone(),
-                name: self.gc_lease_name.clone(),
-                identity,
-                duration: self.gc_lease_duration,
-                renew_every: self.gc_lease_duration / 3,
-            },
-        })
+        LeaseOptions {
+            namespace: self.gc_lease_namespace.clone(),
+            name: name.to_string(),
+            identity,
+            duration: self.gc_lease_duration,
+            renew_every: self.gc_lease_duration / 3,
+        }
     }
 }
 
@@ -315,6 +363,22 @@ mod tests {
         assert!(err.to_string().contains("--gc-interval"), "{err}");
         let off = Args::try_parse_from(["ipam-server", "--no-gc"]).unwrap();
         assert!(off.gc().is_none());
+        let lb = args.loadbalancer().expect("on by default");
+        assert_eq!(lb.assign_ips, AssignIps::AllServices);
+        assert_eq!(lb.interval, Duration::from_secs(300));
+        assert_eq!(lb.lease.name, "ipam-server-loadbalancer");
+        let requested = Args::try_parse_from([
+            "ipam-server",
+            "--loadbalancer-assign-ips",
+            "RequestedServicesOnly",
+        ])
+        .unwrap();
+        assert_eq!(
+            requested.loadbalancer().unwrap().assign_ips,
+            AssignIps::RequestedServicesOnly
+        );
+        let off = Args::try_parse_from(["ipam-server", "--no-loadbalancer"]).unwrap();
+        assert!(off.loadbalancer().is_none());
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! [`args`] parses the flags, [`ratelimit`] bounds each client's request rate, [`reservations`] serves `/v1/reservations`,
 //! [`node_labels`] reads and sets the labels pools' selectors match,
 //! [`gc`] collects leaked addresses on the Kubernetes datastore while this
-//! replica holds the [`lease`], both on the injected [`clock`].
+//! replica holds the [`lease`], both on the injected [`clock`]; [`loadbalancer`]
+//! gives Services of type LoadBalancer addresses there, behind its own Lease.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod defaults;
 pub mod error;
 pub mod gc;
 pub mod lease;
+pub mod loadbalancer;
 pub mod metrics;
 pub mod node_labels;
 pub mod openapi;

@@ -347,7 +347,7 @@ pub fn refine(doc: &mut Value) {
         (
             "AssignBody",
             "intendedUse",
-            json!({"type": ["string", "null"], "enum": ["Workload", "Tunnel", "LoadBalancer", null], "description": "What the addresses are for (absent or null: Workload)"}),
+            json!({"type": ["string", "null"], "enum": ["Workload", "Tunnel", "LoadBalancer", null], "description": "What the addresses are for (absent or null: Workload); LoadBalancer asks node to be load-balancer, the virtual owner"}),
         ),
         (
             "AssignBody",
@@ -358,6 +358,11 @@ pub fn refine(doc: &mut Value) {
         ("AssignIpBody", "node", name_schema("The node it is for")),
         ("AssignIpBody", "address", ip_schema()),
         ("AssignIpBody", "attributes", attributes_schema()),
+        (
+            "AssignIpBody",
+            "intendedUse",
+            json!({"type": ["string", "null"], "enum": ["Workload", "Tunnel", "LoadBalancer", null], "description": "What the address is for (absent or null: Workload); LoadBalancer asks node to be load-balancer and the address to be in a LoadBalancer pool, anything else an address outside one"}),
+        ),
         ("ReleaseBody", "addresses", json!({"maxItems": 128})),
         ("ReleaseItem", "address", ip_schema()),
         (

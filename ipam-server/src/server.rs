@@ -21,6 +21,7 @@ use crate::clock::SystemClock;
 use crate::connections::{self, ConnectionMetrics};
 use crate::defaults::default_pools;
 use crate::gc::{Collector, GcMetrics};
+use crate::loadbalancer::Controller;
 use crate::node_labels::CachedKubernetesLabels;
 use ipam_service::labels::KubernetesLabels;
 
@@ -167,6 +168,19 @@ pub async fn run(
     let gc_metrics = Arc::new(GcMetrics::default());
     let connection_metrics = Arc::new(ConnectionMetrics::default());
     let (stop_gc, gc_stopped) = tokio::sync::watch::channel(false);
+    let (stop_lb, lb_stopped) = tokio::sync::watch::channel(false);
+    let load_balancer = match (&opened.kubernetes, args.loadbalancer()) {
+        (Some(client), Some(options)) => {
+            let controller = Controller::new(
+                client.clone(),
+                engine.clone(),
+                options,
+                Arc::new(SystemClock),
+            );
+            Some(tokio::spawn(controller.run(lb_stopped)))
+        }
+        _ => None,
+    };
     let mut labels = opened.labels;
     let collector = match (opened.kubernetes, args.gc()) {
         (Some(client), Some(options)) => {
@@ -200,6 +214,11 @@ pub async fn run(
         },
     );
     let served = serve(&args, app, connection_metrics, shutdown).await;
+    if let Some(task) = load_balancer {
+        // Its Lease is given up too, for another replica to take over.
+        let _ = stop_lb.send(true);
+        let _ = task.await;
+    }
     if let Some(task) = collector {
         // The collector gives its Lease up before the process ends, so
         // another replica takes over at once; its watches end with it.

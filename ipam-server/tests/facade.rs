@@ -110,6 +110,7 @@ async fn local_and_remote_refuse_with_the_same_codes() {
             node: "n1".into(),
             address: held,
             attributes: BTreeMap::new(),
+            intended_use: None,
         };
         assert_eq!(
             code(service.assign_ip(taken).await),

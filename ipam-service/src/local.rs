@@ -157,7 +157,8 @@ impl LocalService {
             address: body.address,
             attributes: body.attributes.clone(),
         };
-        self.engine.assign_ip(&request).await?;
+        let intended_use = body.intended_use.unwrap_or(AllowedUse::Workload);
+        self.engine.assign_ip_for(&request, intended_use).await?;
         let held = self.engine.holdings(&body.handle, &[body.address]).await?;
         Ok(AssignIpResponse {
             handle: body.handle,

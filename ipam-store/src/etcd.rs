@@ -161,6 +161,19 @@ impl Datastore for EtcdStore {
                     .await
                     .map_err(|e| store_error(e, &format!("list {prefix}")))?
             }
+            Range::Prefixes(prefixes) => {
+                let mut kvs = Vec::new();
+                for prefix in prefixes {
+                    self.trips.read();
+                    kvs.extend(
+                        self.kv
+                            .get_prefix(prefix.as_bytes())
+                            .await
+                            .map_err(|e| store_error(e, &format!("list {prefix}")))?,
+                    );
+                }
+                kvs
+            }
         };
         let mut objects = Vec::with_capacity(kvs.len());
         for kv in &kvs {

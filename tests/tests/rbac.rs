@@ -10,12 +10,16 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
+use ipam_core::affinity::LOAD_BALANCER_OWNER;
+use ipam_core::{AllowedUse, AutoAssignRequest, Pool, PoolSpec};
 use ipam_core::{HandleId, NodeName};
 use ipam_server::app::{router, AppConfig};
 use ipam_server::clock::ManualClock;
+use ipam_server::clock::SystemClock;
 use ipam_server::gc::{Collector, GcMetrics, GcOptions};
 use ipam_server::lease::LeaseOptions;
+use ipam_server::loadbalancer::service::handle_of;
+use ipam_server::loadbalancer::{AssignIps, Controller, LoadBalancerOptions};
 use ipam_service::labels::KubernetesLabels;
 use ipam_store::kubernetes::KubernetesStore;
 use ipam_store::{Datastore, Ipam};
@@ -353,10 +357,62 @@ fn the_servers_role_allows_what_every_route_does_and_no_more() {
         }
         call(Method::GET, "/v1/check", None).await;
         call(Method::GET, "/readyz", None).await;
-        collect_garbage(&api, engine_for_gc).await;
+        collect_garbage(&api, engine_for_gc.clone()).await;
+        serve_load_balancers(&api, engine_for_gc).await;
         api.accesses()
     });
     assert_least_privilege("ipam-server", &accesses, &[]);
+}
+
+/// The load-balancer controller as the server runs it: Services watched,
+/// its Lease taken and given up, a Service's address written to its status
+/// and released when the Service goes.
+async fn serve_load_balancers(
+    api: &ApiServer,
+    (engine, client): (Arc<Ipam<dyn Datastore>>, kube::Client),
+) {
+    api.put_core(
+        "services",
+        json!({"metadata": {"name": "web", "namespace": "default", "uid": "u-web"},
+               "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv4"],
+                        "ipFamilyPolicy": "SingleStack"}}),
+    );
+    let options = LoadBalancerOptions {
+        assign_ips: AssignIps::AllServices,
+        interval: Duration::from_secs(3600),
+        lease: LeaseOptions {
+            namespace: "calico-ipam-rs".to_string(),
+            name: "ipam-server-loadbalancer".to_string(),
+            identity: "rbac-test".to_string(),
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        },
+    };
+    let controller = Controller::new(client, engine.clone(), options, Arc::new(SystemClock));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(controller.run(stopped));
+    let handle = handle_of("default", "web", "u-web");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = || {
+        api.core("services", Some("default"), "web")
+            .map(|s| s["status"]["loadBalancer"]["ingress"].clone())
+    };
+    while status().is_none_or(|i| i.is_null()) {
+        assert!(tokio::time::Instant::now() < deadline, "no status written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.remove_core("services", Some("default"), "web");
+    while !engine
+        .addresses_of_handle(&handle)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    run.await.unwrap();
 }
 
 /// The garbage collector as the server runs it: watches, the Lease taken,
@@ -368,6 +424,26 @@ async fn collect_garbage(
 ) {
     api.put_core("nodes", json!({"metadata": {"name": "live"}}));
     let mut leaked = Vec::new();
+    // A LoadBalancer address whose Service is gone: the Service is read
+    // again before the release.
+    let mut lb = PoolSpec::new("172.16.0.0/24".parse().unwrap());
+    lb.allowed_uses = vec![AllowedUse::LoadBalancer];
+    engine
+        .create_pool(Pool::new("lb", lb).unwrap())
+        .await
+        .unwrap();
+    let mut request = AutoAssignRequest::new(
+        HandleId::new("lb-gone"),
+        NodeName::new(LOAD_BALANCER_OWNER),
+        1,
+        0,
+    );
+    request.intended_use = AllowedUse::LoadBalancer;
+    request.attributes = [("namespace", "default"), ("service", "gone")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    leaked.push(engine.auto_assign(&request).await.unwrap().ipv4.addresses[0].addr());
     for (node, pod) in [("live", "gone-pod"), ("deleted", "pod-on-deleted-node")] {
         let mut request = AutoAssignRequest::new(
             HandleId::new(format!("k8s-pod-network.{pod}")),

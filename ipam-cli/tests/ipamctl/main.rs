@@ -6,6 +6,7 @@
 mod admin;
 mod all_ips;
 mod check;
+mod load_balancer;
 mod reach;
 mod reservation;
 mod show;

@@ -72,6 +72,25 @@ impl BlockOwner {
     pub fn is_host(&self, node: &str) -> bool {
         matches!(self, BlockOwner::Host(n) if n == node)
     }
+
+    /// The name a block is affine to, for a host or a virtual owner: both
+    /// hold blocks by an affinity keyed by that name.
+    pub fn affine_name(&self) -> Option<&str> {
+        match self {
+            BlockOwner::Host(n) | BlockOwner::Virtual(n) => Some(n),
+            BlockOwner::Other(_) => None,
+        }
+    }
+
+    /// The owner of blocks claimed for `intended_use` by `name`: LoadBalancer
+    /// addresses live in `virtual:` blocks (libcalico-go ipam.go, autoAssign
+    /// and AssignIP: `AffinityTypeVirtual` when the use is LoadBalancer).
+    pub fn for_use(name: &str, intended_use: crate::pool::AllowedUse) -> BlockOwner {
+        match intended_use {
+            crate::pool::AllowedUse::LoadBalancer => BlockOwner::Virtual(name.to_string()),
+            _ => BlockOwner::Host(name.to_string()),
+        }
+    }
 }
 
 impl fmt::Display for BlockOwner {

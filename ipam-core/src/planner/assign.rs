@@ -13,7 +13,7 @@ use crate::plan::{
     AffinityRelease, AssignIpRequest, Assignments, AutoAssignPlan, AutoAssignRequest, BatchPlan,
     BlockWrite, Now, Plan, Shortfall,
 };
-use crate::pool::Pool;
+use crate::pool::{AllowedUse, Pool};
 use crate::reservation::Reserved;
 use crate::snapshot::{merge_sorted, Snapshot};
 use crate::timestamp::{format_rfc3339, parse_rfc3339};
@@ -67,9 +67,30 @@ impl Snapshot {
         }
     }
 
-    /// Plans the assignment of one chosen address, claiming its block for
-    /// the node when the block does not exist yet (ipam.go, AssignIP).
+    /// Plans the assignment of one chosen address for a workload: see
+    /// [`Snapshot::plan_assign_ip_for`].
     pub fn plan_assign_ip(&self, request: &AssignIpRequest, now: Now) -> Result<Plan, Error> {
+        self.plan_assign_ip_for(request, AllowedUse::Workload, now)
+    }
+
+    /// Plans the assignment of one chosen address for `intended_use`,
+    /// claiming its block for the node (a `virtual:` owner for a
+    /// LoadBalancer address) when the block does not exist yet (ipam.go,
+    /// AssignIP).
+    ///
+    /// Stricter than Calico's AssignIP, which never looks at the pool's
+    /// `allowedUses`: a LoadBalancer address only comes from a pool that
+    /// allows LoadBalancer, and nothing else from such a pool. Calico's
+    /// IPPool validation keeps LoadBalancer apart from Workload and Tunnel
+    /// (ippool.go, "LoadBalancer cannot be combined with Workload or
+    /// Tunnel allowed uses"), so a pod's fixed address in a LoadBalancer
+    /// pool could only take a Service's address from under it.
+    pub fn plan_assign_ip_for(
+        &self,
+        request: &AssignIpRequest,
+        intended_use: AllowedUse,
+        now: Now,
+    ) -> Result<Plan, Error> {
         let address = request.address;
         let pool = self
             .pool_of(address)
@@ -77,13 +98,22 @@ impl Snapshot {
         if !pool.enabled() {
             return Err(Error::RequestedPoolUnavailable { pool: pool.cidr() });
         }
+        let load_balancer = intended_use == AllowedUse::LoadBalancer;
+        if pool.allows(AllowedUse::LoadBalancer) != load_balancer {
+            return Err(Error::PoolUseMismatch {
+                address,
+                pool: pool.cidr(),
+                intended_use: intended_use.as_str(),
+            });
+        }
+        let owner = BlockOwner::for_use(&request.node, intended_use);
         let cidr = pool
             .block_of(address)
             .ok_or(Error::AddressNotInPool { address })?;
         let mut draft = Draft::new(self, now);
         match self.block(&cidr) {
             Some(block) => {
-                let owned = block.owner().is_some_and(|o| o.is_host(&request.node));
+                let owned = block.owner() == Some(&owner);
                 if self.config().strict_affinity && !owned {
                     return Err(Error::StrictAffinityViolation {
                         address,
@@ -95,7 +125,7 @@ impl Snapshot {
                     });
                 }
             }
-            None => draft.claim(cidr, &request.node),
+            None => draft.claim(cidr, owner),
         }
         let ordinal = cidr
             .ordinal_of(address)
@@ -238,7 +268,7 @@ impl Draft<'_> {
                         cidr
                     }
                 };
-                self.claim(cidr, node);
+                self.claim(cidr, BlockOwner::for_use(node, request.intended_use));
                 take(self, cidr, &mut remaining, &mut out);
             }
         }

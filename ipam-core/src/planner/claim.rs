@@ -5,6 +5,7 @@ use ipnet::IpNet;
 
 use super::{cooled, Draft};
 use crate::affinity::{AffinityKey, AffinityState};
+use crate::block::BlockOwner;
 use crate::cidr::BlockCidr;
 use crate::error::Error;
 use crate::plan::{AffinityRelease, BlockWrite, ClaimPlan, Now, Plan};
@@ -109,7 +110,7 @@ impl Snapshot {
             let block = pool.block_at(index);
             match self.block(&block).map(|b| b.owner()) {
                 None => {
-                    draft.claim(block, node);
+                    draft.claim(block, BlockOwner::Host(node.to_string()));
                     outcome.claimed.push(block);
                 }
                 Some(Some(owner)) if owner.is_host(node) => outcome.claimed.push(block),

@@ -250,10 +250,11 @@ impl<'s> Draft<'s> {
         }
     }
 
-    fn claim(&mut self, cidr: BlockCidr, node: &str) {
+    fn claim(&mut self, cidr: BlockCidr, owner: BlockOwner) {
+        let node = owner.name().to_string();
         let mut block = Block::new(
             cidr,
-            Some(BlockOwner::Host(node.to_string())),
+            Some(owner),
             Some(format_rfc3339(self.now.unix_seconds())),
             self.now.unix_nanos,
         );
@@ -267,10 +268,7 @@ impl<'s> Draft<'s> {
                 gone: false,
             },
         );
-        self.claims.push(AffinityKey {
-            node: node.to_string(),
-            cidr,
-        });
+        self.claims.push(AffinityKey { node, cidr });
     }
 
     // Per block, the count of a handle changes by what the block gains or
@@ -307,11 +305,16 @@ impl<'s> Draft<'s> {
     // missing block for stale (see `plan_release_by_handle`).
     fn finish(self, assigning: bool) -> Plan {
         let snapshot = self.snapshot;
-        let affinity_of = |key: &AffinityKey, state: AffinityState| {
-            let mut affinity = snapshot
-                .affinity(key)
-                .cloned()
-                .unwrap_or_else(|| Affinity::new(key.node.clone(), key.cidr, state));
+        let affinity_of = |key: &AffinityKey, state: AffinityState, owner: Option<&BlockOwner>| {
+            let mut affinity = snapshot.affinity(key).cloned().unwrap_or_else(|| {
+                let mut fresh = Affinity::new(key.node.clone(), key.cidr, state);
+                // A virtual owner's claim is a `virtual` affinity (Calico's
+                // BlockAffinity spec.type; its etcd key's type segment).
+                if matches!(owner, Some(BlockOwner::Virtual(_))) {
+                    fresh.affinity_type = Some(crate::affinity::VIRTUAL.to_string());
+                }
+                fresh
+            });
             affinity.state = state;
             affinity
         };
@@ -322,16 +325,18 @@ impl<'s> Draft<'s> {
             .filter_map(|key| {
                 // Every claim drafts its block, as claimed.
                 let (_, draft) = blocks.iter_mut().find(|(cidr, _)| *cidr == key.cidr)?;
+                let claimed = draft.claimed.take()?;
+                let owner = claimed.owner();
                 Some(Claim {
-                    pending: affinity_of(key, AffinityState::Pending),
+                    pending: affinity_of(key, AffinityState::Pending, owner),
                     // An affinity of ours left pending by an interrupted
                     // claim is reused, as Calico's getPendingAffinity does.
                     reused: snapshot.affinity(key).is_some(),
                     // Created as claimed, its sequence number the claim's
                     // time (Calico's newBlock); the update that assigns
                     // raises it.
-                    block: draft.claimed.take()?,
-                    confirmed: affinity_of(key, AffinityState::Confirmed),
+                    confirmed: affinity_of(key, AffinityState::Confirmed, owner),
+                    block: claimed,
                 })
             })
             .collect();

@@ -5,6 +5,7 @@ mod assign;
 mod calico_words;
 mod claim_batch_usage;
 mod consistency;
+mod load_balancer;
 mod release;
 
 use std::collections::BTreeMap;

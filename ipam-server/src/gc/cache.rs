@@ -1,12 +1,13 @@
-//! The collector's view of the cluster: pods and nodes watched with
+//! The collector's view of the cluster: pods, nodes and Services watched with
 //! kube-runtime reflectors into in-memory stores, trimmed to what the leak
 //! rules read. The watch tasks belong to [`Watched`]: dropping it stops
 //! them, so nobody has to remember to.
 
 use futures_util::StreamExt;
 use ipam_core::gc::Cluster;
+use ipam_core::holder::ServiceRef;
 use ipam_service::labels::CALICO_LABELS_ANNOTATION;
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
@@ -15,19 +16,21 @@ use tokio::task::JoinSet;
 
 use super::pod::{pod_state, NETWORK_STATUS};
 
-/// Pods and nodes as the watches last reported them.
+/// Pods, nodes and Services as the watches last reported them.
 pub(super) struct Watched {
     pods: Store<Pod>,
     nodes: Store<Node>,
+    services: Store<Service>,
     // The reflectors; a JoinSet aborts its tasks when dropped.
     _watches: JoinSet<()>,
 }
 
 impl Watched {
-    /// Starts watching every pod and node through `client`.
+    /// Starts watching every pod, node and Service through `client`.
     pub(super) fn start(client: &kube::Client) -> Watched {
         let (pods, pod_writer) = reflector::store();
         let (nodes, node_writer) = reflector::store();
+        let (services, service_writer) = reflector::store();
         let pod_watch = reflector::reflector(
             pod_writer,
             watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
@@ -40,21 +43,33 @@ impl Watched {
                 .modify(trim_node)
                 .default_backoff(),
         );
+        let service_watch = reflector::reflector(
+            service_writer,
+            watcher(
+                Api::<Service>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .modify(trim_service)
+            .default_backoff(),
+        );
         let mut watches = JoinSet::new();
         watches.spawn(drain(pod_watch, "pods"));
         watches.spawn(drain(node_watch, "nodes"));
+        watches.spawn(drain(service_watch, "services"));
         Watched {
             pods,
             nodes,
+            services,
             _watches: watches,
         }
     }
 
-    /// Completes once both watches have listed once: before that, an
-    /// empty store would make every pod look gone.
+    /// Completes once every watch has listed once: before that, an
+    /// empty store would make every pod (or Service) look gone.
     pub(super) async fn ready(&self) {
         let _ = self.pods.wait_until_ready().await;
         let _ = self.nodes.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
     }
 
     /// The watched Nodes.
@@ -81,6 +96,12 @@ impl Watched {
                 .state()
                 .iter()
                 .filter_map(|n| n.metadata.name.clone())
+                .collect(),
+            services: self
+                .services
+                .state()
+                .iter()
+                .filter_map(|s| service_ref(s))
                 .collect(),
         }
     }
@@ -128,6 +149,28 @@ fn trim_pod(pod: &mut Pod) {
         pod_ips: status.pod_ips,
         ..PodStatus::default()
     });
+}
+
+/// A Service's namespace and name, as its LoadBalancer addresses record
+/// them.
+pub(super) fn service_ref(service: &Service) -> Option<ServiceRef> {
+    Some(ServiceRef {
+        namespace: service.metadata.namespace.clone()?,
+        name: service.metadata.name.clone()?,
+    })
+}
+
+// The collector asks only whether a Service exists.
+fn trim_service(service: &mut Service) {
+    service.metadata = ObjectMeta {
+        name: service.metadata.name.take(),
+        namespace: service.metadata.namespace.take(),
+        resource_version: service.metadata.resource_version.take(),
+        uid: service.metadata.uid.take(),
+        ..ObjectMeta::default()
+    };
+    service.spec = None;
+    service.status = None;
 }
 
 fn trim_node(node: &mut Node) {

@@ -1,13 +1,15 @@
 //! Before anything is released, what the watches said is asked of the API
 //! server again, as Calico re-reads the pod: a watch may lag. Each pod
-//! behind a confirmed leak on a live node, and each node about to be
-//! called gone, is read afresh and the cluster view corrected.
+//! behind a confirmed leak on a live node, each Service behind a confirmed
+//! leak, and each node about to be called gone, is read afresh and the
+//! cluster view corrected.
 
 use std::collections::BTreeSet;
 
 use ipam_core::check::PodRef;
 use ipam_core::gc::{Cluster, Collection};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use ipam_core::holder::ServiceRef;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::Api;
 
 use super::pod::pod_state;
@@ -21,7 +23,9 @@ pub(super) async fn confirm(
 ) -> Result<(), kube::Error> {
     let mut nodes: BTreeSet<String> = collection.nodes_to_release.iter().cloned().collect();
     let mut pods: BTreeSet<PodRef> = BTreeSet::new();
+    let mut services: BTreeSet<ServiceRef> = BTreeSet::new();
     for leak in collection.releasable() {
+        services.extend(leak.service.clone());
         match &leak.node {
             Some(node) if !cluster.nodes.contains(node) => {
                 nodes.insert(node.clone());
@@ -47,6 +51,17 @@ pub(super) async fn confirm(
             None => {
                 cluster.pods.remove(&pod);
             }
+        }
+    }
+    for service in services {
+        let api = Api::<Service>::namespaced(client.clone(), &service.namespace);
+        if api.get_opt(&service.name).await?.is_some() {
+            tracing::info!(
+                namespace = service.namespace,
+                service = service.name,
+                "service exists though the watch has not seen it"
+            );
+            cluster.services.insert(service);
         }
     }
     Ok(())

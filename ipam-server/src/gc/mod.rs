@@ -3,7 +3,8 @@
 //! a grace period, gone nodes lose their affinities and their empty blocks,
 //! and live nodes give up blocks left empty for the grace period (one kept).
 //!
-//! Pods and nodes are watched with kube-runtime reflectors (`cache`).
+//! Pods, nodes and Services are watched with kube-runtime reflectors
+//! (`cache`); a LoadBalancer address is judged by its Service.
 //! Every [`GcOptions::interval`] the replica that holds the Lease (see
 //! [`crate::lease`]) runs a pass (`pass`): it reads a snapshot of IPAM and lets
 //! [`ipam_core::gc::LeakTracker`] judge it against the watched pods and

@@ -4,6 +4,7 @@
 mod affinity;
 mod assign;
 mod contract;
+mod load_balancer;
 mod objects;
 mod reports;
 mod reservations;

@@ -3,7 +3,7 @@
 
 use ipam_core::plan::Assignments;
 use ipam_core::{
-    AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, IpVersion, ReleaseRequest,
+    AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, IpVersion, ReleaseRequest,
 };
 use ipnet::IpNet;
 
@@ -293,9 +293,20 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         self.release_unlocked(&requests).await
     }
 
-    /// Assigns one chosen address (Calico's AssignIP). Assigning an address
-    /// the same handle already holds succeeds without a write.
+    /// Assigns one chosen address for a workload (Calico's AssignIP); see
+    /// [`Ipam::assign_ip_for`].
     pub async fn assign_ip(&self, request: &AssignIpRequest) -> Result<(), IpamError> {
+        self.assign_ip_for(request, AllowedUse::Workload).await
+    }
+
+    /// Assigns one chosen address for `intended_use` (Calico's AssignIP
+    /// with IntendedUse). Assigning an address the same handle already
+    /// holds succeeds without a write.
+    pub async fn assign_ip_for(
+        &self,
+        request: &AssignIpRequest,
+        intended_use: AllowedUse,
+    ) -> Result<(), IpamError> {
         let _node = self.lock_node(&request.node).await;
         self.ensure_fresh().await?;
         // The state: whether a refusal was checked on fresh data.
@@ -307,7 +318,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                         let cache = self.cache();
                         cache
                             .snapshot
-                            .plan_assign_ip(request, now())
+                            .plan_assign_ip_for(request, intended_use, now())
                             .map(|plan| prepare(&cache, plan))
                     };
                     let mut planned = plan_it();

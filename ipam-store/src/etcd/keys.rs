@@ -6,6 +6,7 @@
 //! only from parsed keys; a name that would make a path ambiguous (one with
 //! a `/`, or empty) is refused before anything is sent.
 
+use ipam_core::affinity::LOAD_BALANCER_OWNER;
 use ipam_core::{AffinityKey, BlockCidr, IpVersion};
 
 use crate::error::StoreError;
@@ -20,6 +21,22 @@ const BLOCKS: &str = "/calico/ipam/v2/assignment/";
 /// (model/block_affinity.go, BlockAffinityKey.defaultPath; the `host`
 /// segment is the affinity type, `host` when unset).
 const HOST_AFFINITIES: &str = "/calico/ipam/v2/host/";
+
+/// Virtual affinities, LoadBalancer addresses':
+/// `/calico/ipam/v2/virtual/load-balancer/ipv4/block/172.16.0.0-26` (the
+/// same path with the type segment `virtual`). Affinities here are keyed by
+/// owner name and block, so the one virtual owner Calico has,
+/// [`LOAD_BALANCER_OWNER`], is the one whose affinities live there.
+pub(super) const VIRTUAL_AFFINITIES: &str = "/calico/ipam/v2/virtual/";
+
+// Where an owner's affinities live.
+fn affinities_of(node: &str) -> &'static str {
+    if node == LOAD_BALANCER_OWNER {
+        VIRTUAL_AFFINITIES
+    } else {
+        HOST_AFFINITIES
+    }
+}
 
 /// Handles: `/calico/ipam/v2/handle/<handle id>`, the id verbatim
 /// (model/ipam_handle.go, IPAMHandleKey.defaultPath).
@@ -41,6 +58,8 @@ pub(super) enum Range {
     Prefix(String),
     /// This key alone.
     Exact(&'static str),
+    /// Keys starting with any of these (host and virtual affinities).
+    Prefixes(Vec<String>),
 }
 
 /// The etcd key of an object.
@@ -54,7 +73,8 @@ pub(super) fn path(key: &Key) -> Result<String, StoreError> {
             cidr_segment(cidr)
         ),
         Key::Affinity(AffinityKey { node, cidr }) => format!(
-            "{HOST_AFFINITIES}{}/ipv{}/block/{}",
+            "{}{}/ipv{}/block/{}",
+            affinities_of(node),
             segment(key, node)?,
             cidr.version().number(),
             cidr_segment(cidr)
@@ -71,7 +91,10 @@ pub(super) fn range(query: &ListQuery) -> Result<Range, StoreError> {
         ListQuery::All(Kind::Pool) => Range::Prefix(POOLS.to_string()),
         ListQuery::All(Kind::Reservation) => Range::Prefix(RESERVATIONS.to_string()),
         ListQuery::All(Kind::Block) => Range::Prefix(BLOCKS.to_string()),
-        ListQuery::All(Kind::Affinity) => Range::Prefix(HOST_AFFINITIES.to_string()),
+        ListQuery::All(Kind::Affinity) => Range::Prefixes(vec![
+            HOST_AFFINITIES.to_string(),
+            VIRTUAL_AFFINITIES.to_string(),
+        ]),
         ListQuery::All(Kind::Handle) => Range::Prefix(HANDLES.to_string()),
         ListQuery::All(Kind::Config) => Range::Exact(CONFIG),
         ListQuery::AffinitiesOf(node) => {
@@ -82,7 +105,7 @@ pub(super) fn range(query: &ListQuery) -> Result<Range, StoreError> {
                         .to_string(),
                 });
             }
-            Range::Prefix(format!("{HOST_AFFINITIES}{node}/"))
+            Range::Prefix(format!("{}{node}/", affinities_of(node)))
         }
     })
 }
@@ -104,8 +127,15 @@ pub(super) fn parse(kind: Kind, path: &str) -> Option<Key> {
             block_cidr(version, cidr).map(Key::Block)
         }
         Kind::Affinity => {
-            let rest = path.strip_prefix(HOST_AFFINITIES)?;
-            let (node, rest) = rest.split_once('/')?;
+            let (node, rest) = match path.strip_prefix(HOST_AFFINITIES) {
+                Some(rest) => rest.split_once('/')?,
+                // Calico's only virtual owner; any other under `virtual/`
+                // is not one this layout can name.
+                None => path
+                    .strip_prefix(VIRTUAL_AFFINITIES)?
+                    .split_once('/')
+                    .filter(|(node, _)| *node == LOAD_BALANCER_OWNER)?,
+            };
             let (version, cidr) = rest.split_once("/block/")?;
             let cidr = block_cidr(version, cidr)?;
             (!node.is_empty()).then(|| {

@@ -17,6 +17,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crds::{AllocationAttribute, IPPool, IPPoolSpec, IPReservation, IPReservationSpec};
+use ipam_core::affinity::LOAD_BALANCER_OWNER;
 use ipam_core::unknown::UnknownFields;
 use ipam_core::{
     Affinity, AffinityKey, AffinityState, Block, BlockSpec, Handle, HandleSpec, IpamConfig, Pool,
@@ -33,6 +34,8 @@ use crate::model::{Key, Kind, Reservation, Value};
 /// key (model/block_affinity.go). `virtual` affinities live under another
 /// prefix that [`Key::Affinity`] cannot name.
 const HOST: &str = "host";
+/// The type of a virtual affinity, stored under `/calico/ipam/v2/virtual/`.
+const VIRTUAL: &str = "virtual";
 
 /// apiVersion of the v3 objects Calico's clientv3 stores
 /// (clientv3/resources.go, resourceToKVPair).
@@ -320,20 +323,29 @@ fn block_value(block: &Block) -> BlockValue {
 }
 
 fn affinity_value(path: &str, affinity: &Affinity) -> Result<AffinityValue, StoreError> {
-    match affinity.affinity_type.as_deref() {
-        None | Some(HOST) => Ok(AffinityValue {
-            state: affinity.state,
-            deleted: affinity.deleted,
-            unknown: affinity.unknown.clone(),
-        }),
-        Some(other) => Err(invalid(
+    // The type is the key's segment (`host/` or `virtual/`), not the value:
+    // an affinity must be of the type its key says.
+    let wanted = if path.starts_with(super::keys::VIRTUAL_AFFINITIES) {
+        VIRTUAL
+    } else {
+        HOST
+    };
+    let given = affinity.affinity_type.as_deref().unwrap_or(HOST);
+    if given != wanted {
+        return Err(invalid(
             path,
             format!(
-                "affinity type {other:?}: this backend stores host affinities only \
-                 (Calico keeps other types under /calico/ipam/v2/{other}/)"
+                "affinity type {given:?}: this backend stores host affinities under \
+                 /calico/ipam/v2/host/ and virtual ones only for {LOAD_BALANCER_OWNER} \
+                 under /calico/ipam/v2/virtual/"
             ),
-        )),
+        ));
     }
+    Ok(AffinityValue {
+        state: affinity.state,
+        deleted: affinity.deleted,
+        unknown: affinity.unknown.clone(),
+    })
 }
 
 /// The v3 object around a spec: the stored one's kind, apiVersion, metadata
@@ -422,7 +434,14 @@ pub(super) fn decode(path: &str, key: &Key, bytes: &[u8]) -> Result<Value, Store
                 node: node.clone(),
                 cidr: *cidr,
                 state,
-                affinity_type: Some(HOST.to_string()),
+                affinity_type: Some(
+                    if path.starts_with(super::keys::VIRTUAL_AFFINITIES) {
+                        VIRTUAL
+                    } else {
+                        HOST
+                    }
+                    .to_string(),
+                ),
                 deleted,
                 unknown,
             })
@@ -748,6 +767,32 @@ mod tests {
         let err = encode(&path, &Value::Affinity(affinity), None).unwrap_err();
         assert!(err.to_string().contains(&path), "{err}");
         assert!(err.to_string().contains("virtual"), "{err}");
+    }
+
+    #[test]
+    fn the_load_balancers_affinities_are_virtual_under_their_own_prefix() {
+        let mut affinity = Affinity::new(
+            LOAD_BALANCER_OWNER,
+            cidr("172.16.0.0/26"),
+            AffinityState::Confirmed,
+        );
+        affinity.affinity_type = Some("virtual".into());
+        let key = Key::Affinity(affinity.key());
+        let path = keys::path(&key).unwrap();
+        assert_eq!(
+            path,
+            "/calico/ipam/v2/virtual/load-balancer/ipv4/block/172.16.0.0-26"
+        );
+        let bytes = encode(&path, &Value::Affinity(affinity.clone()), None).unwrap();
+        assert_eq!(
+            decode(&path, &key, &bytes).unwrap(),
+            Value::Affinity(affinity.clone())
+        );
+        // Read back from a list, the key names the same affinity.
+        assert_eq!(keys::parse(Kind::Affinity, &path), Some(key));
+        // A host affinity cannot go under that prefix.
+        affinity.affinity_type = Some("host".into());
+        assert!(encode(&path, &Value::Affinity(affinity), None).is_err());
     }
 
     #[test]

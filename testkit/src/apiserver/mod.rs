@@ -75,6 +75,10 @@
 //! or watch under a namespace sees that namespace only. Tests set pods,
 //! nodes and namespaces up with [`ApiServer::put_core`] and [`ApiServer::remove_core`].
 //!
+//! core/v1 `services` (namespaced) are served too, with their `status`
+//! subresource (`subresource`): a load-balancer controller's view. Tests
+//! create, change and delete them through the API as a user would.
+//!
 //! By concern: `store` holds the state (resources, objects, the revision
 //! counter, the change log), `routes` the handlers of each verb, `target`
 //! what a path names, `watch` the streams, `selectors` label selectors,
@@ -86,6 +90,7 @@ mod routes;
 mod selectors;
 mod status;
 mod store;
+mod subresource;
 mod target;
 mod watch;
 
@@ -264,6 +269,21 @@ impl ApiServer {
             "ADDED"
         };
         store.record(&id, kind, &object);
+    }
+
+    /// One stored core/v1 object (`services` in `namespace`, `nodes`
+    /// without), exactly as the server holds it.
+    pub fn core(&self, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let key = match namespace {
+            Some(namespace) => format!("{namespace}/{name}"),
+            None => name.to_string(),
+        };
+        self.shared
+            .store()
+            .objects
+            .get(&ResourceId::core(plural))
+            .and_then(|objects| objects.get(&key))
+            .cloned()
     }
 
     /// Removes a core/v1 object, as if it had been deleted; false when

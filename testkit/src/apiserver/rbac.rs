@@ -40,6 +40,8 @@ impl Access {
         let (resource, name) = match rest {
             [resource] => (resource.to_string(), None),
             [resource, name] => (resource.to_string(), Some(name.to_string())),
+            // A subresource is its own RBAC resource: `services/status`.
+            [resource, name, sub] => (format!("{resource}/{sub}"), Some(name.to_string())),
             _ => return None,
         };
         let watching =

@@ -23,6 +23,7 @@ use super::rbac::record_access;
 use super::selectors::Selector;
 use super::status::ApiError;
 use super::store::{ResourceId, ResourceType, Shared};
+use super::subresource;
 use super::target::{Target, TargetPath};
 use super::watch::watch;
 
@@ -49,6 +50,10 @@ pub(super) fn app(shared: Arc<Shared>) -> Router {
         .route(
             "/api/{version}/namespaces/{namespace}/{plural}/{name}",
             object(),
+        )
+        .route(
+            "/api/{version}/namespaces/{namespace}/{plural}/{name}/status",
+            get(subresource::get_status).put(subresource::replace_status),
         )
         .fallback(|| async { ApiError::unknown_resource() })
         .layer(axum::middleware::from_fn_with_state(
@@ -221,6 +226,7 @@ async fn replace_object(
             return Err(ApiError::modified(&id, &name));
         }
     }
+    subresource::keep_status(&id, &mut object, stored);
     let content_changed = without_metadata(&object) != without_metadata(stored);
     let generation = old.generation.unwrap_or(1) + i64::from(content_changed);
     let mut meta = ObjectMeta {

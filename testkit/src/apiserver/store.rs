@@ -205,10 +205,11 @@ impl Store {
 }
 
 /// The built-in kinds served: (group, plural, kind, namespaced), all v1.
-const BUILT_IN_KINDS: [(&str, &str, &str, bool); 4] = [
+const BUILT_IN_KINDS: [(&str, &str, &str, bool); 5] = [
     ("", "pods", "Pod", true),
     ("", "nodes", "Node", false),
     ("", "namespaces", "Namespace", false),
+    ("", "services", "Service", true),
     ("coordination.k8s.io", "leases", "Lease", true),
 ];
 
