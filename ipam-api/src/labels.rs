@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::names::{is_key_name, is_subdomain, refuse, NameError, MAX_LABEL};
+use crate::names::{check_label_key, is_key_name, refuse, NameError, MAX_LABEL};
 
 /// Most labels one request may carry: far more than a cloud provider puts
 /// on a node, few enough that a request stays small.
@@ -74,17 +74,7 @@ pub fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<()
         });
     }
     for (key, value) in labels {
-        let (prefix, name) = match key.split_once('/') {
-            Some((prefix, name)) => (Some(prefix), name),
-            None => (None, key.as_str()),
-        };
-        if !is_key_name(name) || prefix.is_some_and(|p| !is_subdomain(p, false)) {
-            return Err(refuse(
-                &format!("{field} key"),
-                key,
-                "is not a Kubernetes label key: [prefix/]name, the name at most 63 characters of letters, digits, '-', '_' and '.', starting and ending with a letter or digit, the prefix a Kubernetes object name",
-            ));
-        }
+        check_label_key(field, key)?;
         if !value.is_empty() && (value.len() > MAX_LABEL || !is_key_name(value)) {
             return Err(refuse(
                 &format!("{field}.{key}"),

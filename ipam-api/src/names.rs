@@ -194,6 +194,23 @@ pub(crate) fn is_key_name(name: &str) -> bool {
             .all(|&b| alnum(b) || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// A label or attribute key as Kubernetes takes a label key:
+/// `[prefix/]name`, the name a qualified name, the prefix a DNS subdomain.
+pub(crate) fn check_label_key(field: &str, key: &str) -> Result<(), NameError> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if !is_key_name(name) || prefix.is_some_and(|p| !is_subdomain(p, false)) {
+        return Err(refuse(
+            &format!("{field} key"),
+            key,
+            "is not a Kubernetes label key: [prefix/]name, the name at most 63 characters of letters, digits, '-', '_' and '.', starting and ending with a letter or digit, the prefix a Kubernetes object name",
+        ));
+    }
+    Ok(())
+}
+
 /// Allocation attributes (`attributes` of assign and assign-ip), stored
 /// with the addresses in their block:
 /// - at most [`MAX_ATTRIBUTES`] of them;
@@ -218,17 +235,7 @@ pub fn check_attributes(
         });
     }
     for (key, value) in attributes {
-        let (prefix, name) = match key.split_once('/') {
-            Some((prefix, name)) => (Some(prefix), name),
-            None => (None, key.as_str()),
-        };
-        if !is_key_name(name) || prefix.is_some_and(|p| !is_subdomain(p, false)) {
-            return Err(refuse(
-                &format!("{field} key"),
-                key,
-                "is not a Kubernetes label key: [prefix/]name, the name at most 63 characters of letters, digits, '-', '_' and '.', starting and ending with a letter or digit, the prefix a Kubernetes object name",
-            ));
-        }
+        check_label_key(field, key)?;
         let entry = format!("{field}.{key}");
         if value.chars().count() > MAX_ATTRIBUTE_VALUE || value.chars().any(char::is_control) {
             return Err(refuse(
