@@ -555,6 +555,11 @@ pub struct PoolUsageBody {
     pub block_size: u8,
     /// Whether it is disabled.
     pub disabled: bool,
+    /// Whether it serves Services of type LoadBalancer (its `allowedUses`
+    /// includes `LoadBalancer`): its addresses are the load-balancer
+    /// controller's, never pods'.
+    #[serde(default)]
+    pub load_balancer: bool,
     /// Addresses in the range.
     pub size: u128,
     /// Addresses in use.
@@ -607,6 +612,7 @@ impl UsageResponse {
                     cidr: p.cidr,
                     block_size: pool.map_or(0, Pool::block_size),
                     disabled: pool.is_some_and(|q| !q.enabled()),
+                    load_balancer: pool.is_some_and(|q| q.allows(AllowedUse::LoadBalancer)),
                     size: p.capacity,
                     in_use: p.in_use,
                     free: p.capacity - p.in_use,

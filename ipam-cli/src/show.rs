@@ -335,6 +335,7 @@ mod tests {
             cidr,
             block_size: 26,
             disabled: false,
+            load_balancer: false,
             size,
             in_use,
             free: size - in_use,

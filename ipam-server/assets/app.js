@@ -196,6 +196,7 @@ function renderPools() {
       'aria-selected': chosen ? 'true' : 'false',
       data: {
         pool: pool.name, cidr: pool.cidr, blockSize: pool.blockSize, disabled: pool.disabled,
+        loadBalancer: pool.loadBalancer ?? false,
         size: big(pool.size), inUse: big(pool.inUse), free: big(pool.free),
         percent: percent(pool.inUse, pool.size), blocks: pool.blocks.length,
         released: big(pool.released ?? 0),
@@ -203,7 +204,8 @@ function renderPools() {
       onclick: (event) => { if (!event.target.closest('a')) navigate(pool.name, null); },
     },
     h('td', {}, viewLink(pool.name, null, { class: 'pool-name' }, pool.name),
-      pool.disabled ? h('span', { class: 'tag' }, 'disabled') : null),
+      pool.disabled ? h('span', { class: 'tag' }, 'disabled') : null,
+      pool.loadBalancer ? h('span', { class: 'tag' }, 'LoadBalancer') : null),
     h('td', { class: 'mono' }, pool.cidr),
     h('td', { class: 'num' }, '/' + pool.blockSize),
     h('td', { class: 'num' }, count(pool.blocks.length)),

@@ -158,6 +158,9 @@ async fn populated() -> (SocketAddr, Api) {
     api.send(reqwest::Method::POST, "/v1/assign-ip", body).await;
     // Created last, so that no pod took an address from it.
     api.pool("spare", "10.99.0.0/24", 26).await;
+    // Services' addresses (issue 20): the page marks the pool.
+    let lb = json!({"name": "services-lb", "spec": {"cidr": "172.30.0.0/28", "blockSize": 30, "allowedUses": ["LoadBalancer"]}});
+    api.send(reqwest::Method::POST, "/v1/pools", lb).await;
     (address, api)
 }
 
@@ -397,7 +400,18 @@ fn assert_pool_table_matches(dom: &Dom, usage: &UsageResponse) {
         assert_eq!(row.attr("data-free"), pool.free.to_string());
         assert_eq!(row.attr("data-blocks"), pool.blocks.len().to_string());
         assert_eq!(row.attr("data-percent"), percent(pool.in_use, pool.size));
+        assert_eq!(
+            row.attr("data-load-balancer"),
+            pool.load_balancer.to_string(),
+            "{}",
+            pool.name
+        );
         let text = row.text();
+        assert_eq!(
+            text.contains("LoadBalancer"),
+            pool.load_balancer,
+            "a LoadBalancer pool, and only one, is tagged: {text:?}"
+        );
         for shown in [
             percent_text(pool.in_use, pool.size),
             grouped(pool.in_use),
@@ -475,6 +489,15 @@ async fn the_page_shows_the_apis_figures_and_a_blocks_addresses() {
     }
     let (address, api) = populated().await;
     let usage = api.usage().await;
+    assert_eq!(
+        usage
+            .pools
+            .iter()
+            .filter(|p| p.load_balancer)
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["services-lb"]
+    );
     let v4 = &usage.pools[0];
     let block = v4
         .blocks
