@@ -102,7 +102,12 @@ async fn list_objects(
 }
 
 async fn get_object(State(shared): AppState, path: TargetPath) -> Result<Response, ApiError> {
-    let target = Target::of(path);
+    read_object(&shared, &Target::of(path))
+}
+
+/// The stored object `target` names, as a GET of it or of its status
+/// subresource answers.
+pub(super) fn read_object(shared: &Shared, target: &Target) -> Result<Response, ApiError> {
     let store = shared.store();
     target.resource(&store)?;
     store

@@ -49,14 +49,7 @@ pub(super) async fn get_status(
     if !has_status(&target.id) {
         return Err(ApiError::unknown_resource());
     }
-    let store = shared.store();
-    target.resource(&store)?;
-    store
-        .objects
-        .get(&target.id)
-        .and_then(|objects| objects.get(&target.key(target.name())))
-        .map(|object| Json(object.clone()).into_response())
-        .ok_or_else(|| ApiError::not_found(&target.id, target.name()))
+    super::routes::read_object(&shared, &target)
 }
 
 /// `PUT .../<name>/status`: the body's `status` replaces the stored one.
