@@ -47,6 +47,7 @@
 
 mod admin;
 mod assign;
+mod batch;
 mod labels;
 mod lane;
 mod reads;

@@ -49,7 +49,7 @@ macro_rules! engine_tests {
             deleting_a_pool_releases_its_empty_blocks,
         );
         engine_tests!(@cases $present; $make; order;
-            steady_state_costs_two_writes_and_no_reads,
+            steady_state_costs_one_batch_or_two_writes_and_no_reads,
             two_engines_on_one_store_never_double_allocate,
             handle_goes_before_block_on_assign_and_after_on_release,
             a_block_write_that_keeps_failing_leaves_nothing_behind,
