@@ -62,6 +62,7 @@ macro_rules! engine_tests {
             one_handle_assigned_and_released_at_once_holds_only_what_was_answered,
             a_release_between_an_assignments_handle_and_block_writes_leaves_the_last_answer,
             a_release_between_a_claims_handle_and_block_writes_leaves_the_last_answer,
+            batches_answered_unavailable_after_their_commit_lose_and_double_nothing,
             concurrent_creates_of_overlapping_pools_create_exactly_one,
             concurrent_claims_of_one_block_leave_one_confirmed_affinity,
         );
