@@ -1,8 +1,9 @@
 //! The leak-safe order of a plan's writes (see the engine's
 //! documentation): claims complete before any handle counts an address in
-//! the new block, handles before blocks when assigning, blocks before
-//! handles when releasing, and undoing what an interrupted plan would
-//! otherwise leave dangling.
+//! the new block, then handles and blocks in one batch where the store has
+//! batches (`batch`), else handles before blocks when assigning and blocks
+//! before handles when releasing, and undoing what an interrupted plan
+//! would otherwise leave dangling.
 
 use std::collections::HashMap;
 
@@ -147,7 +148,8 @@ pub(super) struct BlocksWritten {
     /// The write that failed, when one did; nothing after it was written.
     pub(super) failure: Option<StoreError>,
     /// The handle changes that follow: counts in the blocks written, and a
-    /// whole handle's deletion only when every block was written.
+    /// whole handle's deletion only when every block was written; none of
+    /// those a batch wrote with its blocks.
     pub(super) handles: Vec<HandleChange>,
     /// Revisions, for the handles' writes.
     pub(super) expected: HashMap<Key, Revision>,
@@ -519,9 +521,10 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     }
 
     /// Writes a plan's phases up to its handles, blocks first whatever its
-    /// order (a release's): the claiming phases, then the blocks one by one,
-    /// stopping at the first failure, and says which handle changes must
-    /// follow.
+    /// order (a release's): the claiming phases, then the blocks with the
+    /// handle changes that follow them as one batch where the store has
+    /// batches, else the blocks one by one, stopping at the first failure,
+    /// and says which handle changes must still follow.
     pub(super) async fn write_release_blocks(
         &self,
         prepared: Prepared,
