@@ -688,8 +688,8 @@ impl AtomicWrites for EmbeddedStore {
     /// One unit for the writer thread: it shares the group's commit, and is
     /// answered once that commit is on disk.
     async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError> {
-        self.trips.write();
         distinct_keys(writes)?;
+        self.trips.write();
         let unit = writes
             .iter()
             .map(WriteOp::of)

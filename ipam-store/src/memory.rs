@@ -139,8 +139,8 @@ impl AtomicWrites for MemoryStore {
     /// Under the one lock: every condition checked, then every write
     /// applied, so no reader sees part of a batch.
     async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError> {
-        self.trips.write();
         distinct_keys(writes)?;
+        self.trips.write();
         let mut state = self.state();
         for (index, write) in writes.iter().enumerate() {
             let key = write.key();
