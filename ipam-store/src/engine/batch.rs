@@ -42,6 +42,10 @@ pub(super) enum Batched {
     Unbatched,
 }
 
+// A write that names no revision: what it replaces was never read, so it
+// cannot be checked (the ordered path fails it as a conflict).
+struct NoRevision;
+
 // One write of a batch, and what the batch knows of it.
 struct Planned {
     write: BatchWrite,
@@ -88,7 +92,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             match self.handle_write(&change, None) {
                 Ok(Some(write)) => planned.push(write),
                 Ok(None) => {}
-                Err(()) => return Batched::Unbatched,
+                Err(NoRevision) => return Batched::Unbatched,
             }
         }
         for block in blocks {
@@ -142,7 +146,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             match self.handle_write(change, Some(expected)) {
                 Ok(Some(write)) => planned.push(write),
                 Ok(None) => {}
-                Err(()) => return Batched::Unbatched,
+                Err(NoRevision) => return Batched::Unbatched,
             }
         }
         self.write_batch(atomic, planned, expected).await
@@ -151,12 +155,12 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     // A handle change as a batch write over the cached handle, with the
     // cached revision (as adjust_handle computes it); a deletion as a whole
     // names the revision in `deleting` (as the ordered path's deletion
-    // does). `Err` when there is no revision to name.
+    // does). `None` when there is nothing to write.
     fn handle_write(
         &self,
         change: &HandleChange,
         deleting: Option<&HashMap<Key, Revision>>,
-    ) -> Result<Option<Planned>, ()> {
+    ) -> Result<Option<Planned>, NoRevision> {
         let key = Key::Handle(change.id().to_string());
         let (current, cached) =
             self.cached_with_revision(key.clone(), |c| c.handle(change.id()).cloned());
@@ -167,7 +171,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             (HandleChange::Delete(_), Some(expected)) => expected.get(&key),
             _ => cached.get(&key),
         };
-        let write = batch_write(write, revision).ok_or(())?;
+        let write = batch_write(write, revision).ok_or(NoRevision)?;
         Ok(Some(Planned {
             write,
             handle: true,
@@ -197,6 +201,9 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                             expected.insert(value.key(), rev.clone());
                             cache.put(value, rev);
                         }
+                        // A delete; or a write the store answered without
+                        // a revision, against its contract: forgotten, so
+                        // that the next use reads it.
                         (write, _) => {
                             let key = write.key();
                             expected.remove(&key);
