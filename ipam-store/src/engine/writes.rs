@@ -575,7 +575,14 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 };
                 match batched {
                     Batched::Written => {
-                        let handles = follow(&written);
+                        // Counts in a block both released and written are
+                        // the batch's already.
+                        let before: Vec<BlockCidr> = written
+                            .iter()
+                            .filter(|cidr| !cidrs.contains(cidr))
+                            .copied()
+                            .collect();
+                        let handles = follow(&before);
                         written.extend(cidrs);
                         return Ok(BlocksWritten {
                             written,
