@@ -92,7 +92,9 @@ async fn one_node(store: Arc<dyn Datastore>, count: u64) -> Figures {
         assert_eq!(got.ipv4.addresses.len(), 1);
         let spent = store.round_trips().since(before);
         // A claim writes the pending affinity, the block and the
-        // confirmation besides the handle; the steady state writes two.
+        // confirmation besides the handle; the steady state writes two
+        // (the handle, the block), or one batch of both where the store
+        // has batches.
         if spent.writes <= 2 {
             steady.0 += 1;
             steady.1.reads += spent.reads;

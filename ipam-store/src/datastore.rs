@@ -6,6 +6,11 @@
 //! [`StoreError::NotFound`] when it is gone. A write that returned `Ok` is
 //! durable as far as the backend can make it (embedded: fsynced; etcd and
 //! Kubernetes: acknowledged by the server).
+//!
+//! A backend that can write several objects in one atomic, durable unit
+//! offers it through [`Datastore::atomic_writes`]: the engine then writes a
+//! plan's handles and blocks together, one commit instead of one per
+//! object. Kubernetes has no multi-object transaction and offers none.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,6 +42,83 @@ pub trait Datastore: Send + Sync {
 
     /// Round trips made so far.
     fn round_trips(&self) -> RoundTrips;
+
+    /// Writing several objects all or nothing, when the backend can (a
+    /// batch counts as one write round trip: it is one).
+    fn atomic_writes(&self) -> Option<&dyn AtomicWrites> {
+        None
+    }
+}
+
+/// One write of a batch, with the condition of its single-object form:
+/// a create needs the key free, an update and a delete the revision read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchWrite {
+    /// Creates an object that must not exist yet.
+    Create(Value),
+    /// Replaces an object still at the revision.
+    Update(Value, Revision),
+    /// Deletes an object still at the revision.
+    Delete(Key, Revision),
+}
+
+impl BatchWrite {
+    /// The object written.
+    pub fn key(&self) -> Key {
+        match self {
+            BatchWrite::Create(value) | BatchWrite::Update(value, _) => value.key(),
+            BatchWrite::Delete(key, _) => key.clone(),
+        }
+    }
+}
+
+/// Why a batch was not written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BatchError {
+    /// The condition of write `index` did not hold (a [`StoreError`]
+    /// `Conflict`, `NotFound` or `AlreadyExists`): nothing was written.
+    #[error("write {index} of a batch refused: {cause}")]
+    Refused {
+        /// The write's position in the batch.
+        index: usize,
+        /// Why, as the single write would have failed.
+        cause: StoreError,
+    },
+    /// The batch names an object twice: refused before anything was sent.
+    #[error("a batch writes {key} more than once")]
+    DuplicateKey {
+        /// The object.
+        key: Key,
+    },
+    /// The store failed. When it is `Unavailable`, the batch may have been
+    /// applied in full or not at all (a connection lost after the commit
+    /// was sent): the caller must not assume either.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// Writing several objects as one unit: every write's condition is checked
+/// and either all are applied, in one durable commit, or none is.
+#[async_trait]
+pub trait AtomicWrites: Send + Sync {
+    /// Applies `writes` all or nothing, and returns each write's new
+    /// revision (`None` for a delete), in order. A batch names each key at
+    /// most once ([`BatchError::DuplicateKey`] otherwise).
+    async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError>;
+}
+
+/// Refuses a batch that names an object twice: each write's condition is
+/// checked against the state before the batch, so two writes of one key
+/// would not mean what they say. For backends to call first.
+pub fn distinct_keys(writes: &[BatchWrite]) -> Result<(), BatchError> {
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    for write in writes {
+        let key = write.key();
+        if !seen.insert(key.clone()) {
+            return Err(BatchError::DuplicateKey { key });
+        }
+    }
+    Ok(())
 }
 
 /// Round trips to a datastore: reads (get, list) and writes (create,

@@ -23,6 +23,11 @@
 //! after that commit is on disk. Under load one fsync then serves many
 //! writes, which is what makes a durable store fast; alone, a write costs
 //! one commit as before.
+//!
+//! A batch ([`AtomicWrites`]) is one queued unit like a single write: it
+//! joins the group, its conditions are all checked before any of its
+//! writes is applied, and a refused batch applies nothing and leaves the
+//! rest of the group alone. A single write is a unit of one.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -39,7 +44,9 @@ use ipam_core::{
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::datastore::{Datastore, RoundTripCounter, RoundTrips};
+use crate::datastore::{
+    distinct_keys, AtomicWrites, BatchError, BatchWrite, Datastore, RoundTripCounter, RoundTrips,
+};
 use crate::error::StoreError;
 use crate::model::{Key, Kind, ListQuery, Reservation, Revision, Value, Versioned};
 
@@ -74,13 +81,15 @@ pub struct EmbeddedStore {
     commits: Arc<AtomicU64>,
 }
 
-/// A write's new revision (none for a delete), or why it was refused.
-type WriteResult = Result<Option<u64>, StoreError>;
+/// A unit's new revisions (none for a delete), one per write, or which of
+/// its writes was refused and why (then nothing of it was written).
+type UnitResult = Result<Vec<Option<u64>>, (usize, StoreError)>;
 
-/// One write waiting for the writer thread.
+/// One unit waiting for the writer thread: a single write, or a batch
+/// applied all or nothing.
 struct Queued {
-    op: WriteOp,
-    reply: tokio::sync::oneshot::Sender<WriteResult>,
+    unit: Vec<WriteOp>,
+    reply: tokio::sync::oneshot::Sender<Result<UnitResult, StoreError>>,
 }
 
 /// A write, with its compare-and-swap condition.
@@ -98,6 +107,34 @@ enum WriteOp {
         key: Key,
         expected: Revision,
     },
+}
+
+impl WriteOp {
+    fn key(&self) -> &Key {
+        match self {
+            WriteOp::Create { key, .. }
+            | WriteOp::Update { key, .. }
+            | WriteOp::Delete { key, .. } => key,
+        }
+    }
+
+    fn of(write: &BatchWrite) -> Result<WriteOp, StoreError> {
+        Ok(match write {
+            BatchWrite::Create(value) => WriteOp::Create {
+                key: value.key(),
+                json: encode(value)?,
+            },
+            BatchWrite::Update(value, expected) => WriteOp::Update {
+                key: value.key(),
+                json: encode(value)?,
+                expected: expected.clone(),
+            },
+            BatchWrite::Delete(key, expected) => WriteOp::Delete {
+                key: key.clone(),
+                expected: expected.clone(),
+            },
+        })
+    }
 }
 
 struct Inner {
@@ -162,6 +199,15 @@ impl EmbeddedStore {
 
     /// Hands a write to the writer thread and waits until it is committed.
     async fn write(&self, op: WriteOp) -> Result<Option<u64>, StoreError> {
+        match self.write_unit(vec![op]).await? {
+            Ok(mut revisions) => Ok(revisions.pop().flatten()),
+            Err((_, refused)) => Err(refused),
+        }
+    }
+
+    /// Hands a unit to the writer thread and waits until it is committed
+    /// (or refused). The outer error is the store's failure.
+    async fn write_unit(&self, unit: Vec<WriteOp>) -> Result<UnitResult, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let closed = || {
             unavailable(format!(
@@ -172,7 +218,7 @@ impl EmbeddedStore {
         self.writes
             .as_ref()
             .ok_or_else(closed)?
-            .send(Queued { op, reply })
+            .send(Queued { unit, reply })
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
@@ -220,14 +266,14 @@ fn write_loop(inner: &Inner, queue: &std::sync::mpsc::Receiver<Queued>, commits:
                 Err(_) => break,
             }
         }
-        let ops: Vec<&WriteOp> = group.iter().map(|q| &q.op).collect();
-        match inner.apply_group(&ops) {
+        let units: Vec<&[WriteOp]> = group.iter().map(|q| q.unit.as_slice()).collect();
+        match inner.apply_group(&units) {
             Ok((results, committed)) => {
                 if committed {
                     commits.fetch_add(1, Ordering::Relaxed);
                 }
                 for (queued, result) in group.into_iter().zip(results) {
-                    let _ = queued.reply.send(result);
+                    let _ = queued.reply.send(Ok(result));
                 }
             }
             // Nothing of the group was written.
@@ -381,15 +427,17 @@ impl Inner {
         Ok(listed)
     }
 
-    /// Applies writes in order in one transaction, each with its own
-    /// compare-and-swap check (a refused one changes nothing and does not
-    /// stop the others; a later one sees an earlier one's effect), then
-    /// commits once. Returns each write's result (the new revision, or
-    /// `None` for a delete) and whether anything was committed. An error
-    /// means the transaction failed and nothing of it was written.
-    fn apply_group(&self, ops: &[&WriteOp]) -> Result<(Vec<WriteResult>, bool), StoreError> {
+    /// Applies units (single writes and batches) in order in one
+    /// transaction, then commits once. Each unit's writes are all checked
+    /// before any is applied (a batch names each key once, so the checks
+    /// see the state before the unit); a refused unit changes nothing and
+    /// does not stop the others, and a later unit sees an earlier one's
+    /// effect. Returns each unit's result and whether anything was
+    /// committed. An error means the transaction failed and nothing of it
+    /// was written.
+    fn apply_group(&self, units: &[&[WriteOp]]) -> Result<(Vec<UnitResult>, bool), StoreError> {
         let txn = self.begin_write()?;
-        let mut results = Vec::with_capacity(ops.len());
+        let mut results = Vec::with_capacity(units.len());
         let mut changed = false;
         {
             let mut objects = txn
@@ -402,54 +450,56 @@ impl Inner {
                 .get(LAST_REVISION)
                 .map_err(|e| self.failed("reading the revision counter", e))?
                 .map_or(0, |entry| entry.value());
-            for op in ops {
-                let (key, json, expected) = match op {
-                    WriteOp::Create { key, json } => (key, Some(json), None),
-                    WriteOp::Update {
-                        key,
-                        json,
-                        expected,
-                    } => (key, Some(json), Some(expected)),
-                    WriteOp::Delete { key, expected } => (key, None, Some(expected)),
-                };
-                let stored = key_string(key);
-                let current = objects
-                    .get(stored.as_str())
-                    .map_err(|e| self.failed(&format!("reading {stored}"), e))?
-                    .map(|entry| entry.value().0);
-                let allowed = match expected {
-                    None if current.is_some() => {
-                        Err(StoreError::AlreadyExists { key: key.clone() })
-                    }
-                    None => Ok(()),
-                    Some(expected) => check_revision(key, current, expected),
-                };
-                if let Err(refused) = allowed {
-                    results.push(Err(refused));
+            for unit in units {
+                let refused = unit.iter().enumerate().find_map(|(index, op)| {
+                    let stored = key_string(op.key());
+                    let current = match objects.get(stored.as_str()) {
+                        Ok(entry) => entry.map(|entry| entry.value().0),
+                        Err(e) => return Some(Err(self.failed(&format!("reading {stored}"), e))),
+                    };
+                    let allowed = match op {
+                        WriteOp::Create { key, .. } if current.is_some() => {
+                            Err(StoreError::AlreadyExists { key: key.clone() })
+                        }
+                        WriteOp::Create { .. } => Ok(()),
+                        WriteOp::Update { key, expected, .. }
+                        | WriteOp::Delete { key, expected } => {
+                            check_revision(key, current, expected)
+                        }
+                    };
+                    allowed.err().map(|refused| Ok((index, refused)))
+                });
+                if let Some(refused) = refused {
+                    results.push(Err(refused?));
                     continue;
                 }
-                changed = true;
-                match json {
-                    Some(json) => {
-                        last += 1;
-                        objects
-                            .insert(stored.as_str(), (last, json.as_slice()))
-                            .map_err(|e| self.failed(&format!("writing {stored}"), e))?;
-                        results.push(Ok(Some(last)));
-                    }
-                    None => {
-                        objects
-                            .remove(stored.as_str())
-                            .map_err(|e| self.failed(&format!("deleting {stored}"), e))?;
-                        results.push(Ok(None));
+                changed |= !unit.is_empty();
+                let mut revisions = Vec::with_capacity(unit.len());
+                for op in unit.iter() {
+                    let stored = key_string(op.key());
+                    match op {
+                        WriteOp::Create { json, .. } | WriteOp::Update { json, .. } => {
+                            last += 1;
+                            objects
+                                .insert(stored.as_str(), (last, json.as_slice()))
+                                .map_err(|e| self.failed(&format!("writing {stored}"), e))?;
+                            revisions.push(Some(last));
+                        }
+                        WriteOp::Delete { .. } => {
+                            objects
+                                .remove(stored.as_str())
+                                .map_err(|e| self.failed(&format!("deleting {stored}"), e))?;
+                            revisions.push(None);
+                        }
                     }
                 }
+                results.push(Ok(revisions));
             }
             meta.insert(LAST_REVISION, last)
                 .map_err(|e| self.failed("writing the revision counter", e))?;
         }
         if !changed {
-            // Every write was refused: nothing to make durable.
+            // Every unit was refused: nothing to make durable.
             txn.abort().map_err(|e| self.failed("aborting", e))?;
             return Ok((results, false));
         }
@@ -626,6 +676,29 @@ impl Datastore for EmbeddedStore {
 
     fn round_trips(&self) -> RoundTrips {
         self.trips.snapshot()
+    }
+
+    fn atomic_writes(&self) -> Option<&dyn AtomicWrites> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl AtomicWrites for EmbeddedStore {
+    /// One unit for the writer thread: it shares the group's commit, and is
+    /// answered once that commit is on disk.
+    async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError> {
+        distinct_keys(writes)?;
+        self.trips.write();
+        let unit = writes
+            .iter()
+            .map(WriteOp::of)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BatchError::Store)?;
+        match self.write_unit(unit).await.map_err(BatchError::Store)? {
+            Ok(revisions) => Ok(revisions.into_iter().map(|n| n.map(revision_of)).collect()),
+            Err((index, cause)) => Err(BatchError::Refused { index, cause }),
+        }
     }
 }
 
@@ -893,18 +966,18 @@ mod tests {
                 json: json_of(&b),
             },
         ];
-        let refs: Vec<&WriteOp> = ops.iter().collect();
-        let (results, committed) = store.inner.apply_group(&refs).unwrap();
+        let units: Vec<&[WriteOp]> = ops.iter().map(std::slice::from_ref).collect();
+        let (results, committed) = store.inner.apply_group(&units).unwrap();
         assert!(committed);
         assert_eq!(
             results,
             vec![
-                Ok(Some(1)),
-                Err(StoreError::AlreadyExists { key: key_a.clone() }),
-                Ok(Some(2)),
-                Err(StoreError::Conflict { key: key_a.clone() }),
-                Err(StoreError::NotFound { key: b.key() }),
-                Ok(Some(3)),
+                Ok(vec![Some(1)]),
+                Err((0, StoreError::AlreadyExists { key: key_a.clone() })),
+                Ok(vec![Some(2)]),
+                Err((0, StoreError::Conflict { key: key_a.clone() })),
+                Err((0, StoreError::NotFound { key: b.key() })),
+                Ok(vec![Some(3)]),
             ]
         );
         assert_eq!(store.inner.get(&key_a).unwrap().revision, revision_of(2));
@@ -913,10 +986,71 @@ mod tests {
             key: key_a.clone(),
             expected: revision_of(1),
         }];
-        let refs: Vec<&WriteOp> = refused.iter().collect();
-        let (results, committed) = store.inner.apply_group(&refs).unwrap();
+        let units: Vec<&[WriteOp]> = refused.iter().map(std::slice::from_ref).collect();
+        let (results, committed) = store.inner.apply_group(&units).unwrap();
         assert!(!committed);
-        assert_eq!(results, vec![Err(StoreError::Conflict { key: key_a })]);
+        assert_eq!(results, vec![Err((0, StoreError::Conflict { key: key_a }))]);
+    }
+
+    #[test]
+    fn a_refused_batch_in_a_group_leaves_the_other_writes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let a = handle_value("a");
+        let b = handle_value("b");
+        let c = handle_value("c");
+        let create = |value: &Value| WriteOp::Create {
+            key: value.key(),
+            json: json_of(value),
+        };
+        let single = [create(&a)];
+        // Its second write finds `a` created by the single write before it
+        // in the group: the batch is refused as a whole, `b` included.
+        let refused = [create(&b), create(&a)];
+        let accepted = [create(&c)];
+        let units: Vec<&[WriteOp]> = vec![&single, &refused, &accepted];
+        let (results, committed) = store.inner.apply_group(&units).unwrap();
+        assert!(committed);
+        assert_eq!(
+            results,
+            vec![
+                Ok(vec![Some(1)]),
+                Err((1, StoreError::AlreadyExists { key: a.key() })),
+                Ok(vec![Some(2)]),
+            ]
+        );
+        assert!(store.inner.get(&a.key()).is_ok());
+        assert_eq!(
+            store.inner.get(&b.key()),
+            Err(StoreError::NotFound { key: b.key() }),
+            "a refused batch wrote part of itself"
+        );
+        assert!(store.inner.get(&c.key()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_batch_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let gone = handle_value("gone");
+        let gone_rev = store.create(&gone).await.unwrap();
+        let writes = [
+            BatchWrite::Create(handle_value("h")),
+            BatchWrite::Create(Value::Block(block("10.0.0.0/26"))),
+            BatchWrite::Delete(gone.key(), gone_rev),
+        ];
+        let before = store.commits();
+        let revisions = store.write_all(&writes).await.unwrap();
+        assert_eq!(store.commits() - before, 1, "a batch is one commit");
+        drop(store);
+        let reopened = EmbeddedStore::open(dir.path()).unwrap();
+        for (write, revision) in writes.iter().zip(&revisions) {
+            match (reopened.get(&write.key()).await, revision) {
+                (Ok(stored), Some(revision)) => assert_eq!(&stored.revision, revision),
+                (Err(StoreError::NotFound { .. }), None) => {}
+                (got, expected) => panic!("{}: {got:?}, expected {expected:?}", write.key()),
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

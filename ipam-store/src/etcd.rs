@@ -11,11 +11,15 @@
 //! conflict from a missing object in the same round trip. A revision is
 //! the key's mod revision in decimal, as Calico reports it.
 //!
+//! A batch ([`AtomicWrites`]) is one transaction with every write's
+//! comparison (`batch`).
+//!
 //! Every call is bounded by a timeout; an etcd that cannot be reached, or
 //! does not answer in time, is [`StoreError::Unavailable`], and the client
 //! reconnects by itself once etcd is back. The gRPC client is this crate's
 //! own (`client`), generated from a subset of etcd's protocol files.
 
+mod batch;
 mod client;
 mod keys;
 mod nodes;
@@ -36,7 +40,7 @@ use rpc::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, TxnResponse,
 };
 
-use crate::datastore::{Datastore, RoundTripCounter, RoundTrips};
+use crate::datastore::{AtomicWrites, Datastore, RoundTripCounter, RoundTrips};
 use crate::error::StoreError;
 use crate::model::{Key, ListQuery, Revision, Value, Versioned};
 use keys::Range;
@@ -256,6 +260,10 @@ impl Datastore for EtcdStore {
 
     fn round_trips(&self) -> RoundTrips {
         self.trips.snapshot()
+    }
+
+    fn atomic_writes(&self) -> Option<&dyn AtomicWrites> {
+        Some(self)
     }
 }
 

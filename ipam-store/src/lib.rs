@@ -32,7 +32,9 @@ pub mod memory;
 pub mod model;
 pub mod node_labels;
 
-pub use datastore::{Datastore, RoundTripCounter, RoundTrips};
+pub use datastore::{
+    AtomicWrites, BatchError, BatchWrite, Datastore, RoundTripCounter, RoundTrips,
+};
 pub use engine::{AutoAssigned, EngineStats, Ipam, IpamError, IpamOptions, Released};
 pub use error::{RetryClass, StoreError};
 pub use model::{Key, Kind, ListQuery, Reservation, Revision, Value, Versioned};

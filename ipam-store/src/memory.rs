@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::datastore::{Datastore, RoundTripCounter, RoundTrips};
+use crate::datastore::{
+    distinct_keys, AtomicWrites, BatchError, BatchWrite, Datastore, RoundTripCounter, RoundTrips,
+};
 use crate::error::StoreError;
 use crate::model::{Key, ListQuery, Revision, Value, Versioned};
 
@@ -125,5 +127,50 @@ impl Datastore for MemoryStore {
 
     fn round_trips(&self) -> RoundTrips {
         self.trips.snapshot()
+    }
+
+    fn atomic_writes(&self) -> Option<&dyn AtomicWrites> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl AtomicWrites for MemoryStore {
+    /// Under the one lock: every condition checked, then every write
+    /// applied, so no reader sees part of a batch.
+    async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError> {
+        distinct_keys(writes)?;
+        self.trips.write();
+        let mut state = self.state();
+        for (index, write) in writes.iter().enumerate() {
+            let key = write.key();
+            let stored = state.objects.get(&key).map(|(_, rev)| *rev);
+            let allowed = match (write, stored) {
+                (BatchWrite::Create(_), Some(_)) => Err(StoreError::AlreadyExists { key }),
+                (BatchWrite::Create(_), None) => Ok(()),
+                (BatchWrite::Update(..) | BatchWrite::Delete(..), None) => {
+                    Err(StoreError::NotFound { key })
+                }
+                (BatchWrite::Update(_, expected) | BatchWrite::Delete(_, expected), Some(rev)) => {
+                    check_revision(&key, rev, expected)
+                }
+            };
+            allowed.map_err(|cause| BatchError::Refused { index, cause })?;
+        }
+        let mut revisions = Vec::with_capacity(writes.len());
+        for write in writes {
+            match write {
+                BatchWrite::Create(value) | BatchWrite::Update(value, _) => {
+                    let rev = state.next_revision();
+                    state.objects.insert(value.key(), (value.clone(), rev));
+                    revisions.push(Some(revision(rev)));
+                }
+                BatchWrite::Delete(key, _) => {
+                    state.objects.remove(key);
+                    revisions.push(None);
+                }
+            }
+        }
+        Ok(revisions)
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ipam_store::memory::MemoryStore;
 use ipam_store::{
-    Datastore, Key, ListQuery, Revision, RoundTrips, StoreError, Value as Object, Versioned,
+    AtomicWrites, BatchError, BatchWrite, Datastore, Key, ListQuery, Revision, RoundTrips,
+    StoreError, Value as Object, Versioned,
 };
 
 /// A store whose calls can be made to fail as unreachable, or to hang.
@@ -59,5 +60,17 @@ impl Datastore for Flaky {
     }
     fn round_trips(&self) -> RoundTrips {
         self.inner.round_trips()
+    }
+    fn atomic_writes(&self) -> Option<&dyn AtomicWrites> {
+        Some(self)
+    }
+}
+
+/// Batches fail and hang like every other call: down, nothing is written.
+#[async_trait]
+impl AtomicWrites for Flaky {
+    async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError> {
+        self.gate().await.map_err(BatchError::Store)?;
+        self.inner.write_all(writes).await
     }
 }

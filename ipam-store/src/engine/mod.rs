@@ -1,16 +1,26 @@
 //! The allocation engine: Calico's IPAM operations, planned by ipam-core
 //! and written to any [`Datastore`] with compare-and-swap.
 //!
-//! Safety comes from the order of writes and from compare-and-swap, never
-//! from the cache:
+//! Safety comes from writing a plan's handles and blocks together or in a
+//! leak-safe order, and from compare-and-swap, never from the cache:
 //!
-//! - assigning writes the handle before the block, so a crash in between
-//!   leaves a handle that over-counts, never an address without an owner;
-//!   a block write that fails takes its count back out of the handle;
+//! - on a store that writes several objects atomically
+//!   ([`AtomicWrites`](crate::AtomicWrites): memory, embedded, etcd), the
+//!   handles and blocks of an assignment, and the blocks of a release with
+//!   the handle changes that follow them, are one batch: nothing lies in
+//!   between to crash in, and it costs one commit where the ordered writes
+//!   cost two. A refused batch wrote nothing; a batch whose answer was lost
+//!   (the store unavailable) may have been applied in full, so nothing of
+//!   it is undone and the caller is told to try again, which finds what
+//!   was written (a repeated request's handle, a block's new revision);
+//! - on a store without transactions (Kubernetes), assigning writes the
+//!   handle before the block, so a crash in between leaves a handle that
+//!   over-counts, never an address without an owner; a block write that
+//!   fails takes its count back out of the handle;
 //! - a new block is claimed completely (pending affinity, block created
 //!   empty, affinity confirmed) before any handle counts an address in it,
 //!   as in Calico, so a handle's count in a block that does not exist is
-//!   stale;
+//!   stale; claims are written before the batch, on either path;
 //! - releasing writes the block before the handle, for the same reason; a
 //!   release by handle writes every existing block the handle names, even
 //!   one that shows none of its addresses: the count may belong to an
@@ -40,6 +50,8 @@
 //! - `reads`: the cache, fresh reads and the public queries;
 //! - `writes`: the leak-safe order of a plan's phases (ipam-core's phased
 //!   [`Plan`](ipam_core::Plan)), and undoing an interrupted one;
+//! - `batch`: a plan's handles and blocks as one atomic batch, where the
+//!   store has them;
 //! - `lane`: the per-node lane that serves a burst of requests together;
 //! - `labels`: where a release gets node labels ([`NodeLabelSource`]), to
 //!   keep affinities consistent as Calico's ensureConsistentAffinity does;
@@ -47,6 +59,7 @@
 
 mod admin;
 mod assign;
+mod batch;
 mod labels;
 mod lane;
 mod reads;

@@ -1,14 +1,16 @@
 //! The leak-safe order of a plan's writes (see the engine's
 //! documentation): claims complete before any handle counts an address in
-//! the new block, handles before blocks when assigning, blocks before
-//! handles when releasing, and undoing what an interrupted plan would
-//! otherwise leave dangling.
+//! the new block, then handles and blocks in one batch where the store has
+//! batches (`batch`), else handles before blocks when assigning and blocks
+//! before handles when releasing, and undoing what an interrupted plan
+//! would otherwise leave dangling.
 
 use std::collections::HashMap;
 
 use ipam_core::plan::{AffinityRelease, BlockWrite, Claim, HandleChange, Order};
 use ipam_core::{AffinityKey, AffinityState, Block, BlockCidr, HandleName, Plan, Write};
 
+use super::batch::Batched;
 use super::retrying::Attempt;
 use super::{Ipam, IpamError};
 use crate::cache::Cache;
@@ -118,7 +120,7 @@ fn deltas_within(
         .collect()
 }
 
-fn write_key(write: &Write) -> Key {
+pub(super) fn write_key(write: &Write) -> Key {
     match write {
         Write::CreateAffinity(a) | Write::UpdateAffinity(a) => Key::Affinity(a.key()),
         Write::DeleteAffinity(key) => Key::Affinity(key.clone()),
@@ -146,7 +148,8 @@ pub(super) struct BlocksWritten {
     /// The write that failed, when one did; nothing after it was written.
     pub(super) failure: Option<StoreError>,
     /// The handle changes that follow: counts in the blocks written, and a
-    /// whole handle's deletion only when every block was written.
+    /// whole handle's deletion only when every block was written; none of
+    /// those a batch wrote with its blocks.
     pub(super) handles: Vec<HandleChange>,
     /// Revisions, for the handles' writes.
     pub(super) expected: HashMap<Key, Revision>,
@@ -271,9 +274,10 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     }
 
     /// Writes a plan that assigns (its handles first): the claims of new
-    /// blocks first (see [`Ipam::write_claims`]), then the handles (all at
-    /// once, so that a store that groups commits makes them one), then the
-    /// blocks. Stops at the first failed write and undoes what would
+    /// blocks first (see [`Ipam::write_claims`]), then the handles and the
+    /// blocks as one batch on a store that has them, else the handles (all
+    /// at once, so that a store that groups commits makes them one), then
+    /// the blocks. Stops at the first failed write and undoes what would
     /// otherwise be left dangling.
     async fn write_handles_first(
         &self,
@@ -308,10 +312,36 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             Err(ClaimFailure::Fatal(e)) => return Err(AssignFailure::Fatal(e)),
         }
 
-        // The handles, before any block names them. Claimed blocks stay
-        // claimed whatever happens from here, as in Calico.
+        // The handles, before any block names them (or with them). Claimed
+        // blocks stay claimed whatever happens from here, as in Calico.
         let cidrs: Vec<BlockCidr> = blocks.iter().map(BlockWrite::cidr).collect();
         let gains = deltas_within(&handles, &cidrs, 1);
+        if let Some(atomic) = self.batches() {
+            match self
+                .write_assigned_together(atomic, &gains, &blocks, &mut expected)
+                .await
+            {
+                Batched::Written => return Ok(()),
+                // Nothing written (or, unavailable, perhaps all of it): as a
+                // first block write that failed, with nothing to undo.
+                Batched::BlockRefused(cause) | Batched::Failed(cause) => {
+                    return Err(AssignFailure::Interrupted(Interrupted {
+                        written_blocks: Vec::new(),
+                        cause,
+                    }))
+                }
+                // The ordered path's rule for a handle created meanwhile:
+                // holding addresses, it is a repeated request.
+                Batched::HandleRefused { cause, created } => {
+                    let held = matches!(cause.key(), Some(Key::Handle(id))
+                        if self.cache().handle(id).is_some_and(|h| !h.is_empty()));
+                    if created && fresh_handles && held {
+                        return Err(AssignFailure::HandleHeld(cause));
+                    }
+                }
+                Batched::Unbatched => {}
+            }
+        }
         let results = futures_util::future::join_all(
             gains
                 .iter()
@@ -491,9 +521,10 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     }
 
     /// Writes a plan's phases up to its handles, blocks first whatever its
-    /// order (a release's): the claiming phases, then the blocks one by one,
-    /// stopping at the first failure, and says which handle changes must
-    /// follow.
+    /// order (a release's): the claiming phases, then the blocks with the
+    /// handle changes that follow them as one batch where the store has
+    /// batches, else the blocks one by one, stopping at the first failure,
+    /// and says which handle changes must still follow.
     pub(super) async fn write_release_blocks(
         &self,
         prepared: Prepared,
@@ -519,6 +550,61 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             Err(ClaimFailure::Fatal(e)) => return Err(e),
         };
         if failure.is_none() {
+            if let Some(atomic) = self.batches() {
+                let cidrs: Vec<BlockCidr> = blocks.iter().map(BlockWrite::cidr).collect();
+                let together: Vec<HandleChange> = deltas_within(&handles, &cidrs, 1)
+                    .into_iter()
+                    .map(|(id, deltas)| HandleChange::Adjust { id, deltas })
+                    .chain(
+                        handles
+                            .iter()
+                            .filter(|change| matches!(change, HandleChange::Delete(_)))
+                            .cloned(),
+                    )
+                    .collect();
+                let batched = self
+                    .write_released_together(atomic, &blocks, &together, &mut expected)
+                    .await;
+                // What follows either way: the handles' counts in the blocks
+                // the claims released, written before the batch.
+                let follow = |written: &[BlockCidr]| {
+                    deltas_within(&handles, written, 1)
+                        .into_iter()
+                        .map(|(id, deltas)| HandleChange::Adjust { id, deltas })
+                        .collect()
+                };
+                match batched {
+                    Batched::Written => {
+                        // Counts in a block both released and written are
+                        // the batch's already.
+                        let before: Vec<BlockCidr> = written
+                            .iter()
+                            .filter(|cidr| !cidrs.contains(cidr))
+                            .copied()
+                            .collect();
+                        let handles = follow(&before);
+                        written.extend(cidrs);
+                        return Ok(BlocksWritten {
+                            written,
+                            failure: None,
+                            handles,
+                            expected,
+                        });
+                    }
+                    // Nothing of the batch written, or (unavailable) perhaps
+                    // all of it: none of its handle changes may follow.
+                    Batched::BlockRefused(cause) | Batched::Failed(cause) => {
+                        return Ok(BlocksWritten {
+                            handles: follow(&written),
+                            written,
+                            failure: Some(cause),
+                            expected,
+                        });
+                    }
+                    // Written in order instead, on the handle read again.
+                    Batched::HandleRefused { .. } | Batched::Unbatched => {}
+                }
+            }
             for block in blocks {
                 let cidr = block.cidr();
                 if let Err(cause) = self.apply(block.into_write(), &mut expected).await {

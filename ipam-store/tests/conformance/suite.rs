@@ -9,7 +9,8 @@ use ipam_core::{
     Affinity, AffinityState, Block, BlockCidr, Handle, IpamConfig, Pool, PoolSpec, ReservationSpec,
 };
 use ipam_store::{
-    Datastore, Key, Kind, ListQuery, Reservation, Revision, RoundTrips, StoreError, Value,
+    AtomicWrites, BatchError, BatchWrite, Datastore, Key, Kind, ListQuery, Reservation, Revision,
+    RoundTrips, StoreError, Value,
 };
 
 /// Generates one `#[tokio::test]` per case. `$make` is an async block
@@ -35,6 +36,9 @@ macro_rules! conformance_tests {
             concurrent_creates_have_one_winner,
             concurrent_updates_have_one_winner,
             many_blocks_list_in_one_read,
+            a_batch_is_applied_in_full_as_one_write,
+            a_batch_with_a_failed_condition_writes_nothing,
+            a_batch_naming_a_key_twice_is_refused,
         );
     };
     (@cases $present:expr; $make:expr; $($case:ident),* $(,)?) => {
@@ -495,4 +499,135 @@ pub async fn many_blocks_list_in_one_read<S: Datastore>(store: Arc<S>) {
     assert_eq!(store.round_trips().since(before).reads, 1);
     let keys: std::collections::BTreeSet<Key> = listed.iter().map(|v| v.value.key()).collect();
     assert_eq!(keys.len(), 300, "every block once");
+}
+
+// ----- batches (stores that write several objects atomically) ------------
+
+/// The store's batches; `None` only where the backend has no multi-object
+/// transaction (Kubernetes), so that a backend that loses its batches
+/// fails these cases instead of skipping them.
+fn batches<S: Datastore>(store: &S) -> Option<&dyn AtomicWrites> {
+    let atomic = store.atomic_writes();
+    assert_eq!(
+        atomic.is_none(),
+        store.backend() == "kubernetes",
+        "{}: batches offered where they cannot be, or missing",
+        store.backend()
+    );
+    atomic
+}
+
+pub async fn a_batch_is_applied_in_full_as_one_write<S: Datastore>(store: Arc<S>) {
+    let Some(atomic) = batches(&*store) else {
+        return;
+    };
+    let kept = Value::Handle(handle("kept", &[("10.0.0.0/26", 1)]));
+    let gone = Value::Handle(handle("gone", &[("10.0.0.0/26", 1)]));
+    let kept_rev = create(&*store, &kept).await;
+    let gone_rev = create(&*store, &gone).await;
+    let new = Value::Block(busy_block("10.0.0.0/26", "n"));
+    let before = store.round_trips();
+    let revisions = atomic
+        .write_all(&[
+            BatchWrite::Update(changed(&kept), kept_rev.clone()),
+            BatchWrite::Create(new.clone()),
+            BatchWrite::Delete(gone.key(), gone_rev),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.round_trips().since(before),
+        RoundTrips {
+            reads: 0,
+            writes: 1
+        },
+        "a batch is one round trip"
+    );
+    assert_eq!(revisions.len(), 3);
+    assert!(revisions[2].is_none(), "a delete has no revision");
+    let stored = store.get(&kept.key()).await.unwrap();
+    assert_eq!(stored.value, changed(&kept));
+    assert_eq!(Some(&stored.revision), revisions[0].as_ref());
+    assert_ne!(stored.revision, kept_rev);
+    let stored = store.get(&new.key()).await.unwrap();
+    assert_eq!(stored.value, new);
+    assert_eq!(Some(&stored.revision), revisions[1].as_ref());
+    assert!(matches!(
+        store.get(&gone.key()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // The revisions returned are the ones the next write must name.
+    store
+        .update(&kept, revisions[0].as_ref().unwrap())
+        .await
+        .unwrap();
+}
+
+pub async fn a_batch_with_a_failed_condition_writes_nothing<S: Datastore>(store: Arc<S>) {
+    let Some(atomic) = batches(&*store) else {
+        return;
+    };
+    let a = Value::Handle(handle("a", &[("10.0.0.0/26", 1)]));
+    let b = Value::Handle(handle("b", &[("10.0.0.0/26", 1)]));
+    let a_rev = create(&*store, &a).await;
+    let b_rev = create(&*store, &b).await;
+    let stale = store.update(&changed(&b), &b_rev).await.unwrap();
+    let new = Value::Block(busy_block("10.0.0.0/26", "n"));
+    let cases = [
+        (
+            BatchWrite::Update(changed(&b), b_rev.clone()),
+            StoreError::Conflict { key: b.key() },
+        ),
+        (
+            BatchWrite::Create(b.clone()),
+            StoreError::AlreadyExists { key: b.key() },
+        ),
+        (
+            BatchWrite::Delete(Key::Handle("nobody".into()), stale.clone()),
+            StoreError::NotFound {
+                key: Key::Handle("nobody".into()),
+            },
+        ),
+    ];
+    for (failing, cause) in cases {
+        let err = atomic
+            .write_all(&[
+                BatchWrite::Update(changed(&a), a_rev.clone()),
+                BatchWrite::Create(new.clone()),
+                failing,
+            ])
+            .await
+            .unwrap_err();
+        assert_eq!(err, BatchError::Refused { index: 2, cause });
+        let stored = store.get(&a.key()).await.unwrap();
+        assert_eq!(
+            (stored.value, stored.revision),
+            (a.clone(), a_rev.clone()),
+            "a refused batch changed an object"
+        );
+        assert!(
+            matches!(
+                store.get(&new.key()).await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "a refused batch created an object"
+        );
+    }
+    assert_eq!(store.get(&b.key()).await.unwrap().revision, stale);
+}
+
+pub async fn a_batch_naming_a_key_twice_is_refused<S: Datastore>(store: Arc<S>) {
+    let Some(atomic) = batches(&*store) else {
+        return;
+    };
+    let a = Value::Handle(handle("a", &[("10.0.0.0/26", 1)]));
+    let err = atomic
+        .write_all(&[BatchWrite::Create(a.clone()), BatchWrite::Create(a.clone())])
+        .await
+        .unwrap_err();
+    assert_eq!(err, BatchError::DuplicateKey { key: a.key() });
+    assert!(matches!(
+        store.get(&a.key()).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }

@@ -49,7 +49,7 @@ macro_rules! engine_tests {
             deleting_a_pool_releases_its_empty_blocks,
         );
         engine_tests!(@cases $present; $make; order;
-            steady_state_costs_two_writes_and_no_reads,
+            steady_state_costs_one_batch_or_two_writes_and_no_reads,
             two_engines_on_one_store_never_double_allocate,
             handle_goes_before_block_on_assign_and_after_on_release,
             a_block_write_that_keeps_failing_leaves_nothing_behind,
@@ -62,6 +62,7 @@ macro_rules! engine_tests {
             one_handle_assigned_and_released_at_once_holds_only_what_was_answered,
             a_release_between_an_assignments_handle_and_block_writes_leaves_the_last_answer,
             a_release_between_a_claims_handle_and_block_writes_leaves_the_last_answer,
+            batches_answered_unavailable_after_their_commit_lose_and_double_nothing,
             concurrent_creates_of_overlapping_pools_create_exactly_one,
             concurrent_claims_of_one_block_leave_one_confirmed_affinity,
         );

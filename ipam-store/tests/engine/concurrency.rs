@@ -10,11 +10,13 @@
 //! On every backend (the cases `engine_tests!` runs from here): one handle
 //! assigned and released at the same time, round after round with the
 //! store's calls delayed at random, and the one interleaving that used to
-//! leave an address without its handle, held exactly in place; pools over
+//! leave an address without its handle, held exactly in place; batches
+//! answered "unavailable" after their commit, retried as a CNI plugin
+//! does; pools over
 //! one range created at once, of which exactly one must be created; and one
 //! block claimed by many nodes at once, which must leave no claim pending.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +28,7 @@ use ipam_store::{Datastore, Ipam, IpamError, Kind, ListQuery, Value};
 use crate::cases::{
     addrs, allocations, assert_consistent, engine_on, engine_with, pool, request, Engine,
 };
-use crate::faults::{Gate, Jittery};
+use crate::faults::{Faulty, Gate, Jittery};
 
 const TASKS: u32 = 32;
 const NODES: u32 = 8;
@@ -282,6 +284,108 @@ pub async fn a_release_between_a_claims_handle_and_block_writes_leaves_the_last_
     store: Arc<dyn Datastore>,
 ) {
     release_between_handle_and_block_write(store, true).await;
+}
+
+// ----- batches whose answer is lost after their commit --------------------
+
+/// Runs an operation until it gets an answer other than "try again later",
+/// as the CNI plugin and kubelet do.
+async fn until_answered<T, F: std::future::Future<Output = Result<T, IpamError>>>(
+    what: &str,
+    mut operation: impl FnMut() -> F,
+) -> T {
+    for _ in 0..100 {
+        match operation().await {
+            Ok(answer) => return answer,
+            Err(IpamError::Store(e)) if e.is_retryable() => {}
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    panic!("{what}: still unavailable after 100 tries");
+}
+
+/// A quarter of the batches are applied but answered "unavailable" (the
+/// connection lost after the commit, the outcome a batch leaves unknown),
+/// while 24 handles on three nodes are assigned and released at once, each
+/// request sent again until it is answered. The engine must never take
+/// such a batch for unwritten: every handle ends up holding exactly what
+/// its answer said, no address is held twice, the store agrees with
+/// itself, and releasing everything leaves nothing. On a store without
+/// batches no fault fires and the ordered path runs the same case.
+pub async fn batches_answered_unavailable_after_their_commit_lose_and_double_nothing(
+    store: Arc<dyn Datastore>,
+) {
+    let jittery: Arc<dyn Datastore> = Arc::new(Jittery::new(
+        store.clone(),
+        std::time::Duration::from_millis(1),
+    ));
+    let fired = Arc::new(AtomicU32::new(0));
+    let counted = fired.clone();
+    let lost: Arc<dyn Datastore> = Arc::new(Faulty::after_commit(jittery, move |_, _| {
+        (fastrand::u32(0..8) == 0).then(|| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            ipam_store::StoreError::Unavailable {
+                backend: "test",
+                message: "connection reset after the commit".into(),
+            }
+        })
+    }));
+    let engine = Arc::new(engine_on(&lost, "10.0.0.0/24", 28).await);
+    let handles: Vec<String> = (0..24).map(|i| format!("lost{i}")).collect();
+    let tasks: Vec<_> = handles
+        .iter()
+        .enumerate()
+        .map(|(i, handle)| {
+            let (engine, handle) = (engine.clone(), handle.clone());
+            tokio::spawn(async move {
+                let node = format!("n{}", i % 3);
+                let asked = request(&handle, &node, 1, 0);
+                let got = until_answered(&handle, || engine.auto_assign(&asked)).await;
+                (handle, addrs(&got))
+            })
+        })
+        .collect();
+    let mut answered: BTreeMap<IpAddr, String> = BTreeMap::new();
+    for task in tasks {
+        let (handle, got) = task.await.unwrap();
+        assert_eq!(got.len(), 1, "{handle}: {got:?}");
+        if let Some(other) = answered.insert(got[0], handle.clone()) {
+            panic!("{} answered to {other} and {handle}", got[0]);
+        }
+    }
+    assert_eq!(
+        fired.load(Ordering::SeqCst) > 0,
+        store.atomic_writes().is_some(),
+        "faults fire where batches are"
+    );
+    assert_consistent(&*store).await;
+    assert_eq!(
+        allocations(&*store).await,
+        answered,
+        "the store holds exactly what was answered"
+    );
+    let tasks: Vec<_> = handles
+        .iter()
+        .map(|handle| {
+            let (engine, handle) = (engine.clone(), handle.clone());
+            tokio::spawn(async move {
+                until_answered(&handle, || engine.release_by_handle(&handle)).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(allocations(&*store).await.is_empty(), "an address leaked");
+    assert!(
+        store
+            .list(&ListQuery::All(Kind::Handle))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a handle leaked"
+    );
+    assert_consistent(&*store).await;
 }
 
 // ----- pools created at once over one range -------------------------------

@@ -1,22 +1,29 @@
-//! A datastore wrapper that makes chosen writes fail, to prove the engine
-//! undoes what a failed write would leave dangling.
+//! Datastore wrappers that make chosen writes fail, delay calls or hold a
+//! write, to prove the engine undoes what a failed write would leave
+//! dangling. Each forwards the inner store's batches ([`AtomicWrites`]) and
+//! treats a batch as the writes it holds, so that the engine's batched
+//! path meets the same faults as its ordered path.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use ipam_store::{
-    Datastore, Key, Kind, ListQuery, Revision, RoundTrips, StoreError, Value, Versioned,
+    AtomicWrites, BatchError, BatchWrite, Datastore, Key, Kind, ListQuery, Revision, RoundTrips,
+    StoreError, Value, Versioned,
 };
 
 /// Picks the writes to fail: sees the key and the write's number.
 type Rule = Box<dyn FnMut(&Key, u32) -> Option<StoreError> + Send>;
 
-/// Fails the writes a rule picks, before they reach the inner store.
+/// Fails the writes a rule picks, before they reach the inner store; or,
+/// made with [`Faulty::after_commit`], fails the batches it picks after
+/// the inner store applied them.
 pub struct Faulty {
     inner: Arc<dyn Datastore>,
     rule: Mutex<Rule>,
     writes: AtomicU32,
+    after_commit: bool,
 }
 
 impl Faulty {
@@ -30,10 +37,33 @@ impl Faulty {
             inner,
             rule: Mutex::new(Box::new(rule)),
             writes: AtomicU32::new(0),
+            after_commit: false,
+        }
+    }
+
+    /// Lets every write through, and answers a batch with the error the
+    /// rule picks for any of its writes after the inner store applied it
+    /// in full: a connection lost after the commit, the outcome the batch
+    /// contract leaves unknown. Single writes are answered truly: a failed
+    /// one means nothing was written ([`StoreError`]).
+    pub fn after_commit(
+        inner: Arc<dyn Datastore>,
+        rule: impl FnMut(&Key, u32) -> Option<StoreError> + Send + 'static,
+    ) -> Faulty {
+        Faulty {
+            after_commit: true,
+            ..Faulty::new(inner, rule)
         }
     }
 
     fn check(&self, key: &Key) -> Result<(), StoreError> {
+        if self.after_commit {
+            return Ok(());
+        }
+        self.pick(key)
+    }
+
+    fn pick(&self, key: &Key) -> Result<(), StoreError> {
         let n = self.writes.fetch_add(1, Ordering::SeqCst);
         match (self.rule.lock().unwrap())(key, n) {
             Some(e) => Err(e),
@@ -84,6 +114,41 @@ impl Datastore for Faulty {
     fn round_trips(&self) -> RoundTrips {
         self.inner.round_trips()
     }
+    fn atomic_writes(&self) -> Option<&dyn AtomicWrites> {
+        self.inner
+            .atomic_writes()
+            .map(|_| self as &dyn AtomicWrites)
+    }
+}
+
+#[async_trait]
+impl AtomicWrites for Faulty {
+    /// The rule sees each write of the batch in order, as it sees single
+    /// writes. Before the commit, a lost compare-and-swap it picks refuses
+    /// the batch at that write, and any other error fails it: either way
+    /// nothing is written. After the commit, the first error it picks is
+    /// the answer to a batch that was applied.
+    async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError> {
+        let inner = self
+            .inner
+            .atomic_writes()
+            .expect("forwarded only when the inner store has batches");
+        let picked = writes
+            .iter()
+            .enumerate()
+            .find_map(|(index, write)| self.pick(&write.key()).err().map(|e| (index, e)));
+        match picked {
+            None => inner.write_all(writes).await,
+            Some((_, e)) if self.after_commit => {
+                inner.write_all(writes).await?;
+                Err(BatchError::Store(e))
+            }
+            Some((index, cause)) if cause.key().is_some() => {
+                Err(BatchError::Refused { index, cause })
+            }
+            Some((_, e)) => Err(BatchError::Store(e)),
+        }
+    }
 }
 
 /// Delays every call by a random pause of up to `most`, so that concurrent
@@ -133,6 +198,23 @@ impl Datastore for Jittery {
     }
     fn round_trips(&self) -> RoundTrips {
         self.inner.round_trips()
+    }
+    fn atomic_writes(&self) -> Option<&dyn AtomicWrites> {
+        self.inner
+            .atomic_writes()
+            .map(|_| self as &dyn AtomicWrites)
+    }
+}
+
+#[async_trait]
+impl AtomicWrites for Jittery {
+    async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError> {
+        self.pause().await;
+        let inner = self
+            .inner
+            .atomic_writes()
+            .expect("forwarded only when the inner store has batches");
+        inner.write_all(writes).await
     }
 }
 
@@ -206,5 +288,28 @@ impl Datastore for Gate {
     }
     fn round_trips(&self) -> RoundTrips {
         self.inner.round_trips()
+    }
+    fn atomic_writes(&self) -> Option<&dyn AtomicWrites> {
+        self.inner
+            .atomic_writes()
+            .map(|_| self as &dyn AtomicWrites)
+    }
+}
+
+#[async_trait]
+impl AtomicWrites for Gate {
+    /// Holds a batch holding the block write, so that the test runs its
+    /// release before anything of the assignment is written.
+    async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError> {
+        for write in writes {
+            if let BatchWrite::Create(value) | BatchWrite::Update(value, _) = write {
+                self.hold(value).await;
+            }
+        }
+        let inner = self
+            .inner
+            .atomic_writes()
+            .expect("forwarded only when the inner store has batches");
+        inner.write_all(writes).await
     }
 }

@@ -1,0 +1,233 @@
+//! A plan's handles and blocks written as one atomic batch, on a store that
+//! offers [`AtomicWrites`]: one durable commit where the ordered path makes
+//! one per object, with nothing in between to crash in (see the engine's
+//! documentation for why both paths are leak-safe).
+//!
+//! The claims of new blocks are written before, as on the ordered path: a
+//! block is claimed completely before any handle counts an address in it.
+//! A batch whose block write is refused wrote nothing and is reported as
+//! the ordered path reports a first block write that failed, so the retry
+//! loop re-reads the block and plans again. A batch whose handle write is
+//! refused (the handle was created or changed meanwhile) reads the handle
+//! again and leaves the attempt to the ordered path, whose handle rules (a
+//! repeated request, never below zero) then apply. A store failure is
+//! handed on as the ordered path hands on a failed write; it is never taken
+//! to mean that nothing was written.
+
+use std::collections::HashMap;
+
+use ipam_core::plan::{BlockWrite, HandleChange};
+use ipam_core::{BlockCidr, HandleName, Write};
+
+use super::writes::write_key;
+use super::Ipam;
+use crate::datastore::{distinct_keys, AtomicWrites, BatchError, BatchWrite, Datastore};
+use crate::error::StoreError;
+use crate::model::{Key, Revision, Value};
+
+/// How a batch ended.
+pub(super) enum Batched {
+    /// Everything was written, and the cache and revisions record it.
+    Written,
+    /// Nothing was written: a block had moved on. The cause names it.
+    BlockRefused(StoreError),
+    /// Nothing was written: a handle had moved on (`created` when the
+    /// batch tried to create it). The handle was read again.
+    HandleRefused { cause: StoreError, created: bool },
+    /// The store failed, or a handle could not be read again; when
+    /// unavailable, the batch may have been applied in full.
+    Failed(StoreError),
+    /// The plan cannot be one batch (a write with no revision to name, one
+    /// object twice): nothing was sent; write it in order.
+    Unbatched,
+}
+
+// A write that names no revision: what it replaces was never read, so it
+// cannot be checked (the ordered path fails it as a conflict).
+struct NoRevision;
+
+// One write of a batch, and what the batch knows of it.
+struct Planned {
+    write: BatchWrite,
+    handle: bool,
+}
+
+fn batch_write(write: Write, revision: Option<&Revision>) -> Option<BatchWrite> {
+    let key = write_key(&write);
+    Some(match write {
+        Write::CreateAffinity(a) => BatchWrite::Create(Value::Affinity(a)),
+        Write::CreateBlock(b) => BatchWrite::Create(Value::Block(b)),
+        Write::CreateHandle(h) => BatchWrite::Create(Value::Handle(h)),
+        Write::UpdateAffinity(a) => BatchWrite::Update(Value::Affinity(a), revision?.clone()),
+        Write::UpdateBlock(b) => BatchWrite::Update(Value::Block(b), revision?.clone()),
+        Write::UpdateHandle(h) => BatchWrite::Update(Value::Handle(h), revision?.clone()),
+        Write::DeleteAffinity(_) | Write::DeleteBlock(_) | Write::DeleteHandle(_) => {
+            BatchWrite::Delete(key, revision?.clone())
+        }
+    })
+}
+
+impl<S: Datastore + ?Sized> Ipam<S> {
+    /// The store's batches, when it has them.
+    pub(super) fn batches(&self) -> Option<&dyn AtomicWrites> {
+        self.store.atomic_writes()
+    }
+
+    /// Writes an assignment's handle gains and its blocks as one batch,
+    /// handles first (the order of the ordered path, for wrappers that
+    /// watch it). `gains` are the handles' counts in `blocks`.
+    pub(super) async fn write_assigned_together(
+        &self,
+        atomic: &dyn AtomicWrites,
+        gains: &[(HandleName, Vec<(BlockCidr, i64)>)],
+        blocks: &[BlockWrite],
+        expected: &mut HashMap<Key, Revision>,
+    ) -> Batched {
+        let mut planned = Vec::with_capacity(gains.len() + blocks.len());
+        for (id, deltas) in gains {
+            let change = HandleChange::Adjust {
+                id: id.clone(),
+                deltas: deltas.clone(),
+            };
+            match self.handle_write(&change, None) {
+                Ok(Some(write)) => planned.push(write),
+                Ok(None) => {}
+                Err(NoRevision) => return Batched::Unbatched,
+            }
+        }
+        for block in blocks {
+            let write = block.clone().into_write();
+            let revision = expected.get(&write_key(&write));
+            let Some(write) = batch_write(write, revision) else {
+                return Batched::Unbatched;
+            };
+            planned.push(Planned {
+                write,
+                handle: false,
+            });
+        }
+        self.write_batch(atomic, planned, expected).await
+    }
+
+    /// Writes a release's blocks and the handle changes that follow them as
+    /// one batch, blocks first (the order of the ordered path). `changes`
+    /// are the handles' losses in `blocks`, and the handles deleted as a
+    /// whole; a deleted handle names the revision in `expected`, as on the
+    /// ordered path.
+    pub(super) async fn write_released_together(
+        &self,
+        atomic: &dyn AtomicWrites,
+        blocks: &[BlockWrite],
+        changes: &[HandleChange],
+        expected: &mut HashMap<Key, Revision>,
+    ) -> Batched {
+        let mut planned = Vec::with_capacity(blocks.len() + changes.len());
+        for block in blocks {
+            let write = block.clone().into_write();
+            let revision = expected.get(&write_key(&write));
+            let Some(write) = batch_write(write, revision) else {
+                return Batched::Unbatched;
+            };
+            planned.push(Planned {
+                write,
+                handle: false,
+            });
+        }
+        for change in changes {
+            if let HandleChange::Adjust { id, .. } = change {
+                // A handle losing counts must be known, or its count would
+                // stay (as the ordered path's adjust_handle reads it).
+                if self.cache().handle(id).is_none() {
+                    if let Err(e) = self.reload(&Key::Handle(id.to_string())).await {
+                        return Batched::Failed(e);
+                    }
+                }
+            }
+            match self.handle_write(change, Some(expected)) {
+                Ok(Some(write)) => planned.push(write),
+                Ok(None) => {}
+                Err(NoRevision) => return Batched::Unbatched,
+            }
+        }
+        self.write_batch(atomic, planned, expected).await
+    }
+
+    // A handle change as a batch write over the cached handle, with the
+    // cached revision (as adjust_handle computes it); a deletion as a whole
+    // names the revision in `deleting` (as the ordered path's deletion
+    // does). `None` when there is nothing to write.
+    fn handle_write(
+        &self,
+        change: &HandleChange,
+        deleting: Option<&HashMap<Key, Revision>>,
+    ) -> Result<Option<Planned>, NoRevision> {
+        let key = Key::Handle(change.id().to_string());
+        let (current, cached) =
+            self.cached_with_revision(key.clone(), |c| c.handle(change.id()).cloned());
+        let Some(write) = change.write_over(current.as_ref()) else {
+            return Ok(None);
+        };
+        let revision = match (change, deleting) {
+            (HandleChange::Delete(_), Some(expected)) => expected.get(&key),
+            _ => cached.get(&key),
+        };
+        let write = batch_write(write, revision).ok_or(NoRevision)?;
+        Ok(Some(Planned {
+            write,
+            handle: true,
+        }))
+    }
+
+    // Sends a batch and records what it wrote, in `expected` and the cache.
+    async fn write_batch(
+        &self,
+        atomic: &dyn AtomicWrites,
+        planned: Vec<Planned>,
+        expected: &mut HashMap<Key, Revision>,
+    ) -> Batched {
+        if planned.is_empty() {
+            return Batched::Written;
+        }
+        let writes: Vec<BatchWrite> = planned.iter().map(|p| p.write.clone()).collect();
+        if distinct_keys(&writes).is_err() {
+            return Batched::Unbatched;
+        }
+        match atomic.write_all(&writes).await {
+            Ok(revisions) => {
+                let mut cache = self.cache();
+                for (write, revision) in writes.into_iter().zip(revisions) {
+                    match (write, revision) {
+                        (BatchWrite::Create(value) | BatchWrite::Update(value, _), Some(rev)) => {
+                            expected.insert(value.key(), rev.clone());
+                            cache.put(value, rev);
+                        }
+                        // A delete; or a write the store answered without
+                        // a revision, against its contract: forgotten, so
+                        // that the next use reads it.
+                        (write, _) => {
+                            let key = write.key();
+                            expected.remove(&key);
+                            cache.remove(&key);
+                        }
+                    }
+                }
+                Batched::Written
+            }
+            Err(BatchError::Refused { index, cause }) => match planned.get(index) {
+                Some(Planned {
+                    write,
+                    handle: true,
+                }) => {
+                    let created = matches!(write, BatchWrite::Create(_));
+                    match self.reload(&write.key()).await {
+                        Ok(()) => Batched::HandleRefused { cause, created },
+                        Err(e) => Batched::Failed(e),
+                    }
+                }
+                _ => Batched::BlockRefused(cause),
+            },
+            Err(BatchError::DuplicateKey { .. }) => Batched::Unbatched,
+            Err(BatchError::Store(e)) => Batched::Failed(e),
+        }
+    }
+}
