@@ -105,6 +105,10 @@ pub trait AtomicWrites: Send + Sync {
     /// revision (`None` for a delete), in order. A batch names each key at
     /// most once ([`BatchError::DuplicateKey`] otherwise).
     async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError>;
+
+    /// The most writes one batch may hold; a larger plan is written in
+    /// order instead (etcd refuses a transaction past its limit).
+    fn max_writes(&self) -> usize;
 }
 
 /// Refuses a batch that names an object twice: each write's condition is

@@ -700,6 +700,11 @@ impl AtomicWrites for EmbeddedStore {
             Err((index, cause)) => Err(BatchError::Refused { index, cause }),
         }
     }
+
+    /// A redb transaction has no limit on its writes.
+    fn max_writes(&self) -> usize {
+        usize::MAX
+    }
 }
 
 #[cfg(test)]

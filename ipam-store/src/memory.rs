@@ -173,4 +173,8 @@ impl AtomicWrites for MemoryStore {
         }
         Ok(revisions)
     }
+
+    fn max_writes(&self) -> usize {
+        usize::MAX
+    }
 }

@@ -73,4 +73,8 @@ impl AtomicWrites for Flaky {
         self.gate().await.map_err(BatchError::Store)?;
         self.inner.write_all(writes).await
     }
+
+    fn max_writes(&self) -> usize {
+        self.inner.max_writes()
+    }
 }

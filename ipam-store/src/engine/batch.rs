@@ -38,7 +38,8 @@ pub(super) enum Batched {
     /// unavailable, the batch may have been applied in full.
     Failed(StoreError),
     /// The plan cannot be one batch (a write with no revision to name, one
-    /// object twice): nothing was sent; write it in order.
+    /// object twice, more writes than the store takes at once): nothing was
+    /// sent; write it in order.
     Unbatched,
 }
 
@@ -189,7 +190,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             return Batched::Written;
         }
         let writes: Vec<BatchWrite> = planned.iter().map(|p| p.write.clone()).collect();
-        if distinct_keys(&writes).is_err() {
+        if writes.len() > atomic.max_writes() || distinct_keys(&writes).is_err() {
             return Batched::Unbatched;
         }
         match atomic.write_all(&writes).await {

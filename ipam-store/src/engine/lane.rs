@@ -221,6 +221,10 @@ mod tests {
             self.pass().await;
             self.inner.write_all(writes).await
         }
+
+        fn max_writes(&self) -> usize {
+            self.inner.max_writes()
+        }
     }
 
     type Engine = Ipam<dyn Datastore>;

@@ -17,6 +17,9 @@ use crate::datastore::{distinct_keys, AtomicWrites, BatchError, BatchWrite};
 use crate::error::StoreError;
 use crate::model::Revision;
 
+/// etcd's default limit on the operations of one transaction.
+const MAX_TXN_OPS: usize = 128;
+
 #[async_trait]
 impl AtomicWrites for EtcdStore {
     async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError> {
@@ -127,5 +130,13 @@ impl AtomicWrites for EtcdStore {
             &what,
             "etcd refused the batch, yet every key it read meets its condition".into(),
         )))
+    }
+
+    /// etcd's `--max-txn-ops`, 128 unless its operator raised it
+    /// (`DefaultMaxTxnOps`, server/embed/config.go): each write of a batch
+    /// is one comparison, one operation of the success branch and one of
+    /// the failure branch, and etcd counts each list against the limit.
+    fn max_writes(&self) -> usize {
+        MAX_TXN_OPS
     }
 }

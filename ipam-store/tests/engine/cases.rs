@@ -50,6 +50,7 @@ macro_rules! engine_tests {
         );
         engine_tests!(@cases $present; $make; order;
             steady_state_costs_one_batch_or_two_writes_and_no_reads,
+            a_plan_larger_than_a_batch_is_written_in_order,
             two_engines_on_one_store_never_double_allocate,
             handle_goes_before_block_on_assign_and_after_on_release,
             a_block_write_that_keeps_failing_leaves_nothing_behind,

@@ -149,6 +149,13 @@ impl AtomicWrites for Faulty {
             Some((_, e)) => Err(BatchError::Store(e)),
         }
     }
+
+    fn max_writes(&self) -> usize {
+        self.inner
+            .atomic_writes()
+            .expect("forwarded only when the inner store has batches")
+            .max_writes()
+    }
 }
 
 /// Delays every call by a random pause of up to `most`, so that concurrent
@@ -215,6 +222,13 @@ impl AtomicWrites for Jittery {
             .atomic_writes()
             .expect("forwarded only when the inner store has batches");
         inner.write_all(writes).await
+    }
+
+    fn max_writes(&self) -> usize {
+        self.inner
+            .atomic_writes()
+            .expect("forwarded only when the inner store has batches")
+            .max_writes()
     }
 }
 
@@ -311,5 +325,12 @@ impl AtomicWrites for Gate {
             .atomic_writes()
             .expect("forwarded only when the inner store has batches");
         inner.write_all(writes).await
+    }
+
+    fn max_writes(&self) -> usize {
+        self.inner
+            .atomic_writes()
+            .expect("forwarded only when the inner store has batches")
+            .max_writes()
     }
 }

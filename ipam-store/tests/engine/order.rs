@@ -81,6 +81,29 @@ pub async fn steady_state_costs_one_batch_or_two_writes_and_no_reads(store: Arc<
     assert_consistent(&*store).await;
 }
 
+/// A release of more addresses than a store's batch may hold (etcd takes
+/// 128 operations per transaction by default) is written in order instead
+/// of being refused: 150 handles in three blocks, released in one call,
+/// make one plan of 153 writes.
+pub async fn a_plan_larger_than_a_batch_is_written_in_order(store: Arc<dyn Datastore>) {
+    let engine = engine_on(&store, "10.0.0.0/24", 26).await;
+    let mut held = Vec::new();
+    for i in 0..150 {
+        let got = engine
+            .auto_assign(&request(&format!("pod-{i}"), "n", 1, 0))
+            .await
+            .unwrap();
+        held.extend(addrs(&got));
+    }
+    let releases: Vec<ReleaseRequest> = held.iter().map(|a| ReleaseRequest::address(*a)).collect();
+    let out = engine.release(&releases).await.unwrap();
+    assert_eq!(out.released.len(), 150, "every address released");
+    assert!(allocations(&*store).await.is_empty(), "nothing left held");
+    let handles = store.list(&ListQuery::All(Kind::Handle)).await.unwrap();
+    assert!(handles.is_empty(), "handles left: {}", handles.len());
+    assert_consistent(&*store).await;
+}
+
 pub async fn two_engines_on_one_store_never_double_allocate(store: Arc<dyn Datastore>) {
     // Two processes' engines on one store, one small pool, strict off: they
     // claim, borrow and collide on the same blocks.
