@@ -160,6 +160,15 @@ pub struct AssignBody {
     /// broadcast address.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub usable_with_pool_prefix: bool,
+    /// `ipv4Pools` and `ipv6Pools` are a CNI network config's, and the
+    /// pod's own wishes come first: ipam-server on the Kubernetes
+    /// datastore reads the `cni.projectcalico.org/ipv4pools`, `ipv6pools`
+    /// (pod, else namespace) and `ipAddrs` (pod) annotations of the pod
+    /// and namespace the `pod` and `namespace` attributes name, as
+    /// Calico's main CNI plugin reads them. calico-ipam sets it under
+    /// every main plugin but Calico's, which has applied them already.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pod_annotations: bool,
 }
 
 /// How an assigned address is held: what a client records to report the

@@ -5,6 +5,7 @@
 //! and ipamctl call it in-process. It is also the one place an
 //! assignment's missing labels are read, from its [`LabelSource`].
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,9 +14,9 @@ use async_trait::async_trait;
 use ipam_api::labels::NodeLabelsResponse;
 use ipam_api::{
     AddressInfo, AffinityListItem, AllocationBody, AssignBody, AssignIpBody, AssignIpResponse,
-    AssignResponse, BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody,
-    PoolSpecBody, ReleaseBody, ReleaseResponse, ReservationBody, SplitBody, SplitResponse,
-    UsageResponse,
+    AssignResponse, AssignedAddress, BlockDetail, CheckResponse, ConfigBody, HandleAddresses,
+    PoolBody, PoolSpecBody, ReleaseBody, ReleaseResponse, ReservationBody, SplitBody,
+    SplitResponse, UsageResponse,
 };
 use ipam_core::block::{Attribute, BlockOwner};
 use ipam_core::check::{check, Liveness};
@@ -26,10 +27,12 @@ use ipam_core::{
     AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, NodeName, Now, Pool,
     PoolName, ReleaseRequest,
 };
-use ipam_store::{Datastore, Ipam, IpamError, Labels, MemoryNodeLabels, Reservation};
+use ipam_store::{Datastore, Ipam, IpamError, Labels, MemoryNodeLabels, Reservation, StoreError};
+use ipnet::IpNet;
 
+use crate::annotations::{Found, PodAnnotations, Wishes};
 use crate::labels::{LabelSource, StoredLabels};
-use crate::{ErrorCode, IpamService, ServiceError};
+use crate::{code_of, ErrorCode, IpamService, ServiceError};
 
 /// The engine on a datastore, answering as ipam-server would.
 #[derive(Clone)]
@@ -65,9 +68,34 @@ impl LocalService {
         &self.engine
     }
 
-    /// `POST /v1/assign`.
-    pub async fn assign(&self, body: AssignBody) -> Result<AssignResponse, IpamError> {
-        let (node_labels, namespace_labels) = self.labels_for(&body).await?;
+    /// `POST /v1/assign`. An assignment whose pools are a CNI config's
+    /// follows its pod's and namespace's Calico annotations where they
+    /// are read ([`crate::annotations`]): pod, then namespace, then the
+    /// body's pools, then every pool that selects the node.
+    pub async fn assign(&self, mut body: AssignBody) -> Result<AssignResponse, ServiceError> {
+        let read = self.annotations_for(&body).await?;
+        let (node_labels, namespace_labels) = self
+            .labels_for(&body, read.as_ref().map(|(_, r)| &r.namespace_labels))
+            .await?;
+        let wishes = read.map(|(wishes, _)| wishes).unwrap_or_default();
+        if let Some(found) = &wishes.ip_addrs {
+            return self.assign_annotated(&body, found).await;
+        }
+        if wishes.ipv4_pools.is_some() || wishes.ipv6_pools.is_some() {
+            let known: BTreeMap<String, IpNet> = self
+                .engine
+                .pools()
+                .await?
+                .iter()
+                .map(|p| (p.name().to_string(), p.cidr()))
+                .collect();
+            if let Some(found) = &wishes.ipv4_pools {
+                body.ipv4_pools = found.pools(&known, true)?;
+            }
+            if let Some(found) = &wishes.ipv6_pools {
+                body.ipv6_pools = found.pools(&known, false)?;
+            }
+        }
         let mut request = AutoAssignRequest::new(
             HandleId::new(body.handle.as_str()),
             NodeName::new(body.node.as_str()),
@@ -83,7 +111,19 @@ impl LocalService {
         request.max_blocks_per_host = body.max_blocks_per_host;
         request.exclude = body.exclude;
         request.usable_with_pool_prefix = body.usable_with_pool_prefix;
-        let got = self.engine.auto_assign_all(&request).await?;
+        let got = match self.engine.auto_assign_all(&request).await {
+            Ok(got) => got,
+            // A pool an annotation chose that cannot serve the request is
+            // refused naming the annotation.
+            Err(e) => {
+                let code = code_of(&e);
+                let named = [&wishes.ipv4_pools, &wishes.ipv6_pools];
+                return Err(match named.into_iter().flatten().next() {
+                    Some(found) if matches!(e, IpamError::Refused(_)) => found.refusal(code, e),
+                    _ => e.into(),
+                });
+            }
+        };
         let addresses: Vec<IpAddr> = got
             .ipv4
             .addresses
@@ -101,13 +141,110 @@ impl LocalService {
         })
     }
 
+    /// What the pod's and namespace's annotations ask of `body`, and what
+    /// was read, when `body` takes them (a workload's, with its pools from
+    /// a CNI config, naming its pod) and the label source reads pods.
+    async fn annotations_for(
+        &self,
+        body: &AssignBody,
+    ) -> Result<Option<(Wishes, PodAnnotations)>, StoreError> {
+        let workload = matches!(body.intended_use, None | Some(AllowedUse::Workload));
+        let named = |key| body.attributes.get(key).filter(|v| !v.is_empty());
+        let (Some(namespace), Some(pod), true, true) = (
+            named(holder::NAMESPACE),
+            named(holder::POD),
+            body.pod_annotations,
+            workload,
+        ) else {
+            return Ok(None);
+        };
+        let read = self.labels.pod_annotations(namespace, pod).await?;
+        Ok(read.map(|read| (Wishes::of(namespace, pod, &read), read)))
+    }
+
+    /// The `ipAddrs` annotation's addresses for `body`'s handle, each
+    /// assigned as calico-ipam assigns an `IP=` (Calico's main plugin
+    /// calls it once per address, ipAddrsResult) and answered as it
+    /// answers one (ipam_plugin.go: a /32 or /128). All or nothing: what
+    /// this request took is given back when a later address is refused.
+    async fn assign_annotated(
+        &self,
+        body: &AssignBody,
+        found: &Found,
+    ) -> Result<AssignResponse, ServiceError> {
+        let addresses = found.addresses()?;
+        let before = self.engine.holdings(&body.handle, &addresses).await?;
+        let mut taken = Vec::new();
+        for (address, held) in addresses.iter().zip(&before) {
+            let request = AssignIpRequest {
+                handle: HandleId::new(body.handle.as_str()),
+                node: NodeName::new(body.node.as_str()),
+                address: *address,
+                attributes: body.attributes.clone(),
+            };
+            if let Err(e) = self
+                .engine
+                .assign_ip_for(&request, AllowedUse::Workload)
+                .await
+            {
+                self.give_back(&body.handle, &taken).await;
+                return Err(found.refusal(code_of(&e), e));
+            }
+            if held.is_none() {
+                taken.push(*address);
+            }
+        }
+        let held = self.engine.holdings(&body.handle, &addresses).await?;
+        let host = |a: &IpAddr| IpNet::from(*a);
+        Ok(AssignResponse {
+            handle: body.handle.clone(),
+            ipv4: addresses.iter().filter(|a| a.is_ipv4()).map(host).collect(),
+            ipv6: addresses.iter().filter(|a| a.is_ipv6()).map(host).collect(),
+            existing: before.iter().all(Option::is_some),
+            assigned: held
+                .into_iter()
+                .flatten()
+                .map(|h| AssignedAddress {
+                    address: host(&h.address.addr()),
+                    pool: h.pool,
+                    sequence_number: h.sequence_number,
+                })
+                .collect(),
+        })
+    }
+
+    // Releases what a refused annotated assignment took; a failure here
+    // leaves the addresses to the handle, which the CNI DEL that follows a
+    // failed ADD releases.
+    async fn give_back(&self, handle: &str, taken: &[IpAddr]) {
+        let requests: Vec<ReleaseRequest> = taken
+            .iter()
+            .map(|address| ReleaseRequest {
+                address: *address,
+                handle: Some(HandleId::new(handle)),
+                sequence_number: None,
+            })
+            .collect();
+        if requests.is_empty() {
+            return;
+        }
+        if let Err(error) = self.engine.release(&requests).await {
+            tracing::warn!(%handle, %error, "giving back the addresses of a refused ipAddrs annotation");
+        }
+    }
+
     /// The node's and the namespace's labels for an assignment: those it
-    /// carries, else those its datastore keeps. A LoadBalancer address has
+    /// carries, else those its datastore keeps (`read` when the Namespace
+    /// was read already). A LoadBalancer address has
     /// no node: Calico gives it a virtual node without labels
     /// (libcalico-go/lib/ipam/ipam.go, prepareAffinityBlocksForHost). The
     /// namespace is the `namespace` attribute, the pod's, which Calico's
     /// plugin reads the Namespace of (ipam_plugin.go, cmdAdd).
-    async fn labels_for(&self, body: &AssignBody) -> Result<(Labels, Labels), IpamError> {
+    async fn labels_for(
+        &self,
+        body: &AssignBody,
+        read: Option<&Labels>,
+    ) -> Result<(Labels, Labels), IpamError> {
         let node = match &body.node_labels {
             Some(labels) => labels.clone(),
             None if body.intended_use == Some(AllowedUse::LoadBalancer) => Labels::new(),
@@ -115,13 +252,14 @@ impl LocalService {
         };
         let namespace = match (
             &body.namespace_labels,
+            read,
             body.attributes.get(holder::NAMESPACE),
         ) {
-            (Some(labels), _) => labels.clone(),
-            (None, Some(namespace)) if !namespace.is_empty() => {
+            (Some(labels), _, _) | (None, Some(labels), _) => labels.clone(),
+            (None, None, Some(namespace)) if !namespace.is_empty() => {
                 self.labels.namespace_labels(namespace).await?
             }
-            (None, _) => Labels::new(),
+            (None, None, _) => Labels::new(),
         };
         Ok((node, namespace))
     }
@@ -411,7 +549,7 @@ impl LocalService {
 #[async_trait]
 impl IpamService for LocalService {
     async fn assign(&self, body: AssignBody) -> Result<AssignResponse, ServiceError> {
-        Ok(LocalService::assign(self, body).await?)
+        LocalService::assign(self, body).await
     }
 
     async fn assign_ip(&self, body: AssignIpBody) -> Result<AssignIpResponse, ServiceError> {
@@ -660,7 +798,10 @@ mod tests {
         assert!(
             matches!(
                 refused,
-                IpamError::Refused(ipam_core::Error::NoPoolForNode { .. })
+                ServiceError::Refused {
+                    code: ErrorCode::Unsatisfiable,
+                    ..
+                }
             ),
             "{refused:?}"
         );
