@@ -30,6 +30,8 @@ use ipam_core::{
 use ipam_store::{Datastore, Ipam, IpamError, Labels, MemoryNodeLabels, Reservation, StoreError};
 use ipnet::IpNet;
 
+#[cfg(test)]
+use crate::annotations::Annotations;
 use crate::annotations::{Found, PodAnnotations, Wishes};
 use crate::labels::{LabelSource, StoredLabels};
 use crate::{code_of, ErrorCode, IpamService, ServiceError};
@@ -680,7 +682,6 @@ impl IpamService for LocalService {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     use ipam_api::labels::LabelOrigin;
@@ -692,10 +693,12 @@ mod tests {
     use crate::labels::LabelError;
 
     /// Labels `zone=a` for every node and `team=blue` for every
-    /// namespace, and a record of what was asked.
+    /// namespace, `pod`'s annotations for every pod when it reads pods,
+    /// and a record of what was asked.
     #[derive(Default)]
     struct Recording {
         asked: Mutex<Vec<String>>,
+        pod: Option<Annotations>,
     }
 
     #[async_trait]
@@ -720,9 +723,29 @@ mod tests {
         async fn set_node_labels(&self, _: &str, _: &Labels) -> Result<(), LabelError> {
             unreachable!("assignments only read")
         }
+
+        async fn pod_annotations(
+            &self,
+            namespace: &str,
+            pod: &str,
+        ) -> Result<Option<PodAnnotations>, StoreError> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(format!("pod {namespace}/{pod}"));
+            Ok(self.pod.clone().map(|pod| PodAnnotations {
+                namespace_labels: [("team".to_string(), "blue".to_string())].into(),
+                namespace: Annotations::new(),
+                pod,
+            }))
+        }
     }
 
     async fn service() -> (LocalService, Arc<Recording>) {
+        service_reading(None).await
+    }
+
+    async fn service_reading(pod: Option<Annotations>) -> (LocalService, Arc<Recording>) {
         let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(Arc::new(MemoryStore::new())));
         for (name, cidr, node, namespace, uses) in [
             (
@@ -746,7 +769,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let recording = Arc::new(Recording::default());
+        let recording = Arc::new(Recording {
+            pod,
+            ..Recording::default()
+        });
         (
             LocalService::with_labels(engine, recording.clone()),
             recording,
@@ -809,5 +835,56 @@ mod tests {
         lb.intended_use = Some(AllowedUse::LoadBalancer);
         assert_eq!(pool_of(&service.assign(lb).await.unwrap()), "30.0.0.0/24");
         assert_eq!(*recording.asked.lock().unwrap(), ["node n1"]);
+    }
+
+    #[tokio::test]
+    async fn a_pods_annotations_are_read_only_when_the_body_asks_and_a_pod_names_them() {
+        let ip_addrs = Annotations::from([(
+            crate::annotations::IP_ADDRS.to_string(),
+            r#"["20.0.0.9"]"#.to_string(),
+        )]);
+        let (service, recording) = service_reading(Some(ip_addrs)).await;
+        let pod = [("namespace", "ns1"), ("pod", "p1")];
+        // Pools from elsewhere than a CNI config: not read.
+        let got = service.assign(body("h1", &pod)).await.unwrap();
+        assert_eq!(pool_of(&got), "10.0.0.0/24");
+        // A LoadBalancer's, or one naming no pod: not read either.
+        let mut lb = body("h2", &pod);
+        lb.intended_use = Some(AllowedUse::LoadBalancer);
+        lb.pod_annotations = true;
+        service.assign(lb).await.unwrap();
+        let mut podless = body("h3", &[("namespace", "ns1")]);
+        podless.pod_annotations = true;
+        service.assign(podless).await.unwrap();
+        assert!(!recording
+            .asked
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a.starts_with("pod")));
+        // A workload's from a CNI config: the pod's ipAddrs, as /32, with
+        // the Namespace read once (for its labels and annotations).
+        recording.asked.lock().unwrap().clear();
+        let mut annotated = body("h4", &pod);
+        annotated.pod_annotations = true;
+        let got = service.assign(annotated).await.unwrap();
+        assert_eq!(got.ipv4, ["20.0.0.9/32".parse::<IpNet>().unwrap()]);
+        assert_eq!(pool_of(&got), "20.0.0.0/24");
+        assert_eq!(*recording.asked.lock().unwrap(), ["pod ns1/p1", "node n1"]);
+    }
+
+    #[tokio::test]
+    async fn without_a_source_of_pods_the_bodys_pools_stand() {
+        let (service, recording) = service().await;
+        let mut annotated = body("h1", &[("namespace", "ns1"), ("pod", "p1")]);
+        annotated.pod_annotations = true;
+        annotated.ipv4_pools = vec!["20.0.0.0/24".parse().unwrap()];
+        // The body's pool, not the zone-a pool the labels select.
+        let got = service.assign(annotated).await.unwrap();
+        assert_eq!(pool_of(&got), "20.0.0.0/24");
+        assert_eq!(
+            *recording.asked.lock().unwrap(),
+            ["pod ns1/p1", "node n1", "namespace ns1"]
+        );
     }
 }
