@@ -175,6 +175,7 @@ impl LocalService {
         found: &Found,
     ) -> Result<AssignResponse, ServiceError> {
         let addresses = found.addresses()?;
+        self.refuse_unusable(body, found, &addresses).await?;
         let before = self.engine.holdings(&body.handle, &addresses).await?;
         let mut taken = Vec::new();
         for (address, held) in addresses.iter().zip(&before) {
@@ -213,6 +214,45 @@ impl LocalService {
                 })
                 .collect(),
         })
+    }
+
+    // What the body says the container cannot use is refused as an
+    // auto-assignment would never hand it out: an excluded address (the
+    // gateway) and, for a pool's prefix, its pool's network or broadcast
+    // address (what calico-ipam refuses of an `IP=` likewise).
+    async fn refuse_unusable(
+        &self,
+        body: &AssignBody,
+        found: &Found,
+        addresses: &[IpAddr],
+    ) -> Result<(), ServiceError> {
+        let pools = if body.usable_with_pool_prefix {
+            self.engine.pools().await?
+        } else {
+            Vec::new()
+        };
+        for address in addresses {
+            let unusable = if body.exclude.iter().any(|e| e.contains(address)) {
+                Some(format!(
+                    "{address} is excluded from this request (a gateway)"
+                ))
+            } else {
+                pools
+                    .iter()
+                    .filter(|p| p.contains(*address))
+                    .find(|p| p.subnet_edges().iter().any(|e| e.addr() == *address))
+                    .map(|p| {
+                        format!(
+                            "{address} is the network or broadcast address of pool {}, unusable with its prefix",
+                            p.cidr()
+                        )
+                    })
+            };
+            if let Some(why) = unusable {
+                return Err(found.refusal(ErrorCode::InvalidValue, why));
+            }
+        }
+        Ok(())
     }
 
     // Releases what a refused annotated assignment took; a failure here
@@ -886,5 +926,37 @@ mod tests {
             *recording.asked.lock().unwrap(),
             ["pod ns1/p1", "node n1", "namespace ns1"]
         );
+    }
+
+    #[tokio::test]
+    async fn an_ip_addrs_address_the_container_cannot_use_is_refused() {
+        let (service, _) = service_reading(Some(Annotations::from([(
+            crate::annotations::IP_ADDRS.to_string(),
+            r#"["20.0.0.0"]"#.to_string(),
+        )])))
+        .await;
+        let pod = [("namespace", "ns1"), ("pod", "p1")];
+        let mut edge = body("h1", &pod);
+        edge.pod_annotations = true;
+        edge.usable_with_pool_prefix = true;
+        let mut gateway = body("h2", &pod);
+        gateway.pod_annotations = true;
+        gateway.exclude = vec!["20.0.0.0/32".parse().unwrap()];
+        for (refused, why) in [
+            (edge, "network or broadcast address of pool 20.0.0.0/24"),
+            (gateway, "excluded from this request"),
+        ] {
+            let handle = refused.handle.clone();
+            let error = service.assign(refused).await.unwrap_err();
+            assert!(
+                error.to_string().starts_with(
+                    r#"pod ns1/p1 annotation "cni.projectcalico.org/ipAddrs" = ["20.0.0.0"]: 20.0.0.0 is"#
+                ) && error.to_string().contains(why),
+                "{error}"
+            );
+            assert_eq!(error.code(), Some(&ErrorCode::InvalidValue));
+            let handle = HandleId::new(handle.as_str());
+            assert!(service.handle_addresses(&handle).await.unwrap().is_none());
+        }
     }
 }
