@@ -30,8 +30,6 @@ use ipam_core::{
 use ipam_store::{Datastore, Ipam, IpamError, Labels, MemoryNodeLabels, Reservation, StoreError};
 use ipnet::IpNet;
 
-#[cfg(test)]
-use crate::annotations::Annotations;
 use crate::annotations::{Found, PodAnnotations, Wishes};
 use crate::labels::{LabelSource, StoredLabels};
 use crate::{code_of, ErrorCode, IpamService, ServiceError};
@@ -730,6 +728,7 @@ mod tests {
     use ipam_store::StoreError;
 
     use super::*;
+    use crate::annotations::Annotations;
     use crate::labels::LabelError;
 
     /// Labels `zone=a` for every node and `team=blue` for every
