@@ -275,6 +275,11 @@ fn kubernetes_a_bad_annotation_is_refused_naming_it_and_nothing_is_taken() {
             "pod plain/unknown-pool annotation \"cni.projectcalico.org/ipv4pools\" = [\"no-such-pool\"]: error parsing pool \"no-such-pool\"",
         ),
         (
+            "no-such-cidr",
+            json!({ipv4: r#"["10.9.0.0/24"]"#}),
+            "pod plain/no-such-cidr annotation \"cni.projectcalico.org/ipv4pools\" = [\"10.9.0.0/24\"]: the given pool (10.9.0.0/24) does not exist, or is not enabled",
+        ),
+        (
             "outside",
             json!({addrs: r#"["192.0.2.1"]"#}),
             "pod plain/outside annotation \"cni.projectcalico.org/ipAddrs\" = [\"192.0.2.1\"]: ",

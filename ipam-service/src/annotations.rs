@@ -127,13 +127,25 @@ pub struct Found {
 impl Found {
     /// A refusal naming the annotation, its value and where it is.
     pub fn refusal(&self, code: ErrorCode, why: impl std::fmt::Display) -> ServiceError {
-        ServiceError::Refused {
-            code,
-            message: format!(
-                "{} annotation {:?} = {}: {why}",
-                self.on, self.key, self.value
-            ),
-        }
+        Found::refusal_of(&[self], code, why)
+    }
+
+    /// A refusal naming the annotations `found` (none: `why` alone).
+    pub fn refusal_of(
+        found: &[&Found],
+        code: ErrorCode,
+        why: impl std::fmt::Display,
+    ) -> ServiceError {
+        let named: Vec<String> = found
+            .iter()
+            .map(|f| format!("{} annotation {:?} = {}", f.on, f.key, f.value))
+            .collect();
+        let message = if named.is_empty() {
+            why.to_string()
+        } else {
+            format!("{}: {why}", named.join("; "))
+        };
+        ServiceError::Refused { code, message }
     }
 
     /// The pools of an `ipv4pools` or `ipv6pools` annotation, resolved

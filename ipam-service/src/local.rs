@@ -113,16 +113,16 @@ impl LocalService {
         request.usable_with_pool_prefix = body.usable_with_pool_prefix;
         let got = match self.engine.auto_assign_all(&request).await {
             Ok(got) => got,
-            // A pool an annotation chose that cannot serve the request is
-            // refused naming the annotation.
-            Err(e) => {
-                let code = code_of(&e);
-                let named = [&wishes.ipv4_pools, &wishes.ipv6_pools];
-                return Err(match named.into_iter().flatten().next() {
-                    Some(found) if matches!(e, IpamError::Refused(_)) => found.refusal(code, e),
-                    _ => e.into(),
-                });
+            // Pools annotations chose that cannot serve the request are
+            // refused naming the annotations.
+            Err(e @ IpamError::Refused(_)) => {
+                let named: Vec<&Found> = [&wishes.ipv4_pools, &wishes.ipv6_pools]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                return Err(Found::refusal_of(&named, code_of(&e), e));
             }
+            Err(e) => return Err(e.into()),
         };
         let addresses: Vec<IpAddr> = got
             .ipv4
