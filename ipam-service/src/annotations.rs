@@ -155,18 +155,23 @@ impl Found {
         pools: &BTreeMap<String, IpNet>,
         ipv4: bool,
     ) -> Result<Vec<IpNet>, ServiceError> {
-        let ids = json_list(&self.value).map_err(|e| self.not_json(e))?;
-        ids.iter()
+        self.list()?
+            .iter()
             .map(|id| {
                 resolve_pool(id, pools, ipv4).map_err(|e| self.refusal(ErrorCode::InvalidValue, e))
             })
             .collect()
     }
 
+    /// The annotation's JSON list.
+    pub fn list(&self) -> Result<Vec<String>, ServiceError> {
+        json_list(&self.value).map_err(|e| self.not_json(e))
+    }
+
     /// The addresses of an `ipAddrs` annotation: at least one, at most
     /// one of each family (validateAndExtractIPs, in its words).
     pub fn addresses(&self) -> Result<Vec<IpAddr>, ServiceError> {
-        let texts = json_list(&self.value).map_err(|e| self.not_json(e))?;
+        let texts = self.list()?;
         if texts.is_empty() {
             return Err(self.refusal(
                 ErrorCode::MissingValue,

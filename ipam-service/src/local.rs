@@ -79,6 +79,16 @@ impl LocalService {
             .await?;
         let wishes = read.map(|(wishes, _)| wishes).unwrap_or_default();
         if let Some(found) = &wishes.ip_addrs {
+            // Calico's plugin parses the pools annotations before it reads
+            // ipAddrs (k8s.go, CmdAddK8s), but calico-ipam never resolves
+            // them for an `IP=` (ipam_plugin.go: the IP branch returns
+            // before ResolvePools): only their JSON is checked.
+            for pools in [&wishes.ipv4_pools, &wishes.ipv6_pools]
+                .into_iter()
+                .flatten()
+            {
+                pools.list()?;
+            }
             return self.assign_annotated(&body, found).await;
         }
         if wishes.ipv4_pools.is_some() || wishes.ipv6_pools.is_some() {
@@ -956,6 +966,30 @@ mod tests {
             assert_eq!(error.code(), Some(&ErrorCode::InvalidValue));
             let handle = HandleId::new(handle.as_str());
             assert!(service.handle_addresses(&handle).await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn beside_ip_addrs_the_pools_annotations_are_only_parsed() {
+        let annotated = |pools: &str| {
+            Annotations::from([
+                (
+                    crate::annotations::IP_ADDRS.to_string(),
+                    r#"["20.0.0.9"]"#.to_string(),
+                ),
+                (
+                    crate::annotations::IPV4_POOLS.to_string(),
+                    pools.to_string(),
+                ),
+            ])
+        };
+        let pod = [("namespace", "ns1"), ("pod", "p1")];
+        for (pools, ok) in [(r#"["no-such-pool"]"#, true), ("no-such-pool", false)] {
+            let (service, _) = service_reading(Some(annotated(pools))).await;
+            let mut body = body("h1", &pod);
+            body.pod_annotations = true;
+            let got = service.assign(body).await;
+            assert_eq!(got.is_ok(), ok, "{pools}: {got:?}");
         }
     }
 }
