@@ -54,6 +54,7 @@ fn assign_body(handle: &str, node: &str) -> AssignBody {
         max_blocks_per_host: 0,
         exclude: Vec::new(),
         usable_with_pool_prefix: false,
+        pod_annotations: false,
     }
 }
 

@@ -150,6 +150,12 @@ pub struct NetConfig {
     pub prev_addresses: Option<Vec<IpNet>>,
     /// `cni.dev/valid-attachments` (GC).
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// The main plugin (the top-level `type`) is one but Calico's: the
+    /// IPAM follows the pod's Calico annotations itself. Calico's
+    /// (`type: calico`) has applied them to `ipv4_pools`, `ipv6_pools`
+    /// and `IP=` before calling this plugin (k8s.go, CmdAddK8s); a config
+    /// naming no main plugin is taken as it is.
+    pub pod_annotations: bool,
 }
 
 /// Where the state lives unless `ipam.state_dir` says otherwise.
@@ -238,6 +244,9 @@ impl NetConfig {
                 .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from),
             prev_addresses: prev_addresses(&top)?,
             valid_attachments: valid_attachments(&top)?,
+            pod_annotations: top
+                .optional_str("type")?
+                .is_some_and(|main| !main.is_empty() && main != "calico"),
         })
     }
 }
@@ -583,6 +592,23 @@ mod tests {
         assert_eq!(config.log_level, LogLevel::Info);
         assert_eq!(config.result_prefix, ResultPrefix::Block);
         assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn the_ipam_follows_pod_annotations_under_every_main_plugin_but_calicos() {
+        for (main, follows) in [
+            (json!("bridge"), true),
+            (json!("ptp"), true),
+            (json!("calico"), false),
+            (json!(""), false),
+        ] {
+            let mut value = base();
+            value["type"] = main.clone();
+            assert_eq!(parse(value).unwrap().pod_annotations, follows, "{main}");
+        }
+        let mut value = base();
+        value.as_object_mut().unwrap().remove("type");
+        assert!(!parse(value).unwrap().pod_annotations);
     }
 
     #[test]

@@ -233,6 +233,7 @@ async fn add(
             // whatever the prefix: the gateways are never handed out.
             exclude: gateways(config).into_iter().map(IpNet::from).collect(),
             usable_with_pool_prefix: config.result_prefix == ResultPrefix::Pool,
+            pod_annotations: config.pod_annotations,
         })
         .await?;
     record_assignment(state, &handle, &granted);

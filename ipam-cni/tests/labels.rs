@@ -12,13 +12,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use ipam_api::labels::NodeLabelsBody;
-use ipam_client::{Client, Endpoint};
 use ipam_core::{IpamConfig, Pool, PoolSpec};
 use ipam_store::embedded::EmbeddedStore;
 use ipam_store::etcd::{EtcdKv, EtcdOptions, EtcdStore};
@@ -26,7 +24,7 @@ use ipam_store::kubernetes::KubernetesStore;
 use ipam_store::{Datastore, Ipam};
 use ipnet::IpNet;
 use serde_json::{json, Value};
-use support::{cni_env, result_addresses, run_plugin, PluginDir};
+use support::{cni_env, result_addresses, run_plugin, runtime, PluginDir, Served};
 
 const IN_ZONE: &str = "10.0.0.0/24";
 const OUT_OF_ZONE: &str = "20.0.0.0/24";
@@ -69,70 +67,6 @@ async fn team_pools(engine: &Ipam<dyn Datastore>) {
             .unwrap();
     }
     engine.set_config(IpamConfig::default()).await.unwrap();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// ipam-server started as its binary starts, on a unix socket.
-struct Served {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Served {
-    fn start(dir: &Path, flags: &[&str]) -> Served {
-        let socket = dir.join("ipam.sock");
-        let listen = format!("unix:{}", socket.display());
-        let args = ipam_server::args::Args::try_parse_from(
-            ["ipam-server", "--listen", &listen, "--log-level", "warn"]
-                .iter()
-                .chain(flags),
-        )
-        .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            runtime()
-                .block_on(ipam_server::server::run(args, async {
-                    let _ = stopped.await;
-                }))
-                .unwrap();
-        });
-        let client = Client::new(Endpoint::Unix(socket), Duration::from_secs(5));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let rt = runtime();
-        while rt.block_on(client.ready()).is_err() {
-            assert!(Instant::now() < deadline, "ipam-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Served {
-            url: listen,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn client(&self) -> Client {
-        let path = self.url.strip_prefix("unix:").unwrap();
-        Client::new(Endpoint::Unix(PathBuf::from(path)), Duration::from_secs(5))
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// Runs calico-ipam ADD for a pod and returns the address it got.

@@ -6,6 +6,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ipam_service::ServiceError;
 use ipam_store::{IpamError, StoreError};
 
 use ipam_api::names::NameError;
@@ -67,6 +68,18 @@ impl From<PathRejection> for ApiError {
 impl From<IpamError> for ApiError {
     fn from(error: IpamError) -> ApiError {
         ApiError::new(ipam_service::code_of(&error), error.to_string())
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> ApiError {
+        match error {
+            ServiceError::Refused { code, message } => ApiError::new(code, message),
+            // The server's own service is the engine: it always answers.
+            ServiceError::Unanswered(e) => {
+                ApiError::new(ErrorCode::DatastoreUnavailable, e.to_string())
+            }
+        }
     }
 }
 

@@ -10,7 +10,11 @@
 //! node's labels from that watch, and only a Node the watch does not hold
 //! (not listed yet, or just created) costs a GET. Namespaces are read by
 //! name, as Calico's plugin reads them, and only when an assignment names
-//! one.
+//! one. The same source reads the Calico IPAM annotations of an
+//! assignment's pod (from the collector's pod watch, else by name) and
+//! namespace, for assignments that follow them
+//! ([`ipam_service::annotations`]): the server is the only reader of pods
+//! among the IPAM's label sources.
 
 use std::sync::Arc;
 
@@ -21,26 +25,19 @@ use ipam_api::labels::{check_labels, LabelOrigin, NodeLabelsBody, NodeLabelsResp
 use ipam_api::names::check_node;
 use ipam_api::ErrorBody;
 use ipam_core::NodeName;
-use ipam_service::labels::{calico_node_labels, KubernetesLabels, LabelError, LabelSource};
-use ipam_service::ServiceError;
+use ipam_service::annotations::{self, Annotations, PodAnnotations};
+use ipam_service::labels::{
+    calico_node_labels, unreadable, KubernetesLabels, LabelError, LabelSource,
+};
 use ipam_store::{Labels, StoreError};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Api;
 
 use crate::api::{ApiState, Body, Segment};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 
 type Shared = State<Arc<ApiState>>;
-
-fn answer(error: ServiceError) -> ApiError {
-    match error {
-        ServiceError::Refused { code, message } => ApiError::new(code, message),
-        // The server's own service is the engine: it always answers.
-        ServiceError::Unanswered(e) => {
-            ApiError::new(ErrorCode::DatastoreUnavailable, e.to_string())
-        }
-    }
-}
 
 /// A node's labels, as assignments for it read them.
 #[utoipa::path(get, path = "/v1/nodes/{node}/labels", tag = "nodes",
@@ -55,7 +52,7 @@ pub async fn get_node_labels(
 ) -> Result<Json<NodeLabelsResponse>, ApiError> {
     check_node("node", &node)?;
     let answered = state.service.node_labels(&NodeName::new(node)).await;
-    Ok(Json(answered.map_err(answer)?))
+    Ok(Json(answered?))
 }
 
 /// Replaces a node's labels (all of them: a label left out is removed),
@@ -81,20 +78,55 @@ pub async fn set_node_labels(
         .service
         .set_node_labels(&NodeName::new(node), body.labels)
         .await;
-    Ok(Json(answered.map_err(answer)?))
+    Ok(Json(answered?))
 }
 
-/// Kubernetes labels with the Nodes read from a watch first.
+/// Kubernetes labels with the Nodes read from a watch first, and the
+/// pods whose Calico annotations assignments follow
+/// ([`ipam_service::annotations`]), read from the collector's pod watch
+/// first. Without a collector, every Node and pod is a GET.
 pub struct CachedKubernetesLabels {
-    nodes: Store<Node>,
+    nodes: Option<Store<Node>>,
+    pods: Option<Store<Pod>>,
     api: KubernetesLabels,
+    client: kube::Client,
 }
 
 impl CachedKubernetesLabels {
-    /// Reads Nodes from `nodes` (the collector's watch), else through
-    /// `api`.
-    pub fn new(nodes: Store<Node>, api: KubernetesLabels) -> CachedKubernetesLabels {
-        CachedKubernetesLabels { nodes, api }
+    /// Reads Nodes and pods from `watched` (the collector's watches, when
+    /// one runs), else through `client`.
+    pub fn new(
+        watched: Option<(Store<Node>, Store<Pod>)>,
+        client: kube::Client,
+    ) -> CachedKubernetesLabels {
+        let (nodes, pods) = watched.unzip();
+        CachedKubernetesLabels {
+            nodes,
+            pods,
+            api: KubernetesLabels::new(client.clone()),
+            client,
+        }
+    }
+
+    // The pod's annotations of ipam_service::annotations::KEYS (all the
+    // watch keeps of them); none for a pod that does not exist, where
+    // Calico's plugin fails (getK8sPodInfo): a runtime may name a pod no
+    // API server knows, and it then gets what its config asks.
+    async fn pod(&self, namespace: &str, pod: &str) -> Result<Annotations, StoreError> {
+        let watched = self
+            .pods
+            .as_ref()
+            .and_then(|pods| pods.get(&ObjectRef::new(pod).within(namespace)));
+        let found = match watched {
+            Some(watched) => Some((*watched).clone()),
+            None => Api::<Pod>::namespaced(self.client.clone(), namespace)
+                .get_opt(pod)
+                .await
+                .map_err(|e| unreadable(format!("reading Pod {namespace}/{pod}"), e))?,
+        };
+        Ok(found
+            .map(|p| annotations::kept(p.metadata.annotations.as_ref()))
+            .unwrap_or_default())
     }
 }
 
@@ -105,7 +137,11 @@ impl LabelSource for CachedKubernetesLabels {
     }
 
     async fn node_labels(&self, node: &str) -> Result<Labels, StoreError> {
-        match self.nodes.get(&ObjectRef::new(node)) {
+        match self
+            .nodes
+            .as_ref()
+            .and_then(|n| n.get(&ObjectRef::new(node)))
+        {
             Some(watched) => Ok(calico_node_labels(&watched)),
             None => self.api.node_labels(node).await,
         }
@@ -117,5 +153,18 @@ impl LabelSource for CachedKubernetesLabels {
 
     async fn set_node_labels(&self, node: &str, labels: &Labels) -> Result<(), LabelError> {
         self.api.set_node_labels(node, labels).await
+    }
+
+    async fn pod_annotations(
+        &self,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<Option<PodAnnotations>, StoreError> {
+        let (namespace_labels, on_namespace) = self.api.namespace(namespace).await?;
+        Ok(Some(PodAnnotations {
+            namespace_labels,
+            namespace: on_namespace,
+            pod: self.pod(namespace, pod).await?,
+        }))
     }
 }

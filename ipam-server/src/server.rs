@@ -23,7 +23,6 @@ use crate::defaults::default_pools;
 use crate::gc::{Collector, GcMetrics};
 use crate::loadbalancer::Controller;
 use crate::node_labels::CachedKubernetesLabels;
-use ipam_service::labels::KubernetesLabels;
 
 /// Why the server did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -182,24 +181,23 @@ pub async fn run(
         _ => None,
     };
     let mut labels = opened.labels;
-    let collector = match (opened.kubernetes, args.gc()) {
-        (Some(client), Some(options)) => {
-            let collector = Collector::new(
-                client.clone(),
-                engine.clone(),
-                options,
-                gc_metrics.clone(),
-                Arc::new(SystemClock),
-            );
-            // The collector watches every Node: labels are read from it.
-            labels = Arc::new(CachedKubernetesLabels::new(
-                collector.nodes(),
-                KubernetesLabels::new(client),
-            ));
-            Some(tokio::spawn(collector.run(gc_stopped)))
-        }
+    let collector = match (&opened.kubernetes, args.gc()) {
+        (Some(client), Some(options)) => Some(Collector::new(
+            client.clone(),
+            engine.clone(),
+            options,
+            gc_metrics.clone(),
+            Arc::new(SystemClock),
+        )),
         _ => None,
     };
+    if let Some(client) = opened.kubernetes {
+        // The collector watches every Node and pod: labels and pods'
+        // annotations are read from it when it runs.
+        let watched = collector.as_ref().map(|c| (c.nodes(), c.pods()));
+        labels = Arc::new(CachedKubernetesLabels::new(watched, client));
+    }
+    let collector = collector.map(|c| tokio::spawn(c.run(gc_stopped)));
     let app = router(
         engine,
         AppConfig {

@@ -55,6 +55,7 @@ fn assign_body(handle: &str) -> AssignBody {
         max_blocks_per_host: 0,
         exclude: vec!["10.0.0.1/32".parse().unwrap()],
         usable_with_pool_prefix: true,
+        pod_annotations: false,
     }
 }
 

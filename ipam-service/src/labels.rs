@@ -46,6 +46,8 @@ use ipam_store::{Labels, NodeLabelStore, StoreError};
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::Api;
 
+use crate::annotations::{self, Annotations, PodAnnotations};
+
 /// The annotation of a Kubernetes Node holding its Calico-only labels as
 /// a JSON object (libcalico-go/lib/backend/k8s/resources/resources.go,
 /// labelsAnnotation).
@@ -84,6 +86,19 @@ pub trait LabelSource: Send + Sync {
 
     /// Replaces the node's labels, where the IPAM keeps them.
     async fn set_node_labels(&self, node: &str, labels: &Labels) -> Result<(), LabelError>;
+
+    /// The pod's and its namespace's Calico IPAM annotations, with the
+    /// namespace's labels, where this source reads pods; `None` where it
+    /// does not. Only ipam-server's Kubernetes source reads pods: the CNI
+    /// plugin's direct mode reads none (its role has no pods), and the
+    /// other datastores have no Pod objects ([`crate::annotations`]).
+    async fn pod_annotations(
+        &self,
+        _namespace: &str,
+        _pod: &str,
+    ) -> Result<Option<PodAnnotations>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// A [`LabelSource`] as the engine's release path asks it
@@ -198,6 +213,25 @@ impl KubernetesLabels {
     }
 }
 
+impl KubernetesLabels {
+    /// The Namespace's labels and its annotations of
+    /// [`crate::annotations::KEYS`]; none of either for a Namespace that
+    /// does not exist.
+    pub async fn namespace(&self, namespace: &str) -> Result<(Labels, Annotations), StoreError> {
+        let found = self
+            .namespaces
+            .get_opt(namespace)
+            .await
+            .map_err(|e| unreadable(format!("reading Namespace {namespace}"), e))?;
+        let Some(found) = found else {
+            return Ok(Default::default());
+        };
+        let annotations = annotations::kept(found.metadata.annotations.as_ref());
+        let labels = found.metadata.labels.unwrap_or_default();
+        Ok((labels.into_iter().collect(), annotations))
+    }
+}
+
 /// A Node's labels as Calico's Node has them: the Calico-only labels of
 /// the [`CALICO_LABELS_ANNOTATION`], with the Node's own labels over them
 /// (K8sNodeToCalico: "this may overwrite Calico labels of the same name").
@@ -226,7 +260,9 @@ pub fn calico_node_labels(node: &Node) -> Labels {
     labels
 }
 
-fn unreadable(what: String, e: kube::Error) -> StoreError {
+/// A failed read of `what` from the API server, as the datastore's error:
+/// a refusal is invalid, the rest unavailable.
+pub fn unreadable(what: String, e: kube::Error) -> StoreError {
     match e {
         kube::Error::Api(status) if status.code != 429 && status.code < 500 => {
             StoreError::Invalid {
@@ -257,15 +293,7 @@ impl LabelSource for KubernetesLabels {
     }
 
     async fn namespace_labels(&self, namespace: &str) -> Result<Labels, StoreError> {
-        let found = self
-            .namespaces
-            .get_opt(namespace)
-            .await
-            .map_err(|e| unreadable(format!("reading Namespace {namespace}"), e))?;
-        Ok(found
-            .and_then(|n| n.metadata.labels)
-            .map(|l| l.into_iter().collect())
-            .unwrap_or_default())
+        Ok(self.namespace(namespace).await?.0)
     }
 
     async fn set_node_labels(&self, node: &str, _labels: &Labels) -> Result<(), LabelError> {

@@ -5,6 +5,7 @@
 //! and ipamctl call it in-process. It is also the one place an
 //! assignment's missing labels are read, from its [`LabelSource`].
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,9 +14,9 @@ use async_trait::async_trait;
 use ipam_api::labels::NodeLabelsResponse;
 use ipam_api::{
     AddressInfo, AffinityListItem, AllocationBody, AssignBody, AssignIpBody, AssignIpResponse,
-    AssignResponse, BlockDetail, CheckResponse, ConfigBody, HandleAddresses, PoolBody,
-    PoolSpecBody, ReleaseBody, ReleaseResponse, ReservationBody, SplitBody, SplitResponse,
-    UsageResponse,
+    AssignResponse, AssignedAddress, BlockDetail, CheckResponse, ConfigBody, HandleAddresses,
+    PoolBody, PoolSpecBody, ReleaseBody, ReleaseResponse, ReservationBody, SplitBody,
+    SplitResponse, UsageResponse,
 };
 use ipam_core::block::{Attribute, BlockOwner};
 use ipam_core::check::{check, Liveness};
@@ -26,10 +27,12 @@ use ipam_core::{
     AllowedUse, AssignIpRequest, AutoAssignRequest, BlockCidr, HandleId, NodeName, Now, Pool,
     PoolName, ReleaseRequest,
 };
-use ipam_store::{Datastore, Ipam, IpamError, Labels, MemoryNodeLabels, Reservation};
+use ipam_store::{Datastore, Ipam, IpamError, Labels, MemoryNodeLabels, Reservation, StoreError};
+use ipnet::IpNet;
 
+use crate::annotations::{Found, PodAnnotations, Wishes};
 use crate::labels::{LabelSource, StoredLabels};
-use crate::{ErrorCode, IpamService, ServiceError};
+use crate::{code_of, ErrorCode, IpamService, ServiceError};
 
 /// The engine on a datastore, answering as ipam-server would.
 #[derive(Clone)]
@@ -65,9 +68,44 @@ impl LocalService {
         &self.engine
     }
 
-    /// `POST /v1/assign`.
-    pub async fn assign(&self, body: AssignBody) -> Result<AssignResponse, IpamError> {
-        let (node_labels, namespace_labels) = self.labels_for(&body).await?;
+    /// `POST /v1/assign`. An assignment whose pools are a CNI config's
+    /// follows its pod's and namespace's Calico annotations where they
+    /// are read ([`crate::annotations`]): pod, then namespace, then the
+    /// body's pools, then every pool that selects the node.
+    pub async fn assign(&self, mut body: AssignBody) -> Result<AssignResponse, ServiceError> {
+        let read = self.annotations_for(&body).await?;
+        let (node_labels, namespace_labels) = self
+            .labels_for(&body, read.as_ref().map(|(_, r)| &r.namespace_labels))
+            .await?;
+        let wishes = read.map(|(wishes, _)| wishes).unwrap_or_default();
+        if let Some(found) = &wishes.ip_addrs {
+            // Calico's plugin parses the pools annotations before it reads
+            // ipAddrs (k8s.go, CmdAddK8s), but calico-ipam never resolves
+            // them for an `IP=` (ipam_plugin.go: the IP branch returns
+            // before ResolvePools): only their JSON is checked.
+            for pools in [&wishes.ipv4_pools, &wishes.ipv6_pools]
+                .into_iter()
+                .flatten()
+            {
+                pools.list()?;
+            }
+            return self.assign_annotated(&body, found).await;
+        }
+        if wishes.ipv4_pools.is_some() || wishes.ipv6_pools.is_some() {
+            let known: BTreeMap<String, IpNet> = self
+                .engine
+                .pools()
+                .await?
+                .iter()
+                .map(|p| (p.name().to_string(), p.cidr()))
+                .collect();
+            if let Some(found) = &wishes.ipv4_pools {
+                body.ipv4_pools = found.pools(&known, true)?;
+            }
+            if let Some(found) = &wishes.ipv6_pools {
+                body.ipv6_pools = found.pools(&known, false)?;
+            }
+        }
         let mut request = AutoAssignRequest::new(
             HandleId::new(body.handle.as_str()),
             NodeName::new(body.node.as_str()),
@@ -83,7 +121,19 @@ impl LocalService {
         request.max_blocks_per_host = body.max_blocks_per_host;
         request.exclude = body.exclude;
         request.usable_with_pool_prefix = body.usable_with_pool_prefix;
-        let got = self.engine.auto_assign_all(&request).await?;
+        let got = match self.engine.auto_assign_all(&request).await {
+            Ok(got) => got,
+            // Pools annotations chose that cannot serve the request are
+            // refused naming the annotations.
+            Err(e @ IpamError::Refused(_)) => {
+                let named: Vec<&Found> = [&wishes.ipv4_pools, &wishes.ipv6_pools]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                return Err(Found::refusal_of(&named, code_of(&e), e));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let addresses: Vec<IpAddr> = got
             .ipv4
             .addresses
@@ -101,13 +151,150 @@ impl LocalService {
         })
     }
 
+    /// What the pod's and namespace's annotations ask of `body`, and what
+    /// was read, when `body` takes them (a workload's, with its pools from
+    /// a CNI config, naming its pod) and the label source reads pods.
+    async fn annotations_for(
+        &self,
+        body: &AssignBody,
+    ) -> Result<Option<(Wishes, PodAnnotations)>, StoreError> {
+        let workload = matches!(body.intended_use, None | Some(AllowedUse::Workload));
+        let named = |key| body.attributes.get(key).filter(|v| !v.is_empty());
+        let (Some(namespace), Some(pod), true, true) = (
+            named(holder::NAMESPACE),
+            named(holder::POD),
+            body.pod_annotations,
+            workload,
+        ) else {
+            return Ok(None);
+        };
+        let read = self.labels.pod_annotations(namespace, pod).await?;
+        Ok(read.map(|read| (Wishes::of(namespace, pod, &read), read)))
+    }
+
+    /// The `ipAddrs` annotation's addresses for `body`'s handle, each
+    /// assigned as calico-ipam assigns an `IP=` (Calico's main plugin
+    /// calls it once per address, ipAddrsResult) and answered as it
+    /// answers one (ipam_plugin.go: a /32 or /128). All or nothing: what
+    /// this request took is given back when a later address is refused.
+    async fn assign_annotated(
+        &self,
+        body: &AssignBody,
+        found: &Found,
+    ) -> Result<AssignResponse, ServiceError> {
+        let addresses = found.addresses()?;
+        self.refuse_unusable(body, found, &addresses).await?;
+        let before = self.engine.holdings(&body.handle, &addresses).await?;
+        let mut taken = Vec::new();
+        for (address, held) in addresses.iter().zip(&before) {
+            let request = AssignIpRequest {
+                handle: HandleId::new(body.handle.as_str()),
+                node: NodeName::new(body.node.as_str()),
+                address: *address,
+                attributes: body.attributes.clone(),
+            };
+            if let Err(e) = self
+                .engine
+                .assign_ip_for(&request, AllowedUse::Workload)
+                .await
+            {
+                self.give_back(&body.handle, &taken).await;
+                return Err(found.refusal(code_of(&e), e));
+            }
+            if held.is_none() {
+                taken.push(*address);
+            }
+        }
+        let held = self.engine.holdings(&body.handle, &addresses).await?;
+        let host = |a: &IpAddr| IpNet::from(*a);
+        Ok(AssignResponse {
+            handle: body.handle.clone(),
+            ipv4: addresses.iter().filter(|a| a.is_ipv4()).map(host).collect(),
+            ipv6: addresses.iter().filter(|a| a.is_ipv6()).map(host).collect(),
+            existing: before.iter().all(Option::is_some),
+            assigned: held
+                .into_iter()
+                .flatten()
+                .map(|h| AssignedAddress {
+                    address: host(&h.address.addr()),
+                    pool: h.pool,
+                    sequence_number: h.sequence_number,
+                })
+                .collect(),
+        })
+    }
+
+    // What the body says the container cannot use is refused as an
+    // auto-assignment would never hand it out: an excluded address (the
+    // gateway) and, for a pool's prefix, its pool's network or broadcast
+    // address (what calico-ipam refuses of an `IP=` likewise).
+    async fn refuse_unusable(
+        &self,
+        body: &AssignBody,
+        found: &Found,
+        addresses: &[IpAddr],
+    ) -> Result<(), ServiceError> {
+        let pools = if body.usable_with_pool_prefix {
+            self.engine.pools().await?
+        } else {
+            Vec::new()
+        };
+        for address in addresses {
+            let unusable = if body.exclude.iter().any(|e| e.contains(address)) {
+                Some(format!(
+                    "{address} is excluded from this request (a gateway)"
+                ))
+            } else {
+                pools
+                    .iter()
+                    .filter(|p| p.contains(*address))
+                    .find(|p| p.subnet_edges().iter().any(|e| e.addr() == *address))
+                    .map(|p| {
+                        format!(
+                            "{address} is the network or broadcast address of pool {}, unusable with its prefix",
+                            p.cidr()
+                        )
+                    })
+            };
+            if let Some(why) = unusable {
+                return Err(found.refusal(ErrorCode::InvalidValue, why));
+            }
+        }
+        Ok(())
+    }
+
+    // Releases what a refused annotated assignment took; a failure here
+    // leaves the addresses to the handle, which the CNI DEL that follows a
+    // failed ADD releases.
+    async fn give_back(&self, handle: &str, taken: &[IpAddr]) {
+        let requests: Vec<ReleaseRequest> = taken
+            .iter()
+            .map(|address| ReleaseRequest {
+                address: *address,
+                handle: Some(HandleId::new(handle)),
+                sequence_number: None,
+            })
+            .collect();
+        if requests.is_empty() {
+            return;
+        }
+        if let Err(error) = self.engine.release(&requests).await {
+            tracing::warn!(%handle, %error, "giving back the addresses of a refused ipAddrs annotation");
+        }
+    }
+
     /// The node's and the namespace's labels for an assignment: those it
-    /// carries, else those its datastore keeps. A LoadBalancer address has
+    /// carries, else those its datastore keeps (`read` when the Namespace
+    /// was read already). A LoadBalancer address has
     /// no node: Calico gives it a virtual node without labels
     /// (libcalico-go/lib/ipam/ipam.go, prepareAffinityBlocksForHost). The
     /// namespace is the `namespace` attribute, the pod's, which Calico's
     /// plugin reads the Namespace of (ipam_plugin.go, cmdAdd).
-    async fn labels_for(&self, body: &AssignBody) -> Result<(Labels, Labels), IpamError> {
+    async fn labels_for(
+        &self,
+        body: &AssignBody,
+        read: Option<&Labels>,
+    ) -> Result<(Labels, Labels), IpamError> {
         let node = match &body.node_labels {
             Some(labels) => labels.clone(),
             None if body.intended_use == Some(AllowedUse::LoadBalancer) => Labels::new(),
@@ -115,13 +302,14 @@ impl LocalService {
         };
         let namespace = match (
             &body.namespace_labels,
+            read,
             body.attributes.get(holder::NAMESPACE),
         ) {
-            (Some(labels), _) => labels.clone(),
-            (None, Some(namespace)) if !namespace.is_empty() => {
+            (Some(labels), _, _) | (None, Some(labels), _) => labels.clone(),
+            (None, None, Some(namespace)) if !namespace.is_empty() => {
                 self.labels.namespace_labels(namespace).await?
             }
-            (None, _) => Labels::new(),
+            (None, None, _) => Labels::new(),
         };
         Ok((node, namespace))
     }
@@ -411,7 +599,7 @@ impl LocalService {
 #[async_trait]
 impl IpamService for LocalService {
     async fn assign(&self, body: AssignBody) -> Result<AssignResponse, ServiceError> {
-        Ok(LocalService::assign(self, body).await?)
+        LocalService::assign(self, body).await
     }
 
     async fn assign_ip(&self, body: AssignIpBody) -> Result<AssignIpResponse, ServiceError> {
@@ -542,7 +730,6 @@ impl IpamService for LocalService {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     use ipam_api::labels::LabelOrigin;
@@ -551,13 +738,16 @@ mod tests {
     use ipam_store::StoreError;
 
     use super::*;
+    use crate::annotations::Annotations;
     use crate::labels::LabelError;
 
     /// Labels `zone=a` for every node and `team=blue` for every
-    /// namespace, and a record of what was asked.
+    /// namespace, `pod`'s annotations for every pod when it reads pods,
+    /// and a record of what was asked.
     #[derive(Default)]
     struct Recording {
         asked: Mutex<Vec<String>>,
+        pod: Option<Annotations>,
     }
 
     #[async_trait]
@@ -582,9 +772,29 @@ mod tests {
         async fn set_node_labels(&self, _: &str, _: &Labels) -> Result<(), LabelError> {
             unreachable!("assignments only read")
         }
+
+        async fn pod_annotations(
+            &self,
+            namespace: &str,
+            pod: &str,
+        ) -> Result<Option<PodAnnotations>, StoreError> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(format!("pod {namespace}/{pod}"));
+            Ok(self.pod.clone().map(|pod| PodAnnotations {
+                namespace_labels: [("team".to_string(), "blue".to_string())].into(),
+                namespace: Annotations::new(),
+                pod,
+            }))
+        }
     }
 
     async fn service() -> (LocalService, Arc<Recording>) {
+        service_reading(None).await
+    }
+
+    async fn service_reading(pod: Option<Annotations>) -> (LocalService, Arc<Recording>) {
         let engine: Arc<Ipam<dyn Datastore>> = Arc::new(Ipam::new(Arc::new(MemoryStore::new())));
         for (name, cidr, node, namespace, uses) in [
             (
@@ -608,7 +818,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let recording = Arc::new(Recording::default());
+        let recording = Arc::new(Recording {
+            pod,
+            ..Recording::default()
+        });
         (
             LocalService::with_labels(engine, recording.clone()),
             recording,
@@ -660,7 +873,10 @@ mod tests {
         assert!(
             matches!(
                 refused,
-                IpamError::Refused(ipam_core::Error::NoPoolForNode { .. })
+                ServiceError::Refused {
+                    code: ErrorCode::Unsatisfiable,
+                    ..
+                }
             ),
             "{refused:?}"
         );
@@ -668,5 +884,112 @@ mod tests {
         lb.intended_use = Some(AllowedUse::LoadBalancer);
         assert_eq!(pool_of(&service.assign(lb).await.unwrap()), "30.0.0.0/24");
         assert_eq!(*recording.asked.lock().unwrap(), ["node n1"]);
+    }
+
+    #[tokio::test]
+    async fn a_pods_annotations_are_read_only_when_the_body_asks_and_a_pod_names_them() {
+        let ip_addrs = Annotations::from([(
+            crate::annotations::IP_ADDRS.to_string(),
+            r#"["20.0.0.9"]"#.to_string(),
+        )]);
+        let (service, recording) = service_reading(Some(ip_addrs)).await;
+        let pod = [("namespace", "ns1"), ("pod", "p1")];
+        // Pools from elsewhere than a CNI config: not read.
+        let got = service.assign(body("h1", &pod)).await.unwrap();
+        assert_eq!(pool_of(&got), "10.0.0.0/24");
+        // A LoadBalancer's, or one naming no pod: not read either.
+        let mut lb = body("h2", &pod);
+        lb.intended_use = Some(AllowedUse::LoadBalancer);
+        lb.pod_annotations = true;
+        service.assign(lb).await.unwrap();
+        let mut podless = body("h3", &[("namespace", "ns1")]);
+        podless.pod_annotations = true;
+        service.assign(podless).await.unwrap();
+        assert!(!recording
+            .asked
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a.starts_with("pod")));
+        // A workload's from a CNI config: the pod's ipAddrs, as /32, with
+        // the Namespace read once (for its labels and annotations).
+        recording.asked.lock().unwrap().clear();
+        let mut annotated = body("h4", &pod);
+        annotated.pod_annotations = true;
+        let got = service.assign(annotated).await.unwrap();
+        assert_eq!(got.ipv4, ["20.0.0.9/32".parse::<IpNet>().unwrap()]);
+        assert_eq!(pool_of(&got), "20.0.0.0/24");
+        assert_eq!(*recording.asked.lock().unwrap(), ["pod ns1/p1", "node n1"]);
+    }
+
+    #[tokio::test]
+    async fn without_a_source_of_pods_the_bodys_pools_stand() {
+        let (service, recording) = service().await;
+        let mut annotated = body("h1", &[("namespace", "ns1"), ("pod", "p1")]);
+        annotated.pod_annotations = true;
+        annotated.ipv4_pools = vec!["20.0.0.0/24".parse().unwrap()];
+        // The body's pool, not the zone-a pool the labels select.
+        let got = service.assign(annotated).await.unwrap();
+        assert_eq!(pool_of(&got), "20.0.0.0/24");
+        assert_eq!(
+            *recording.asked.lock().unwrap(),
+            ["pod ns1/p1", "node n1", "namespace ns1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ip_addrs_address_the_container_cannot_use_is_refused() {
+        let (service, _) = service_reading(Some(Annotations::from([(
+            crate::annotations::IP_ADDRS.to_string(),
+            r#"["20.0.0.0"]"#.to_string(),
+        )])))
+        .await;
+        let pod = [("namespace", "ns1"), ("pod", "p1")];
+        let mut edge = body("h1", &pod);
+        edge.pod_annotations = true;
+        edge.usable_with_pool_prefix = true;
+        let mut gateway = body("h2", &pod);
+        gateway.pod_annotations = true;
+        gateway.exclude = vec!["20.0.0.0/32".parse().unwrap()];
+        for (refused, why) in [
+            (edge, "network or broadcast address of pool 20.0.0.0/24"),
+            (gateway, "excluded from this request"),
+        ] {
+            let handle = refused.handle.clone();
+            let error = service.assign(refused).await.unwrap_err();
+            assert!(
+                error.to_string().starts_with(
+                    r#"pod ns1/p1 annotation "cni.projectcalico.org/ipAddrs" = ["20.0.0.0"]: 20.0.0.0 is"#
+                ) && error.to_string().contains(why),
+                "{error}"
+            );
+            assert_eq!(error.code(), Some(&ErrorCode::InvalidValue));
+            let handle = HandleId::new(handle.as_str());
+            assert!(service.handle_addresses(&handle).await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn beside_ip_addrs_the_pools_annotations_are_only_parsed() {
+        let annotated = |pools: &str| {
+            Annotations::from([
+                (
+                    crate::annotations::IP_ADDRS.to_string(),
+                    r#"["20.0.0.9"]"#.to_string(),
+                ),
+                (
+                    crate::annotations::IPV4_POOLS.to_string(),
+                    pools.to_string(),
+                ),
+            ])
+        };
+        let pod = [("namespace", "ns1"), ("pod", "p1")];
+        for (pools, ok) in [(r#"["no-such-pool"]"#, true), ("no-such-pool", false)] {
+            let (service, _) = service_reading(Some(annotated(pools))).await;
+            let mut body = body("h1", &pod);
+            body.pod_annotations = true;
+            let got = service.assign(body).await;
+            assert_eq!(got.is_ok(), ok, "{pools}: {got:?}");
+        }
     }
 }

@@ -12,6 +12,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ipam_client::{Client, Endpoint};
 
 use ipam_core::{Pool, PoolSpec};
 use ipam_server::app::{router, AppConfig};
@@ -66,7 +70,8 @@ pub fn started_etcd() -> (tokio::runtime::Runtime, testkit::etcd::EtcdServer) {
     (runtime, etcd)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A multi-threaded runtime of its own, for a test's blocking calls.
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -372,4 +377,64 @@ pub fn result_addresses(result: &Value) -> Vec<IpNet> {
         .iter()
         .map(|ip| ip["address"].as_str().unwrap().parse().unwrap())
         .collect()
+}
+
+/// ipam-server started as its binary starts (`ipam_server::server::run`),
+/// on a unix socket, until dropped.
+pub struct Served {
+    /// `unix:<socket>`, as `ipam.server` names it.
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    /// Starts it with `flags` after `--listen`, and waits until it is ready.
+    pub fn start(dir: &Path, flags: &[&str]) -> Served {
+        let socket = dir.join("ipam.sock");
+        let listen = format!("unix:{}", socket.display());
+        let args = ipam_server::args::Args::try_parse_from(
+            ["ipam-server", "--listen", &listen, "--log-level", "warn"]
+                .iter()
+                .chain(flags),
+        )
+        .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            runtime()
+                .block_on(ipam_server::server::run(args, async {
+                    let _ = stopped.await;
+                }))
+                .unwrap();
+        });
+        let client = Client::new(Endpoint::Unix(socket), Duration::from_secs(5));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let rt = runtime();
+        while rt.block_on(client.ready()).is_err() {
+            assert!(Instant::now() < deadline, "ipam-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Served {
+            url: listen,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// A client of it.
+    pub fn client(&self) -> Client {
+        let path = self.url.strip_prefix("unix:").unwrap();
+        Client::new(Endpoint::Unix(PathBuf::from(path)), Duration::from_secs(5))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -6,6 +6,7 @@
 use futures_util::StreamExt;
 use ipam_core::gc::Cluster;
 use ipam_core::holder::ServiceRef;
+use ipam_service::annotations;
 use ipam_service::labels::CALICO_LABELS_ANNOTATION;
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -77,6 +78,11 @@ impl Watched {
         self.nodes.clone()
     }
 
+    /// The watched pods.
+    pub(super) fn pods(&self) -> Store<Pod> {
+        self.pods.clone()
+    }
+
     /// How many pods and nodes are known, for the log.
     pub(super) fn counts(&self) -> (usize, usize) {
         (self.pods.state().len(), self.nodes.state().len())
@@ -122,21 +128,22 @@ where
 
 // The reflector keeps only what the collector and assignments read: a
 // node's status (images, conditions) and a pod's spec are most of their
-// size. A node keeps its labels and the annotation holding its Calico
+// size. A pod keeps the Calico IPAM annotations assignments under a
+// non-Calico main plugin follow (ipam_service::annotations). A node keeps its labels and the annotation holding its Calico
 // labels, which pools' nodeSelector is matched against
 // (ipam_service::labels::calico_node_labels).
 fn trim_pod(pod: &mut Pod) {
-    let keep = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(NETWORK_STATUS).cloned());
+    let all = pod.metadata.annotations.as_ref();
+    let mut keep = annotations::kept(all);
+    if let Some(status) = all.and_then(|a| a.get(NETWORK_STATUS)) {
+        keep.insert(NETWORK_STATUS.to_string(), status.clone());
+    }
     pod.metadata = ObjectMeta {
         name: pod.metadata.name.take(),
         namespace: pod.metadata.namespace.take(),
         resource_version: pod.metadata.resource_version.take(),
         uid: pod.metadata.uid.take(),
-        annotations: keep.map(|v| [(NETWORK_STATUS.to_string(), v)].into()),
+        annotations: (!keep.is_empty()).then_some(keep),
         ..ObjectMeta::default()
     };
     pod.spec = Some(PodSpec {
@@ -194,6 +201,7 @@ fn trim_node(node: &mut Node) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipam_service::annotations::{IPV4_POOLS, IPV6_POOLS, IP_ADDRS};
     use serde_json::json;
 
     #[test]
@@ -201,7 +209,10 @@ mod tests {
         let mut pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "ns", "uid": "u", "resourceVersion": "7",
                          "labels": {"app": "x"},
-                         "annotations": {NETWORK_STATUS: "[]", "other": "y"}},
+                         "annotations": {NETWORK_STATUS: "[]", "other": "y",
+                                         IPV4_POOLS: "[\"a\"]", IPV6_POOLS: "[\"b\"]",
+                                         IP_ADDRS: "[\"10.0.0.9\"]",
+                                         "cni.projectcalico.org/floatingIPs": "[]"}},
             "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
             "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "192.0.2.1"},
         }))
@@ -214,7 +225,8 @@ mod tests {
             json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "p", "namespace": "ns", "uid": "u", "resourceVersion": "7",
-                             "annotations": {NETWORK_STATUS: "[]"}},
+                             "annotations": {NETWORK_STATUS: "[]", IPV4_POOLS: "[\"a\"]",
+                                             IPV6_POOLS: "[\"b\"]", IP_ADDRS: "[\"10.0.0.9\"]"}},
                 "spec": {"nodeName": "n1", "containers": []},
                 "status": {"phase": "Running", "podIP": "10.0.0.1"},
             })

@@ -130,4 +130,11 @@ impl Collector {
     pub fn nodes(&self) -> kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Node> {
         self.watched.nodes()
     }
+
+    /// The pods the collector watches, with their Calico IPAM
+    /// annotations: assignments read them from it
+    /// ([`crate::node_labels`]).
+    pub fn pods(&self) -> kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod> {
+        self.watched.pods()
+    }
 }

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use ipam_service::annotations::{json_list, resolve_pool, PoolRefError};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use sha2::{Digest, Sha256};
@@ -108,17 +109,10 @@ pub enum AnnotationError {
         /// The parser's words.
         message: String,
     },
-    /// A pool that is neither a CIDR nor the name of a LoadBalancer pool.
-    #[error("error parsing pool {0:?}")]
-    UnknownPool(String),
-    /// A pool of the other family.
-    #[error("{pool} isn't a {family} pool")]
-    WrongFamily {
-        /// The pool.
-        pool: IpNet,
-        /// The family the annotation is for.
-        family: &'static str,
-    },
+    /// A pool that is neither a CIDR nor the name of a LoadBalancer pool,
+    /// or one of the other family.
+    #[error(transparent)]
+    Pool(#[from] PoolRefError),
     /// Not an address.
     #[error("could not parse {0} as a valid IP address")]
     BadAddress(String),
@@ -146,7 +140,7 @@ pub fn requested(
         annotations
             .get(key)
             .map(|text| {
-                serde_json::from_str::<Vec<String>>(text).map_err(|e| AnnotationError::NotAList {
+                json_list(text).map_err(|e| AnnotationError::NotAList {
                     key,
                     message: e.to_string(),
                 })
@@ -154,20 +148,8 @@ pub fn requested(
             .transpose()
     };
     let resolve = |ids: Vec<String>, v4: bool| -> Result<Vec<IpNet>, AnnotationError> {
-        ids.into_iter()
-            .map(|id| {
-                let cidr = match id.parse::<IpNet>() {
-                    Ok(cidr) => cidr.trunc(),
-                    Err(_) => *pools.get(&id).ok_or(AnnotationError::UnknownPool(id))?,
-                };
-                match (v4, cidr) {
-                    (true, IpNet::V4(_)) | (false, IpNet::V6(_)) => Ok(cidr),
-                    _ => Err(AnnotationError::WrongFamily {
-                        pool: cidr,
-                        family: if v4 { "IPv4" } else { "IPv6" },
-                    }),
-                }
-            })
+        ids.iter()
+            .map(|id| Ok(resolve_pool(id, pools, v4)?))
             .collect()
     };
     if let Some(ids) = list(ANNOTATION_IPV4_POOLS)? {
@@ -302,11 +284,11 @@ mod tests {
         assert_eq!(got.addresses.unwrap().len(), 2);
         assert!(matches!(
             read(&[(ANNOTATION_IPV4_POOLS, r#"["nope"]"#)]),
-            Err(AnnotationError::UnknownPool(_))
+            Err(AnnotationError::Pool(PoolRefError::Unknown(_)))
         ));
         assert!(matches!(
             read(&[(ANNOTATION_IPV6_POOLS, r#"["lb-v4"]"#)]),
-            Err(AnnotationError::WrongFamily { .. })
+            Err(AnnotationError::Pool(PoolRefError::WrongFamily { .. }))
         ));
         assert!(matches!(
             read(&[(ANNOTATION_LOAD_BALANCER_IPS, r#"["1.1.1.1", "1.1.1.2"]"#)]),
