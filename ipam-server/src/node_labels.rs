@@ -8,7 +8,10 @@
 //! [`ipam_service::labels`]. Here the Kubernetes source gets a cache: the
 //! collector already watches every Node, so an assignment reads its
 //! node's labels from that watch, and only a Node the watch does not hold
-//! (not listed yet, or just created) costs a GET. Namespaces are read by
+//! (not listed yet, or just created) costs a GET. The engine's releases
+//! read the same source (affinity consistency, through
+//! [`ipam_service::labels::ReleaseLabels`]): the server starts the watches
+//! before it builds the engine. Namespaces are read by
 //! name, as Calico's plugin reads them, and only when an assignment names
 //! one. The same source reads the Calico IPAM annotations of an
 //! assignment's pod (from the collector's pod watch, else by name) and
@@ -36,6 +39,7 @@ use kube::Api;
 
 use crate::api::{ApiState, Body, Segment};
 use crate::error::ApiError;
+use crate::gc::Watched;
 
 type Shared = State<Arc<ApiState>>;
 
@@ -95,14 +99,10 @@ pub struct CachedKubernetesLabels {
 impl CachedKubernetesLabels {
     /// Reads Nodes and pods from `watched` (the collector's watches, when
     /// one runs), else through `client`.
-    pub fn new(
-        watched: Option<(Store<Node>, Store<Pod>)>,
-        client: kube::Client,
-    ) -> CachedKubernetesLabels {
-        let (nodes, pods) = watched.unzip();
+    pub fn new(watched: Option<&Watched>, client: kube::Client) -> CachedKubernetesLabels {
         CachedKubernetesLabels {
-            nodes,
-            pods,
+            nodes: watched.map(Watched::nodes),
+            pods: watched.map(Watched::pods),
             api: KubernetesLabels::new(client.clone()),
             client,
         }
