@@ -202,7 +202,7 @@ fn trim_node(node: &mut Node) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipam_service::annotations::{IPV4_POOLS, IPV6_POOLS, IP_ADDRS};
+    use ipam_service::annotations::{IPV4_POOLS, IPV6_POOLS, IP_ADDRS, IP_FAMILIES};
     use serde_json::json;
 
     #[test]
@@ -212,7 +212,7 @@ mod tests {
                          "labels": {"app": "x"},
                          "annotations": {NETWORK_STATUS: "[]", "other": "y",
                                          IPV4_POOLS: "[\"a\"]", IPV6_POOLS: "[\"b\"]",
-                                         IP_ADDRS: "[\"10.0.0.9\"]",
+                                         IP_ADDRS: "[\"10.0.0.9\"]", IP_FAMILIES: "[\"IPv6\"]",
                                          "cni.projectcalico.org/floatingIPs": "[]"}},
             "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
             "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "192.0.2.1"},
@@ -227,7 +227,8 @@ mod tests {
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "p", "namespace": "ns", "uid": "u", "resourceVersion": "7",
                              "annotations": {NETWORK_STATUS: "[]", IPV4_POOLS: "[\"a\"]",
-                                             IPV6_POOLS: "[\"b\"]", IP_ADDRS: "[\"10.0.0.9\"]"}},
+                                             IPV6_POOLS: "[\"b\"]", IP_ADDRS: "[\"10.0.0.9\"]",
+                                             IP_FAMILIES: "[\"IPv6\"]"}},
                 "spec": {"nodeName": "n1", "containers": []},
                 "status": {"phase": "Running", "podIP": "10.0.0.1"},
             })
