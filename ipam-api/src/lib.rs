@@ -176,6 +176,12 @@ pub struct AssignBody {
     /// every main plugin but Calico's, which has applied them already.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pod_annotations: bool,
+    /// The pod's UID (kubelet's `K8S_POD_UID`), beside `podAnnotations`:
+    /// a pod the server holds from its watch with another UID is a
+    /// previous pod of the same name, so the pod is read from the API
+    /// server instead. Absent: the watched pod is taken as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 /// How an assigned address is held: what a client records to report the

@@ -443,3 +443,77 @@ fn kubernetes_ip_families_choose_the_families_pod_over_namespace_over_the_config
         "nothing taken"
     );
 }
+
+/// An ADD for one incarnation of a pod: kubelet's `K8S_POD_UID`, and a
+/// sandbox (container) of its own.
+fn add_incarnation(
+    plugins: &PluginDir,
+    config: &Value,
+    pod: (&str, &str),
+    uid: &str,
+) -> Vec<IpNet> {
+    let (namespace, name) = pod;
+    let args = format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_UID={uid}"
+    );
+    let container = format!("{namespace}-{name}-{uid}");
+    let env = cni_env("ADD", &container, "/run/netns/none", plugins.path(), &args);
+    result_addresses(&run_plugin(&plugins.plugin("calico-ipam"), &env, config).ok())
+}
+
+/// A pod deleted and created again under its name, its ADD arriving
+/// before ipam-server's pod watch reported the change: the runtime's
+/// `K8S_POD_UID` is not the watched pod's, so the pod is read from the API
+/// server and the new pod's annotations apply.
+#[test]
+fn kubernetes_a_pod_recreated_under_its_name_gets_its_own_annotations_before_the_watch_says() {
+    let rt = runtime();
+    let api = cluster(&rt);
+    let again = ("plain", "again");
+    let put = |uid: &str, pool: &str| {
+        api.put_core(
+            "pods",
+            json!({"metadata": {"name": again.1, "namespace": again.0, "uid": uid,
+                                "annotations": {"cni.projectcalico.org/ipv4pools": pool}},
+                   "spec": {"nodeName": "node-a"}}),
+        )
+    };
+    put("uid-1", r#"["ns-pool"]"#);
+    let dir = tempfile::tempdir().unwrap();
+    let served = server(&api, dir.path());
+    let plugins = PluginDir::new();
+    let config = bridge(&served, "bridge");
+    let get_pod = testkit::apiserver::Access {
+        verb: "get".to_string(),
+        group: String::new(),
+        resource: "pods".to_string(),
+        name: Some(again.1.to_string()),
+    };
+    // Until an ADD reads the pod from the watch (no GET): then the watch
+    // holds the first pod. A repeated ADD gets the same address back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        api.forget_accesses();
+        assert_in(
+            &add_incarnation(&plugins, &config, again, "uid-1"),
+            NAMESPACE_POOL,
+            "the first pod's annotation",
+        );
+        if !api.accesses().contains(&get_pod) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pod was never watched"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    api.pause_watches();
+    put("uid-2", r#"["pod-pool"]"#);
+    assert_in(
+        &add_incarnation(&plugins, &config, again, "uid-2"),
+        POD_POOL,
+        "the new pod's annotation, while the watch holds the old pod",
+    );
+    api.resume_watches();
+}

@@ -111,12 +111,21 @@ impl CachedKubernetesLabels {
     // The pod's annotations of ipam_service::annotations::KEYS (all the
     // watch keeps of them); none for a pod that does not exist, where
     // Calico's plugin fails (getK8sPodInfo): a runtime may name a pod no
-    // API server knows, and it then gets what its config asks.
-    async fn pod(&self, namespace: &str, pod: &str) -> Result<Annotations, StoreError> {
+    // API server knows, and it then gets what its config asks. A watched
+    // pod of another UID than the runtime's is a previous pod of that
+    // name, deleted and created again faster than the watch reported:
+    // the pod is read as Calico's plugin reads it, with a GET.
+    async fn pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: Option<&str>,
+    ) -> Result<Annotations, StoreError> {
         let watched = self
             .pods
             .as_ref()
-            .and_then(|pods| pods.get(&ObjectRef::new(pod).within(namespace)));
+            .and_then(|pods| pods.get(&ObjectRef::new(pod).within(namespace)))
+            .filter(|watched| uid.is_none_or(|uid| watched.metadata.uid.as_deref() == Some(uid)));
         let found = match watched {
             Some(watched) => Some((*watched).clone()),
             None => Api::<Pod>::namespaced(self.client.clone(), namespace)
@@ -159,12 +168,13 @@ impl LabelSource for CachedKubernetesLabels {
         &self,
         namespace: &str,
         pod: &str,
+        uid: Option<&str>,
     ) -> Result<Option<PodAnnotations>, StoreError> {
         let (namespace_labels, on_namespace) = self.api.namespace(namespace).await?;
         Ok(Some(PodAnnotations {
             namespace_labels,
             namespace: on_namespace,
-            pod: self.pod(namespace, pod).await?,
+            pod: self.pod(namespace, pod, uid).await?,
         }))
     }
 }

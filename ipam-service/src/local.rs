@@ -182,7 +182,8 @@ impl LocalService {
         ) else {
             return Ok(None);
         };
-        let read = self.labels.pod_annotations(namespace, pod).await?;
+        let uid = body.pod_uid.as_deref().filter(|uid| !uid.is_empty());
+        let read = self.labels.pod_annotations(namespace, pod, uid).await?;
         Ok(read.map(|read| (Wishes::of(namespace, pod, &read), read)))
     }
 
@@ -791,6 +792,7 @@ mod tests {
             &self,
             namespace: &str,
             pod: &str,
+            _uid: Option<&str>,
         ) -> Result<Option<PodAnnotations>, StoreError> {
             self.asked
                 .lock()
