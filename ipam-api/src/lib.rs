@@ -162,11 +162,13 @@ pub struct AssignBody {
     pub usable_with_pool_prefix: bool,
     /// `ipv4Pools` and `ipv6Pools` are a CNI network config's, and the
     /// pod's own wishes come first: ipam-server on the Kubernetes
-    /// datastore reads the `cni.projectcalico.org/ipv4pools`, `ipv6pools`
-    /// (pod, else namespace) and `ipAddrs` (pod) annotations of the pod
-    /// and namespace the `pod` and `namespace` attributes name, as
-    /// Calico's main CNI plugin reads them: the pod's pools over the
-    /// namespace's over these, per family; `ipAddrs` are assigned to the
+    /// datastore reads the `cni.projectcalico.org/ipv4pools`, `ipv6pools`,
+    /// `ipFamilies` (pod, else namespace) and `ipAddrs` (pod) annotations
+    /// of the pod and namespace the `pod` and `namespace` attributes name,
+    /// as Calico's main CNI plugin reads them: the pod's pools over the
+    /// namespace's over these, per family; `ipFamilies` (`["IPv4",
+    /// "IPv6"]`) replaces `ipv4` and `ipv6` with one address of each
+    /// family it names and none of the others; `ipAddrs` are assigned to the
     /// handle as `/v1/assign-ip` assigns one (whatever `ipv4` and `ipv6`
     /// ask) and answered as /32 and /128. A bad annotation is refused
     /// naming it and its value, and nothing is assigned. Other datastores
@@ -174,6 +176,12 @@ pub struct AssignBody {
     /// every main plugin but Calico's, which has applied them already.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pod_annotations: bool,
+    /// The pod's UID (kubelet's `K8S_POD_UID`), beside `podAnnotations`:
+    /// a pod the server holds from its watch with another UID is a
+    /// previous pod of the same name, so the pod is read from the API
+    /// server instead. Absent: the watched pod is taken as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 /// How an assigned address is held: what a client records to report the

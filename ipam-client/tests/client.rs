@@ -55,6 +55,7 @@ fn assign_body(handle: &str, node: &str) -> AssignBody {
         exclude: Vec::new(),
         usable_with_pool_prefix: false,
         pod_annotations: false,
+        pod_uid: None,
     }
 }
 

@@ -55,14 +55,19 @@ impl Command {
 }
 
 /// `CNI_ARGS` keys calico-ipam reads; other keys (kubelet's
-/// `K8S_POD_INFRA_CONTAINER_ID`, `K8S_POD_UID`, `IgnoreUnknown`) are
-/// ignored, as Calico's calico-ipam ignores them.
+/// `K8S_POD_INFRA_CONTAINER_ID`, `IgnoreUnknown`) are ignored, as Calico's
+/// calico-ipam ignores them. Calico ignores `K8S_POD_UID` too (its plugin
+/// reads the pod with a GET on every ADD, cni-plugin/pkg/k8s/k8s.go
+/// getK8sPodInfo); here it tells ipam-server, which reads pods from a
+/// watch, which incarnation of a pod's name the ADD is for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CniArgs {
     /// `K8S_POD_NAMESPACE`.
     pub pod_namespace: Option<String>,
     /// `K8S_POD_NAME`.
     pub pod_name: Option<String>,
+    /// `K8S_POD_UID`.
+    pub pod_uid: Option<String>,
     /// `IP`: the address to assign instead of choosing one.
     pub ip: Option<IpAddr>,
 }
@@ -81,6 +86,7 @@ impl CniArgs {
             match key {
                 "K8S_POD_NAMESPACE" => args.pod_namespace = value,
                 "K8S_POD_NAME" => args.pod_name = value,
+                "K8S_POD_UID" => args.pod_uid = value,
                 "IP" => {
                     args.ip = match value {
                         Some(text) => Some(text.parse().map_err(|_| {
@@ -220,7 +226,7 @@ mod tests {
         ("CNI_PATH", "/opt/cni/bin"),
         (
             "CNI_ARGS",
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=nginx;K8S_POD_INFRA_CONTAINER_ID=abc123",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=nginx;K8S_POD_INFRA_CONTAINER_ID=abc123;K8S_POD_UID=0f8e-uid",
         ),
     ];
 
@@ -230,6 +236,7 @@ mod tests {
         assert_eq!(invocation.command, Command::Add);
         assert_eq!(invocation.container_id, "abc123");
         assert_eq!(invocation.args.pod(), Some(("default", "nginx")));
+        assert_eq!(invocation.args.pod_uid.as_deref(), Some("0f8e-uid"));
         assert_eq!(invocation.args.ip, None);
     }
 

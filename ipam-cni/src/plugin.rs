@@ -234,6 +234,14 @@ async fn add(
             exclude: gateways(config).into_iter().map(IpNet::from).collect(),
             usable_with_pool_prefix: config.result_prefix == ResultPrefix::Pool,
             pod_annotations: config.pod_annotations,
+            // Only beside podAnnotations, the one reader of it: an older
+            // server, which refuses unknown fields, is not sent it
+            // otherwise.
+            pod_uid: invocation
+                .args
+                .pod_uid
+                .clone()
+                .filter(|_| config.pod_annotations),
         })
         .await?;
     record_assignment(state, &handle, &granted);

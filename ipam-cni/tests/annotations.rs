@@ -25,11 +25,12 @@ use testkit::apiserver::ApiServer;
 const CONFIG_POOL: &str = "10.1.0.0/24";
 const NAMESPACE_POOL: &str = "10.2.0.0/24";
 const POD_POOL: &str = "10.3.0.0/24";
+const IPV6_POOL: &str = "fd00:6::/120";
 const NETWORK: &str = "pods";
 
-/// An API server with the three pools (none with a selector: the config
-/// or an annotation chooses) and two namespaces: `plain`, and `annotated`
-/// whose pods default to `ns-pool`.
+/// An API server with the three IPv4 pools (none with a selector: the
+/// config or an annotation chooses), an IPv6 pool, and two namespaces:
+/// `plain`, and `annotated` whose pods default to `ns-pool`.
 fn cluster(rt: &tokio::runtime::Runtime) -> ApiServer {
     let api = rt.block_on(ApiServer::start());
     let store = rt
@@ -37,13 +38,14 @@ fn cluster(rt: &tokio::runtime::Runtime) -> ApiServer {
         .unwrap();
     let engine: Ipam<dyn Datastore> = Ipam::new(Arc::new(store));
     rt.block_on(async {
-        for (name, cidr) in [
-            ("config-pool", CONFIG_POOL),
-            ("ns-pool", NAMESPACE_POOL),
-            ("pod-pool", POD_POOL),
+        for (name, cidr, block) in [
+            ("config-pool", CONFIG_POOL, 26),
+            ("ns-pool", NAMESPACE_POOL, 26),
+            ("pod-pool", POD_POOL, 26),
+            ("six-pool", IPV6_POOL, 122),
         ] {
             let spec = PoolSpec {
-                block_size: Some(26),
+                block_size: Some(block),
                 ..PoolSpec::new(cidr.parse().unwrap())
             };
             engine
@@ -345,4 +347,173 @@ fn kubernetes_a_bad_annotation_is_refused_naming_it_and_nothing_is_taken() {
             .status
     });
     assert_eq!(states, [AddressState::Free, AddressState::InUse]);
+}
+
+/// The families of `addresses`, in order: 4 and 6.
+fn families(addresses: &[IpNet]) -> Vec<u8> {
+    addresses
+        .iter()
+        .map(|a| if a.addr().is_ipv4() { 4 } else { 6 })
+        .collect()
+}
+
+#[test]
+fn kubernetes_ip_families_choose_the_families_pod_over_namespace_over_the_config() {
+    let rt = runtime();
+    let api = cluster(&rt);
+    let families_key = "cni.projectcalico.org/ipFamilies";
+    api.put_core(
+        "namespaces",
+        json!({"metadata": {"name": "six", "annotations": {families_key: r#"["IPv6"]"#}}}),
+    );
+    pod(
+        &api,
+        "plain",
+        "v6-only",
+        json!({families_key: r#"["IPv6"]"#}),
+    );
+    pod(
+        &api,
+        "plain",
+        "both",
+        json!({families_key: r#"["IPv4","IPv6"]"#}),
+    );
+    pod(&api, "six", "bare", json!({}));
+    pod(&api, "six", "v4-only", json!({families_key: r#"["IPv4"]"#}));
+    pod(&api, "plain", "bad", json!({families_key: r#"["IPv5"]"#}));
+    let dir = tempfile::tempdir().unwrap();
+    let served = server(&api, dir.path());
+    let plugins = PluginDir::new();
+    let ipv4_only = bridge(&served, "bridge");
+    let mut dual = ipv4_only.clone();
+    dual["ipam"]["assign_ipv6"] = json!("true");
+    for (config, pod, wanted, what) in [
+        (
+            &dual,
+            ("plain", "v6-only"),
+            vec![6],
+            "the pod's [\"IPv6\"] in a dual-stack config",
+        ),
+        (
+            &ipv4_only,
+            ("plain", "both"),
+            vec![4, 6],
+            "the pod's two families in an IPv4 config",
+        ),
+        (
+            &dual,
+            ("six", "bare"),
+            vec![6],
+            "the namespace's, the pod having none",
+        ),
+        (
+            &dual,
+            ("six", "v4-only"),
+            vec![4],
+            "the pod's over the namespace's",
+        ),
+    ] {
+        let got = added(&plugins, config, pod);
+        assert_eq!(families(&got), wanted, "{what}: got {got:?}");
+        let v6: IpNet = IPV6_POOL.parse().unwrap();
+        assert!(
+            got.iter()
+                .all(|a| a.addr().is_ipv4() || v6.contains(&a.addr())),
+            "{got:?}"
+        );
+    }
+    let bad = ("plain", "bad");
+    let out = run(&plugins, "ADD", &dual, bad);
+    let words = "pod plain/bad annotation \"cni.projectcalico.org/ipFamilies\" = [\"IPv5\"]: error parsing ipFamilies: [\"IPv5\"]";
+    let said = format!(
+        "{} {}",
+        out.output["msg"].as_str().unwrap_or_default(),
+        out.output["details"].as_str().unwrap_or_default()
+    );
+    assert!(
+        out.code != 0 && said.contains(words),
+        "wanted a refusal saying {words:?}, got {}: {}",
+        out.code,
+        out.stdout
+    );
+    assert_eq!(
+        rt.block_on(served.client().handle_addresses(&handle(bad)))
+            .unwrap(),
+        None,
+        "nothing taken"
+    );
+}
+
+/// An ADD for one incarnation of a pod: kubelet's `K8S_POD_UID`, and a
+/// sandbox (container) of its own.
+fn add_incarnation(
+    plugins: &PluginDir,
+    config: &Value,
+    pod: (&str, &str),
+    uid: &str,
+) -> Vec<IpNet> {
+    let (namespace, name) = pod;
+    let args = format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_UID={uid}"
+    );
+    let container = format!("{namespace}-{name}-{uid}");
+    let env = cni_env("ADD", &container, "/run/netns/none", plugins.path(), &args);
+    result_addresses(&run_plugin(&plugins.plugin("calico-ipam"), &env, config).ok())
+}
+
+/// A pod deleted and created again under its name, its ADD arriving
+/// before ipam-server's pod watch reported the change: the runtime's
+/// `K8S_POD_UID` is not the watched pod's, so the pod is read from the API
+/// server and the new pod's annotations apply.
+#[test]
+fn kubernetes_a_pod_recreated_under_its_name_gets_its_own_annotations_before_the_watch_says() {
+    let rt = runtime();
+    let api = cluster(&rt);
+    let again = ("plain", "again");
+    let put = |uid: &str, pool: &str| {
+        api.put_core(
+            "pods",
+            json!({"metadata": {"name": again.1, "namespace": again.0, "uid": uid,
+                                "annotations": {"cni.projectcalico.org/ipv4pools": pool}},
+                   "spec": {"nodeName": "node-a"}}),
+        )
+    };
+    put("uid-1", r#"["ns-pool"]"#);
+    let dir = tempfile::tempdir().unwrap();
+    let served = server(&api, dir.path());
+    let plugins = PluginDir::new();
+    let config = bridge(&served, "bridge");
+    let get_pod = testkit::apiserver::Access {
+        verb: "get".to_string(),
+        group: String::new(),
+        resource: "pods".to_string(),
+        name: Some(again.1.to_string()),
+    };
+    // Until an ADD reads the pod from the watch (no GET): then the watch
+    // holds the first pod. A repeated ADD gets the same address back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        api.forget_accesses();
+        assert_in(
+            &add_incarnation(&plugins, &config, again, "uid-1"),
+            NAMESPACE_POOL,
+            "the first pod's annotation",
+        );
+        if !api.accesses().contains(&get_pod) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pod was never watched"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    api.pause_watches();
+    put("uid-2", r#"["pod-pool"]"#);
+    assert_in(
+        &add_incarnation(&plugins, &config, again, "uid-2"),
+        POD_POOL,
+        "the new pod's annotation, while the watch holds the old pod",
+    );
+    api.resume_watches();
 }

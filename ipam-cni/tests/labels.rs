@@ -71,10 +71,20 @@ async fn team_pools(engine: &Ipam<dyn Datastore>) {
 
 /// Runs calico-ipam ADD for a pod and returns the address it got.
 fn add(plugins: &PluginDir, config: &Value, container: &str, namespace: &str) -> IpNet {
-    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={container}");
-    let env = cni_env("ADD", container, "/run/netns/none", plugins.path(), &args);
-    let out = run_plugin(&plugins.plugin("calico-ipam"), &env, config).ok();
+    let out = run(plugins, "ADD", config, container, namespace).ok();
     result_addresses(&out)[0]
+}
+
+fn run(
+    plugins: &PluginDir,
+    command: &str,
+    config: &Value,
+    container: &str,
+    namespace: &str,
+) -> support::Outcome {
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={container}");
+    let env = cni_env(command, container, "/run/netns/none", plugins.path(), &args);
+    run_plugin(&plugins.plugin("calico-ipam"), &env, config)
 }
 
 fn config(node: &str, extra: Value) -> Value {
@@ -390,5 +400,61 @@ fn kubernetes_the_namespaces_labels_choose_the_pool_in_both_modes() {
         add(&plugins, &server, "s2", "default"),
         "40.0.0.0/24",
         "server, no team",
+    );
+}
+
+/// A release that empties a block of a pool with a nodeSelector reads the
+/// node's labels (Calico's ensureConsistentAffinity, libcalico-go
+/// lib/ipam/ipam.go): ipam-server reads them from its Node watch, as its
+/// assignments do, not with a GET of the Node per release.
+#[test]
+fn kubernetes_releases_read_the_nodes_labels_from_the_servers_watch() {
+    let rt = runtime();
+    let (api, engine) = cluster(&rt);
+    rt.block_on(zone_pools(&engine));
+    let dir = tempfile::tempdir().unwrap();
+    let served = kubernetes_server(&api, dir.path());
+    let plugins = PluginDir::new();
+    let server = config("node-a", json!({"ipam": {"server": served.url}}));
+    let pods = ["r1", "r2", "r3", "r4", "r5"];
+    for pod in pods {
+        assert_in(
+            add(&plugins, &server, pod, "default"),
+            IN_ZONE,
+            "in the selector's pool",
+        );
+    }
+    let get_node = testkit::apiserver::Access {
+        verb: "get".to_string(),
+        group: String::new(),
+        resource: "nodes".to_string(),
+        name: Some("node-a".to_string()),
+    };
+    // Once reading the node's labels asks the API server nothing, the
+    // watch holds the Node.
+    let client = served.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        api.forget_accesses();
+        rt.block_on(client.node_labels("node-a")).unwrap();
+        if !api.accesses().contains(&get_node) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the Node was never watched");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pod in pods {
+        run(&plugins, "DEL", &server, pod, "default").ok();
+        let handle = format!("k8s-pod-network.{pod}");
+        assert_eq!(
+            rt.block_on(client.handle_addresses(&handle)).unwrap(),
+            None,
+            "{pod} released"
+        );
+    }
+    let asked = api.accesses();
+    assert!(
+        !asked.contains(&get_node),
+        "releases read the Node from the API server: {asked:?}"
     );
 }

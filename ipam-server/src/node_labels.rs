@@ -8,7 +8,10 @@
 //! [`ipam_service::labels`]. Here the Kubernetes source gets a cache: the
 //! collector already watches every Node, so an assignment reads its
 //! node's labels from that watch, and only a Node the watch does not hold
-//! (not listed yet, or just created) costs a GET. Namespaces are read by
+//! (not listed yet, or just created) costs a GET. The engine's releases
+//! read the same source (affinity consistency, through
+//! [`ipam_service::labels::ReleaseLabels`]): the server starts the watches
+//! before it builds the engine. Namespaces are read by
 //! name, as Calico's plugin reads them, and only when an assignment names
 //! one. The same source reads the Calico IPAM annotations of an
 //! assignment's pod (from the collector's pod watch, else by name) and
@@ -36,6 +39,7 @@ use kube::Api;
 
 use crate::api::{ApiState, Body, Segment};
 use crate::error::ApiError;
+use crate::gc::Watched;
 
 type Shared = State<Arc<ApiState>>;
 
@@ -95,14 +99,10 @@ pub struct CachedKubernetesLabels {
 impl CachedKubernetesLabels {
     /// Reads Nodes and pods from `watched` (the collector's watches, when
     /// one runs), else through `client`.
-    pub fn new(
-        watched: Option<(Store<Node>, Store<Pod>)>,
-        client: kube::Client,
-    ) -> CachedKubernetesLabels {
-        let (nodes, pods) = watched.unzip();
+    pub fn new(watched: Option<&Watched>, client: kube::Client) -> CachedKubernetesLabels {
         CachedKubernetesLabels {
-            nodes,
-            pods,
+            nodes: watched.map(Watched::nodes),
+            pods: watched.map(Watched::pods),
             api: KubernetesLabels::new(client.clone()),
             client,
         }
@@ -111,12 +111,21 @@ impl CachedKubernetesLabels {
     // The pod's annotations of ipam_service::annotations::KEYS (all the
     // watch keeps of them); none for a pod that does not exist, where
     // Calico's plugin fails (getK8sPodInfo): a runtime may name a pod no
-    // API server knows, and it then gets what its config asks.
-    async fn pod(&self, namespace: &str, pod: &str) -> Result<Annotations, StoreError> {
+    // API server knows, and it then gets what its config asks. A watched
+    // pod of another UID than the runtime's is a previous pod of that
+    // name, deleted and created again faster than the watch reported:
+    // the pod is read as Calico's plugin reads it, with a GET.
+    async fn pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: Option<&str>,
+    ) -> Result<Annotations, StoreError> {
         let watched = self
             .pods
             .as_ref()
-            .and_then(|pods| pods.get(&ObjectRef::new(pod).within(namespace)));
+            .and_then(|pods| pods.get(&ObjectRef::new(pod).within(namespace)))
+            .filter(|watched| uid.is_none_or(|uid| watched.metadata.uid.as_deref() == Some(uid)));
         let found = match watched {
             Some(watched) => Some((*watched).clone()),
             None => Api::<Pod>::namespaced(self.client.clone(), namespace)
@@ -159,12 +168,13 @@ impl LabelSource for CachedKubernetesLabels {
         &self,
         namespace: &str,
         pod: &str,
+        uid: Option<&str>,
     ) -> Result<Option<PodAnnotations>, StoreError> {
         let (namespace_labels, on_namespace) = self.api.namespace(namespace).await?;
         Ok(Some(PodAnnotations {
             namespace_labels,
             namespace: on_namespace,
-            pod: self.pod(namespace, pod).await?,
+            pod: self.pod(namespace, pod, uid).await?,
         }))
     }
 }

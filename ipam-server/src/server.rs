@@ -20,7 +20,7 @@ use crate::args::{Args, DatastoreKind, Listen};
 use crate::clock::SystemClock;
 use crate::connections::{self, ConnectionMetrics};
 use crate::defaults::default_pools;
-use crate::gc::{Collector, GcMetrics};
+use crate::gc::{Collector, GcMetrics, Watched};
 use crate::loadbalancer::Controller;
 use crate::node_labels::CachedKubernetesLabels;
 
@@ -161,7 +161,18 @@ pub async fn run(
             })
         }
     };
-    let opened = open_store(&args).await?;
+    let mut opened = open_store(&args).await?;
+    let gc = opened.kubernetes.clone().zip(args.gc());
+    // The collector's watches hold every Node and pod: assignments read
+    // labels and pods' annotations from them, and so do the engine's
+    // releases (affinity consistency), so they start before the engine.
+    let watched = gc.as_ref().map(|(client, _)| Watched::start(client));
+    if let Some(client) = &opened.kubernetes {
+        opened.labels = Arc::new(CachedKubernetesLabels::new(
+            watched.as_ref(),
+            client.clone(),
+        ));
+    }
     let engine: Arc<Ipam<dyn Datastore>> = Arc::new(opened.engine());
     ensure_default_pools(&engine, |name| std::env::var(name).ok()).await?;
     let gc_metrics = Arc::new(GcMetrics::default());
@@ -180,23 +191,17 @@ pub async fn run(
         }
         _ => None,
     };
-    let mut labels = opened.labels;
-    let collector = match (&opened.kubernetes, args.gc()) {
-        (Some(client), Some(options)) => Some(Collector::new(
-            client.clone(),
+    let labels = opened.labels;
+    let collector = gc.zip(watched).map(|((client, options), watched)| {
+        Collector::new(
+            client,
             engine.clone(),
             options,
             gc_metrics.clone(),
             Arc::new(SystemClock),
-        )),
-        _ => None,
-    };
-    if let Some(client) = opened.kubernetes {
-        // The collector watches every Node and pod: labels and pods'
-        // annotations are read from it when it runs.
-        let watched = collector.as_ref().map(|c| (c.nodes(), c.pods()));
-        labels = Arc::new(CachedKubernetesLabels::new(watched, client));
-    }
+            watched,
+        )
+    });
     let collector = collector.map(|c| tokio::spawn(c.run(gc_stopped)));
     let app = router(
         engine,

@@ -56,6 +56,7 @@ fn assign_body(handle: &str) -> AssignBody {
         exclude: vec!["10.0.0.1/32".parse().unwrap()],
         usable_with_pool_prefix: true,
         pod_annotations: false,
+        pod_uid: None,
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use ipam_core::{AutoAssignRequest, Pool, PoolSpec};
 use ipam_core::{HandleId, NodeName};
 use ipam_server::clock::ManualClock;
-use ipam_server::gc::{Collector, GcMetrics, GcOptions, PassReport};
+use ipam_server::gc::{Collector, GcMetrics, GcOptions, PassReport, Watched};
 use ipam_server::lease::LeaseOptions;
 use ipam_store::kubernetes::KubernetesStore;
 use ipam_store::{Datastore, Ipam};
@@ -160,6 +160,7 @@ impl World {
             self.options(identity, grace),
             metrics.clone(),
             self.clock.clone(),
+            Watched::start(&self.client),
         );
         (collector, metrics)
     }

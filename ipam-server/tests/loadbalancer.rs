@@ -13,7 +13,7 @@ use std::time::Duration;
 use ipam_core::affinity::LOAD_BALANCER_OWNER;
 use ipam_core::{AllowedUse, AutoAssignRequest, HandleId, NodeName, Pool, PoolSpec};
 use ipam_server::clock::{ManualClock, SystemClock};
-use ipam_server::gc::{Collector, GcMetrics, GcOptions};
+use ipam_server::gc::{Collector, GcMetrics, GcOptions, Watched};
 use ipam_server::lease::LeaseOptions;
 use ipam_server::loadbalancer::service::handle_of;
 use ipam_server::loadbalancer::{AssignIps, Controller, LoadBalancerOptions};
@@ -586,6 +586,7 @@ async fn the_collector_releases_a_gone_services_address_after_the_grace_period()
         },
         Arc::new(GcMetrics::default()),
         clock.clone(),
+        Watched::start(&w.client),
     );
     let (_leading_tx, leading) = tokio::sync::watch::channel(true);
     let first = collector.pass(&leading).await.unwrap();

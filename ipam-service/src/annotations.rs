@@ -21,6 +21,15 @@
 //!   and one IPv6 address, never empty (validateAndExtractIPs). Each
 //!   address is assigned to the pod's handle as calico-ipam assigns an
 //!   `IP=` (ipAddrsResult, callIPAMWithIP), pools aside.
+//! - `cni.projectcalico.org/ipFamilies` is read as the pools are (the
+//!   pod's when not empty, else the namespace's; k8s.go 222, 233-236): a
+//!   JSON list of `IPv4` and `IPv6` that replaces the config's
+//!   `assign_ipv4`/`assign_ipv6`, one address of each family named and
+//!   none of the others (k8s.go 270-297). Calico parses it after the
+//!   pools annotations and before `ipAddrs`, which it does not change. Any other word is refused
+//!   ("error parsing ipFamilies: ..."). A list naming no family is
+//!   refused too: Calico's plugin would then ask its IPAM for nothing
+//!   (ipam_plugin.go 296-305) and leave the pod without an address.
 //!
 //! The pool list parser and name resolution are shared with the
 //! load-balancer controller, which reads Calico's Service annotations in
@@ -40,8 +49,10 @@ pub const IPV4_POOLS: &str = "cni.projectcalico.org/ipv4pools";
 pub const IPV6_POOLS: &str = "cni.projectcalico.org/ipv6pools";
 /// The pod's addresses (pod only).
 pub const IP_ADDRS: &str = "cni.projectcalico.org/ipAddrs";
+/// The families the pod gets an address of (pod, else namespace).
+pub const IP_FAMILIES: &str = "cni.projectcalico.org/ipFamilies";
 /// The annotations read, the only ones a pod or namespace is kept with.
-pub const KEYS: [&str; 3] = [IPV4_POOLS, IPV6_POOLS, IP_ADDRS];
+pub const KEYS: [&str; 4] = [IPV4_POOLS, IPV6_POOLS, IP_ADDRS, IP_FAMILIES];
 
 /// Annotations by key.
 pub type Annotations = BTreeMap<String, String>;
@@ -201,6 +212,38 @@ impl Found {
         Ok(addresses)
     }
 
+    /// The families of an `ipFamilies` annotation (k8s.go 270-297:
+    /// `IPv4` and `IPv6`, in any order, repeats allowed; any other word is
+    /// "error parsing ipFamilies: <the annotation>"), at least one.
+    pub fn families(&self) -> Result<Families, ServiceError> {
+        let mut families = Families {
+            ipv4: false,
+            ipv6: false,
+        };
+        for word in self.list()? {
+            match word.as_str() {
+                "IPv4" => families.ipv4 = true,
+                "IPv6" => families.ipv6 = true,
+                _ => {
+                    return Err(self.refusal(
+                        ErrorCode::InvalidValue,
+                        format!("error parsing ipFamilies: {}", self.value),
+                    ))
+                }
+            }
+        }
+        if !(families.ipv4 || families.ipv6) {
+            return Err(self.refusal(
+                ErrorCode::MissingValue,
+                format!(
+                    "annotation {:?} names no family: nothing to assign",
+                    self.key
+                ),
+            ));
+        }
+        Ok(families)
+    }
+
     // Calico's parseIPAddrs words.
     fn not_json(&self, error: serde_json::Error) -> ServiceError {
         self.refusal(
@@ -208,6 +251,15 @@ impl Found {
             format!("failed to parse '{}' as JSON: {error}", self.value),
         )
     }
+}
+
+/// The families an `ipFamilies` annotation asks an address of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Families {
+    /// One IPv4 address.
+    pub ipv4: bool,
+    /// One IPv6 address.
+    pub ipv6: bool,
 }
 
 /// What a pod's and its namespace's annotations ask of an assignment.
@@ -219,6 +271,8 @@ pub struct Wishes {
     pub ipv6_pools: Option<Found>,
     /// The pod's own addresses.
     pub ip_addrs: Option<Found>,
+    /// The families to assign, from the pod, else the namespace.
+    pub ip_families: Option<Found>,
 }
 
 impl Wishes {
@@ -249,6 +303,7 @@ impl Wishes {
             ipv4_pools: on_pod(IPV4_POOLS).or_else(|| on_namespace(IPV4_POOLS)),
             ipv6_pools: on_pod(IPV6_POOLS).or_else(|| on_namespace(IPV6_POOLS)),
             ip_addrs: on_pod(IP_ADDRS),
+            ip_families: on_pod(IP_FAMILIES).or_else(|| on_namespace(IP_FAMILIES)),
         }
     }
 }
@@ -360,6 +415,61 @@ mod tests {
         ] {
             let refused = found(value).addresses().unwrap_err().to_string();
             assert!(refused.ends_with(words), "{refused}");
+        }
+    }
+
+    #[test]
+    fn ip_families_name_ipv4_and_ipv6_and_the_pods_win() {
+        let wishes = Wishes::of(
+            "ns",
+            "p",
+            &read(&[(IP_FAMILIES, "")], &[(IP_FAMILIES, r#"["IPv6"]"#)]),
+        );
+        let on_namespace = wishes.ip_families.unwrap();
+        assert_eq!(
+            on_namespace.on, "namespace ns",
+            "an empty pod value is none"
+        );
+        let wishes = Wishes::of(
+            "ns",
+            "p",
+            &read(
+                &[(IP_FAMILIES, r#"["IPv4"]"#)],
+                &[(IP_FAMILIES, r#"["IPv6"]"#)],
+            ),
+        );
+        assert_eq!(wishes.ip_families.unwrap().on, "pod ns/p");
+        let found = |value: &str| Found {
+            key: IP_FAMILIES,
+            value: value.to_string(),
+            on: "pod ns/p".to_string(),
+        };
+        for (value, ipv4, ipv6) in [
+            (r#"["IPv4"]"#, true, false),
+            (r#"["IPv6"]"#, false, true),
+            (r#"["IPv6", "IPv4", "IPv6"]"#, true, true),
+        ] {
+            assert_eq!(
+                found(value).families().unwrap(),
+                Families { ipv4, ipv6 },
+                "{value}"
+            );
+        }
+        for (value, words) in [
+            ("IPv6", "failed to parse 'IPv6' as JSON"),
+            (r#"["ipv6"]"#, r#"error parsing ipFamilies: ["ipv6"]"#),
+            (
+                "[]",
+                r#"annotation "cni.projectcalico.org/ipFamilies" names no family"#,
+            ),
+        ] {
+            let refused = found(value).families().unwrap_err().to_string();
+            assert!(
+                refused.starts_with(&format!(
+                    "pod ns/p annotation \"cni.projectcalico.org/ipFamilies\" = {value}: {words}"
+                )),
+                "{refused}"
+            );
         }
     }
 }

@@ -49,7 +49,9 @@ pub struct Opened {
     /// garbage collector watches pods and nodes through it).
     pub kubernetes: Option<kube::Client>,
     /// Where its assignments read node and namespace labels
-    /// ([`crate::labels`]).
+    /// ([`crate::labels`]), and where [`Opened::engine`]'s releases read
+    /// node labels: an owner with a better source (ipam-server's, which
+    /// reads a watch of every Node) sets it before building the engine.
     pub labels: Arc<dyn LabelSource>,
 }
 

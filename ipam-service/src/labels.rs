@@ -92,10 +92,13 @@ pub trait LabelSource: Send + Sync {
     /// does not. Only ipam-server's Kubernetes source reads pods: the CNI
     /// plugin's direct mode reads none (its role has no pods), and the
     /// other datastores have no Pod objects ([`crate::annotations`]).
+    /// `uid`, when the runtime gave it, is the pod's: a pod of that name
+    /// with another UID is not read.
     async fn pod_annotations(
         &self,
         _namespace: &str,
         _pod: &str,
+        _uid: Option<&str>,
     ) -> Result<Option<PodAnnotations>, StoreError> {
         Ok(None)
     }

@@ -71,25 +71,38 @@ impl LocalService {
     /// `POST /v1/assign`. An assignment whose pools are a CNI config's
     /// follows its pod's and namespace's Calico annotations where they
     /// are read ([`crate::annotations`]): pod, then namespace, then the
-    /// body's pools, then every pool that selects the node.
+    /// body's pools, then every pool that selects the node; and the
+    /// families, pod, then namespace, then the body's counts.
     pub async fn assign(&self, mut body: AssignBody) -> Result<AssignResponse, ServiceError> {
         let read = self.annotations_for(&body).await?;
         let (node_labels, namespace_labels) = self
             .labels_for(&body, read.as_ref().map(|(_, r)| &r.namespace_labels))
             .await?;
         let wishes = read.map(|(wishes, _)| wishes).unwrap_or_default();
+        // Calico's plugin parses the pools annotations, then ipFamilies,
+        // before it reads ipAddrs (k8s.go, CmdAddK8s, 238-297 and 313).
+        for pools in [&wishes.ipv4_pools, &wishes.ipv6_pools]
+            .into_iter()
+            .flatten()
+        {
+            pools.list()?;
+        }
+        let families = wishes
+            .ip_families
+            .as_ref()
+            .map(Found::families)
+            .transpose()?;
         if let Some(found) = &wishes.ip_addrs {
-            // Calico's plugin parses the pools annotations before it reads
-            // ipAddrs (k8s.go, CmdAddK8s), but calico-ipam never resolves
-            // them for an `IP=` (ipam_plugin.go: the IP branch returns
-            // before ResolvePools): only their JSON is checked.
-            for pools in [&wishes.ipv4_pools, &wishes.ipv6_pools]
-                .into_iter()
-                .flatten()
-            {
-                pools.list()?;
-            }
+            // calico-ipam never resolves the pools, nor counts families,
+            // for an `IP=` (ipam_plugin.go: the IP branch returns before
+            // ResolvePools and the request counts).
             return self.assign_annotated(&body, found).await;
+        }
+        if let Some(families) = families {
+            // assign_ipv4/assign_ipv6, one address of a family or none
+            // (ipam_plugin.go 296-305).
+            body.ipv4 = u32::from(families.ipv4);
+            body.ipv6 = u32::from(families.ipv6);
         }
         if wishes.ipv4_pools.is_some() || wishes.ipv6_pools.is_some() {
             let known: BTreeMap<String, IpNet> = self
@@ -123,13 +136,14 @@ impl LocalService {
         request.usable_with_pool_prefix = body.usable_with_pool_prefix;
         let got = match self.engine.auto_assign_all(&request).await {
             Ok(got) => got,
-            // Pools annotations chose that cannot serve the request are
-            // refused naming the annotations.
+            // Pools and families annotations chose that cannot serve the
+            // request are refused naming the annotations.
             Err(e @ IpamError::Refused(_)) => {
-                let named: Vec<&Found> = [&wishes.ipv4_pools, &wishes.ipv6_pools]
-                    .into_iter()
-                    .flatten()
-                    .collect();
+                let named: Vec<&Found> =
+                    [&wishes.ipv4_pools, &wishes.ipv6_pools, &wishes.ip_families]
+                        .into_iter()
+                        .flatten()
+                        .collect();
                 return Err(Found::refusal_of(&named, code_of(&e), e));
             }
             Err(e) => return Err(e.into()),
@@ -168,7 +182,8 @@ impl LocalService {
         ) else {
             return Ok(None);
         };
-        let read = self.labels.pod_annotations(namespace, pod).await?;
+        let uid = body.pod_uid.as_deref().filter(|uid| !uid.is_empty());
+        let read = self.labels.pod_annotations(namespace, pod, uid).await?;
         Ok(read.map(|read| (Wishes::of(namespace, pod, &read), read)))
     }
 
@@ -777,6 +792,7 @@ mod tests {
             &self,
             namespace: &str,
             pod: &str,
+            _uid: Option<&str>,
         ) -> Result<Option<PodAnnotations>, StoreError> {
             self.asked
                 .lock()
@@ -970,26 +986,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn beside_ip_addrs_the_pools_annotations_are_only_parsed() {
-        let annotated = |pools: &str| {
+    async fn beside_ip_addrs_the_pools_and_families_annotations_are_only_parsed() {
+        let annotated = |key: &str, value: &str| {
             Annotations::from([
                 (
                     crate::annotations::IP_ADDRS.to_string(),
                     r#"["20.0.0.9"]"#.to_string(),
                 ),
-                (
-                    crate::annotations::IPV4_POOLS.to_string(),
-                    pools.to_string(),
-                ),
+                (key.to_string(), value.to_string()),
             ])
         };
+        let pools = crate::annotations::IPV4_POOLS;
+        let families = crate::annotations::IP_FAMILIES;
         let pod = [("namespace", "ns1"), ("pod", "p1")];
-        for (pools, ok) in [(r#"["no-such-pool"]"#, true), ("no-such-pool", false)] {
-            let (service, _) = service_reading(Some(annotated(pools))).await;
+        for (key, value, ok) in [
+            (pools, r#"["no-such-pool"]"#, true),
+            (pools, "no-such-pool", false),
+            // Only IPv6 asked, yet the IPv4 address of ipAddrs is given.
+            (families, r#"["IPv6"]"#, true),
+            (families, r#"["IPv5"]"#, false),
+        ] {
+            let (service, _) = service_reading(Some(annotated(key, value))).await;
             let mut body = body("h1", &pod);
             body.pod_annotations = true;
             let got = service.assign(body).await;
-            assert_eq!(got.is_ok(), ok, "{pools}: {got:?}");
+            assert_eq!(got.is_ok(), ok, "{key} = {value}: {got:?}");
         }
     }
 }

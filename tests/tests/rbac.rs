@@ -16,7 +16,7 @@ use ipam_core::{HandleId, NodeName};
 use ipam_server::app::{router, AppConfig};
 use ipam_server::clock::ManualClock;
 use ipam_server::clock::SystemClock;
-use ipam_server::gc::{Collector, GcMetrics, GcOptions};
+use ipam_server::gc::{Collector, GcMetrics, GcOptions, Watched};
 use ipam_server::lease::LeaseOptions;
 use ipam_server::loadbalancer::service::handle_of;
 use ipam_server::loadbalancer::{AssignIps, Controller, LoadBalancerOptions};
@@ -472,12 +472,14 @@ async fn collect_garbage(
     // Time moves when the test says: each step renews the Lease and runs a
     // pass, and the grace period passes in two.
     let clock = ManualClock::new();
+    let watched = Watched::start(&client);
     let collector = Collector::new(
         client,
         engine.clone(),
         options,
         Arc::new(GcMetrics::default()),
         clock.clone(),
+        watched,
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let run = tokio::spawn(collector.run(stopped));

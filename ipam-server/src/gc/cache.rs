@@ -1,7 +1,8 @@
 //! The collector's view of the cluster: pods, nodes and Services watched with
 //! kube-runtime reflectors into in-memory stores, trimmed to what the leak
-//! rules read. The watch tasks belong to [`Watched`]: dropping it stops
-//! them, so nobody has to remember to.
+//! rules read, and to what assignments and releases read of Nodes and
+//! pods ([`crate::node_labels`]). The watch tasks belong to [`Watched`]:
+//! dropping it stops them, so nobody has to remember to.
 
 use futures_util::StreamExt;
 use ipam_core::gc::Cluster;
@@ -18,7 +19,7 @@ use tokio::task::JoinSet;
 use super::pod::{pod_state, NETWORK_STATUS};
 
 /// Pods, nodes and Services as the watches last reported them.
-pub(super) struct Watched {
+pub struct Watched {
     pods: Store<Pod>,
     nodes: Store<Node>,
     services: Store<Service>,
@@ -28,7 +29,7 @@ pub(super) struct Watched {
 
 impl Watched {
     /// Starts watching every pod, node and Service through `client`.
-    pub(super) fn start(client: &kube::Client) -> Watched {
+    pub fn start(client: &kube::Client) -> Watched {
         let (pods, pod_writer) = reflector::store();
         let (nodes, node_writer) = reflector::store();
         let (services, service_writer) = reflector::store();
@@ -74,12 +75,12 @@ impl Watched {
     }
 
     /// The watched Nodes.
-    pub(super) fn nodes(&self) -> Store<Node> {
+    pub fn nodes(&self) -> Store<Node> {
         self.nodes.clone()
     }
 
     /// The watched pods.
-    pub(super) fn pods(&self) -> Store<Pod> {
+    pub fn pods(&self) -> Store<Pod> {
         self.pods.clone()
     }
 
@@ -201,7 +202,7 @@ fn trim_node(node: &mut Node) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipam_service::annotations::{IPV4_POOLS, IPV6_POOLS, IP_ADDRS};
+    use ipam_service::annotations::{IPV4_POOLS, IPV6_POOLS, IP_ADDRS, IP_FAMILIES};
     use serde_json::json;
 
     #[test]
@@ -211,7 +212,7 @@ mod tests {
                          "labels": {"app": "x"},
                          "annotations": {NETWORK_STATUS: "[]", "other": "y",
                                          IPV4_POOLS: "[\"a\"]", IPV6_POOLS: "[\"b\"]",
-                                         IP_ADDRS: "[\"10.0.0.9\"]",
+                                         IP_ADDRS: "[\"10.0.0.9\"]", IP_FAMILIES: "[\"IPv6\"]",
                                          "cni.projectcalico.org/floatingIPs": "[]"}},
             "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
             "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "192.0.2.1"},
@@ -226,7 +227,8 @@ mod tests {
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "p", "namespace": "ns", "uid": "u", "resourceVersion": "7",
                              "annotations": {NETWORK_STATUS: "[]", IPV4_POOLS: "[\"a\"]",
-                                             IPV6_POOLS: "[\"b\"]", IP_ADDRS: "[\"10.0.0.9\"]"}},
+                                             IPV6_POOLS: "[\"b\"]", IP_ADDRS: "[\"10.0.0.9\"]",
+                                             IP_FAMILIES: "[\"IPv6\"]"}},
                 "spec": {"nodeName": "n1", "containers": []},
                 "status": {"phase": "Running", "podIP": "10.0.0.1"},
             })

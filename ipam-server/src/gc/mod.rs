@@ -22,8 +22,10 @@
 //! `releasedAt`.
 //!
 //! Time, for the grace period and the Lease, comes from the injected
-//! [`Clock`]. The watch tasks belong to the [`Collector`]: dropping it
-//! stops them.
+//! [`Clock`]. The watches ([`Watched`]) are started before the collector,
+//! and before the engine it is given, because assignments and the engine's
+//! releases read Nodes and pods from them too ([`crate::node_labels`]);
+//! the collector owns them, and dropping it stops them.
 //!
 //! Metrics (Calico's names, `metrics`): `ipam_allocations_gc_candidates`
 //! (by pool and node, allocations judged leaked and still held after the
@@ -49,7 +51,7 @@ use ipam_store::{Datastore, Ipam};
 
 use crate::clock::Clock;
 use crate::lease::LeaseOptions;
-use cache::Watched;
+pub use cache::Watched;
 pub use metrics::GcMetrics;
 
 /// How the collector runs.
@@ -105,17 +107,18 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Starts watching pods and nodes; the watches run until the collector
-    /// is dropped.
+    /// Collects on what `watched` reports (started through `client`); the
+    /// watches run until the collector is dropped.
     pub fn new(
         client: kube::Client,
         engine: Arc<Ipam<dyn Datastore>>,
         options: GcOptions,
         metrics: Arc<GcMetrics>,
         clock: Arc<dyn Clock>,
+        watched: Watched,
     ) -> Collector {
         Collector {
-            watched: Watched::start(&client),
+            watched,
             client,
             engine,
             options,
@@ -123,18 +126,5 @@ impl Collector {
             clock,
             tracker: LeakTracker::new(),
         }
-    }
-
-    /// The Nodes the collector watches, labels included: assignments read
-    /// their node's labels from it ([`crate::node_labels`]).
-    pub fn nodes(&self) -> kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Node> {
-        self.watched.nodes()
-    }
-
-    /// The pods the collector watches, with their Calico IPAM
-    /// annotations: assignments read them from it
-    /// ([`crate::node_labels`]).
-    pub fn pods(&self) -> kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod> {
-        self.watched.pods()
     }
 }

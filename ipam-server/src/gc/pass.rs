@@ -64,7 +64,7 @@ mod tests {
     use tokio::sync::watch;
 
     use crate::clock::ManualClock;
-    use crate::gc::{Collector, GcOptions};
+    use crate::gc::{Collector, GcOptions, Watched};
     use crate::lease::LeaseOptions;
 
     #[tokio::test]
@@ -103,12 +103,14 @@ mod tests {
                 renew_every: Duration::from_millis(100),
             },
         };
+        let watched = Watched::start(&client);
         let mut collector = Collector::new(
             client,
             engine.clone(),
             options,
             Arc::default(),
             ManualClock::new(),
+            watched,
         );
         let (leading_tx, leading) = watch::channel(false);
         let report = collector.pass(&leading).await.unwrap();
