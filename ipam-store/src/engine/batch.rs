@@ -68,6 +68,24 @@ fn batch_write(write: Write, revision: Option<&Revision>) -> Option<BatchWrite> 
     })
 }
 
+// Adds the block writes to a batch, each naming the revision in
+// `expected` that it was planned from.
+fn push_blocks(
+    planned: &mut Vec<Planned>,
+    blocks: &[BlockWrite],
+    expected: &HashMap<Key, Revision>,
+) -> Result<(), NoRevision> {
+    for block in blocks {
+        let write = block.clone().into_write();
+        let revision = expected.get(&write_key(&write));
+        planned.push(Planned {
+            write: batch_write(write, revision).ok_or(NoRevision)?,
+            handle: false,
+        });
+    }
+    Ok(())
+}
+
 impl<S: Datastore + ?Sized> Ipam<S> {
     /// The store's batches, when it has them.
     pub(super) fn batches(&self) -> Option<&dyn AtomicWrites> {
@@ -96,16 +114,8 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 Err(NoRevision) => return Batched::Unbatched,
             }
         }
-        for block in blocks {
-            let write = block.clone().into_write();
-            let revision = expected.get(&write_key(&write));
-            let Some(write) = batch_write(write, revision) else {
-                return Batched::Unbatched;
-            };
-            planned.push(Planned {
-                write,
-                handle: false,
-            });
+        if push_blocks(&mut planned, blocks, expected).is_err() {
+            return Batched::Unbatched;
         }
         self.write_batch(atomic, planned, expected).await
     }
@@ -123,16 +133,8 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         expected: &mut HashMap<Key, Revision>,
     ) -> Batched {
         let mut planned = Vec::with_capacity(blocks.len() + changes.len());
-        for block in blocks {
-            let write = block.clone().into_write();
-            let revision = expected.get(&write_key(&write));
-            let Some(write) = batch_write(write, revision) else {
-                return Batched::Unbatched;
-            };
-            planned.push(Planned {
-                write,
-                handle: false,
-            });
+        if push_blocks(&mut planned, blocks, expected).is_err() {
+            return Batched::Unbatched;
         }
         for change in changes {
             if let HandleChange::Adjust { id, .. } = change {

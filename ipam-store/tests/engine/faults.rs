@@ -121,6 +121,14 @@ impl Datastore for Faulty {
     }
 }
 
+/// The inner store's batches: a wrapper offers batches only when the
+/// store it wraps has them.
+fn batches_of(inner: &Arc<dyn Datastore>) -> &dyn AtomicWrites {
+    inner
+        .atomic_writes()
+        .expect("forwarded only when the inner store has batches")
+}
+
 #[async_trait]
 impl AtomicWrites for Faulty {
     /// The rule sees each write of the batch in order, as it sees single
@@ -129,10 +137,7 @@ impl AtomicWrites for Faulty {
     /// nothing is written. After the commit, the first error it picks is
     /// the answer to a batch that was applied.
     async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError> {
-        let inner = self
-            .inner
-            .atomic_writes()
-            .expect("forwarded only when the inner store has batches");
+        let inner = batches_of(&self.inner);
         let picked = writes
             .iter()
             .enumerate()
@@ -151,10 +156,7 @@ impl AtomicWrites for Faulty {
     }
 
     fn max_writes(&self) -> usize {
-        self.inner
-            .atomic_writes()
-            .expect("forwarded only when the inner store has batches")
-            .max_writes()
+        batches_of(&self.inner).max_writes()
     }
 }
 
@@ -217,18 +219,12 @@ impl Datastore for Jittery {
 impl AtomicWrites for Jittery {
     async fn write_all(&self, writes: &[BatchWrite]) -> Result<Vec<Option<Revision>>, BatchError> {
         self.pause().await;
-        let inner = self
-            .inner
-            .atomic_writes()
-            .expect("forwarded only when the inner store has batches");
+        let inner = batches_of(&self.inner);
         inner.write_all(writes).await
     }
 
     fn max_writes(&self) -> usize {
-        self.inner
-            .atomic_writes()
-            .expect("forwarded only when the inner store has batches")
-            .max_writes()
+        batches_of(&self.inner).max_writes()
     }
 }
 
@@ -320,17 +316,11 @@ impl AtomicWrites for Gate {
                 self.hold(value).await;
             }
         }
-        let inner = self
-            .inner
-            .atomic_writes()
-            .expect("forwarded only when the inner store has batches");
+        let inner = batches_of(&self.inner);
         inner.write_all(writes).await
     }
 
     fn max_writes(&self) -> usize {
-        self.inner
-            .atomic_writes()
-            .expect("forwarded only when the inner store has batches")
-            .max_writes()
+        batches_of(&self.inner).max_writes()
     }
 }
