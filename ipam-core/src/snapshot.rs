@@ -352,7 +352,7 @@ impl Snapshot {
     /// Applies the writes of a plan planned on this snapshot, as a
     /// datastore that accepted them all would now hold them.
     pub fn apply(&mut self, plan: Plan) {
-        for write in plan.writes(self) {
+        for write in plan.into_writes(self) {
             match write {
                 Write::CreateAffinity(a) | Write::UpdateAffinity(a) => self.insert_affinity(a),
                 Write::DeleteAffinity(key) => self.remove_affinity(&key),
