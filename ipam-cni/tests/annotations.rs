@@ -74,19 +74,7 @@ fn pod(api: &ApiServer, namespace: &str, name: &str, annotations: Value) {
 }
 
 fn server(api: &ApiServer, dir: &Path) -> Served {
-    Served::start(
-        dir,
-        &[
-            "--datastore",
-            "kubernetes",
-            "--kubeconfig",
-            api.kubeconfig().to_str().unwrap(),
-            "--gc-lease-namespace",
-            "calico-ipam-rs",
-            "--gc-identity",
-            "annotations-test",
-        ],
-    )
+    Served::on_kubernetes(dir, api.kubeconfig(), "annotations-test")
 }
 
 /// A bridge network whose IPAM is calico-ipam talking to `served`, with

@@ -267,19 +267,7 @@ fn kubernetes_config(api: &testkit::apiserver::ApiServer, node: &str) -> Value {
 }
 
 fn kubernetes_server(api: &testkit::apiserver::ApiServer, dir: &Path) -> Served {
-    Served::start(
-        dir,
-        &[
-            "--datastore",
-            "kubernetes",
-            "--kubeconfig",
-            api.kubeconfig().to_str().unwrap(),
-            "--gc-lease-namespace",
-            "calico-ipam-rs",
-            "--gc-identity",
-            "labels-test",
-        ],
-    )
+    Served::on_kubernetes(dir, api.kubeconfig(), "labels-test")
 }
 
 #[test]

@@ -389,6 +389,25 @@ pub struct Served {
 }
 
 impl Served {
+    /// Starts it on the Kubernetes datastore `kubeconfig` reaches, its
+    /// garbage collector (and so its Node and pod watches) on under the
+    /// Lease identity `identity`.
+    pub fn on_kubernetes(dir: &Path, kubeconfig: &Path, identity: &str) -> Served {
+        Served::start(
+            dir,
+            &[
+                "--datastore",
+                "kubernetes",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--gc-lease-namespace",
+                "calico-ipam-rs",
+                "--gc-identity",
+                identity,
+            ],
+        )
+    }
+
     /// Starts it with `flags` after `--listen`, and waits until it is ready.
     pub fn start(dir: &Path, flags: &[&str]) -> Served {
         let socket = dir.join("ipam.sock");
