@@ -341,6 +341,23 @@ impl Handle {
         }
     }
 
+    /// Changes the counts by `deltas` (per block, gained when positive,
+    /// lost when negative), never below zero: the blocks, not the handle,
+    /// are the truth, and a handle that over-counts is what a crash between
+    /// a plan's two writes leaves (see [`crate::plan::HandleChange`]).
+    pub fn adjust(&mut self, deltas: &[(BlockCidr, i64)]) {
+        for &(cidr, delta) in deltas {
+            if delta > 0 {
+                self.increment(cidr, u32::try_from(delta).unwrap_or(u32::MAX));
+            } else {
+                let lost = u32::try_from(delta.unsigned_abs()).unwrap_or(u32::MAX);
+                let take = lost.min(self.count_in(&cidr));
+                // Cannot fail: never more than it counts.
+                let _ = self.decrement(cidr, take);
+            }
+        }
+    }
+
     /// Records `count` fewer addresses in `block`, dropping the entry at 0.
     /// A handle that claims fewer than are released is inconsistent data:
     /// Calico refuses it (ipam_handle.go, decrementBlock), and so do we.

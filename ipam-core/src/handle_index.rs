@@ -9,10 +9,10 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
-use std::collections::hash_map::RandomState;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::handle::Handle;
+use crate::cidr::BlockCidr;
+use crate::handle::{Handle, HandleName};
 
 /// Handles by id.
 #[derive(Debug, Clone, Default)]
@@ -20,7 +20,9 @@ pub(crate) struct HandleIndex {
     handles: Vec<Handle>,
     // Positions in `handles`.
     table: HashTable<u32>,
-    hasher: RandomState,
+    // foldhash, seeded per index: SipHash was a twentieth of planning's
+    // time, and ids come from runtimes and clients allowed to allocate.
+    hasher: DefaultHashBuilder,
 }
 
 impl HandleIndex {
@@ -46,13 +48,35 @@ impl HandleIndex {
             .find(hash, |&at| handles[at as usize].id() == handle.id())
         {
             Some(&at) => self.handles[at as usize] = handle,
+            None => self.push(hash, handle),
+        }
+    }
+
+    /// Changes the counts of the handle named `name` by `deltas` in place
+    /// ([`Handle::adjust`]): created when it gains its first addresses,
+    /// removed when it holds none. One lookup, where a write built over a
+    /// copy and then stored costs two and a copy.
+    pub(crate) fn adjust(&mut self, name: &HandleName, deltas: &[(BlockCidr, i64)]) {
+        let hash = self.hasher.hash_one(name.as_str());
+        let handles = &self.handles;
+        let found = self
+            .table
+            .find(hash, |&at| handles[at as usize].id() == name.as_str())
+            .copied();
+        match found {
+            Some(at) => {
+                let handle = &mut self.handles[at as usize];
+                handle.adjust(deltas);
+                if handle.is_empty() {
+                    self.remove_at(hash, at);
+                }
+            }
             None => {
-                let at = u32::try_from(self.handles.len())
-                    .expect("fewer than 2^32 handles: each holds an address");
-                self.handles.push(handle);
-                let (handles, hasher) = (&self.handles, &self.hasher);
-                self.table
-                    .insert_unique(hash, at, |&at| hasher.hash_one(handles[at as usize].id()));
+                let mut handle = Handle::named(name.clone());
+                handle.adjust(deltas);
+                if !handle.is_empty() {
+                    self.push(hash, handle);
+                }
             }
         }
     }
@@ -61,13 +85,27 @@ impl HandleIndex {
     pub(crate) fn remove(&mut self, id: &str) {
         let hash = self.hasher.hash_one(id);
         let handles = &self.handles;
-        let Ok(entry) = self
-            .table
-            .find_entry(hash, |&at| handles[at as usize].id() == id)
-        else {
+        if let Some(&at) = self.table.find(hash, |&at| handles[at as usize].id() == id) {
+            self.remove_at(hash, at);
+        }
+    }
+
+    // Adds a handle whose id is not in the index.
+    fn push(&mut self, hash: u64, handle: Handle) {
+        let at = u32::try_from(self.handles.len())
+            .expect("fewer than 2^32 handles: each holds an address");
+        self.handles.push(handle);
+        let (handles, hasher) = (&self.handles, &self.hasher);
+        self.table
+            .insert_unique(hash, at, |&at| hasher.hash_one(handles[at as usize].id()));
+    }
+
+    // Removes the handle at `at`, whose id hashes to `hash`.
+    fn remove_at(&mut self, hash: u64, at: u32) {
+        let Ok(entry) = self.table.find_entry(hash, |&p| p == at) else {
             return;
         };
-        let (at, _) = entry.remove();
+        entry.remove();
         let last = self.handles.len() - 1;
         self.handles.swap_remove(at as usize);
         if (at as usize) < last {
@@ -89,19 +127,31 @@ mod tests {
     use std::collections::BTreeMap;
 
     proptest! {
-        // Any sequence of inserts and removes leaves what a map would hold.
+        // Any sequence of inserts, removes and in-place adjustments leaves
+        // what a map would hold.
         #[test]
-        fn the_index_agrees_with_a_map(ops in prop::collection::vec((0u8..12, 0u32..4), 0..200)) {
+        fn the_index_agrees_with_a_map(
+            ops in prop::collection::vec((0u8..12, 0u32..4, -3i64..4), 0..200),
+        ) {
+            let block: BlockCidr = "10.0.0.0/26".parse().unwrap();
             let mut index = HandleIndex::default();
             let mut model: BTreeMap<String, u32> = BTreeMap::new();
-            for (id, count) in ops {
+            for (id, count, delta) in ops {
                 let id = format!("k8s-pod-network.{id}");
-                if count == 0 {
+                if delta != 0 {
+                    // Created by a gain, removed when empty, never below zero.
+                    index.adjust(&HandleName::new(&id), &[(block, delta)]);
+                    let held = i64::from(model.get(&id).copied().unwrap_or(0));
+                    match u32::try_from((held + delta).max(0)).unwrap() {
+                        0 => model.remove(&id),
+                        n => model.insert(id, n),
+                    };
+                } else if count == 0 {
                     index.remove(&id);
                     model.remove(&id);
                 } else {
                     let mut handle = Handle::new(&id);
-                    handle.increment("10.0.0.0/26".parse().unwrap(), count);
+                    handle.increment(block, count);
                     index.insert(handle);
                     model.insert(id, count);
                 }

@@ -99,7 +99,7 @@ pub struct AffinityRelease {
 }
 
 impl AffinityRelease {
-    fn into_writes(self) -> impl Iterator<Item = Write> {
+    pub(crate) fn into_writes(self) -> impl Iterator<Item = Write> {
         let pending = self.pending_deletion.map(Write::UpdateAffinity);
         let block = self.block.map(BlockWrite::into_write);
         let delete = self.delete.map(Write::DeleteAffinity);
@@ -129,7 +129,7 @@ impl Claim {
         self.pending.key()
     }
 
-    fn into_writes(self) -> [Write; 3] {
+    pub(crate) fn into_writes(self) -> [Write; 3] {
         let pending = if self.reused {
             Write::UpdateAffinity(self.pending)
         } else {
@@ -181,16 +181,7 @@ impl HandleChange {
                 let mut handle = current
                     .cloned()
                     .unwrap_or_else(|| Handle::named(id.clone()));
-                for &(cidr, delta) in deltas {
-                    if delta > 0 {
-                        handle.increment(cidr, u32::try_from(delta).unwrap_or(u32::MAX));
-                    } else {
-                        let lost = u32::try_from(delta.unsigned_abs()).unwrap_or(u32::MAX);
-                        let take = lost.min(handle.count_in(&cidr));
-                        // Cannot fail: never more than it counts.
-                        let _ = handle.decrement(cidr, take);
-                    }
-                }
+                handle.adjust(deltas);
                 match (existed, handle.is_empty()) {
                     (true, true) => Some(Write::DeleteHandle(id.to_string())),
                     (true, false) => Some(Write::UpdateHandle(handle)),
@@ -249,24 +240,26 @@ impl Plan {
         self.clone().into_writes(snapshot)
     }
 
-    /// [`Plan::writes`], taking the plan: its blocks move into the writes
-    /// instead of being copied, which is what applying a plan to the
-    /// snapshot needs (a block copy per write was a tenth of planning's
-    /// time, BENCHMARKS.md "Planning in the /26 case").
-    pub fn into_writes(self, snapshot: &crate::snapshot::Snapshot) -> Vec<Write> {
-        let handles: Vec<Write> = self
-            .handles
+    // [`Plan::writes`], taking the plan: its blocks move into the writes.
+    fn into_writes(self, snapshot: &crate::snapshot::Snapshot) -> Vec<Write> {
+        let Plan {
+            releases,
+            claims,
+            handles,
+            blocks,
+            order,
+        } = self;
+        // One allocation of the exact size: each affinity release and claim
+        // is at most three writes, each handle and block at most one.
+        let mut writes =
+            Vec::with_capacity(3 * (releases.len() + claims.len()) + handles.len() + blocks.len());
+        writes.extend(releases.into_iter().flat_map(AffinityRelease::into_writes));
+        writes.extend(claims.into_iter().flat_map(Claim::into_writes));
+        let handles = handles
             .iter()
-            .filter_map(|change| change.write_over(snapshot.handle(change.id())))
-            .collect();
-        let blocks = self.blocks.into_iter().map(BlockWrite::into_write);
-        let mut writes: Vec<Write> = self
-            .releases
-            .into_iter()
-            .flat_map(AffinityRelease::into_writes)
-            .chain(self.claims.into_iter().flat_map(Claim::into_writes))
-            .collect();
-        match self.order {
+            .filter_map(|change| change.write_over(snapshot.handle(change.id())));
+        let blocks = blocks.into_iter().map(BlockWrite::into_write);
+        match order {
             Order::HandlesFirst => {
                 writes.extend(handles);
                 writes.extend(blocks);

@@ -22,6 +22,7 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
+use smallvec::{smallvec, SmallVec};
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::IpAddr;
@@ -123,8 +124,10 @@ pub struct Block {
     // Shared: copying a block for a plan should not copy these strings.
     owner: Option<Arc<BlockOwner>>,
     claim_time: Option<Arc<str>>,
-    // One bit per ordinal: the authoritative "is allocated".
-    in_use: Vec<u64>,
+    // One bit per ordinal: the authoritative "is allocated". A /26's one
+    // word is held inline, so copying a block for a plan allocates once
+    // less.
+    in_use: SmallVec<[u64; 1]>,
     // Per ordinal: attribute index and recorded sequence number, together
     // so that copying a block costs one allocation for both.
     slots: Vec<Slot>,
@@ -154,7 +157,7 @@ impl Block {
             cidr,
             owner: owner.map(Arc::new),
             claim_time: claim_time.map(Arc::from),
-            in_use: vec![0; size.div_ceil(64) as usize],
+            in_use: smallvec![0; size.div_ceil(64) as usize],
             slots: vec![Slot::default(); size as usize],
             unallocated: (0..size).collect(),
             attributes: Vec::new(),

@@ -27,8 +27,8 @@
 //! blocks nobody else does (kube-controllers' garbageCollectColdIPs).
 
 use ipnet::IpNet;
+use smallvec::SmallVec;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use crate::affinity::{Affinity, AffinityKey, AffinityState};
 use crate::block::{sanitize_handle, Block, BlockOwner};
@@ -82,13 +82,17 @@ struct Draft<'s> {
 
 /// The few objects one plan touches, by key. A plan touches a handful, so a
 /// vector searched linearly beats a tree: no node allocation, no moves of
-/// large values into nodes.
+/// large values into nodes. Most plans touch one block and one handle, so
+/// the first entry is held inline: a plan's draft allocates nothing for it
+/// (a heap vector of drafted blocks was a request of over a kilobyte per
+/// plan, 9 % of the /26 planning bench's samples with the system
+/// allocator, BENCHMARKS.md "Planning in the /26 case").
 #[derive(Clone)]
-struct Touched<K, V>(Vec<(K, V)>);
+struct Touched<K, V>(SmallVec<[(K, V); 1]>);
 
 impl<K, V> Default for Touched<K, V> {
     fn default() -> Self {
-        Touched(Vec::new())
+        Touched(SmallVec::new())
     }
 }
 
@@ -143,18 +147,20 @@ impl<K: Ord, V> Touched<K, V> {
     }
 
     // Sorted by key, so that concurrent plans write shared objects in the
-    // same order.
-    fn into_sorted(mut self) -> Vec<(K, V)> {
+    // same order. Drained in place: moving the inline vector whole would
+    // copy the entry held in it once more.
+    fn drain_sorted(&mut self) -> smallvec::Drain<'_, [(K, V); 1]> {
         self.0.sort_by(|a, b| a.0.cmp(&b.0));
-        self.0
+        self.0.drain(..)
     }
 }
 
 // How a plan changes a handle.
 #[derive(Clone)]
 enum DraftHandle {
-    // Per block, the count's change.
-    Adjust(BTreeMap<BlockCidr, i64>),
+    // Per block, the count's change, in block order (the plan's
+    // `HandleChange::Adjust` as it will be, zeros not yet dropped).
+    Adjust(Vec<(BlockCidr, i64)>),
     // Deleted as a whole.
     Delete,
 }
@@ -163,8 +169,10 @@ enum DraftHandle {
 struct DraftBlock {
     block: Block,
     // For a block this plan claims: the block as claimed, before anything
-    // is assigned from it; it is created as that.
-    claimed: Option<Block>,
+    // is assigned from it; it is created as that. Boxed: claims are rare,
+    // and the draft of every other block would carry a second block's
+    // room.
+    claimed: Option<Box<Block>>,
     // Set by whoever changes the block, so that finishing never has to
     // compare whole blocks to find out.
     changed: bool,
@@ -262,7 +270,7 @@ impl<'s> Draft<'s> {
         self.blocks.insert(
             cidr,
             DraftBlock {
-                claimed: Some(block.clone()),
+                claimed: Some(Box::new(block.clone())),
                 block,
                 changed: false,
                 gone: false,
@@ -284,11 +292,13 @@ impl<'s> Draft<'s> {
     ) {
         if !self.handles.contains(id) {
             let name = name.unwrap_or_else(|| HandleName::new(id));
-            self.handles
-                .insert(name, DraftHandle::Adjust(BTreeMap::new()));
+            self.handles.insert(name, DraftHandle::Adjust(Vec::new()));
         }
         if let Some(DraftHandle::Adjust(deltas)) = self.handles.get_mut(id) {
-            *deltas.entry(cidr).or_insert(0) += delta;
+            match deltas.binary_search_by_key(&cidr, |&(c, _)| c) {
+                Ok(at) => deltas[at].1 += delta,
+                Err(at) => deltas.insert(at, (cidr, delta)),
+            }
         }
     }
 
@@ -303,7 +313,7 @@ impl<'s> Draft<'s> {
     // So a handle never counts an address in a block that did not exist
     // when it was counted, and a release by handle may take a count in a
     // missing block for stale (see `plan_release_by_handle`).
-    fn finish(self, assigning: bool) -> Plan {
+    fn finish(mut self, assigning: bool) -> Plan {
         let snapshot = self.snapshot;
         let affinity_of = |key: &AffinityKey, state: AffinityState, owner: Option<&BlockOwner>| {
             let mut affinity = snapshot.affinity(key).cloned().unwrap_or_else(|| {
@@ -318,13 +328,12 @@ impl<'s> Draft<'s> {
             affinity.state = state;
             affinity
         };
-        let mut blocks = self.blocks.into_sorted();
         let claims = self
             .claims
             .iter()
             .filter_map(|key| {
                 // Every claim drafts its block, as claimed.
-                let (_, draft) = blocks.iter_mut().find(|(cidr, _)| *cidr == key.cidr)?;
+                let draft = self.blocks.get_mut(&key.cidr)?;
                 let claimed = draft.claimed.take()?;
                 let owner = claimed.owner();
                 Some(Claim {
@@ -336,25 +345,24 @@ impl<'s> Draft<'s> {
                     // time (Calico's newBlock); the update that assigns
                     // raises it.
                     confirmed: affinity_of(key, AffinityState::Confirmed, owner),
-                    block: claimed,
+                    block: *claimed,
                 })
             })
             .collect();
         let handles = self
             .handles
-            .into_sorted()
-            .into_iter()
+            .drain_sorted()
             .filter_map(|(id, draft)| match draft {
                 DraftHandle::Delete => Some(HandleChange::Delete(id)),
-                DraftHandle::Adjust(deltas) => {
-                    let deltas: Vec<(BlockCidr, i64)> =
-                        deltas.into_iter().filter(|(_, d)| *d != 0).collect();
+                DraftHandle::Adjust(mut deltas) => {
+                    deltas.retain(|(_, d)| *d != 0);
                     (!deltas.is_empty()).then_some(HandleChange::Adjust { id, deltas })
                 }
             })
             .collect();
-        let blocks = blocks
-            .into_iter()
+        let blocks = self
+            .blocks
+            .drain_sorted()
             .filter(|(_, draft)| draft.changed && !draft.gone)
             .map(|(cidr, mut draft)| {
                 if draft.block.is_empty() && draft.block.owner().is_none() {
