@@ -184,10 +184,7 @@ impl Connection {
     /// The addresses a handle holds.
     pub async fn addresses_of(&self, handle: &str) -> Result<Vec<IpNet>, CniError> {
         let held = match &self.ipam {
-            Ipam::Server(client) => client
-                .handle_addresses(handle)
-                .await
-                .map_err(from_client)?,
+            Ipam::Server(client) => client.handle_addresses(handle).await.map_err(from_client)?,
             #[cfg(feature = "direct")]
             Ipam::Direct(direct) => direct.handle_addresses(handle).await?,
         };
@@ -301,7 +298,10 @@ mod direct {
 
         /// `None` when the allocation changed since (see
         /// [`super::Connection::release_if_unchanged`]).
-        pub async fn release(&self, body: ReleaseBody) -> Result<Option<ReleaseResponse>, CniError> {
+        pub async fn release(
+            &self,
+            body: ReleaseBody,
+        ) -> Result<Option<ReleaseResponse>, CniError> {
             match self.service.release(body).await {
                 Ok(out) => Ok(Some(out)),
                 Err(e) if e.code() == Some(&ErrorCode::AllocationChanged) => Ok(None),
