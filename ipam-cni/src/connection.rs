@@ -92,7 +92,27 @@ impl Connection {
                 Ipam::Server(client)
             }
             #[cfg(feature = "direct")]
-            datastore => Ipam::Direct(direct::Direct::open(datastore, timeout).await?),
+            Backend::Etcd { endpoints } => Ipam::Direct(
+                direct::Direct::open(direct::DatastoreSettings::Etcd {
+                    endpoints: endpoints.clone(),
+                    options: direct::EtcdOptions {
+                        timeout,
+                        ..direct::EtcdOptions::default()
+                    },
+                })
+                .await?,
+            ),
+            #[cfg(feature = "direct")]
+            Backend::Kubernetes {
+                kubeconfig,
+                api_root,
+            } => Ipam::Direct(
+                direct::Direct::open(direct::DatastoreSettings::Kubernetes {
+                    kubeconfig: kubeconfig.clone(),
+                    api_root: api_root.clone(),
+                })
+                .await?,
+            ),
             #[cfg(not(feature = "direct"))]
             _ => {
                 return Err(CniError::invalid_config(
@@ -236,18 +256,17 @@ fn from_client(error: ClientError) -> CniError {
 #[cfg(feature = "direct")]
 mod direct {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use ipam_api::{
         AssignBody, AssignIpBody, AssignIpResponse, AssignResponse, ErrorCode, HandleAddresses,
         PoolBody, ReleaseBody, ReleaseResponse,
     };
     use ipam_core::{HandleId, NodeName};
-    use ipam_service::{open, DatastoreSettings, IpamService, LocalService, ServiceError};
-    use ipam_store::etcd::EtcdOptions;
+    pub use ipam_service::DatastoreSettings;
+    use ipam_service::{open, IpamService, LocalService, ServiceError};
+    pub use ipam_store::etcd::EtcdOptions;
     use ipam_store::StoreError;
 
-    use crate::config::Backend;
     use crate::error::CniError;
 
     /// The engine on the datastore the config names.
@@ -256,25 +275,8 @@ mod direct {
     }
 
     impl Direct {
-        /// Opens the datastore of `backend`, a direct-mode one.
-        pub async fn open(backend: &Backend, timeout: Duration) -> Result<Direct, CniError> {
-            let settings = match backend {
-                Backend::Server { .. } => unreachable!("server mode is not direct"),
-                Backend::Etcd { endpoints } => DatastoreSettings::Etcd {
-                    endpoints: endpoints.clone(),
-                    options: EtcdOptions {
-                        timeout,
-                        ..EtcdOptions::default()
-                    },
-                },
-                Backend::Kubernetes {
-                    kubeconfig,
-                    api_root,
-                } => DatastoreSettings::Kubernetes {
-                    kubeconfig: kubeconfig.clone(),
-                    api_root: api_root.clone(),
-                },
-            };
+        /// Opens the datastore `settings` name.
+        pub async fn open(settings: DatastoreSettings) -> Result<Direct, CniError> {
             let opened = open(&settings).await.map_err(from_store)?;
             let engine = Arc::new(opened.engine());
             // Labels where the datastore keeps them: the Node and the
@@ -358,5 +360,40 @@ mod direct {
         } else {
             CniError::invalid_config(error.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Built without direct mode, a datastore config is the config's fault
+    // (code 7), said so, never a fallback to something else.
+    #[cfg(not(feature = "direct"))]
+    #[test]
+    fn without_direct_mode_a_datastore_config_is_refused() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let backend = Backend::Etcd {
+            endpoints: vec!["http://127.0.0.1:2379".to_string()],
+        };
+        let error = runtime
+            .block_on(Connection::open(&backend, Duration::from_secs(1)))
+            .err()
+            .unwrap();
+        assert_eq!(error.code, crate::error::INVALID_NETWORK_CONFIG);
+        assert!(error.details.contains("direct mode"), "{}", error.details);
+    }
+
+    // The server's error answer keeps its code; no answer is a retry.
+    #[test]
+    fn server_failures_become_the_cni_codes_the_runtime_acts_on() {
+        let unreachable = ClientError::Unreachable {
+            endpoint: "unix:/nonexistent".parse().unwrap(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(from_client(unreachable).code, crate::error::TRY_AGAIN_LATER);
     }
 }

@@ -16,11 +16,11 @@
 //! things keep that small (BENCHMARKS.md, "calico-ipam start-up: static,
 //! and server mode alone"): README's build links it statically (no shared
 //! library mapped, no symbol bound at start: a server-mode ADD's CPU net
-//! of `/bin/true` about halved, page faults 216 → 161), and the features
+//! of `/bin/true` about halved, page faults 218 → 161), and the features
 //! split the modes, `plugin` alone being server mode through ipam-client,
 //! `direct` (on by default) adding the engine and the datastore clients,
 //! which a server-mode-only build then does not link (21 → 3.9 MB static,
-//! page faults 161 → 142).
+//! page faults 161 → 144).
 //!
 //! The protocol is implemented here rather than with rscni-plugin 0.3:
 //! that crate prints every result in one format (no `cniVersion`, no
