@@ -11,7 +11,11 @@
 //! randomised (ASLR still places the stack, heap and libraries), as for
 //! Debian's CNI plugins (`file /usr/lib/cni/host-local`: "LSB executable",
 //! Go's default build mode). Only the plugin binary is linked this way:
-//! ipam-server is long-lived and keeps the default.
+//! ipam-server is long-lived and keeps the default. README's install
+//! command goes further, linking it statically (`cargo rustc ... -C
+//! target-feature=+crt-static -C relocation-model=static`), which a build
+//! script cannot ask for: `crt-static` changes how rustc links, not just
+//! the linker's arguments.
 
 fn main() {
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();

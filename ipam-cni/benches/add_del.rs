@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use harness::{
-    invoke, ms, numbers_from_args, require_host_local, runtime, serve_embedded, Plugin, HOST_LOCAL,
+    calico_ipam, invoke, ms, numbers_from_args, require_host_local, runtime, serve_embedded,
+    Plugin, HOST_LOCAL,
 };
 use serde_json::json;
 
@@ -73,7 +74,7 @@ fn main() {
 
     let ours = Plugin {
         name: "calico-ipam (server mode, embedded store)",
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_calico-ipam")),
+        binary: calico_ipam(),
         config: json!({
             "cniVersion": "1.0.0", "name": "bench", "type": "bridge", "nodename": "bench-node",
             "log_file_path": dir.path().join("cni.log"),

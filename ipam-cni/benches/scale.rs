@@ -13,7 +13,9 @@
 //!   passing it the config, so that the others can be read net of it.
 //!
 //! Usage: `cargo bench -p ipam-cni --bench scale -- [ROUNDS] [PODS] [NODES] [IN_FLIGHT]`
-//! (defaults 2, 1000, 10, 100). The table goes to stderr.
+//! (defaults 2, 1000, 10, 100). The table goes to stderr. `CALICO_IPAM_BIN`
+//! names another calico-ipam to run (the static build README's
+//! "Installing the plugin" gives: a node's binary, not the bench profile's).
 
 mod harness;
 
@@ -22,7 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use harness::{
-    invoke, numbers_from_args, require_host_local, runtime, serve_embedded, Plugin, HOST_LOCAL,
+    calico_ipam, invoke, numbers_from_args, require_host_local, runtime, serve_embedded, Plugin,
+    HOST_LOCAL,
 };
 use serde_json::json;
 
@@ -86,7 +89,7 @@ fn main() {
         nodes: (0..nodes)
             .map(|n| Plugin {
                 name: "calico-ipam",
-                binary: PathBuf::from(env!("CARGO_BIN_EXE_calico-ipam")),
+                binary: calico_ipam(),
                 config: json!({
                     "cniVersion": "1.0.0", "name": "bench", "type": "bridge",
                     "nodename": format!("node-{n}"),

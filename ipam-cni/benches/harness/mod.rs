@@ -21,6 +21,16 @@ use serde_json::Value;
 /// Debian's host-local, the peer of every plugin bench.
 pub const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 
+/// Our plugin: `CALICO_IPAM_BIN` when set (the static build README's
+/// "Installing the plugin" gives, which is what a node runs), else the
+/// one cargo built for the bench.
+pub fn calico_ipam() -> PathBuf {
+    std::env::var_os("CALICO_IPAM_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_calico-ipam")),
+        PathBuf::from,
+    )
+}
+
 /// A plugin binary and the network config it is given.
 pub struct Plugin {
     /// How the tables name it.

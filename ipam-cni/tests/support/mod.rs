@@ -239,6 +239,16 @@ fn fastrand_suffix() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The `calico-ipam` under test: `CALICO_IPAM_BIN` when set (the static
+/// build of README's "Installing the plugin", say, run through the same
+/// tests), else the one cargo built beside these tests.
+pub fn calico_ipam() -> PathBuf {
+    std::env::var_os("CALICO_IPAM_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_calico-ipam")),
+        PathBuf::from,
+    )
+}
+
 /// A CNI_PATH directory: our `calico-ipam`, and Debian's plugins when a
 /// test runs them.
 pub struct PluginDir {
@@ -249,11 +259,7 @@ impl PluginDir {
     /// Links our `calico-ipam` in.
     pub fn new() -> PluginDir {
         let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_calico-ipam"),
-            dir.path().join("calico-ipam"),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink(calico_ipam(), dir.path().join("calico-ipam")).unwrap();
         PluginDir { dir }
     }
 
