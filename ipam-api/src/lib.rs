@@ -286,8 +286,38 @@ pub struct ReleaseItem {
     pub handle: Option<String>,
     /// When set, release only if the allocation carries this sequence
     /// number (from a check report), so nothing reassigned is freed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub sequence_number: Option<u64>,
+}
+
+/// An optional u64 written as any JSON number with no fractional part.
+/// The OpenAPI document (3.1, JSON Schema 2020-12) calls the field an
+/// integer, and there `4216226542570138.0` is one: schemathesis sent
+/// exactly that and serde's u64 refused it. A fraction, a negative number
+/// or one past u64 is still refused, naming the value.
+fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(number) => number
+            .as_u64()
+            .or_else(|| {
+                // 2^64: the first f64 past u64::MAX.
+                number
+                    .as_f64()
+                    .filter(|v| v.fract() == 0.0 && *v >= 0.0 && *v < 18_446_744_073_709_551_616.0)
+                    .map(|v| v as u64)
+            })
+            .map(Some)
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "{number} is not a whole number from 0 to {}",
+                    u64::MAX
+                ))
+            }),
+    }
 }
 
 /// `POST /v1/release`.
@@ -736,6 +766,31 @@ pub struct CheckResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // JSON Schema's integer, which the OpenAPI document promises: a whole
+    // number written with a fraction part of zero is one (schemathesis
+    // sent the first of these); anything else is refused with its value.
+    #[test]
+    fn a_sequence_number_is_any_whole_json_number() {
+        let item = |n: &str| {
+            serde_json::from_str::<ReleaseItem>(&format!(
+                r#"{{"address": "10.0.0.1", "sequenceNumber": {n}}}"#
+            ))
+            .map(|i| i.sequence_number)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(item("4216226542570138.0"), Ok(Some(4_216_226_542_570_138)));
+        assert_eq!(item("18446744073709551615"), Ok(Some(u64::MAX)));
+        assert_eq!(item("0"), Ok(Some(0)));
+        assert_eq!(item("null"), Ok(None));
+        for bad in ["1.5", "-1", "-1.0", "18446744073709551616.0", "1e30"] {
+            let refused = item(bad).unwrap_err();
+            assert!(
+                refused.contains("is not a whole number"),
+                "{bad}: {refused}"
+            );
+        }
+    }
 
     #[test]
     fn endpoints_parse_tcp_and_unix_and_refuse_the_rest() {
