@@ -15,8 +15,8 @@
 //!   `incrementReclamationMetric`). calicoctl's `ipam show --show-borrowed`
 //!   alone treats a present but empty `node` as a node called "" (show.go,
 //!   getBorrowedIPs); here it is unknown there too.
-//! - The Windows-reserved handle ([`WINDOWS_RESERVED_HANDLE`], compared
-//!   without case as ipam_block.go's `empty` does) comes first: such an
+//! - The Windows-reserved handle ([`is_windows_reserved`], compared without
+//!   case as ipam_block.go's `empty` does) comes first: such an
 //!   address is reserved whatever its attributes say (`isWindowsReserved`
 //!   is checked before anything else in `checkAllocations`).
 //! - A `type` naming a node tunnel address (`isTunnelAddress`: IPIP, VXLAN,
@@ -33,7 +33,7 @@
 //! A released address (IP cooldown) is held by nobody: Calico's cooldown
 //! entry keeps no owner (ipam_block.go, addCooldownAttribute).
 
-use crate::block::{Attribute, WINDOWS_RESERVED_HANDLE};
+use crate::block::{is_windows_reserved, Attribute};
 
 /// The attribute naming the node that asked for the address.
 pub const NODE: &str = "node";
@@ -180,7 +180,7 @@ impl<'a> Holder<'a> {
     pub fn read(handle: Option<&'a str>, attribute: impl Fn(&str) -> Option<&'a str>) -> Self {
         let get = |key: &str| attribute(key).filter(|value| !value.is_empty());
         let node = get(NODE);
-        if handle.is_some_and(|h| h.eq_ignore_ascii_case(WINDOWS_RESERVED_HANDLE)) {
+        if handle.is_some_and(is_windows_reserved) {
             return Holder::WindowsReserved { node };
         }
         let kind = get(TYPE);
@@ -246,7 +246,7 @@ impl<'a> Holder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::block::AttributeParts;
+    use crate::block::{AttributeParts, WINDOWS_RESERVED_HANDLE};
     use crate::labels::Labels;
 
     fn attribute(handle: Option<&str>, pairs: &[(&str, &str)]) -> Attribute {

@@ -5,6 +5,7 @@
 //! when). Plans are applied back to it, so a caller can keep one as a cache
 //! and validate it by compare-and-swap.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 // foldhash, seeded per map: node names are hashed on every plan and apply.
@@ -270,53 +271,71 @@ impl Snapshot {
     /// Adds or replaces a block read from a datastore.
     pub fn insert_block(&mut self, block: Block) {
         let cidr = block.cidr();
-        if block.unallocated_len() > 0 {
-            self.with_room.insert(cidr);
-            if let Some(node) = block.owner().and_then(BlockOwner::affine_name) {
-                match self.room_by_host.get_mut(node) {
-                    Some(set) => {
-                        set.insert(cidr);
-                    }
-                    None => {
-                        self.room_by_host
-                            .insert(node.to_string(), BTreeSet::from([cidr]));
-                    }
-                }
-            }
+        let room = block.unallocated_len() > 0;
+        let released = block.earliest_release();
+        // Whether the block replaced had room, or released addresses: the
+        // by-host indexes hold a block only while it has.
+        let had_room = if room {
+            !self.with_room.insert(cidr)
         } else {
-            self.with_room.remove(&cidr);
-        }
-        match block.earliest_release() {
-            Some(at) => {
-                self.cold.insert(cidr, at);
-                if let Some(node) = block.owner().and_then(BlockOwner::affine_name) {
-                    self.cold_by_host
-                        .entry(node.to_string())
-                        .or_default()
-                        .insert(cidr);
+            self.with_room.remove(&cidr)
+        };
+        let was_cold = match released {
+            Some(at) => self.cold.insert(cidr, at).is_some(),
+            None => self.cold.remove(&cidr).is_some(),
+        };
+        // The by-host indexes key a block by its affine name (a host and a
+        // virtual owner may share one); a block kept under the same key
+        // with room (or released addresses) before and after is already
+        // where it belongs.
+        let added = match self.blocks.entry(cidr) {
+            Entry::Vacant(slot) => {
+                let new = slot.insert(block);
+                if let Some(node) = affine_name(new) {
+                    if room {
+                        add_by_host(&mut self.room_by_host, node, cidr);
+                    }
+                    if released.is_some() {
+                        add_by_host(&mut self.cold_by_host, node, cidr);
+                    }
                 }
+                true
             }
-            None => {
-                self.cold.remove(&cidr);
+            Entry::Occupied(mut slot) => {
+                let old = slot.insert(block);
+                let new = slot.get();
+                let same_key = affine_name(&old) == affine_name(new);
+                if had_room && !(room && same_key) {
+                    forget_by_host(&mut self.room_by_host, &old);
+                }
+                if was_cold && !(released.is_some() && same_key) {
+                    forget_by_host(&mut self.cold_by_host, &old);
+                }
+                if let Some(node) = affine_name(new) {
+                    if room && !(had_room && same_key) {
+                        add_by_host(&mut self.room_by_host, node, cidr);
+                    }
+                    if released.is_some() && !(was_cold && same_key) {
+                        add_by_host(&mut self.cold_by_host, node, cidr);
+                    }
+                }
+                false
             }
-        }
-        match self.blocks.insert(cidr, block) {
-            None => self.mark_slots(cidr, true),
-            Some(old) => {
-                let new = self.blocks.get(&cidr);
-                forget_room(&mut self.room_by_host, &old, new);
-                forget_cold(&mut self.cold_by_host, &old, new);
-            }
+        };
+        if added {
+            self.mark_slots(cidr, true);
         }
     }
 
     /// Forgets a block.
     pub fn remove_block(&mut self, cidr: &BlockCidr) {
         if let Some(old) = self.blocks.remove(cidr) {
-            self.with_room.remove(cidr);
-            self.cold.remove(cidr);
-            forget_room(&mut self.room_by_host, &old, None);
-            forget_cold(&mut self.cold_by_host, &old, None);
+            if self.with_room.remove(cidr) {
+                forget_by_host(&mut self.room_by_host, &old);
+            }
+            if self.cold.remove(cidr).is_some() {
+                forget_by_host(&mut self.cold_by_host, &old);
+            }
             self.mark_slots(*cidr, false);
         }
     }
@@ -448,37 +467,27 @@ impl Snapshot {
     }
 }
 
-// Drops `old` from its host's blocks-with-room unless `new` keeps it there.
-fn forget_room(
-    room_by_host: &mut HashMap<String, BTreeSet<BlockCidr>>,
-    old: &Block,
-    new: Option<&Block>,
-) {
-    let Some(node) = old.owner().and_then(BlockOwner::affine_name) else {
-        return;
-    };
-    let still = new.is_some_and(|b| b.unallocated_len() > 0 && b.owner() == old.owner());
-    if !still {
-        if let Some(set) = room_by_host.get_mut(node) {
-            set.remove(&old.cidr());
+// Adds a block to its host's set in a by-host index.
+fn add_by_host(index: &mut HashMap<String, BTreeSet<BlockCidr>>, node: &str, cidr: BlockCidr) {
+    match index.get_mut(node) {
+        Some(set) => {
+            set.insert(cidr);
+        }
+        None => {
+            index.insert(node.to_string(), BTreeSet::from([cidr]));
         }
     }
 }
 
-// Drops `old` from its host's cold blocks unless `new` keeps it there.
-fn forget_cold(
-    cold_by_host: &mut HashMap<String, BTreeSet<BlockCidr>>,
-    old: &Block,
-    new: Option<&Block>,
-) {
-    let Some(node) = old.owner().and_then(BlockOwner::affine_name) else {
-        return;
-    };
-    let still = new.is_some_and(|b| b.earliest_release().is_some() && b.owner() == old.owner());
-    if !still {
-        if let Some(set) = cold_by_host.get_mut(node) {
-            set.remove(&old.cidr());
-        }
+// The key of a block in the by-host indexes.
+fn affine_name(block: &Block) -> Option<&str> {
+    block.owner().and_then(BlockOwner::affine_name)
+}
+
+// Drops `old` from its host's set in a by-host index.
+fn forget_by_host(index: &mut HashMap<String, BTreeSet<BlockCidr>>, old: &Block) {
+    if let Some(set) = affine_name(old).and_then(|node| index.get_mut(node)) {
+        set.remove(&old.cidr());
     }
 }
 
@@ -626,6 +635,109 @@ mod tests {
         ));
         let listed: Vec<String> = s.affinities_of("n").map(|a| a.cidr.to_string()).collect();
         assert_eq!(listed, ["0.0.0.0/26", "0.0.0.64/26"]);
+    }
+
+    mod indexes {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::block::ReleaseItem;
+
+        // A block in one of the states the indexes tell apart: room or
+        // not, released addresses or not, and an owner or none.
+        fn block(cidr: usize, owner: usize, state: usize) -> Block {
+            let cidr: BlockCidr = format!("10.0.0.{}/26", cidr * 64).parse().unwrap();
+            let owner = [
+                None,
+                Some(BlockOwner::Host("a".into())),
+                Some(BlockOwner::Host("b".into())),
+                Some(BlockOwner::Virtual("a".into())),
+                Some(BlockOwner::Other("x".into())),
+            ][owner]
+                .clone();
+            let mut block = Block::new(cidr, owner, None, 1);
+            let (full, cold) = (state & 1 == 1, state & 2 == 2);
+            let none = Reserved::default();
+            block.auto_assign(if full { 64 } else { 2 }, "h", &BTreeMap::new(), &none);
+            if cold {
+                let item = ReleaseItem {
+                    ordinal: 0,
+                    handle: None,
+                    sequence_number: None,
+                };
+                block.release(&[item], Some(100 + state as i64)).unwrap();
+            }
+            block
+        }
+
+        // The indexes as the blocks alone give them (empty sets dropped).
+        type ByHost = BTreeMap<String, BTreeSet<BlockCidr>>;
+        fn recomputed(
+            s: &Snapshot,
+        ) -> (
+            BTreeSet<BlockCidr>,
+            BTreeMap<BlockCidr, i64>,
+            ByHost,
+            ByHost,
+        ) {
+            let mut room = BTreeSet::new();
+            let mut cold = BTreeMap::new();
+            let (mut room_by_host, mut cold_by_host) = (ByHost::new(), ByHost::new());
+            for b in s.blocks() {
+                let node = b.owner().and_then(BlockOwner::affine_name);
+                if b.unallocated_len() > 0 {
+                    room.insert(b.cidr());
+                    if let Some(node) = node {
+                        room_by_host
+                            .entry(node.into())
+                            .or_default()
+                            .insert(b.cidr());
+                    }
+                }
+                if let Some(at) = b.earliest_release() {
+                    cold.insert(b.cidr(), at);
+                    if let Some(node) = node {
+                        cold_by_host
+                            .entry(node.into())
+                            .or_default()
+                            .insert(b.cidr());
+                    }
+                }
+            }
+            (room, cold, room_by_host, cold_by_host)
+        }
+
+        fn kept(index: &HashMap<String, BTreeSet<BlockCidr>>) -> ByHost {
+            index
+                .iter()
+                .filter(|(_, set)| !set.is_empty())
+                .map(|(node, set)| (node.clone(), set.clone()))
+                .collect()
+        }
+
+        proptest! {
+            // Any sequence of blocks put in, replaced and removed leaves
+            // the indexes as the blocks give them.
+            #[test]
+            fn the_indexes_follow_the_blocks(
+                steps in proptest::collection::vec((0usize..3, 0usize..5, 0usize..4, 0usize..5), 1..40)
+            ) {
+                let pool = Pool::new("p", PoolSpec::new("10.0.0.0/24".parse().unwrap())).unwrap();
+                let mut s = Snapshot::new(IpamConfig::default(), vec![pool], &[]);
+                for (cidr, owner, state, action) in steps {
+                    if action == 0 {
+                        s.remove_block(&block(cidr, owner, state).cidr());
+                    } else {
+                        s.insert_block(block(cidr, owner, state));
+                    }
+                    let (room, cold, room_by_host, cold_by_host) = recomputed(&s);
+                    prop_assert_eq!(&s.with_room, &room);
+                    prop_assert_eq!(&s.cold, &cold);
+                    prop_assert_eq!(kept(&s.room_by_host), room_by_host);
+                    prop_assert_eq!(kept(&s.cold_by_host), cold_by_host);
+                }
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Attribute, Block, BlockOwner};
+use super::{Attribute, Block, BlockOwner, FreeOrder};
 use crate::cidr::BlockCidr;
 use crate::error::Error;
 use crate::unknown::UnknownFields;
@@ -104,7 +104,7 @@ impl Block {
                 format!("ordinal {bad} is outside the block's {size} addresses"),
             ));
         }
-        block.unallocated = spec.unallocated.into_iter().collect();
+        block.unallocated = FreeOrder(spec.unallocated.into_iter().collect());
         for (key, value) in spec.sequence_number_for_allocation {
             match key.parse::<u32>() {
                 Ok(ordinal) if ordinal < size => {

@@ -365,7 +365,9 @@ impl<'s> Draft<'s> {
             .drain_sorted()
             .filter(|(_, draft)| draft.changed && !draft.gone)
             .map(|(cidr, mut draft)| {
-                if draft.block.is_empty() && draft.block.owner().is_none() {
+                // The owner first: it is cheap, and an assignment's block
+                // has one.
+                if draft.block.owner().is_none() && draft.block.is_empty() {
                     // Calico deletes a block left empty with no affinity.
                     BlockWrite::Delete(cidr)
                 } else {
