@@ -8,8 +8,10 @@
 //! handle on its node) then `DELETE /v1/handles/{handle}`. Reported per
 //! concurrency: pairs per second, allocations per second, p50 and p99
 //! latency of each request kind, durable commits per allocation (the
-//! embedded store's; the memory store has none) and datastore writes per
-//! allocation.
+//! embedded store's; the memory store has none), datastore writes per
+//! allocation, and the process's CPU time per pair with the cores it kept
+//! busy (server and load generator together): where the durable store's
+//! cost goes, CPU or waiting.
 //!
 //! Run: `cargo bench -p ipam-server --bench load -- [SECONDS] [CONCURRENCY...]`
 //! (defaults: 10 s at 1, 64 and 256). The server runs in this process,
@@ -94,6 +96,28 @@ struct Run {
     /// Durable commits, for the embedded store.
     commits: Option<u64>,
     writes: u64,
+    /// CPU time of the whole process (all threads, user and system).
+    cpu: Duration,
+}
+
+/// CPU time this process has used, from `/proc/self/stat` (utime and
+/// stime, in the kernel's USER_HZ ticks, 100 per second on Linux): the
+/// standard library has no getrusage, and ticks are fine enough over runs
+/// of seconds.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: the state is field 3, utime 14 and stime 15.
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let mut ticks = || -> u64 {
+        fields
+            .next()
+            .and_then(|f| f.parse().ok())
+            .expect("a tick count")
+    };
+    let (user, system) = (ticks(), ticks());
+    Duration::from_millis((user + system) * 10)
 }
 
 /// The datastore a run serves from, and what must outlive it.
@@ -181,6 +205,7 @@ async fn run(backing: &Backing, concurrency: usize, seconds: u64) -> Run {
     let commits_before = backing.commits();
     let writes_before = store.round_trips().writes;
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|worker| {
@@ -217,6 +242,7 @@ async fn run(backing: &Backing, concurrency: usize, seconds: u64) -> Run {
         release.extend(r);
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu() - cpu_before;
     server.abort();
     assign.sort();
     release.sort();
@@ -227,6 +253,7 @@ async fn run(backing: &Backing, concurrency: usize, seconds: u64) -> Run {
         release,
         commits: backing.commits().zip(commits_before).map(|(a, b)| a - b),
         writes: store.round_trips().writes - writes_before,
+        cpu,
     }
 }
 
@@ -241,8 +268,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    eprintln!("| store | concurrency | pairs | pairs/s | allocations/s | assign p50 | assign p99 | release p50 | release p99 | commits per allocation | writes per allocation |");
-    eprintln!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    eprintln!("| store | concurrency | pairs | pairs/s | allocations/s | assign p50 | assign p99 | release p50 | release p99 | commits per allocation | writes per allocation | CPU per pair | cores busy |");
+    eprintln!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut ratios = Vec::new();
     for concurrency in levels {
         let mut embedded_rate = 0.0;
@@ -255,13 +282,15 @@ fn main() {
                 format!("{:.3}", c as f64 / r.pairs as f64)
             });
             eprintln!(
-                "| {name} | {concurrency} | {} | {rate:.0} | {rate:.0} | {} | {} | {} | {} | {commits} | {:.3} |",
+                "| {name} | {concurrency} | {} | {rate:.0} | {rate:.0} | {} | {} | {} | {} | {commits} | {:.3} | {:.0} µs | {:.2} |",
                 r.pairs,
                 ms(percentile(&r.assign, 0.5)),
                 ms(percentile(&r.assign, 0.99)),
                 ms(percentile(&r.release, 0.5)),
                 ms(percentile(&r.release, 0.99)),
                 r.writes as f64 / r.pairs as f64,
+                r.cpu.as_secs_f64() * 1e6 / r.pairs as f64,
+                r.cpu.as_secs_f64() / r.elapsed.as_secs_f64(),
             );
             match name {
                 "embedded" => embedded_rate = rate,
