@@ -4,7 +4,8 @@
 //! times. Each half is its own non-inlined function, so that
 //! `valgrind --tool=callgrind` gives instructions per assignment and per
 //! release whatever the machine is doing (criterion's wall clock needs a
-//! quiet one). Prints the wall-clock time of the assignments alone.
+//! quiet one). Prints (to stderr, as fill_memory does) the wall-clock time
+//! of the assignments alone.
 //!
 //! Run: `cargo build --release -p ipam-core --example steady_state`, then
 //! `valgrind --tool=callgrind target/release/examples/steady_state 20000`
@@ -73,7 +74,7 @@ fn main() {
         assigning += started.elapsed();
         release(&mut snapshot, &request);
     }
-    println!(
+    eprintln!(
         "{pairs} pairs: {:.1} ns per assignment (plan + apply)",
         assigning.as_nanos() as f64 / f64::from(pairs)
     );
