@@ -288,41 +288,33 @@ impl Snapshot {
         // virtual owner may share one); a block kept under the same key
         // with room (or released addresses) before and after is already
         // where it belongs.
-        let added = match self.blocks.entry(cidr) {
-            Entry::Vacant(slot) => {
-                let new = slot.insert(block);
-                if let Some(node) = affine_name(new) {
-                    if room {
-                        add_by_host(&mut self.room_by_host, node, cidr);
-                    }
-                    if released.is_some() {
-                        add_by_host(&mut self.cold_by_host, node, cidr);
-                    }
-                }
-                true
-            }
+        let (old, new) = match self.blocks.entry(cidr) {
+            Entry::Vacant(slot) => (None, &*slot.insert(block)),
             Entry::Occupied(mut slot) => {
                 let old = slot.insert(block);
-                let new = slot.get();
-                let same_key = affine_name(&old) == affine_name(new);
-                if had_room && !(room && same_key) {
-                    forget_by_host(&mut self.room_by_host, &old);
-                }
-                if was_cold && !(released.is_some() && same_key) {
-                    forget_by_host(&mut self.cold_by_host, &old);
-                }
-                if let Some(node) = affine_name(new) {
-                    if room && !(had_room && same_key) {
-                        add_by_host(&mut self.room_by_host, node, cidr);
-                    }
-                    if released.is_some() && !(was_cold && same_key) {
-                        add_by_host(&mut self.cold_by_host, node, cidr);
-                    }
-                }
-                false
+                (Some(old), &*slot.into_mut())
             }
         };
-        if added {
+        let same_key = old
+            .as_ref()
+            .is_some_and(|old| affine_name(old) == affine_name(new));
+        if let Some(old) = &old {
+            if had_room && !(room && same_key) {
+                forget_by_host(&mut self.room_by_host, old);
+            }
+            if was_cold && !(released.is_some() && same_key) {
+                forget_by_host(&mut self.cold_by_host, old);
+            }
+        }
+        if let Some(node) = affine_name(new) {
+            if room && !(had_room && same_key) {
+                add_by_host(&mut self.room_by_host, node, cidr);
+            }
+            if released.is_some() && !(was_cold && same_key) {
+                add_by_host(&mut self.cold_by_host, node, cidr);
+            }
+        }
+        if old.is_none() {
             self.mark_slots(cidr, true);
         }
     }
