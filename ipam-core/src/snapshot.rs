@@ -363,6 +363,16 @@ impl Snapshot {
         self.handles.remove(id);
     }
 
+    /// Replaces every handle with `handles`, a datastore's whole list: a
+    /// cache's handles are kept across reads rather than listed, so they
+    /// may include one deleted since.
+    pub fn replace_handles(&mut self, handles: impl IntoIterator<Item = Handle>) {
+        self.handles = HandleIndex::default();
+        for handle in handles {
+            self.handles.insert(handle);
+        }
+    }
+
     /// Applies the writes of a plan planned on this snapshot, as a
     /// datastore that accepted them all would now hold them.
     ///

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use ipam_core::plan::{BlockWrite, HandleChange};
-use ipam_core::{BlockCidr, HandleName, Write};
+use ipam_core::{BlockCidr, Handle, HandleName, Write};
 
 use super::writes::write_key;
 use super::Ipam;
@@ -86,6 +86,20 @@ fn push_blocks(
     Ok(())
 }
 
+// A handle's count change as a batch write over `current`, the handle
+// with its revision (`None`: absent), as adjust_handle computes it; `None`
+// when there is nothing to write.
+fn adjusted(change: &HandleChange, current: Option<(Handle, Revision)>) -> Option<Planned> {
+    let (handle, revision) = current.unzip();
+    let write = change.write_over(handle.as_ref())?;
+    // An update or a deletion over `current` always has its revision.
+    let write = batch_write(write, revision.as_ref())?;
+    Some(Planned {
+        write,
+        handle: true,
+    })
+}
+
 impl<S: Datastore + ?Sized> Ipam<S> {
     /// The store's batches, when it has them.
     pub(super) fn batches(&self) -> Option<&dyn AtomicWrites> {
@@ -108,11 +122,9 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 id: id.clone(),
                 deltas: deltas.clone(),
             };
-            match self.handle_write(&change, None) {
-                Ok(Some(write)) => planned.push(write),
-                Ok(None) => {}
-                Err(NoRevision) => return Batched::Unbatched,
-            }
+            // Gains over a handle the cache misses create it, and a create
+            // fails where the handle exists: the cache may be trusted here.
+            planned.extend(adjusted(&change, self.cached_handle(id)));
         }
         if push_blocks(&mut planned, blocks, expected).is_err() {
             return Batched::Unbatched;
@@ -137,48 +149,42 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             return Batched::Unbatched;
         }
         for change in changes {
-            if let HandleChange::Adjust { id, .. } = change {
-                // A handle losing counts must be known, or its count would
-                // stay (as the ordered path's adjust_handle reads it).
-                if self.cache().handle(id).is_none() {
-                    if let Err(e) = self.reload(&Key::Handle(id.to_string())).await {
-                        return Batched::Failed(e);
-                    }
+            match change {
+                HandleChange::Adjust { id, .. } => {
+                    // Losses over an absent handle write nothing, so its
+                    // absence must come from the store (see `read_handle`).
+                    let current = match self.cached_handle(id) {
+                        Some(cached) => Some(cached),
+                        None => match self.read_handle(id).await {
+                            Ok(stored) => stored,
+                            Err(e) => return Batched::Failed(e),
+                        },
+                    };
+                    planned.extend(adjusted(change, current));
                 }
-            }
-            match self.handle_write(change, Some(expected)) {
-                Ok(Some(write)) => planned.push(write),
-                Ok(None) => {}
-                Err(NoRevision) => return Batched::Unbatched,
+                // Deleted as the plan saw it, whatever the cache says now:
+                // gone or changed since, the batch is refused.
+                HandleChange::Delete(id) => {
+                    let key = Key::Handle(id.to_string());
+                    let Some(revision) = expected.get(&key) else {
+                        return Batched::Unbatched;
+                    };
+                    planned.push(Planned {
+                        write: BatchWrite::Delete(key, revision.clone()),
+                        handle: true,
+                    });
+                }
             }
         }
         self.write_batch(atomic, planned, expected).await
     }
 
-    // A handle change as a batch write over the cached handle, with the
-    // cached revision (as adjust_handle computes it); a deletion as a whole
-    // names the revision in `deleting` (as the ordered path's deletion
-    // does). `None` when there is nothing to write.
-    fn handle_write(
-        &self,
-        change: &HandleChange,
-        deleting: Option<&HashMap<Key, Revision>>,
-    ) -> Result<Option<Planned>, NoRevision> {
-        let key = Key::Handle(change.id().to_string());
-        let (current, cached) =
-            self.cached_with_revision(key.clone(), |c| c.handle(change.id()).cloned());
-        let Some(write) = change.write_over(current.as_ref()) else {
-            return Ok(None);
-        };
-        let revision = match (change, deleting) {
-            (HandleChange::Delete(_), Some(expected)) => expected.get(&key),
-            _ => cached.get(&key),
-        };
-        let write = batch_write(write, revision).ok_or(NoRevision)?;
-        Ok(Some(Planned {
-            write,
-            handle: true,
-        }))
+    // The cached handle with its revision; `None` when the cache lacks
+    // either.
+    fn cached_handle(&self, id: &str) -> Option<(Handle, Revision)> {
+        let cache = self.cache();
+        let revision = cache.revision(&Key::Handle(id.to_string()))?.clone();
+        Some((cache.handle(id)?.clone(), revision))
     }
 
     // Sends a batch and records what it wrote, in `expected` and the cache.

@@ -43,6 +43,15 @@
 //! nothing (already free, a refusal, a shortfall) is given only from data
 //! read just now.
 //!
+//! The cache can lag the store either way: a write's store call and its
+//! cache update are not one step, so another thread's write can land in
+//! between, and a read's late update can bring back what was deleted since.
+//! A stale entry only fails a compare-and-swap, but an absent one would be
+//! written with none: so a handle's absence from the cache never decides
+//! that nothing is written (a deletion names the revision its plan saw;
+//! counts taken from a handle, and "no such handle", come from a read), and
+//! reports take their handles from a list of the store, not from the cache.
+//!
 //! # Layout
 //!
 //! - `retrying`: the one retry loop; what a failure allows is its
@@ -52,6 +61,7 @@
 //!   [`Plan`](ipam_core::Plan)), and undoing an interrupted one;
 //! - `batch`: a plan's handles and blocks as one atomic batch, where the
 //!   store has them;
+//! - `stale_cache` (tests): the cache lagging the store, both ways;
 //! - `lane`: the per-node lane that serves a burst of requests together;
 //! - `labels`: where a release gets node labels ([`NodeLabelSource`]), to
 //!   keep affinities consistent as Calico's ensureConsistentAffinity does;
@@ -67,6 +77,8 @@ mod release;
 mod reservations;
 mod retrying;
 mod split;
+#[cfg(test)]
+mod stale_cache;
 mod writes;
 
 use std::collections::HashMap;

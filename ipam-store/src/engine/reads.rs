@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use ipam_core::block::Attribute;
 use ipam_core::planner::addresses_of_handle;
-use ipam_core::{Block, BlockCidr, Holding, IpamConfig, Pool, Snapshot};
+use ipam_core::{Block, BlockCidr, Handle, Holding, IpamConfig, Pool, Snapshot};
 use ipnet::IpNet;
 
 use super::{Ipam, IpamError};
@@ -60,6 +60,40 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         Ok(())
     }
 
+    /// A handle as the store holds it now, with its revision, recorded in
+    /// the cache too. For a decision that the handle's absence would turn
+    /// into writing nothing (taking counts away, deleting it): the cache
+    /// may say absent while the store holds it, because a write's store
+    /// call and its cache update are not one step (another thread's create
+    /// can land between a delete and its cache removal, or between a read
+    /// finding nothing and its removal), and an absent handle is written
+    /// with no compare-and-swap that would notice.
+    pub(super) async fn read_handle(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Handle, Revision)>, StoreError> {
+        let key = Key::Handle(id.to_string());
+        match self.store.get(&key).await {
+            Ok(Versioned {
+                value: Value::Handle(handle),
+                revision,
+            }) => {
+                self.cache()
+                    .put(Value::Handle(handle.clone()), revision.clone());
+                Ok(Some((handle, revision)))
+            }
+            Ok(other) => Err(StoreError::Invalid {
+                what: key.to_string(),
+                message: format!("holds {}, not an IPAMHandle", other.value.key()),
+            }),
+            Err(StoreError::NotFound { .. }) => {
+                self.cache().remove(&key);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// An object from the cache with its revision, read under one lock so
     /// that the two belong together.
     pub(super) fn cached_with_revision<T>(
@@ -108,10 +142,10 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// Reads a handle and every block it names into the cache; false when
     /// the handle does not exist.
     pub(super) async fn load_handle_and_blocks(&self, handle_id: &str) -> Result<bool, StoreError> {
-        let key = Key::Handle(handle_id.to_string());
-        self.reload(&key).await?;
-        let blocks: Vec<BlockCidr> = match self.cache().handle(handle_id) {
-            Some(handle) => handle.blocks().iter().map(|(cidr, _)| *cidr).collect(),
+        // The handle's blocks from what was read, not from the cache, which
+        // another thread's late update may have changed since.
+        let blocks: Vec<BlockCidr> = match self.read_handle(handle_id).await? {
+            Some((handle, _)) => handle.blocks().iter().map(|(cidr, _)| *cidr).collect(),
             None => return Ok(false),
         };
         for cidr in blocks {
@@ -206,12 +240,21 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// usage reports and consistency checks.
     pub async fn snapshot(&self) -> Result<Snapshot, IpamError> {
         self.refresh().await?;
-        let handles = self.store.list(&ListQuery::All(Kind::Handle)).await?;
+        let listed = self.store.list(&ListQuery::All(Kind::Handle)).await?;
+        let mut handles = Vec::with_capacity(listed.len());
         let mut cache = self.cache();
-        for Versioned { value, revision } in handles {
+        for Versioned { value, revision } in listed {
+            if let Value::Handle(handle) = &value {
+                handles.push(handle.clone());
+            }
             cache.put(value, revision);
         }
-        Ok(cache.snapshot.clone())
+        // Exactly the handles listed: the cache's may include one deleted
+        // since it was read (see `read_handle`), which is no finding of the
+        // datastore's.
+        let mut snapshot = cache.snapshot.clone();
+        snapshot.replace_handles(handles);
+        Ok(snapshot)
     }
 
     /// Pools, blocks and affinities read fresh, handles not re-read: what

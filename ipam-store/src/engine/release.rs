@@ -13,6 +13,8 @@ use super::retrying::Attempt;
 use super::writes::{prepare, BlocksFirst, BlocksWritten, Prepared};
 use super::{now, Ipam, IpamError, Released};
 use crate::datastore::Datastore;
+use crate::error::StoreError;
+use crate::model::Key;
 
 impl<S: Datastore + ?Sized> Ipam<S> {
     /// Releases addresses (Calico's ReleaseIPs). Free addresses are
@@ -264,11 +266,14 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                                 &labels,
                             ) {
                                 Ok(planned) => planned,
-                                // Read just now, then gone: the cache forgets a handle
-                                // only once it is seen deleted (by a concurrent release
-                                // or an assignment undone), so there is nothing left.
+                                // Seen a moment ago, gone from the cache now: a
+                                // concurrent release's late cache update, or the
+                                // handle deleted meanwhile. Only the store can
+                                // say which, so the next attempt reads it; found
+                                // gone there, there is nothing left to release.
                                 Err(ipam_core::Error::HandleNotFound { .. }) => {
-                                    return Ok(Attempt::Done(()))
+                                    let key = Key::Handle(handle_id.to_string());
+                                    return Ok(Attempt::Lost(StoreError::NotFound { key }));
                                 }
                                 Err(refused) => return Err(refused.into()),
                             };

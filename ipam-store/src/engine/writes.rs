@@ -217,12 +217,6 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         };
         let change = &change;
         let losing = changes.iter().any(|&(_, delta)| delta < 0);
-        if losing && self.cache().handle(id).is_none() {
-            // Someone else created it: read it, or its count would stay.
-            self.reload(&handle_key)
-                .await
-                .map_err(|e| AssignFailure::Fatal(e.into()))?;
-        }
         let handle_key = &handle_key;
         // The state: whether the last attempt lost the creation of the
         // handle.
@@ -234,8 +228,21 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     };
                     return (lost_create, Err(AssignFailure::HandleHeld(cause)));
                 }
-                let (current, mut expected) =
+                let (mut current, mut expected) =
                     self.cached_with_revision(handle_key.clone(), |c| c.handle(id).cloned());
+                if losing && current.is_none() {
+                    // Absent, taking counts away writes nothing, so absence
+                    // must come from the store, not the cache (see
+                    // `read_handle`): someone else may have created it.
+                    match self.read_handle(id).await {
+                        Ok(Some((handle, revision))) => {
+                            expected.insert(handle_key.clone(), revision);
+                            current = Some(handle);
+                        }
+                        Ok(None) => {}
+                        Err(e) => return (lost_create, Err(AssignFailure::Fatal(e.into()))),
+                    }
+                }
                 let existed = current.is_some();
                 let Some(write) = change.write_over(current.as_ref()) else {
                     return (lost_create, Ok(Attempt::Done(())));
