@@ -1,7 +1,11 @@
 //! The OpenAPI document is the contract (issue 21): openapi-spec-validator
 //! accepts it, and schemathesis — every check, stateful links included —
 //! finds the server binary keeps it, on the memory and on the embedded
-//! store, with a token and without one.
+//! store, with a token and without one. Each store and each token setting
+//! is run once (memory with a token, embedded without): the token is
+//! checked in front of the handlers and the store behind them, so neither
+//! changes what the other sees, and each run costs a minute or more of a
+//! CI machine's two cores.
 //!
 //! The Python tools are pinned (tests/schemathesis/requirements.txt) and
 //! installed from PyPI into a virtualenv under target/tmp, made once and
@@ -186,11 +190,6 @@ async fn schemathesis(datastore: &str, token: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemathesis_passes_on_the_memory_store_without_a_token() {
-    schemathesis("memory", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_passes_on_the_memory_store_with_a_token() {
     schemathesis("memory", true).await;
 }
@@ -198,9 +197,4 @@ async fn schemathesis_passes_on_the_memory_store_with_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_passes_on_the_embedded_store_without_a_token() {
     schemathesis("embedded", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemathesis_passes_on_the_embedded_store_with_a_token() {
-    schemathesis("embedded", true).await;
 }
