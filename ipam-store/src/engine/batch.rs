@@ -122,8 +122,6 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 id: id.clone(),
                 deltas: deltas.clone(),
             };
-            // Gains over a handle the cache misses create it, and a create
-            // fails where the handle exists: the cache may be trusted here.
             planned.extend(adjusted(&change, self.cached_handle(id)));
         }
         if push_blocks(&mut planned, blocks, expected).is_err() {
@@ -151,14 +149,9 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         for change in changes {
             match change {
                 HandleChange::Adjust { id, .. } => {
-                    // Losses over an absent handle write nothing, so its
-                    // absence must come from the store (see `read_handle`).
-                    let current = match self.cached_handle(id) {
-                        Some(cached) => Some(cached),
-                        None => match self.read_handle(id).await {
-                            Ok(stored) => stored,
-                            Err(e) => return Batched::Failed(e),
-                        },
+                    let current = match self.handle_to_change(id, true).await {
+                        Ok(current) => current,
+                        Err(e) => return Batched::Failed(e),
                     };
                     planned.extend(adjusted(change, current));
                 }
@@ -177,14 +170,6 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             }
         }
         self.write_batch(atomic, planned, expected).await
-    }
-
-    // The cached handle with its revision; `None` when the cache lacks
-    // either.
-    fn cached_handle(&self, id: &str) -> Option<(Handle, Revision)> {
-        let cache = self.cache();
-        let revision = cache.revision(&Key::Handle(id.to_string()))?.clone();
-        Some((cache.handle(id)?.clone(), revision))
     }
 
     // Sends a batch and records what it wrote, in `expected` and the cache.

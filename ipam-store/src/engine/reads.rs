@@ -94,6 +94,29 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         }
     }
 
+    /// The cached handle with its revision; `None` when the cache lacks
+    /// either.
+    pub(super) fn cached_handle(&self, id: &str) -> Option<(Handle, Revision)> {
+        let cache = self.cache();
+        let revision = cache.revision(&Key::Handle(id.to_string()))?.clone();
+        Some((cache.handle(id)?.clone(), revision))
+    }
+
+    /// The handle a count change is computed over, with its revision: the
+    /// cached one, or, when the change takes counts away and the cache has
+    /// none, the store's (see [`Ipam::read_handle`]). Gains over a handle
+    /// the cache misses create it, and a create fails where it exists.
+    pub(super) async fn handle_to_change(
+        &self,
+        id: &str,
+        losing: bool,
+    ) -> Result<Option<(Handle, Revision)>, StoreError> {
+        match self.cached_handle(id) {
+            None if losing => self.read_handle(id).await,
+            cached => Ok(cached),
+        }
+    }
+
     /// An object from the cache with its revision, read under one lock so
     /// that the two belong together.
     pub(super) fn cached_with_revision<T>(

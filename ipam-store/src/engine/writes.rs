@@ -228,21 +228,14 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                     };
                     return (lost_create, Err(AssignFailure::HandleHeld(cause)));
                 }
-                let (mut current, mut expected) =
-                    self.cached_with_revision(handle_key.clone(), |c| c.handle(id).cloned());
-                if losing && current.is_none() {
-                    // Absent, taking counts away writes nothing, so absence
-                    // must come from the store, not the cache (see
-                    // `read_handle`): someone else may have created it.
-                    match self.read_handle(id).await {
-                        Ok(Some((handle, revision))) => {
-                            expected.insert(handle_key.clone(), revision);
-                            current = Some(handle);
-                        }
-                        Ok(None) => {}
-                        Err(e) => return (lost_create, Err(AssignFailure::Fatal(e.into()))),
-                    }
-                }
+                let (current, revision) = match self.handle_to_change(id, losing).await {
+                    Ok(found) => found.unzip(),
+                    Err(e) => return (lost_create, Err(AssignFailure::Fatal(e.into()))),
+                };
+                let mut expected: HashMap<Key, Revision> = revision
+                    .map(|r| (handle_key.clone(), r))
+                    .into_iter()
+                    .collect();
                 let existed = current.is_some();
                 let Some(write) = change.write_over(current.as_ref()) else {
                     return (lost_create, Ok(Attempt::Done(())));
