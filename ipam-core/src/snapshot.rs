@@ -37,6 +37,28 @@ pub struct Holding {
     pub sequence_number: u64,
 }
 
+impl Holding {
+    /// How `block` records `address` held by `handle` (see
+    /// [`Snapshot::holding`]), for a block read outside a snapshot; `pool`
+    /// is the pool's CIDR. `None` when the block does not contain the
+    /// address, or it is free or another handle's.
+    pub fn in_block(
+        block: &Block,
+        address: IpAddr,
+        handle: &str,
+        pool: Option<IpNet>,
+    ) -> Option<Holding> {
+        let cidr = block.cidr();
+        let ordinal = cidr.ordinal_of(address)?;
+        let holder = block.attribute_of(ordinal)?.handle()?;
+        (holder == crate::block::sanitize_handle(handle)).then(|| Holding {
+            address: cidr.address_net(ordinal),
+            pool,
+            sequence_number: block.sequence_number_of(ordinal),
+        })
+    }
+}
+
 /// The objects a plan reads, and the indexes over them.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -258,14 +280,12 @@ impl Snapshot {
     /// when the address is free or another handle's.
     pub fn holding(&self, address: IpAddr, handle: &str) -> Option<Holding> {
         let block = self.block_containing(address)?;
-        let cidr = block.cidr();
-        let ordinal = cidr.ordinal_of(address)?;
-        let holder = block.attribute_of(ordinal)?.handle()?;
-        (holder == crate::block::sanitize_handle(handle)).then(|| Holding {
-            address: cidr.address_net(ordinal),
-            pool: self.pool_of(address).map(Pool::cidr),
-            sequence_number: block.sequence_number_of(ordinal),
-        })
+        Holding::in_block(
+            block,
+            address,
+            handle,
+            self.pool_of(address).map(Pool::cidr),
+        )
     }
 
     /// Adds or replaces a block read from a datastore.

@@ -399,10 +399,23 @@ pub fn addresses_of_handle(snapshot: &Snapshot, handle_id: &str) -> Vec<IpNet> {
     let Some(handle) = snapshot.handle(handle_id) else {
         return Vec::new();
     };
-    handle
+    let blocks = handle
         .blocks()
         .iter()
-        .filter_map(|(cidr, _)| snapshot.block(cidr))
+        .filter_map(|(cidr, _)| snapshot.block(cidr));
+    addresses_in_blocks(blocks, handle_id)
+}
+
+/// The addresses `blocks` record for a handle, with their prefix lengths,
+/// in the blocks' order then ordinal order; for blocks read outside a
+/// snapshot.
+pub fn addresses_in_blocks<'a>(
+    blocks: impl IntoIterator<Item = &'a Block>,
+    handle_id: &str,
+) -> Vec<IpNet> {
+    let handle_id = sanitize_handle(handle_id);
+    blocks
+        .into_iter()
         .flat_map(|block| {
             let cidr = block.cidr();
             block

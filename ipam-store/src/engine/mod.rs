@@ -49,8 +49,10 @@
 //! A stale entry only fails a compare-and-swap, but an absent one would be
 //! written with none: so a handle's absence from the cache never decides
 //! that nothing is written (a deletion names the revision its plan saw;
-//! counts taken from a handle, and "no such handle", come from a read), and
-//! reports take their handles from a list of the store, not from the cache.
+//! counts taken from a handle, and "no such handle", come from a read);
+//! reports take their handles from a list of the store, not from the cache;
+//! and an answer read fresh (a handle's addresses, how it holds them) is
+//! given from the values read, not from the cache after the read.
 //!
 //! # Layout
 //!

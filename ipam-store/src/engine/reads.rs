@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use ipam_core::block::Attribute;
-use ipam_core::planner::addresses_of_handle;
+use ipam_core::planner::addresses_in_blocks;
 use ipam_core::{Block, BlockCidr, Handle, Holding, IpamConfig, Pool, Snapshot};
 use ipnet::IpNet;
 
@@ -52,12 +52,26 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         if matches!(key, Key::Pool(_) | Key::Reservation(_) | Key::Config) {
             return self.refresh().await;
         }
+        self.read_fresh(key).await.map(drop)
+    }
+
+    /// An object as the store holds it now, recorded in the cache too (or
+    /// removed from it when gone). The value returned is the one read: by
+    /// the time the caller looks, the cache may hold another thread's older
+    /// one (see [`Ipam::read_handle`]).
+    async fn read_fresh(&self, key: &Key) -> Result<Option<Versioned<Value>>, StoreError> {
         match self.store.get(key).await {
-            Ok(Versioned { value, revision }) => self.cache().put(value, revision),
-            Err(StoreError::NotFound { .. }) => self.cache().remove(key),
-            Err(e) => return Err(e),
+            Ok(versioned) => {
+                self.cache()
+                    .put(versioned.value.clone(), versioned.revision.clone());
+                Ok(Some(versioned))
+            }
+            Err(StoreError::NotFound { .. }) => {
+                self.cache().remove(key);
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     /// A handle as the store holds it now, with its revision, recorded in
@@ -73,24 +87,26 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         id: &str,
     ) -> Result<Option<(Handle, Revision)>, StoreError> {
         let key = Key::Handle(id.to_string());
-        match self.store.get(&key).await {
-            Ok(Versioned {
+        match self.read_fresh(&key).await? {
+            Some(Versioned {
                 value: Value::Handle(handle),
                 revision,
-            }) => {
-                self.cache()
-                    .put(Value::Handle(handle.clone()), revision.clone());
-                Ok(Some((handle, revision)))
-            }
-            Ok(other) => Err(StoreError::Invalid {
-                what: key.to_string(),
-                message: format!("holds {}, not an IPAMHandle", other.value.key()),
-            }),
-            Err(StoreError::NotFound { .. }) => {
-                self.cache().remove(&key);
-                Ok(None)
-            }
-            Err(e) => Err(e),
+            }) => Ok(Some((handle, revision))),
+            Some(other) => Err(wrong_kind(&key, &other.value, "an IPAMHandle")),
+            None => Ok(None),
+        }
+    }
+
+    /// A block as the store holds it now, recorded in the cache too.
+    async fn read_block(&self, cidr: BlockCidr) -> Result<Option<Block>, StoreError> {
+        let key = Key::Block(cidr);
+        match self.read_fresh(&key).await? {
+            Some(Versioned {
+                value: Value::Block(block),
+                ..
+            }) => Ok(Some(block)),
+            Some(other) => Err(wrong_kind(&key, &other.value, "an IPAMBlock")),
+            None => Ok(None),
         }
     }
 
@@ -137,12 +153,13 @@ impl<S: Datastore + ?Sized> Ipam<S> {
 
     /// Reads the blocks of addresses into the cache: with `all`, every one
     /// of them; else only those the cache does not know (another process
-    /// may have created them since the last listing).
+    /// may have created them since the last listing). Returns the blocks
+    /// read (see [`Ipam::read_fresh`]).
     pub(super) async fn load_blocks_of(
         &self,
         addresses: impl Iterator<Item = IpAddr>,
         all: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Block>, StoreError> {
         let cidrs: Vec<BlockCidr> = {
             let cache = self.cache();
             let mut cidrs: Vec<BlockCidr> = addresses
@@ -156,62 +173,74 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             cidrs.dedup();
             cidrs
         };
+        let mut read = Vec::with_capacity(cidrs.len());
         for cidr in cidrs {
-            self.reload(&Key::Block(cidr)).await?;
+            read.extend(self.read_block(cidr).await?);
         }
-        Ok(())
+        Ok(read)
     }
 
-    /// Reads a handle and every block it names into the cache; false when
-    /// the handle does not exist.
-    pub(super) async fn load_handle_and_blocks(&self, handle_id: &str) -> Result<bool, StoreError> {
-        // The handle's blocks from what was read, not from the cache, which
-        // another thread's late update may have changed since.
-        let blocks: Vec<BlockCidr> = match self.read_handle(handle_id).await? {
-            Some((handle, _)) => handle.blocks().iter().map(|(cidr, _)| *cidr).collect(),
-            None => return Ok(false),
+    /// Reads a handle and every block it names (those that exist), into
+    /// the cache too; `None` when the handle does not exist. An answer is
+    /// taken from the values returned, never from the cache, which another
+    /// thread's late update may have set back since.
+    pub(super) async fn read_handle_and_blocks(
+        &self,
+        handle_id: &str,
+    ) -> Result<Option<Vec<Block>>, StoreError> {
+        let Some((handle, _)) = self.read_handle(handle_id).await? else {
+            return Ok(None);
         };
-        for cidr in blocks {
-            self.reload(&Key::Block(cidr)).await?;
+        let mut blocks = Vec::with_capacity(handle.blocks().len());
+        for (cidr, _) in handle.blocks() {
+            blocks.extend(self.read_block(*cidr).await?);
         }
-        Ok(true)
+        Ok(Some(blocks))
     }
 
     /// The addresses a handle holds, read fresh from the datastore, each
     /// with its block's prefix length (Calico's IPsByHandle).
     pub async fn addresses_of_handle(&self, handle_id: &str) -> Result<Vec<IpNet>, IpamError> {
         let handle_id = ipam_core::block::sanitize_handle(handle_id);
-        if !self.load_handle_and_blocks(handle_id).await? {
-            return Ok(Vec::new());
-        }
-        Ok(addresses_of_handle(&self.cache().snapshot, handle_id))
+        let blocks = self.read_handle_and_blocks(handle_id).await?;
+        Ok(addresses_in_blocks(blocks.iter().flatten(), handle_id))
     }
 
     /// How a handle holds `addresses` (block prefix, pool, sequence
     /// number), for answering an assignment: from the cache, which the
     /// assignment has just written, so the answer costs no read; an
-    /// address the cache does not show held by the handle is read fresh.
+    /// address the cache does not show held by the handle is read fresh
+    /// and answered from what was read.
     /// `None` for an address the handle does not hold.
     pub async fn holdings(
         &self,
         handle_id: &str,
         addresses: &[IpAddr],
     ) -> Result<Vec<Option<Holding>>, IpamError> {
-        let cached = |addresses: &[IpAddr]| {
+        let got: Vec<Option<Holding>> = {
             let cache = self.cache();
             addresses
                 .iter()
                 .map(|a| cache.snapshot.holding(*a, handle_id))
-                .collect::<Vec<_>>()
+                .collect()
         };
-        let got = cached(addresses);
         let missing = addresses.iter().zip(&got).filter(|(_, h)| h.is_none());
         let missing: Vec<IpAddr> = missing.map(|(a, _)| *a).collect();
         if missing.is_empty() {
             return Ok(got);
         }
-        self.load_blocks_of(missing.into_iter(), true).await?;
-        Ok(cached(addresses))
+        let read = self.load_blocks_of(missing.into_iter(), true).await?;
+        let cache = self.cache();
+        let from_read = |address: &IpAddr| {
+            let block = read.iter().find(|b| b.cidr().net().contains(address))?;
+            let pool = cache.snapshot.pool_of(*address).map(Pool::cidr);
+            Holding::in_block(block, *address, handle_id, pool)
+        };
+        Ok(addresses
+            .iter()
+            .zip(got)
+            .map(|(address, held)| held.or_else(|| from_read(address)))
+            .collect())
     }
 
     /// The handles whose addresses were recorded for `node` and whose id
@@ -340,5 +369,13 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             .collect();
         pools.sort_by(|a, b| a.name().cmp(b.name()));
         Ok(pools)
+    }
+}
+
+/// A key that holds an object of another kind than its name says.
+fn wrong_kind(key: &Key, found: &Value, expected: &str) -> StoreError {
+    StoreError::Invalid {
+        what: key.to_string(),
+        message: format!("holds {}, not {expected}", found.key()),
     }
 }

@@ -249,7 +249,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                         // cached revisions, so anything stale fails and is read then.
                         // Only "unknown handle" must come from a fresh read.
                         let cached = attempt == 0 && self.cache().knows_all_of(handle_id);
-                        if !cached && !self.load_handle_and_blocks(handle_id).await? {
+                        if !cached && self.read_handle_and_blocks(handle_id).await?.is_none() {
                             return Ok(Attempt::Done(()));
                         }
                         let blocks: Vec<_> = self

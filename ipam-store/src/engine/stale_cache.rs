@@ -4,19 +4,23 @@
 //! tests put the cache in such a state and check that no write is skipped
 //! on its word and that nothing reported comes from it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
+use async_trait::async_trait;
 use ipam_core::planner::NodeLabels;
-use ipam_core::{AutoAssignRequest, HandleId, NodeName, Pool, PoolSpec};
+use ipam_core::{AutoAssignRequest, BlockCidr, HandleId, NodeName, Pool, PoolSpec};
 
 use super::{now, writes::prepare, Ipam};
-use crate::datastore::Datastore;
+use crate::datastore::{AtomicWrites, Datastore, RoundTrips};
 use crate::error::StoreError;
 use crate::memory::MemoryStore;
-use crate::model::{Key, Value};
+use crate::model::{Key, ListQuery, Revision, Value, Versioned};
 
 async fn engine() -> Ipam<MemoryStore> {
-    let store = MemoryStore::new();
+    engine_over(MemoryStore::new()).await
+}
+
+async fn engine_over<S: Datastore>(store: S) -> Ipam<S> {
     let spec = PoolSpec {
         block_size: Some(26),
         node_selector: "all()".to_string(),
@@ -29,13 +33,13 @@ async fn engine() -> Ipam<MemoryStore> {
     Ipam::new(Arc::new(store))
 }
 
-async fn assign(engine: &Ipam<MemoryStore>, handle: &str, count: u32) {
+async fn assign<S: Datastore>(engine: &Ipam<S>, handle: &str, count: u32) {
     let request = AutoAssignRequest::new(HandleId::new(handle), NodeName::new("n"), count, 0);
     let got = engine.auto_assign(&request).await.unwrap();
     assert_eq!(got.ipv4.addresses.len(), count as usize);
 }
 
-async fn stored_handle(engine: &Ipam<MemoryStore>, handle: &str) -> Option<Value> {
+async fn stored_handle<S: Datastore>(engine: &Ipam<S>, handle: &str) -> Option<Value> {
     match engine.store().get(&Key::Handle(handle.to_string())).await {
         Ok(versioned) => Some(versioned.value),
         Err(StoreError::NotFound { .. }) => None,
@@ -43,10 +47,59 @@ async fn stored_handle(engine: &Ipam<MemoryStore>, handle: &str) -> Option<Value
     }
 }
 
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// A memory store that runs a hook once, just after it answers the next
+/// read of the hook's key: what another thread may do in that moment.
+#[derive(Default)]
+struct HookAfterRead {
+    inner: MemoryStore,
+    hook: Mutex<Option<(Key, Hook)>>,
+}
+
+#[async_trait]
+impl Datastore for HookAfterRead {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn get(&self, key: &Key) -> Result<Versioned<Value>, StoreError> {
+        let got = self.inner.get(key).await;
+        let hook = {
+            let mut hook = self.hook.lock().unwrap();
+            match &*hook {
+                Some((on, _)) if on == key => hook.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, hook)) = hook {
+            hook();
+        }
+        got
+    }
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Versioned<Value>>, StoreError> {
+        self.inner.list(query).await
+    }
+    async fn create(&self, value: &Value) -> Result<Revision, StoreError> {
+        self.inner.create(value).await
+    }
+    async fn update(&self, value: &Value, revision: &Revision) -> Result<Revision, StoreError> {
+        self.inner.update(value, revision).await
+    }
+    async fn delete(&self, key: &Key, revision: &Revision) -> Result<(), StoreError> {
+        self.inner.delete(key, revision).await
+    }
+    fn round_trips(&self) -> RoundTrips {
+        self.inner.round_trips()
+    }
+    fn atomic_writes(&self) -> Option<&dyn AtomicWrites> {
+        self.inner.atomic_writes()
+    }
+}
+
 // What another thread's late cache update does: the cache forgets a
 // handle the store still holds (its removal after an earlier
 // incarnation's deletion, landing after the handle was created again).
-fn forget(engine: &Ipam<MemoryStore>, handle: &str) {
+fn forget<S: Datastore>(engine: &Ipam<S>, handle: &str) {
     engine.cache().remove(&Key::Handle(handle.to_string()));
 }
 
@@ -125,4 +178,118 @@ async fn a_handle_the_cache_forgot_is_still_released() {
         .unwrap()
         .blocks()
         .all(|b| b.is_empty()));
+}
+
+#[tokio::test]
+async fn a_handles_addresses_come_from_what_was_read_not_from_the_cache() {
+    let engine = Arc::new(engine_over(HookAfterRead::default()).await);
+    assign(&engine, "other", 1).await;
+    let first = engine.cache().snapshot.blocks().next().unwrap().cidr();
+    let before = engine.store().get(&Key::Block(first)).await.unwrap();
+    // 63 addresses in the first block, one in a second.
+    assign(&engine, "h", 64).await;
+    let cidrs: Vec<BlockCidr> = {
+        let cache = engine.cache();
+        let handle = cache.handle("h").unwrap();
+        handle.blocks().iter().map(|(cidr, _)| *cidr).collect()
+    };
+    assert_eq!(cidrs.len(), 2, "h holds addresses in two blocks");
+    let second = *cidrs.iter().find(|c| **c != first).unwrap();
+    // While the second block is read, another thread's late update puts
+    // back the first block as it was before h's 63 addresses.
+    let weak: Weak<Ipam<HookAfterRead>> = Arc::downgrade(&engine);
+    let put_back: Hook = Box::new(move || {
+        if let Some(engine) = weak.upgrade() {
+            engine.cache().put(before.value, before.revision);
+        }
+    });
+    *engine.store().hook.lock().unwrap() = Some((Key::Block(second), put_back));
+    let addresses = engine.addresses_of_handle("h").await.unwrap();
+    assert_eq!(addresses.len(), 64, "{addresses:?}");
+}
+
+#[tokio::test]
+async fn a_release_that_read_the_handle_and_then_lost_it_from_the_cache_reads_again() {
+    let engine = Arc::new(engine_over(HookAfterRead::default()).await);
+    assign(&engine, "h", 1).await;
+    let cidr = engine.cache().handle("h").unwrap().blocks()[0].0;
+    // Unknown to the cache, so the release reads the handle and its block;
+    // while the block is read, another thread's late update forgets the
+    // handle again.
+    forget(&engine, "h");
+    let weak: Weak<Ipam<HookAfterRead>> = Arc::downgrade(&engine);
+    let forget_again: Hook = Box::new(move || {
+        if let Some(engine) = weak.upgrade() {
+            forget(&engine, "h");
+        }
+    });
+    *engine.store().hook.lock().unwrap() = Some((Key::Block(cidr), forget_again));
+    let released = engine.release_by_handle("h").await.unwrap();
+    assert!(
+        engine.store().hook.lock().unwrap().is_none(),
+        "the hook ran"
+    );
+    assert_eq!(released.len(), 1, "the address was released");
+    assert_eq!(
+        stored_handle(&engine, "h").await,
+        None,
+        "and the handle deleted"
+    );
+}
+
+#[tokio::test]
+async fn holdings_the_cache_lacked_come_from_what_was_read() {
+    let engine = Arc::new(engine_over(HookAfterRead::default()).await);
+    assign(&engine, "other", 1).await;
+    let first = engine.cache().snapshot.blocks().next().unwrap().cidr();
+    let before = engine.store().get(&Key::Block(first)).await.unwrap();
+    assign(&engine, "h", 64).await;
+    let addresses = engine.addresses_of_handle("h").await.unwrap();
+    let second = engine
+        .cache()
+        .handle("h")
+        .unwrap()
+        .blocks()
+        .iter()
+        .map(|(cidr, _)| *cidr)
+        .find(|cidr| *cidr != first)
+        .unwrap();
+    let wanted = [
+        addresses
+            .iter()
+            .find(|a| first.net().contains(&a.addr()))
+            .unwrap()
+            .addr(),
+        addresses
+            .iter()
+            .find(|a| second.net().contains(&a.addr()))
+            .unwrap()
+            .addr(),
+    ];
+    // The cache shows neither held: the first block as it was before h,
+    // the second not at all. Both are read; while the second is, another
+    // thread's late update puts the old first block back.
+    engine
+        .cache()
+        .put(before.value.clone(), before.revision.clone());
+    engine.cache().remove(&Key::Block(second));
+    let weak: Weak<Ipam<HookAfterRead>> = Arc::downgrade(&engine);
+    let put_back: Hook = Box::new(move || {
+        if let Some(engine) = weak.upgrade() {
+            engine.cache().put(before.value, before.revision);
+        }
+    });
+    *engine.store().hook.lock().unwrap() = Some((Key::Block(second), put_back));
+    let held = engine.holdings("h", &wanted).await.unwrap();
+    assert!(
+        engine.store().hook.lock().unwrap().is_none(),
+        "the hook ran"
+    );
+    for (address, holding) in wanted.iter().zip(&held) {
+        let holding = holding
+            .as_ref()
+            .unwrap_or_else(|| panic!("{address} is h's"));
+        assert_eq!(holding.address.addr(), *address);
+        assert_eq!(holding.pool, Some("10.0.0.0/24".parse().unwrap()));
+    }
 }
