@@ -492,3 +492,17 @@ pub struct BatchPlan {
     /// refused.
     pub outcomes: Vec<Result<(Assignments, Assignments), crate::Error>>,
 }
+
+/// The outcome of planning a node's releases by handle and its
+/// auto-assignments together
+/// ([`Snapshot::plan_release_and_assign`](crate::Snapshot::plan_release_and_assign)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixedPlan {
+    /// The writes for every release and every assignment that succeeded.
+    pub plan: Plan,
+    /// Per handle released, in order: the addresses released.
+    pub released: Vec<Vec<IpAddr>>,
+    /// Per assignment, in order: its IPv4 and IPv6 assignments, or why it
+    /// was refused.
+    pub outcomes: Vec<Result<(Assignments, Assignments), crate::Error>>,
+}

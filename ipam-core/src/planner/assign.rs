@@ -46,21 +46,10 @@ impl Snapshot {
     /// no trace in the writes.
     pub fn plan_auto_assign_batch(&self, requests: &[AutoAssignRequest], now: Now) -> BatchPlan {
         let mut draft = Draft::new(self, now);
-        let mut outcomes = Vec::with_capacity(requests.len());
-        for request in requests {
-            let before = draft.clone();
-            let outcome = draft
-                .assign_family(request, IpVersion::V4, request.ipv4, &request.ipv4_pools)
-                .and_then(|ipv4| {
-                    draft
-                        .assign_family(request, IpVersion::V6, request.ipv6, &request.ipv6_pools)
-                        .map(|ipv6| (ipv4, ipv6))
-                });
-            if outcome.is_err() {
-                draft = before;
-            }
-            outcomes.push(outcome);
-        }
+        let outcomes = requests
+            .iter()
+            .map(|request| draft.assign_one_of_many(request))
+            .collect();
         BatchPlan {
             plan: draft.finish(true),
             outcomes,
@@ -151,6 +140,25 @@ impl Snapshot {
 }
 
 impl Draft<'_> {
+    /// One request of several planned in one draft: both families, or
+    /// neither (a refused request leaves no trace in the draft).
+    pub(super) fn assign_one_of_many(
+        &mut self,
+        request: &AutoAssignRequest,
+    ) -> Result<(Assignments, Assignments), Error> {
+        let before = self.clone();
+        let outcome = self
+            .assign_family(request, IpVersion::V4, request.ipv4, &request.ipv4_pools)
+            .and_then(|ipv4| {
+                self.assign_family(request, IpVersion::V6, request.ipv6, &request.ipv6_pools)
+                    .map(|ipv6| (ipv4, ipv6))
+            });
+        if outcome.is_err() {
+            *self = before;
+        }
+        outcome
+    }
+
     fn assign_family(
         &mut self,
         request: &AutoAssignRequest,

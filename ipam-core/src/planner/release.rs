@@ -2,12 +2,14 @@
 //! write-back of blocks whose released addresses have cooled.
 
 use super::{Draft, DraftHandle, NodeLabels};
-use crate::block::{sanitize_handle, ReleaseItem};
+use crate::block::{sanitize_handle, BlockOwner, ReleaseItem};
 use crate::cidr::BlockCidr;
 use crate::error::Error;
-use crate::plan::{Now, Plan, ReleasePlan, ReleaseRequest};
+use crate::handle::Handle;
+use crate::plan::{AutoAssignRequest, MixedPlan, Now, Plan, ReleasePlan, ReleaseRequest};
 use crate::snapshot::Snapshot;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 impl Snapshot {
     /// Plans the release of addresses at `now`: freed, or with a cooldown
@@ -94,56 +96,79 @@ impl Snapshot {
         now: Now,
         labels: &NodeLabels,
     ) -> Result<ReleasePlan, Error> {
-        let handle_id = sanitize_handle(handle_id);
-        let handle = self
-            .handle(handle_id)
-            .ok_or_else(|| Error::HandleNotFound {
-                handle: handle_id.to_string(),
-            })?;
+        let handle = self.handle_to_release(handle_id)?;
         let mut draft = Draft::new(self, now);
-        let stamp = draft.cooldown.release_stamp();
-        let mut outcome = ReleasePlan::default();
         let mut freed = Vec::new();
-        for (cidr, _) in handle.blocks() {
-            // A handle only counts addresses in blocks that existed when it
-            // counted them (claims finish first, see `Draft::finish`), and
-            // an assignment still to write a block that has gone since
-            // fails its compare-and-swap: a count in a missing block is
-            // stale.
-            if self.block(cidr).is_none() {
-                continue;
-            }
-            let released = draft
-                .block_mut(*cidr)
-                .release_by_handle(handle_id, None, stamp);
-            // Written even when it holds none of the handle's addresses: a
-            // count the block does not show may be an assignment between
-            // its handle write and its block write, planned on the block as
-            // read. Rewriting the block (its sequence number raised) makes
-            // that assignment's compare-and-swap fail, so that it plans
-            // again instead of landing an address on the handle this plan
-            // deletes. Calico fences a block the same way before confirming
-            // an affinity (ipam.go, getBlockFromAffinity: "CAS the block to
-            // get a new revision and invalidate any other instances").
-            draft.mark_changed(*cidr);
-            // Only a block the handle held addresses in is checked, as
-            // releaseByHandle returns before ensureConsistentAffinity when
-            // the block has none of them.
-            if !released.ordinals.is_empty() {
-                freed.push(*cidr);
-            }
-            outcome
-                .released
-                .extend(released.ordinals.iter().map(|&o| cidr.address(o)));
-        }
-        // Counts no block showed were stale or are fenced off above: the
-        // handle goes as a whole rather than lingering as a leak.
-        draft
-            .handles
-            .insert(handle.name().clone(), DraftHandle::Delete);
+        let released = draft.release_handle(handle, &mut freed);
         draft.release_unselected_after(&freed, labels);
-        outcome.plan = draft.finish(false);
-        Ok(outcome)
+        Ok(ReleasePlan {
+            plan: draft.finish(false),
+            released,
+            already_free: Vec::new(),
+        })
+    }
+
+    /// Plans a node's releases by handle and then its auto-assignments, in
+    /// one draft and so as one set of writes: a block both touch is written
+    /// once. Each assignment succeeds or fails on its own, as in
+    /// [`Snapshot::plan_auto_assign_batch`]; an unknown handle fails the
+    /// whole plan. The plan's order is a release's (blocks first), while it
+    /// also creates handles: it is for a store that writes the plan
+    /// atomically, where order cannot leave a crash half-way.
+    ///
+    /// `None` when planning together could choose other addresses than
+    /// releasing and then assigning, one plan after the other. The
+    /// assignments see the blocks the releases changed, but not the
+    /// snapshot's indexes of blocks with room, which only a written plan
+    /// updates: so every block released from must have had room already,
+    /// and be a block of the requests' node (an empty block of no node is
+    /// deleted once written, and another node's empty block may be
+    /// reclaimed: neither would show either).
+    pub fn plan_release_and_assign(
+        &self,
+        handles: &[&str],
+        requests: &[AutoAssignRequest],
+        now: Now,
+        labels: &NodeLabels,
+    ) -> Result<Option<MixedPlan>, Error> {
+        let handles = handles
+            .iter()
+            .map(|id| self.handle_to_release(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut draft = Draft::new(self, now);
+        let mut freed = Vec::new();
+        let released = handles
+            .into_iter()
+            .map(|handle| draft.release_handle(handle, &mut freed))
+            .collect();
+        let of_the_requests = |owner: Option<&BlockOwner>| match owner {
+            Some(BlockOwner::Host(node)) => requests.iter().all(|r| r.node.as_str() == node),
+            _ => false,
+        };
+        let indexed_alike = freed.iter().all(|cidr| {
+            self.block(cidr)
+                .is_some_and(|b| b.unallocated_len() > 0 && of_the_requests(b.owner()))
+        });
+        if !indexed_alike {
+            return Ok(None);
+        }
+        draft.release_unselected_after(&freed, labels);
+        let outcomes = requests
+            .iter()
+            .map(|request| draft.assign_one_of_many(request))
+            .collect();
+        Ok(Some(MixedPlan {
+            plan: draft.finish(false),
+            released,
+            outcomes,
+        }))
+    }
+
+    fn handle_to_release(&self, handle_id: &str) -> Result<&Handle, Error> {
+        let handle_id = sanitize_handle(handle_id);
+        self.handle(handle_id).ok_or_else(|| Error::HandleNotFound {
+            handle: handle_id.to_string(),
+        })
     }
 
     /// Plans writing back every block holding released addresses whose
@@ -162,5 +187,51 @@ impl Snapshot {
             }
         }
         draft.finish(false)
+    }
+}
+
+impl Draft<'_> {
+    /// Releases every address of a handle in the draft and deletes the
+    /// handle; adds the blocks it held addresses in to `freed`. Returns
+    /// the addresses released.
+    fn release_handle(&mut self, handle: &Handle, freed: &mut Vec<BlockCidr>) -> Vec<IpAddr> {
+        let handle_id = handle.name().as_str();
+        let stamp = self.cooldown.release_stamp();
+        let mut released_all = Vec::new();
+        for (cidr, _) in handle.blocks() {
+            // A handle only counts addresses in blocks that existed when it
+            // counted them (claims finish first, see `Draft::finish`), and
+            // an assignment still to write a block that has gone since
+            // fails its compare-and-swap: a count in a missing block is
+            // stale.
+            if self.snapshot.block(cidr).is_none() {
+                continue;
+            }
+            let released = self
+                .block_mut(*cidr)
+                .release_by_handle(handle_id, None, stamp);
+            // Written even when it holds none of the handle's addresses: a
+            // count the block does not show may be an assignment between
+            // its handle write and its block write, planned on the block as
+            // read. Rewriting the block (its sequence number raised) makes
+            // that assignment's compare-and-swap fail, so that it plans
+            // again instead of landing an address on the handle this plan
+            // deletes. Calico fences a block the same way before confirming
+            // an affinity (ipam.go, getBlockFromAffinity: "CAS the block to
+            // get a new revision and invalidate any other instances").
+            self.mark_changed(*cidr);
+            // Only a block the handle held addresses in is checked, as
+            // releaseByHandle returns before ensureConsistentAffinity when
+            // the block has none of them.
+            if !released.ordinals.is_empty() {
+                freed.push(*cidr);
+            }
+            released_all.extend(released.ordinals.iter().map(|&o| cidr.address(o)));
+        }
+        // Counts no block showed were stale or are fenced off above: the
+        // handle goes as a whole rather than lingering as a leak.
+        self.handles
+            .insert(handle.name().clone(), DraftHandle::Delete);
+        released_all
     }
 }

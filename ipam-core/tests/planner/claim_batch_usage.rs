@@ -177,3 +177,76 @@ fn a_pool_of_every_ipv6_address_is_planned_and_counted_without_overflow() {
     let planned = plan(&s, "h", "n", 0, 1, 0).unwrap();
     assert_eq!(planned.ipv6.addresses.len(), 1, "{planned:?}");
 }
+
+#[test]
+fn releases_and_assignments_planned_together_write_a_shared_block_once() {
+    let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
+    let old: Vec<String> = ["r1", "r2"]
+        .iter()
+        .flat_map(|h| assign(&mut s, h, "n1", 1))
+        .collect();
+    let requests: Vec<AutoAssignRequest> = ["a", "b"]
+        .iter()
+        .map(|h| AutoAssignRequest::new(HandleId::new(*h), NodeName::new("n1"), 1, 0))
+        .collect();
+    let labels = ipam_core::planner::NodeLabels::new();
+    let mixed = s
+        .plan_release_and_assign(&["r1", "r2"], &requests, at(1), &labels)
+        .unwrap()
+        .expect("the block released from has room, and is n1's");
+    let mut written = kinds(&mixed.plan.writes(&s));
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "create-handle",
+            "create-handle",
+            "delete-handle",
+            "delete-handle",
+            "update-block"
+        ]
+    );
+    let released: Vec<Vec<String>> = mixed
+        .released
+        .iter()
+        .map(|r| r.iter().map(|a| format!("{a}/26")).collect())
+        .collect();
+    assert_eq!(released, [vec![old[0].clone()], vec![old[1].clone()]]);
+
+    // The same as releasing, then assigning, one plan after another.
+    let mut one_after_another = s.clone();
+    for handle in ["r1", "r2"] {
+        let planned = one_after_another
+            .plan_release_by_handle(handle, at(1))
+            .unwrap();
+        one_after_another.apply(planned.plan);
+    }
+    let batch = one_after_another.plan_auto_assign_batch(&requests, at(1));
+    one_after_another.apply(batch.plan);
+    let mut together = s.clone();
+    together.apply(mixed.plan);
+    for handle in ["r1", "r2"] {
+        assert!(together.handle(handle).is_none(), "{handle} is deleted");
+    }
+    for (request, outcome) in requests.iter().zip(&mixed.outcomes) {
+        let handle = request.handle.as_str();
+        let answered = &outcome.as_ref().unwrap().0.addresses;
+        assert_eq!(&addresses_of_handle(&together, handle), answered);
+        assert_eq!(addresses_of_handle(&one_after_another, handle), *answered);
+    }
+}
+
+#[test]
+fn releases_planned_with_assignments_refuse_an_unknown_handle() {
+    let mut s = world(vec![pool("p", "10.0.0.0/16", 26)], IpamConfig::default());
+    assign(&mut s, "r", "n1", 1);
+    let request = AutoAssignRequest::new(HandleId::new("a"), NodeName::new("n1"), 1, 0);
+    let labels = ipam_core::planner::NodeLabels::new();
+    let refused = s
+        .plan_release_and_assign(&["r", "gone"], &[request], at(1), &labels)
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Error::HandleNotFound { handle } if handle == "gone"),
+        "{refused}"
+    );
+}

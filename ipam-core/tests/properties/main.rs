@@ -23,8 +23,8 @@ use ipam_core::plan::Assignments;
 use ipam_core::planner::addresses_of_handle;
 use ipam_core::usage::usage;
 use ipam_core::{
-    Affinity, AssignIpRequest, AutoAssignRequest, Block, BlockCidr, BlockSpec, Error, Handle,
-    HandleSpec, IpVersion, Now, ReleasePlan, ReleaseRequest, Snapshot,
+    Affinity, AssignIpRequest, AutoAssignRequest, Block, BlockCidr, BlockOwner, BlockSpec, Error,
+    Handle, HandleSpec, IpVersion, Now, ReleasePlan, ReleaseRequest, Snapshot,
 };
 use ipam_core::{HandleId, NodeName};
 use ipnet::IpNet;

@@ -51,6 +51,84 @@ proptest! {
     }
 
     #[test]
+    fn releases_and_assignments_planned_together_equal_one_after_another(
+        scenario in scenario()
+    ) {
+        let mut cluster = Cluster::new(&scenario.world);
+        for (index, step) in scenario.steps.iter().enumerate() {
+            cluster.step(step);
+            // Up to two handles held now, released while two fresh
+            // requests of one node are assigned, as a server's lane
+            // serves them together.
+            let node = &scenario.world.nodes[index % scenario.world.nodes.len()];
+            let on_node = |address: &IpAddr| {
+                let owner = cluster.snapshot.block_containing(*address).and_then(|b| b.owner());
+                matches!(owner, Some(BlockOwner::Host(n)) if n == node)
+            };
+            let mut handles: Vec<String> = holders(&cluster.snapshot)
+                .into_iter()
+                .filter(|(address, _)| on_node(address))
+                .map(|(_, handle)| handle)
+                .collect();
+            handles.sort();
+            handles.dedup();
+            handles.truncate(2);
+            let requests: Vec<AutoAssignRequest> = (0..2)
+                .map(|i| {
+                    let mut request = AutoAssignRequest::new(
+                        HandleId::new(format!("together-{index}-{i}")),
+                        NodeName::new(node),
+                        1,
+                        0,
+                    );
+                    request.attributes = node_attribute(node);
+                    request
+                })
+                .collect();
+            let names: Vec<&str> = handles.iter().map(String::as_str).collect();
+            let labels = ipam_core::planner::NodeLabels::new();
+            let mixed = cluster
+                .snapshot
+                .plan_release_and_assign(&names, &requests, cluster.now, &labels)
+                .expect("every handle named is held");
+            let Some(mixed) = mixed else {
+                continue;
+            };
+            let mut one_after_another = cluster.snapshot.clone();
+            let mut released = Vec::new();
+            for handle in &names {
+                let planned = one_after_another
+                    .plan_release_by_handle(handle, cluster.now)
+                    .expect("held");
+                released.push(planned.released);
+                one_after_another.apply(planned.plan);
+            }
+            let batch = one_after_another.plan_auto_assign_batch(&requests, cluster.now);
+            one_after_another.apply(batch.plan);
+            let mut together = cluster.snapshot.clone();
+            together.apply(mixed.plan);
+            prop_assert_eq!(&mixed.released, &released, "after step {}", index);
+            check_handles_agree_with_blocks(&together)?;
+            let held = holders(&together);
+            for (request, outcome) in requests.iter().zip(&mixed.outcomes) {
+                for address in outcome.iter().flat_map(|(v4, _)| &v4.addresses) {
+                    prop_assert_eq!(
+                        held.get(&address.addr()),
+                        Some(&request.handle.as_str().to_string()),
+                        "after step {}", index
+                    );
+                }
+            }
+            prop_assert_eq!(
+                format!("{:?}", mixed.outcomes),
+                format!("{:?}", batch.outcomes),
+                "after step {}", index
+            );
+            prop_assert_eq!(held, holders(&one_after_another), "after step {}", index);
+        }
+    }
+
+    #[test]
     fn released_ordinals_go_to_the_back_of_the_queue(scenario in scenario()) {
         let mut cluster = Cluster::new(&scenario.world);
         for step in &scenario.steps {

@@ -132,9 +132,10 @@ impl<S: Datastore + ?Sized> Ipam<S> {
 
     /// Writes a release's blocks and the handle changes that follow them as
     /// one batch, blocks first (the order of the ordered path). `changes`
-    /// are the handles' losses in `blocks`, and the handles deleted as a
-    /// whole; a deleted handle names the revision in `expected`, as on the
-    /// ordered path.
+    /// are the handles' losses in `blocks`, the handles deleted as a
+    /// whole, and (a lane's releases and assignments planned together) the
+    /// gains of handles created; a deleted handle names the revision in
+    /// `expected`, as on the ordered path.
     pub(super) async fn write_released_together(
         &self,
         atomic: &dyn AtomicWrites,
@@ -148,8 +149,9 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         }
         for change in changes {
             match change {
-                HandleChange::Adjust { id, .. } => {
-                    let current = match self.handle_to_change(id, true).await {
+                HandleChange::Adjust { id, deltas } => {
+                    let losing = deltas.iter().any(|(_, delta)| *delta < 0);
+                    let current = match self.handle_to_change(id, losing).await {
                         Ok(current) => current,
                         Err(e) => return Batched::Failed(e),
                     };

@@ -118,6 +118,11 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 Job::Assign(request, reply) => assigns.push((request, reply)),
             }
         }
+        // Both kinds at once: one plan and one batch for the round, when
+        // the store and the state allow it.
+        if !releases.is_empty() && !assigns.is_empty() {
+            (releases, assigns) = self.release_and_assign_together(releases, assigns).await;
+        }
         let mut unfinished: Vec<(String, Reply<Vec<IpAddr>>, Vec<IpAddr>)> = if releases.len() > 1 {
             self.release_together(releases).await
         } else {
@@ -339,6 +344,63 @@ mod tests {
         // The five handles and the one block write for all of them, in one
         // batch; one by one would make five batches.
         assert_eq!(spent, 1, "{spent} writes");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_round_of_releases_and_assignments_is_one_batch() {
+        let store = Arc::new(Gated::default());
+        let engine = engine_over(store.clone(), "10.0.0.0/24").await;
+        let mut old = Vec::new();
+        for handle in ["r1", "r2"] {
+            old.extend(
+                assign(&engine, handle)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .ipv4
+                    .addresses,
+            );
+        }
+        let lane = engine.lane("n");
+        let held = lane.lock.clone().lock_owned().await;
+        let releases: Vec<_> = ["r1", "r2"]
+            .iter()
+            .map(|handle| {
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.release_by_handle(handle).await })
+            })
+            .collect();
+        let assigns: Vec<_> = ["a", "b"].iter().map(|h| assign(&engine, h)).collect();
+        until("the round is queued", || waiting(&lane) == 4).await;
+        let before = store.round_trips();
+        drop(held);
+        let mut released = Vec::new();
+        for task in releases {
+            released.extend(task.await.unwrap().unwrap());
+        }
+        let old: Vec<IpAddr> = old.iter().map(|a| a.addr()).collect();
+        assert_eq!(released, old, "each release answers its address");
+        let mut given = Vec::new();
+        for (task, handle) in assigns.into_iter().zip(["a", "b"]) {
+            let got = task.await.unwrap().unwrap();
+            assert_eq!(got.ipv4.addresses.len(), 1);
+            assert_eq!(
+                engine.addresses_of_handle(handle).await.unwrap(),
+                got.ipv4.addresses
+            );
+            given.extend(got.ipv4.addresses);
+        }
+        assert_ne!(given[0], given[1]);
+        let spent = store.round_trips().writes - before.writes;
+        // Two handles deleted, two created and their block, in one batch;
+        // releasing and then assigning would make two.
+        assert_eq!(spent, 1, "{spent} writes");
+        for handle in ["r1", "r2"] {
+            assert!(engine.addresses_of_handle(handle).await.unwrap().is_empty());
+        }
+        let snapshot = engine.snapshot().await.unwrap();
+        let in_use: u32 = snapshot.blocks().map(|b| b.allocated_count()).sum();
+        assert_eq!(in_use, 2, "only a's and b's addresses are held");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

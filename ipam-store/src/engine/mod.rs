@@ -65,6 +65,7 @@
 //!   store has them;
 //! - `stale_cache` (tests): the cache lagging the store, both ways;
 //! - `lane`: the per-node lane that serves a burst of requests together;
+//! - `mixed`: a lane's releases and assignments in one plan and one batch;
 //! - `labels`: where a release gets node labels ([`NodeLabelSource`]), to
 //!   keep affinities consistent as Calico's ensureConsistentAffinity does;
 //! - `assign`, `release`, `admin`, `reservations`, `split`: the operations.
@@ -74,6 +75,7 @@ mod assign;
 mod batch;
 mod labels;
 mod lane;
+mod mixed;
 mod reads;
 mod release;
 mod reservations;
