@@ -103,6 +103,22 @@ fn forget<S: Datastore>(engine: &Ipam<S>, handle: &str) {
     engine.cache().remove(&Key::Handle(handle.to_string()));
 }
 
+/// Runs `then` on the engine just after its store answers the next read
+/// of `key`.
+fn after_reading(
+    engine: &Arc<Ipam<HookAfterRead>>,
+    key: Key,
+    then: impl FnOnce(&Ipam<HookAfterRead>) + Send + 'static,
+) {
+    let weak: Weak<Ipam<HookAfterRead>> = Arc::downgrade(engine);
+    let hook: Hook = Box::new(move || {
+        if let Some(engine) = weak.upgrade() {
+            then(&engine);
+        }
+    });
+    *engine.store().hook.lock().unwrap() = Some((key, hook));
+}
+
 #[tokio::test]
 async fn a_release_deletes_the_handle_it_planned_on_whatever_the_cache_says_since() {
     let engine = engine().await;
@@ -197,13 +213,9 @@ async fn a_handles_addresses_come_from_what_was_read_not_from_the_cache() {
     let second = *cidrs.iter().find(|c| **c != first).unwrap();
     // While the second block is read, another thread's late update puts
     // back the first block as it was before h's 63 addresses.
-    let weak: Weak<Ipam<HookAfterRead>> = Arc::downgrade(&engine);
-    let put_back: Hook = Box::new(move || {
-        if let Some(engine) = weak.upgrade() {
-            engine.cache().put(before.value, before.revision);
-        }
+    after_reading(&engine, Key::Block(second), move |engine| {
+        engine.cache().put(before.value, before.revision);
     });
-    *engine.store().hook.lock().unwrap() = Some((Key::Block(second), put_back));
     let addresses = engine.addresses_of_handle("h").await.unwrap();
     assert_eq!(addresses.len(), 64, "{addresses:?}");
 }
@@ -217,13 +229,9 @@ async fn a_release_that_read_the_handle_and_then_lost_it_from_the_cache_reads_ag
     // while the block is read, another thread's late update forgets the
     // handle again.
     forget(&engine, "h");
-    let weak: Weak<Ipam<HookAfterRead>> = Arc::downgrade(&engine);
-    let forget_again: Hook = Box::new(move || {
-        if let Some(engine) = weak.upgrade() {
-            forget(&engine, "h");
-        }
+    after_reading(&engine, Key::Block(cidr), move |engine| {
+        forget(engine, "h");
     });
-    *engine.store().hook.lock().unwrap() = Some((Key::Block(cidr), forget_again));
     let released = engine.release_by_handle("h").await.unwrap();
     assert!(
         engine.store().hook.lock().unwrap().is_none(),
@@ -273,13 +281,9 @@ async fn holdings_the_cache_lacked_come_from_what_was_read() {
         .cache()
         .put(before.value.clone(), before.revision.clone());
     engine.cache().remove(&Key::Block(second));
-    let weak: Weak<Ipam<HookAfterRead>> = Arc::downgrade(&engine);
-    let put_back: Hook = Box::new(move || {
-        if let Some(engine) = weak.upgrade() {
-            engine.cache().put(before.value, before.revision);
-        }
+    after_reading(&engine, Key::Block(second), move |engine| {
+        engine.cache().put(before.value, before.revision);
     });
-    *engine.store().hook.lock().unwrap() = Some((Key::Block(second), put_back));
     let held = engine.holdings("h", &wanted).await.unwrap();
     assert!(
         engine.store().hook.lock().unwrap().is_none(),
