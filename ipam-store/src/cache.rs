@@ -20,8 +20,23 @@ pub(crate) struct Cache {
     pub(crate) snapshot: Snapshot,
     revisions: HashMap<Key, Revision>,
     /// When pools, config, reservations, blocks and affinities were last
-    /// listed; `None` until the first load.
+    /// listed; `None` until the first load, and after [`Cache::invalidate`].
     pub(crate) loaded_at: Option<Instant>,
+    /// Raised by every [`Cache::invalidate`]: a listing begun before may
+    /// not show the change that invalidated the cache.
+    generation: u64,
+    /// Listings begun so far, and the number of the one installed: an
+    /// earlier one finishing late is not installed over a later one.
+    listings_begun: u64,
+    listing_installed: u64,
+}
+
+/// A listing of the datastore in progress (see [`Cache::begin_listing`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Listing {
+    number: u64,
+    generation: u64,
+    started: Instant,
 }
 
 impl Cache {
@@ -30,13 +45,60 @@ impl Cache {
             snapshot: Snapshot::new(IpamConfig::default(), Vec::new(), &[]),
             revisions: HashMap::new(),
             loaded_at: None,
+            generation: 0,
+            listings_begun: 0,
+            listing_installed: 0,
         }
+    }
+
+    /// Marks pools, config and reservations as possibly changed: the next
+    /// use lists them again, and a listing already under way is not taken
+    /// for fresh. A written pool or reservation is not put in the cache,
+    /// which only a listing fills with those.
+    pub(crate) fn invalidate(&mut self) {
+        self.loaded_at = None;
+        self.generation += 1;
+    }
+
+    /// Starts a listing, to be installed with [`Cache::install`].
+    pub(crate) fn begin_listing(&mut self) -> Listing {
+        self.listings_begun += 1;
+        Listing {
+            number: self.listings_begun,
+            generation: self.generation,
+            started: Instant::now(),
+        }
+    }
+
+    /// Replaces the cache with what `listing` found, unless a listing begun
+    /// later is installed already. Fresh for the cache's time to live only
+    /// when nothing invalidated the cache while it was listed (a pool or
+    /// reservation written then may be missing from the lists: without
+    /// this, a reservation acknowledged during another request's refresh
+    /// could be ignored for ten seconds).
+    pub(crate) fn install(
+        &mut self,
+        listing: Listing,
+        config: Option<Versioned<Value>>,
+        lists: Vec<Vec<Versioned<Value>>>,
+    ) {
+        if listing.number < self.listing_installed {
+            return;
+        }
+        let mut fresh = Cache::rebuild(self, config, lists, listing.started);
+        if listing.generation != self.generation {
+            fresh.loaded_at = None;
+        }
+        fresh.generation = self.generation;
+        fresh.listings_begun = self.listings_begun;
+        fresh.listing_installed = listing.number;
+        *self = fresh;
     }
 
     /// A cache over freshly listed objects. Handles are not listed (there
     /// is one per pod); those of the previous cache are carried over and,
     /// like everything else here, checked by compare-and-swap when used.
-    pub(crate) fn rebuild(
+    fn rebuild(
         previous: &Cache,
         config: Option<Versioned<Value>>,
         lists: Vec<Vec<Versioned<Value>>>,
@@ -68,6 +130,7 @@ impl Cache {
             snapshot: Snapshot::new(config, pools, &reservations),
             revisions,
             loaded_at: Some(loaded_at),
+            ..Cache::empty()
         };
         for value in others {
             cache.put_value(value);
@@ -120,7 +183,7 @@ impl Cache {
             Value::Handle(handle) => self.snapshot.insert_handle(handle),
             Value::Affinity(affinity) => self.snapshot.insert_affinity(affinity),
             Value::Config(config) => self.snapshot.set_config(config),
-            Value::Pool(_) | Value::Reservation(_) => self.loaded_at = None,
+            Value::Pool(_) | Value::Reservation(_) => self.invalidate(),
         }
     }
 
@@ -132,7 +195,7 @@ impl Cache {
             Key::Handle(id) => self.snapshot.remove_handle(id),
             Key::Affinity(key) => self.snapshot.remove_affinity(key),
             Key::Config => self.snapshot.set_config(IpamConfig::default()),
-            Key::Pool(_) | Key::Reservation(_) => self.loaded_at = None,
+            Key::Pool(_) | Key::Reservation(_) => self.invalidate(),
         }
     }
 }

@@ -205,7 +205,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                         let enabled = Value::Pool(pool.clone());
                         self.store.update(&enabled, &revision).await.map(|_| ())
                     };
-                    self.cache().loaded_at = None;
+                    self.cache().invalidate();
                     if let Err(e) = made {
                         self.remove_placeholder(key, &revision).await;
                         return Err(e.into());
@@ -269,7 +269,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         self.store
             .update(&Value::Pool(pool), &current.revision)
             .await?;
-        self.cache().loaded_at = None;
+        self.cache().invalidate();
         Ok(())
     }
 
@@ -309,7 +309,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             }
         }
         self.store.delete(&key, &revision).await?;
-        self.cache().loaded_at = None;
+        self.cache().invalidate();
         Ok(())
     }
 

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::time::Instant;
 
 use ipam_core::block::Attribute;
 use ipam_core::planner::addresses_in_blocks;
@@ -20,7 +19,7 @@ use crate::model::{Key, Kind, ListQuery, Revision, Value, Versioned};
 impl<S: Datastore + ?Sized> Ipam<S> {
     /// Lists pools, config, reservations, blocks and affinities again.
     pub(super) async fn refresh(&self) -> Result<(), StoreError> {
-        let started = Instant::now();
+        let listing = self.cache().begin_listing();
         let config = match self.store.get(&Key::Config).await {
             Ok(config) => Some(config),
             Err(StoreError::NotFound { .. }) => None,
@@ -30,9 +29,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         for kind in [Kind::Pool, Kind::Reservation, Kind::Block, Kind::Affinity] {
             lists.push(self.store.list(&ListQuery::All(kind)).await?);
         }
-        let mut cache = self.cache();
-        let fresh = Cache::rebuild(&cache, config, lists, started);
-        *cache = fresh;
+        self.cache().install(listing, config, lists);
         Ok(())
     }
 

@@ -46,7 +46,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
     /// (`AlreadyExists`) and is left as it is.
     pub async fn create_reservation(&self, reservation: Reservation) -> Result<(), IpamError> {
         self.store.create(&Value::Reservation(reservation)).await?;
-        self.cache().loaded_at = None;
+        self.cache().invalidate();
         Ok(())
     }
 
@@ -67,7 +67,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
             }
         })
         .await?;
-        self.cache().loaded_at = None;
+        self.cache().invalidate();
         Ok(())
     }
 }

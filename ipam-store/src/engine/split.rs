@@ -87,7 +87,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
                 }
             })
             .await;
-        self.cache().loaded_at = None;
+        self.cache().invalidate();
         result
     }
 

@@ -7,14 +7,17 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use ipam_core::planner::NodeLabels;
-use ipam_core::{AutoAssignRequest, BlockCidr, HandleId, NodeName, Pool, PoolSpec};
+use ipam_core::{
+    AutoAssignRequest, BlockCidr, HandleId, NodeName, Pool, PoolSpec, ReservationSpec,
+};
 
 use super::{now, writes::prepare, Ipam};
 use crate::datastore::{AtomicWrites, Datastore, RoundTrips};
 use crate::error::StoreError;
 use crate::memory::MemoryStore;
-use crate::model::{Key, ListQuery, Revision, Value, Versioned};
+use crate::model::{Key, Kind, ListQuery, Reservation, Revision, Value, Versioned};
 
 async fn engine() -> Ipam<MemoryStore> {
     engine_over(MemoryStore::new()).await
@@ -55,6 +58,7 @@ type Hook = Box<dyn FnOnce() + Send>;
 struct HookAfterRead {
     inner: MemoryStore,
     hook: Mutex<Option<(Key, Hook)>>,
+    list_hook: Mutex<Option<(ListQuery, Hook)>>,
 }
 
 #[async_trait]
@@ -77,7 +81,18 @@ impl Datastore for HookAfterRead {
         got
     }
     async fn list(&self, query: &ListQuery) -> Result<Vec<Versioned<Value>>, StoreError> {
-        self.inner.list(query).await
+        let listed = self.inner.list(query).await;
+        let hook = {
+            let mut hook = self.list_hook.lock().unwrap();
+            match &*hook {
+                Some((on, _)) if on == query => hook.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, hook)) = hook {
+            hook();
+        }
+        listed
     }
     async fn create(&self, value: &Value) -> Result<Revision, StoreError> {
         self.inner.create(value).await
@@ -296,4 +311,40 @@ async fn holdings_the_cache_lacked_come_from_what_was_read() {
         assert_eq!(holding.address.addr(), *address);
         assert_eq!(holding.pool, Some("10.0.0.0/24".parse().unwrap()));
     }
+}
+
+#[tokio::test]
+async fn a_reservation_made_while_the_cache_is_listed_is_not_missed() {
+    let engine = Arc::new(engine_over(HookAfterRead::default()).await);
+    engine.ensure_fresh().await.unwrap();
+    // A refresh lists reservations before blocks. While it lists the
+    // blocks, another request reserves the whole pool: stored, then the
+    // cache invalidated, as `create_reservation` does.
+    let weak: Weak<Ipam<HookAfterRead>> = Arc::downgrade(&engine);
+    let reserve: Hook = Box::new(move || {
+        let Some(engine) = weak.upgrade() else { return };
+        let reservation = Value::Reservation(Reservation {
+            name: "all".to_string(),
+            spec: ReservationSpec {
+                reserved_cidrs: vec!["10.0.0.0/24".parse().unwrap()],
+                unknown: Default::default(),
+            },
+        });
+        let created = engine.store().inner.create(&reservation).now_or_never();
+        created.expect("the memory store answers at once").unwrap();
+        engine.cache().invalidate();
+    });
+    *engine.store().list_hook.lock().unwrap() = Some((ListQuery::All(Kind::Block), reserve));
+    engine.refresh().await.unwrap();
+    assert!(
+        engine.store().list_hook.lock().unwrap().is_none(),
+        "the hook ran"
+    );
+    let request = AutoAssignRequest::new(HandleId::new("h"), NodeName::new("n"), 1, 0);
+    let got = engine.auto_assign(&request).await.unwrap();
+    assert!(
+        got.ipv4.addresses.is_empty(),
+        "a reserved address was handed out: {:?}",
+        got.ipv4.addresses
+    );
 }
