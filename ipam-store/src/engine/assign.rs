@@ -13,6 +13,21 @@ use super::writes::{prepare, AssignFailure, Interrupted, Prepared};
 use super::{now, AutoAssigned, Ipam, IpamError, Released};
 use crate::datastore::Datastore;
 
+/// The assignments of a batch's requests when every one was served in
+/// full; `None` when any was refused or is short.
+pub(super) fn served_in_full(
+    outcomes: Vec<Result<(Assignments, Assignments), ipam_core::Error>>,
+) -> Option<Vec<(Assignments, Assignments)>> {
+    outcomes
+        .into_iter()
+        .map(Result::ok)
+        .collect::<Option<Vec<_>>>()
+        .filter(|all| {
+            all.iter()
+                .all(|(v4, v6)| v4.shortfall.is_empty() && v6.shortfall.is_empty())
+        })
+}
+
 pub(super) fn in_blocks(addresses: &[IpNet], blocks: &[BlockCidr]) -> Vec<IpNet> {
     addresses
         .iter()
@@ -71,14 +86,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         };
         // Every request served in full, and by one block write (claims of
         // new blocks come before it and write no address).
-        let served: Option<Vec<_>> = outcomes
-            .into_iter()
-            .map(|o| o.ok())
-            .collect::<Option<Vec<_>>>()
-            .filter(|all| {
-                all.iter()
-                    .all(|(v4, v6)| v4.shortfall.is_empty() && v6.shortfall.is_empty())
-            });
+        let served = served_in_full(outcomes);
         let Some(served) = served.filter(|_| prepared.plan.blocks.len() == 1) else {
             return together.into_iter().chain(alone).collect();
         };

@@ -20,6 +20,7 @@ use std::net::IpAddr;
 
 use ipam_core::AutoAssignRequest;
 
+use super::assign::served_in_full;
 use super::batch::Batched;
 use super::lane::Reply;
 use super::writes::prepare;
@@ -85,15 +86,7 @@ impl<S: Datastore + ?Sized> Ipam<S> {
         let Ok(Some((planned, mut prepared))) = planned else {
             return (releases, assigns);
         };
-        let served: Option<Vec<_>> = planned
-            .outcomes
-            .into_iter()
-            .map(|outcome| outcome.ok())
-            .collect::<Option<Vec<_>>>()
-            .filter(|all| {
-                all.iter()
-                    .all(|(v4, v6)| v4.shortfall.is_empty() && v6.shortfall.is_empty())
-            });
+        let served = served_in_full(planned.outcomes);
         let plan = &prepared.plan;
         let Some(served) = served.filter(|_| plan.claims.is_empty() && plan.releases.is_empty())
         else {

@@ -61,6 +61,20 @@ struct HookAfterRead {
     list_hook: Mutex<Option<(ListQuery, Hook)>>,
 }
 
+/// Runs and clears the hook in `slot` when it waits for `read`.
+fn run_hook<R: PartialEq>(slot: &Mutex<Option<(R, Hook)>>, read: &R) {
+    let hook = {
+        let mut slot = slot.lock().unwrap();
+        match &*slot {
+            Some((on, _)) if on == read => slot.take(),
+            _ => None,
+        }
+    };
+    if let Some((_, hook)) = hook {
+        hook();
+    }
+}
+
 #[async_trait]
 impl Datastore for HookAfterRead {
     fn backend(&self) -> &'static str {
@@ -68,30 +82,12 @@ impl Datastore for HookAfterRead {
     }
     async fn get(&self, key: &Key) -> Result<Versioned<Value>, StoreError> {
         let got = self.inner.get(key).await;
-        let hook = {
-            let mut hook = self.hook.lock().unwrap();
-            match &*hook {
-                Some((on, _)) if on == key => hook.take(),
-                _ => None,
-            }
-        };
-        if let Some((_, hook)) = hook {
-            hook();
-        }
+        run_hook(&self.hook, key);
         got
     }
     async fn list(&self, query: &ListQuery) -> Result<Vec<Versioned<Value>>, StoreError> {
         let listed = self.inner.list(query).await;
-        let hook = {
-            let mut hook = self.list_hook.lock().unwrap();
-            match &*hook {
-                Some((on, _)) if on == query => hook.take(),
-                _ => None,
-            }
-        };
-        if let Some((_, hook)) = hook {
-            hook();
-        }
+        run_hook(&self.list_hook, query);
         listed
     }
     async fn create(&self, value: &Value) -> Result<Revision, StoreError> {
